@@ -1,0 +1,134 @@
+//! The error body every endpoint answers with: `{"error": {"code", "message"}}`.
+
+use serde::{Deserialize, Serialize};
+
+/// What went wrong, as a stable machine-readable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON (HTTP 400).
+    MalformedJson,
+    /// The request or message is valid JSON of the wrong shape (HTTP 400).
+    BadRequest,
+    /// An action breaks the wire contract (HTTP 422).
+    InvalidAction,
+    /// A body or payload is over the size limit (HTTP 413).
+    PayloadTooLarge,
+    /// The body is not `application/json` (HTTP 415).
+    UnsupportedMediaType,
+    /// An action's number skips ahead of the next one expected (HTTP 409).
+    OutOfOrder,
+    /// No such view (HTTP 404).
+    UnknownView,
+    /// No such resource (HTTP 404).
+    NotFound,
+    /// A JSON Patch failed to apply (HTTP 409).
+    PatchFailed,
+    /// A reducer rejected the action (HTTP 409).
+    Rejected,
+    /// The service cannot take writes now, e.g. the disk is full (HTTP 503).
+    Unavailable,
+    /// A bug or unexpected failure; details are in the server log (HTTP 500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::MalformedJson | ErrorCode::BadRequest => 400,
+            ErrorCode::UnknownView | ErrorCode::NotFound => 404,
+            ErrorCode::OutOfOrder | ErrorCode::PatchFailed | ErrorCode::Rejected => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::InvalidAction => 422,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+
+    /// The code as it appears on the wire, e.g. `payload_too_large`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidAction => "invalid_action",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::OutOfOrder => "out_of_order",
+            ErrorCode::UnknownView => "unknown_view",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::PatchFailed => "patch_failed",
+            ErrorCode::Rejected => "rejected",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The HTTP error body: `{"error": {"code": "…", "message": "…"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The inside of an [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The machine-readable code.
+    pub code: ErrorCode,
+    /// A sentence for people, naming what is wrong.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialise_as_their_names() {
+        for code in [
+            ErrorCode::MalformedJson,
+            ErrorCode::BadRequest,
+            ErrorCode::InvalidAction,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::OutOfOrder,
+            ErrorCode::UnknownView,
+            ErrorCode::NotFound,
+            ErrorCode::PatchFailed,
+            ErrorCode::Rejected,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
+        let body = ErrorBody::new(ErrorCode::PayloadTooLarge, "too big");
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"error":{"code":"payload_too_large","message":"too big"}}"#
+        );
+    }
+}
