@@ -1,1 +1,48 @@
-fn main() {}
+//! The `nodb` command: one binary for every nodb service and tool.
+//!
+//! `main` parses the command line and hands each subcommand to its module
+//! under `commands/`. Every error ends the process with exit code 2 and one
+//! line on stderr that names what is wrong.
+
+mod commands;
+mod input;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// nodb: a Redux-style state server. Clients dispatch actions; a durable,
+/// exactly-once history of them is the data; views computed from it by pure
+/// reducers stream JSON patches to every client.
+#[derive(Parser)]
+#[command(
+    name = "nodb",
+    version,
+    after_help = "Examples:\n  nodb diff old.json new.json        print the RFC 6902 patch from old to new\n  nodb patch doc.json patch.json     print doc.json with the patch applied\n\nRun `nodb <command> --help` for the details of each command."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Diff(commands::diff::Args),
+    Patch(commands::patch::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Diff(args) => commands::diff::run(&args),
+        Command::Patch(args) => commands::patch::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the chain: "nodb: outer: inner".
+            eprintln!("nodb: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

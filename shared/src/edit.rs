@@ -261,6 +261,10 @@ pub(crate) fn remove_child(
     }
 }
 
+/// The edit [`edit_parent`] makes at the parent: `(parent, last segment,
+/// full path) -> new parent`.
+pub(crate) type EditFn<'f> = dyn FnMut(&Tree, &Segment, &[Segment]) -> Result<Tree, PathError> + 'f;
+
 /// Walks `segs[depth..]` from `node` to the parent of the last segment,
 /// calls `f(parent, last_segment, full_path)` there, and rebuilds the path
 /// back up with the parent `f` returned. Only the nodes on the path are
@@ -270,7 +274,7 @@ pub(crate) fn edit_parent(
     segs: &[Segment],
     depth: usize,
     missing: Missing,
-    f: &mut dyn FnMut(&Tree, &Segment, &[Segment]) -> Result<Tree, PathError>,
+    f: &mut EditFn<'_>,
 ) -> Result<Tree, PathError> {
     if depth + 1 == segs.len() {
         return f(node, &segs[depth], segs);

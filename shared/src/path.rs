@@ -309,7 +309,7 @@ pub enum PathError {
         kind: Kind,
     },
     /// An array index past the end.
-    #[error("index {index} at {path:?} is out of range (the array has {len} elements)")]
+    #[error("index {index} at {path:?} is out of range (array length {len})")]
     IndexOutOfRange {
         /// The path, ending in the index.
         path: String,

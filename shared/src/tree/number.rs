@@ -185,7 +185,7 @@ mod tests {
         assert!(!Number::from_f64(0.5).unwrap().is_integer());
         assert_eq!(Number::from_f64(f64::NAN), None);
         assert_eq!(
-            Number::from_f64(-9.223372036854775808e18),
+            Number::from_f64(i64::MIN as f64),
             Some(Number::from_i64(i64::MIN))
         );
     }

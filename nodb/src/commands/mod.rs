@@ -1,0 +1,4 @@
+//! One module per subcommand: each has its `Args` and a `run`.
+
+pub mod diff;
+pub mod patch;
