@@ -1,11 +1,16 @@
 //! The chronicler: the accepted, ordered, durable history of actions, and
 //! the only writer of it.
 //!
-//! It owns the log (segment files on local disk by default, NATS JetStream
-//! in scale-out mode), assigns every accepted action its gap-free `seq` and
-//! `ts`, enforces exactly-once acceptance per client (`<client>:<n>`), and
-//! acknowledges only what is durable. It serves `POST /actions`, the `/ws`
-//! socket and the `GET /actions?from=N` stream. It never interprets actions
-//! or runs reducers.
+//! It owns the log (segment files on local disk by default; a replicated
+//! backend can implement the same [`log::Log`] trait), assigns every accepted
+//! action its gap-free `seq` and `ts`, enforces exactly-once acceptance per
+//! client (`<client>:<n>`), and acknowledges only what is durable. It never
+//! interprets actions or runs reducers.
 //!
-//! This crate is filled by the issue "The chronicler"; it is empty until then.
+//! # Modules
+//!
+//! - [`log`]: the storage — records, segments, recovery, group commit, reads.
+//! - [`metrics`]: counters and histograms for `GET /metrics`.
+
+pub mod log;
+pub mod metrics;

@@ -12,8 +12,11 @@ use crate::tree::Tree;
 pub struct Ack {
     /// The action's id.
     pub id: String,
-    /// The sequence number it got (the original one for a re-send).
-    pub seq: u64,
+    /// The sequence number it got (the original one for a re-send). Absent
+    /// only for a re-send of an action older than the chronicler's memory of
+    /// that client's latest actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// Whether the action had been accepted before.
     pub duplicate: bool,
 }

@@ -1,0 +1,497 @@
+//! [`FileLog`]: the embedded log in segment files under a data directory.
+//!
+//! Opening runs recovery: scan every segment, check the chain, truncate a
+//! torn tail, finish an interrupted seal, rebuild the exactly-once table and
+//! the head. Then a writer thread ([`group_commit`](super::group_commit))
+//! owns the active segment. Readers get recent actions from an in-memory
+//! tail and older ones from the segment files, so a consumer that falls
+//! behind is served from disk and never holds up the writer.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use nodb_shared::protocol::Ack;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::dedup::DedupTable;
+use super::group_commit::{Request, Writer};
+use super::record::{Decoded, FRAME_HEADER, GENESIS, Hash, decode};
+use super::scan::{self, SegmentInfo};
+use super::segment::{self, HEADER_LEN};
+use super::{AppendBatch, AppendError, Log, LogEntry, LogError, ReadLimits};
+use crate::metrics::Metrics;
+
+/// Settings of the embedded log.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The directory of the segment files (created if missing).
+    pub dir: PathBuf,
+    /// Roll to a new segment past this size. Default 64 MiB.
+    pub segment_size: u64,
+    /// Stop adding requests to a write at about this many bytes. Default 8 MiB.
+    pub max_batch_bytes: usize,
+    /// How many recent actions to keep in memory for consumers at the tail.
+    /// Default 65,536.
+    pub recent_entries: usize,
+}
+
+impl LogConfig {
+    /// The defaults, for a log in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogConfig {
+            dir: dir.into(),
+            segment_size: 64 * 1024 * 1024,
+            max_batch_bytes: 8 * 1024 * 1024,
+            recent_entries: 65_536,
+        }
+    }
+
+    /// Checks the settings make sense.
+    ///
+    /// # Errors
+    /// A sentence naming the setting that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_size < 4096 {
+            return Err(format!(
+                "the segment size must be at least 4096 bytes, not {}",
+                self.segment_size
+            ));
+        }
+        if self.max_batch_bytes == 0 || self.recent_entries == 0 {
+            return Err("the batch size and the in-memory tail must not be zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    /// The last seq.
+    pub head: u64,
+    /// How many segments.
+    pub segments: usize,
+    /// How many clients the exactly-once table knows.
+    pub clients: usize,
+    /// Bytes of a torn final write that were cut off.
+    pub torn_bytes: u64,
+}
+
+/// Where readers find records: segment index and the in-memory tail.
+pub struct Shared {
+    state: RwLock<ReadState>,
+    head_tx: watch::Sender<u64>,
+    recent_cap: usize,
+}
+
+struct ReadState {
+    /// `(first_seq, path, sparse index)` per segment.
+    segments: Vec<(u64, PathBuf, Vec<(u64, u64)>)>,
+    recent: VecDeque<(u64, Bytes)>,
+    durable_hash: Hash,
+}
+
+impl Shared {
+    pub(crate) fn add_segment(&self, first_seq: u64, path: PathBuf) {
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        s.segments.push((first_seq, path, Vec::new()));
+    }
+
+    /// The chain hash after the last durable record.
+    pub fn durable_hash(&self) -> Hash {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .durable_hash
+    }
+
+    pub(crate) fn publish(
+        &self,
+        segment_first: u64,
+        index: Vec<(u64, u64)>,
+        entries: impl Iterator<Item = (u64, Bytes)>,
+        head: u64,
+        hash: Hash,
+    ) {
+        {
+            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(seg) = s
+                .segments
+                .iter_mut()
+                .rev()
+                .find(|(f, _, _)| *f == segment_first)
+            {
+                seg.2.extend(index);
+            }
+            for e in entries {
+                if s.recent.len() == self.recent_cap {
+                    s.recent.pop_front();
+                }
+                s.recent.push_back(e);
+            }
+            s.durable_hash = hash;
+        }
+        self.head_tx.send_replace(head);
+    }
+
+    /// Entries from `from` in memory, or where on disk to find it.
+    fn locate(&self, from: u64, head: u64, limits: ReadLimits) -> Located {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((front, _)) = s.recent.front() {
+            if from >= *front {
+                let skip = (from - front) as usize;
+                let mut out = Vec::new();
+                let mut bytes = 0;
+                for (seq, json) in s.recent.iter().skip(skip) {
+                    if *seq > head
+                        || out.len() >= limits.max_entries
+                        || (bytes >= limits.max_bytes && !out.is_empty())
+                    {
+                        break;
+                    }
+                    bytes += json.len();
+                    out.push(LogEntry {
+                        seq: *seq,
+                        json: json.clone(),
+                    });
+                }
+                return Located::Memory(out);
+            }
+        }
+        let Some(i) = s.segments.iter().rposition(|(first, _, _)| *first <= from) else {
+            return Located::Memory(Vec::new());
+        };
+        let (_, path, index) = &s.segments[i];
+        let offset = match index.partition_point(|(seq, _)| *seq <= from) {
+            0 => HEADER_LEN,
+            k => index[k - 1].1,
+        };
+        Located::Disk {
+            path: path.clone(),
+            offset,
+        }
+    }
+}
+
+enum Located {
+    Memory(Vec<LogEntry>),
+    Disk { path: PathBuf, offset: u64 },
+}
+
+/// The embedded, file-backed [`Log`].
+pub struct FileLog {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl FileLog {
+    /// Opens (or creates) the log in `config.dir`, recovering from whatever
+    /// a crash left, and starts the writer thread.
+    ///
+    /// # Errors
+    /// [`LogError::Corrupt`] if the history is damaged before its tail,
+    /// [`LogError::Locked`] if another process uses the directory,
+    /// [`LogError::Io`] otherwise.
+    pub fn open(
+        config: &LogConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<FileLog>, Recovered), LogError> {
+        let dir = &config.dir;
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LogError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock_dir(dir)?;
+        let mut table = DedupTable::default();
+        let mut scanned = scan::scan(dir, &mut |rec| {
+            if let Ok(id) = rec.id.parse() {
+                table.record(&id, rec.seq);
+            }
+        })?;
+        let mut torn_bytes = 0;
+        if let Some(torn) = &scanned.torn {
+            tracing::warn!(
+                segment = %torn.segment.display(), offset = torn.offset, bytes = torn.bytes, reason = torn.reason,
+                "the last write before a crash was cut short; truncating it (it was never acknowledged)"
+            );
+            zero_from(&torn.segment, torn.offset).map_err(io_err(&torn.segment))?;
+            torn_bytes = torn.bytes;
+        }
+        if scanned.segments.is_empty() {
+            let header = segment::Header {
+                first_seq: 1,
+                prev_hash: GENESIS,
+            };
+            segment::create(dir, header, config.segment_size).map_err(io_err(dir))?;
+            scanned.segments.push(SegmentInfo {
+                first_seq: 1,
+                path: segment::path_for(dir, 1),
+                index: Vec::new(),
+                last_seq: 0,
+                data_end: HEADER_LEN,
+                file_len: config.segment_size,
+            });
+        }
+        // Finish any seal a crash interrupted.
+        let last = scanned.segments.len() - 1;
+        for seg in &scanned.segments[..last] {
+            let readonly = fs::metadata(&seg.path)
+                .map(|m| m.permissions().readonly())
+                .unwrap_or(false);
+            if seg.file_len != seg.data_end || !readonly {
+                segment::seal(&seg.path, seg.data_end).map_err(io_err(&seg.path))?;
+            }
+        }
+        let active = &scanned.segments[last];
+        let file = segment::open_for_append(&active.path).map_err(io_err(&active.path))?;
+        let recovered = Recovered {
+            head: scanned.head,
+            segments: scanned.segments.len(),
+            clients: table.len(),
+            torn_bytes,
+        };
+        let (head_tx, _) = watch::channel(scanned.head);
+        let shared = Arc::new(Shared {
+            state: RwLock::new(ReadState {
+                segments: scanned
+                    .segments
+                    .iter()
+                    .map(|s| (s.first_seq, s.path.clone(), s.index.clone()))
+                    .collect(),
+                recent: VecDeque::new(),
+                durable_hash: scanned.hash,
+            }),
+            head_tx,
+            recent_cap: config.recent_entries,
+        });
+        metrics
+            .head_seq
+            .store(scanned.head, std::sync::atomic::Ordering::Relaxed);
+        let writer = Writer {
+            dir: dir.clone(),
+            file,
+            segment_first: active.first_seq,
+            pos: active.data_end,
+            dirty_end: active.data_end,
+            segment_size: config.segment_size,
+            max_batch_bytes: config.max_batch_bytes,
+            head: scanned.head,
+            hash: scanned.hash,
+            last_ts: 0,
+            table,
+            shared: shared.clone(),
+            metrics,
+        };
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let handle = std::thread::Builder::new()
+            .name("nodb-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(dir))?;
+        let log = FileLog {
+            tx,
+            shared,
+            writer: Mutex::new(Some(handle)),
+            _lock: lock,
+        };
+        Ok((Arc::new(log), recovered))
+    }
+
+    /// Finishes every append queued so far, acknowledges it, and stops the
+    /// writer. Appends after this fail with [`AppendError::ShuttingDown`].
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Request::Stop).await;
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+impl Log for FileLog {
+    fn append(&self, batch: AppendBatch) -> BoxFuture<'static, Result<Vec<Ack>, AppendError>> {
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            tx.send(Request::Append(batch, reply_tx))
+                .await
+                .map_err(|_| AppendError::ShuttingDown)?;
+            reply_rx.await.map_err(|_| AppendError::ShuttingDown)?
+        })
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.shared.head_tx.subscribe()
+    }
+
+    fn read(
+        &self,
+        from: u64,
+        limits: ReadLimits,
+    ) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let head = *shared.head_tx.borrow();
+            if from > head || from == 0 {
+                return Ok(Vec::new());
+            }
+            match shared.locate(from, head, limits) {
+                Located::Memory(entries) => Ok(entries),
+                Located::Disk { .. } => {
+                    tokio::task::spawn_blocking(move || read_from_disk(&shared, from, head, limits))
+                        .await
+                        .map_err(|e| LogError::Io {
+                            path: PathBuf::new(),
+                            source: io::Error::other(e),
+                        })?
+                }
+            }
+        })
+    }
+}
+
+/// Reads records `from..=head` up to `limits`, segment after segment,
+/// switching to the in-memory tail when it reaches it.
+fn read_from_disk(
+    shared: &Shared,
+    from: u64,
+    head: u64,
+    limits: ReadLimits,
+) -> Result<Vec<LogEntry>, LogError> {
+    let mut out: Vec<LogEntry> = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let next = out.last().map_or(from, |e| e.seq + 1);
+        if next > head || out.len() >= limits.max_entries || bytes >= limits.max_bytes {
+            return Ok(out);
+        }
+        let left = ReadLimits {
+            max_entries: limits.max_entries - out.len(),
+            max_bytes: limits.max_bytes - bytes,
+        };
+        let more = match shared.locate(next, head, left) {
+            Located::Memory(entries) => entries,
+            Located::Disk { path, offset } => read_segment(&path, offset, next, head, left)?,
+        };
+        if more.is_empty() {
+            return Ok(out);
+        }
+        bytes += more.iter().map(|e| e.json.len()).sum::<usize>();
+        out.extend(more);
+    }
+}
+
+/// Reads records `from..=head` of the segment `path`, starting at `offset`
+/// (a record boundary at or before `from`), up to `limits`.
+fn read_segment(
+    path: &Path,
+    offset: u64,
+    from: u64,
+    head: u64,
+    limits: ReadLimits,
+) -> Result<Vec<LogEntry>, LogError> {
+    let io_err = |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut filled = 0usize;
+    let mut file_pos = offset;
+    let mut at = 0usize;
+    loop {
+        let avail = &buf[at..filled];
+        match decode(avail) {
+            Decoded::Record(rec, used) => {
+                at += used;
+                if rec.seq > head {
+                    return Ok(out);
+                }
+                if rec.seq >= from {
+                    bytes += rec.json.len();
+                    out.push(LogEntry {
+                        seq: rec.seq,
+                        json: rec.json,
+                    });
+                    if out.len() >= limits.max_entries
+                        || bytes >= limits.max_bytes
+                        || rec.seq == head
+                    {
+                        return Ok(out);
+                    }
+                }
+            }
+            // A zero length: the end of this segment's records.
+            Decoded::End if avail.len() >= FRAME_HEADER => break,
+            // Below the head every record is whole and valid; past it a
+            // write may be in progress. Either way this segment ends here.
+            Decoded::Invalid(_) => break,
+            Decoded::End | Decoded::Incomplete => {
+                // Keep the partial record, make room, read on.
+                buf.copy_within(at..filled, 0);
+                filled -= at;
+                at = 0;
+                if filled == buf.len() {
+                    buf.resize(buf.len() * 2, 0);
+                }
+                let n = file.read_at(&mut buf[filled..], file_pos).map_err(io_err)?;
+                if n == 0 {
+                    break;
+                }
+                file_pos += n as u64;
+                filled += n;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Zeroes a segment from `offset` to its end (skipping what already is
+/// zero) and syncs it: a torn write's remains must never be read as records.
+fn zero_from(path: &Path, offset: u64) -> io::Result<()> {
+    let file = segment::open_for_append(path)?;
+    let len = file.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; 1 << 20];
+    let mut pos = offset;
+    while pos < len {
+        let n = ((len - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            file.write_all_at(&zeros[..n], pos)?;
+        }
+        pos += n as u64;
+    }
+    file.sync_data()
+}
+
+/// Takes an exclusive lock on the directory, so two chroniclers never
+/// write one log.
+fn lock_dir(dir: &Path) -> Result<File, LogError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| LogError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(LogError::Io { path, source }),
+    }
+}

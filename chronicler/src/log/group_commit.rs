@@ -1,0 +1,342 @@
+//! Group commit: one writer thread owns the active segment. Every append
+//! queued while a write is in flight goes into the next write; one
+//! `fdatasync` covers the whole batch, and only then is anyone answered.
+//!
+//! The writer also owns the exactly-once table, so deciding whether an
+//! action is new, a re-send or out of order happens in log order. A batch
+//! that fails to write changes nothing: its table updates are undone, its
+//! seqs are reused, and the bytes it may have left are overwritten (or
+//! zeroed) by the next write.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use nodb_shared::protocol::Ack;
+use tokio::sync::{mpsc, oneshot};
+
+use super::dedup::{Check, ClientEntry, DedupTable};
+use super::file_log::Shared;
+use super::record::{self, Hash};
+use super::scan::INDEX_EVERY;
+use super::segment::{self, HEADER_LEN};
+use super::{AppendBatch, AppendError};
+use crate::metrics::Metrics;
+
+/// A message to the writer.
+pub enum Request {
+    /// Append a batch and answer on `reply` once durable.
+    Append(AppendBatch, oneshot::Sender<Result<Vec<Ack>, AppendError>>),
+    /// Finish what is queued before this, then stop.
+    Stop,
+}
+
+/// The writer's state: the active segment and the head of the chain.
+pub struct Writer {
+    pub(crate) dir: PathBuf,
+    pub(crate) file: File,
+    pub(crate) segment_first: u64,
+    /// Where the next record goes in the active segment.
+    pub(crate) pos: u64,
+    /// How far bytes may have been written (by a failed write) beyond `pos`.
+    pub(crate) dirty_end: u64,
+    pub(crate) segment_size: u64,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) head: u64,
+    pub(crate) hash: Hash,
+    pub(crate) last_ts: u64,
+    pub(crate) table: DedupTable,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// Per-batch scratch space.
+struct Batch {
+    buf: Vec<u8>,
+    /// `(seq, offset in buf, json)` of every new record.
+    records: Vec<(u64, usize, Bytes)>,
+    /// Table entries as they were before this batch touched them.
+    undo: Vec<(String, Option<ClientEntry>)>,
+    touched: HashSet<String>,
+    replies: Vec<(
+        oneshot::Sender<Result<Vec<Ack>, AppendError>>,
+        Result<Vec<Ack>, AppendError>,
+    )>,
+}
+
+impl Writer {
+    /// Runs until [`Request::Stop`] or until every sender is gone.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut stopping = false;
+        while !stopping {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut requests = Vec::new();
+            match first {
+                Request::Append(b, r) => requests.push((b, r)),
+                Request::Stop => break,
+            }
+            // Everything already queued joins this write.
+            let mut queued_bytes = 0usize;
+            while queued_bytes < self.max_batch_bytes {
+                match rx.try_recv() {
+                    Ok(Request::Append(b, r)) => {
+                        queued_bytes += b.actions.len() * 256;
+                        requests.push((b, r));
+                    }
+                    Ok(Request::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(requests);
+        }
+        tracing::info!(head = self.head, "log writer stopped");
+    }
+
+    fn write_batch(
+        &mut self,
+        requests: Vec<(AppendBatch, oneshot::Sender<Result<Vec<Ack>, AppendError>>)>,
+    ) {
+        let mut batch = Batch {
+            buf: Vec::with_capacity(64 * 1024),
+            records: Vec::new(),
+            undo: Vec::new(),
+            touched: HashSet::new(),
+            replies: Vec::with_capacity(requests.len()),
+        };
+        let start_head = self.head;
+        let start_hash = self.hash;
+        let ts = now_ms().max(self.last_ts);
+        for (req, reply) in requests {
+            let result = self.stage(req, ts, &mut batch);
+            batch.replies.push((reply, result));
+        }
+        if batch.records.is_empty() {
+            // Only duplicates and refusals: nothing to write.
+            return self.answer(batch.replies);
+        }
+        match self.persist(&mut batch, start_hash) {
+            Ok(()) => {
+                self.last_ts = ts;
+                self.publish(&batch);
+                self.answer(batch.replies);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing a batch to the log failed; nothing of it is acknowledged");
+                self.metrics.write_errors.fetch_add(1, Relaxed);
+                for (client, entry) in batch.undo.drain(..).rev() {
+                    self.table.restore(&client, entry);
+                }
+                self.head = start_head;
+                self.hash = start_hash;
+                let message = if e.kind() == std::io::ErrorKind::StorageFull {
+                    "the disk is full".to_string()
+                } else {
+                    format!("I/O error: {e}")
+                };
+                let replies = batch
+                    .replies
+                    .into_iter()
+                    .map(|(tx, r)| (tx, r.and(Err(AppendError::Unavailable(message.clone())))))
+                    .collect();
+                self.answer(replies);
+            }
+        }
+    }
+
+    /// Decides every action of one request and encodes the new ones. The
+    /// request is all or nothing: one out-of-order action refuses it whole.
+    fn stage(
+        &mut self,
+        req: AppendBatch,
+        ts: u64,
+        batch: &mut Batch,
+    ) -> Result<Vec<Ack>, AppendError> {
+        enum Decision {
+            New,
+            /// Accepted before this request, with its seq if recent.
+            Duplicate(Option<u64>),
+            /// Accepted earlier in this same request, at that index.
+            DuplicateOf(usize),
+        }
+        // First pass: decide, counting earlier actions of this request, and
+        // refuse the whole request if any action skips ahead.
+        let mut last_n: HashMap<&str, u64> = HashMap::new();
+        let mut first_new: HashMap<(&str, u64), usize> = HashMap::new();
+        let mut decisions = Vec::with_capacity(req.actions.len());
+        for (i, (id, _)) in req.actions.iter().enumerate() {
+            let client = id.client.as_str();
+            let before = self.table.last_n(client);
+            let last = *last_n.get(client).unwrap_or(&before);
+            if id.n == last + 1 {
+                last_n.insert(client, id.n);
+                first_new.insert((client, id.n), i);
+                decisions.push(Decision::New);
+            } else if id.n <= before {
+                decisions.push(match self.table.check(id) {
+                    Check::Duplicate(seq) => Decision::Duplicate(seq),
+                    _ => Decision::Duplicate(None),
+                });
+            } else if id.n <= last {
+                decisions.push(Decision::DuplicateOf(first_new[&(client, id.n)]));
+            } else {
+                self.metrics.out_of_order.fetch_add(1, Relaxed);
+                return Err(AppendError::OutOfOrder {
+                    id: id.to_string(),
+                    client: id.client.clone(),
+                    expected: last + 1,
+                });
+            }
+        }
+        drop((last_n, first_new));
+        // Second pass: encode the new actions; acknowledge the re-sends.
+        let mut acks: Vec<Ack> = Vec::with_capacity(req.actions.len());
+        for ((id, action), decision) in req.actions.into_iter().zip(decisions) {
+            let ack = match decision {
+                Decision::New => {
+                    if batch.touched.insert(id.client.clone()) {
+                        batch
+                            .undo
+                            .push((id.client.clone(), self.table.entry(&id.client)));
+                    }
+                    let seq = self.head + 1;
+                    let committed = action.commit(seq, ts, req.client.clone());
+                    let json = Bytes::from(serde_json::to_vec(&committed).unwrap_or_default());
+                    let offset = batch.buf.len();
+                    self.hash =
+                        record::encode(&mut batch.buf, &self.hash, seq, &committed.id, &json);
+                    batch.records.push((seq, offset, json));
+                    self.head = seq;
+                    self.table.record(&id, seq);
+                    Ack {
+                        id: committed.id,
+                        seq: Some(seq),
+                        duplicate: false,
+                    }
+                }
+                Decision::Duplicate(seq) => Ack {
+                    id: id.to_string(),
+                    seq,
+                    duplicate: true,
+                },
+                Decision::DuplicateOf(j) => Ack {
+                    id: id.to_string(),
+                    seq: acks[j].seq,
+                    duplicate: true,
+                },
+            };
+            if ack.duplicate {
+                self.metrics.duplicates.fetch_add(1, Relaxed);
+            }
+            acks.push(ack);
+        }
+        Ok(acks)
+    }
+
+    /// Writes the batch and syncs it; rolls the segment first if full.
+    /// `prev_hash` is the chain hash before the batch.
+    fn persist(&mut self, batch: &mut Batch, prev_hash: Hash) -> std::io::Result<()> {
+        if self.pos > HEADER_LEN && self.pos + batch.buf.len() as u64 > self.segment_size {
+            self.roll(batch.records[0].0, prev_hash)?;
+        }
+        let end = self.pos + batch.buf.len() as u64;
+        if end < self.dirty_end {
+            // A failed write left bytes past here: zero them in this write,
+            // so recovery never mistakes them for records.
+            batch.buf.resize((self.dirty_end - self.pos) as usize, 0);
+        }
+        self.dirty_end = self.dirty_end.max(self.pos + batch.buf.len() as u64);
+        self.file.write_all_at(&batch.buf, self.pos)?;
+        let t = Instant::now();
+        self.file.sync_data()?;
+        self.metrics
+            .fsync_seconds
+            .observe(t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Starts a new segment at `first_seq`, then seals the full one.
+    fn roll(&mut self, first_seq: u64, prev_hash: Hash) -> std::io::Result<()> {
+        let header = segment::Header {
+            first_seq,
+            prev_hash,
+        };
+        let file = segment::create(&self.dir, header, self.segment_size)?;
+        let old = segment::path_for(&self.dir, self.segment_first);
+        if let Err(e) = segment::seal(&old, self.pos) {
+            // The data is safe and synced; the next start finishes the seal.
+            tracing::warn!(segment = %old.display(), error = %e, "could not seal a full segment");
+        }
+        tracing::debug!(first_seq, "rolled to a new segment");
+        self.file = file;
+        self.segment_first = first_seq;
+        self.pos = HEADER_LEN;
+        self.dirty_end = HEADER_LEN;
+        self.shared
+            .add_segment(first_seq, segment::path_for(&self.dir, first_seq));
+        Ok(())
+    }
+
+    /// Makes the written batch visible to readers and updates metrics.
+    fn publish(&mut self, batch: &Batch) {
+        let index: Vec<(u64, u64)> = batch
+            .records
+            .iter()
+            .filter(|(seq, _, _)| (seq - self.segment_first) % INDEX_EVERY == 0)
+            .map(|(seq, off, _)| (*seq, self.pos + *off as u64))
+            .collect();
+        self.pos += record_bytes(batch);
+        self.dirty_end = self.dirty_end.max(self.pos);
+        let entries = batch
+            .records
+            .iter()
+            .map(|(seq, _, json)| (*seq, json.clone()));
+        self.shared
+            .publish(self.segment_first, index, entries, self.head, self.hash);
+        self.metrics
+            .appends
+            .fetch_add(batch.records.len() as u64, Relaxed);
+        self.metrics.batch_size.observe(batch.records.len() as f64);
+        self.metrics.head_seq.store(self.head, Relaxed);
+    }
+
+    fn answer(
+        &self,
+        replies: Vec<(
+            oneshot::Sender<Result<Vec<Ack>, AppendError>>,
+            Result<Vec<Ack>, AppendError>,
+        )>,
+    ) {
+        for (tx, result) in replies {
+            // The requester may have gone away; the action is durable anyway.
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// The length of the records in a batch, without zero padding.
+fn record_bytes(batch: &Batch) -> u64 {
+    let (_, last_off, _) = &batch.records[batch.records.len() - 1];
+    let last_len = u32::from_le_bytes(
+        batch.buf[*last_off..*last_off + 4]
+            .try_into()
+            .unwrap_or_default(),
+    ) as usize;
+    (*last_off + record::FRAME_HEADER + last_len) as u64
+}
+
+/// Milliseconds since the unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,139 @@
+//! The log: where accepted actions become durable history.
+//!
+//! - [`record`]: the framed, checksummed, hash-chained record.
+//! - [`segment`]: segment files (header, preallocation, sealing).
+//! - [`scan`]: the one pass over a directory that recovery and `verify` share.
+//! - [`dedup`]: the exactly-once table of the latest action per client.
+//! - [`group_commit`]: the writer thread that owns the active segment and
+//!   makes each batch durable with one `fdatasync`.
+//! - [`file_log`]: [`FileLog`], the embedded backend tying these together,
+//!   with the in-memory tail and disk reads that serve consumers.
+//!
+//! The service talks to a log only through the [`Log`] trait, so a
+//! replicated backend (NATS JetStream) can stand in for the files.
+
+pub mod dedup;
+pub mod file_log;
+pub mod group_commit;
+pub mod record;
+pub mod scan;
+pub mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use nodb_shared::protocol::{Ack, Action, ActionId};
+use tokio::sync::watch;
+
+pub use file_log::{FileLog, LogConfig};
+
+/// Actions to append together: all or none.
+#[derive(Debug)]
+pub struct AppendBatch {
+    /// Validated actions with their parsed ids, in order.
+    pub actions: Vec<(ActionId, Action)>,
+    /// The authenticated client, if any; stored with each action.
+    pub client: Option<String>,
+}
+
+/// Why an append was refused. Nothing of the batch was appended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// An action's number skips ahead of the client's next one.
+    #[error(
+        "action {id} is out of order: the next action expected from client {client:?} is number {expected}"
+    )]
+    OutOfOrder {
+        /// The action's id.
+        id: String,
+        /// Its client.
+        client: String,
+        /// The number expected next.
+        expected: u64,
+    },
+    /// The log cannot write now (disk full, I/O error); retry later.
+    #[error("the log cannot write now: {0}; nothing was recorded, retry later")]
+    Unavailable(String),
+    /// The chronicler is shutting down.
+    #[error("the chronicler is shutting down")]
+    ShuttingDown,
+}
+
+/// A committed action as read back: its seq and its JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The seq.
+    pub seq: u64,
+    /// The committed action as JSON text (no trailing newline).
+    pub json: Bytes,
+}
+
+/// How much one read may return.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    /// At most this many entries.
+    pub max_entries: usize,
+    /// Stop once this many bytes of JSON are collected.
+    pub max_bytes: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_entries: 4096,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Errors opening or reading a log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An I/O error on a file or directory.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A damaged or altered record before the tail of the log.
+    #[error(
+        "the log is corrupt in segment {}, at offset {offset} (seq {seq}): {reason}. Run `nodb log verify --data DIR` for a report; the chronicler will not start on a damaged history",
+        segment.display()
+    )]
+    Corrupt {
+        /// The segment file.
+        segment: PathBuf,
+        /// The byte offset of the bad record or header.
+        offset: u64,
+        /// The seq that belongs there.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The data directory is in use by another chronicler.
+    #[error("the data directory {} is in use by another process", .0.display())]
+    Locked(PathBuf),
+}
+
+/// A durable, totally ordered, exactly-once log of actions.
+pub trait Log: Send + Sync + 'static {
+    /// Appends `batch` atomically once it is durable, answering one ack per
+    /// action (re-sends get their original seq and `duplicate: true`).
+    fn append(&self, batch: AppendBatch) -> BoxFuture<'static, Result<Vec<Ack>, AppendError>>;
+
+    /// The seq of the last durable action, updated as the log grows.
+    fn head(&self) -> watch::Receiver<u64>;
+
+    /// Committed actions from seq `from` on, up to the head and `limits`;
+    /// empty when `from` is past the head.
+    fn read(
+        &self,
+        from: u64,
+        limits: ReadLimits,
+    ) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>>;
+}

@@ -1,0 +1,253 @@
+//! Tests of the embedded log as a whole: append, read, restart, roll,
+//! torn writes and corruption.
+
+use std::sync::Arc;
+
+use nodb_shared::protocol::{Action, ActionId};
+use serde_json::json;
+
+use super::record::{GENESIS, chain_hash};
+use super::scan::scan;
+use super::segment::{self, HEADER_LEN};
+use super::*;
+use crate::metrics::Metrics;
+
+fn action(id: &str) -> (ActionId, Action) {
+    let a: Action =
+        serde_json::from_value(json!({"id": id, "type": "t/x", "payload": {"id": id}})).unwrap();
+    (id.parse().unwrap(), a)
+}
+
+fn batch(ids: &[&str]) -> AppendBatch {
+    AppendBatch {
+        actions: ids.iter().map(|i| action(i)).collect(),
+        client: None,
+    }
+}
+
+fn open(config: &LogConfig) -> Arc<FileLog> {
+    FileLog::open(config, Arc::new(Metrics::default()))
+        .unwrap()
+        .0
+}
+
+fn seqs(acks: &[nodb_shared::protocol::Ack]) -> Vec<(Option<u64>, bool)> {
+    acks.iter().map(|a| (a.seq, a.duplicate)).collect()
+}
+
+async fn read_all(log: &FileLog) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut from = 1;
+    loop {
+        let got = log
+            .read(
+                from,
+                ReadLimits {
+                    max_entries: 7,
+                    max_bytes: 1 << 20,
+                },
+            )
+            .await
+            .unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        for e in got {
+            assert_eq!(e.seq, from, "reads are gap-free");
+            from += 1;
+            out.push(serde_json::from_slice(&e.json).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn exactly_once_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::new(dir.path());
+    let log = open(&config);
+    assert_eq!(
+        seqs(&log.append(batch(&["a:1", "a:2", "b:1"])).await.unwrap()),
+        [(Some(1), false), (Some(2), false), (Some(3), false)]
+    );
+    // A re-send inside a batch, and of an earlier batch.
+    assert_eq!(
+        seqs(&log.append(batch(&["a:3", "a:3", "a:1"])).await.unwrap()),
+        [(Some(4), false), (Some(4), true), (Some(1), true)]
+    );
+    // Skipping ahead refuses the whole request.
+    let err = log.append(batch(&["b:2", "b:4"])).await.unwrap_err();
+    assert_eq!(
+        err,
+        AppendError::OutOfOrder {
+            id: "b:4".into(),
+            client: "b".into(),
+            expected: 3
+        }
+    );
+    assert_eq!(*log.head().borrow(), 4);
+    log.shutdown().await;
+    drop(log);
+
+    let log = open(&config);
+    assert_eq!(*log.head().borrow(), 4);
+    assert_eq!(
+        seqs(&log.append(batch(&["b:1", "b:2", "a:4"])).await.unwrap()),
+        [(Some(3), true), (Some(5), false), (Some(6), false)]
+    );
+    let all = read_all(&log).await;
+    let ids: Vec<&str> = all.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a:1", "a:2", "b:1", "a:3", "b:2", "a:4"]);
+    assert!(
+        all.iter()
+            .all(|v| v["ts"].as_u64().unwrap() > 1_600_000_000_000)
+    );
+    assert_eq!(all[4]["seq"], 5);
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_opener_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::new(dir.path());
+    let _log = open(&config);
+    let second = FileLog::open(&config, Arc::new(Metrics::default()));
+    assert!(matches!(second, Err(LogError::Locked(_))));
+}
+
+#[tokio::test]
+async fn segments_roll_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_size: 4096,
+        recent_entries: 5,
+        ..LogConfig::new(dir.path())
+    };
+    let log = open(&config);
+    for n in 1..=300u64 {
+        log.append(batch(&[&format!("c:{n}")])).await.unwrap();
+    }
+    let listed = segment::list(dir.path()).unwrap();
+    assert!(listed.len() > 5, "rolled into {} segments", listed.len());
+    for (_, p) in &listed[..listed.len() - 1] {
+        assert!(
+            std::fs::metadata(p).unwrap().permissions().readonly(),
+            "sealed"
+        );
+    }
+    // Reads from disk (the memory tail holds only 5) cross every segment.
+    assert_eq!(read_all(&log).await.len(), 300);
+    log.shutdown().await;
+    drop(log);
+    let log = open(&config);
+    assert_eq!(read_all(&log).await.len(), 300);
+    let mid = log.read(150, ReadLimits::default()).await.unwrap();
+    assert_eq!(mid.first().unwrap().seq, 150);
+    assert_eq!(mid.last().unwrap().seq, 300);
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_at_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_size: 1 << 16,
+        ..LogConfig::new(dir.path())
+    };
+    let log = open(&config);
+    log.append(batch(&["a:1", "a:2"])).await.unwrap();
+    let before = std::fs::read(segment::path_for(dir.path(), 1)).unwrap();
+    log.append(batch(&["a:3"])).await.unwrap();
+    log.shutdown().await;
+    drop(log);
+    let full = std::fs::read(segment::path_for(dir.path(), 1)).unwrap();
+    let start = scan(dir.path(), &mut |_| {}).unwrap().segments[0].data_end as usize;
+    let end_of_2 = {
+        // Where record 3 starts: the data end of the log holding 2 records.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(segment::path_for(d.path(), 1), &before).unwrap();
+        scan(d.path(), &mut |_| {}).unwrap().segments[0].data_end as usize
+    };
+    assert!(start > end_of_2);
+    for cut in end_of_2 + 1..start {
+        let d = tempfile::tempdir().unwrap();
+        // The file as if the write of record 3 stopped after `cut` bytes.
+        let mut torn = full.clone();
+        torn[cut..start].iter_mut().for_each(|b| *b = 0);
+        std::fs::write(segment::path_for(d.path(), 1), &torn).unwrap();
+        let cfg = LogConfig {
+            segment_size: 1 << 16,
+            ..LogConfig::new(d.path())
+        };
+        let (log, rec) = FileLog::open(&cfg, Arc::new(Metrics::default())).unwrap();
+        assert_eq!(rec.head, 2, "cut at {cut}");
+        // It goes on appending after the record before the tear, and the
+        // result verifies.
+        let acks = log.append(batch(&["a:3"])).await.unwrap();
+        assert_eq!(seqs(&acks), [(Some(3), false)], "cut at {cut}");
+        log.shutdown().await;
+        drop(log);
+        let s = scan(d.path(), &mut |_| {}).unwrap();
+        assert_eq!((s.head, s.torn.is_none()), (3, true), "cut at {cut}");
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_sealed_segment_refuses_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_size: 4096,
+        ..LogConfig::new(dir.path())
+    };
+    let log = open(&config);
+    for n in 1..=100u64 {
+        log.append(batch(&[&format!("c:{n}")])).await.unwrap();
+    }
+    log.shutdown().await;
+    drop(log);
+    let (_, first) = &segment::list(dir.path()).unwrap()[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let at = HEADER_LEN as usize + 100;
+    bytes[at] ^= 0x01;
+    let mut perms = std::fs::metadata(first).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(first, perms).unwrap();
+    std::fs::write(first, &bytes).unwrap();
+    match FileLog::open(&config, Arc::new(Metrics::default())) {
+        Err(LogError::Corrupt {
+            segment,
+            offset,
+            seq,
+            ..
+        }) => {
+            assert_eq!(&segment, first);
+            assert_eq!(offset, HEADER_LEN, "the first record holds byte {at}");
+            assert_eq!(seq, 1);
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("started on a corrupt log"),
+    }
+}
+
+#[test]
+fn an_altered_record_breaks_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = segment::Header {
+        first_seq: 1,
+        prev_hash: GENESIS,
+    }
+    .encode()
+    .to_vec();
+    let h1 = record::encode(&mut file, &GENESIS, 1, "a:1", b"{}");
+    // Record 2 claims a predecessor other than record 1: valid CRC, bad chain.
+    let forged = chain_hash(&GENESIS, 0, "x", b"");
+    record::encode(&mut file, &forged, 2, "a:2", b"{}");
+    let _ = h1;
+    std::fs::write(segment::path_for(dir.path(), 1), &file).unwrap();
+    match scan(dir.path(), &mut |_| {}) {
+        Err(LogError::Corrupt { seq: 2, reason, .. }) => {
+            assert!(reason.contains("chain"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
