@@ -11,6 +11,8 @@
 //!
 //! - [`log`]: the storage — records, segments, recovery, group commit, reads.
 //! - [`metrics`]: counters and histograms for `GET /metrics`.
+//! - [`server`]: the HTTP API (ingest, stream, health, metrics) over a [`log::Log`].
 
 pub mod log;
 pub mod metrics;
+pub mod server;

@@ -6,6 +6,7 @@
 
 mod commands;
 mod input;
+mod service;
 
 use std::process::ExitCode;
 
@@ -18,7 +19,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "nodb",
     version,
-    after_help = "Examples:\n  nodb diff old.json new.json        print the RFC 6902 patch from old to new\n  nodb patch doc.json patch.json     print doc.json with the patch applied\n\nRun `nodb <command> --help` for the details of each command."
+    after_help = "Examples:\n  nodb chronicler --data ./nodb-data   run the durable history on 127.0.0.1:7401\n  nodb log verify --data ./nodb-data  check every checksum and the hash chain\n  nodb diff old.json new.json        print the RFC 6902 patch from old to new\n  nodb patch doc.json patch.json     print doc.json with the patch applied\n\nRun `nodb <command> --help` for the details of each command."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,13 +28,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Chronicler(commands::chronicler::Args),
+    Log(commands::log::Args),
     Diff(commands::diff::Args),
     Patch(commands::patch::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    service::init_logging();
     let result = match cli.command {
+        Command::Chronicler(args) => commands::chronicler::run(&args),
+        Command::Log(args) => commands::log::run(&args),
         Command::Diff(args) => commands::diff::run(&args),
         Command::Patch(args) => commands::patch::run(&args),
     };

@@ -1,4 +1,6 @@
 //! One module per subcommand: each has its `Args` and a `run`.
 
+pub mod chronicler;
 pub mod diff;
+pub mod log;
 pub mod patch;

@@ -1,0 +1,126 @@
+//! The chronicler's HTTP service: the router, its state and the server
+//! loop with graceful shutdown.
+//!
+//! - `POST /actions`, `GET /ws` — ingest ([`ingest`]).
+//! - `GET /actions?from=N` — the stream, NDJSON or WebSocket ([`stream`]).
+//! - `GET /health`, `GET /metrics`.
+
+pub mod error;
+pub mod ingest;
+pub mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use nodb_shared::protocol::Limits;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::Log;
+use crate::metrics::Metrics;
+
+/// Settings of the HTTP service.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Limits on each action (payload size).
+    pub limits: Limits,
+    /// The largest request body or socket message. Default 16 MiB.
+    pub max_body_bytes: usize,
+    /// How often an idle stream sends a heartbeat line. Default 5 s.
+    pub heartbeat: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            max_body_bytes: 16 * 1024 * 1024,
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the settings make sense.
+    ///
+    /// # Errors
+    /// A sentence naming the setting that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        self.limits.validate()?;
+        if self.max_body_bytes < self.limits.max_payload_bytes {
+            return Err(format!(
+                "the body limit ({} bytes) must be at least the payload limit ({} bytes)",
+                self.max_body_bytes, self.limits.max_payload_bytes
+            ));
+        }
+        if self.heartbeat.is_zero() {
+            return Err("the heartbeat interval must not be zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The log.
+    pub log: Arc<dyn Log>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The settings.
+    pub config: Arc<ServerConfig>,
+    /// Cancelled when the service shuts down; long-lived streams end then.
+    pub shutdown: CancellationToken,
+}
+
+/// The chronicler's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/actions",
+            post(ingest::post_actions).get(stream::get_actions),
+        )
+        .route("/ws", get(ingest::ws))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let head = *state.log.head().borrow();
+    axum::Json(serde_json::json!({"status": "ok", "head": head}))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::new(
+        nodb_shared::protocol::ErrorCode::NotFound,
+        format!(
+            "no such endpoint: {} (try POST /actions, GET /actions?from=1, GET /ws, GET /health)",
+            uri.path()
+        ),
+    )
+}
+
+/// Serves `router(state)` on `listener` until `state.shutdown` is
+/// cancelled, then waits for in-flight requests.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

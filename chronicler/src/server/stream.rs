@@ -1,0 +1,215 @@
+//! `GET /actions?from=N[&types=P,Q]`: committed actions from seq N, then the
+//! live tail — as newline-delimited JSON, or as a WebSocket when the request
+//! asks to upgrade.
+//!
+//! Each consumer has its own task that reads from the log (the in-memory
+//! tail, or disk when it is behind) and feeds a bounded channel. A slow
+//! consumer only slows its own task: the writer never waits for it, and it
+//! never misses or repeats a seq. Heartbeat lines `{"heartbeat":{"head":N}}`
+//! say that every seq up to N has been considered, so a consumer with a type
+//! filter knows where it is even when nothing matches.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use nodb_shared::protocol::ErrorCode;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::log::ReadLimits;
+
+/// The query of `GET /actions`.
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    /// The first seq to send (default 1).
+    from: Option<String>,
+    /// Comma-separated action type prefixes to keep.
+    types: Option<String>,
+}
+
+/// `GET /actions`.
+pub async fn get_actions(
+    State(state): State<AppState>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let from = match q.from.as_deref() {
+        None | Some("") => 1,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("`from` must be a seq of 1 or more, not {s:?}"),
+                ));
+            }
+        },
+    };
+    let filter = Filter::parse(q.types.as_deref());
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let producer = Producer {
+        state: state.clone(),
+        next: from,
+        filter,
+        tx,
+    };
+    // Not a WebSocket handshake: newline-delimited JSON.
+    if let Ok(upgrade) = upgrade {
+        return Ok(upgrade.on_upgrade(move |socket| serve_socket(socket, producer, rx)));
+    }
+    tokio::spawn(producer.run(b'\n'));
+    let mut rx = rx;
+    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|o| o.map(Ok::<_, std::convert::Infallible>))
+    }));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+async fn serve_socket(mut socket: WebSocket, producer: Producer, mut rx: mpsc::Receiver<Bytes>) {
+    // Lines are separated by NUL internally and split back into messages.
+    tokio::spawn(producer.run(0));
+    while let Some(chunk) = rx.recv().await {
+        for line in chunk.split(|b| *b == 0).filter(|l| !l.is_empty()) {
+            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(Bytes::copy_from_slice(line))
+            else {
+                continue;
+            };
+            if socket.feed(Message::Text(text)).await.is_err() {
+                return;
+            }
+        }
+        if socket.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = socket.close().await;
+}
+
+/// A type-prefix filter.
+#[derive(Clone, Debug)]
+struct Filter(Vec<String>);
+
+impl Filter {
+    fn parse(types: Option<&str>) -> Filter {
+        Filter(
+            types
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    }
+
+    fn keeps(&self, json: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct TypeOf<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Cow<'a, str>,
+        }
+        if self.0.is_empty() {
+            return true;
+        }
+        match serde_json::from_slice::<TypeOf<'_>>(json) {
+            Ok(t) => self.0.iter().any(|p| t.kind.starts_with(p.as_str())),
+            Err(_) => false,
+        }
+    }
+}
+
+/// One consumer's reader task.
+struct Producer {
+    state: AppState,
+    next: u64,
+    filter: Filter,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Producer {
+    async fn run(mut self, separator: u8) {
+        self.state.metrics.consumers.fetch_add(1, Relaxed);
+        let interval = self.state.config.heartbeat;
+        if let Err(e) = self.feed(separator, interval).await {
+            tracing::debug!(error = %e, "stream consumer ended");
+        }
+        self.state.metrics.consumers.fetch_sub(1, Relaxed);
+    }
+
+    async fn feed(&mut self, separator: u8, interval: Duration) -> Result<(), String> {
+        let mut head_rx = self.state.log.head();
+        let shutdown = self.state.shutdown.clone();
+        let mut last_sent = Instant::now();
+        // A first heartbeat tells the consumer where the log is.
+        let head = *head_rx.borrow();
+        self.heartbeat(separator, (self.next - 1).min(head)).await?;
+        loop {
+            let head = *head_rx.borrow_and_update();
+            if self.next <= head {
+                let entries = self
+                    .state
+                    .log
+                    .read(self.next, ReadLimits::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = entries.last().map(|e| e.seq) else {
+                    return Err(format!(
+                        "the log returned nothing at seq {} below head {head}",
+                        self.next
+                    ));
+                };
+                let mut chunk = BytesMut::new();
+                for e in &entries {
+                    if self.filter.keeps(&e.json) {
+                        chunk.extend_from_slice(&e.json);
+                        chunk.extend_from_slice(&[separator]);
+                    }
+                }
+                self.next = last + 1;
+                if !chunk.is_empty() {
+                    self.send(chunk.freeze()).await?;
+                    last_sent = Instant::now();
+                } else if last_sent.elapsed() >= interval {
+                    self.heartbeat(separator, last).await?;
+                    last_sent = Instant::now();
+                }
+                continue;
+            }
+            tokio::select! {
+                changed = head_rx.changed() => if changed.is_err() { return Ok(()) },
+                () = tokio::time::sleep_until(last_sent + interval) => {
+                    self.heartbeat(separator, self.next - 1).await?;
+                    last_sent = Instant::now();
+                }
+                () = self.tx.closed() => return Ok(()),
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    async fn heartbeat(&self, separator: u8, head: u64) -> Result<(), String> {
+        let mut line = format!("{{\"heartbeat\":{{\"head\":{head}}}}}").into_bytes();
+        line.push(separator);
+        self.send(Bytes::from(line)).await
+    }
+
+    async fn send(&self, chunk: Bytes) -> Result<(), String> {
+        tokio::select! {
+            r = self.tx.send(chunk) => r.map_err(|_| "the consumer went away".to_string()),
+            () = self.state.shutdown.cancelled() => Err("shutting down".into()),
+        }
+    }
+}
