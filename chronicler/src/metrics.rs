@@ -24,11 +24,7 @@ impl Histogram {
 
     /// Records one observation.
     pub fn observe(&self, v: f64) {
-        let i = self
-            .bounds
-            .iter()
-            .position(|b| v <= *b)
-            .unwrap_or(self.bounds.len());
+        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.sum_micro.fetch_add((v * 1e6) as u64, Relaxed);
@@ -43,11 +39,7 @@ impl Histogram {
         }
         cumulative += self.counts[self.bounds.len()].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micro.load(Relaxed) as f64 / 1e6
-        );
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micro.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
     }
 }
@@ -82,9 +74,7 @@ impl Default for Metrics {
             write_errors: AtomicU64::new(0),
             head_seq: AtomicU64::new(0),
             consumers: AtomicU64::new(0),
-            batch_size: Histogram::new(&[
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
-            ]),
+            batch_size: Histogram::new(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
             fsync_seconds: Histogram::new(&[
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
@@ -97,25 +87,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         };
         let gauge = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                v.load(Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
         };
-        counter(
-            &mut out,
-            "nodb_chronicler_appends_total",
-            "Actions appended to the log.",
-            &self.appends,
-        );
+        counter(&mut out, "nodb_chronicler_appends_total", "Actions appended to the log.", &self.appends);
         counter(
             &mut out,
             "nodb_chronicler_duplicates_total",
@@ -134,28 +111,10 @@ impl Metrics {
             "Batches that could not be written (disk full, I/O error).",
             &self.write_errors,
         );
-        gauge(
-            &mut out,
-            "nodb_chronicler_head_seq",
-            "The seq of the last durable action.",
-            &self.head_seq,
-        );
-        gauge(
-            &mut out,
-            "nodb_chronicler_consumers",
-            "Consumers following the action stream.",
-            &self.consumers,
-        );
-        self.batch_size.render(
-            &mut out,
-            "nodb_chronicler_batch_size",
-            "Actions made durable by one fdatasync.",
-        );
-        self.fsync_seconds.render(
-            &mut out,
-            "nodb_chronicler_fsync_seconds",
-            "Time taken by each fdatasync.",
-        );
+        gauge(&mut out, "nodb_chronicler_head_seq", "The seq of the last durable action.", &self.head_seq);
+        gauge(&mut out, "nodb_chronicler_consumers", "Consumers following the action stream.", &self.consumers);
+        self.batch_size.render(&mut out, "nodb_chronicler_batch_size", "Actions made durable by one fdatasync.");
+        self.fsync_seconds.render(&mut out, "nodb_chronicler_fsync_seconds", "Time taken by each fdatasync.");
         out
     }
 }
@@ -172,17 +131,8 @@ mod tests {
         m.fsync_seconds.observe(0.002);
         let text = m.render();
         assert!(text.contains("nodb_chronicler_appends_total 3\n"), "{text}");
-        assert!(
-            text.contains("nodb_chronicler_batch_size_bucket{le=\"4\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("nodb_chronicler_batch_size_bucket{le=\"2\"} 0\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("nodb_chronicler_fsync_seconds_count 1\n"),
-            "{text}"
-        );
+        assert!(text.contains("nodb_chronicler_batch_size_bucket{le=\"4\"} 1\n"), "{text}");
+        assert!(text.contains("nodb_chronicler_batch_size_bucket{le=\"2\"} 0\n"), "{text}");
+        assert!(text.contains("nodb_chronicler_fsync_seconds_count 1\n"), "{text}");
     }
 }

@@ -11,9 +11,7 @@ use serde::de::DeserializeOwned;
 pub fn read_json<T: DeserializeOwned>(path: &str, what: &str) -> anyhow::Result<T> {
     let (name, bytes) = if path == "-" {
         let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read standard input")?;
+        std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
         ("<stdin>".to_string(), buf)
     } else {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
@@ -22,17 +20,10 @@ pub fn read_json<T: DeserializeOwned>(path: &str, what: &str) -> anyhow::Result<
     serde_json::from_slice(&bytes).map_err(|e| {
         let kind = match e.classify() {
             serde_json::error::Category::Data => format!("not a valid {what}"),
-            serde_json::error::Category::Eof => {
-                "invalid JSON (unexpected end of input)".to_string()
-            }
+            serde_json::error::Category::Eof => "invalid JSON (unexpected end of input)".to_string(),
             _ => "invalid JSON".to_string(),
         };
-        anyhow::anyhow!(
-            "{name}:{}:{}: {kind}: {}",
-            e.line(),
-            e.column(),
-            message_of(&e)
-        )
+        anyhow::anyhow!("{name}:{}:{}: {kind}: {}", e.line(), e.column(), message_of(&e))
     })
 }
 

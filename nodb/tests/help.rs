@@ -5,15 +5,8 @@
 use std::process::Command;
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nodb"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} exited with {:?}",
-        out.status
-    );
+    let out = Command::new(env!("CARGO_BIN_EXE_nodb")).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?} exited with {:?}", out.status);
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -23,13 +16,7 @@ fn every_command_explains_itself_with_an_example() {
     for cmd in ["diff", "patch"] {
         assert!(top.contains(cmd), "nodb --help lists {cmd}:\n{top}");
         let text = help(&[cmd, "--help"]);
-        assert!(
-            text.contains("Example"),
-            "nodb {cmd} --help has an example:\n{text}"
-        );
-        assert!(
-            text.contains("Exit status"),
-            "nodb {cmd} --help documents its exit status:\n{text}"
-        );
+        assert!(text.contains("Example"), "nodb {cmd} --help has an example:\n{text}");
+        assert!(text.contains("Exit status"), "nodb {cmd} --help documents its exit status:\n{text}");
     }
 }

@@ -23,11 +23,8 @@ use nodb_shared::{Tree, diff::diff, path};
 use serde_json::Value;
 
 /// (leaves, outer, middle, inner): outer × middle × inner = leaves.
-const SIZES: [(usize, usize, usize, usize); 3] = [
-    (10_000, 10, 10, 100),
-    (100_000, 10, 100, 100),
-    (1_000_000, 100, 100, 100),
-];
+const SIZES: [(usize, usize, usize, usize); 3] =
+    [(10_000, 10, 10, 100), (100_000, 10, 100, 100), (1_000_000, 100, 100, 100)];
 
 fn build_tree(outer: usize, middle: usize, inner: usize) -> Tree {
     let mut root = imbl::OrdMap::new();
@@ -94,11 +91,7 @@ fn resident_bytes() -> usize {
 /// In a child process: build one structure and print how much resident
 /// memory it added.
 fn memory_child(which: &str, leaves: usize) {
-    let (_, o, m, i) = SIZES
-        .iter()
-        .copied()
-        .find(|s| s.0 == leaves)
-        .expect("known size");
+    let (_, o, m, i) = SIZES.iter().copied().find(|s| s.0 == leaves).expect("known size");
     let before = resident_bytes();
     let grown = if which == "tree" {
         let t = build_tree(o, m, i);
@@ -143,13 +136,7 @@ fn main() {
     println!("nodb-shared diff benchmark (medians; compare ratios, absolute times drift)\n");
     println!(
         "{:>9} | {:>11} {:>15} {:>9} | {:>16} {:>16} {:>7}",
-        "leaves",
-        "nodb diff",
-        "json_patch diff",
-        "speed-up",
-        "nodb clone+set",
-        "Value clone+set",
-        "ratio"
+        "leaves", "nodb diff", "json_patch diff", "speed-up", "nodb clone+set", "Value clone+set", "ratio"
     );
     let mut our_diff_times = Vec::new();
     let mut memory_rows = Vec::new();
@@ -163,14 +150,10 @@ fn main() {
         let old_v = build_value(o, m, i);
         let mut new_v = old_v.clone();
         *new_v.pointer_mut("/product3/loc7/item42").unwrap() = Value::from(1_000_000u64);
-        let theirs = median_time(Duration::from_secs(2), 20, || {
-            json_patch::diff(&old_v, &new_v)
-        });
+        let theirs = median_time(Duration::from_secs(2), 20, || json_patch::diff(&old_v, &new_v));
         assert_eq!(json_patch::diff(&old_v, &new_v).0.len(), 1);
 
-        let set_ours = median_time(Duration::from_millis(300), 200_000, || {
-            old.set(&leaf, 5u64).unwrap()
-        });
+        let set_ours = median_time(Duration::from_millis(300), 200_000, || old.set(&leaf, 5u64).unwrap());
         let set_value = median_time(Duration::from_secs(2), 50, || {
             let mut v = old_v.clone();
             *v.pointer_mut("/product3/loc7/item42").unwrap() = Value::from(5u64);
@@ -188,11 +171,7 @@ fn main() {
         );
         our_diff_times.push((leaves, ours));
         drop((old, new, old_v, new_v));
-        memory_rows.push((
-            leaves,
-            memory_of("tree", leaves),
-            memory_of("value", leaves),
-        ));
+        memory_rows.push((leaves, memory_of("tree", leaves), memory_of("value", leaves)));
     }
 
     let (_, small) = our_diff_times[0];
@@ -202,13 +181,8 @@ fn main() {
         large.as_secs_f64() / small.as_secs_f64()
     );
 
-    println!(
-        "\nmemory of the whole state (resident memory added by building it, fresh process each):"
-    );
-    println!(
-        "{:>9} | {:>12} {:>18} {:>7}",
-        "leaves", "nodb Tree", "serde_json::Value", "ratio"
-    );
+    println!("\nmemory of the whole state (resident memory added by building it, fresh process each):");
+    println!("{:>9} | {:>12} {:>18} {:>7}", "leaves", "nodb Tree", "serde_json::Value", "ratio");
     for (leaves, tree, value) in memory_rows {
         match (tree, value) {
             (Some(t), Some(v)) => println!(

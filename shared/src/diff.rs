@@ -33,10 +33,7 @@ fn diff_into(old: &Tree, new: &Tree, path: &mut Vec<Segment>, ops: &mut Vec<Patc
         (Tree::Object(a), Tree::Object(b)) => diff_objects(a, b, path, ops),
         (Tree::Array(a), Tree::Array(b)) => diff_arrays(a, b, path, ops),
         _ if old == new => {}
-        _ => ops.push(PatchOperation::Replace(ReplaceOperation {
-            path: pointer(path),
-            value: new.to_value(),
-        })),
+        _ => ops.push(PatchOperation::Replace(ReplaceOperation { path: pointer(path), value: new.to_value() })),
     }
 }
 
@@ -54,10 +51,7 @@ fn diff_objects(a: &Object, b: &Object, path: &mut Vec<Segment>, ops: &mut Vec<P
                 ops.push(remove(path));
                 path.pop();
             }
-            DiffItem::Update {
-                old: (k, ov),
-                new: (_, nv),
-            } => {
+            DiffItem::Update { old: (k, ov), new: (_, nv) } => {
                 path.push(Segment::Key(k.clone()));
                 diff_into(ov, nv, path, ops);
                 path.pop();
@@ -69,13 +63,7 @@ fn diff_objects(a: &Object, b: &Object, path: &mut Vec<Segment>, ops: &mut Vec<P
 fn diff_arrays(a: &Array, b: &Array, path: &mut Vec<Segment>, ops: &mut Vec<PatchOperation>) {
     let prefix = a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count();
     let max_suffix = a.len().min(b.len()) - prefix;
-    let suffix = a
-        .iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take(max_suffix)
-        .take_while(|(x, y)| x == y)
-        .count();
+    let suffix = a.iter().rev().zip(b.iter().rev()).take(max_suffix).take_while(|(x, y)| x == y).count();
     let old_mid = a.len() - prefix - suffix;
     let new_mid = b.len() - prefix - suffix;
     let common = old_mid.min(new_mid);
@@ -88,18 +76,9 @@ fn diff_arrays(a: &Array, b: &Array, path: &mut Vec<Segment>, ops: &mut Vec<Patc
     }
     // Extra new elements: inserted after the common part; at the very end
     // of the array an insertion is an append (`-`).
-    for (j, v) in b
-        .iter()
-        .skip(prefix + common)
-        .take(new_mid - common)
-        .enumerate()
-    {
+    for (j, v) in b.iter().skip(prefix + common).take(new_mid - common).enumerate() {
         let index = prefix + common + j;
-        path.push(if suffix == 0 {
-            Segment::Key("-".into())
-        } else {
-            Segment::Index(index)
-        });
+        path.push(if suffix == 0 { Segment::Key("-".into()) } else { Segment::Index(index) });
         ops.push(add(path, v));
         path.pop();
     }
@@ -120,16 +99,11 @@ fn pointer(path: &[Segment]) -> PointerBuf {
 }
 
 fn add(path: &[Segment], v: &Tree) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: pointer(path),
-        value: v.to_value(),
-    })
+    PatchOperation::Add(AddOperation { path: pointer(path), value: v.to_value() })
 }
 
 fn remove(path: &[Segment]) -> PatchOperation {
-    PatchOperation::Remove(RemoveOperation {
-        path: pointer(path),
-    })
+    PatchOperation::Remove(RemoveOperation { path: pointer(path) })
 }
 
 #[cfg(test)]
@@ -147,19 +121,13 @@ mod tests {
 
     #[test]
     fn identical_is_empty() {
-        assert_eq!(
-            ops(json!({"a": [1, {"b": 2}]}), json!({"a": [1, {"b": 2}]})),
-            json!([])
-        );
+        assert_eq!(ops(json!({"a": [1, {"b": 2}]}), json!({"a": [1, {"b": 2}]})), json!([]));
     }
 
     #[test]
     fn object_changes() {
         assert_eq!(
-            ops(
-                json!({"a": 1, "b": {"c": 2}, "d": 0}),
-                json!({"a": 1, "b": {"c": 3}, "e": 0})
-            ),
+            ops(json!({"a": 1, "b": {"c": 2}, "d": 0}), json!({"a": 1, "b": {"c": 3}, "e": 0})),
             json!([
                 {"op": "replace", "path": "/b/c", "value": 3},
                 {"op": "remove", "path": "/d"},
@@ -173,39 +141,24 @@ mod tests {
         let long: Vec<i32> = (0..1000).collect();
         let mut appended = long.clone();
         appended.push(7);
-        assert_eq!(
-            ops(json!(long), json!(appended)),
-            json!([{"op": "add", "path": "/-", "value": 7}])
-        );
+        assert_eq!(ops(json!(long), json!(appended)), json!([{"op": "add", "path": "/-", "value": 7}]));
         let mut inserted = long.clone();
         inserted.insert(500, -1);
-        assert_eq!(
-            ops(json!(long), json!(inserted)),
-            json!([{"op": "add", "path": "/500", "value": -1}])
-        );
+        assert_eq!(ops(json!(long), json!(inserted)), json!([{"op": "add", "path": "/500", "value": -1}]));
         let mut removed = long.clone();
         removed.remove(10);
-        assert_eq!(
-            ops(json!(long), json!(removed)),
-            json!([{"op": "remove", "path": "/10"}])
-        );
+        assert_eq!(ops(json!(long), json!(removed)), json!([{"op": "remove", "path": "/10"}]));
     }
 
     #[test]
     fn keys_are_escaped_and_kinds_replaced() {
         assert_eq!(
-            ops(
-                json!({"a/b": {"~": 1}, "x": [1]}),
-                json!({"a/b": {"~": 2}, "x": {"0": 1}})
-            ),
+            ops(json!({"a/b": {"~": 1}, "x": [1]}), json!({"a/b": {"~": 2}, "x": {"0": 1}})),
             json!([
                 {"op": "replace", "path": "/a~1b/~0", "value": 2},
                 {"op": "replace", "path": "/x", "value": {"0": 1}}
             ])
         );
-        assert_eq!(
-            ops(json!(1), json!("1")),
-            json!([{"op": "replace", "path": "", "value": "1"}])
-        );
+        assert_eq!(ops(json!(1), json!("1")), json!([{"op": "replace", "path": "", "value": "1"}]));
     }
 }

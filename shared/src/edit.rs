@@ -63,11 +63,7 @@ impl Tree {
     ///
     /// # Errors
     /// As for [`Tree::set`].
-    pub fn update(
-        &self,
-        path: impl ToPath,
-        f: impl FnOnce(Option<&Tree>) -> Tree,
-    ) -> Result<Tree, PathError> {
+    pub fn update(&self, path: impl ToPath, f: impl FnOnce(Option<&Tree>) -> Tree) -> Result<Tree, PathError> {
         let segs = path.to_path()?;
         let current = match self.lookup(&*segs) {
             Ok(t) => Some(t),
@@ -90,12 +86,8 @@ impl Tree {
         if segs.is_empty() {
             return Err(PathError::Root { op: "remove" });
         }
-        match edit_parent(self, &segs, 0, Missing::Fail, &mut |parent, seg, at| {
-            remove_child(parent, seg, at)
-        }) {
-            Err(PathError::NotFound { .. }) | Err(PathError::IndexOutOfRange { .. }) => {
-                Ok(self.clone())
-            }
+        match edit_parent(self, &segs, 0, Missing::Fail, &mut |parent, seg, at| remove_child(parent, seg, at)) {
+            Err(PathError::NotFound { .. }) | Err(PathError::IndexOutOfRange { .. }) => Ok(self.clone()),
             other => other,
         }
     }
@@ -110,20 +102,12 @@ impl Tree {
         let at = pointer_of(&segs);
         let other = other.into();
         let Tree::Object(add) = other else {
-            return Err(PathError::WrongKind {
-                path: at,
-                expected: Kind::Object,
-                found: other.kind(),
-            });
+            return Err(PathError::WrongKind { path: at, expected: Kind::Object, found: other.kind() });
         };
         self.try_update(&segs, |current| match current {
             None => Ok(Tree::Object(add)),
             Some(Tree::Object(o)) => Ok(Tree::Object(add.union(o.clone()))),
-            Some(t) => Err(PathError::WrongKind {
-                path: at.clone(),
-                expected: Kind::Object,
-                found: t.kind(),
-            }),
+            Some(t) => Err(PathError::WrongKind { path: at.clone(), expected: Kind::Object, found: t.kind() }),
         })
     }
 
@@ -142,11 +126,7 @@ impl Tree {
                 Arc::make_mut(&mut a).push_back(value);
                 Ok(Tree::Array(a))
             }
-            Some(t) => Err(PathError::WrongKind {
-                path: pointer_of(&segs),
-                expected: Kind::Array,
-                found: t.kind(),
-            }),
+            Some(t) => Err(PathError::WrongKind { path: pointer_of(&segs), expected: Kind::Array, found: t.kind() }),
         })
     }
 
@@ -178,20 +158,12 @@ pub(crate) enum Store {
 
 /// `parent` with `value` stored under `seg`. `segs[..=at]` is the full path
 /// of the slot, for errors.
-pub(crate) fn store(
-    parent: &Tree,
-    seg: &Segment,
-    value: Tree,
-    at: &[Segment],
-    mode: Store,
-) -> Result<Tree, PathError> {
+pub(crate) fn store(parent: &Tree, seg: &Segment, value: Tree, at: &[Segment], mode: Store) -> Result<Tree, PathError> {
     match parent {
         Tree::Object(o) => {
             let key = seg.key();
             if mode == Store::Replace && !o.contains_key(&key) {
-                return Err(PathError::NotFound {
-                    path: pointer_of(at),
-                });
+                return Err(PathError::NotFound { path: pointer_of(at) });
             }
             Ok(Tree::Object(o.update(key, value)))
         }
@@ -204,11 +176,7 @@ pub(crate) fn store(
             };
             let limit = if mode == Store::Replace { len } else { len + 1 };
             if index >= limit {
-                return Err(PathError::IndexOutOfRange {
-                    path: pointer_of(at),
-                    index,
-                    len,
-                });
+                return Err(PathError::IndexOutOfRange { path: pointer_of(at), index, len });
             }
             let mut a = a.clone();
             let v = Arc::make_mut(&mut a);
@@ -226,18 +194,12 @@ pub(crate) fn store(
 }
 
 /// `parent` without the child under `seg`.
-pub(crate) fn remove_child(
-    parent: &Tree,
-    seg: &Segment,
-    at: &[Segment],
-) -> Result<Tree, PathError> {
+pub(crate) fn remove_child(parent: &Tree, seg: &Segment, at: &[Segment]) -> Result<Tree, PathError> {
     match parent {
         Tree::Object(o) => {
             let key = seg.key();
             if !o.contains_key(&key) {
-                return Err(PathError::NotFound {
-                    path: pointer_of(at),
-                });
+                return Err(PathError::NotFound { path: pointer_of(at) });
             }
             Ok(Tree::Object(o.without(&key)))
         }
@@ -247,11 +209,7 @@ pub(crate) fn remove_child(
                 Slot::End => a.len(),
             };
             if index >= a.len() {
-                return Err(PathError::IndexOutOfRange {
-                    path: pointer_of(at),
-                    index,
-                    len: a.len(),
-                });
+                return Err(PathError::IndexOutOfRange { path: pointer_of(at), index, len: a.len() });
             }
             let mut a = a.clone();
             Arc::make_mut(&mut a).remove(index);
@@ -291,11 +249,7 @@ pub(crate) fn edit_parent(
 
 /// The child of `node` under `segs[depth]`: `Ok(None)` if the key or index
 /// is absent, an error if `node` is a scalar or the index is malformed.
-pub(crate) fn child<'t>(
-    node: &'t Tree,
-    segs: &[Segment],
-    depth: usize,
-) -> Result<Option<&'t Tree>, PathError> {
+pub(crate) fn child<'t>(node: &'t Tree, segs: &[Segment], depth: usize) -> Result<Option<&'t Tree>, PathError> {
     let seg = &segs[depth];
     match node {
         Tree::Object(o) => Ok(match seg {
@@ -314,33 +268,20 @@ fn array_slot(seg: &Segment, at: &[Segment], allow_end: bool) -> Result<Slot, Pa
     match seg.slot() {
         Some(Slot::End) if !allow_end => Err(bad_index(seg, at, "")),
         Some(slot) => Ok(slot),
-        None => Err(bad_index(
-            seg,
-            at,
-            if allow_end { ", or - for the end" } else { "" },
-        )),
+        None => Err(bad_index(seg, at, if allow_end { ", or - for the end" } else { "" })),
     }
 }
 
 fn bad_index(seg: &Segment, at: &[Segment], end: &'static str) -> PathError {
-    PathError::BadIndex {
-        path: pointer_of(at),
-        token: seg.key().to_string(),
-        end,
-    }
+    PathError::BadIndex { path: pointer_of(at), token: seg.key().to_string(), end }
 }
 
 fn through_scalar(at: &[Segment], scalar: &Tree) -> PathError {
-    PathError::ThroughScalar {
-        path: pointer_of(at),
-        kind: scalar.kind(),
-    }
+    PathError::ThroughScalar { path: pointer_of(at), kind: scalar.kind() }
 }
 
 fn not_found(segs: &[Segment], depth: usize) -> PathError {
-    PathError::NotFound {
-        path: pointer_of(&segs[..=depth]),
-    }
+    PathError::NotFound { path: pointer_of(&segs[..=depth]) }
 }
 
 #[cfg(test)]
@@ -360,37 +301,17 @@ mod tests {
         assert_eq!(s.get(path!["a", "b", 1, "c/d"]), Some(&Tree::Bool(true)));
         assert_eq!(s.get("/a/b/1/c~1d"), Some(&Tree::Bool(true)));
         assert_eq!(s.get("/a/x"), None);
-        assert_eq!(
-            s.lookup("/a/b/0/z"),
-            Err(PathError::ThroughScalar {
-                path: "/a/b/0".into(),
-                kind: Kind::Number
-            })
-        );
-        assert_eq!(
-            s.lookup("/a/b/7"),
-            Err(PathError::NotFound {
-                path: "/a/b/7".into()
-            })
-        );
-        assert!(matches!(
-            s.lookup("/a/b/01"),
-            Err(PathError::BadIndex { .. })
-        ));
-        assert!(matches!(
-            s.lookup("a"),
-            Err(PathError::InvalidPointer { .. })
-        ));
+        assert_eq!(s.lookup("/a/b/0/z"), Err(PathError::ThroughScalar { path: "/a/b/0".into(), kind: Kind::Number }));
+        assert_eq!(s.lookup("/a/b/7"), Err(PathError::NotFound { path: "/a/b/7".into() }));
+        assert!(matches!(s.lookup("/a/b/01"), Err(PathError::BadIndex { .. })));
+        assert!(matches!(s.lookup("a"), Err(PathError::InvalidPointer { .. })));
     }
 
     #[test]
     fn set_creates_objects_and_shares_the_rest() {
         let s = t(json!({"a": {"x": 1}, "big": {"k": [1, 2, 3]}}));
         let s2 = s.set("/a/new/deep", 5).unwrap();
-        assert_eq!(
-            s2,
-            t(json!({"a": {"x": 1, "new": {"deep": 5}}, "big": {"k": [1, 2, 3]}}))
-        );
+        assert_eq!(s2, t(json!({"a": {"x": 1, "new": {"deep": 5}}, "big": {"k": [1, 2, 3]}})));
         // The untouched subtree is the same node, not a copy.
         assert!(s.get("/big").unwrap().ptr_eq(s2.get("/big").unwrap()));
         // The original is unchanged.
@@ -403,21 +324,8 @@ mod tests {
         assert_eq!(s.set("/l/0", 9).unwrap(), t(json!({"l": [9, 2]})));
         assert_eq!(s.set("/l/2", 3).unwrap(), t(json!({"l": [1, 2, 3]})));
         assert_eq!(s.set("/l/-", 3).unwrap(), t(json!({"l": [1, 2, 3]})));
-        assert_eq!(
-            s.set("/l/5", 3),
-            Err(PathError::IndexOutOfRange {
-                path: "/l/5".into(),
-                index: 5,
-                len: 2
-            })
-        );
-        assert_eq!(
-            s.set("/l/0/x", 3),
-            Err(PathError::ThroughScalar {
-                path: "/l/0".into(),
-                kind: Kind::Number
-            })
-        );
+        assert_eq!(s.set("/l/5", 3), Err(PathError::IndexOutOfRange { path: "/l/5".into(), index: 5, len: 2 }));
+        assert_eq!(s.set("/l/0/x", 3), Err(PathError::ThroughScalar { path: "/l/0".into(), kind: Kind::Number }));
         assert_eq!(s.set("", 3).unwrap(), Tree::from(3));
     }
 
@@ -431,24 +339,12 @@ mod tests {
         assert_eq!(s.remove("/o/zz").unwrap(), s);
         assert_eq!(s.remove("/l/9").unwrap(), s);
         assert_eq!(s.remove(""), Err(PathError::Root { op: "remove" }));
-        assert_eq!(
-            s.remove("/n/x"),
-            Err(PathError::ThroughScalar {
-                path: "/n".into(),
-                kind: Kind::Number
-            })
-        );
+        assert_eq!(s.remove("/n/x"), Err(PathError::ThroughScalar { path: "/n".into(), kind: Kind::Number }));
         let m = s.merge("/o", t(json!({"b": 3, "c": 4}))).unwrap();
         assert_eq!(m.get("/o"), Some(&t(json!({"a": 1, "b": 3, "c": 4}))));
-        assert!(matches!(
-            s.merge("/n", t(json!({}))),
-            Err(PathError::WrongKind { .. })
-        ));
+        assert!(matches!(s.merge("/n", t(json!({}))), Err(PathError::WrongKind { .. })));
         assert!(matches!(s.merge("/o", 1), Err(PathError::WrongKind { .. })));
-        assert_eq!(
-            s.push("/l", 4).unwrap().get("/l"),
-            Some(&t(json!([1, 2, 3, 4])))
-        );
+        assert_eq!(s.push("/l", 4).unwrap().get("/l"), Some(&t(json!([1, 2, 3, 4]))));
         assert_eq!(s.push("/new", 4).unwrap().get("/new"), Some(&t(json!([4]))));
         assert!(matches!(s.push("/o", 4), Err(PathError::WrongKind { .. })));
     }

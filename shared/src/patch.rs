@@ -84,9 +84,7 @@ fn op_name(op: &PatchOperation) -> &'static str {
 }
 
 fn segments(p: &Pointer) -> Vec<Segment> {
-    p.tokens()
-        .map(|t| Segment::Key(t.decoded().as_ref().into()))
-        .collect()
+    p.tokens().map(|t| Segment::Key(t.decoded().as_ref().into())).collect()
 }
 
 fn apply_one(doc: &Tree, op: &PatchOperation) -> Result<Tree, PatchFailure> {
@@ -99,13 +97,9 @@ fn apply_one(doc: &Tree, op: &PatchOperation) -> Result<Tree, PatchFailure> {
                 return Ok(Tree::from(&o.value));
             }
             let value = Tree::from(&o.value);
-            Ok(edit_parent(
-                doc,
-                &segs,
-                0,
-                Missing::Fail,
-                &mut |p, s, at| store(p, s, value.clone(), at, Store::Replace),
-            )?)
+            Ok(edit_parent(doc, &segs, 0, Missing::Fail, &mut |p, s, at| {
+                store(p, s, value.clone(), at, Store::Replace)
+            })?)
         }
         PatchOperation::Move(o) => {
             let from = segments(&o.from);
@@ -115,9 +109,7 @@ fn apply_one(doc: &Tree, op: &PatchOperation) -> Result<Tree, PatchFailure> {
                 return Ok(doc.clone());
             }
             if to.len() > from.len() && to.starts_with(&from) {
-                return Err(PatchFailure::MoveIntoChild {
-                    from: o.from.as_str().to_string(),
-                });
+                return Err(PatchFailure::MoveIntoChild { from: o.from.as_str().to_string() });
             }
             add(&remove(doc, &from)?, &to, value)
         }
@@ -132,10 +124,7 @@ fn apply_one(doc: &Tree, op: &PatchOperation) -> Result<Tree, PatchFailure> {
             } else {
                 let mut shown = actual.to_json_string();
                 if shown.len() > 200 {
-                    let cut = (0..=200)
-                        .rev()
-                        .find(|&i| shown.is_char_boundary(i))
-                        .unwrap_or(0);
+                    let cut = (0..=200).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
                     shown.truncate(cut);
                     shown.push('…');
                 }
@@ -149,13 +138,7 @@ fn add(doc: &Tree, segs: &[Segment], value: Tree) -> Result<Tree, PatchFailure> 
     if segs.is_empty() {
         return Ok(value);
     }
-    Ok(edit_parent(
-        doc,
-        segs,
-        0,
-        Missing::Fail,
-        &mut |p, s, at| store(p, s, value.clone(), at, Store::Add),
-    )?)
+    Ok(edit_parent(doc, segs, 0, Missing::Fail, &mut |p, s, at| store(p, s, value.clone(), at, Store::Add))?)
 }
 
 fn remove(doc: &Tree, segs: &[Segment]) -> Result<Tree, PatchFailure> {
@@ -198,19 +181,10 @@ mod tests {
             {"op": "move", "from": "/l/0", "path": "/l/-"},
             {"op": "test", "path": "/c", "value": 1.0}
         ]));
-        assert_eq!(
-            apply(&doc, &p).unwrap(),
-            Tree::from(json!({"a": {}, "c": 1, "l": [2, 3, 1], "m": [1, 2, 3]}))
-        );
+        assert_eq!(apply(&doc, &p).unwrap(), Tree::from(json!({"a": {}, "c": 1, "l": [2, 3, 1], "m": [1, 2, 3]})));
         let bad = patch(json!([{"op": "move", "from": "/a", "path": "/a/x"}]));
-        assert!(matches!(
-            apply(&doc, &bad).unwrap_err().reason,
-            PatchFailure::MoveIntoChild { .. }
-        ));
+        assert!(matches!(apply(&doc, &bad).unwrap_err().reason, PatchFailure::MoveIntoChild { .. }));
         let bad = patch(json!([{"op": "test", "path": "/l", "value": [1]}]));
-        assert!(matches!(
-            apply(&doc, &bad).unwrap_err().reason,
-            PatchFailure::TestFailed { .. }
-        ));
+        assert!(matches!(apply(&doc, &bad).unwrap_err().reason, PatchFailure::TestFailed { .. }));
     }
 }

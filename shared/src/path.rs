@@ -133,13 +133,8 @@ impl Path {
         if pointer.is_empty() {
             return Ok(Path::root());
         }
-        let bad = |reason| PathError::InvalidPointer {
-            pointer: pointer.to_string(),
-            reason,
-        };
-        let rest = pointer
-            .strip_prefix('/')
-            .ok_or_else(|| bad("a JSON Pointer must be empty or start with '/'"))?;
+        let bad = |reason| PathError::InvalidPointer { pointer: pointer.to_string(), reason };
+        let rest = pointer.strip_prefix('/').ok_or_else(|| bad("a JSON Pointer must be empty or start with '/'"))?;
         let mut segments = Vec::new();
         for token in rest.split('/') {
             let mut key = String::with_capacity(token.len());
@@ -319,9 +314,7 @@ pub enum PathError {
         len: usize,
     },
     /// An array segment that is not a valid index.
-    #[error(
-        "{token:?} at {path:?} is not an array index (expected 0, 1, 2, … without leading zeros{end})"
-    )]
+    #[error("{token:?} at {path:?} is not an array index (expected 0, 1, 2, … without leading zeros{end})")]
     BadIndex {
         /// The path, ending in the token.
         path: String,
@@ -363,18 +356,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_pointers() {
-        assert!(matches!(
-            Path::parse("a/b"),
-            Err(PathError::InvalidPointer { .. })
-        ));
-        assert!(matches!(
-            Path::parse("/a~2"),
-            Err(PathError::InvalidPointer { .. })
-        ));
-        assert!(matches!(
-            Path::parse("/a~"),
-            Err(PathError::InvalidPointer { .. })
-        ));
+        assert!(matches!(Path::parse("a/b"), Err(PathError::InvalidPointer { .. })));
+        assert!(matches!(Path::parse("/a~2"), Err(PathError::InvalidPointer { .. })));
+        assert!(matches!(Path::parse("/a~"), Err(PathError::InvalidPointer { .. })));
     }
 
     #[test]

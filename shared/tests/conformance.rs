@@ -18,12 +18,7 @@ fn run_suite(name: &str, text: &str) -> (usize, Vec<String>) {
             continue; // a comment-only record
         };
         ran += 1;
-        let label = format!(
-            "{name} #{i}: {}",
-            rec.get("comment")
-                .and_then(Value::as_str)
-                .unwrap_or("(no comment)")
-        );
+        let label = format!("{name} #{i}: {}", rec.get("comment").and_then(Value::as_str).unwrap_or("(no comment)"));
         let doc = Tree::from(doc);
         // A patch that does not even parse (unknown op, missing field, bad
         // pointer) counts as a failing patch.
@@ -37,9 +32,7 @@ fn run_suite(name: &str, text: &str) -> (usize, Vec<String>) {
                 }
             }
             (Some(_), _, Err(e)) => failures.push(format!("{label}: unexpected error {e}")),
-            (None, Some(_), Ok(got)) => {
-                failures.push(format!("{label}: expected an error, got {got}"))
-            }
+            (None, Some(_), Ok(got)) => failures.push(format!("{label}: expected an error, got {got}")),
             (None, Some(_), Err(_)) => {}
             // No expectation: the patch must merely apply.
             (None, None, Ok(_)) => {}
@@ -54,15 +47,6 @@ fn rfc6902_conformance_suite() {
     let (ran_a, mut failures) = run_suite("tests.json", include_str!("data/tests.json"));
     let (ran_b, more) = run_suite("spec_tests.json", include_str!("data/spec_tests.json"));
     failures.extend(more);
-    assert!(
-        ran_a > 80 && ran_b > 10,
-        "suite too small: {ran_a} + {ran_b} records"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} records failed:\n{}",
-        failures.len(),
-        ran_a + ran_b,
-        failures.join("\n")
-    );
+    assert!(ran_a > 80 && ran_b > 10, "suite too small: {ran_a} + {ran_b} records");
+    assert!(failures.is_empty(), "{} of {} records failed:\n{}", failures.len(), ran_a + ran_b, failures.join("\n"));
 }

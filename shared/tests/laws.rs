@@ -44,18 +44,12 @@ struct Edit {
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
-    (
-        proptest::collection::vec(any::<usize>(), 0..5),
-        0u8..5,
-        tree(),
-        key(),
-    )
-        .prop_map(|(walk, kind, value, key)| Edit {
-            walk,
-            kind,
-            value,
-            key,
-        })
+    (proptest::collection::vec(any::<usize>(), 0..5), 0u8..5, tree(), key()).prop_map(|(walk, kind, value, key)| Edit {
+        walk,
+        kind,
+        value,
+        key,
+    })
 }
 
 /// Follows `walk` into `t`: each number picks a child, or stops there.
@@ -114,8 +108,7 @@ fn check_diff_law(a: &Tree, b: &Tree) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.to_json_string(), b.to_json_string());
     // The json-patch crate's own `patch` on the serde_json forms agrees.
     let mut oracle = a.to_value();
-    json_patch::patch(&mut oracle, &p)
-        .map_err(|e| TestCaseError::fail(format!("oracle failed: {e}")))?;
+    json_patch::patch(&mut oracle, &p).map_err(|e| TestCaseError::fail(format!("oracle failed: {e}")))?;
     prop_assert_eq!(oracle, b.to_value());
     Ok(())
 }

@@ -19,18 +19,12 @@ pub fn nodb_bin() -> PathBuf {
     BIN.get_or_init(|| {
         // The test runs from target/<profile>/deps/<test>-<hash>.
         let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target/<profile>");
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
         let bin = profile_dir.join(format!("nodb{}", std::env::consts::EXE_SUFFIX));
         if !bin.exists() {
             // `cargo test` builds it already, as the `nodb` package has
             // integration tests; this covers running one test binary alone.
-            let profile = profile_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("debug");
+            let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
             let profile = if profile == "debug" { "dev" } else { profile };
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
@@ -69,15 +63,223 @@ pub fn run(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
         .spawn()
         .expect("start nodb");
     // The child may exit before reading its input; that is not our error.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes());
+    let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
     let out = child.wait_with_output().expect("wait for nodb");
     Output {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A running `nodb` service started by a test. Killed (SIGKILL) when
+/// dropped, so no test leaves a process behind.
+pub struct Service {
+    child: std::process::Child,
+    url: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Service {
+    /// Starts `nodb args…` and waits (up to 30 s) for its ready line
+    /// `nodb NAME listening on http://HOST:PORT`.
+    ///
+    /// # Errors
+    /// What the process printed on stderr if it exited or did not get
+    /// ready.
+    pub fn start(args: &[&str]) -> Result<Service, String> {
+        use std::io::BufRead;
+        let mut child = Command::new(nodb_bin())
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start nodb: {e}"))?;
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let out_pipe = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(out_pipe).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep draining so the service never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let ready = rx.recv_timeout(std::time::Duration::from_secs(30));
+        let mut service = Service { child, url: String::new(), stderr };
+        match ready {
+            Ok(line) => match line.split_once(" listening on ") {
+                Some((_, url)) => {
+                    service.url = url.trim().to_string();
+                    Ok(service)
+                }
+                None => Err(format!("unexpected first line {line:?}; stderr:\n{}", service.stderr())),
+            },
+            Err(_) => {
+                // Give stderr a moment to arrive.
+                let status = service.child.wait_timeout_ms(2000);
+                Err(format!("no ready line (exit status {status:?}); stderr:\n{}", service.stderr()))
+            }
+        }
+    }
+
+    /// The base URL, `http://HOST:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The base URL with `ws://`.
+    pub fn ws_url(&self) -> String {
+        self.url.replacen("http://", "ws://", 1)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the service wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        self.signal(rustix::process::Signal::KILL);
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `ms` for the exit; the exit code.
+    pub fn terminate(&mut self, ms: u64) -> Option<i32> {
+        self.signal(rustix::process::Signal::TERM);
+        self.child.wait_timeout_ms(ms).flatten()
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+trait WaitTimeout {
+    /// `Some(exit code)` if the child exited within `ms`, else `None`.
+    fn wait_timeout_ms(&mut self, ms: u64) -> Option<Option<i32>>;
+}
+
+impl WaitTimeout for std::process::Child {
+    fn wait_timeout_ms(&mut self, ms: u64) -> Option<Option<i32>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        loop {
+            if let Ok(Some(status)) = self.try_wait() {
+                return Some(status.code());
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// An HTTP response: status and body text.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
+impl Response {
+    /// The body parsed as JSON.
+    ///
+    /// # Panics
+    /// If it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The `error.code` of an error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// `POST url` with `body` and the given content type.
+///
+/// # Errors
+/// Transport errors (connection refused, reset).
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<Response, String> {
+    let resp = agent().post(url).header("Content-Type", content_type).send(body).map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().with_config().limit(64 * 1024 * 1024).read_to_string().map_err(|e| e.to_string())?;
+    Ok(Response { status, body })
+}
+
+/// `GET url`.
+///
+/// # Errors
+/// Transport errors.
+pub fn get(url: &str) -> Result<Response, String> {
+    let resp = agent().get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
+    Ok(Response { status, body })
+}
+
+/// Reads newline-delimited JSON from `GET url` until `stop` says enough
+/// (or 30 s pass), returning the lines read.
+///
+/// # Errors
+/// Transport errors.
+pub fn read_ndjson(
+    url: &str,
+    mut stop: impl FnMut(&serde_json::Value) -> bool,
+) -> Result<Vec<serde_json::Value>, String> {
+    use std::io::BufRead;
+    let resp = agent().get(url).call().map_err(|e| e.to_string())?;
+    if resp.status().as_u16() != 200 {
+        return Err(format!("status {}", resp.status()));
+    }
+    let reader = std::io::BufReader::new(resp.into_body().into_reader());
+    let mut out = Vec::new();
+    for line in reader.lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+        let done = stop(&v);
+        out.push(v);
+        if done {
+            break;
+        }
+    }
+    Ok(out)
 }

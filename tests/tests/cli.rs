@@ -25,10 +25,7 @@ fn assert_one_line_error(out: &Output, needles: &[&str]) {
 fn diff_then_patch_round_trips() {
     let old = json!({"stock": {"apple": {"shelf": 3, "back": 10}}, "log": [1, 2, 3]});
     let new = json!({"stock": {"apple": {"shelf": 2, "back": 10}, "pear": {"shelf": 1}}, "log": [1, 2, 3, 4]});
-    let dir = dir_with(&[
-        ("old.json", &old.to_string()),
-        ("new.json", &new.to_string()),
-    ]);
+    let dir = dir_with(&[("old.json", &old.to_string()), ("new.json", &new.to_string())]);
     let out = run(dir.path(), &["diff", "old.json", "new.json"], "");
     assert_eq!(out.code, Some(0), "{out:?}");
     let patch: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -51,22 +48,13 @@ fn diff_reads_standard_input_and_pretty_prints() {
     let dir = dir_with(&[("new.json", "[1, 2]")]);
     let out = run(dir.path(), &["diff", "--pretty", "-", "new.json"], "[1]");
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(
-        out.stdout.lines().count() > 1,
-        "pretty output spans lines: {out:?}"
-    );
-    assert_eq!(
-        serde_json::from_str::<Value>(&out.stdout).unwrap(),
-        json!([{"op": "add", "path": "/-", "value": 2}])
-    );
+    assert!(out.stdout.lines().count() > 1, "pretty output spans lines: {out:?}");
+    assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap(), json!([{"op": "add", "path": "/-", "value": 2}]));
 }
 
 #[test]
 fn invalid_json_names_file_line_and_column() {
-    let dir = dir_with(&[
-        ("old.json", "{}"),
-        ("bad.json", "{\"a\": 1,\n \"b\": [1,,]}"),
-    ]);
+    let dir = dir_with(&[("old.json", "{}"), ("bad.json", "{\"a\": 1,\n \"b\": [1,,]}")]);
     let out = run(dir.path(), &["diff", "old.json", "bad.json"], "");
     assert_one_line_error(&out, &["bad.json:2:10", "invalid JSON"]);
     let out = run(dir.path(), &["diff", "-", "old.json"], "[1, 2");
@@ -84,14 +72,8 @@ fn missing_file_is_named() {
 fn failing_patch_names_op_index_path_and_reason() {
     let dir = dir_with(&[
         ("doc.json", r#"{"a": {"b": [1, 2]}}"#),
-        (
-            "patch.json",
-            r#"[{"op": "test", "path": "/a/b/0", "value": 1}, {"op": "remove", "path": "/a/b/5"}]"#,
-        ),
-        (
-            "test.json",
-            r#"[{"op": "test", "path": "/a/b/0", "value": 9}]"#,
-        ),
+        ("patch.json", r#"[{"op": "test", "path": "/a/b/0", "value": 1}, {"op": "remove", "path": "/a/b/5"}]"#),
+        ("test.json", r#"[{"op": "test", "path": "/a/b/0", "value": 9}]"#),
     ]);
     let out = run(dir.path(), &["patch", "doc.json", "patch.json"], "");
     assert_one_line_error(&out, &["operation 1", "remove", "/a/b/5", "out of range"]);
@@ -101,10 +83,7 @@ fn failing_patch_names_op_index_path_and_reason() {
 
 #[test]
 fn malformed_patch_is_refused() {
-    let dir = dir_with(&[
-        ("doc.json", "{}"),
-        ("patch.json", r#"[{"op": "spam", "path": "/a"}]"#),
-    ]);
+    let dir = dir_with(&[("doc.json", "{}"), ("patch.json", r#"[{"op": "spam", "path": "/a"}]"#)]);
     let out = run(dir.path(), &["patch", "doc.json", "patch.json"], "");
     assert_one_line_error(&out, &["patch.json:1:", "not a valid JSON Patch", "spam"]);
     let out = run(dir.path(), &["patch", "doc.json", "-"], r#"{"op": "add"}"#);

@@ -46,8 +46,7 @@ impl DedupTable {
         if id.n == last + 1 {
             Check::Next
         } else if id.n <= last {
-            let seq =
-                entry.and_then(|e| e.recent.iter().find(|(n, _)| *n == id.n).map(|(_, s)| *s));
+            let seq = entry.and_then(|e| e.recent.iter().find(|(n, _)| *n == id.n).map(|(_, s)| *s));
             Check::Duplicate(seq)
         } else {
             Check::OutOfOrder { expected: last + 1 }

@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use nodb_shared::protocol::Ack;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::dedup::DedupTable;
@@ -25,7 +24,7 @@ use super::group_commit::{Request, Writer};
 use super::record::{Decoded, FRAME_HEADER, GENESIS, Hash, decode};
 use super::scan::{self, SegmentInfo};
 use super::segment::{self, HEADER_LEN};
-use super::{AppendBatch, AppendError, Log, LogEntry, LogError, ReadLimits};
+use super::{AppendBatch, AppendError, Log, LogEntry, LogError, PendingAcks, ReadLimits};
 use crate::metrics::Metrics;
 
 /// Settings of the embedded log.
@@ -59,10 +58,7 @@ impl LogConfig {
     /// A sentence naming the setting that is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.segment_size < 4096 {
-            return Err(format!(
-                "the segment size must be at least 4096 bytes, not {}",
-                self.segment_size
-            ));
+            return Err(format!("the segment size must be at least 4096 bytes, not {}", self.segment_size));
         }
         if self.max_batch_bytes == 0 || self.recent_entries == 0 {
             return Err("the batch size and the in-memory tail must not be zero".into());
@@ -106,10 +102,7 @@ impl Shared {
 
     /// The chain hash after the last durable record.
     pub fn durable_hash(&self) -> Hash {
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .durable_hash
+        self.state.read().unwrap_or_else(|e| e.into_inner()).durable_hash
     }
 
     pub(crate) fn publish(
@@ -122,12 +115,7 @@ impl Shared {
     ) {
         {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(seg) = s
-                .segments
-                .iter_mut()
-                .rev()
-                .find(|(f, _, _)| *f == segment_first)
-            {
+            if let Some(seg) = s.segments.iter_mut().rev().find(|(f, _, _)| *f == segment_first) {
                 seg.2.extend(index);
             }
             for e in entries {
@@ -150,17 +138,12 @@ impl Shared {
                 let mut out = Vec::new();
                 let mut bytes = 0;
                 for (seq, json) in s.recent.iter().skip(skip) {
-                    if *seq > head
-                        || out.len() >= limits.max_entries
-                        || (bytes >= limits.max_bytes && !out.is_empty())
+                    if *seq > head || out.len() >= limits.max_entries || (bytes >= limits.max_bytes && !out.is_empty())
                     {
                         break;
                     }
                     bytes += json.len();
-                    out.push(LogEntry {
-                        seq: *seq,
-                        json: json.clone(),
-                    });
+                    out.push(LogEntry { seq: *seq, json: json.clone() });
                 }
                 return Located::Memory(out);
             }
@@ -173,10 +156,7 @@ impl Shared {
             0 => HEADER_LEN,
             k => index[k - 1].1,
         };
-        Located::Disk {
-            path: path.clone(),
-            offset,
-        }
+        Located::Disk { path: path.clone(), offset }
     }
 }
 
@@ -201,10 +181,7 @@ impl FileLog {
     /// [`LogError::Corrupt`] if the history is damaged before its tail,
     /// [`LogError::Locked`] if another process uses the directory,
     /// [`LogError::Io`] otherwise.
-    pub fn open(
-        config: &LogConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<(Arc<FileLog>, Recovered), LogError> {
+    pub fn open(config: &LogConfig, metrics: Arc<Metrics>) -> Result<(Arc<FileLog>, Recovered), LogError> {
         let dir = &config.dir;
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -228,10 +205,7 @@ impl FileLog {
             torn_bytes = torn.bytes;
         }
         if scanned.segments.is_empty() {
-            let header = segment::Header {
-                first_seq: 1,
-                prev_hash: GENESIS,
-            };
+            let header = segment::Header { first_seq: 1, prev_hash: GENESIS };
             segment::create(dir, header, config.segment_size).map_err(io_err(dir))?;
             scanned.segments.push(SegmentInfo {
                 first_seq: 1,
@@ -245,38 +219,26 @@ impl FileLog {
         // Finish any seal a crash interrupted.
         let last = scanned.segments.len() - 1;
         for seg in &scanned.segments[..last] {
-            let readonly = fs::metadata(&seg.path)
-                .map(|m| m.permissions().readonly())
-                .unwrap_or(false);
+            let readonly = fs::metadata(&seg.path).map(|m| m.permissions().readonly()).unwrap_or(false);
             if seg.file_len != seg.data_end || !readonly {
                 segment::seal(&seg.path, seg.data_end).map_err(io_err(&seg.path))?;
             }
         }
         let active = &scanned.segments[last];
         let file = segment::open_for_append(&active.path).map_err(io_err(&active.path))?;
-        let recovered = Recovered {
-            head: scanned.head,
-            segments: scanned.segments.len(),
-            clients: table.len(),
-            torn_bytes,
-        };
+        let recovered =
+            Recovered { head: scanned.head, segments: scanned.segments.len(), clients: table.len(), torn_bytes };
         let (head_tx, _) = watch::channel(scanned.head);
         let shared = Arc::new(Shared {
             state: RwLock::new(ReadState {
-                segments: scanned
-                    .segments
-                    .iter()
-                    .map(|s| (s.first_seq, s.path.clone(), s.index.clone()))
-                    .collect(),
+                segments: scanned.segments.iter().map(|s| (s.first_seq, s.path.clone(), s.index.clone())).collect(),
                 recent: VecDeque::new(),
                 durable_hash: scanned.hash,
             }),
             head_tx,
             recent_cap: config.recent_entries,
         });
-        metrics
-            .head_seq
-            .store(scanned.head, std::sync::atomic::Ordering::Relaxed);
+        metrics.head_seq.store(scanned.head, std::sync::atomic::Ordering::Relaxed);
         let writer = Writer {
             dir: dir.clone(),
             file,
@@ -297,12 +259,7 @@ impl FileLog {
             .name("nodb-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err(dir))?;
-        let log = FileLog {
-            tx,
-            shared,
-            writer: Mutex::new(Some(handle)),
-            _lock: lock,
-        };
+        let log = FileLog { tx, shared, writer: Mutex::new(Some(handle)), _lock: lock };
         Ok((Arc::new(log), recovered))
     }
 
@@ -318,14 +275,13 @@ impl FileLog {
 }
 
 impl Log for FileLog {
-    fn append(&self, batch: AppendBatch) -> BoxFuture<'static, Result<Vec<Ack>, AppendError>> {
+    fn submit(&self, batch: AppendBatch) -> BoxFuture<'static, Result<PendingAcks, AppendError>> {
         let tx = self.tx.clone();
         Box::pin(async move {
             let (reply_tx, reply_rx) = oneshot::channel();
-            tx.send(Request::Append(batch, reply_tx))
-                .await
-                .map_err(|_| AppendError::ShuttingDown)?;
-            reply_rx.await.map_err(|_| AppendError::ShuttingDown)?
+            tx.send(Request::Append(batch, reply_tx)).await.map_err(|_| AppendError::ShuttingDown)?;
+            let pending: PendingAcks = Box::pin(async move { reply_rx.await.map_err(|_| AppendError::ShuttingDown)? });
+            Ok(pending)
         })
     }
 
@@ -333,11 +289,7 @@ impl Log for FileLog {
         self.shared.head_tx.subscribe()
     }
 
-    fn read(
-        &self,
-        from: u64,
-        limits: ReadLimits,
-    ) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>> {
+    fn read(&self, from: u64, limits: ReadLimits) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>> {
         let shared = self.shared.clone();
         Box::pin(async move {
             let head = *shared.head_tx.borrow();
@@ -349,10 +301,7 @@ impl Log for FileLog {
                 Located::Disk { .. } => {
                     tokio::task::spawn_blocking(move || read_from_disk(&shared, from, head, limits))
                         .await
-                        .map_err(|e| LogError::Io {
-                            path: PathBuf::new(),
-                            source: io::Error::other(e),
-                        })?
+                        .map_err(|e| LogError::Io { path: PathBuf::new(), source: io::Error::other(e) })?
                 }
             }
         })
@@ -361,12 +310,7 @@ impl Log for FileLog {
 
 /// Reads records `from..=head` up to `limits`, segment after segment,
 /// switching to the in-memory tail when it reaches it.
-fn read_from_disk(
-    shared: &Shared,
-    from: u64,
-    head: u64,
-    limits: ReadLimits,
-) -> Result<Vec<LogEntry>, LogError> {
+fn read_from_disk(shared: &Shared, from: u64, head: u64, limits: ReadLimits) -> Result<Vec<LogEntry>, LogError> {
     let mut out: Vec<LogEntry> = Vec::new();
     let mut bytes = 0;
     loop {
@@ -374,10 +318,7 @@ fn read_from_disk(
         if next > head || out.len() >= limits.max_entries || bytes >= limits.max_bytes {
             return Ok(out);
         }
-        let left = ReadLimits {
-            max_entries: limits.max_entries - out.len(),
-            max_bytes: limits.max_bytes - bytes,
-        };
+        let left = ReadLimits { max_entries: limits.max_entries - out.len(), max_bytes: limits.max_bytes - bytes };
         let more = match shared.locate(next, head, left) {
             Located::Memory(entries) => entries,
             Located::Disk { path, offset } => read_segment(&path, offset, next, head, left)?,
@@ -392,17 +333,8 @@ fn read_from_disk(
 
 /// Reads records `from..=head` of the segment `path`, starting at `offset`
 /// (a record boundary at or before `from`), up to `limits`.
-fn read_segment(
-    path: &Path,
-    offset: u64,
-    from: u64,
-    head: u64,
-    limits: ReadLimits,
-) -> Result<Vec<LogEntry>, LogError> {
-    let io_err = |source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+fn read_segment(path: &Path, offset: u64, from: u64, head: u64, limits: ReadLimits) -> Result<Vec<LogEntry>, LogError> {
+    let io_err = |source| LogError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err)?;
     let mut out = Vec::new();
     let mut bytes = 0usize;
@@ -420,14 +352,8 @@ fn read_segment(
                 }
                 if rec.seq >= from {
                     bytes += rec.json.len();
-                    out.push(LogEntry {
-                        seq: rec.seq,
-                        json: rec.json,
-                    });
-                    if out.len() >= limits.max_entries
-                        || bytes >= limits.max_bytes
-                        || rec.seq == head
-                    {
+                    out.push(LogEntry { seq: rec.seq, json: rec.json });
+                    if out.len() >= limits.max_entries || bytes >= limits.max_bytes || rec.seq == head {
                         return Ok(out);
                     }
                 }
@@ -485,10 +411,7 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| LogError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(|source| LogError::Io { path: path.clone(), source })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.to_path_buf())),

@@ -63,10 +63,7 @@ struct Batch {
     /// Table entries as they were before this batch touched them.
     undo: Vec<(String, Option<ClientEntry>)>,
     touched: HashSet<String>,
-    replies: Vec<(
-        oneshot::Sender<Result<Vec<Ack>, AppendError>>,
-        Result<Vec<Ack>, AppendError>,
-    )>,
+    replies: Vec<(oneshot::Sender<Result<Vec<Ack>, AppendError>>, Result<Vec<Ack>, AppendError>)>,
 }
 
 impl Writer {
@@ -102,10 +99,7 @@ impl Writer {
         tracing::info!(head = self.head, "log writer stopped");
     }
 
-    fn write_batch(
-        &mut self,
-        requests: Vec<(AppendBatch, oneshot::Sender<Result<Vec<Ack>, AppendError>>)>,
-    ) {
+    fn write_batch(&mut self, requests: Vec<(AppendBatch, oneshot::Sender<Result<Vec<Ack>, AppendError>>)>) {
         let mut batch = Batch {
             buf: Vec::with_capacity(64 * 1024),
             records: Vec::new(),
@@ -155,12 +149,7 @@ impl Writer {
 
     /// Decides every action of one request and encodes the new ones. The
     /// request is all or nothing: one out-of-order action refuses it whole.
-    fn stage(
-        &mut self,
-        req: AppendBatch,
-        ts: u64,
-        batch: &mut Batch,
-    ) -> Result<Vec<Ack>, AppendError> {
+    fn stage(&mut self, req: AppendBatch, ts: u64, batch: &mut Batch) -> Result<Vec<Ack>, AppendError> {
         enum Decision {
             New,
             /// Accepted before this request, with its seq if recent.
@@ -204,35 +193,20 @@ impl Writer {
             let ack = match decision {
                 Decision::New => {
                     if batch.touched.insert(id.client.clone()) {
-                        batch
-                            .undo
-                            .push((id.client.clone(), self.table.entry(&id.client)));
+                        batch.undo.push((id.client.clone(), self.table.entry(&id.client)));
                     }
                     let seq = self.head + 1;
                     let committed = action.commit(seq, ts, req.client.clone());
                     let json = Bytes::from(serde_json::to_vec(&committed).unwrap_or_default());
                     let offset = batch.buf.len();
-                    self.hash =
-                        record::encode(&mut batch.buf, &self.hash, seq, &committed.id, &json);
+                    self.hash = record::encode(&mut batch.buf, &self.hash, seq, &committed.id, &json);
                     batch.records.push((seq, offset, json));
                     self.head = seq;
                     self.table.record(&id, seq);
-                    Ack {
-                        id: committed.id,
-                        seq: Some(seq),
-                        duplicate: false,
-                    }
+                    Ack { id: committed.id, seq: Some(seq), duplicate: false }
                 }
-                Decision::Duplicate(seq) => Ack {
-                    id: id.to_string(),
-                    seq,
-                    duplicate: true,
-                },
-                Decision::DuplicateOf(j) => Ack {
-                    id: id.to_string(),
-                    seq: acks[j].seq,
-                    duplicate: true,
-                },
+                Decision::Duplicate(seq) => Ack { id: id.to_string(), seq, duplicate: true },
+                Decision::DuplicateOf(j) => Ack { id: id.to_string(), seq: acks[j].seq, duplicate: true },
             };
             if ack.duplicate {
                 self.metrics.duplicates.fetch_add(1, Relaxed);
@@ -258,18 +232,13 @@ impl Writer {
         self.file.write_all_at(&batch.buf, self.pos)?;
         let t = Instant::now();
         self.file.sync_data()?;
-        self.metrics
-            .fsync_seconds
-            .observe(t.elapsed().as_secs_f64());
+        self.metrics.fsync_seconds.observe(t.elapsed().as_secs_f64());
         Ok(())
     }
 
     /// Starts a new segment at `first_seq`, then seals the full one.
     fn roll(&mut self, first_seq: u64, prev_hash: Hash) -> std::io::Result<()> {
-        let header = segment::Header {
-            first_seq,
-            prev_hash,
-        };
+        let header = segment::Header { first_seq, prev_hash };
         let file = segment::create(&self.dir, header, self.segment_size)?;
         let old = segment::path_for(&self.dir, self.segment_first);
         if let Err(e) = segment::seal(&old, self.pos) {
@@ -281,8 +250,7 @@ impl Writer {
         self.segment_first = first_seq;
         self.pos = HEADER_LEN;
         self.dirty_end = HEADER_LEN;
-        self.shared
-            .add_segment(first_seq, segment::path_for(&self.dir, first_seq));
+        self.shared.add_segment(first_seq, segment::path_for(&self.dir, first_seq));
         Ok(())
     }
 
@@ -296,26 +264,14 @@ impl Writer {
             .collect();
         self.pos += record_bytes(batch);
         self.dirty_end = self.dirty_end.max(self.pos);
-        let entries = batch
-            .records
-            .iter()
-            .map(|(seq, _, json)| (*seq, json.clone()));
-        self.shared
-            .publish(self.segment_first, index, entries, self.head, self.hash);
-        self.metrics
-            .appends
-            .fetch_add(batch.records.len() as u64, Relaxed);
+        let entries = batch.records.iter().map(|(seq, _, json)| (*seq, json.clone()));
+        self.shared.publish(self.segment_first, index, entries, self.head, self.hash);
+        self.metrics.appends.fetch_add(batch.records.len() as u64, Relaxed);
         self.metrics.batch_size.observe(batch.records.len() as f64);
         self.metrics.head_seq.store(self.head, Relaxed);
     }
 
-    fn answer(
-        &self,
-        replies: Vec<(
-            oneshot::Sender<Result<Vec<Ack>, AppendError>>,
-            Result<Vec<Ack>, AppendError>,
-        )>,
-    ) {
+    fn answer(&self, replies: Vec<(oneshot::Sender<Result<Vec<Ack>, AppendError>>, Result<Vec<Ack>, AppendError>)>) {
         for (tx, result) in replies {
             // The requester may have gone away; the action is durable anyway.
             let _ = tx.send(result);
@@ -326,17 +282,11 @@ impl Writer {
 /// The length of the records in a batch, without zero padding.
 fn record_bytes(batch: &Batch) -> u64 {
     let (_, last_off, _) = &batch.records[batch.records.len() - 1];
-    let last_len = u32::from_le_bytes(
-        batch.buf[*last_off..*last_off + 4]
-            .try_into()
-            .unwrap_or_default(),
-    ) as usize;
+    let last_len = u32::from_le_bytes(batch.buf[*last_off..*last_off + 4].try_into().unwrap_or_default()) as usize;
     (*last_off + record::FRAME_HEADER + last_len) as u64
 }
 
 /// Milliseconds since the unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -43,9 +43,7 @@ pub struct AppendBatch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     /// An action's number skips ahead of the client's next one.
-    #[error(
-        "action {id} is out of order: the next action expected from client {client:?} is number {expected}"
-    )]
+    #[error("action {id} is out of order: the next action expected from client {client:?} is number {expected}")]
     OutOfOrder {
         /// The action's id.
         id: String,
@@ -82,10 +80,7 @@ pub struct ReadLimits {
 
 impl Default for ReadLimits {
     fn default() -> Self {
-        ReadLimits {
-            max_entries: 4096,
-            max_bytes: 4 * 1024 * 1024,
-        }
+        ReadLimits { max_entries: 4096, max_bytes: 4 * 1024 * 1024 }
     }
 }
 
@@ -120,20 +115,29 @@ pub enum LogError {
     Locked(PathBuf),
 }
 
+/// The answer to a submitted batch, once it is durable (or refused).
+pub type PendingAcks = BoxFuture<'static, Result<Vec<Ack>, AppendError>>;
+
 /// A durable, totally ordered, exactly-once log of actions.
 pub trait Log: Send + Sync + 'static {
-    /// Appends `batch` atomically once it is durable, answering one ack per
-    /// action (re-sends get their original seq and `duplicate: true`).
-    fn append(&self, batch: AppendBatch) -> BoxFuture<'static, Result<Vec<Ack>, AppendError>>;
+    /// Queues `batch` for appending. When the returned future completes the
+    /// batch has its place in the queue: batches submitted one after another
+    /// by one caller are decided in that order (so a client may pipeline
+    /// its actions 1, 2, 3 without waiting). The inner future answers once
+    /// the batch is durable: one ack per action (re-sends get their original
+    /// seq and `duplicate: true`), or why nothing of it was appended.
+    fn submit(&self, batch: AppendBatch) -> BoxFuture<'static, Result<PendingAcks, AppendError>>;
+
+    /// Appends `batch` atomically and answers once it is durable.
+    fn append(&self, batch: AppendBatch) -> BoxFuture<'static, Result<Vec<Ack>, AppendError>> {
+        let submitted = self.submit(batch);
+        Box::pin(async move { submitted.await?.await })
+    }
 
     /// The seq of the last durable action, updated as the log grows.
     fn head(&self) -> watch::Receiver<u64>;
 
     /// Committed actions from seq `from` on, up to the head and `limits`;
     /// empty when `from` is past the head.
-    fn read(
-        &self,
-        from: u64,
-        limits: ReadLimits,
-    ) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>>;
+    fn read(&self, from: u64, limits: ReadLimits) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>>;
 }

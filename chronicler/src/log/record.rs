@@ -98,11 +98,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     if len == 0 {
-        return if crc == 0 {
-            Decoded::End
-        } else {
-            Decoded::Invalid("zero length with a checksum")
-        };
+        return if crc == 0 { Decoded::End } else { Decoded::Invalid("zero length with a checksum") };
     }
     if !(BODY_FIXED..=MAX_BODY).contains(&len) {
         return Decoded::Invalid("impossible record length");
@@ -124,15 +120,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
         return Decoded::Invalid("id is not UTF-8");
     };
     let json = Bytes::copy_from_slice(&body[BODY_FIXED + id_len..]);
-    Decoded::Record(
-        StoredRecord {
-            seq,
-            hash,
-            id: id.to_string(),
-            json,
-        },
-        FRAME_HEADER + len,
-    )
+    Decoded::Record(StoredRecord { seq, hash, id: id.to_string(), json }, FRAME_HEADER + len)
 }
 
 impl StoredRecord {
@@ -172,10 +160,7 @@ mod tests {
         for i in 0..buf.len() {
             let mut b = buf.clone();
             b[i] ^= 0x10;
-            assert!(
-                !matches!(decode(&b), Decoded::Record(..)),
-                "flip at {i} went unnoticed"
-            );
+            assert!(!matches!(decode(&b), Decoded::Record(..)), "flip at {i} went unnoticed");
         }
     }
 

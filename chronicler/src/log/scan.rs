@@ -63,48 +63,24 @@ pub struct Scanned {
 /// [`LogError::Corrupt`] for a bad header, a checksum or chain mismatch
 /// before the tail, or a seq out of place; [`LogError::Io`] for I/O errors.
 pub fn scan(dir: &Path, on_record: &mut dyn FnMut(&StoredRecord)) -> Result<Scanned, LogError> {
-    let listed = segment::list(dir).map_err(|source| LogError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut out = Scanned {
-        segments: Vec::new(),
-        head: 0,
-        hash: GENESIS,
-        torn: None,
-    };
+    let listed = segment::list(dir).map_err(|source| LogError::Io { path: dir.to_path_buf(), source })?;
+    let mut out = Scanned { segments: Vec::new(), head: 0, hash: GENESIS, torn: None };
     let count = listed.len();
     for (i, (first_seq, path)) in listed.into_iter().enumerate() {
         let last = i + 1 == count;
-        let bytes = fs::read(&path).map_err(|source| LogError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let corrupt = |offset: u64, seq: u64, reason: String| LogError::Corrupt {
-            segment: path.clone(),
-            offset,
-            seq,
-            reason,
-        };
-        let header =
-            segment::Header::decode(&bytes).map_err(|e| corrupt(0, out.head + 1, e.to_string()))?;
+        let bytes = fs::read(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
+        let corrupt =
+            |offset: u64, seq: u64, reason: String| LogError::Corrupt { segment: path.clone(), offset, seq, reason };
+        let header = segment::Header::decode(&bytes).map_err(|e| corrupt(0, out.head + 1, e.to_string()))?;
         if header.first_seq != first_seq || first_seq != out.head + 1 {
             return Err(corrupt(
                 0,
                 out.head + 1,
-                format!(
-                    "segment starts at seq {} but the log continues at seq {}",
-                    header.first_seq,
-                    out.head + 1
-                ),
+                format!("segment starts at seq {} but the log continues at seq {}", header.first_seq, out.head + 1),
             ));
         }
         if header.prev_hash != out.hash {
-            return Err(corrupt(
-                0,
-                out.head + 1,
-                "segment header does not continue the hash chain".into(),
-            ));
+            return Err(corrupt(0, out.head + 1, "segment header does not continue the hash chain".into()));
         }
         let mut info = SegmentInfo {
             first_seq,
@@ -154,12 +130,8 @@ pub fn scan(dir: &Path, on_record: &mut dyn FnMut(&StoredRecord)) -> Result<Scan
                             return Err(corrupt(pos as u64, expected, reason.to_string()));
                         }
                         let nonzero = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-                        out.torn = Some(TornTail {
-                            segment: path.clone(),
-                            offset: pos as u64,
-                            bytes: nonzero as u64,
-                            reason,
-                        });
+                        out.torn =
+                            Some(TornTail { segment: path.clone(), offset: pos as u64, bytes: nonzero as u64, reason });
                     }
                     break;
                 }

@@ -72,10 +72,7 @@ impl Header {
         let first_seq = u64::from_le_bytes(b[12..20].try_into().unwrap_or_default());
         let mut prev_hash = [0; 32];
         prev_hash.copy_from_slice(&b[20..52]);
-        Ok(Header {
-            first_seq,
-            prev_hash,
-        })
+        Ok(Header { first_seq, prev_hash })
     }
 }
 
@@ -141,12 +138,7 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 pub fn create(dir: &Path, header: Header, prealloc: u64) -> io::Result<File> {
     let path = path_for(dir, header.first_seq);
     let tmp = path.with_extension(format!("{EXT}.tmp"));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
     file.write_all_at(&header.encode(), 0)?;
     preallocate(&file, prealloc)?;
     file.sync_all()?;
@@ -219,10 +211,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_damage() {
-        let h = Header {
-            first_seq: 42,
-            prev_hash: [7; 32],
-        };
+        let h = Header { first_seq: 42, prev_hash: [7; 32] };
         let b = h.encode();
         assert_eq!(Header::decode(&b), Ok(h));
         for i in 0..b.len() {
@@ -236,10 +225,7 @@ mod tests {
     #[test]
     fn create_list_seal() {
         let dir = tempfile::tempdir().unwrap();
-        let h = Header {
-            first_seq: 1,
-            prev_hash: [0; 32],
-        };
+        let h = Header { first_seq: 1, prev_hash: [0; 32] };
         let f = create(dir.path(), h, 1 << 20).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 1 << 20);
         std::fs::write(dir.path().join("00000000000000000009.seg.tmp"), b"junk").unwrap();

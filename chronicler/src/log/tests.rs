@@ -13,22 +13,16 @@ use super::*;
 use crate::metrics::Metrics;
 
 fn action(id: &str) -> (ActionId, Action) {
-    let a: Action =
-        serde_json::from_value(json!({"id": id, "type": "t/x", "payload": {"id": id}})).unwrap();
+    let a: Action = serde_json::from_value(json!({"id": id, "type": "t/x", "payload": {"id": id}})).unwrap();
     (id.parse().unwrap(), a)
 }
 
 fn batch(ids: &[&str]) -> AppendBatch {
-    AppendBatch {
-        actions: ids.iter().map(|i| action(i)).collect(),
-        client: None,
-    }
+    AppendBatch { actions: ids.iter().map(|i| action(i)).collect(), client: None }
 }
 
 fn open(config: &LogConfig) -> Arc<FileLog> {
-    FileLog::open(config, Arc::new(Metrics::default()))
-        .unwrap()
-        .0
+    FileLog::open(config, Arc::new(Metrics::default())).unwrap().0
 }
 
 fn seqs(acks: &[nodb_shared::protocol::Ack]) -> Vec<(Option<u64>, bool)> {
@@ -39,16 +33,7 @@ async fn read_all(log: &FileLog) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut from = 1;
     loop {
-        let got = log
-            .read(
-                from,
-                ReadLimits {
-                    max_entries: 7,
-                    max_bytes: 1 << 20,
-                },
-            )
-            .await
-            .unwrap();
+        let got = log.read(from, ReadLimits { max_entries: 7, max_bytes: 1 << 20 }).await.unwrap();
         if got.is_empty() {
             return out;
         }
@@ -76,14 +61,7 @@ async fn exactly_once_across_restarts() {
     );
     // Skipping ahead refuses the whole request.
     let err = log.append(batch(&["b:2", "b:4"])).await.unwrap_err();
-    assert_eq!(
-        err,
-        AppendError::OutOfOrder {
-            id: "b:4".into(),
-            client: "b".into(),
-            expected: 3
-        }
-    );
+    assert_eq!(err, AppendError::OutOfOrder { id: "b:4".into(), client: "b".into(), expected: 3 });
     assert_eq!(*log.head().borrow(), 4);
     log.shutdown().await;
     drop(log);
@@ -97,10 +75,7 @@ async fn exactly_once_across_restarts() {
     let all = read_all(&log).await;
     let ids: Vec<&str> = all.iter().map(|v| v["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["a:1", "a:2", "b:1", "a:3", "b:2", "a:4"]);
-    assert!(
-        all.iter()
-            .all(|v| v["ts"].as_u64().unwrap() > 1_600_000_000_000)
-    );
+    assert!(all.iter().all(|v| v["ts"].as_u64().unwrap() > 1_600_000_000_000));
     assert_eq!(all[4]["seq"], 5);
     log.shutdown().await;
 }
@@ -117,11 +92,7 @@ async fn a_second_opener_is_refused() {
 #[tokio::test]
 async fn segments_roll_and_reads_cross_them() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 4096,
-        recent_entries: 5,
-        ..LogConfig::new(dir.path())
-    };
+    let config = LogConfig { segment_size: 4096, recent_entries: 5, ..LogConfig::new(dir.path()) };
     let log = open(&config);
     for n in 1..=300u64 {
         log.append(batch(&[&format!("c:{n}")])).await.unwrap();
@@ -129,10 +100,7 @@ async fn segments_roll_and_reads_cross_them() {
     let listed = segment::list(dir.path()).unwrap();
     assert!(listed.len() > 5, "rolled into {} segments", listed.len());
     for (_, p) in &listed[..listed.len() - 1] {
-        assert!(
-            std::fs::metadata(p).unwrap().permissions().readonly(),
-            "sealed"
-        );
+        assert!(std::fs::metadata(p).unwrap().permissions().readonly(), "sealed");
     }
     // Reads from disk (the memory tail holds only 5) cross every segment.
     assert_eq!(read_all(&log).await.len(), 300);
@@ -149,10 +117,7 @@ async fn segments_roll_and_reads_cross_them() {
 #[tokio::test]
 async fn a_torn_last_record_is_cut_at_every_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 1 << 16,
-        ..LogConfig::new(dir.path())
-    };
+    let config = LogConfig { segment_size: 1 << 16, ..LogConfig::new(dir.path()) };
     let log = open(&config);
     log.append(batch(&["a:1", "a:2"])).await.unwrap();
     let before = std::fs::read(segment::path_for(dir.path(), 1)).unwrap();
@@ -174,10 +139,7 @@ async fn a_torn_last_record_is_cut_at_every_byte() {
         let mut torn = full.clone();
         torn[cut..start].iter_mut().for_each(|b| *b = 0);
         std::fs::write(segment::path_for(d.path(), 1), &torn).unwrap();
-        let cfg = LogConfig {
-            segment_size: 1 << 16,
-            ..LogConfig::new(d.path())
-        };
+        let cfg = LogConfig { segment_size: 1 << 16, ..LogConfig::new(d.path()) };
         let (log, rec) = FileLog::open(&cfg, Arc::new(Metrics::default())).unwrap();
         assert_eq!(rec.head, 2, "cut at {cut}");
         // It goes on appending after the record before the tear, and the
@@ -194,10 +156,7 @@ async fn a_torn_last_record_is_cut_at_every_byte() {
 #[tokio::test]
 async fn a_flipped_byte_in_a_sealed_segment_refuses_start() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_size: 4096,
-        ..LogConfig::new(dir.path())
-    };
+    let config = LogConfig { segment_size: 4096, ..LogConfig::new(dir.path()) };
     let log = open(&config);
     for n in 1..=100u64 {
         log.append(batch(&[&format!("c:{n}")])).await.unwrap();
@@ -214,12 +173,7 @@ async fn a_flipped_byte_in_a_sealed_segment_refuses_start() {
     std::fs::set_permissions(first, perms).unwrap();
     std::fs::write(first, &bytes).unwrap();
     match FileLog::open(&config, Arc::new(Metrics::default())) {
-        Err(LogError::Corrupt {
-            segment,
-            offset,
-            seq,
-            ..
-        }) => {
+        Err(LogError::Corrupt { segment, offset, seq, .. }) => {
             assert_eq!(&segment, first);
             assert_eq!(offset, HEADER_LEN, "the first record holds byte {at}");
             assert_eq!(seq, 1);
@@ -232,12 +186,7 @@ async fn a_flipped_byte_in_a_sealed_segment_refuses_start() {
 #[test]
 fn an_altered_record_breaks_the_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let mut file = segment::Header {
-        first_seq: 1,
-        prev_hash: GENESIS,
-    }
-    .encode()
-    .to_vec();
+    let mut file = segment::Header { first_seq: 1, prev_hash: GENESIS }.encode().to_vec();
     let h1 = record::encode(&mut file, &GENESIS, 1, "a:1", b"{}");
     // Record 2 claims a predecessor other than record 1: valid CRC, bad chain.
     let forged = chain_hash(&GENESIS, 0, "x", b"");

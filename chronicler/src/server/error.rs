@@ -21,10 +21,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-        }
+        ApiError { code, message: message.into() }
     }
 
     /// A JSON parse error: malformed JSON (with line and column) or valid
@@ -32,16 +29,10 @@ impl ApiError {
     pub fn from_json(e: &serde_json::Error, what: &str) -> Self {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => {
-                ApiError::new(ErrorCode::InvalidAction, format!("invalid {what}: {e}"))
-            }
+            Category::Data => ApiError::new(ErrorCode::InvalidAction, format!("invalid {what}: {e}")),
             Category::Eof => ApiError::new(
                 ErrorCode::MalformedJson,
-                format!(
-                    "malformed JSON: the input ends early (line {}, column {})",
-                    e.line(),
-                    e.column()
-                ),
+                format!("malformed JSON: the input ends early (line {}, column {})", e.line(), e.column()),
             ),
             _ => ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {e}")),
         }
@@ -69,8 +60,7 @@ impl From<AppendError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::warn!(code = %self.code, message = %self.message, "request failed");
         }

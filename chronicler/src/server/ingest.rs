@@ -25,18 +25,11 @@ const SOCKET_IN_FLIGHT: usize = 4096;
 
 /// `POST /actions`: one action or an array, acknowledged after one durable
 /// write.
-pub async fn post_actions(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub async fn post_actions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let limit = state.config.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the request body is over the limit of {limit} bytes"),
-        )
+        ApiError::new(ErrorCode::PayloadTooLarge, format!("the request body is over the limit of {limit} bytes"))
     })?;
     let batch = parse_batch(&bytes, &state)?;
     let acks = state.log.append(batch).await?;
@@ -44,19 +37,12 @@ pub async fn post_actions(
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
     } else {
-        let found = if ct.is_empty() {
-            "no Content-Type".to_string()
-        } else {
-            format!("Content-Type {ct:?}")
-        };
+        let found = if ct.is_empty() { "no Content-Type".to_string() } else { format!("Content-Type {ct:?}") };
         Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
             format!("send actions as JSON with Content-Type: application/json (got {found})"),
@@ -73,32 +59,21 @@ fn parse_batch(bytes: &[u8], state: &AppState) -> Result<AppendBatch, ApiError> 
         vec![serde_json::from_slice(bytes).map_err(|e| ApiError::from_json(&e, "action"))?]
     };
     if actions.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidAction,
-            "the array holds no actions",
-        ));
+        return Err(ApiError::new(ErrorCode::InvalidAction, "the array holds no actions"));
     }
     let many = actions.len() > 1 || first == Some(&b'[');
     let mut out = Vec::with_capacity(actions.len());
     for (i, a) in actions.into_iter().enumerate() {
-        let id = a
-            .validate(&state.config.limits)
-            .map_err(|e| ApiError::from_action(&e, many.then_some(i), &a.id))?;
+        let id = a.validate(&state.config.limits).map_err(|e| ApiError::from_action(&e, many.then_some(i), &a.id))?;
         out.push((id, a));
     }
-    Ok(AppendBatch {
-        actions: out,
-        client: None,
-    })
+    Ok(AppendBatch { actions: out, client: None })
 }
 
 /// `GET /ws`: dispatch over a WebSocket, with pipelining.
 pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     let max = state.config.max_body_bytes;
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| serve_socket(socket, state))
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| serve_socket(socket, state))
 }
 
 async fn serve_socket(socket: WebSocket, state: AppState) {
@@ -123,11 +98,7 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
-                let err = error(
-                    None,
-                    ErrorCode::BadRequest,
-                    "send dispatches as text frames of JSON",
-                );
+                let err = error(None, ErrorCode::BadRequest, "send dispatches as text frames of JSON");
                 if tx.send(err).await.is_err() {
                     break;
                 }
@@ -138,17 +109,20 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
         };
         match parse_dispatch(text.as_str(), &state) {
             Ok((id, action)) => {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
-                };
-                let (log, tx) = (state.log.clone(), tx.clone());
+                let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                let id_text = action.id.clone();
+                let batch = AppendBatch { actions: vec![(id, action)], client: None };
+                // Submitting in the socket's own order keeps a client's
+                // pipelined actions in order; the acks come back as each
+                // becomes durable.
+                let pending = state.log.submit(batch).await;
+                let tx = tx.clone();
                 tokio::spawn(async move {
-                    let id_text = action.id.clone();
-                    let batch = AppendBatch {
-                        actions: vec![(id, action)],
-                        client: None,
+                    let result = match pending {
+                        Ok(p) => p.await,
+                        Err(e) => Err(e),
                     };
-                    let reply = match log.append(batch).await {
+                    let reply = match result {
                         Ok(mut acks) => match acks.pop() {
                             Some(ack) => ServerMessage::Ack(ack),
                             None => error(Some(id_text), ErrorCode::Internal, "no acknowledgement"),
@@ -175,27 +149,16 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
 }
 
 fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> ServerMessage {
-    ServerMessage::Error {
-        id,
-        code,
-        message: message.into(),
-    }
+    ServerMessage::Error { id, code, message: message.into() }
 }
 
 /// Parses a socket message into a validated action, or an error naming the
 /// action's id when it can be found.
-fn parse_dispatch(
-    text: &str,
-    state: &AppState,
-) -> Result<(ActionId, Action), (Option<String>, ApiError)> {
+fn parse_dispatch(text: &str, state: &AppState) -> Result<(ActionId, Action), (Option<String>, ApiError)> {
     let msg: ClientMessage = serde_json::from_str(text).map_err(|e| {
         let id = serde_json::from_str::<serde_json::Value>(text)
             .ok()
-            .and_then(|v| {
-                v.pointer("/action/id")
-                    .and_then(|i| i.as_str())
-                    .map(String::from)
-            });
+            .and_then(|v| v.pointer("/action/id").and_then(|i| i.as_str()).map(String::from));
         let mut err = ApiError::from_json(&e, "message");
         if err.code == ErrorCode::InvalidAction && !text.contains("\"dispatch\"") {
             err.code = ErrorCode::BadRequest;
@@ -205,9 +168,6 @@ fn parse_dispatch(
     let ClientMessage::Dispatch { action } = msg;
     match action.validate(&state.config.limits) {
         Ok(id) => Ok((id, action)),
-        Err(e) => Err((
-            Some(action.id.clone()),
-            ApiError::from_action(&e, None, &action.id),
-        )),
+        Err(e) => Err((Some(action.id.clone()), ApiError::from_action(&e, None, &action.id))),
     }
 }

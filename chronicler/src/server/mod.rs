@@ -36,11 +36,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            limits: Limits::default(),
-            max_body_bytes: 16 * 1024 * 1024,
-            heartbeat: Duration::from_secs(5),
-        }
+        ServerConfig { limits: Limits::default(), max_body_bytes: 16 * 1024 * 1024, heartbeat: Duration::from_secs(5) }
     }
 }
 
@@ -80,10 +76,7 @@ pub struct AppState {
 /// The chronicler's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/actions",
-            post(ingest::post_actions).get(stream::get_actions),
-        )
+        .route("/actions", post(ingest::post_actions).get(stream::get_actions))
         .route("/ws", get(ingest::ws))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -97,19 +90,13 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {
     error::ApiError::new(
         nodb_shared::protocol::ErrorCode::NotFound,
-        format!(
-            "no such endpoint: {} (try POST /actions, GET /actions?from=1, GET /ws, GET /health)",
-            uri.path()
-        ),
+        format!("no such endpoint: {} (try POST /actions, GET /actions?from=1, GET /ws, GET /health)", uri.path()),
     )
 }
 
@@ -120,7 +107,5 @@ async fn not_found(uri: axum::http::Uri) -> error::ApiError {
 /// I/O errors of the listener.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -59,12 +59,7 @@ pub async fn get_actions(
     };
     let filter = Filter::parse(q.types.as_deref());
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let producer = Producer {
-        state: state.clone(),
-        next: from,
-        filter,
-        tx,
-    };
+    let producer = Producer { state: state.clone(), next: from, filter, tx };
     // Not a WebSocket handshake: newline-delimited JSON.
     if let Ok(upgrade) = upgrade {
         return Ok(upgrade.on_upgrade(move |socket| serve_socket(socket, producer, rx)));
@@ -72,8 +67,7 @@ pub async fn get_actions(
     tokio::spawn(producer.run(b'\n'));
     let mut rx = rx;
     let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|o| o.map(Ok::<_, std::convert::Infallible>))
+        rx.poll_recv(cx).map(|o| o.map(Ok::<_, std::convert::Infallible>))
     }));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
@@ -83,8 +77,7 @@ async fn serve_socket(mut socket: WebSocket, producer: Producer, mut rx: mpsc::R
     tokio::spawn(producer.run(0));
     while let Some(chunk) = rx.recv().await {
         for line in chunk.split(|b| *b == 0).filter(|l| !l.is_empty()) {
-            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(Bytes::copy_from_slice(line))
-            else {
+            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(Bytes::copy_from_slice(line)) else {
                 continue;
             };
             if socket.feed(Message::Text(text)).await.is_err() {
@@ -104,15 +97,7 @@ struct Filter(Vec<String>);
 
 impl Filter {
     fn parse(types: Option<&str>) -> Filter {
-        Filter(
-            types
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(String::from)
-                .collect(),
-        )
+        Filter(types.unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
     }
 
     fn keeps(&self, json: &[u8]) -> bool {
@@ -159,17 +144,9 @@ impl Producer {
         loop {
             let head = *head_rx.borrow_and_update();
             if self.next <= head {
-                let entries = self
-                    .state
-                    .log
-                    .read(self.next, ReadLimits::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let entries = self.state.log.read(self.next, ReadLimits::default()).await.map_err(|e| e.to_string())?;
                 let Some(last) = entries.last().map(|e| e.seq) else {
-                    return Err(format!(
-                        "the log returned nothing at seq {} below head {head}",
-                        self.next
-                    ));
+                    return Err(format!("the log returned nothing at seq {} below head {head}", self.next));
                 };
                 let mut chunk = BytesMut::new();
                 for e in &entries {

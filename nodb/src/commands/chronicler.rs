@@ -64,18 +64,13 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let log_config = LogConfig {
-        segment_size: args.segment_size,
-        ..LogConfig::new(args.data.join("log"))
-    };
+    let log_config = LogConfig { segment_size: args.segment_size, ..LogConfig::new(args.data.join("log")) };
     log_config.validate().map_err(anyhow::Error::msg)?;
     if !(args.heartbeat.is_finite() && args.heartbeat > 0.0) {
         anyhow::bail!("--heartbeat must be a positive number of seconds");
     }
     let server_config = ServerConfig {
-        limits: Limits {
-            max_payload_bytes: args.max_payload,
-        },
+        limits: Limits { max_payload_bytes: args.max_payload },
         max_body_bytes: args.max_body,
         heartbeat: Duration::from_secs_f64(args.heartbeat),
     };
@@ -83,8 +78,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     service::runtime()?.block_on(async move {
         let metrics = Arc::new(Metrics::default());
         let m = metrics.clone();
-        let (log, recovered) =
-            tokio::task::spawn_blocking(move || FileLog::open(&log_config, m)).await??;
+        let (log, recovered) = tokio::task::spawn_blocking(move || FileLog::open(&log_config, m)).await??;
         tracing::info!(
             head = recovered.head,
             segments = recovered.segments,
@@ -97,12 +91,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let shutdown = service::shutdown_on_signal();
-        let state = AppState {
-            log: log.clone(),
-            metrics,
-            config: Arc::new(server_config),
-            shutdown,
-        };
+        let state = AppState { log: log.clone(), metrics, config: Arc::new(server_config), shutdown };
         service::announce("chronicler", listener.local_addr()?);
         serve(listener, state).await.context("the server failed")?;
         log.shutdown().await;

@@ -64,10 +64,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 fn log_dir(data: &std::path::Path) -> anyhow::Result<PathBuf> {
     let dir = data.join("log");
     if !dir.is_dir() {
-        anyhow::bail!(
-            "no log at {}: is --data the chronicler's data directory?",
-            dir.display()
-        );
+        anyhow::bail!("no log at {}: is --data the chronicler's data directory?", dir.display());
     }
     Ok(dir)
 }
@@ -111,9 +108,7 @@ fn tail(args: &TailArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to standard output")
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to standard output"),
         _ => Ok(()),
     }
 }

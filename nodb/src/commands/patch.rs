@@ -28,14 +28,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     at_most_one_stdin(&[&args.doc, &args.patch])?;
     let doc: Tree = read_json(&args.doc, "JSON document")?;
     let patch: json_patch::Patch = read_json(&args.patch, "JSON Patch")?;
-    let patched = nodb_shared::patch::apply(&doc, &patch).map_err(|e| {
-        anyhow::anyhow!(
-            "patch failed at operation {} ({} {:?}): {}",
-            e.index,
-            e.op,
-            e.path,
-            e.reason
-        )
-    })?;
+    let patched = nodb_shared::patch::apply(&doc, &patch)
+        .map_err(|e| anyhow::anyhow!("patch failed at operation {} ({} {:?}): {}", e.index, e.op, e.path, e.reason))?;
     print_json(&patched, args.pretty)
 }

@@ -69,37 +69,21 @@ impl Action {
         }
         let size = json_size(&self.payload);
         if size > limits.max_payload_bytes {
-            return Err(ActionError::PayloadTooLarge {
-                size,
-                limit: limits.max_payload_bytes,
-            });
+            return Err(ActionError::PayloadTooLarge { size, limit: limits.max_payload_bytes });
         }
         Ok(id)
     }
 
     /// The committed form of this action.
     pub fn commit(self, seq: u64, ts: u64, client: Option<String>) -> CommittedAction {
-        CommittedAction {
-            seq,
-            ts,
-            id: self.id,
-            kind: self.kind,
-            payload: self.payload,
-            meta: self.meta,
-            client,
-        }
+        CommittedAction { seq, ts, id: self.id, kind: self.kind, payload: self.payload, meta: self.meta, client }
     }
 }
 
 impl CommittedAction {
     /// The action as the client sent it.
     pub fn action(&self) -> Action {
-        Action {
-            id: self.id.clone(),
-            kind: self.kind.clone(),
-            payload: self.payload.clone(),
-            meta: self.meta.clone(),
-        }
+        Action { id: self.id.clone(), kind: self.kind.clone(), payload: self.payload.clone(), meta: self.meta.clone() }
     }
 }
 
@@ -130,9 +114,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_payload_bytes: 1024 * 1024,
-        }
+        Limits { max_payload_bytes: 1024 * 1024 }
     }
 }
 
@@ -166,13 +148,8 @@ impl FromStr for ActionId {
     type Err = ActionError;
 
     fn from_str(id: &str) -> Result<ActionId, ActionError> {
-        let bad = |reason| ActionError::InvalidId {
-            id: id.to_string(),
-            reason,
-        };
-        let (client, n) = id
-            .rsplit_once(':')
-            .ok_or_else(|| bad("expected <client>:<n>, found no ':'"))?;
+        let bad = |reason| ActionError::InvalidId { id: id.to_string(), reason };
+        let (client, n) = id.rsplit_once(':').ok_or_else(|| bad("expected <client>:<n>, found no ':'"))?;
         if client.is_empty() {
             return Err(bad("the client part before ':' is empty"));
         }
@@ -182,24 +159,14 @@ impl FromStr for ActionId {
         if client.chars().any(char::is_control) {
             return Err(bad("the client part contains control characters"));
         }
-        if n.is_empty()
-            || !n.bytes().all(|b| b.is_ascii_digit())
-            || (n.len() > 1 && n.starts_with('0'))
-        {
-            return Err(bad(
-                "the number after ':' must be a positive integer without leading zeros",
-            ));
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || (n.len() > 1 && n.starts_with('0')) {
+            return Err(bad("the number after ':' must be a positive integer without leading zeros"));
         }
-        let n: u64 = n
-            .parse()
-            .map_err(|_| bad("the number after ':' is too large"))?;
+        let n: u64 = n.parse().map_err(|_| bad("the number after ':' is too large"))?;
         if n == 0 {
             return Err(bad("clients number their actions from 1, not 0"));
         }
-        Ok(ActionId {
-            client: client.to_string(),
-            n,
-        })
+        Ok(ActionId { client: client.to_string(), n })
     }
 }
 
@@ -260,67 +227,30 @@ mod tests {
 
     #[test]
     fn ids() {
-        assert_eq!(
-            "web-1:3".parse(),
-            Ok(ActionId {
-                client: "web-1".into(),
-                n: 3
-            })
-        );
+        assert_eq!("web-1:3".parse(), Ok(ActionId { client: "web-1".into(), n: 3 }));
         assert_eq!("a:b:12".parse::<ActionId>().unwrap().client, "a:b");
-        for bad in [
-            "",
-            "abc",
-            ":1",
-            "a:",
-            "a:0",
-            "a:01",
-            "a:-1",
-            "a:1.0",
-            "a:99999999999999999999",
-            "a\n:1",
-        ] {
-            assert!(
-                matches!(bad.parse::<ActionId>(), Err(ActionError::InvalidId { .. })),
-                "{bad}"
-            );
+        for bad in ["", "abc", ":1", "a:", "a:0", "a:01", "a:-1", "a:1.0", "a:99999999999999999999", "a\n:1"] {
+            assert!(matches!(bad.parse::<ActionId>(), Err(ActionError::InvalidId { .. })), "{bad}");
         }
     }
 
     #[test]
     fn validation() {
-        let limits = Limits {
-            max_payload_bytes: 10,
-        };
-        let ok: Action =
-            serde_json::from_value(json!({"id": "c:1", "type": "t", "payload": [1]})).unwrap();
+        let limits = Limits { max_payload_bytes: 10 };
+        let ok: Action = serde_json::from_value(json!({"id": "c:1", "type": "t", "payload": [1]})).unwrap();
         assert_eq!(ok.validate(&limits).unwrap().n, 1);
-        let empty = Action {
-            kind: String::new(),
-            ..ok.clone()
-        };
+        let empty = Action { kind: String::new(), ..ok.clone() };
         assert_eq!(empty.validate(&limits), Err(ActionError::EmptyType));
-        let big = Action {
-            payload: json!("0123456789"),
-            ..ok.clone()
-        };
-        assert_eq!(
-            big.validate(&limits),
-            Err(ActionError::PayloadTooLarge {
-                size: 12,
-                limit: 10
-            })
-        );
+        let big = Action { payload: json!("0123456789"), ..ok.clone() };
+        assert_eq!(big.validate(&limits), Err(ActionError::PayloadTooLarge { size: 12, limit: 10 }));
         assert_eq!(big.validate(&limits).unwrap_err().field(), "payload");
     }
 
     #[test]
     fn shapes() {
-        let a: Action =
-            serde_json::from_value(json!({"id": "c:1", "type": "stock/moved"})).unwrap();
+        let a: Action = serde_json::from_value(json!({"id": "c:1", "type": "stock/moved"})).unwrap();
         assert_eq!(a.payload, Value::Null);
-        let err = serde_json::from_value::<Action>(json!({"id": "c:1", "type": "t", "paylod": 1}))
-            .unwrap_err();
+        let err = serde_json::from_value::<Action>(json!({"id": "c:1", "type": "t", "paylod": 1})).unwrap_err();
         assert!(err.to_string().contains("paylod"), "{err}");
         let c = a.commit(7, 1_700_000_000_000, Some("alice".into()));
         assert_eq!(

@@ -91,12 +91,7 @@ pub struct ErrorDetail {
 impl ErrorBody {
     /// An error body with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: message.into(),
-            },
-        }
+        ErrorBody { error: ErrorDetail { code, message: message.into() } }
     }
 }
 
@@ -120,10 +115,7 @@ mod tests {
             ErrorCode::Unavailable,
             ErrorCode::Internal,
         ] {
-            assert_eq!(
-                serde_json::to_value(code).unwrap(),
-                serde_json::json!(code.as_str())
-            );
+            assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(code.as_str()));
         }
         let body = ErrorBody::new(ErrorCode::PayloadTooLarge, "too big");
         assert_eq!(

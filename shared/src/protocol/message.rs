@@ -114,20 +114,13 @@ mod tests {
 
     fn round_trip(msg: &ServerMessage, expected: serde_json::Value) {
         assert_eq!(serde_json::to_value(msg).unwrap(), expected);
-        assert_eq!(
-            &serde_json::from_value::<ServerMessage>(expected).unwrap(),
-            msg
-        );
+        assert_eq!(&serde_json::from_value::<ServerMessage>(expected).unwrap(), msg);
     }
 
     #[test]
     fn server_message_shapes() {
         round_trip(
-            &ServerMessage::Ack(Ack {
-                id: "c:1".into(),
-                seq: 4,
-                duplicate: false,
-            }),
+            &ServerMessage::Ack(Ack { id: "c:1".into(), seq: 4, duplicate: false }),
             json!({"type": "ack", "id": "c:1", "seq": 4, "duplicate": false}),
         );
         round_trip(
@@ -139,48 +132,33 @@ mod tests {
             json!({"type": "error", "id": "c:9", "code": "out_of_order", "message": "expected c:2"}),
         );
         round_trip(
-            &ServerMessage::Snapshot {
-                seq: 3,
-                state: Tree::from(json!({"a": 1})),
-                sources: None,
-            },
+            &ServerMessage::Snapshot { seq: 3, state: Tree::from(json!({"a": 1})), sources: None },
             json!({"type": "snapshot", "seq": 3, "state": {"a": 1}}),
         );
         round_trip(
             &ServerMessage::Patch {
                 from: Some(4),
                 seq: 6,
-                ops: serde_json::from_value(json!([{"op": "add", "path": "/b", "value": 2}]))
-                    .unwrap(),
+                ops: serde_json::from_value(json!([{"op": "add", "path": "/b", "value": 2}])).unwrap(),
                 sources: Some([("stock".to_string(), 812)].into()),
             },
             json!({"type": "patch", "from": 4, "seq": 6, "ops": [{"op": "add", "path": "/b", "value": 2}], "sources": {"stock": 812}}),
         );
         round_trip(
-            &ServerMessage::Patch {
-                from: None,
-                seq: 7,
-                ops: json_patch::Patch(vec![]),
-                sources: None,
-            },
+            &ServerMessage::Patch { from: None, seq: 7, ops: json_patch::Patch(vec![]), sources: None },
             json!({"type": "patch", "seq": 7, "ops": []}),
         );
         round_trip(
-            &ServerMessage::Rejected {
-                seq: 8,
-                id: "c:3".into(),
-                reason: "only 2 left".into(),
-            },
+            &ServerMessage::Rejected { seq: 8, id: "c:3".into(), reason: "only 2 left".into() },
             json!({"type": "rejected", "seq": 8, "id": "c:3", "reason": "only 2 left"}),
         );
     }
 
     #[test]
     fn client_message_shape() {
-        let m: ClientMessage = serde_json::from_value(
-            json!({"type": "dispatch", "action": {"id": "c:1", "type": "t", "payload": {}}}),
-        )
-        .unwrap();
+        let m: ClientMessage =
+            serde_json::from_value(json!({"type": "dispatch", "action": {"id": "c:1", "type": "t", "payload": {}}}))
+                .unwrap();
         let ClientMessage::Dispatch { action } = m;
         assert_eq!(action.kind, "t");
         assert!(serde_json::from_value::<ClientMessage>(json!({"type": "shout"})).is_err());
@@ -188,26 +166,9 @@ mod tests {
 
     #[test]
     fn acks_and_view_state() {
-        let acks = Acks {
-            acks: vec![Ack {
-                id: "c:1".into(),
-                seq: 1,
-                duplicate: true,
-            }],
-        };
-        assert_eq!(
-            serde_json::to_value(&acks).unwrap(),
-            json!({"acks": [{"id": "c:1", "seq": 1, "duplicate": true}]})
-        );
-        let v = ViewState {
-            seq: 2,
-            hash: "ab".into(),
-            state: Tree::Null,
-            sources: None,
-        };
-        assert_eq!(
-            serde_json::to_value(&v).unwrap(),
-            json!({"seq": 2, "hash": "ab", "state": null})
-        );
+        let acks = Acks { acks: vec![Ack { id: "c:1".into(), seq: 1, duplicate: true }] };
+        assert_eq!(serde_json::to_value(&acks).unwrap(), json!({"acks": [{"id": "c:1", "seq": 1, "duplicate": true}]}));
+        let v = ViewState { seq: 2, hash: "ab".into(), state: Tree::Null, sources: None };
+        assert_eq!(serde_json::to_value(&v).unwrap(), json!({"seq": 2, "hash": "ab", "state": null}));
     }
 }

@@ -206,11 +206,7 @@ impl Tree {
             Tree::Number(n) => Value::Number(n.to_json()),
             Tree::String(s) => Value::String(s.to_string()),
             Tree::Array(a) => Value::Array(a.iter().map(Tree::to_value).collect()),
-            Tree::Object(o) => Value::Object(
-                o.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_value()))
-                    .collect(),
-            ),
+            Tree::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.to_string(), v.to_value())).collect()),
         }
     }
 
@@ -231,9 +227,7 @@ impl PartialEq for Tree {
             // `OrdMap`'s equality walks its diff, which skips shared nodes.
             (Tree::Object(a), Tree::Object(b)) => a.ptr_eq(b) || a == b,
             (Tree::Array(a), Tree::Array(b)) => {
-                Arc::ptr_eq(a, b)
-                    || a.ptr_eq(b)
-                    || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x == y))
+                Arc::ptr_eq(a, b) || a.ptr_eq(b) || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x == y))
             }
             _ => false,
         }
@@ -263,11 +257,7 @@ impl From<&serde_json::Value> for Tree {
             Value::Number(n) => Tree::Number(Number::from_json(n)),
             Value::String(s) => Tree::String(s.as_str().into()),
             Value::Array(a) => Tree::from_items(a.iter().map(Tree::from)),
-            Value::Object(o) => Tree::Object(
-                o.iter()
-                    .map(|(k, v)| (Key::from(k.as_str()), Tree::from(v)))
-                    .collect(),
-            ),
+            Value::Object(o) => Tree::Object(o.iter().map(|(k, v)| (Key::from(k.as_str()), Tree::from(v))).collect()),
         }
     }
 }
@@ -346,11 +336,7 @@ mod tests {
 
     #[test]
     fn a_tree_is_small() {
-        assert!(
-            std::mem::size_of::<Tree>() <= 24,
-            "{}",
-            std::mem::size_of::<Tree>()
-        );
+        assert!(std::mem::size_of::<Tree>() <= 24, "{}", std::mem::size_of::<Tree>());
     }
 
     #[test]
@@ -358,10 +344,7 @@ mod tests {
         let a = Tree::from(json!({"a": [1, 2.5, {"b": null}], "c": "x"}));
         let b = Tree::from(json!({"c": "x", "a": [1.0, 2.5, {"b": null}]}));
         assert_eq!(a, b);
-        assert_ne!(
-            a,
-            Tree::from(json!({"c": "x", "a": [1, 2.5, {"b": false}]}))
-        );
+        assert_ne!(a, Tree::from(json!({"c": "x", "a": [1, 2.5, {"b": false}]})));
         assert_ne!(Tree::from(json!([1])), Tree::from(json!({"0": 1})));
     }
 

@@ -177,17 +177,11 @@ mod tests {
     fn integral_floats_become_integers() {
         assert_eq!(Number::from_f64(1.0), Some(Number::from_i64(1)));
         assert_eq!(Number::from_f64(-0.0), Some(Number::from_i64(0)));
-        assert_eq!(
-            Number::from_f64(1e19),
-            Some(Number::from_u64(10_000_000_000_000_000_000))
-        );
+        assert_eq!(Number::from_f64(1e19), Some(Number::from_u64(10_000_000_000_000_000_000)));
         assert!(!Number::from_f64(1e20).unwrap().is_integer());
         assert!(!Number::from_f64(0.5).unwrap().is_integer());
         assert_eq!(Number::from_f64(f64::NAN), None);
-        assert_eq!(
-            Number::from_f64(i64::MIN as f64),
-            Some(Number::from_i64(i64::MIN))
-        );
+        assert_eq!(Number::from_f64(i64::MIN as f64), Some(Number::from_i64(i64::MIN)));
     }
 
     #[test]

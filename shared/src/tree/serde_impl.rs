@@ -75,9 +75,7 @@ impl<'de> Visitor<'de> for TreeVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, f: f64) -> Result<Tree, E> {
-        Number::from_f64(f)
-            .map(Tree::Number)
-            .ok_or_else(|| E::custom("JSON numbers must be finite"))
+        Number::from_f64(f).map(Tree::Number).ok_or_else(|| E::custom("JSON numbers must be finite"))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Tree, E> {
@@ -132,12 +130,8 @@ mod tests {
 
     #[test]
     fn parses_and_prints_in_key_order() {
-        let t: Tree =
-            serde_json::from_str(r#"{"b":[1,2.5,"x",null,true],"a":{"z":1,"y":-2}}"#).unwrap();
-        assert_eq!(
-            t.to_json_string(),
-            r#"{"a":{"y":-2,"z":1},"b":[1,2.5,"x",null,true]}"#
-        );
+        let t: Tree = serde_json::from_str(r#"{"b":[1,2.5,"x",null,true],"a":{"z":1,"y":-2}}"#).unwrap();
+        assert_eq!(t.to_json_string(), r#"{"a":{"y":-2,"z":1},"b":[1,2.5,"x",null,true]}"#);
     }
 
     #[test]
