@@ -87,9 +87,16 @@ pub struct Shared {
     recent_cap: usize,
 }
 
+/// Where one segment's records are: its first seq, its file, and the
+/// offsets of every `INDEX_EVERY`th record.
+struct SegmentIndex {
+    first_seq: u64,
+    path: PathBuf,
+    index: Vec<(u64, u64)>,
+}
+
 struct ReadState {
-    /// `(first_seq, path, sparse index)` per segment.
-    segments: Vec<(u64, PathBuf, Vec<(u64, u64)>)>,
+    segments: Vec<SegmentIndex>,
     recent: VecDeque<(u64, Bytes)>,
     durable_hash: Hash,
 }
@@ -97,7 +104,7 @@ struct ReadState {
 impl Shared {
     pub(crate) fn add_segment(&self, first_seq: u64, path: PathBuf) {
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-        s.segments.push((first_seq, path, Vec::new()));
+        s.segments.push(SegmentIndex { first_seq, path, index: Vec::new() });
     }
 
     /// The chain hash after the last durable record.
@@ -115,8 +122,8 @@ impl Shared {
     ) {
         {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(seg) = s.segments.iter_mut().rev().find(|(f, _, _)| *f == segment_first) {
-                seg.2.extend(index);
+            if let Some(seg) = s.segments.iter_mut().rev().find(|seg| seg.first_seq == segment_first) {
+                seg.index.extend(index);
             }
             for e in entries {
                 if s.recent.len() == self.recent_cap {
@@ -132,26 +139,25 @@ impl Shared {
     /// Entries from `from` in memory, or where on disk to find it.
     fn locate(&self, from: u64, head: u64, limits: ReadLimits) -> Located {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        if let Some((front, _)) = s.recent.front() {
-            if from >= *front {
-                let skip = (from - front) as usize;
-                let mut out = Vec::new();
-                let mut bytes = 0;
-                for (seq, json) in s.recent.iter().skip(skip) {
-                    if *seq > head || out.len() >= limits.max_entries || (bytes >= limits.max_bytes && !out.is_empty())
-                    {
-                        break;
-                    }
-                    bytes += json.len();
-                    out.push(LogEntry { seq: *seq, json: json.clone() });
+        if let Some((front, _)) = s.recent.front()
+            && from >= *front
+        {
+            let skip = ((from - front) as usize).min(s.recent.len());
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for (seq, json) in s.recent.range(skip..) {
+                if *seq > head || out.len() >= limits.max_entries || (bytes >= limits.max_bytes && !out.is_empty()) {
+                    break;
                 }
-                return Located::Memory(out);
+                bytes += json.len();
+                out.push(LogEntry { seq: *seq, json: json.clone() });
             }
+            return Located::Memory(out);
         }
-        let Some(i) = s.segments.iter().rposition(|(first, _, _)| *first <= from) else {
+        let Some(i) = s.segments.iter().rposition(|seg| seg.first_seq <= from) else {
             return Located::Memory(Vec::new());
         };
-        let (_, path, index) = &s.segments[i];
+        let SegmentIndex { path, index, .. } = &s.segments[i];
         let offset = match index.partition_point(|(seq, _)| *seq <= from) {
             0 => HEADER_LEN,
             k => index[k - 1].1,
@@ -231,7 +237,11 @@ impl FileLog {
         let (head_tx, _) = watch::channel(scanned.head);
         let shared = Arc::new(Shared {
             state: RwLock::new(ReadState {
-                segments: scanned.segments.iter().map(|s| (s.first_seq, s.path.clone(), s.index.clone())).collect(),
+                segments: scanned
+                    .segments
+                    .iter()
+                    .map(|s| SegmentIndex { first_seq: s.first_seq, path: s.path.clone(), index: s.index.clone() })
+                    .collect(),
                 recent: VecDeque::new(),
                 durable_hash: scanned.hash,
             }),

@@ -28,10 +28,16 @@ use super::segment::{self, HEADER_LEN};
 use super::{AppendBatch, AppendError};
 use crate::metrics::Metrics;
 
+/// What the writer answers for one request.
+pub type AckResult = Result<Vec<Ack>, AppendError>;
+
+/// Where the writer sends that answer.
+pub type Reply = oneshot::Sender<AckResult>;
+
 /// A message to the writer.
 pub enum Request {
     /// Append a batch and answer on `reply` once durable.
-    Append(AppendBatch, oneshot::Sender<Result<Vec<Ack>, AppendError>>),
+    Append(AppendBatch, Reply),
     /// Finish what is queued before this, then stop.
     Stop,
 }
@@ -63,7 +69,7 @@ struct Batch {
     /// Table entries as they were before this batch touched them.
     undo: Vec<(String, Option<ClientEntry>)>,
     touched: HashSet<String>,
-    replies: Vec<(oneshot::Sender<Result<Vec<Ack>, AppendError>>, Result<Vec<Ack>, AppendError>)>,
+    replies: Vec<(Reply, AckResult)>,
 }
 
 impl Writer {
@@ -99,7 +105,7 @@ impl Writer {
         tracing::info!(head = self.head, "log writer stopped");
     }
 
-    fn write_batch(&mut self, requests: Vec<(AppendBatch, oneshot::Sender<Result<Vec<Ack>, AppendError>>)>) {
+    fn write_batch(&mut self, requests: Vec<(AppendBatch, Reply)>) {
         let mut batch = Batch {
             buf: Vec::with_capacity(64 * 1024),
             records: Vec::new(),
@@ -259,7 +265,7 @@ impl Writer {
         let index: Vec<(u64, u64)> = batch
             .records
             .iter()
-            .filter(|(seq, _, _)| (seq - self.segment_first) % INDEX_EVERY == 0)
+            .filter(|(seq, _, _)| (seq - self.segment_first).is_multiple_of(INDEX_EVERY))
             .map(|(seq, off, _)| (*seq, self.pos + *off as u64))
             .collect();
         self.pos += record_bytes(batch);
@@ -271,7 +277,7 @@ impl Writer {
         self.metrics.head_seq.store(self.head, Relaxed);
     }
 
-    fn answer(&self, replies: Vec<(oneshot::Sender<Result<Vec<Ack>, AppendError>>, Result<Vec<Ack>, AppendError>)>) {
+    fn answer(&self, replies: Vec<(Reply, AckResult)>) {
         for (tx, result) in replies {
             // The requester may have gone away; the action is durable anyway.
             let _ = tx.send(result);

@@ -109,7 +109,7 @@ pub fn scan(dir: &Path, on_record: &mut dyn FnMut(&StoredRecord)) -> Result<Scan
                             "hash chain mismatch: the record was altered".into(),
                         ));
                     }
-                    if (rec.seq - first_seq) % INDEX_EVERY == 0 {
+                    if (rec.seq - first_seq).is_multiple_of(INDEX_EVERY) {
                         info.index.push((rec.seq, pos as u64));
                     }
                     on_record(&rec);

@@ -97,10 +97,8 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
             fs::remove_file(&path)?;
             continue;
         }
-        if let Some(stem) = name.strip_suffix(&format!(".{EXT}")) {
-            if let Ok(seq) = stem.parse::<u64>() {
-                out.push((seq, path));
-            }
+        if let Some(Ok(seq)) = name.strip_suffix(&format!(".{EXT}")).map(str::parse::<u64>) {
+            out.push((seq, path));
         }
     }
     out.sort();

@@ -94,10 +94,11 @@ fn tail(args: &TailArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = None;
     scan(&dir, &mut |rec| {
-        if rec.seq >= args.from && failed.is_none() {
-            if let Err(e) = out.write_all(&rec.json).and_then(|()| out.write_all(b"\n")) {
-                failed = Some(e);
-            }
+        if rec.seq >= args.from
+            && failed.is_none()
+            && let Err(e) = out.write_all(&rec.json).and_then(|()| out.write_all(b"\n"))
+        {
+            failed = Some(e);
         }
     })?;
     if let Some(e) = failed {

@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn server_message_shapes() {
         round_trip(
-            &ServerMessage::Ack(Ack { id: "c:1".into(), seq: 4, duplicate: false }),
+            &ServerMessage::Ack(Ack { id: "c:1".into(), seq: Some(4), duplicate: false }),
             json!({"type": "ack", "id": "c:1", "seq": 4, "duplicate": false}),
         );
         round_trip(
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn acks_and_view_state() {
-        let acks = Acks { acks: vec![Ack { id: "c:1".into(), seq: 1, duplicate: true }] };
+        let acks = Acks { acks: vec![Ack { id: "c:1".into(), seq: Some(1), duplicate: true }] };
         assert_eq!(serde_json::to_value(&acks).unwrap(), json!({"acks": [{"id": "c:1", "seq": 1, "duplicate": true}]}));
         let v = ViewState { seq: 2, hash: "ab".into(), state: Tree::Null, sources: None };
         assert_eq!(serde_json::to_value(&v).unwrap(), json!({"seq": 2, "hash": "ab", "state": null}));
