@@ -4,6 +4,7 @@
 //! under `commands/`. Every error ends the process with exit code 2 and one
 //! line on stderr that names what is wrong.
 
+mod bench;
 mod commands;
 mod input;
 mod service;
@@ -32,6 +33,7 @@ enum Command {
     Log(commands::log::Args),
     Diff(commands::diff::Args),
     Patch(commands::patch::Args),
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Log(args) => commands::log::run(&args),
         Command::Diff(args) => commands::diff::run(&args),
         Command::Patch(args) => commands::patch::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
