@@ -9,10 +9,12 @@
 //!
 //! # Modules
 //!
+//! - [`action`]: actions with raw JSON payloads, validated and committed.
 //! - [`log`]: the storage — records, segments, recovery, group commit, reads.
 //! - [`metrics`]: counters and histograms for `GET /metrics`.
 //! - [`server`]: the HTTP API (ingest, stream, health, metrics) over a [`log::Log`].
 
+pub mod action;
 pub mod log;
 pub mod metrics;
 pub mod server;

@@ -25,11 +25,11 @@ use super::file_log::Shared;
 use super::record::{self, Hash};
 use super::scan::INDEX_EVERY;
 use super::segment::{self, HEADER_LEN};
-use super::{AppendBatch, AppendError};
+use super::{AppendBatch, AppendError, Atomicity, Outcome};
 use crate::metrics::Metrics;
 
 /// What the writer answers for one request.
-pub type AckResult = Result<Vec<Ack>, AppendError>;
+pub type AckResult = Result<Vec<Outcome>, AppendError>;
 
 /// Where the writer sends that answer.
 pub type Reply = oneshot::Sender<AckResult>;
@@ -53,6 +53,7 @@ pub struct Writer {
     pub(crate) dirty_end: u64,
     pub(crate) segment_size: u64,
     pub(crate) max_batch_bytes: usize,
+    pub(crate) spin: std::time::Duration,
     pub(crate) head: u64,
     pub(crate) hash: Hash,
     pub(crate) last_ts: u64,
@@ -77,9 +78,21 @@ impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut stopping = false;
         while !stopping {
-            let Some(first) = rx.blocking_recv() else {
-                break;
+            let first = {
+                // Waking a sleeping thread costs tens of microseconds on a
+                // busy machine; a client waiting for its ack usually sends
+                // again within a round trip, so poll briefly before sleeping.
+                let spin_until = Instant::now() + self.spin;
+                loop {
+                    match rx.try_recv() {
+                        Ok(r) => break Some(r),
+                        Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                        Err(mpsc::error::TryRecvError::Empty) if Instant::now() < spin_until => std::hint::spin_loop(),
+                        Err(mpsc::error::TryRecvError::Empty) => break rx.blocking_recv(),
+                    }
+                }
             };
+            let Some(first) = first else { break };
             let mut requests = Vec::new();
             match first {
                 Request::Append(b, r) => requests.push((b, r)),
@@ -155,9 +168,11 @@ impl Writer {
 
     /// Decides every action of one request and encodes the new ones. The
     /// request is all or nothing: one out-of-order action refuses it whole.
-    fn stage(&mut self, req: AppendBatch, ts: u64, batch: &mut Batch) -> Result<Vec<Ack>, AppendError> {
+    fn stage(&mut self, req: AppendBatch, ts: u64, batch: &mut Batch) -> AckResult {
         enum Decision {
             New,
+            /// Skips ahead (in a request whose actions stand alone).
+            Refused(AppendError),
             /// Accepted before this request, with its seq if recent.
             Duplicate(Option<u64>),
             /// Accepted earlier in this same request, at that index.
@@ -185,16 +200,17 @@ impl Writer {
                 decisions.push(Decision::DuplicateOf(first_new[&(client, id.n)]));
             } else {
                 self.metrics.out_of_order.fetch_add(1, Relaxed);
-                return Err(AppendError::OutOfOrder {
-                    id: id.to_string(),
-                    client: id.client.clone(),
-                    expected: last + 1,
-                });
+                let refusal =
+                    AppendError::OutOfOrder { id: id.to_string(), client: id.client.clone(), expected: last + 1 };
+                match req.atomicity {
+                    Atomicity::AllOrNothing => return Err(refusal),
+                    Atomicity::EachAlone => decisions.push(Decision::Refused(refusal)),
+                }
             }
         }
         drop((last_n, first_new));
         // Second pass: encode the new actions; acknowledge the re-sends.
-        let mut acks: Vec<Ack> = Vec::with_capacity(req.actions.len());
+        let mut acks: Vec<Outcome> = Vec::with_capacity(req.actions.len());
         for ((id, action), decision) in req.actions.into_iter().zip(decisions) {
             let ack = match decision {
                 Decision::New => {
@@ -202,19 +218,22 @@ impl Writer {
                         batch.undo.push((id.client.clone(), self.table.entry(&id.client)));
                     }
                     let seq = self.head + 1;
-                    let committed = action.commit(seq, ts, req.client.clone());
-                    let json = Bytes::from(serde_json::to_vec(&committed).unwrap_or_default());
+                    let json = Bytes::from(action.committed_json(seq, ts, req.client.as_deref()));
                     let offset = batch.buf.len();
-                    self.hash = record::encode(&mut batch.buf, &self.hash, seq, &committed.id, &json);
+                    self.hash = record::encode(&mut batch.buf, &self.hash, seq, &action.id, &json);
                     batch.records.push((seq, offset, json));
                     self.head = seq;
                     self.table.record(&id, seq);
-                    Ack { id: committed.id, seq: Some(seq), duplicate: false }
+                    Ok(Ack { id: action.id, seq: Some(seq), duplicate: false })
                 }
-                Decision::Duplicate(seq) => Ack { id: id.to_string(), seq, duplicate: true },
-                Decision::DuplicateOf(j) => Ack { id: id.to_string(), seq: acks[j].seq, duplicate: true },
+                Decision::Duplicate(seq) => Ok(Ack { id: action.id, seq, duplicate: true }),
+                Decision::DuplicateOf(j) => {
+                    let seq = acks[j].as_ref().ok().and_then(|a| a.seq);
+                    Ok(Ack { id: action.id, seq, duplicate: true })
+                }
+                Decision::Refused(e) => Err(e),
             };
-            if ack.duplicate {
+            if matches!(&ack, Ok(a) if a.duplicate) {
                 self.metrics.duplicates.fetch_add(1, Relaxed);
             }
             acks.push(ack);

@@ -25,19 +25,36 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use nodb_shared::protocol::{Ack, Action, ActionId};
+
+use crate::action::IncomingAction;
+use nodb_shared::protocol::{Ack, ActionId};
 use tokio::sync::watch;
 
 pub use file_log::{FileLog, LogConfig};
 
-/// Actions to append together: all or none.
+/// Actions to append with one durable write.
 #[derive(Debug)]
 pub struct AppendBatch {
     /// Validated actions with their parsed ids, in order.
-    pub actions: Vec<(ActionId, Action)>,
+    pub actions: Vec<(ActionId, IncomingAction)>,
     /// The authenticated client, if any; stored with each action.
     pub client: Option<String>,
+    /// Whether one refused action refuses them all.
+    pub atomicity: Atomicity,
 }
+
+/// How the actions of one [`AppendBatch`] stand or fall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Atomicity {
+    /// A `POST /actions` batch: one out-of-order action refuses the batch.
+    AllOrNothing,
+    /// Independent dispatches that merely travel together (a socket's
+    /// pipelined messages): each is accepted or refused on its own.
+    EachAlone,
+}
+
+/// What became of one action of a batch.
+pub type Outcome = Result<Ack, AppendError>;
 
 /// Why an append was refused. Nothing of the batch was appended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,8 +132,9 @@ pub enum LogError {
     Locked(PathBuf),
 }
 
-/// The answer to a submitted batch, once it is durable (or refused).
-pub type PendingAcks = BoxFuture<'static, Result<Vec<Ack>, AppendError>>;
+/// The answer to a submitted batch, once it is durable: one outcome per
+/// action, or why nothing of it was appended.
+pub type PendingAcks = BoxFuture<'static, Result<Vec<Outcome>, AppendError>>;
 
 /// A durable, totally ordered, exactly-once log of actions.
 pub trait Log: Send + Sync + 'static {
@@ -128,10 +146,11 @@ pub trait Log: Send + Sync + 'static {
     /// seq and `duplicate: true`), or why nothing of it was appended.
     fn submit(&self, batch: AppendBatch) -> BoxFuture<'static, Result<PendingAcks, AppendError>>;
 
-    /// Appends `batch` atomically and answers once it is durable.
+    /// Appends `batch` and answers once it is durable: the acks, or the
+    /// first refusal.
     fn append(&self, batch: AppendBatch) -> BoxFuture<'static, Result<Vec<Ack>, AppendError>> {
         let submitted = self.submit(batch);
-        Box::pin(async move { submitted.await?.await })
+        Box::pin(async move { submitted.await?.await?.into_iter().collect() })
     }
 
     /// The seq of the last durable action, updated as the log grows.

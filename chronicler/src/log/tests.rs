@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use nodb_shared::protocol::{Action, ActionId};
+use nodb_shared::protocol::ActionId;
+
+use crate::action::IncomingAction;
 use serde_json::json;
 
 use super::record::{GENESIS, chain_hash};
@@ -12,13 +14,13 @@ use super::segment::{self, HEADER_LEN};
 use super::*;
 use crate::metrics::Metrics;
 
-fn action(id: &str) -> (ActionId, Action) {
-    let a: Action = serde_json::from_value(json!({"id": id, "type": "t/x", "payload": {"id": id}})).unwrap();
+fn action(id: &str) -> (ActionId, IncomingAction) {
+    let a: IncomingAction = serde_json::from_value(json!({"id": id, "type": "t/x", "payload": {"id": id}})).unwrap();
     (id.parse().unwrap(), a)
 }
 
 fn batch(ids: &[&str]) -> AppendBatch {
-    AppendBatch { actions: ids.iter().map(|i| action(i)).collect(), client: None }
+    AppendBatch { actions: ids.iter().map(|i| action(i)).collect(), client: None, atomicity: Atomicity::AllOrNothing }
 }
 
 fn open(config: &LogConfig) -> Arc<FileLog> {

@@ -2,23 +2,25 @@
 //!
 //! Both validate each action against the wire contract, hand it to the log
 //! and answer only once the log says it is durable. On the socket many
-//! dispatches may be in flight at once; each ack carries its action's id and
-//! may overtake another.
-
-use std::sync::Arc;
+//! dispatches may be in flight at once; each ack carries its action's id.
+//! Dispatches already received travel to the log as one group (each still
+//! accepted or refused on its own), and the socket's answers are written in
+//! bursts with one flush.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
-use nodb_shared::protocol::{Acks, Action, ActionId, ClientMessage, ErrorCode, ServerMessage};
-use tokio::sync::{Semaphore, mpsc};
+use futures_util::stream::SplitSink;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use nodb_shared::protocol::{Acks, ActionId, ErrorCode, ServerMessage};
+use tokio::sync::mpsc;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::log::AppendBatch;
+use crate::action::IncomingAction;
+use crate::log::{AppendBatch, AppendError, Atomicity, Outcome, PendingAcks};
 
 /// How many dispatches one socket may have in flight.
 const SOCKET_IN_FLIGHT: usize = 4096;
@@ -53,7 +55,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 /// Parses and validates the body: an action object or an array of them.
 fn parse_batch(bytes: &[u8], state: &AppState) -> Result<AppendBatch, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    let actions: Vec<Action> = if first == Some(&b'[') {
+    let actions: Vec<IncomingAction> = if first == Some(&b'[') {
         serde_json::from_slice(bytes).map_err(|e| ApiError::from_json(&e, "actions"))?
     } else {
         vec![serde_json::from_slice(bytes).map_err(|e| ApiError::from_json(&e, "action"))?]
@@ -67,7 +69,7 @@ fn parse_batch(bytes: &[u8], state: &AppState) -> Result<AppendBatch, ApiError> 
         let id = a.validate(&state.config.limits).map_err(|e| ApiError::from_action(&e, many.then_some(i), &a.id))?;
         out.push((id, a));
     }
-    Ok(AppendBatch { actions: out, client: None })
+    Ok(AppendBatch { actions: out, client: None, atomicity: Atomicity::AllOrNothing })
 }
 
 /// `GET /ws`: dispatch over a WebSocket, with pipelining.
@@ -76,71 +78,67 @@ pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Res
     upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| serve_socket(socket, state))
 }
 
+/// What the socket's writer sends next: an answer now, or the acks of a
+/// group of dispatches once they are durable.
+enum Outgoing {
+    Now(ServerMessage),
+    Later(PendingAcks),
+}
+
+/// How many already-received dispatches travel to the log together.
+const GROUP: usize = 512;
+
 async fn serve_socket(socket: WebSocket, state: AppState) {
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<ServerMessage>(1024);
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let text = serde_json::to_string(&msg).unwrap_or_default();
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-    let in_flight = Arc::new(Semaphore::new(SOCKET_IN_FLIGHT));
+    let (sink, mut stream) = socket.split();
+    // Bounded: a client that sends faster than its acks can be written waits.
+    let (tx, rx) = mpsc::channel::<Outgoing>(SOCKET_IN_FLIGHT / GROUP.min(SOCKET_IN_FLIGHT));
+    let writer = tokio::spawn(write_answers(sink, rx));
     let shutdown = state.shutdown.clone();
-    loop {
-        let msg = tokio::select! {
+    'socket: loop {
+        let first = tokio::select! {
             m = stream.next() => m,
             () = shutdown.cancelled() => break,
         };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Binary(_))) => {
-                let err = error(None, ErrorCode::BadRequest, "send dispatches as text frames of JSON");
-                if tx.send(err).await.is_err() {
-                    break;
+        // Every dispatch already received joins one group: one trip to the
+        // log, one wake-up for all their acks.
+        let mut group = Vec::new();
+        let mut next = first;
+        loop {
+            let text = match next {
+                Some(Ok(Message::Text(t))) => Some(t),
+                Some(Ok(Message::Binary(_))) => {
+                    let err = error(None, ErrorCode::BadRequest, "send dispatches as text frames of JSON");
+                    if tx.send(Outgoing::Now(err)).await.is_err() {
+                        break 'socket;
+                    }
+                    None
                 }
-                continue;
-            }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue, // ping/pong are answered by the library
-        };
-        match parse_dispatch(text.as_str(), &state) {
-            Ok((id, action)) => {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-                let id_text = action.id.clone();
-                let batch = AppendBatch { actions: vec![(id, action)], client: None };
-                // Submitting in the socket's own order keeps a client's
-                // pipelined actions in order; the acks come back as each
-                // becomes durable.
-                let pending = state.log.submit(batch).await;
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let result = match pending {
-                        Ok(p) => p.await,
-                        Err(e) => Err(e),
-                    };
-                    let reply = match result {
-                        Ok(mut acks) => match acks.pop() {
-                            Some(ack) => ServerMessage::Ack(ack),
-                            None => error(Some(id_text), ErrorCode::Internal, "no acknowledgement"),
-                        },
-                        Err(e) => {
-                            let e = ApiError::from(e);
-                            error(Some(id_text), e.code, e.message)
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    submit_group(&state, &tx, group).await;
+                    break 'socket;
+                }
+                Some(Ok(_)) => None, // ping/pong are answered by the library
+            };
+            if let Some(text) = text {
+                match parse_dispatch(text.as_str(), &state) {
+                    Ok(parsed) => group.push(parsed),
+                    Err((id, e)) => {
+                        if tx.send(Outgoing::Now(error(id, e.code, e.message))).await.is_err() {
+                            break 'socket;
                         }
-                    };
-                    let _ = tx.send(reply).await;
-                    drop(permit);
-                });
-            }
-            Err((id, e)) => {
-                if tx.send(error(id, e.code, e.message)).await.is_err() {
-                    break;
+                    }
                 }
             }
+            if group.len() >= GROUP {
+                break;
+            }
+            match stream.next().now_or_never() {
+                Some(m) => next = m,
+                None => break,
+            }
+        }
+        if !submit_group(&state, &tx, group).await {
+            break;
         }
     }
     drop(tx);
@@ -148,24 +146,107 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
     let _ = writer.await;
 }
 
+/// Hands a group of independent dispatches to the log, in the socket's
+/// order. `false` if the socket's writer is gone.
+async fn submit_group(state: &AppState, tx: &mpsc::Sender<Outgoing>, group: Vec<(ActionId, IncomingAction)>) -> bool {
+    if group.is_empty() {
+        return true;
+    }
+    let ids: Vec<String> = group.iter().map(|(_, a)| a.id.clone()).collect();
+    let batch = AppendBatch { actions: group, client: None, atomicity: Atomicity::EachAlone };
+    let out = match state.log.submit(batch).await {
+        Ok(pending) => Outgoing::Later(pending),
+        Err(e) => {
+            // Nothing was queued: every dispatch of the group gets the error.
+            let e = ApiError::from(e);
+            let pending: PendingAcks = Box::pin(async move {
+                Ok(ids.into_iter().map(|_| Err(AppendError::Unavailable(e.message.clone()))).collect())
+            });
+            Outgoing::Later(pending)
+        }
+    };
+    tx.send(out).await.is_ok()
+}
+
+/// Writes answers in order, flushing once per burst rather than per message.
+async fn write_answers(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next {
+            let messages = match out {
+                Outgoing::Now(m) => vec![m],
+                Outgoing::Later(pending) => match pending.await {
+                    Ok(outcomes) => outcomes.into_iter().map(answer).collect(),
+                    Err(e) => vec![error(None, ApiError::from(e).code, "the group could not be appended")],
+                },
+            };
+            for m in messages {
+                let text = serde_json::to_string(&m).unwrap_or_default();
+                if sink.feed(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+fn answer(outcome: Outcome) -> ServerMessage {
+    match outcome {
+        Ok(ack) => ServerMessage::Ack(ack),
+        Err(e) => {
+            let id = match &e {
+                AppendError::OutOfOrder { id, .. } => Some(id.clone()),
+                _ => None,
+            };
+            let e = ApiError::from(e);
+            error(id, e.code, e.message)
+        }
+    }
+}
+
 fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> ServerMessage {
     ServerMessage::Error { id, code, message: message.into() }
 }
 
+/// The socket message `{"type": "dispatch", "action": {…}}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dispatch {
+    #[serde(rename = "type")]
+    kind: String,
+    action: IncomingAction,
+}
+
 /// Parses a socket message into a validated action, or an error naming the
 /// action's id when it can be found.
-fn parse_dispatch(text: &str, state: &AppState) -> Result<(ActionId, Action), (Option<String>, ApiError)> {
-    let msg: ClientMessage = serde_json::from_str(text).map_err(|e| {
-        let id = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|v| v.pointer("/action/id").and_then(|i| i.as_str()).map(String::from));
+fn parse_dispatch(text: &str, state: &AppState) -> Result<(ActionId, IncomingAction), (Option<String>, ApiError)> {
+    let msg: Dispatch = serde_json::from_str(text).map_err(|e| {
+        let v = serde_json::from_str::<serde_json::Value>(text).ok();
+        let id = v.as_ref().and_then(|v| v.pointer("/action/id")).and_then(|i| i.as_str()).map(String::from);
         let mut err = ApiError::from_json(&e, "message");
-        if err.code == ErrorCode::InvalidAction && !text.contains("\"dispatch\"") {
-            err.code = ErrorCode::BadRequest;
+        if err.code == ErrorCode::InvalidAction && v.as_ref().is_some_and(|v| v["type"] != "dispatch") {
+            err = ApiError::new(
+                ErrorCode::BadRequest,
+                "expected a message {\"type\": \"dispatch\", \"action\": {...}}".to_string(),
+            );
         }
         (id, err)
     })?;
-    let ClientMessage::Dispatch { action } = msg;
+    if msg.kind != "dispatch" {
+        return Err((
+            None,
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("unknown message type {:?}: only \"dispatch\" is accepted", msg.kind),
+            ),
+        ));
+    }
+    let action = msg.action;
     match action.validate(&state.config.limits) {
         Ok(id) => Ok((id, action)),
         Err(e) => Err((Some(action.id.clone()), ApiError::from_action(&e, None, &action.id))),

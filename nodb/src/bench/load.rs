@@ -34,15 +34,27 @@ pub async fn ws_client(
         let (permits, ring, client) = (permits.clone(), ring.clone(), client.clone());
         tokio::spawn(async move {
             let mut n = 0u64;
-            while Instant::now() < stop {
+            'run: while Instant::now() < stop {
                 let Ok(p) = permits.acquire().await else { break };
                 p.forget();
-                n += 1;
-                ring[(n as usize) % ring.len()].store(origin.elapsed().as_nanos() as u64, Relaxed);
-                let msg = format!(
-                    r#"{{"type":"dispatch","action":{{"id":"{client}:{n}","type":"bench/tick","payload":{payload}}}}}"#
-                );
-                if sink.send(Message::text(msg)).await.is_err() {
+                // Send every dispatch the window allows, then flush once.
+                let mut more = 1;
+                while more > 0 {
+                    more -= 1;
+                    n += 1;
+                    ring[(n as usize) % ring.len()].store(origin.elapsed().as_nanos() as u64, Relaxed);
+                    let msg = format!(
+                        r#"{{"type":"dispatch","action":{{"id":"{client}:{n}","type":"bench/tick","payload":{payload}}}}}"#
+                    );
+                    if sink.feed(Message::text(msg)).await.is_err() {
+                        break 'run;
+                    }
+                    if let Ok(p) = permits.try_acquire() {
+                        p.forget();
+                        more += 1;
+                    }
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }
@@ -58,11 +70,7 @@ pub async fn ws_client(
         };
         let Message::Text(text) = msg else { continue };
         let now = Instant::now();
-        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
-        if v["type"] != "ack" {
-            bail!("the chronicler answered {v}");
-        }
-        let n: u64 = v["id"].as_str().and_then(|id| id.rsplit_once(':')).and_then(|(_, n)| n.parse().ok()).unwrap_or(0);
+        let n = ack_number(text.as_str()).with_context(|| format!("the chronicler answered {text}"))?;
         if now >= measure_from && now < stop {
             stats.acks += 1;
             let sent = ring[(n as usize) % ring.len()].load(Relaxed);
@@ -77,11 +85,13 @@ pub async fn ws_client(
     Ok(stats)
 }
 
-/// One HTTP/1.1 keep-alive connection posting one action per request.
+/// One HTTP/1.1 keep-alive connection posting `batch` actions per request
+/// (an array when more than one), one request at a time.
 pub async fn http_client(
     addr: String,
     client: String,
     payload: Arc<String>,
+    batch: usize,
     measure_from: Instant,
     stop: Instant,
 ) -> anyhow::Result<RunStats> {
@@ -93,8 +103,12 @@ pub async fn http_client(
     let mut n = 0u64;
     let mut line = String::new();
     while Instant::now() < stop {
-        n += 1;
-        let body = format!(r#"{{"id":"{client}:{n}","type":"bench/tick","payload":{payload}}}"#);
+        let mut actions = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            n += 1;
+            actions.push(format!(r#"{{"id":"{client}:{n}","type":"bench/tick","payload":{payload}}}"#));
+        }
+        let body = if batch == 1 { actions.pop().unwrap_or_default() } else { format!("[{}]", actions.join(",")) };
         let req = format!(
             "POST /actions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -125,9 +139,20 @@ pub async fn http_client(
         }
         let now = Instant::now();
         if now >= measure_from && now < stop {
-            stats.acks += 1;
+            stats.acks += batch as u64;
             stats.latencies.push(now.duration_since(sent).as_nanos() as u64);
         }
     }
     Ok(stats)
+}
+
+/// The action number of an ack `{"type":"ack","id":"client:N",…}`, without
+/// building a JSON tree (the load generator must stay cheap).
+fn ack_number(text: &str) -> Option<u64> {
+    if !text.starts_with(r#"{"type":"ack","id":""#) {
+        return None;
+    }
+    let rest = &text[r#"{"type":"ack","id":""#.len()..];
+    let id = &rest[..rest.find('"')?];
+    id.rsplit_once(':')?.1.parse().ok()
 }

@@ -52,7 +52,8 @@ struct IngestArgs {
     /// Seconds to measure each configuration (after a warm-up of a quarter of it).
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     seconds: f64,
-    /// Dispatches in flight per pipelining client.
+    /// Dispatches in flight per pipelining client (and actions per request
+    /// in the HTTP batch rows).
     #[arg(long, value_name = "N", default_value_t = 64)]
     window: usize,
     /// Client counts to run.
@@ -81,7 +82,7 @@ impl Drop for Proc {
 }
 
 async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
-    if !(args.seconds > 0.0) || args.window == 0 || args.clients.is_empty() {
+    if args.seconds.is_nan() || args.seconds <= 0.0 || args.window == 0 || args.clients.is_empty() {
         bail!("--seconds, --window and --clients must be positive");
     }
     let tmp = tempfile::Builder::new().prefix("nodb-bench-").tempdir_in(&args.dir)?;
@@ -109,7 +110,7 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     let mut rows: Vec<(String, usize, f64, Duration)> = Vec::new();
     let mut run_id = 0;
     for &clients in &args.clients {
-        for (name, window) in [("nodb websocket", args.window), ("nodb http", 1)] {
+        for (name, window) in [("nodb websocket", args.window), ("nodb http", 1), ("nodb http batch", args.window)] {
             run_id += 1;
             let addr = nodb_addr.clone();
             let payload = payload.clone();
@@ -117,8 +118,8 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
                 let (addr, payload) = (addr.clone(), payload.clone());
                 let client = format!("bench{run_id}-{k}");
                 async move {
-                    if window == 1 && name == "nodb http" {
-                        load::http_client(addr, client, payload, from, stop).await
+                    if name.starts_with("nodb http") {
+                        load::http_client(addr, client, payload, window, from, stop).await
                     } else {
                         load::ws_client(addr, client, payload, window, from, stop).await
                     }
@@ -129,17 +130,20 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
             rows.push((name.to_string(), clients, stats.rate(), stats.quantile(0.5)));
         }
         if let Some((_, nats_addr)) = &nats {
-            run_id += 1;
-            let addr = nats_addr.clone();
-            let bytes = Arc::new(payload.as_bytes().to_vec());
-            let window = args.window;
-            let mut stats = measure_run(clients, measure, move |k, from, stop| {
-                let (addr, bytes) = (addr.clone(), bytes.clone());
-                nats::publisher(addr, format!("b{run_id}x{k}"), bytes, window, from, stop)
-            })
-            .await?;
-            print_row("jetstream", clients, window, &mut stats);
-            rows.push(("jetstream".into(), clients, stats.rate(), stats.quantile(0.5)));
+            // Synchronous publish acks (one in flight per client, as
+            // `js.publish()` awaits its ack), and pipelined for reference.
+            for (name, window) in [("jetstream sync", 1), ("jetstream async", args.window)] {
+                run_id += 1;
+                let addr = nats_addr.clone();
+                let bytes = Arc::new(nats_payload(&payload));
+                let mut stats = measure_run(clients, measure, move |k, from, stop| {
+                    let (addr, bytes) = (addr.clone(), bytes.clone());
+                    nats::publisher(addr, format!("b{run_id}x{k}"), bytes, window, from, stop)
+                })
+                .await?;
+                print_row(name, clients, window, &mut stats);
+                rows.push((name.into(), clients, stats.rate(), stats.quantile(0.5)));
+            }
         }
     }
 
@@ -154,10 +158,16 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     .await?;
     print_row("nodb websocket", 1, 1, &mut one);
     let nodb_p50 = one.quantile(0.5);
+    if let Ok((sum, count)) = fsync_totals(&nodb_addr).await {
+        println!(
+            "  (the chronicler's own fdatasync over the whole run: mean {} over {count} syncs)",
+            fmt_duration(Duration::from_secs_f64(sum / count.max(1) as f64))
+        );
+    }
     if let Some((_, nats_addr)) = &nats {
         run_id += 1;
         let addr = nats_addr.clone();
-        let bytes = Arc::new(payload.as_bytes().to_vec());
+        let bytes = Arc::new(nats_payload(&payload));
         let mut js = measure_run(1, measure, move |_, from, stop| {
             nats::publisher(addr.clone(), format!("lat{run_id}"), bytes.clone(), 1, from, stop)
         })
@@ -165,14 +175,18 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
         print_row("jetstream", 1, 1, &mut js);
     }
 
-    println!("\nratios:");
+    println!("\nratios (throughput):");
     for &clients in &args.clients {
         let rate = |name: &str| rows.iter().find(|r| r.0 == name && r.1 == clients).map(|r| r.2);
-        if let (Some(n), Some(j)) = (rate("nodb websocket"), rate("jetstream")) {
-            println!("  {clients:>3} clients: nodb websocket / jetstream throughput = {:.2}x", n / j);
-        }
-        if let (Some(n), Some(j)) = (rate("nodb http"), rate("jetstream")) {
-            println!("  {clients:>3} clients: nodb http / jetstream throughput      = {:.2}x", n / j);
+        for (ours, theirs) in [
+            ("nodb websocket", "jetstream sync"),
+            ("nodb http", "jetstream sync"),
+            ("nodb http batch", "jetstream sync"),
+            ("nodb websocket", "jetstream async"),
+        ] {
+            if let (Some(n), Some(j)) = (rate(ours), rate(theirs)) {
+                println!("  {clients:>3} clients: {ours:<16} / {theirs:<16} = {:.2}x", n / j);
+            }
         }
     }
     println!(
@@ -201,6 +215,13 @@ fn print_row(name: &str, clients: usize, window: usize, s: &mut RunStats) {
     );
 }
 
+/// The same committed-action-sized message for JetStream: what nodb stores
+/// for one bench action (seq, ts, id, type, payload).
+fn nats_payload(payload: &str) -> Vec<u8> {
+    format!(r#"{{"seq":1000000,"ts":1795000000000,"id":"bench0-0:1000000","type":"bench/tick","payload":{payload}}}"#)
+        .into_bytes()
+}
+
 /// Runs `clients` clients for a warm-up and `measure`, merging their stats.
 async fn measure_run<F, Fut>(clients: usize, measure: Duration, make: F) -> anyhow::Result<RunStats>
 where
@@ -215,6 +236,19 @@ where
         total.merge(t.await??);
     }
     Ok(total)
+}
+
+/// The sum and count of the chronicler's fdatasync histogram.
+async fn fsync_totals(addr: &str) -> anyhow::Result<(f64, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await?;
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    Ok((value("nodb_chronicler_fsync_seconds_sum "), value("nodb_chronicler_fsync_seconds_count ") as u64))
 }
 
 /// p50 and p99 of a 128-byte write + fdatasync at the end of a file.

@@ -63,15 +63,7 @@ impl Action {
     /// # Errors
     /// The first [`ActionError`] found: id, then type, then payload size.
     pub fn validate(&self, limits: &Limits) -> Result<ActionId, ActionError> {
-        let id = self.id.parse::<ActionId>()?;
-        if self.kind.is_empty() {
-            return Err(ActionError::EmptyType);
-        }
-        let size = json_size(&self.payload);
-        if size > limits.max_payload_bytes {
-            return Err(ActionError::PayloadTooLarge { size, limit: limits.max_payload_bytes });
-        }
-        Ok(id)
+        limits.check(&self.id, &self.kind, json_size(&self.payload))
     }
 
     /// The committed form of this action.
@@ -119,6 +111,23 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The contract's rules for an action with this id, type and payload
+    /// size (bytes of JSON), returning the parsed id. [`Action::validate`]
+    /// uses it, and so can a service that keeps payloads as raw JSON.
+    ///
+    /// # Errors
+    /// The first [`ActionError`] found: id, then type, then payload size.
+    pub fn check(&self, id: &str, kind: &str, payload_bytes: usize) -> Result<ActionId, ActionError> {
+        let id = id.parse::<ActionId>()?;
+        if kind.is_empty() {
+            return Err(ActionError::EmptyType);
+        }
+        if payload_bytes > self.max_payload_bytes {
+            return Err(ActionError::PayloadTooLarge { size: payload_bytes, limit: self.max_payload_bytes });
+        }
+        Ok(id)
+    }
+
     /// Checks the limits make sense.
     ///
     /// # Errors

@@ -1,0 +1,111 @@
+//! Actions as the chronicler handles them: payload and meta stay raw JSON.
+//!
+//! The chronicler never interprets an action, so it never builds a JSON
+//! tree of the payload: it checks the envelope (id, type, size) against the
+//! wire contract and splices the payload's text into the committed record.
+
+use nodb_shared::protocol::{ActionError, ActionId, Limits, Meta};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// An action as a client sent it, with its payload as raw JSON text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingAction {
+    /// The idempotency key `<client>:<n>`.
+    pub id: String,
+    /// The action type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The payload as sent (`None` when absent or `null`).
+    #[serde(default)]
+    pub payload: Option<Box<RawValue>>,
+    /// Optional string headers.
+    #[serde(default)]
+    pub meta: Option<Meta>,
+}
+
+impl IncomingAction {
+    /// Checks the action against the wire contract, returning its id.
+    ///
+    /// # Errors
+    /// The first [`ActionError`]: id, then type, then payload size.
+    pub fn validate(&self, limits: &Limits) -> Result<ActionId, ActionError> {
+        let size = self.payload.as_ref().map_or(4, |p| p.get().len());
+        limits.check(&self.id, &self.kind, size)
+    }
+
+    /// The committed action's JSON, on one line: the same shape as
+    /// [`nodb_shared::protocol::CommittedAction`].
+    pub fn committed_json(&self, seq: u64, ts: u64, client: Option<&str>) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Committed<'a> {
+            seq: u64,
+            ts: u64,
+            id: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            payload: &'a RawValue,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            meta: Option<&'a Meta>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client: Option<&'a str>,
+        }
+        let raw = self.payload.as_deref().unwrap_or(RawValue::NULL);
+        // A payload sent with line breaks between tokens would break the
+        // one-action-per-line stream: store it compacted.
+        let compacted;
+        let payload = if raw.get().contains(['\n', '\r']) {
+            compacted = compact(raw);
+            &*compacted
+        } else {
+            raw
+        };
+        let c = Committed { seq, ts, id: &self.id, kind: &self.kind, payload, meta: self.meta.as_ref(), client };
+        // Serialising strings, numbers and valid raw JSON cannot fail.
+        serde_json::to_vec(&c).unwrap_or_default()
+    }
+}
+
+fn compact(raw: &RawValue) -> Box<RawValue> {
+    serde_json::from_str::<serde_json::Value>(raw.get())
+        .ok()
+        .and_then(|v| serde_json::value::to_raw_value(&v).ok())
+        .unwrap_or_else(|| RawValue::NULL.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodb_shared::protocol::CommittedAction;
+
+    #[test]
+    fn committed_json_is_one_line_in_the_wire_shape() {
+        let a: IncomingAction = serde_json::from_str(
+            "{\"id\": \"c:1\", \"type\": \"t\", \"payload\": {\n  \"a\": [1,\n 2]\n}, \"meta\": {\"k\": \"v\"}}",
+        )
+        .unwrap();
+        let json = a.committed_json(5, 1000, Some("ana"));
+        assert!(!json.contains(&b'\n'));
+        let c: CommittedAction = serde_json::from_slice(&json).unwrap();
+        assert_eq!((c.seq, c.ts, c.id.as_str(), c.kind.as_str()), (5, 1000, "c:1", "t"));
+        assert_eq!(c.payload, serde_json::json!({"a": [1, 2]}));
+        assert_eq!(c.meta.unwrap()["k"], "v");
+        assert_eq!(c.client.as_deref(), Some("ana"));
+        let bare: IncomingAction = serde_json::from_str(r#"{"id": "c:2", "type": "t"}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(bare.committed_json(6, 1, None)).unwrap(),
+            r#"{"seq":6,"ts":1,"id":"c:2","type":"t","payload":null}"#
+        );
+    }
+
+    #[test]
+    fn validation_follows_the_contract() {
+        let limits = Limits { max_payload_bytes: 8 };
+        let a: IncomingAction = serde_json::from_str(r#"{"id": "c:1", "type": "t", "payload": "12345678"}"#).unwrap();
+        assert!(matches!(a.validate(&limits), Err(ActionError::PayloadTooLarge { size: 10, limit: 8 })));
+        let a: IncomingAction = serde_json::from_str(r#"{"id": "c1", "type": "t"}"#).unwrap();
+        assert_eq!(a.validate(&limits).unwrap_err().field(), "id");
+        assert!(serde_json::from_str::<IncomingAction>(r#"{"id": "c:1", "type": "t", "x": 1}"#).is_err());
+    }
+}
