@@ -198,6 +198,10 @@ fn sigterm_shuts_down_cleanly_and_restart_continues() {
         r.json()["acks"],
         json!([{"id": "t:1", "seq": 1, "duplicate": true}, {"id": "t:2", "seq": 2, "duplicate": false}])
     );
+    // After a restart the stream is served from disk.
+    let lines = read_ndjson(&format!("{}/actions?from=1", s.url()), |v| v["seq"] == 2).unwrap();
+    let ids: Vec<&str> = lines.iter().filter_map(|v| v["id"].as_str()).collect();
+    assert_eq!(ids, ["t:1", "t:2"]);
     let m = get(&format!("{}/metrics", s.url())).unwrap();
     assert!(m.body.contains("nodb_chronicler_appends_total 1\n"), "{}", m.body);
     assert!(m.body.contains("nodb_chronicler_head_seq 2\n"), "{}", m.body);

@@ -16,6 +16,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use nodb_shared::protocol::{Acks, ActionId, ErrorCode, ServerMessage};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
@@ -75,7 +76,10 @@ fn parse_batch(bytes: &[u8], state: &AppState) -> Result<AppendBatch, ApiError> 
 /// `GET /ws`: dispatch over a WebSocket, with pipelining.
 pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     let max = state.config.max_body_bytes;
-    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| serve_socket(socket, state))
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| serve_socket(socket, state).instrument(tracing::debug_span!("ingest_socket")))
 }
 
 /// What the socket's writer sends next: an answer now, or the acks of a
@@ -92,7 +96,7 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
     let (sink, mut stream) = socket.split();
     // Bounded: a client that sends faster than its acks can be written waits.
     let (tx, rx) = mpsc::channel::<Outgoing>(SOCKET_IN_FLIGHT / GROUP.min(SOCKET_IN_FLIGHT));
-    let writer = tokio::spawn(write_answers(sink, rx));
+    let writer = tokio::spawn(write_answers(sink, rx).instrument(tracing::debug_span!("socket_writer")));
     let shutdown = state.shutdown.clone();
     'socket: loop {
         let first = tokio::select! {

@@ -24,6 +24,7 @@ use nodb_shared::protocol::ErrorCode;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
@@ -64,7 +65,8 @@ pub async fn get_actions(
     if let Ok(upgrade) = upgrade {
         return Ok(upgrade.on_upgrade(move |socket| serve_socket(socket, producer, rx)));
     }
-    tokio::spawn(producer.run(b'\n'));
+    let span = tracing::debug_span!("stream", from, transport = "ndjson");
+    tokio::spawn(producer.run(b'\n').instrument(span));
     let mut rx = rx;
     let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|o| o.map(Ok::<_, std::convert::Infallible>))
@@ -74,7 +76,8 @@ pub async fn get_actions(
 
 async fn serve_socket(mut socket: WebSocket, producer: Producer, mut rx: mpsc::Receiver<Bytes>) {
     // Lines are separated by NUL internally and split back into messages.
-    tokio::spawn(producer.run(0));
+    let span = tracing::debug_span!("stream", from = producer.next, transport = "websocket");
+    tokio::spawn(producer.run(0).instrument(span));
     while let Some(chunk) = rx.recv().await {
         for line in chunk.split(|b| *b == 0).filter(|l| !l.is_empty()) {
             let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(Bytes::copy_from_slice(line)) else {
