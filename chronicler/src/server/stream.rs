@@ -5,9 +5,10 @@
 //! Each consumer has its own task that reads from the log (the in-memory
 //! tail, or disk when it is behind) and feeds a bounded channel. A slow
 //! consumer only slows its own task: the writer never waits for it, and it
-//! never misses or repeats a seq. Heartbeat lines `{"heartbeat":{"head":N}}`
-//! say that every seq up to N has been considered, so a consumer with a type
-//! filter knows where it is even when nothing matches.
+//! never misses or repeats a seq. Heartbeat lines
+//! `{"heartbeat":{"head":H,"seen":S}}` give the log's head and say that every
+//! seq up to S has been considered for this consumer, so a consumer with a
+//! type filter knows where it is even when nothing matches.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
@@ -143,7 +144,7 @@ impl Producer {
         let mut last_sent = Instant::now();
         // A first heartbeat tells the consumer where the log is.
         let head = *head_rx.borrow();
-        self.heartbeat(separator, (self.next - 1).min(head)).await?;
+        self.heartbeat(separator, head, (self.next - 1).min(head)).await?;
         loop {
             let head = *head_rx.borrow_and_update();
             if self.next <= head {
@@ -163,7 +164,7 @@ impl Producer {
                     self.send(chunk.freeze()).await?;
                     last_sent = Instant::now();
                 } else if last_sent.elapsed() >= interval {
-                    self.heartbeat(separator, last).await?;
+                    self.heartbeat(separator, head, last).await?;
                     last_sent = Instant::now();
                 }
                 continue;
@@ -171,7 +172,8 @@ impl Producer {
             tokio::select! {
                 changed = head_rx.changed() => if changed.is_err() { return Ok(()) },
                 () = tokio::time::sleep_until(last_sent + interval) => {
-                    self.heartbeat(separator, self.next - 1).await?;
+                    let head = *head_rx.borrow();
+                    self.heartbeat(separator, head, self.next - 1).await?;
                     last_sent = Instant::now();
                 }
                 () = self.tx.closed() => return Ok(()),
@@ -180,8 +182,8 @@ impl Producer {
         }
     }
 
-    async fn heartbeat(&self, separator: u8, head: u64) -> Result<(), String> {
-        let mut line = format!("{{\"heartbeat\":{{\"head\":{head}}}}}").into_bytes();
+    async fn heartbeat(&self, separator: u8, head: u64, seen: u64) -> Result<(), String> {
+        let mut line = format!("{{\"heartbeat\":{{\"head\":{head},\"seen\":{seen}}}}}").into_bytes();
         line.push(separator);
         self.send(Bytes::from(line)).await
     }
