@@ -7,4 +7,15 @@
 //! to every client over WebSockets; it snapshots to object storage. It never
 //! writes history except by relaying dispatches to the chronicler.
 //!
-//! This crate is filled by the issue "Data views"; it is empty until then.
+//! # Modules
+//!
+//! - [`reducer`]: the reducer API — [`reducer::View`], [`reducer::Rejection`],
+//!   [`reducer::combine`] (Redux's `combineReducers`), typed payloads.
+//! - [`apps`]: the built-in applications, `warehouse` (the demo) and `json`
+//!   (a JSON document store patched with RFC 6902).
+//!
+//! The service (following the chronicler, the client stream, snapshots) is
+//! being built on top of these; see `docs/ARCHITECTURE.md`.
+
+pub mod apps;
+pub mod reducer;

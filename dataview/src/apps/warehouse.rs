@@ -1,0 +1,410 @@
+//! The `warehouse` application, nodb's demo: stock per product and location.
+//!
+//! Actions (payload fields in braces):
+//!
+//! - `stock/corrected {product, location, quantity}` — a count sets the
+//!   quantity at a location;
+//! - `stock/moved {product, from, to, quantity}`;
+//! - `stock/sold {product, location, quantity}`;
+//! - `stock/destroyed {product, location, quantity, reason}`.
+//!
+//! Views:
+//!
+//! - `stock`: `{"products": {P: {"locations": {L: qty}, "total": n}}, "total": n}`;
+//! - `activity`: the latest 50 moves, sales, losses and corrections
+//!   (`recent`, oldest first), counts per kind, and units sold and destroyed.
+//!
+//! Moving, selling or destroying more than is at a location is rejected:
+//! the chronicler records the intention, the reducer decides what it means.
+
+use nodb_shared::protocol::CommittedAction;
+use nodb_shared::{Segment, Tree};
+use serde::Deserialize;
+
+use super::App;
+use crate::reducer::{Reduced, Rejection, View, payload};
+
+/// How many entries `activity.recent` keeps.
+pub const RECENT: usize = 50;
+
+/// The application.
+pub fn app() -> App {
+    App {
+        name: "warehouse".into(),
+        views: vec![
+            View::new("stock", initial_stock(), reduce_stock),
+            View::new("activity", initial_activity(), reduce_activity),
+        ],
+    }
+}
+
+fn initial_stock() -> Tree {
+    Tree::from_entries([("products", Tree::object()), ("total", Tree::from(0u64))])
+}
+
+fn initial_activity() -> Tree {
+    let counts = Tree::from_entries(["corrected", "moved", "sold", "destroyed"].map(|k| (k, Tree::from(0u64))));
+    Tree::from_entries([
+        ("recent", Tree::array()),
+        ("counts", counts),
+        ("sold_units", Tree::from(0u64)),
+        ("destroyed_units", Tree::from(0u64)),
+    ])
+}
+
+/// `stock/corrected`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Corrected {
+    /// The product.
+    pub product: String,
+    /// The location.
+    pub location: String,
+    /// The quantity counted there.
+    pub quantity: u64,
+}
+
+/// `stock/moved`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Moved {
+    /// The product.
+    pub product: String,
+    /// Where it is taken from.
+    pub from: String,
+    /// Where it goes.
+    pub to: String,
+    /// How many.
+    pub quantity: u64,
+}
+
+/// `stock/sold`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sold {
+    /// The product.
+    pub product: String,
+    /// Where it was sold from.
+    pub location: String,
+    /// How many.
+    pub quantity: u64,
+}
+
+/// `stock/destroyed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destroyed {
+    /// The product.
+    pub product: String,
+    /// Where it was.
+    pub location: String,
+    /// How many.
+    pub quantity: u64,
+    /// Why (broken, expired, …).
+    pub reason: String,
+}
+
+/// A warehouse action, decoded and checked.
+#[derive(Debug)]
+pub enum Stock {
+    /// `stock/corrected`.
+    Corrected(Corrected),
+    /// `stock/moved`.
+    Moved(Moved),
+    /// `stock/sold`.
+    Sold(Sold),
+    /// `stock/destroyed`.
+    Destroyed(Destroyed),
+}
+
+impl Stock {
+    /// Decodes `action`: `None` for types this app does not know.
+    ///
+    /// # Errors
+    /// A rejection for a bad payload: missing or unknown fields, empty
+    /// names, a zero quantity where something must happen.
+    pub fn decode(action: &CommittedAction) -> Result<Option<Stock>, Rejection> {
+        let stock = match action.kind.as_str() {
+            "stock/corrected" => Stock::Corrected(payload(action)?),
+            "stock/moved" => Stock::Moved(payload(action)?),
+            "stock/sold" => Stock::Sold(payload(action)?),
+            "stock/destroyed" => Stock::Destroyed(payload(action)?),
+            _ => return Ok(None),
+        };
+        let (product, places, quantity): (&str, Vec<&str>, u64) = match &stock {
+            Stock::Corrected(c) => (&c.product, vec![&c.location], 1),
+            Stock::Moved(m) => (&m.product, vec![&m.from, &m.to], m.quantity),
+            Stock::Sold(s) => (&s.product, vec![&s.location], s.quantity),
+            Stock::Destroyed(d) => (&d.product, vec![&d.location], d.quantity),
+        };
+        if product.is_empty() || places.iter().any(|p| p.is_empty()) {
+            return Err(Rejection::new(format!("{}: product and location must not be empty", action.kind)));
+        }
+        if quantity == 0 {
+            return Err(Rejection::new(format!("{}: the quantity must be at least 1", action.kind)));
+        }
+        if let Stock::Moved(m) = &stock
+            && m.from == m.to
+        {
+            return Err(Rejection::new(format!("stock/moved: from and to are both {:?}", m.from)));
+        }
+        if let Stock::Destroyed(d) = &stock
+            && d.reason.trim().is_empty()
+        {
+            return Err(Rejection::new("stock/destroyed: give a reason"));
+        }
+        Ok(Some(stock))
+    }
+}
+
+fn key(s: &str) -> Segment {
+    Segment::Key(s.into())
+}
+
+fn quantity(state: &Tree, product: &str, location: &str) -> u64 {
+    state.get([key("products"), key(product), key("locations"), key(location)]).and_then(Tree::as_u64).unwrap_or(0)
+}
+
+/// The stock state with `location`'s quantity of `product` set to `q`, and
+/// the totals kept right.
+fn set_quantity(state: &Tree, product: &str, location: &str, q: u64) -> Reduced {
+    let old = quantity(state, product, location);
+    let product_total =
+        state.get([key("products"), key(product), key("total")]).and_then(Tree::as_u64).unwrap_or(0) - old + q;
+    let total = state.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0) - old + q;
+    let s = state.set([key("products"), key(product), key("locations"), key(location)], q)?;
+    let s = s.set([key("products"), key(product), key("total")], product_total)?;
+    Ok(s.set([key("total")], total)?)
+}
+
+fn take(state: &Tree, product: &str, location: &str, q: u64, verb: &str) -> Reduced {
+    let have = quantity(state, product, location);
+    if have < q {
+        return Err(Rejection::new(format!("only {have} of {product} at {location}, cannot {verb} {q}")));
+    }
+    set_quantity(state, product, location, have - q)
+}
+
+/// The `stock` reducer.
+///
+/// # Errors
+/// A rejection for a bad payload, or for taking more than is there.
+pub fn reduce_stock(state: &Tree, action: &CommittedAction) -> Reduced {
+    match Stock::decode(action)? {
+        None => Ok(state.clone()),
+        Some(Stock::Corrected(c)) => set_quantity(state, &c.product, &c.location, c.quantity),
+        Some(Stock::Moved(m)) => {
+            let s = take(state, &m.product, &m.from, m.quantity, "move")?;
+            let there = quantity(&s, &m.product, &m.to);
+            set_quantity(&s, &m.product, &m.to, there + m.quantity)
+        }
+        Some(Stock::Sold(x)) => take(state, &x.product, &x.location, x.quantity, "sell"),
+        Some(Stock::Destroyed(d)) => take(state, &d.product, &d.location, d.quantity, "destroy"),
+    }
+}
+
+/// The `activity` reducer. (It does not check quantities: the views of an
+/// app change together, so an action the `stock` view rejects never
+/// reaches `activity`'s state.)
+///
+/// # Errors
+/// A rejection for a bad payload.
+pub fn reduce_activity(state: &Tree, action: &CommittedAction) -> Reduced {
+    let Some(stock) = Stock::decode(action)? else { return Ok(state.clone()) };
+    let mut entry = vec![
+        ("seq", Tree::from(action.seq)),
+        ("ts", Tree::from(action.ts)),
+        ("type", Tree::from(action.kind.as_str())),
+    ];
+    let (kind, units) = match &stock {
+        Stock::Corrected(c) => {
+            entry.extend([
+                ("product", Tree::from(c.product.as_str())),
+                ("location", Tree::from(c.location.as_str())),
+                ("quantity", Tree::from(c.quantity)),
+            ]);
+            ("corrected", None)
+        }
+        Stock::Moved(m) => {
+            entry.extend([
+                ("product", Tree::from(m.product.as_str())),
+                ("from", Tree::from(m.from.as_str())),
+                ("to", Tree::from(m.to.as_str())),
+                ("quantity", Tree::from(m.quantity)),
+            ]);
+            ("moved", None)
+        }
+        Stock::Sold(s) => {
+            entry.extend([
+                ("product", Tree::from(s.product.as_str())),
+                ("location", Tree::from(s.location.as_str())),
+                ("quantity", Tree::from(s.quantity)),
+            ]);
+            ("sold", Some(("sold_units", s.quantity)))
+        }
+        Stock::Destroyed(d) => {
+            entry.extend([
+                ("product", Tree::from(d.product.as_str())),
+                ("location", Tree::from(d.location.as_str())),
+                ("quantity", Tree::from(d.quantity)),
+                ("reason", Tree::from(d.reason.as_str())),
+            ]);
+            ("destroyed", Some(("destroyed_units", d.quantity)))
+        }
+    };
+    let mut s = state.push([key("recent")], Tree::from_entries(entry))?;
+    if let Some(Tree::Array(recent)) = s.get([key("recent")])
+        && recent.len() > RECENT
+    {
+        s = s.remove([key("recent"), Segment::Index(0)])?;
+    }
+    s = s.update([key("counts"), key(kind)], |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0) + 1))?;
+    if let Some((field, n)) = units {
+        s = s.update([key(field)], |v| Tree::from(v.and_then(Tree::as_u64).unwrap_or(0) + n))?;
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
+        CommittedAction {
+            seq,
+            ts: 1000 + seq,
+            id: format!("c:{seq}"),
+            kind: kind.into(),
+            payload,
+            meta: None,
+            client: None,
+        }
+    }
+
+    fn run(actions: &[CommittedAction]) -> (Vec<Tree>, Vec<(u64, String)>) {
+        let app = app();
+        let mut states = app.initial_states();
+        let mut rejected = Vec::new();
+        for a in actions {
+            match app.reduce(&states, a) {
+                Ok(next) => states = next,
+                Err(r) => rejected.push((a.seq, r.0)),
+            }
+        }
+        (states, rejected)
+    }
+
+    #[test]
+    fn a_day_in_the_warehouse() {
+        let (states, rejected) = run(&[
+            act(1, "stock/corrected", json!({"product": "apple", "location": "back", "quantity": 10})),
+            act(2, "stock/moved", json!({"product": "apple", "from": "back", "to": "shelf", "quantity": 4})),
+            act(3, "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 3})),
+            act(
+                4,
+                "stock/destroyed",
+                json!({"product": "apple", "location": "back", "quantity": 1, "reason": "bruised"}),
+            ),
+            act(5, "stock/corrected", json!({"product": "pear", "location": "shelf", "quantity": 2})),
+            act(6, "unrelated/thing", json!({"x": 1})),
+        ]);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(
+            states[0],
+            Tree::from(json!({
+                "products": {
+                    "apple": {"locations": {"back": 5, "shelf": 1}, "total": 6},
+                    "pear": {"locations": {"shelf": 2}, "total": 2}
+                },
+                "total": 8
+            }))
+        );
+        let activity = states[1].to_value();
+        assert_eq!(activity["counts"], json!({"corrected": 2, "moved": 1, "sold": 1, "destroyed": 1}));
+        assert_eq!((activity["sold_units"].clone(), activity["destroyed_units"].clone()), (json!(3), json!(1)));
+        assert_eq!(activity["recent"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            activity["recent"][3],
+            json!({"seq": 4, "ts": 1004, "type": "stock/destroyed", "product": "apple", "location": "back", "quantity": 1, "reason": "bruised"})
+        );
+    }
+
+    #[test]
+    fn taking_more_than_is_there_is_rejected_in_every_view() {
+        let (states, rejected) = run(&[
+            act(1, "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 2})),
+            act(2, "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 3})),
+            act(3, "stock/moved", json!({"product": "apple", "from": "back", "to": "shelf", "quantity": 1})),
+            act(4, "stock/destroyed", json!({"product": "kiwi", "location": "shelf", "quantity": 1, "reason": "x"})),
+        ]);
+        assert_eq!(
+            rejected,
+            vec![
+                (2, "only 2 of apple at shelf, cannot sell 3".to_string()),
+                (3, "only 0 of apple at back, cannot move 1".to_string()),
+                (4, "only 0 of kiwi at shelf, cannot destroy 1".to_string()),
+            ]
+        );
+        assert_eq!(states[0].get("/total"), Some(&Tree::from(2)));
+        // The activity view did not record what the stock view refused.
+        assert_eq!(states[1].get("/counts/sold"), Some(&Tree::from(0)));
+        assert_eq!(states[1].get("/recent").and_then(Tree::as_array).map(|a| a.len()), Some(1));
+    }
+
+    #[test]
+    fn bad_payloads_are_rejected_with_the_reason() {
+        let cases = [
+            (json!({"product": "apple", "location": "shelf"}), "missing field `quantity`"),
+            (json!({"product": "apple", "location": "shelf", "quantity": -1}), "invalid value"),
+            (json!({"product": "", "location": "shelf", "quantity": 1}), "must not be empty"),
+            (json!({"product": "a", "location": "shelf", "quantity": 1, "colour": "red"}), "unknown field"),
+        ];
+        for (p, needle) in cases {
+            let (_, rejected) = run(&[act(1, "stock/corrected", p.clone())]);
+            assert!(rejected.len() == 1 && rejected[0].1.contains(needle), "{p}: {rejected:?}");
+        }
+        let (_, rejected) = run(&[act(1, "stock/sold", json!({"product": "a", "location": "s", "quantity": 0}))]);
+        assert!(rejected[0].1.contains("at least 1"), "{rejected:?}");
+        let (_, rejected) =
+            run(&[act(1, "stock/moved", json!({"product": "a", "from": "s", "to": "s", "quantity": 1}))]);
+        assert!(rejected[0].1.contains("both"), "{rejected:?}");
+        let (_, rejected) =
+            run(&[act(1, "stock/destroyed", json!({"product": "a", "location": "s", "quantity": 1, "reason": " "}))]);
+        assert!(rejected[0].1.contains("reason"), "{rejected:?}");
+    }
+
+    #[test]
+    fn activity_keeps_the_latest_entries() {
+        let mut actions = vec![act(1, "stock/corrected", json!({"product": "a", "location": "s", "quantity": 1000}))];
+        for seq in 2..=80 {
+            actions.push(act(seq, "stock/sold", json!({"product": "a", "location": "s", "quantity": 1})));
+        }
+        let (states, rejected) = run(&actions);
+        assert!(rejected.is_empty());
+        let recent = states[1].get("/recent").and_then(Tree::as_array).unwrap();
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(recent[RECENT - 1].get("/seq"), Some(&Tree::from(80)));
+        assert_eq!(states[1].get("/sold_units"), Some(&Tree::from(79)));
+    }
+
+    #[test]
+    fn the_same_history_gives_byte_identical_states() {
+        let actions: Vec<CommittedAction> = (1..=200)
+            .map(|seq| {
+                let p = format!("p{}", seq % 7);
+                if seq % 3 == 0 {
+                    act(seq, "stock/sold", json!({"product": p, "location": "s", "quantity": 1}))
+                } else {
+                    act(seq, "stock/corrected", json!({"product": p, "location": "s", "quantity": seq % 5}))
+                }
+            })
+            .collect();
+        let (a, ra) = run(&actions);
+        let (b, rb) = run(&actions);
+        assert_eq!(ra, rb);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.to_json_string(), y.to_json_string());
+        }
+    }
+}
