@@ -13,9 +13,12 @@
 //!   [`reducer::combine`] (Redux's `combineReducers`), typed payloads.
 //! - [`apps`]: the built-in applications, `warehouse` (the demo) and `json`
 //!   (a JSON document store patched with RFC 6902).
+//! - [`engine`]: an app's views at one seq, moved forward one action at a
+//!   time: reducers, control actions, caught panics, one patch per view.
 //!
 //! The service (following the chronicler, the client stream, snapshots) is
 //! being built on top of these; see `docs/ARCHITECTURE.md`.
 
 pub mod apps;
+pub mod engine;
 pub mod reducer;
