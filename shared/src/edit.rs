@@ -24,7 +24,21 @@ impl Tree {
     /// The value at `path`, or `None` if there is none (or the path is not
     /// valid; [`Tree::lookup`] says why).
     pub fn get(&self, path: impl ToPath) -> Option<&Tree> {
-        self.lookup(path).ok()
+        // No error values on this hot path: a miss is just `None`.
+        let segs = path.to_path().ok()?;
+        let mut node = self;
+        for seg in segs.iter() {
+            node = match (node, seg) {
+                (Tree::Object(o), Segment::Key(k)) => o.get(k)?,
+                (Tree::Object(o), Segment::Index(i)) => o.get(i.to_string().as_str())?,
+                (Tree::Array(a), seg) => match seg.slot()? {
+                    Slot::At(i) => a.get(i)?,
+                    Slot::End => return None,
+                },
+                _ => return None,
+            };
+        }
+        Some(node)
     }
 
     /// The value at `path`.
@@ -65,12 +79,7 @@ impl Tree {
     /// As for [`Tree::set`].
     pub fn update(&self, path: impl ToPath, f: impl FnOnce(Option<&Tree>) -> Tree) -> Result<Tree, PathError> {
         let segs = path.to_path()?;
-        let current = match self.lookup(&*segs) {
-            Ok(t) => Some(t),
-            Err(PathError::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        let value = f(current);
+        let value = f(self.get(&*segs));
         self.set(&*segs, value)
     }
 

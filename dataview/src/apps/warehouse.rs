@@ -169,11 +169,13 @@ fn quantity(state: &Tree, product: &str, location: &str) -> u64 {
 /// the totals kept right.
 fn set_quantity(state: &Tree, product: &str, location: &str, q: u64) -> Reduced {
     let old = quantity(state, product, location);
-    let product_total =
-        state.get([key("products"), key(product), key("total")]).and_then(Tree::as_u64).unwrap_or(0) - old + q;
     let total = state.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0) - old + q;
-    let s = state.set([key("products"), key(product), key("locations"), key(location)], q)?;
-    let s = s.set([key("products"), key(product), key("total")], product_total)?;
+    // Build the product's new entry first and store it with one write, so
+    // the large `products` map is copied along one path only.
+    let entry = state.get([key("products"), key(product)]).cloned().unwrap_or_else(Tree::object);
+    let product_total = entry.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0) - old + q;
+    let entry = entry.set([key("locations"), key(location)], q)?.set([key("total")], product_total)?;
+    let s = state.set([key("products"), key(product)], entry)?;
     Ok(s.set([key("total")], total)?)
 }
 

@@ -5,16 +5,24 @@
 //! at once), so when `new` was made from `old` by a reducer, the cost is
 //! proportional to the change, not to the size of the state.
 //!
-//! Arrays are compared by trimming the common prefix and suffix; what is
-//! left in the middle is diffed element by element, and the difference in
-//! length becomes `add`s or `remove`s at that place. So an append is one
-//! `add …/-`, a removal or insertion at one place is one operation, and no
-//! input costs more than linear time.
+//! Arrays are compared by trimming the common prefix and suffix, then
+//! finding the shortest edit script of what is left (Myers' O(ND)
+//! algorithm, with a bounded number of edits). Kept elements cost nothing;
+//! each run of changes pairs old and new elements for a deep diff in place,
+//! and the difference becomes `add`s or `remove`s at that place. So an
+//! append is one `add …/-`, an insertion or removal anywhere is one
+//! operation, and a sliding window (drop the first, append one) is two.
+//! When the arrays are mostly different, the search gives up early and the
+//! elements are paired in place, so no input costs more than about a
+//! million comparisons per array beyond a linear pass.
 
 use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 
 use crate::path::Segment;
+use myers::Edit;
+
+mod myers;
 use crate::tree::{Array, Object, Tree};
 
 /// The patch that turns `old` into `new`: applying it to `old` gives a tree
@@ -66,28 +74,78 @@ fn diff_arrays(a: &Array, b: &Array, path: &mut Vec<Segment>, ops: &mut Vec<Patc
     let suffix = a.iter().rev().zip(b.iter().rev()).take(max_suffix).take_while(|(x, y)| x == y).count();
     let old_mid = a.len() - prefix - suffix;
     let new_mid = b.len() - prefix - suffix;
-    let common = old_mid.min(new_mid);
+    if old_mid == 0 && new_mid == 0 {
+        return;
+    }
+    let old: Vec<&Tree> = a.iter().skip(prefix).take(old_mid).collect();
+    let new: Vec<&Tree> = b.iter().skip(prefix).take(new_mid).collect();
+    // The shortest edit script finds shifted runs (a sliding window, an
+    // insertion and a removal in one change), but costs O((n + m) · d):
+    // bound it so that mostly-different arrays fall back to pairing the
+    // elements in place, which is linear.
+    let max_d = (MYERS_BUDGET / (old_mid + new_mid)).min(MYERS_MAX_D);
+    let script = if max_d > 0 { myers::edit_script(&old, &new, max_d) } else { None };
+    // Without a script, the whole middle is one run of changes.
+    let script = script.unwrap_or_else(|| {
+        std::iter::repeat_n(Edit::Delete, old_mid).chain(std::iter::repeat_n(Edit::Insert, new_mid)).collect()
+    });
+    emit_script(&script, &old, &new, prefix, a.len(), path, ops);
+}
 
-    // Changed elements in place.
-    for (j, (x, y)) in a.iter().zip(b.iter()).skip(prefix).take(common).enumerate() {
-        path.push(Segment::Index(prefix + j));
-        diff_into(x, y, path, ops);
-        path.pop();
-    }
-    // Extra new elements: inserted after the common part; at the very end
-    // of the array an insertion is an append (`-`).
-    for (j, v) in b.iter().skip(prefix + common).take(new_mid - common).enumerate() {
-        let index = prefix + common + j;
-        path.push(if suffix == 0 { Segment::Key("-".into()) } else { Segment::Index(index) });
-        ops.push(add(path, v));
-        path.pop();
-    }
-    // Surplus old elements: removed from the highest index down, so each
-    // operation's index names an element of the original array.
-    for index in (prefix + common..prefix + old_mid).rev() {
-        path.push(Segment::Index(index));
-        ops.push(remove(path));
-        path.pop();
+/// Comparisons the edit-script search may spend on one array.
+const MYERS_BUDGET: usize = 1 << 20;
+/// The most edits the search looks for before falling back.
+const MYERS_MAX_D: usize = 1024;
+
+/// Turns an edit script over the middles of two arrays into operations.
+/// Each run of edits between kept elements replaces old elements with new
+/// ones: as many as pair up are diffed in place (so a changed element gets
+/// a deep patch), the rest become `add`s (`/-` at the end) or `remove`s.
+fn emit_script(
+    script: &[Edit],
+    old: &[&Tree],
+    new: &[&Tree],
+    prefix: usize,
+    old_len: usize,
+    path: &mut Vec<Segment>,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let (mut i, mut j, mut pos, mut len) = (0usize, 0usize, prefix, old_len);
+    let mut k = 0;
+    while k < script.len() {
+        if script[k] == Edit::Keep {
+            i += 1;
+            j += 1;
+            pos += 1;
+            k += 1;
+            continue;
+        }
+        let run_end = script[k..].iter().position(|e| *e == Edit::Keep).map_or(script.len(), |p| k + p);
+        let dels = script[k..run_end].iter().filter(|e| **e == Edit::Delete).count();
+        let ins = run_end - k - dels;
+        let pairs = dels.min(ins);
+        for t in 0..pairs {
+            path.push(Segment::Index(pos));
+            diff_into(old[i + t], new[j + t], path, ops);
+            path.pop();
+            pos += 1;
+        }
+        for t in pairs..ins {
+            path.push(if pos == len { Segment::Key("-".into()) } else { Segment::Index(pos) });
+            ops.push(add(path, new[j + t]));
+            path.pop();
+            pos += 1;
+            len += 1;
+        }
+        for _ in pairs..dels {
+            path.push(Segment::Index(pos));
+            ops.push(remove(path));
+            path.pop();
+            len -= 1;
+        }
+        i += dels;
+        j += ins;
+        k = run_end;
     }
 }
 
@@ -148,6 +206,32 @@ mod tests {
         let mut removed = long.clone();
         removed.remove(10);
         assert_eq!(ops(json!(long), json!(removed)), json!([{"op": "remove", "path": "/10"}]));
+    }
+
+    #[test]
+    fn a_sliding_window_is_two_ops_and_changed_elements_get_deep_patches() {
+        let old: Vec<serde_json::Value> = (0..50).map(|i| json!({"seq": i, "x": "y"})).collect();
+        let mut new = old[1..].to_vec();
+        new.push(json!({"seq": 50, "x": "y"}));
+        assert_eq!(
+            ops(json!(old), json!(new)),
+            json!([{"op": "remove", "path": "/0"}, {"op": "add", "path": "/-", "value": {"seq": 50, "x": "y"}}])
+        );
+        let mut changed = old.clone();
+        changed[7]["x"] = json!("z");
+        changed[9]["x"] = json!("w");
+        assert_eq!(
+            ops(json!(old), json!(changed)),
+            json!([{"op": "replace", "path": "/7/x", "value": "z"}, {"op": "replace", "path": "/9/x", "value": "w"}])
+        );
+        // Insert at the front and remove in the middle in one change.
+        let mut both = old.clone();
+        both.remove(20);
+        both.insert(0, json!("first"));
+        assert_eq!(
+            ops(json!(old), json!(both)),
+            json!([{"op": "add", "path": "/0", "value": "first"}, {"op": "remove", "path": "/21"}])
+        );
     }
 
     #[test]
