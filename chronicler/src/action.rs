@@ -32,7 +32,16 @@ impl IncomingAction {
     /// The first [`ActionError`]: id, then type, then payload size.
     pub fn validate(&self, limits: &Limits) -> Result<ActionId, ActionError> {
         let size = self.payload.as_ref().map_or(4, |p| p.get().len());
-        limits.check(&self.id, &self.kind, size)
+        let id = limits.check(&self.id, &self.kind, size)?;
+        // Valid JSON can still hold a number no reader can represent
+        // (`1e400`): refuse it here rather than store what consumers cannot
+        // parse. This pass allocates nothing.
+        if let Some(p) = &self.payload
+            && let Err(e) = serde_json::from_str::<Readable>(p.get())
+        {
+            return Err(ActionError::InvalidPayload { reason: e.to_string() });
+        }
+        Ok(id)
     }
 
     /// The committed action's JSON, on one line: the same shape as
@@ -53,11 +62,13 @@ impl IncomingAction {
         }
         let raw = self.payload.as_deref().unwrap_or(RawValue::NULL);
         // A payload sent with line breaks between tokens would break the
-        // one-action-per-line stream: store it compacted.
-        let compacted;
+        // one-action-per-line stream. JSON strings cannot hold a raw line
+        // break, so every CR or LF is whitespace between tokens: turning it
+        // into a space changes nothing else.
+        let flattened;
         let payload = if raw.get().contains(['\n', '\r']) {
-            compacted = compact(raw);
-            &*compacted
+            flattened = flatten(raw);
+            &*flattened
         } else {
             raw
         };
@@ -67,11 +78,53 @@ impl IncomingAction {
     }
 }
 
-fn compact(raw: &RawValue) -> Box<RawValue> {
-    serde_json::from_str::<serde_json::Value>(raw.get())
-        .ok()
-        .and_then(|v| serde_json::value::to_raw_value(&v).ok())
-        .unwrap_or_else(|| RawValue::NULL.to_owned())
+/// Deserialises any JSON value and keeps nothing, but — unlike
+/// `serde::de::IgnoredAny` — makes the parser read every number, so a
+/// number out of range is an error.
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Readable, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Readable;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+                Ok(Readable)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+                Ok(Readable)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+                Ok(Readable)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Readable, E> {
+                Ok(Readable)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+                Ok(Readable)
+            }
+            fn visit_unit<E>(self) -> Result<Readable, E> {
+                Ok(Readable)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Readable, A::Error> {
+                while seq.next_element::<Readable>()?.is_some() {}
+                Ok(Readable)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Readable, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, Readable>()?.is_some() {}
+                Ok(Readable)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn flatten(raw: &RawValue) -> Box<RawValue> {
+    let text: String = raw.get().chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
+    RawValue::from_string(text).unwrap_or_else(|_| raw.to_owned())
 }
 
 #[cfg(test)]
@@ -107,5 +160,16 @@ mod tests {
         let a: IncomingAction = serde_json::from_str(r#"{"id": "c1", "type": "t"}"#).unwrap();
         assert_eq!(a.validate(&limits).unwrap_err().field(), "id");
         assert!(serde_json::from_str::<IncomingAction>(r#"{"id": "c:1", "type": "t", "x": 1}"#).is_err());
+        let huge: IncomingAction = serde_json::from_str(r#"{"id": "c:1", "type": "t", "payload": [1e400]}"#).unwrap();
+        assert_eq!(huge.validate(&Limits::default()).unwrap_err().field(), "payload");
+    }
+
+    #[test]
+    fn line_breaks_are_flattened_not_reinterpreted() {
+        let a: IncomingAction =
+            serde_json::from_str("{\"id\": \"c:1\", \"type\": \"t\", \"payload\": [18446744073709551616123,\r\n 0.1000000000000000055511151231257827]}")
+                .unwrap();
+        let json = String::from_utf8(a.committed_json(1, 1, None)).unwrap();
+        assert!(json.contains("[18446744073709551616123,   0.1000000000000000055511151231257827]"), "{json}");
     }
 }

@@ -54,6 +54,13 @@ fn every_bad_input_gets_its_status_and_code() {
             "limit of 5000",
         ),
         ("out of order", r#"{"id": "a:2", "type": "t"}"#.into(), 409, "out_of_order", "number 1"),
+        (
+            "number out of range",
+            r#"{"id": "a:1", "type": "t", "payload": [1e400]}"#.into(),
+            422,
+            "invalid_action",
+            "`payload`",
+        ),
     ];
     for (what, body, status, code, needle) in &cases {
         let r = post_json(&s, body);
@@ -62,6 +69,11 @@ fn every_bad_input_gets_its_status_and_code() {
         let message = r.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(message.contains(needle), "{what}: message {message:?} should mention {needle:?}");
     }
+    let many: Vec<String> = (1..=10_001).map(|n| format!(r#"{{"id":"m:{n}","type":"t"}}"#)).collect();
+    let s2 = start(&dir.path().join("second"), &[]);
+    let r = post_json(&s2, &format!("[{}]", many.join(",")));
+    assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"), "{r:?}");
+    assert!(r.body.contains("10000"), "{r:?}");
     let r = post(&format!("{}/actions", s.url()), "text/plain", br#"{"id": "a:1", "type": "t"}"#).unwrap();
     assert_eq!((r.status, r.error_code().as_str()), (415, "unsupported_media_type"), "{r:?}");
     let r = get(&format!("{}/actions?from=zero", s.url())).unwrap();

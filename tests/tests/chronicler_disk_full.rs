@@ -66,6 +66,24 @@ fn a_full_disk_refuses_with_503_and_recovers_when_space_returns() {
     // Still full: still refused, and the service stays up.
     let body = json!({"id": format!("d:{n}"), "type": "t", "payload": pad}).to_string();
     assert_eq!(post(&url, "application/json", body.as_bytes()).unwrap().status, 503);
+    // On a socket, each pipelined dispatch gets its own error, with its id:
+    // the first cannot be written, and the ones after it (if they were not
+    // in the same write) are out of order behind it.
+    let (mut ws, _) = tungstenite::connect(format!("{}/ws", s.ws_url())).unwrap();
+    for k in 1..=3 {
+        let m = json!({"type": "dispatch", "action": {"id": format!("w:{k}"), "type": "t", "payload": pad}});
+        ws.send(tungstenite::Message::text(m.to_string())).unwrap();
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let m: serde_json::Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(m["type"], "error", "{m}");
+        let code = m["code"].as_str().unwrap().to_string();
+        assert!(code == "unavailable" || (code == "out_of_order" && m["id"] != "w:1"), "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    ids.sort();
+    assert_eq!(ids, ["w:1", "w:2", "w:3"]);
     // Space returns: the same action goes through, no restart needed.
     std::fs::remove_file(&filler).unwrap();
     let r = post(&url, "application/json", body.as_bytes()).unwrap();

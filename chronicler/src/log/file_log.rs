@@ -34,7 +34,8 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// Roll to a new segment past this size. Default 64 MiB.
     pub segment_size: u64,
-    /// Stop adding requests to a write at about this many bytes. Default 8 MiB.
+    /// Stop adding requests to a write at about this many bytes. Default
+    /// 4 MiB, at most 8 MiB (recovery relies on writes being bounded).
     pub max_batch_bytes: usize,
     /// How many recent actions to keep in memory for consumers at the tail.
     /// Default 65,536.
@@ -52,7 +53,7 @@ impl LogConfig {
         LogConfig {
             dir: dir.into(),
             segment_size: 64 * 1024 * 1024,
-            max_batch_bytes: 8 * 1024 * 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
             recent_entries: 65_536,
             spin: std::time::Duration::from_micros(250),
         }
@@ -65,6 +66,13 @@ impl LogConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.segment_size < 4096 {
             return Err(format!("the segment size must be at least 4096 bytes, not {}", self.segment_size));
+        }
+        if self.max_batch_bytes > super::group_commit::MAX_BATCH_BYTES {
+            return Err(format!(
+                "the batch size must be at most {} bytes, not {}",
+                super::group_commit::MAX_BATCH_BYTES,
+                self.max_batch_bytes
+            ));
         }
         if self.max_batch_bytes == 0 || self.recent_entries == 0 {
             return Err("the batch size and the in-memory tail must not be zero".into());

@@ -28,6 +28,30 @@ use super::segment::{self, HEADER_LEN};
 use super::{AppendBatch, AppendError, Atomicity, Outcome};
 use crate::metrics::Metrics;
 
+/// The largest request the writer takes, in encoded bytes; larger ones
+/// are refused (the HTTP body limit keeps requests far below this).
+pub const MAX_REQUEST_BYTES: usize = 24 * 1024 * 1024;
+
+/// The largest `max_batch_bytes` a log may be configured with.
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest single write: a full batch plus one request. Recovery
+/// never treats more than this as a torn write.
+pub const MAX_WRITE_BYTES: usize = MAX_BATCH_BYTES + MAX_REQUEST_BYTES;
+
+/// About how many bytes a request encodes to (record framing, committed
+/// fields and the action itself).
+fn encoded_size(batch: &AppendBatch) -> usize {
+    batch
+        .actions
+        .iter()
+        .map(|(_, a)| {
+            let meta: usize = a.meta.as_ref().map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len() + 6).sum());
+            128 + 2 * a.id.len() + a.kind.len() + a.payload.as_ref().map_or(4, |p| p.get().len()) + meta
+        })
+        .sum()
+}
+
 /// What the writer answers for one request.
 pub type AckResult = Result<Vec<Outcome>, AppendError>;
 
@@ -94,16 +118,20 @@ impl Writer {
             };
             let Some(first) = first else { break };
             let mut requests = Vec::new();
+            let mut queued_bytes;
             match first {
-                Request::Append(b, r) => requests.push((b, r)),
+                Request::Append(b, r) => {
+                    queued_bytes = encoded_size(&b);
+                    requests.push((b, r));
+                }
                 Request::Stop => break,
             }
-            // Everything already queued joins this write.
-            let mut queued_bytes = 0usize;
+            // Everything already queued joins this write, up to the batch
+            // size (so one write is at most a batch plus one request).
             while queued_bytes < self.max_batch_bytes {
                 match rx.try_recv() {
                     Ok(Request::Append(b, r)) => {
-                        queued_bytes += b.actions.len() * 256;
+                        queued_bytes += encoded_size(&b);
                         requests.push((b, r));
                     }
                     Ok(Request::Stop) => {
@@ -130,7 +158,11 @@ impl Writer {
         let start_hash = self.hash;
         let ts = now_ms().max(self.last_ts);
         for (req, reply) in requests {
-            let result = self.stage(req, ts, &mut batch);
+            let result = if encoded_size(&req) > MAX_REQUEST_BYTES {
+                Err(AppendError::TooLarge { limit: MAX_REQUEST_BYTES })
+            } else {
+                self.stage(req, ts, &mut batch)
+            };
             batch.replies.push((reply, result));
         }
         if batch.records.is_empty() {
@@ -154,7 +186,7 @@ impl Writer {
                 let message = if e.kind() == std::io::ErrorKind::StorageFull {
                     "the disk is full".to_string()
                 } else {
-                    format!("I/O error: {e}")
+                    format!("I/O error ({e}); the write may or may not have reached the disk")
                 };
                 let replies = batch
                     .replies
@@ -263,6 +295,15 @@ impl Writer {
 
     /// Starts a new segment at `first_seq`, then seals the full one.
     fn roll(&mut self, first_seq: u64, prev_hash: Hash) -> std::io::Result<()> {
+        // A failed write may have left bytes after the last record: the
+        // full segment must end cleanly before the log moves on, or it
+        // would read as damaged once it is no longer the last.
+        if self.dirty_end > self.pos {
+            let zeros = vec![0u8; (self.dirty_end - self.pos) as usize];
+            self.file.write_all_at(&zeros, self.pos)?;
+            self.file.sync_data()?;
+            self.dirty_end = self.pos;
+        }
         let header = segment::Header { first_seq, prev_hash };
         let file = segment::create(&self.dir, header, self.segment_size)?;
         let old = segment::path_for(&self.dir, self.segment_first);

@@ -69,9 +69,16 @@ pub enum AppendError {
         /// The number expected next.
         expected: u64,
     },
-    /// The log cannot write now (disk full, I/O error); retry later.
-    #[error("the log cannot write now: {0}; nothing was recorded, retry later")]
+    /// The log cannot write now (disk full, I/O error); retry later with
+    /// the same ids (re-sends are never recorded twice).
+    #[error("the log cannot write now: {0}; retry later with the same ids")]
     Unavailable(String),
+    /// The request is larger than one write may be.
+    #[error("the request is too large for one write (limit {limit} bytes); send fewer actions at a time")]
+    TooLarge {
+        /// The limit in encoded bytes.
+        limit: usize,
+    },
     /// The chronicler is shutting down.
     #[error("the chronicler is shutting down")]
     ShuttingDown,

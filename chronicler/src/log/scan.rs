@@ -1,11 +1,17 @@
 //! Reading a log directory from start to end: every record's checksum, the
 //! hash chain across records and segments, and the torn tail a crash can
 //! leave. Both start-up recovery and `nodb log verify` use this one pass.
+//!
+//! A torn tail is only possible at the end of the last segment, and only
+//! as large as one write ([`MAX_WRITE_BYTES`]): a damaged record followed by
+//! more data than that is reported as corruption, so recovery never cuts
+//! away acknowledged history.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::LogError;
+use super::group_commit::MAX_WRITE_BYTES;
 use super::record::{Decoded, GENESIS, Hash, StoredRecord, decode};
 use super::segment::{self, HEADER_LEN};
 
@@ -63,6 +69,19 @@ pub struct Scanned {
 /// [`LogError::Corrupt`] for a bad header, a checksum or chain mismatch
 /// before the tail, or a seq out of place; [`LogError::Io`] for I/O errors.
 pub fn scan(dir: &Path, on_record: &mut dyn FnMut(&StoredRecord)) -> Result<Scanned, LogError> {
+    scan_with_bound(dir, MAX_WRITE_BYTES as u64, on_record)
+}
+
+/// [`scan`], treating at most `max_torn` bytes after the last whole record
+/// of the last segment as a torn write.
+///
+/// # Errors
+/// As for [`scan`].
+pub fn scan_with_bound(
+    dir: &Path,
+    max_torn: u64,
+    on_record: &mut dyn FnMut(&StoredRecord),
+) -> Result<Scanned, LogError> {
     let listed = segment::list(dir).map_err(|source| LogError::Io { path: dir.to_path_buf(), source })?;
     let mut out = Scanned { segments: Vec::new(), head: 0, hash: GENESIS, torn: None };
     let count = listed.len();
@@ -130,6 +149,19 @@ pub fn scan(dir: &Path, on_record: &mut dyn FnMut(&StoredRecord)) -> Result<Scan
                             return Err(corrupt(pos as u64, expected, reason.to_string()));
                         }
                         let nonzero = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+                        // Only the last write can be torn, and no write is
+                        // larger than `max_torn`: more damaged data than
+                        // that is corruption of acknowledged records.
+                        if nonzero as u64 > max_torn {
+                            return Err(corrupt(
+                                pos as u64,
+                                expected,
+                                format!(
+                                    "{reason}, followed by {nonzero} bytes of data: more than one write \
+                                     ({max_torn} bytes at most) can leave, so this is damage, not a torn write"
+                                ),
+                            ));
+                        }
                         out.torn =
                             Some(TornTail { segment: path.clone(), offset: pos as u64, bytes: nonzero as u64, reason });
                     }

@@ -202,3 +202,27 @@ fn an_altered_record_breaks_the_chain() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn damage_larger_than_one_write_in_the_last_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::new(dir.path());
+    let log = open(&config);
+    for n in 1..=100u64 {
+        log.append(batch(&[&format!("c:{n}")])).await.unwrap();
+    }
+    log.shutdown().await;
+    drop(log);
+    let path = segment::path_for(dir.path(), 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[HEADER_LEN as usize + 500] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    // Many acknowledged records follow the damaged one: not a torn write.
+    match super::scan::scan_with_bound(dir.path(), 1000, &mut |_| {}) {
+        Err(LogError::Corrupt { reason, .. }) => assert!(reason.contains("not a torn write"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // Within one write's size it is a torn tail.
+    let s = super::scan::scan_with_bound(dir.path(), 1 << 20, &mut |_| {}).unwrap();
+    assert!(s.torn.is_some() && s.head < 100);
+}

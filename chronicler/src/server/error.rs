@@ -52,6 +52,7 @@ impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
         let code = match e {
             AppendError::OutOfOrder { .. } => ErrorCode::OutOfOrder,
+            AppendError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             AppendError::Unavailable(_) | AppendError::ShuttingDown => ErrorCode::Unavailable,
         };
         ApiError::new(code, e.to_string())

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::AppState;
 use super::error::ApiError;
 use crate::action::IncomingAction;
-use crate::log::{AppendBatch, AppendError, Atomicity, Outcome, PendingAcks};
+use crate::log::{AppendBatch, Atomicity, Outcome, PendingAcks};
 
 /// How many dispatches one socket may have in flight.
 const SOCKET_IN_FLIGHT: usize = 4096;
@@ -64,6 +64,16 @@ fn parse_batch(bytes: &[u8], state: &AppState) -> Result<AppendBatch, ApiError> 
     if actions.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidAction, "the array holds no actions"));
     }
+    if actions.len() > super::MAX_ACTIONS_PER_REQUEST {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "{} actions in one request, over the limit of {}; send them in several requests",
+                actions.len(),
+                super::MAX_ACTIONS_PER_REQUEST
+            ),
+        ));
+    }
     let many = actions.len() > 1 || first == Some(&b'[');
     let mut out = Vec::with_capacity(actions.len());
     for (i, a) in actions.into_iter().enumerate() {
@@ -76,17 +86,18 @@ fn parse_batch(bytes: &[u8], state: &AppState) -> Result<AppendBatch, ApiError> 
 /// `GET /ws`: dispatch over a WebSocket, with pipelining.
 pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     let max = state.config.max_body_bytes;
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| serve_socket(socket, state).instrument(tracing::debug_span!("ingest_socket")))
+    let tasks = state.tasks.clone();
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| {
+        tasks.track_future(serve_socket(socket, state).instrument(tracing::debug_span!("ingest_socket")))
+    })
 }
 
 /// What the socket's writer sends next: an answer now, or the acks of a
 /// group of dispatches once they are durable.
 enum Outgoing {
     Now(ServerMessage),
-    Later(PendingAcks),
+    /// The ids of a group's dispatches, in order, and their acks to come.
+    Later(Vec<String>, PendingAcks),
 }
 
 /// How many already-received dispatches travel to the log together.
@@ -158,17 +169,12 @@ async fn submit_group(state: &AppState, tx: &mpsc::Sender<Outgoing>, group: Vec<
     }
     let ids: Vec<String> = group.iter().map(|(_, a)| a.id.clone()).collect();
     let batch = AppendBatch { actions: group, client: None, atomicity: Atomicity::EachAlone };
-    let out = match state.log.submit(batch).await {
-        Ok(pending) => Outgoing::Later(pending),
-        Err(e) => {
-            // Nothing was queued: every dispatch of the group gets the error.
-            let e = ApiError::from(e);
-            let pending: PendingAcks = Box::pin(async move {
-                Ok(ids.into_iter().map(|_| Err(AppendError::Unavailable(e.message.clone()))).collect())
-            });
-            Outgoing::Later(pending)
-        }
+    let pending = match state.log.submit(batch).await {
+        Ok(pending) => pending,
+        // Nothing was queued: every dispatch of the group gets the error.
+        Err(e) => Box::pin(async move { Err(e) }),
     };
+    let out = Outgoing::Later(ids, pending);
     tx.send(out).await.is_ok()
 }
 
@@ -179,9 +185,11 @@ async fn write_answers(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Re
         while let Some(out) = next {
             let messages = match out {
                 Outgoing::Now(m) => vec![m],
-                Outgoing::Later(pending) => match pending.await {
-                    Ok(outcomes) => outcomes.into_iter().map(answer).collect(),
-                    Err(e) => vec![error(None, ApiError::from(e).code, "the group could not be appended")],
+                Outgoing::Later(ids, pending) => match pending.await {
+                    Ok(outcomes) => ids.into_iter().zip(outcomes).map(|(id, o)| answer(id, o)).collect(),
+                    // The whole group failed: each dispatch gets its own
+                    // error, with its id, so a pipelining client knows.
+                    Err(e) => ids.into_iter().map(|id| answer(id, Err(e.clone()))).collect(),
                 },
             };
             for m in messages {
@@ -199,16 +207,12 @@ async fn write_answers(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Re
     let _ = sink.close().await;
 }
 
-fn answer(outcome: Outcome) -> ServerMessage {
+fn answer(id: String, outcome: Outcome) -> ServerMessage {
     match outcome {
         Ok(ack) => ServerMessage::Ack(ack),
         Err(e) => {
-            let id = match &e {
-                AppendError::OutOfOrder { id, .. } => Some(id.clone()),
-                _ => None,
-            };
             let e = ApiError::from(e);
-            error(id, e.code, e.message)
+            error(Some(id), e.code, e.message)
         }
     }
 }

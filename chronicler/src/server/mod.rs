@@ -19,6 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use nodb_shared::protocol::Limits;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::log::Log;
 use crate::metrics::Metrics;
@@ -53,12 +54,25 @@ impl ServerConfig {
                 self.max_body_bytes, self.limits.max_payload_bytes
             ));
         }
+        if self.max_body_bytes > MAX_BODY_LIMIT {
+            return Err(format!(
+                "the body limit must be at most {MAX_BODY_LIMIT} bytes (16 MiB), not {}",
+                self.max_body_bytes
+            ));
+        }
         if self.heartbeat.is_zero() {
             return Err("the heartbeat interval must not be zero".into());
         }
         Ok(())
     }
 }
+
+/// The largest body limit that may be configured: every request must fit
+/// one write of the log.
+pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The most actions one `POST /actions` may carry.
+pub const MAX_ACTIONS_PER_REQUEST: usize = 10_000;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -71,6 +85,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Cancelled when the service shuts down; long-lived streams end then.
     pub shutdown: CancellationToken,
+    /// The WebSocket sessions, so shutdown can wait for their last acks.
+    pub tasks: TaskTracker,
 }
 
 /// The chronicler's routes.

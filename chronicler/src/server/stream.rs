@@ -64,7 +64,8 @@ pub async fn get_actions(
     let producer = Producer { state: state.clone(), next: from, filter, tx };
     // Not a WebSocket handshake: newline-delimited JSON.
     if let Ok(upgrade) = upgrade {
-        return Ok(upgrade.on_upgrade(move |socket| serve_socket(socket, producer, rx)));
+        let tasks = state.tasks.clone();
+        return Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_socket(socket, producer, rx))));
     }
     let span = tracing::debug_span!("stream", from, transport = "ndjson");
     tokio::spawn(producer.run(b'\n').instrument(span));
@@ -173,7 +174,7 @@ impl Producer {
                 changed = head_rx.changed() => if changed.is_err() { return Ok(()) },
                 () = tokio::time::sleep_until(last_sent + interval) => {
                     let head = *head_rx.borrow();
-                    self.heartbeat(separator, head, self.next - 1).await?;
+                    self.heartbeat(separator, head, (self.next - 1).min(head)).await?;
                     last_sent = Instant::now();
                 }
                 () = self.tx.closed() => return Ok(()),

@@ -91,10 +91,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let shutdown = service::shutdown_on_signal();
-        let state = AppState { log: log.clone(), metrics, config: Arc::new(server_config), shutdown };
+        let tasks = tokio_util::task::TaskTracker::new();
+        let state =
+            AppState { log: log.clone(), metrics, config: Arc::new(server_config), shutdown, tasks: tasks.clone() };
         service::announce("chronicler", listener.local_addr()?);
         serve(listener, state).await.context("the server failed")?;
+        // Finish every append already queued, then let the sockets deliver
+        // their last acks before the process exits.
         log.shutdown().await;
+        tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await.is_err() {
+            tracing::warn!("some sockets did not finish within 10 s of shutdown");
+        }
         tracing::info!("chronicler stopped");
         Ok(())
     })

@@ -199,6 +199,13 @@ pub enum ActionError {
     /// The type is the empty string.
     #[error("the action type must not be empty")]
     EmptyType,
+    /// The payload holds something no reader can represent (a number out of
+    /// range).
+    #[error("the payload cannot be stored: {reason}")]
+    InvalidPayload {
+        /// What is wrong.
+        reason: String,
+    },
     /// The payload is over the limit.
     #[error("the payload is {size} bytes, over the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -215,7 +222,7 @@ impl ActionError {
         match self {
             ActionError::InvalidId { .. } => "id",
             ActionError::EmptyType => "type",
-            ActionError::PayloadTooLarge { .. } => "payload",
+            ActionError::PayloadTooLarge { .. } | ActionError::InvalidPayload { .. } => "payload",
         }
     }
 
