@@ -21,4 +21,7 @@
 
 pub mod apps;
 pub mod engine;
+pub mod follow;
+pub mod hub;
 pub mod reducer;
+pub mod server;

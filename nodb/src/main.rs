@@ -30,6 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Chronicler(commands::chronicler::Args),
+    Dataview(commands::dataview::Args),
     Log(commands::log::Args),
     Diff(commands::diff::Args),
     Patch(commands::patch::Args),
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
     service::init_logging();
     let result = match cli.command {
         Command::Chronicler(args) => commands::chronicler::run(&args),
+        Command::Dataview(args) => commands::dataview::run(&args),
         Command::Log(args) => commands::log::run(&args),
         Command::Diff(args) => commands::diff::run(&args),
         Command::Patch(args) => commands::patch::run(&args),

@@ -1,6 +1,7 @@
 //! One module per subcommand: each has its `Args` and a `run`.
 
 pub mod chronicler;
+pub mod dataview;
 pub mod diff;
 pub mod log;
 pub mod patch;

@@ -1,0 +1,301 @@
+//! The hub: the engine behind a lock, the recent history of states, and a
+//! notification when the views move on.
+//!
+//! Clients do not get queues. Each client task remembers the last seq it
+//! sent and, when it can send again, asks the hub for what it missed: the
+//! pre-serialised patch when it is one seq behind, one combined patch
+//! (`from..=seq`, the diff between the state it has and the current one)
+//! when it is further behind, or a fresh snapshot when it is behind more than
+//! the history kept. So every seq is covered exactly once per client, a slow
+//! client costs one message rather than thousands, and nobody waits for it.
+//! States are persistent trees, so keeping the recent ones costs only what
+//! changed between them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use nodb_shared::Tree;
+use nodb_shared::diff::diff;
+use nodb_shared::protocol::{CommittedAction, ServerMessage, ViewState};
+use tokio::sync::watch;
+
+use crate::engine::{Engine, EngineError};
+
+/// A rejected action, kept to tell the client that sent it.
+#[derive(Clone, Debug)]
+pub struct RejectedAction {
+    /// The action's id.
+    pub id: String,
+    /// The client part of the id.
+    pub client: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One seq of the recent history.
+#[derive(Clone, Debug)]
+struct Entry {
+    seq: u64,
+    /// Every view's state after this seq.
+    states: Vec<Tree>,
+    /// Every view's patch message for this seq, serialised once.
+    patches: Vec<Bytes>,
+    rejected: Option<RejectedAction>,
+}
+
+/// What a client should send to catch up from `since` to the current seq.
+#[derive(Debug)]
+pub enum CatchUp {
+    /// Nothing new.
+    Nothing,
+    /// The single patch message of the next seq.
+    Patch(Bytes),
+    /// One combined patch message covering several seqs.
+    Combined(Bytes),
+    /// The client is too far behind (or new): a snapshot message.
+    Snapshot(Bytes),
+}
+
+/// Counters of the hub.
+#[derive(Debug, Default)]
+pub struct HubMetrics {
+    /// Actions applied.
+    pub applied: AtomicU64,
+    /// Actions rejected by a reducer.
+    pub rejected: AtomicU64,
+    /// Reducer panics caught.
+    pub panics: AtomicU64,
+    /// Messages that covered more than one seq.
+    pub coalesced: AtomicU64,
+    /// Clients sent a fresh snapshot because they were too far behind.
+    pub resynced: AtomicU64,
+    /// Connected stream clients.
+    pub clients: AtomicU64,
+    /// Nanoseconds spent applying actions (reducers and diffs).
+    pub apply_nanos: AtomicU64,
+}
+
+/// The shared view state.
+pub struct Hub {
+    state: RwLock<HubState>,
+    seq_tx: watch::Sender<u64>,
+    history_len: usize,
+    /// The counters.
+    pub metrics: HubMetrics,
+}
+
+struct HubState {
+    engine: Engine,
+    history: VecDeque<Entry>,
+}
+
+impl Hub {
+    /// A hub over `engine`, keeping the last `history_len` seqs.
+    pub fn new(engine: Engine, history_len: usize) -> Arc<Hub> {
+        let (seq_tx, _) = watch::channel(engine.seq());
+        Arc::new(Hub {
+            state: RwLock::new(HubState { engine, history: VecDeque::new() }),
+            seq_tx,
+            history_len: history_len.max(1),
+            metrics: HubMetrics::default(),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HubState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The seq the views reflect, watchable.
+    pub fn seq(&self) -> watch::Receiver<u64> {
+        self.seq_tx.subscribe()
+    }
+
+    /// The views' names, in order.
+    pub fn view_names(&self) -> Vec<String> {
+        self.read().engine.app().views.iter().map(|v| v.name.clone()).collect()
+    }
+
+    /// The index of a view.
+    pub fn view_index(&self, name: &str) -> Option<usize> {
+        self.read().engine.app().view_index(name)
+    }
+
+    /// Applies the next committed action.
+    ///
+    /// # Errors
+    /// [`EngineError::OutOfSequence`] if it is not the next seq.
+    pub fn apply(&self, action: &CommittedAction) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        let seq = {
+            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let applied = s.engine.apply(action)?;
+            let patches = applied
+                .patches
+                .into_iter()
+                .map(|ops| message(&ServerMessage::Patch { from: None, seq: applied.seq, ops, sources: None }))
+                .collect();
+            if let Some(r) = &applied.rejection {
+                self.metrics.rejected.fetch_add(1, Relaxed);
+                tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
+            }
+            if applied.panicked {
+                self.metrics.panics.fetch_add(1, Relaxed);
+                tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
+            }
+            let rejected = applied.rejection.map(|r| RejectedAction {
+                id: action.id.clone(),
+                client: action.id.rsplit_once(':').map_or(action.id.as_str(), |(c, _)| c).to_string(),
+                reason: r.0,
+            });
+            let states = s.engine.states().to_vec();
+            if s.history.len() == self.history_len {
+                s.history.pop_front();
+            }
+            s.history.push_back(Entry { seq: applied.seq, states, patches, rejected });
+            applied.seq
+        };
+        self.metrics.applied.fetch_add(1, Relaxed);
+        self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        self.seq_tx.send_replace(seq);
+        Ok(())
+    }
+
+    /// What a client of view `view` that has seq `since` (`None`: nothing
+    /// yet) should receive now, and the seq it will then have.
+    pub fn catch_up(&self, view: usize, since: Option<u64>) -> (CatchUp, u64) {
+        let s = self.read();
+        let seq = s.engine.seq();
+        let snapshot = |s: &HubState| {
+            let state = s.engine.state(view).cloned().unwrap_or_default();
+            CatchUp::Snapshot(message(&ServerMessage::Snapshot { seq, state, sources: None }))
+        };
+        let Some(since) = since else { return (snapshot(&s), seq) };
+        if since >= seq {
+            return (CatchUp::Nothing, seq);
+        }
+        let oldest = s.history.front().map_or(u64::MAX, |e| e.seq);
+        if since + 1 == seq
+            && let Some(e) = s.history.back()
+        {
+            return (CatchUp::Patch(e.patches[view].clone()), seq);
+        }
+        // The client's state is the one after `since`: in the history, or
+        // (since == oldest - 1) not kept.
+        if since >= oldest {
+            let idx = (since - oldest) as usize;
+            let old = &s.history[idx].states[view];
+            let ops = diff(old, &s.engine.states()[view]);
+            self.metrics.coalesced.fetch_add(1, Relaxed);
+            let msg = message(&ServerMessage::Patch { from: Some(since + 1), seq, ops, sources: None });
+            return (CatchUp::Combined(msg), seq);
+        }
+        self.metrics.resynced.fetch_add(1, Relaxed);
+        (snapshot(&s), seq)
+    }
+
+    /// The rejections of `client`'s actions in seqs `after+1..=upto` that
+    /// the history still holds.
+    pub fn rejections(&self, client: &str, after: u64, upto: u64) -> Vec<(u64, RejectedAction)> {
+        self.read()
+            .history
+            .iter()
+            .filter(|e| e.seq > after && e.seq <= upto)
+            .filter_map(|e| e.rejected.as_ref().filter(|r| r.client == client).map(|r| (e.seq, r.clone())))
+            .collect()
+    }
+
+    /// View `view` as `GET /views/{name}` returns it, now or (from the
+    /// history) at seq `at`.
+    pub fn view_state(&self, view: usize, at: Option<u64>) -> Result<ViewState, String> {
+        let s = self.read();
+        let seq = s.engine.seq();
+        let state = match at {
+            None => s.engine.state(view).cloned().unwrap_or_default(),
+            Some(at) if at == seq => s.engine.state(view).cloned().unwrap_or_default(),
+            Some(at) if at > seq => return Err(format!("`at` {at} is beyond the view's seq {seq}")),
+            Some(at) => match s.history.iter().find(|e| e.seq == at) {
+                Some(e) => e.states[view].clone(),
+                None => {
+                    let oldest = s.history.front().map_or(seq, |e| e.seq);
+                    return Err(format!(
+                        "`at` {at} is older than the history this view keeps in memory (from seq {oldest}); \
+                         states before that come from snapshots, which this version does not keep yet"
+                    ));
+                }
+            },
+        };
+        let at = at.unwrap_or(seq);
+        Ok(ViewState { seq: at, hash: hash(&state), state, sources: None })
+    }
+
+    /// The seq the views reflect.
+    pub fn current_seq(&self) -> u64 {
+        self.read().engine.seq()
+    }
+}
+
+/// The hex BLAKE3 hash of a state's deterministic serialisation.
+pub fn hash(state: &Tree) -> String {
+    blake3::hash(state.to_json_string().as_bytes()).to_hex().to_string()
+}
+
+fn message(m: &ServerMessage) -> Bytes {
+    Bytes::from(serde_json::to_vec(m).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::App;
+    use serde_json::{Value, json};
+
+    fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
+        CommittedAction {
+            seq,
+            ts: seq,
+            id: format!("c{}:{seq}", seq % 2),
+            kind: kind.into(),
+            payload,
+            meta: None,
+            client: None,
+        }
+    }
+
+    fn parse(b: &Bytes) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn catch_up_sends_one_patch_a_combined_patch_or_a_snapshot() {
+        let hub = Hub::new(Engine::new(App::built_in("json").unwrap()), 3);
+        for seq in 1..=5 {
+            let p = json!([{"op": "add", "path": format!("/k{seq}"), "value": seq}]);
+            hub.apply(&act(seq, "json/patch", p)).unwrap();
+        }
+        let (c, seq) = hub.catch_up(0, Some(4));
+        assert_eq!(seq, 5);
+        let CatchUp::Patch(b) = c else { panic!("{c:?}") };
+        assert_eq!(parse(&b), json!({"type": "patch", "seq": 5, "ops": [{"op": "add", "path": "/k5", "value": 5}]}));
+        let CatchUp::Combined(b) = hub.catch_up(0, Some(3)).0 else { panic!() };
+        assert_eq!(parse(&b)["from"], 4);
+        assert_eq!(parse(&b)["ops"].as_array().unwrap().len(), 2);
+        // Seq 2 is older than the 3 kept: a snapshot.
+        let CatchUp::Snapshot(b) = hub.catch_up(0, Some(1)).0 else { panic!() };
+        assert_eq!(parse(&b)["state"]["k1"], 1);
+        assert!(matches!(hub.catch_up(0, Some(5)).0, CatchUp::Nothing));
+        assert_eq!(hub.view_state(0, Some(4)).unwrap().state.get("/k5"), None);
+        assert!(hub.view_state(0, Some(9)).is_err());
+    }
+
+    #[test]
+    fn rejections_are_kept_for_their_client() {
+        let hub = Hub::new(Engine::new(App::built_in("json").unwrap()), 10);
+        hub.apply(&act(1, "json/patch", json!([{"op": "test", "path": "/x", "value": 1}]))).unwrap();
+        hub.apply(&act(2, "json/patch", json!([]))).unwrap();
+        assert_eq!(hub.rejections("c1", 0, 2).len(), 1);
+        assert!(hub.rejections("c0", 0, 2).is_empty());
+        assert_eq!(hub.metrics.rejected.load(Relaxed), 1);
+    }
+}

@@ -1,0 +1,283 @@
+//! The data view's HTTP and WebSocket service.
+//!
+//! - `GET /views` — the views with their seq.
+//! - `GET /views/{name}[?at=N]` — `{"seq", "hash", "state"}`.
+//! - `GET /views/{name}/state/<JSON pointer>` — a subtree.
+//! - `GET /views/{name}/stream?since=N[&client=ID]` (WebSocket) — a snapshot
+//!   or the missed patches, then one patch message per seq (or one combined
+//!   message when the client fell behind), and the client's own rejections.
+//! - `GET /health`, `GET /metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use nodb_shared::protocol::{ErrorBody, ErrorCode, ServerMessage};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::follow::FollowStatus;
+use crate::hub::{CatchUp, Hub};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The views.
+    pub hub: Arc<Hub>,
+    /// The follower's view of the chronicler.
+    pub follow: Arc<FollowStatus>,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+    /// The client sessions, waited for on shutdown.
+    pub tasks: TaskTracker,
+    /// How often to ping a client, and how long a pong may take.
+    pub ping: Duration,
+}
+
+/// An error answer: code (fixing the status) and message.
+#[derive(Debug)]
+pub struct ApiError(ErrorCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(ErrorBody::new(self.0, self.1))).into_response()
+    }
+}
+
+fn unknown_view(hub: &Hub, name: &str) -> ApiError {
+    ApiError(ErrorCode::UnknownView, format!("no view {name:?}; this app has: {}", hub.view_names().join(", ")))
+}
+
+/// The data view's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/views", get(list_views))
+        .route("/views/{name}", get(get_view))
+        .route("/views/{name}/state", get(get_root_state))
+        .route("/views/{name}/state/{*pointer}", get(get_state))
+        .route("/views/{name}/stream", get(stream))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /views)", uri.path()))
+        })
+        .with_state(state)
+}
+
+async fn list_views(State(s): State<AppState>) -> impl IntoResponse {
+    let seq = s.hub.current_seq();
+    let views: Vec<_> =
+        s.hub.view_names().into_iter().map(|name| serde_json::json!({"name": name, "seq": seq})).collect();
+    axum::Json(serde_json::json!({ "views": views }))
+}
+
+#[derive(Deserialize)]
+struct AtQuery {
+    at: Option<String>,
+}
+
+async fn get_view(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError(ErrorCode::BadRequest, e.body_text()))?;
+    let view = s.hub.view_index(&name).ok_or_else(|| unknown_view(&s.hub, &name))?;
+    let at = match q.at.as_deref() {
+        None => None,
+        Some(t) => Some(
+            t.parse::<u64>().map_err(|_| ApiError(ErrorCode::BadRequest, format!("`at` must be a seq, not {t:?}")))?,
+        ),
+    };
+    let state = s.hub.view_state(view, at).map_err(|e| ApiError(ErrorCode::BadRequest, e))?;
+    Ok(axum::Json(state).into_response())
+}
+
+async fn get_root_state(State(s): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    subtree(&s, &name, "")
+}
+
+async fn get_state(
+    State(s): State<AppState>,
+    Path((name, pointer)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    subtree(&s, &name, &format!("/{pointer}"))
+}
+
+fn subtree(s: &AppState, name: &str, pointer: &str) -> Result<Response, ApiError> {
+    let view = s.hub.view_index(name).ok_or_else(|| unknown_view(&s.hub, name))?;
+    let vs = s.hub.view_state(view, None).map_err(|e| ApiError(ErrorCode::BadRequest, e))?;
+    match vs.state.lookup(pointer) {
+        Ok(t) => Ok(([(header::CONTENT_TYPE, "application/json")], t.to_json_string()).into_response()),
+        Err(e @ nodb_shared::PathError::InvalidPointer { .. }) => Err(ApiError(ErrorCode::BadRequest, e.to_string())),
+        Err(e) => Err(ApiError(ErrorCode::NotFound, format!("{e} in view {name:?} at seq {}", vs.seq))),
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    since: Option<String>,
+    client: Option<String>,
+}
+
+async fn stream(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError(ErrorCode::BadRequest, e.body_text()))?;
+    let view = s.hub.view_index(&name).ok_or_else(|| unknown_view(&s.hub, &name))?;
+    let since = match q.since.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(
+            t.parse::<u64>()
+                .map_err(|_| ApiError(ErrorCode::BadRequest, format!("`since` must be a seq, not {t:?}")))?,
+        ),
+    };
+    let seq = s.hub.current_seq();
+    if let Some(since) = since
+        && since > seq
+    {
+        return Err(ApiError(
+            ErrorCode::BadRequest,
+            format!(
+                "`since` {since} is ahead of view {name:?}, which is at seq {seq}; reconnect without `since` for a snapshot"
+            ),
+        ));
+    }
+    let upgrade = upgrade.map_err(|e| ApiError(ErrorCode::BadRequest, format!("this endpoint is a WebSocket: {e}")))?;
+    let tasks = s.tasks.clone();
+    Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_client(socket, s, view, since, q.client))))
+}
+
+async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Option<u64>, client: Option<String>) {
+    s.hub.metrics.clients.fetch_add(1, Relaxed);
+    let mut seq_rx = s.hub.seq();
+    let mut last = since;
+    let mut ping = tokio::time::interval(s.ping);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    'session: loop {
+        seq_rx.borrow_and_update();
+        let (catch_up, seq) = s.hub.catch_up(view, last);
+        let bytes = match catch_up {
+            CatchUp::Nothing => None,
+            CatchUp::Patch(b) | CatchUp::Combined(b) | CatchUp::Snapshot(b) => Some(b),
+        };
+        if let Some(b) = bytes {
+            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(b) else { break };
+            if socket.send(Message::Text(text)).await.is_err() {
+                break;
+            }
+        }
+        if let Some(client) = &client {
+            for (rseq, r) in s.hub.rejections(client, last.unwrap_or(seq), seq) {
+                let m = ServerMessage::Rejected { seq: rseq, id: r.id, reason: r.reason };
+                if socket.send(Message::Text(serde_json::to_string(&m).unwrap_or_default().into())).await.is_err() {
+                    break 'session;
+                }
+            }
+        }
+        last = Some(seq);
+        loop {
+            tokio::select! {
+                changed = seq_rx.changed() => {
+                    if changed.is_err() { break 'session; }
+                    break;
+                }
+                msg = socket.recv() => match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session,
+                    Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                    Some(Ok(Message::Text(_))) | Some(Ok(Message::Binary(_))) => {
+                        let m = ServerMessage::Error {
+                            id: None,
+                            code: ErrorCode::BadRequest,
+                            message: "this stream only sends; dispatch actions to the chronicler".into(),
+                        };
+                        if socket.send(Message::Text(serde_json::to_string(&m).unwrap_or_default().into())).await.is_err() {
+                            break 'session;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                },
+                _ = ping.tick() => {
+                    if awaiting_pong {
+                        tracing::debug!("a client did not answer a ping; closing its stream");
+                        break 'session;
+                    }
+                    awaiting_pong = true;
+                    if socket.send(Message::Ping(Default::default())).await.is_err() { break 'session; }
+                }
+                () = s.shutdown.cancelled() => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break 'session;
+                }
+            }
+        }
+    }
+    s.hub.metrics.clients.fetch_sub(1, Relaxed);
+}
+
+async fn health(State(s): State<AppState>) -> impl IntoResponse {
+    let seq = s.hub.current_seq();
+    let head = s.follow.head.load(Relaxed).max(seq);
+    let connected = s.follow.connected.load(Relaxed);
+    let caught_up = connected && seq >= head;
+    axum::Json(serde_json::json!({
+        "status": if caught_up { "caught_up" } else { "recovering" },
+        "seq": seq,
+        "chronicler_head": head,
+        "lag": head - seq,
+        "connected": connected,
+    }))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    use std::fmt::Write as _;
+    let m = &s.hub.metrics;
+    let seq = s.hub.current_seq();
+    let head = s.follow.head.load(Relaxed).max(seq);
+    let mut out = String::new();
+    for (name, kind, help, v) in [
+        ("nodb_dataview_seq", "gauge", "The seq the views reflect.", seq),
+        ("nodb_dataview_lag", "gauge", "Seqs the views are behind the chronicler.", head - seq),
+        ("nodb_dataview_applied_total", "counter", "Actions applied.", m.applied.load(Relaxed)),
+        ("nodb_dataview_rejections_total", "counter", "Actions rejected by a reducer.", m.rejected.load(Relaxed)),
+        ("nodb_dataview_panics_total", "counter", "Reducer panics caught.", m.panics.load(Relaxed)),
+        ("nodb_dataview_clients", "gauge", "Connected stream clients.", m.clients.load(Relaxed)),
+        ("nodb_dataview_coalesced_total", "counter", "Messages that covered several seqs.", m.coalesced.load(Relaxed)),
+        (
+            "nodb_dataview_resynced_total",
+            "counter",
+            "Clients resent a snapshot after falling behind.",
+            m.resynced.load(Relaxed),
+        ),
+        ("nodb_dataview_apply_seconds_total", "counter", "Time spent in reducers and diffs.", 0),
+    ] {
+        let value = if name == "nodb_dataview_apply_seconds_total" {
+            format!("{}", m.apply_nanos.load(Relaxed) as f64 / 1e9)
+        } else {
+            v.to_string()
+        };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Serves `router(state)` on `listener` until shutdown.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}

@@ -1,0 +1,92 @@
+//! `nodb dataview`: views computed from the chronicler's history, served
+//! to clients as a snapshot and one patch per seq.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use nodb_dataview::apps::{App, BUILT_IN};
+use nodb_dataview::engine::Engine;
+use nodb_dataview::follow::{FollowStatus, follow, parse_http_url};
+use nodb_dataview::hub::Hub;
+use nodb_dataview::server::{AppState, serve};
+
+use crate::service;
+
+/// Run a data view: an application's views, computed from the chronicler's
+/// history by pure reducers, streamed to clients as RFC 6902 patches.
+///
+/// The view follows the chronicler's action stream (reconnecting with
+/// back-off and resuming at the right seq), applies each action to every
+/// view, and sends each client exactly one update per seq: a patch (empty
+/// when the view did not change), or one combined patch when the client fell
+/// behind, or a fresh snapshot when it fell too far behind.
+#[derive(clap::Args)]
+#[command(after_help = "Endpoints:
+  GET /views                              the views and their seq
+  GET /views/{name}[?at=N]                {\"seq\", \"hash\", \"state\"}
+  GET /views/{name}/state/<pointer>       a subtree
+  GET /views/{name}/stream?since=N&client=ID   WebSocket: snapshot or missed patches, then a patch per seq
+  GET /health, /metrics
+
+Example:
+  nodb chronicler --data ./nodb-data --listen 127.0.0.1:7401 &
+  nodb dataview --app warehouse --chronicler http://127.0.0.1:7401 --listen 127.0.0.1:7402
+  curl -s http://127.0.0.1:7402/views/stock
+
+Status: snapshots to object storage are not written yet; on start the view replays the
+whole history from the chronicler.
+
+Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM), 2 on any error.")]
+pub struct Args {
+    /// The application: warehouse (the demo) or json (a JSON document).
+    #[arg(long, default_value = "warehouse")]
+    app: String,
+    /// The chronicler's URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7401")]
+    chronicler: String,
+    /// The address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7402")]
+    listen: SocketAddr,
+    /// How many recent seqs to keep in memory, for clients that fall behind
+    /// and for `?at=N`.
+    #[arg(long, value_name = "SEQS", default_value_t = 4096)]
+    history: usize,
+    /// Seconds between pings to each client; a client that misses a pong is
+    /// disconnected.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    ping: f64,
+}
+
+/// Runs the command.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let app = App::built_in(&args.app)
+        .with_context(|| format!("no app {:?}; the built-in apps are {}", args.app, BUILT_IN.join(", ")))?;
+    parse_http_url(&args.chronicler).map_err(anyhow::Error::msg)?;
+    if !(args.ping.is_finite() && args.ping > 0.0) {
+        anyhow::bail!("--ping must be a positive number of seconds");
+    }
+    if args.history == 0 {
+        anyhow::bail!("--history must be at least 1");
+    }
+    service::runtime()?.block_on(async move {
+        let hub = Hub::new(Engine::new(app), args.history);
+        let status = Arc::new(FollowStatus::default());
+        let shutdown = service::shutdown_on_signal();
+        let follower = tokio::spawn(follow(hub.clone(), args.chronicler.clone(), status.clone(), shutdown.clone()));
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let tasks = tokio_util::task::TaskTracker::new();
+        let state =
+            AppState { hub, follow: status, shutdown, tasks: tasks.clone(), ping: Duration::from_secs_f64(args.ping) };
+        service::announce("dataview", listener.local_addr()?);
+        serve(listener, state).await.context("the server failed")?;
+        tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        let _ = follower.await;
+        tracing::info!("dataview stopped");
+        Ok(())
+    })
+}
