@@ -95,8 +95,11 @@ impl Hub {
     /// A hub over `engine`, keeping the last `history_len` seqs.
     pub fn new(engine: Engine, history_len: usize) -> Arc<Hub> {
         let (seq_tx, _) = watch::channel(engine.seq());
+        // The history starts with the state the engine starts from, so a
+        // client that has it can be sent a patch rather than a snapshot.
+        let base = Entry { seq: engine.seq(), states: engine.states().to_vec(), patches: Vec::new(), rejected: None };
         Arc::new(Hub {
-            state: RwLock::new(HubState { engine, history: VecDeque::new() }),
+            state: RwLock::new(HubState { engine, history: VecDeque::from([base]) }),
             seq_tx,
             history_len: history_len.max(1),
             metrics: HubMetrics::default(),
@@ -177,9 +180,9 @@ impl Hub {
         }
         let oldest = s.history.front().map_or(u64::MAX, |e| e.seq);
         if since + 1 == seq
-            && let Some(e) = s.history.back()
+            && let Some(patch) = s.history.back().and_then(|e| e.patches.get(view))
         {
-            return (CatchUp::Patch(e.patches[view].clone()), seq);
+            return (CatchUp::Patch(patch.clone()), seq);
         }
         // The client's state is the one after `since`: in the history, or
         // (since == oldest - 1) not kept.

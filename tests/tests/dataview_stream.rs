@@ -1,0 +1,229 @@
+//! The data view with the real processes: a chronicler, a dataview, and
+//! WebSocket clients that apply the patches they receive with an
+//! independent RFC 6902 implementation (the `json-patch` crate) and must
+//! end byte-equal to `GET /views/{name}` at the same seq, with every seq
+//! covered exactly once; a client that stops reading catches up with one
+//! combined message; a restarted dataview serves clients that reconnect
+//! with `since`; `?at=N` matches what clients had at N; and bad input gets
+//! clear errors.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use nodb_tests::{Service, get, post};
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+
+type Ws = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// A client's replica of one view.
+struct Replica {
+    ws: Ws,
+    state: Value,
+    seq: u64,
+    /// Every seq covered, in order (a combined message covers several).
+    covered: Vec<u64>,
+    /// The replica's state at each seq it reached.
+    history: Vec<(u64, Value)>,
+    rejected: Vec<Value>,
+}
+
+impl Replica {
+    fn connect(view_url: &str, query: &str) -> Replica {
+        let (ws, _) = tungstenite::connect(format!("{view_url}/stream{query}")).unwrap();
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        }
+        let mut r =
+            Replica { ws, state: Value::Null, seq: 0, covered: Vec::new(), history: Vec::new(), rejected: Vec::new() };
+        if !query.contains("since") {
+            // A new client's first message is its snapshot.
+            r.read_one();
+        }
+        r
+    }
+
+    fn read_one(&mut self) {
+        let before = self.covered.len();
+        while self.covered.len() == before {
+            self.read_message();
+        }
+    }
+
+    /// Reads messages until the replica reaches `seq`.
+    fn read_until(&mut self, seq: u64) {
+        while self.seq < seq {
+            self.read_message();
+        }
+    }
+
+    fn read_message(&mut self) {
+        {
+            let msg = self.ws.read().unwrap();
+            let m: Value = match msg {
+                tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+                _ => return,
+            };
+            match m["type"].as_str().unwrap() {
+                "snapshot" => {
+                    self.state = m["state"].clone();
+                    self.seq = m["seq"].as_u64().unwrap();
+                    self.covered.clear();
+                    self.covered.push(self.seq);
+                }
+                "patch" => {
+                    let to = m["seq"].as_u64().unwrap();
+                    let from = m["from"].as_u64().unwrap_or(to);
+                    assert_eq!(from, self.seq + 1, "the next message starts right after the last: {m}");
+                    let ops: json_patch::Patch = serde_json::from_value(m["ops"].clone()).unwrap();
+                    json_patch::patch(&mut self.state, &ops).unwrap();
+                    self.covered.extend(from..=to);
+                    self.seq = to;
+                }
+                "rejected" => {
+                    self.rejected.push(m);
+                    return;
+                }
+                other => panic!("unexpected message {other}: {m}"),
+            }
+            self.history.push((self.seq, self.state.clone()));
+        }
+    }
+}
+
+fn dispatch(chronicler: &str, actions: &[Value]) {
+    let r = post(
+        &format!("{chronicler}/actions"),
+        "application/json",
+        Value::from(actions.to_vec()).to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+fn start_dataview(chronicler: &Service) -> Service {
+    Service::start(&["dataview", "--app", "warehouse", "--chronicler", chronicler.url(), "--listen", "127.0.0.1:0"])
+        .unwrap()
+}
+
+fn wait_for_seq(view: &Service, seq: u64) {
+    for _ in 0..400 {
+        if get(&format!("{}/views/stock", view.url())).unwrap().json()["seq"] == seq {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the dataview did not reach seq {seq}");
+}
+
+fn actions(start: u64, n: u64, client: &str) -> Vec<Value> {
+    (start..start + n)
+        .map(|k| {
+            let p = format!("p{}", k % 5);
+            match k % 4 {
+                0 => json!({"id": format!("{client}:{k}"), "type": "stock/corrected", "payload": {"product": p, "location": "shelf", "quantity": k % 9}}),
+                1 => json!({"id": format!("{client}:{k}"), "type": "stock/moved", "payload": {"product": p, "from": "shelf", "to": "back", "quantity": 1}}),
+                2 => json!({"id": format!("{client}:{k}"), "type": "stock/sold", "payload": {"product": p, "location": "back", "quantity": 1}}),
+                _ => json!({"id": format!("{client}:{k}"), "type": "unrelated/event", "payload": k}),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn clients_replicate_every_seq_and_match_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let chronicler =
+        Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
+    let view = start_dataview(&chronicler);
+    let stock = format!("{}/views/stock", view.ws_url());
+    let mut clients: Vec<Replica> = (0..8).map(|_| Replica::connect(&stock, "")).collect();
+    let mut own = Replica::connect(&stock, "?client=web");
+    let mut slow = Replica::connect(&format!("{}/views/activity", view.ws_url()), "");
+    // Everybody starts from the snapshot at seq 0, then 200 actions in batches.
+    for start in (1..=200).step_by(20) {
+        dispatch(chronicler.url(), &actions(start, 20, "web"));
+        for c in clients.iter_mut() {
+            c.read_until(start + 19);
+        }
+        own.read_until(start + 19);
+    }
+    wait_for_seq(&view, 200);
+    let server = get(&format!("{}/views/stock", view.url())).unwrap().json();
+    assert_eq!(server["seq"], 200);
+    for c in &clients {
+        assert_eq!(c.seq, 200);
+        assert_eq!(c.covered, (0..=200).collect::<Vec<_>>(), "every seq exactly once, in order");
+        assert_eq!(c.state.to_string(), server["state"].to_string(), "byte-equal to GET at the same seq");
+    }
+    // The client that named itself hears of its own rejected actions.
+    assert!(!own.rejected.is_empty(), "some sales were refused");
+    assert!(own.rejected.iter().all(|r| r["reason"].as_str().unwrap().contains("cannot")), "{:?}", own.rejected);
+    // `?at=N` is the state clients had at N.
+    for (seq, state) in clients[0].history.iter().filter(|(s, _)| s % 40 == 0) {
+        let at = get(&format!("{}/views/stock?at={seq}", view.url())).unwrap().json();
+        assert_eq!(&at["state"], state, "state at {seq}");
+    }
+    // The client that read nothing so far catches up with one combined patch.
+    slow.read_until(200);
+    assert_eq!(slow.covered, (0..=200).collect::<Vec<_>>());
+    let activity = get(&format!("{}/views/activity", view.url())).unwrap().json();
+    assert_eq!(slow.state, activity["state"]);
+    let metrics = get(&format!("{}/metrics", view.url())).unwrap().body;
+    assert!(!metrics.contains("nodb_dataview_coalesced_total 0\n"), "{metrics}");
+}
+
+#[test]
+fn a_restarted_dataview_sends_reconnecting_clients_only_what_they_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let chronicler =
+        Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
+    let mut view = start_dataview(&chronicler);
+    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
+    dispatch(chronicler.url(), &actions(1, 50, "r"));
+    c.read_until(50);
+    view.kill();
+    dispatch(chronicler.url(), &actions(51, 10, "r"));
+    let view = start_dataview(&chronicler);
+    wait_for_seq(&view, 60);
+    // Reconnect with `since`: one message covering 51..=60, no snapshot.
+    let mut again = Replica::connect(&format!("{}/views/stock", view.ws_url()), "?since=50");
+    again.state = c.state.clone();
+    again.seq = 50;
+    again.read_until(60);
+    assert_eq!(again.covered, (51..=60).collect::<Vec<_>>());
+    let server = get(&format!("{}/views/stock", view.url())).unwrap().json();
+    assert_eq!(again.state, server["state"]);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_view_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let chronicler =
+        Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
+    let view = start_dataview(&chronicler);
+    dispatch(chronicler.url(), &actions(1, 3, "b"));
+    wait_for_seq(&view, 3);
+    let cases = [
+        ("/views/nope", 404, "unknown_view"),
+        ("/views/stock/state/products/nothing", 404, "not_found"),
+        ("/views/stock?at=99", 400, "bad_request"),
+        ("/views/stock?at=x", 400, "bad_request"),
+        ("/views/stock/stream?since=99", 400, "bad_request"),
+        ("/views/nope/stream", 404, "unknown_view"),
+        ("/nowhere", 404, "not_found"),
+    ];
+    for (path, status, code) in cases {
+        let r = get(&format!("{}{path}", view.url())).unwrap();
+        assert_eq!((r.status, r.error_code()), (status, code.to_string()), "{path}: {r:?}");
+    }
+    // A socket that sends garbage gets an error message and stays open.
+    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
+    c.read_until(3);
+    c.ws.send(tungstenite::Message::text("{garbage")).unwrap();
+    let m: Value = serde_json::from_str(c.ws.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(m["type"], "error");
+    dispatch(chronicler.url(), &actions(4, 1, "b"));
+    c.read_until(4);
+    assert_eq!(get(&format!("{}/health", view.url())).unwrap().json()["status"], "caught_up");
+}
