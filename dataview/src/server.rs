@@ -39,6 +39,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// How often to ping a client, and how long a pong may take.
     pub ping: Duration,
+    /// The chronicler's URL, for relaying dispatches.
+    pub chronicler: String,
 }
 
 /// An error answer: code (fixing the status) and message.
@@ -166,6 +168,7 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
     let mut ping = tokio::time::interval(s.ping);
     ping.tick().await;
     let mut awaiting_pong = false;
+    let mut relay: Option<Relay> = None;
     'session: loop {
         seq_rx.borrow_and_update();
         let (catch_up, seq) = s.hub.catch_up(view, last);
@@ -197,11 +200,20 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
                 msg = socket.recv() => match msg {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session,
                     Some(Ok(Message::Pong(_))) => awaiting_pong = false,
-                    Some(Ok(Message::Text(_))) | Some(Ok(Message::Binary(_))) => {
+                    Some(Ok(Message::Text(t))) => {
+                        // Dispatches are relayed to the chronicler, so a
+                        // browser needs one socket; the acks come back here.
+                        if let Err(m) = relay_dispatch(&s, &mut relay, t.as_str()).await
+                            && socket.send(Message::Text(serde_json::to_string(&m).unwrap_or_default().into())).await.is_err()
+                        {
+                            break 'session;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
                         let m = ServerMessage::Error {
                             id: None,
                             code: ErrorCode::BadRequest,
-                            message: "this stream only sends; dispatch actions to the chronicler".into(),
+                            message: "send dispatches as text frames of JSON".into(),
                         };
                         if socket.send(Message::Text(serde_json::to_string(&m).unwrap_or_default().into())).await.is_err() {
                             break 'session;
@@ -209,6 +221,21 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
                     }
                     Some(Ok(_)) => {}
                 },
+                reply = relay_reply(&mut relay) => {
+                    let text = match reply {
+                        Some(t) => t,
+                        None => {
+                            relay = None;
+                            let m = ServerMessage::Error {
+                                id: None,
+                                code: ErrorCode::Unavailable,
+                                message: "the connection to the chronicler was lost; re-send unacknowledged actions with the same ids".into(),
+                            };
+                            serde_json::to_string(&m).unwrap_or_default()
+                        }
+                    };
+                    if socket.send(Message::Text(text.into())).await.is_err() { break 'session; }
+                }
                 _ = ping.tick() => {
                     if awaiting_pong {
                         tracing::debug!("a client did not answer a ping; closing its stream");
@@ -225,6 +252,93 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
         }
     }
     s.hub.metrics.clients.fetch_sub(1, Relaxed);
+}
+
+/// One client's connection to the chronicler's `/ws`, opened on its first
+/// dispatch: messages to forward, and the chronicler's answers.
+struct Relay {
+    to_chronicler: tokio::sync::mpsc::Sender<String>,
+    answers: tokio::sync::mpsc::Receiver<String>,
+}
+
+/// The next answer from the chronicler; never resolves without a relay.
+async fn relay_reply(relay: &mut Option<Relay>) -> Option<String> {
+    match relay {
+        Some(r) => r.answers.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Forwards one dispatch message, opening the relay if needed. An error
+/// message for the client if the text is not a dispatch or the chronicler
+/// cannot be reached.
+async fn relay_dispatch(s: &AppState, relay: &mut Option<Relay>, text: &str) -> Result<(), ServerMessage> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(rename = "type")]
+        kind: String,
+        action: Option<serde_json::Value>,
+    }
+    let bad = |message: String| ServerMessage::Error { id: None, code: ErrorCode::BadRequest, message };
+    let peek: Peek = serde_json::from_str(text).map_err(|e| bad(format!("malformed message: {e}")))?;
+    if peek.kind != "dispatch" {
+        return Err(bad(format!(
+            "unknown message type {:?}: send {{\"type\": \"dispatch\", \"action\": {{...}}}}",
+            peek.kind
+        )));
+    }
+    let id = peek.action.as_ref().and_then(|a| a["id"].as_str()).map(String::from);
+    if relay.is_none() {
+        *relay = Some(open_relay(&s.chronicler).await.map_err(|e| ServerMessage::Error {
+            id: id.clone(),
+            code: ErrorCode::Unavailable,
+            message: format!("cannot reach the chronicler to dispatch: {e}"),
+        })?);
+    }
+    let sent = match relay {
+        Some(r) => r.to_chronicler.send(text.to_string()).await.is_ok(),
+        None => false,
+    };
+    if !sent {
+        *relay = None;
+        return Err(ServerMessage::Error {
+            id,
+            code: ErrorCode::Unavailable,
+            message: "the connection to the chronicler was lost; re-send with the same id".into(),
+        });
+    }
+    Ok(())
+}
+
+async fn open_relay(chronicler: &str) -> Result<Relay, String> {
+    use futures_util::{SinkExt, StreamExt};
+    let (authority, prefix) = crate::follow::parse_http_url(chronicler)?;
+    let tcp = tokio::net::TcpStream::connect(&authority).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let path = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{authority}/{path}ws"), tcp).await.map_err(|e| e.to_string())?;
+    let (mut sink, mut stream) = ws.split();
+    let (to_chronicler, mut outgoing) = tokio::sync::mpsc::channel::<String>(256);
+    let (answer_tx, answers) = tokio::sync::mpsc::channel::<String>(256);
+    tokio::spawn(async move {
+        use tokio_tungstenite::tungstenite::Message as M;
+        loop {
+            tokio::select! {
+                out = outgoing.recv() => match out {
+                    Some(t) => if sink.send(M::text(t)).await.is_err() { break },
+                    None => break,
+                },
+                msg = stream.next() => match msg {
+                    Some(Ok(M::Text(t))) => if answer_tx.send(t.as_str().to_string()).await.is_err() { break },
+                    Some(Ok(M::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let _ = sink.close().await;
+    });
+    Ok(Relay { to_chronicler, answers })
 }
 
 async fn health(State(s): State<AppState>) -> impl IntoResponse {

@@ -227,3 +227,70 @@ fn bad_requests_get_clear_errors_and_the_view_keeps_serving() {
     c.read_until(4);
     assert_eq!(get(&format!("{}/health", view.url())).unwrap().json()["status"], "caught_up");
 }
+
+#[test]
+fn two_dataviews_fed_the_same_log_report_the_same_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let chronicler =
+        Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
+    let first = start_dataview(&chronicler);
+    dispatch(chronicler.url(), &actions(1, 40, "h"));
+    // The second one starts later and replays what the first saw live.
+    let second = start_dataview(&chronicler);
+    dispatch(chronicler.url(), &actions(41, 40, "h"));
+    wait_for_seq(&first, 80);
+    wait_for_seq(&second, 80);
+    for name in ["stock", "activity"] {
+        let a = get(&format!("{}/views/{name}", first.url())).unwrap().json();
+        let b = get(&format!("{}/views/{name}", second.url())).unwrap().json();
+        assert_eq!(a["seq"], b["seq"]);
+        assert_eq!(a["hash"], b["hash"], "{name}: replicas agree");
+        assert_eq!(a["state"], b["state"]);
+        let at_a = get(&format!("{}/views/{name}?at=40", first.url())).unwrap().json();
+        let at_b = get(&format!("{}/views/{name}?at=40", second.url())).unwrap().json();
+        assert_eq!(at_a["hash"], at_b["hash"], "{name} at 40");
+    }
+}
+
+#[test]
+fn one_socket_dispatches_and_sees_its_patch_and_its_rejections() {
+    let dir = tempfile::tempdir().unwrap();
+    let chronicler =
+        Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
+    let view = start_dataview(&chronicler);
+    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "?client=tab");
+    let send = |c: &mut Replica, id: &str, kind: &str, payload: Value| {
+        let m = json!({"type": "dispatch", "action": {"id": id, "type": kind, "payload": payload}});
+        c.ws.send(tungstenite::Message::text(m.to_string())).unwrap();
+    };
+    send(&mut c, "tab:1", "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 2}));
+    send(&mut c, "tab:2", "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 5}));
+    send(&mut c, "tab:3", "nonsense", json!(null));
+    let (mut acks, mut patches, mut rejected) = (Vec::new(), Vec::new(), Vec::new());
+    while acks.len() < 3 || patches.len() < 3 || rejected.is_empty() {
+        let tungstenite::Message::Text(t) = c.ws.read().unwrap() else { continue };
+        let m: Value = serde_json::from_str(t.as_str()).unwrap();
+        match m["type"].as_str().unwrap() {
+            "ack" => acks.push((m["id"].as_str().unwrap().to_string(), m["seq"].as_u64().unwrap())),
+            "patch" => {
+                let to = m["seq"].as_u64().unwrap();
+                patches.extend(m["from"].as_u64().unwrap_or(to)..=to);
+            }
+            "rejected" => rejected.push(m),
+            other => panic!("{other}: {m}"),
+        }
+    }
+    acks.sort();
+    assert_eq!(acks, [("tab:1".to_string(), 1), ("tab:2".to_string(), 2), ("tab:3".to_string(), 3)]);
+    assert_eq!(patches, [1, 2, 3], "every seq covered once, including the rejected and the ignored action");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!((rejected[0]["seq"].clone(), rejected[0]["id"].clone()), (json!(2), json!("tab:2")));
+    assert!(rejected[0]["reason"].as_str().unwrap().contains("only 2 of apple"), "{}", rejected[0]);
+    // A bad dispatch is refused by the chronicler, through the same socket.
+    send(&mut c, "tab:9", "t", json!(null));
+    let m: Value = serde_json::from_str(c.ws.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(
+        (m["type"].as_str(), m["code"].as_str(), m["id"].as_str()),
+        (Some("error"), Some("out_of_order"), Some("tab:9"))
+    );
+}

@@ -27,7 +27,9 @@ use crate::service;
   GET /views                              the views and their seq
   GET /views/{name}[?at=N]                {\"seq\", \"hash\", \"state\"}
   GET /views/{name}/state/<pointer>       a subtree
-  GET /views/{name}/stream?since=N&client=ID   WebSocket: snapshot or missed patches, then a patch per seq
+  GET /views/{name}/stream?since=N&client=ID   WebSocket: snapshot or missed patches, then a patch per seq;
+                                          it also takes {\"type\":\"dispatch\",\"action\":{...}} and relays the
+                                          chronicler's ack, so a browser needs one socket
   GET /health, /metrics
 
 Example:
@@ -79,8 +81,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let tasks = tokio_util::task::TaskTracker::new();
-        let state =
-            AppState { hub, follow: status, shutdown, tasks: tasks.clone(), ping: Duration::from_secs_f64(args.ping) };
+        let state = AppState {
+            hub,
+            follow: status,
+            shutdown,
+            tasks: tasks.clone(),
+            ping: Duration::from_secs_f64(args.ping),
+            chronicler: args.chronicler.clone(),
+        };
         service::announce("dataview", listener.local_addr()?);
         serve(listener, state).await.context("the server failed")?;
         tasks.close();
