@@ -80,6 +80,8 @@ pub struct HubMetrics {
 /// The shared view state.
 pub struct Hub {
     state: RwLock<HubState>,
+    /// Seqs of `@@nodb/snapshot` actions not yet written.
+    snapshot_requests: std::sync::Mutex<Vec<u64>>,
     seq_tx: watch::Sender<u64>,
     history_len: usize,
     /// The counters.
@@ -100,6 +102,7 @@ impl Hub {
         let base = Entry { seq: engine.seq(), states: engine.states().to_vec(), patches: Vec::new(), rejected: None };
         Arc::new(Hub {
             state: RwLock::new(HubState { engine, history: VecDeque::from([base]) }),
+            snapshot_requests: std::sync::Mutex::new(Vec::new()),
             seq_tx,
             history_len: history_len.max(1),
             metrics: HubMetrics::default(),
@@ -142,6 +145,9 @@ impl Hub {
             if let Some(r) = &applied.rejection {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
+            }
+            if applied.snapshot_requested {
+                self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).push(applied.seq);
             }
             if applied.panicked {
                 self.metrics.panics.fetch_add(1, Relaxed);
@@ -231,6 +237,26 @@ impl Hub {
         };
         let at = at.unwrap_or(seq);
         Ok(ViewState { seq: at, hash: hash(&state), state, sources: None })
+    }
+
+    /// The seq and every view's state, consistently (O(1) clones).
+    pub fn current(&self) -> (u64, Vec<Tree>) {
+        let s = self.read();
+        (s.engine.seq(), s.engine.states().to_vec())
+    }
+
+    /// Every view's state at `seq`, if the history still holds it.
+    pub fn states_at(&self, seq: u64) -> Option<Vec<Tree>> {
+        let s = self.read();
+        if seq == s.engine.seq() {
+            return Some(s.engine.states().to_vec());
+        }
+        s.history.iter().find(|e| e.seq == seq).map(|e| e.states.clone())
+    }
+
+    /// Takes the seqs at which `@@nodb/snapshot` asked for a snapshot.
+    pub fn take_snapshot_requests(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The seq the views reflect.

@@ -25,3 +25,4 @@ pub mod follow;
 pub mod hub;
 pub mod reducer;
 pub mod server;
+pub mod snapshot;

@@ -101,9 +101,19 @@ fn dispatch(chronicler: &str, actions: &[Value]) {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
-fn start_dataview(chronicler: &Service) -> Service {
-    Service::start(&["dataview", "--app", "warehouse", "--chronicler", chronicler.url(), "--listen", "127.0.0.1:0"])
-        .unwrap()
+fn start_dataview(chronicler: &Service, snapshots: &std::path::Path) -> Service {
+    Service::start(&[
+        "dataview",
+        "--app",
+        "warehouse",
+        "--chronicler",
+        chronicler.url(),
+        "--listen",
+        "127.0.0.1:0",
+        "--snapshots",
+        snapshots.to_str().unwrap(),
+    ])
+    .unwrap()
 }
 
 fn wait_for_seq(view: &Service, seq: u64) {
@@ -135,7 +145,7 @@ fn clients_replicate_every_seq_and_match_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
-    let view = start_dataview(&chronicler);
+    let view = start_dataview(&chronicler, &dir.path().join("snapshots1"));
     let stock = format!("{}/views/stock", view.ws_url());
     let mut clients: Vec<Replica> = (0..8).map(|_| Replica::connect(&stock, "")).collect();
     let mut own = Replica::connect(&stock, "?client=web");
@@ -178,14 +188,19 @@ fn a_restarted_dataview_sends_reconnecting_clients_only_what_they_missed() {
     let dir = tempfile::tempdir().unwrap();
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
-    let mut view = start_dataview(&chronicler);
+    let snapshots = dir.path().join("snapshots2");
+    let mut view = start_dataview(&chronicler, &snapshots);
     let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
     dispatch(chronicler.url(), &actions(1, 50, "r"));
     c.read_until(50);
-    view.kill();
+    // A clean stop writes a snapshot; the restart starts from it.
+    assert_eq!(view.terminate(10_000), Some(0), "{}", view.stderr());
+    assert!(snapshots.join("warehouse").join(format!("{:020}.snapshot", 50)).exists());
     dispatch(chronicler.url(), &actions(51, 10, "r"));
-    let view = start_dataview(&chronicler);
+    let view = start_dataview(&chronicler, &snapshots);
     wait_for_seq(&view, 60);
+    let log = view.stderr();
+    assert!(log.contains("restored the views from a snapshot") && log.contains("seq=50"), "{log}");
     // Reconnect with `since`: one message covering 51..=60, no snapshot.
     let mut again = Replica::connect(&format!("{}/views/stock", view.ws_url()), "?since=50");
     again.state = c.state.clone();
@@ -197,11 +212,37 @@ fn a_restarted_dataview_sends_reconnecting_clients_only_what_they_missed() {
 }
 
 #[test]
+fn the_snapshot_action_writes_a_snapshot_at_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let chronicler =
+        Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
+    let snapshots = dir.path().join("snaps");
+    let view = start_dataview(&chronicler, &snapshots);
+    dispatch(chronicler.url(), &actions(1, 7, "s"));
+    dispatch(chronicler.url(), &[json!({"id": "ops:1", "type": "@@nodb/snapshot"})]);
+    dispatch(chronicler.url(), &actions(8, 3, "s"));
+    wait_for_seq(&view, 11);
+    let file = snapshots.join("warehouse").join(format!("{:020}.snapshot", 8));
+    for _ in 0..200 {
+        if file.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let text = std::fs::read_to_string(&file).expect("a snapshot at seq 8");
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!((header["seq"].clone(), header["app"].clone()), (json!(8), json!("warehouse")));
+    let at8 = get(&format!("{}/views/stock?at=8", view.url())).unwrap().json();
+    let body: Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(body["stock"], at8["state"], "the snapshot holds the state at its seq");
+}
+
+#[test]
 fn bad_requests_get_clear_errors_and_the_view_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
-    let view = start_dataview(&chronicler);
+    let view = start_dataview(&chronicler, &dir.path().join("snapshots4"));
     dispatch(chronicler.url(), &actions(1, 3, "b"));
     wait_for_seq(&view, 3);
     let cases = [
@@ -233,10 +274,10 @@ fn two_dataviews_fed_the_same_log_report_the_same_hash() {
     let dir = tempfile::tempdir().unwrap();
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
-    let first = start_dataview(&chronicler);
+    let first = start_dataview(&chronicler, &dir.path().join("snapshots5"));
     dispatch(chronicler.url(), &actions(1, 40, "h"));
     // The second one starts later and replays what the first saw live.
-    let second = start_dataview(&chronicler);
+    let second = start_dataview(&chronicler, &dir.path().join("snapshots6"));
     dispatch(chronicler.url(), &actions(41, 40, "h"));
     wait_for_seq(&first, 80);
     wait_for_seq(&second, 80);
@@ -257,7 +298,7 @@ fn one_socket_dispatches_and_sees_its_patch_and_its_rejections() {
     let dir = tempfile::tempdir().unwrap();
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
-    let view = start_dataview(&chronicler);
+    let view = start_dataview(&chronicler, &dir.path().join("snapshots7"));
     let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "?client=tab");
     let send = |c: &mut Replica, id: &str, kind: &str, payload: Value| {
         let m = json!({"type": "dispatch", "action": {"id": id, "type": kind, "payload": payload}});

@@ -11,6 +11,7 @@ use nodb_dataview::engine::Engine;
 use nodb_dataview::follow::{FollowStatus, follow, parse_http_url};
 use nodb_dataview::hub::Hub;
 use nodb_dataview::server::{AppState, serve};
+use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots, run_snapshotter};
 
 use crate::service;
 
@@ -37,8 +38,9 @@ Example:
   nodb dataview --app warehouse --chronicler http://127.0.0.1:7401 --listen 127.0.0.1:7402
   curl -s http://127.0.0.1:7402/views/stock
 
-Status: snapshots to object storage are not written yet; on start the view replays the
-whole history from the chronicler.
+Start-up is the newest valid snapshot plus the tail of the history from the chronicler.
+Snapshots are written every --snapshot-every seqs or --snapshot-interval seconds, at each
+@@nodb/snapshot action, and on shutdown.
 
 Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM), 2 on any error.")]
 pub struct Args {
@@ -59,6 +61,18 @@ pub struct Args {
     /// disconnected.
     #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
     ping: f64,
+    /// Where to keep snapshots (a local directory, written with fsync).
+    #[arg(long, value_name = "DIR", default_value = "./nodb-data/snapshots")]
+    snapshots: std::path::PathBuf,
+    /// Write a snapshot after this many new seqs.
+    #[arg(long, value_name = "SEQS", default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Write a snapshot after this many seconds, if anything changed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    snapshot_interval: f64,
+    /// How many snapshots to keep.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    keep_snapshots: usize,
 }
 
 /// Runs the command.
@@ -72,11 +86,29 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.history == 0 {
         anyhow::bail!("--history must be at least 1");
     }
+    if !(args.snapshot_interval.is_finite() && args.snapshot_interval > 0.0) || args.snapshot_every == 0 {
+        anyhow::bail!("--snapshot-every and --snapshot-interval must be positive");
+    }
+    let snapshots = Snapshots::local(&args.snapshots, &app.name, args.keep_snapshots)?;
     service::runtime()?.block_on(async move {
-        let hub = Hub::new(Engine::new(app), args.history);
+        let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
+        let engine = match snapshots.load_latest(&names).await? {
+            Some((seq, states)) => {
+                tracing::info!(seq, dir = %args.snapshots.display(), "restored the views from a snapshot");
+                let initial = app.initial_states();
+                let states = states.into_iter().zip(initial).map(|(s, i)| s.unwrap_or(i)).collect();
+                Engine::restore(app, seq, states)
+            }
+            None => Engine::new(app),
+        };
+        let restored_at = engine.seq();
+        let hub = Hub::new(engine, args.history);
         let status = Arc::new(FollowStatus::default());
         let shutdown = service::shutdown_on_signal();
         let follower = tokio::spawn(follow(hub.clone(), args.chronicler.clone(), status.clone(), shutdown.clone()));
+        let policy =
+            SnapshotPolicy { every_seqs: args.snapshot_every, every: Duration::from_secs_f64(args.snapshot_interval) };
+        let snapshotter = tokio::spawn(run_snapshotter(hub.clone(), snapshots, policy, restored_at, shutdown.clone()));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -94,6 +126,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
         let _ = follower.await;
+        // The last snapshot is written once the follower has stopped.
+        let _ = snapshotter.await;
         tracing::info!("dataview stopped");
         Ok(())
     })

@@ -1,0 +1,279 @@
+//! Snapshots of an app's views through `object_store`: on the local
+//! filesystem (with fsync) by default.
+//!
+//! The views of an app change together, so one object holds every view at
+//! one seq: `{app}/{seq:020}.snapshot`. The first line is a header with the
+//! format version, the app, the seq, the view names and the BLAKE3 hash of
+//! the rest; the rest is `{"view": state, …}`. Objects are written with
+//! create-only semantics, so an existing snapshot is never overwritten; a
+//! snapshot that fails its checksum is skipped with a warning at start-up;
+//! all but the newest few are pruned.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use nodb_shared::Tree;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+/// The snapshot format this code writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// Errors reading or writing snapshots.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The object store failed.
+    #[error("snapshot storage: {0}")]
+    Store(#[from] object_store::Error),
+    /// The snapshot directory could not be created.
+    #[error("cannot create the snapshot directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    app: String,
+    seq: u64,
+    views: Vec<String>,
+    blake3: String,
+}
+
+/// Where an app's snapshots live.
+#[derive(Clone, Debug)]
+pub struct Snapshots {
+    store: Arc<dyn ObjectStore>,
+    app: String,
+    keep: usize,
+}
+
+impl Snapshots {
+    /// Snapshots of `app` in the local directory `dir` (created if
+    /// missing), written with fsync, keeping the newest `keep`.
+    ///
+    /// # Errors
+    /// If the directory cannot be created or opened.
+    pub fn local(dir: &std::path::Path, app: &str, keep: usize) -> Result<Snapshots, SnapshotError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| SnapshotError::Dir { path: dir.display().to_string(), source })?;
+        let fs = LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
+        Ok(Snapshots::new(Arc::new(fs), app, keep))
+    }
+
+    /// Snapshots of `app` in any object store.
+    pub fn new(store: Arc<dyn ObjectStore>, app: &str, keep: usize) -> Snapshots {
+        Snapshots { store, app: app.to_string(), keep: keep.max(1) }
+    }
+
+    fn path(&self, seq: u64) -> StorePath {
+        StorePath::from(format!("{}/{seq:020}.snapshot", self.app))
+    }
+
+    /// Writes the views at `seq`. `Ok(false)` if a snapshot of that seq
+    /// already exists (it is never overwritten).
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn write(&self, seq: u64, names: &[String], states: &[Tree]) -> Result<bool, SnapshotError> {
+        let body = encode(&self.app, seq, names, states);
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&self.path(seq), PutPayload::from(body), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The seqs of the snapshots kept, newest first.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn list(&self) -> Result<Vec<u64>, SnapshotError> {
+        let prefix = StorePath::from(self.app.as_str());
+        let mut seqs = Vec::new();
+        let mut listing = self.store.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            if let Some(seq) =
+                meta.location.filename().and_then(|f| f.strip_suffix(".snapshot")).and_then(|s| s.parse::<u64>().ok())
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(seqs)
+    }
+
+    /// The newest valid snapshot: its seq and the states of `names` (a view
+    /// the snapshot lacks gets `None`). Corrupt snapshots are skipped with a
+    /// warning.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn load_latest(&self, names: &[String]) -> Result<Option<(u64, Vec<Option<Tree>>)>, SnapshotError> {
+        for seq in self.list().await? {
+            let bytes = self.store.get(&self.path(seq)).await?.bytes().await?;
+            match decode(&bytes, &self.app, seq, names) {
+                Ok(states) => return Ok(Some((seq, states))),
+                Err(why) => tracing::warn!(seq, app = %self.app, "skipping a damaged snapshot: {why}"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes all but the newest snapshots; how many were deleted.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn prune(&self) -> Result<usize, SnapshotError> {
+        let seqs = self.list().await?;
+        let mut deleted = 0;
+        for seq in seqs.iter().skip(self.keep) {
+            self.store.delete(&self.path(*seq)).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
+
+/// When the snapshotter writes.
+#[derive(Clone, Debug)]
+pub struct SnapshotPolicy {
+    /// After this many new seqs.
+    pub every_seqs: u64,
+    /// Or after this long, if anything changed.
+    pub every: std::time::Duration,
+}
+
+/// Writes snapshots of the hub's views: every `policy.every_seqs` seqs or
+/// `policy.every`, at each `@@nodb/snapshot` (at exactly its seq), and a
+/// last one at shutdown; prunes old ones after each write.
+pub async fn run_snapshotter(
+    hub: Arc<crate::hub::Hub>,
+    snapshots: Snapshots,
+    policy: SnapshotPolicy,
+    mut last_written: u64,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let names = hub.view_names();
+    let mut seq_rx = hub.seq();
+    let mut tick = tokio::time::interval(policy.every);
+    tick.tick().await;
+    loop {
+        let (ticked, stopping) = tokio::select! {
+            _ = seq_rx.changed() => (false, false),
+            _ = tick.tick() => (true, false),
+            () = shutdown.cancelled() => (false, true),
+        };
+        let mut due: Vec<(u64, Vec<Tree>)> = Vec::new();
+        for seq in hub.take_snapshot_requests() {
+            match hub.states_at(seq) {
+                Some(states) => due.push((seq, states)),
+                None => tracing::warn!(seq, "a requested snapshot fell out of the history before it could be written"),
+            }
+        }
+        let (seq, states) = hub.current();
+        let by_count = seq >= last_written + policy.every_seqs;
+        if seq > last_written && (by_count || stopping || ticked) {
+            due.push((seq, states));
+        }
+        for (seq, states) in due {
+            let started = std::time::Instant::now();
+            match snapshots.write(seq, &names, &states).await {
+                Ok(written) => {
+                    last_written = last_written.max(seq);
+                    if written {
+                        tracing::info!(seq, took = ?started.elapsed(), "snapshot written");
+                    }
+                }
+                Err(e) => tracing::error!(seq, error = %e, "could not write a snapshot"),
+            }
+        }
+        if let Err(e) = snapshots.prune().await {
+            tracing::warn!(error = %e, "could not prune old snapshots");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+fn encode(app: &str, seq: u64, names: &[String], states: &[Tree]) -> Vec<u8> {
+    let mut body = String::from("{");
+    for (i, (name, state)) in names.iter().zip(states).enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&serde_json::to_string(name).unwrap_or_default());
+        body.push(':');
+        body.push_str(&state.to_json_string());
+    }
+    body.push('}');
+    let header = Header {
+        format: FORMAT,
+        app: app.to_string(),
+        seq,
+        views: names.to_vec(),
+        blake3: blake3::hash(body.as_bytes()).to_hex().to_string(),
+    };
+    let mut out = serde_json::to_vec(&header).unwrap_or_default();
+    out.push(b'\n');
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+fn decode(bytes: &[u8], app: &str, seq: u64, names: &[String]) -> Result<Vec<Option<Tree>>, String> {
+    let split = bytes.iter().position(|b| *b == b'\n').ok_or("no header line")?;
+    let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|e| format!("bad header: {e}"))?;
+    let body = &bytes[split + 1..];
+    if header.format != FORMAT {
+        return Err(format!("format {} (this version reads {FORMAT})", header.format));
+    }
+    if header.app != app || header.seq != seq {
+        return Err(format!("it is app {:?} at seq {}, not what its name says", header.app, header.seq));
+    }
+    if blake3::hash(body).to_hex().as_str() != header.blake3 {
+        return Err("checksum mismatch".into());
+    }
+    let mut views: std::collections::BTreeMap<String, Tree> =
+        serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
+    Ok(names.iter().map(|n| views.remove(n)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn write_load_prune_and_skip_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::local(dir.path(), "warehouse", 2).unwrap();
+        let names = vec!["stock".to_string(), "activity".to_string()];
+        for seq in [10, 20, 30] {
+            let states = vec![Tree::from(json!({"seq": seq})), Tree::from(json!([seq]))];
+            assert!(snaps.write(seq, &names, &states).await.unwrap());
+        }
+        // Create-only: an existing snapshot is never overwritten.
+        assert!(!snaps.write(30, &names, &[Tree::Null, Tree::Null]).await.unwrap());
+        let (seq, states) = snaps.load_latest(&names).await.unwrap().unwrap();
+        assert_eq!(seq, 30);
+        assert_eq!(states[0], Some(Tree::from(json!({"seq": 30}))));
+        // Damage the newest: the one before it is used.
+        let path = dir.path().join("warehouse").join(format!("{:020}.snapshot", 30));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(snaps.load_latest(&names).await.unwrap().unwrap().0, 20);
+        assert_eq!(snaps.prune().await.unwrap(), 1);
+        assert_eq!(snaps.list().await.unwrap(), vec![30, 20]);
+    }
+}
