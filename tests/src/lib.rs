@@ -38,6 +38,13 @@ pub fn nodb_bin() -> PathBuf {
     .clone()
 }
 
+/// The path of an example binary of the `nodb` package (built by `cargo
+/// test`), such as `counter_app`.
+pub fn example_bin(name: &str) -> PathBuf {
+    let bin = nodb_bin();
+    bin.parent().map(|d| d.join("examples").join(name)).unwrap_or_default()
+}
+
 /// What a finished `nodb` run printed and how it exited.
 #[derive(Debug)]
 pub struct Output {
@@ -88,8 +95,17 @@ impl Service {
     /// What the process printed on stderr if it exited or did not get
     /// ready.
     pub fn start(args: &[&str]) -> Result<Service, String> {
+        Service::start_bin(&nodb_bin(), args)
+    }
+
+    /// Like [`Service::start`], with another binary built on the `nodb`
+    /// library (an application's own, say).
+    ///
+    /// # Errors
+    /// As for [`Service::start`].
+    pub fn start_bin(bin: &std::path::Path, args: &[&str]) -> Result<Service, String> {
         use std::io::BufRead;
-        let mut child = Command::new(nodb_bin())
+        let mut child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())

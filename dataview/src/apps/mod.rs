@@ -25,14 +25,48 @@ pub struct App {
 /// The names of the built-in applications.
 pub const BUILT_IN: &[&str] = &["warehouse", "json"];
 
+/// The applications a `nodb` binary can run with `--app NAME`: the built-in
+/// ones plus any an application adds (see `docs/apps.md`).
+#[derive(Clone)]
+pub struct Registry {
+    apps: Vec<(String, fn() -> App)>,
+}
+
+impl Registry {
+    /// The built-in applications.
+    pub fn built_in() -> Registry {
+        Registry { apps: vec![("warehouse".into(), warehouse::app as fn() -> App), ("json".into(), json_doc::app)] }
+    }
+
+    /// This registry with one more application (replacing one of that name).
+    #[must_use]
+    pub fn with(mut self, name: &str, make: fn() -> App) -> Registry {
+        self.apps.retain(|(n, _)| n != name);
+        self.apps.push((name.to_string(), make));
+        self
+    }
+
+    /// The application called `name`.
+    pub fn get(&self, name: &str) -> Option<App> {
+        self.apps.iter().find(|(n, _)| n == name).map(|(_, make)| make())
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.apps.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("apps", &self.names()).finish()
+    }
+}
+
 impl App {
     /// The built-in application called `name`.
     pub fn built_in(name: &str) -> Option<App> {
-        match name {
-            "warehouse" => Some(warehouse::app()),
-            "json" => Some(json_doc::app()),
-            _ => None,
-        }
+        Registry::built_in().get(name)
     }
 
     /// Every view's state before any action.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use nodb_dataview::apps::{App, BUILT_IN};
+use nodb_dataview::apps::Registry;
 use nodb_dataview::engine::Engine;
 use nodb_dataview::follow::{FollowStatus, follow, parse_http_url};
 use nodb_dataview::hub::Hub;
@@ -44,7 +44,8 @@ Snapshots are written every --snapshot-every seqs or --snapshot-interval seconds
 
 Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM), 2 on any error.")]
 pub struct Args {
-    /// The application: warehouse (the demo) or json (a JSON document).
+    /// The application: warehouse (the demo), json (a JSON document), or
+    /// one an application binary added.
     #[arg(long, default_value = "warehouse")]
     app: String,
     /// The chronicler's URL.
@@ -76,9 +77,10 @@ pub struct Args {
 }
 
 /// Runs the command.
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let app = App::built_in(&args.app)
-        .with_context(|| format!("no app {:?}; the built-in apps are {}", args.app, BUILT_IN.join(", ")))?;
+pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
+    let app = apps
+        .get(&args.app)
+        .with_context(|| format!("no app {:?}; this nodb knows {}", args.app, apps.names().join(", ")))?;
     parse_http_url(&args.chronicler).map_err(anyhow::Error::msg)?;
     if !(args.ping.is_finite() && args.ping > 0.0) {
         anyhow::bail!("--ping must be a positive number of seconds");

@@ -1,0 +1,71 @@
+//! The `nodb` command line, as a library: the `nodb` binary is
+//! `nodb::main()`, and an application with views of its own runs the same
+//! command line with `nodb::main_with(Registry::built_in().with(…))` (see
+//! `docs/apps.md`).
+//!
+//! [`main_with`] parses the command line and hands each subcommand to its
+//! module under `commands/`. Every error ends the process with exit code 2
+//! and one line on stderr that names what is wrong.
+
+mod bench;
+mod commands;
+mod input;
+mod service;
+
+use std::process::ExitCode;
+
+pub use nodb_dataview::apps::{App, Registry};
+
+use clap::{Parser, Subcommand};
+
+/// nodb: a Redux-style state server. Clients dispatch actions; a durable,
+/// exactly-once history of them is the data; views computed from it by pure
+/// reducers stream JSON patches to every client.
+#[derive(Parser)]
+#[command(
+    name = "nodb",
+    version,
+    after_help = "Examples:\n  nodb chronicler --data ./nodb-data   run the durable history on 127.0.0.1:7401\n  nodb log verify --data ./nodb-data  check every checksum and the hash chain\n  nodb diff old.json new.json        print the RFC 6902 patch from old to new\n  nodb patch doc.json patch.json     print doc.json with the patch applied\n\nRun `nodb <command> --help` for the details of each command."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Chronicler(commands::chronicler::Args),
+    Dataview(commands::dataview::Args),
+    Log(commands::log::Args),
+    Diff(commands::diff::Args),
+    Patch(commands::patch::Args),
+    Bench(bench::Args),
+}
+
+/// Runs the `nodb` command line with the built-in applications.
+pub fn main() -> ExitCode {
+    main_with(Registry::built_in())
+}
+
+/// Runs the `nodb` command line with the applications in `apps`, so that
+/// `nodb dataview --app NAME` can run an application's own views.
+pub fn main_with(apps: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    service::init_logging();
+    let result = match cli.command {
+        Command::Chronicler(args) => commands::chronicler::run(&args),
+        Command::Dataview(args) => commands::dataview::run(&args, &apps),
+        Command::Log(args) => commands::log::run(&args),
+        Command::Diff(args) => commands::diff::run(&args),
+        Command::Patch(args) => commands::patch::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the chain: "nodb: outer: inner".
+            eprintln!("nodb: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
