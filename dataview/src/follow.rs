@@ -66,6 +66,7 @@ pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutd
                 status.connects.fetch_add(1, Relaxed);
                 tracing::info!(from, chronicler = %url, "following the chronicler");
                 backoff = Duration::from_millis(100);
+                let mut progress = Progress::new(hub.current_seq());
                 loop {
                     let msg = tokio::select! {
                         m = ws.next() => m,
@@ -83,6 +84,7 @@ pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutd
                     if !handle(&hub, &status, text.as_str()) {
                         break;
                     }
+                    progress.report(hub.current_seq(), status.head.load(Relaxed));
                 }
                 status.connected.store(false, Relaxed);
             }
@@ -93,6 +95,85 @@ pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutd
             () = shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The views of `app` at seq `at`: the newest snapshot at or before it (or
+/// the initial states), plus the actions after it replayed from the
+/// chronicler — what `GET /views/{name}?at=N` answers for a seq older than
+/// the history kept in memory.
+///
+/// # Errors
+/// A sentence for the client if the chronicler cannot be read or the
+/// history ends before `at`.
+pub async fn rebuild_at(
+    app: crate::apps::App,
+    snapshots: Option<&crate::snapshot::Snapshots>,
+    chronicler: &str,
+    at: u64,
+) -> Result<Vec<nodb_shared::Tree>, String> {
+    use crate::engine::Engine;
+    let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
+    let base = match snapshots {
+        Some(s) => s.load_at_or_before(&names, at).await.map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let mut engine = match base {
+        Some((seq, states)) => {
+            let states = states.into_iter().zip(app.initial_states()).map(|(s, i)| s.unwrap_or(i)).collect();
+            Engine::restore(app, seq, states)
+        }
+        None => Engine::new(app),
+    };
+    if engine.seq() < at {
+        let (authority, prefix) = parse_http_url(chronicler)?;
+        let path = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let url = format!("ws://{authority}/{path}actions?from={}", engine.seq() + 1);
+        let mut ws = connect(&authority, &url).await.map_err(|e| format!("cannot read the chronicler: {e}"))?;
+        while engine.seq() < at {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if !t.as_str().starts_with("{\"heartbeat\"") => {
+                    let action: CommittedAction = serde_json::from_str(t.as_str()).map_err(|e| e.to_string())?;
+                    engine.apply(&action).map_err(|e| e.to_string())?;
+                }
+                Some(Ok(_)) => {}
+                _ => return Err(format!("the chronicler's history ended before seq {at}")),
+            }
+        }
+    }
+    Ok(engine.states().to_vec())
+}
+
+/// Progress lines while a long history is replayed.
+struct Progress {
+    started: std::time::Instant,
+    from: u64,
+    last: std::time::Instant,
+    replaying: bool,
+}
+
+impl Progress {
+    fn new(from: u64) -> Progress {
+        let now = std::time::Instant::now();
+        Progress { started: now, from, last: now, replaying: false }
+    }
+
+    fn report(&mut self, seq: u64, head: u64) {
+        if seq < head && self.last.elapsed() >= Duration::from_secs(2) {
+            self.last = std::time::Instant::now();
+            self.replaying = true;
+            let rate = (seq - self.from) as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            tracing::info!(
+                seq,
+                head,
+                rate = rate as u64,
+                "replaying history ({:.0}%)",
+                100.0 * seq as f64 / head as f64
+            );
+        } else if self.replaying && seq >= head {
+            self.replaying = false;
+            tracing::info!(seq, took = ?self.started.elapsed(), "caught up with the chronicler");
+        }
     }
 }
 

@@ -215,24 +215,27 @@ impl Hub {
             .collect()
     }
 
+    /// The app the views belong to.
+    pub fn app(&self) -> crate::apps::App {
+        self.read().engine.app().clone()
+    }
+
     /// View `view` as `GET /views/{name}` returns it, now or (from the
     /// history) at seq `at`.
-    pub fn view_state(&self, view: usize, at: Option<u64>) -> Result<ViewState, String> {
+    ///
+    /// # Errors
+    /// [`AtError::Ahead`] for a seq beyond the views, [`AtError::NotInMemory`]
+    /// for one older than the history kept.
+    pub fn view_state(&self, view: usize, at: Option<u64>) -> Result<ViewState, AtError> {
         let s = self.read();
         let seq = s.engine.seq();
         let state = match at {
             None => s.engine.state(view).cloned().unwrap_or_default(),
             Some(at) if at == seq => s.engine.state(view).cloned().unwrap_or_default(),
-            Some(at) if at > seq => return Err(format!("`at` {at} is beyond the view's seq {seq}")),
+            Some(at) if at > seq => return Err(AtError::Ahead(format!("`at` {at} is beyond the view's seq {seq}"))),
             Some(at) => match s.history.iter().find(|e| e.seq == at) {
                 Some(e) => e.states[view].clone(),
-                None => {
-                    let oldest = s.history.front().map_or(seq, |e| e.seq);
-                    return Err(format!(
-                        "`at` {at} is older than the history this view keeps in memory (from seq {oldest}); \
-                         states before that come from snapshots, which this version does not keep yet"
-                    ));
-                }
+                None => return Err(AtError::NotInMemory),
             },
         };
         let at = at.unwrap_or(seq);
@@ -263,6 +266,15 @@ impl Hub {
     pub fn current_seq(&self) -> u64 {
         self.read().engine.seq()
     }
+}
+
+/// Why a state at some seq is not at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtError {
+    /// The seq is beyond the views.
+    Ahead(String),
+    /// Older than the history kept in memory: rebuild it from a snapshot.
+    NotInMemory,
 }
 
 /// The hex BLAKE3 hash of a state's deterministic serialisation.
@@ -315,7 +327,8 @@ mod tests {
         assert_eq!(parse(&b)["state"]["k1"], 1);
         assert!(matches!(hub.catch_up(0, Some(5)).0, CatchUp::Nothing));
         assert_eq!(hub.view_state(0, Some(4)).unwrap().state.get("/k5"), None);
-        assert!(hub.view_state(0, Some(9)).is_err());
+        assert!(matches!(hub.view_state(0, Some(9)), Err(AtError::Ahead(_))));
+        assert_eq!(hub.view_state(0, Some(1)).unwrap_err(), AtError::NotInMemory);
     }
 
     #[test]

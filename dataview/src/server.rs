@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::follow::FollowStatus;
-use crate::hub::{CatchUp, Hub};
+use crate::hub::{AtError, CatchUp, Hub};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -41,6 +41,8 @@ pub struct AppState {
     pub ping: Duration,
     /// The chronicler's URL, for relaying dispatches.
     pub chronicler: String,
+    /// Where the snapshots are, to rebuild old states for `?at=N`.
+    pub snapshots: Option<crate::snapshot::Snapshots>,
 }
 
 /// An error answer: code (fixing the status) and message.
@@ -99,7 +101,20 @@ async fn get_view(
             t.parse::<u64>().map_err(|_| ApiError(ErrorCode::BadRequest, format!("`at` must be a seq, not {t:?}")))?,
         ),
     };
-    let state = s.hub.view_state(view, at).map_err(|e| ApiError(ErrorCode::BadRequest, e))?;
+    let state = match s.hub.view_state(view, at) {
+        Ok(state) => state,
+        Err(AtError::Ahead(msg)) => return Err(ApiError(ErrorCode::BadRequest, msg)),
+        Err(AtError::NotInMemory) => {
+            // Older than the history in memory: the nearest snapshot at or
+            // before it, plus a replay from the chronicler.
+            let at = at.unwrap_or_default();
+            let states = crate::follow::rebuild_at(s.hub.app(), s.snapshots.as_ref(), &s.chronicler, at)
+                .await
+                .map_err(|e| ApiError(ErrorCode::Unavailable, format!("cannot rebuild the state at seq {at}: {e}")))?;
+            let state = states.into_iter().nth(view).unwrap_or_default();
+            nodb_shared::protocol::ViewState { seq: at, hash: crate::hub::hash(&state), state, sources: None }
+        }
+    };
     Ok(axum::Json(state).into_response())
 }
 
@@ -116,7 +131,7 @@ async fn get_state(
 
 fn subtree(s: &AppState, name: &str, pointer: &str) -> Result<Response, ApiError> {
     let view = s.hub.view_index(name).ok_or_else(|| unknown_view(&s.hub, name))?;
-    let vs = s.hub.view_state(view, None).map_err(|e| ApiError(ErrorCode::BadRequest, e))?;
+    let vs = s.hub.view_state(view, None).map_err(|_| ApiError(ErrorCode::Internal, "no current state".into()))?;
     match vs.state.lookup(pointer) {
         Ok(t) => Ok(([(header::CONTENT_TYPE, "application/json")], t.to_json_string()).into_response()),
         Err(e @ nodb_shared::PathError::InvalidPointer { .. }) => Err(ApiError(ErrorCode::BadRequest, e.to_string())),
@@ -169,6 +184,17 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
     ping.tick().await;
     let mut awaiting_pong = false;
     let mut relay: Option<Relay> = None;
+    // A new client of a view that is still replaying history gets its
+    // snapshot once the view has caught up, not a stream of catch-up patches.
+    if since.is_none() {
+        while s.follow.connected.load(Relaxed) && s.hub.current_seq() < s.follow.head.load(Relaxed) {
+            tokio::select! {
+                _ = seq_rx.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = s.shutdown.cancelled() => { s.hub.metrics.clients.fetch_sub(1, Relaxed); return; }
+            }
+        }
+    }
     'session: loop {
         seq_rx.borrow_and_update();
         let (catch_up, seq) = s.hub.catch_up(view, last);

@@ -128,6 +128,25 @@ impl Snapshots {
         Ok(None)
     }
 
+    /// The newest valid snapshot at or before `at`.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn load_at_or_before(
+        &self,
+        names: &[String],
+        at: u64,
+    ) -> Result<Option<(u64, Vec<Option<Tree>>)>, SnapshotError> {
+        for seq in self.list().await?.into_iter().filter(|s| *s <= at) {
+            let bytes = self.store.get(&self.path(seq)).await?.bytes().await?;
+            match decode(&bytes, &self.app, seq, names) {
+                Ok(states) => return Ok(Some((seq, states))),
+                Err(why) => tracing::warn!(seq, app = %self.app, "skipping a damaged snapshot: {why}"),
+            }
+        }
+        Ok(None)
+    }
+
     /// Deletes all but the newest snapshots; how many were deleted.
     ///
     /// # Errors

@@ -102,7 +102,11 @@ fn dispatch(chronicler: &str, actions: &[Value]) {
 }
 
 fn start_dataview(chronicler: &Service, snapshots: &std::path::Path) -> Service {
-    Service::start(&[
+    start_dataview_with(chronicler, snapshots, &[])
+}
+
+fn start_dataview_with(chronicler: &Service, snapshots: &std::path::Path, extra: &[&str]) -> Service {
+    let mut args = vec![
         "dataview",
         "--app",
         "warehouse",
@@ -112,8 +116,9 @@ fn start_dataview(chronicler: &Service, snapshots: &std::path::Path) -> Service 
         "127.0.0.1:0",
         "--snapshots",
         snapshots.to_str().unwrap(),
-    ])
-    .unwrap()
+    ];
+    args.extend_from_slice(extra);
+    Service::start(&args).unwrap()
 }
 
 fn wait_for_seq(view: &Service, seq: u64) {
@@ -334,4 +339,29 @@ fn one_socket_dispatches_and_sees_its_patch_and_its_rejections() {
         (m["type"].as_str(), m["code"].as_str(), m["id"].as_str()),
         (Some("error"), Some("out_of_order"), Some("tab:9"))
     );
+}
+
+#[test]
+fn at_n_older_than_the_memory_is_rebuilt_from_a_snapshot_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let chronicler =
+        Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
+    let view = start_dataview_with(&chronicler, &dir.path().join("snaps"), &["--history", "10"]);
+    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
+    dispatch(chronicler.url(), &actions(1, 30, "t"));
+    dispatch(chronicler.url(), &[json!({"id": "ops:1", "type": "@@nodb/snapshot"})]);
+    dispatch(chronicler.url(), &actions(31, 70, "t"));
+    c.read_until(101);
+    // Every seq the client saw that the view no longer keeps in memory.
+    let old: Vec<&(u64, Value)> = c.history.iter().filter(|(s, _)| *s > 0 && *s < 90).collect();
+    assert!(!old.is_empty());
+    for (at, state) in old {
+        let r = get(&format!("{}/views/stock?at={at}", view.url())).unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(&r.json()["state"], state, "state at {at}");
+        assert_eq!(r.json()["seq"], *at);
+    }
+    // And a seq the client never saw on its own, against the chronicler's log.
+    let r = get(&format!("{}/views/stock?at=4", view.url())).unwrap().json();
+    assert_eq!(r["state"]["products"]["p4"]["total"], 4, "{r}");
 }

@@ -110,7 +110,8 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         let follower = tokio::spawn(follow(hub.clone(), args.chronicler.clone(), status.clone(), shutdown.clone()));
         let policy =
             SnapshotPolicy { every_seqs: args.snapshot_every, every: Duration::from_secs_f64(args.snapshot_interval) };
-        let snapshotter = tokio::spawn(run_snapshotter(hub.clone(), snapshots, policy, restored_at, shutdown.clone()));
+        let snapshotter =
+            tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -122,6 +123,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             tasks: tasks.clone(),
             ping: Duration::from_secs_f64(args.ping),
             chronicler: args.chronicler.clone(),
+            snapshots: Some(snapshots),
         };
         service::announce("dataview", listener.local_addr()?);
         serve(listener, state).await.context("the server failed")?;
