@@ -10,6 +10,7 @@
 mod load;
 mod nats;
 mod stats;
+mod views;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +31,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum BenchCommand {
     Ingest(IngestArgs),
+    Views(views::ViewsArgs),
 }
 
 /// Durable ingest: acks/s and ack latency at 1, 16 and 64 clients, over
@@ -68,6 +70,7 @@ struct IngestArgs {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.command {
         BenchCommand::Ingest(a) => crate::service::runtime()?.block_on(ingest(a)),
+        BenchCommand::Views(a) => crate::service::runtime()?.block_on(views::run(a)),
     }
 }
 
