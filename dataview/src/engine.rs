@@ -36,6 +36,15 @@ pub struct Applied {
     pub snapshot_requested: bool,
 }
 
+/// Whether [`Engine::apply_with`] computes the patches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diffs {
+    /// One patch per view.
+    Compute,
+    /// None: only the new states are wanted.
+    Skip,
+}
+
 /// Why an action could not be applied at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -103,6 +112,16 @@ impl Engine {
     /// [`EngineError::OutOfSequence`] if `action.seq` is not the next seq;
     /// the engine is unchanged then.
     pub fn apply(&mut self, action: &CommittedAction) -> Result<Applied, EngineError> {
+        self.apply_with(action, Diffs::Compute)
+    }
+
+    /// Applies the next committed action, computing the patches only if
+    /// asked ([`Diffs::Skip`] leaves [`Applied::patches`] empty: replays and
+    /// the hub, which diffs on demand, need only the states).
+    ///
+    /// # Errors
+    /// As for [`Engine::apply`].
+    pub fn apply_with(&mut self, action: &CommittedAction, diffs: Diffs) -> Result<Applied, EngineError> {
         if action.seq != self.seq + 1 {
             return Err(EngineError::OutOfSequence { expected: self.seq + 1, got: action.seq });
         }
@@ -129,14 +148,20 @@ impl Engine {
                 }
             },
         };
+        let unchanged = |states: &[Tree]| match diffs {
+            Diffs::Compute => states.iter().map(|_| json_patch::Patch(Vec::new())).collect(),
+            Diffs::Skip => Vec::new(),
+        };
         match next {
             Ok(Some(states)) => {
-                applied.patches = self.states.iter().zip(&states).map(|(old, new)| diff(old, new)).collect();
+                if diffs == Diffs::Compute {
+                    applied.patches = self.states.iter().zip(&states).map(|(old, new)| diff(old, new)).collect();
+                }
                 self.states = states;
             }
-            Ok(None) => applied.patches = self.states.iter().map(|_| json_patch::Patch(Vec::new())).collect(),
+            Ok(None) => applied.patches = unchanged(&self.states),
             Err(r) => {
-                applied.patches = self.states.iter().map(|_| json_patch::Patch(Vec::new())).collect();
+                applied.patches = unchanged(&self.states);
                 applied.rejection = Some(r);
             }
         }

@@ -21,7 +21,7 @@ use nodb_shared::diff::diff;
 use nodb_shared::protocol::{CommittedAction, ServerMessage, ViewState};
 use tokio::sync::watch;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Diffs, Engine, EngineError};
 
 /// A rejected action, kept to tell the client that sent it.
 #[derive(Clone, Debug)]
@@ -40,8 +40,9 @@ struct Entry {
     seq: u64,
     /// Every view's state after this seq.
     states: Vec<Tree>,
-    /// Every view's patch message for this seq, serialised once.
-    patches: Vec<Bytes>,
+    /// Every view's patch message for this seq: computed when a client
+    /// first needs it (never during a replay nobody watches), then shared.
+    patches: std::sync::OnceLock<Vec<Bytes>>,
     rejected: Option<RejectedAction>,
 }
 
@@ -99,7 +100,8 @@ impl Hub {
         let (seq_tx, _) = watch::channel(engine.seq());
         // The history starts with the state the engine starts from, so a
         // client that has it can be sent a patch rather than a snapshot.
-        let base = Entry { seq: engine.seq(), states: engine.states().to_vec(), patches: Vec::new(), rejected: None };
+        let base =
+            Entry { seq: engine.seq(), states: engine.states().to_vec(), patches: Default::default(), rejected: None };
         Arc::new(Hub {
             state: RwLock::new(HubState { engine, history: VecDeque::from([base]) }),
             snapshot_requests: std::sync::Mutex::new(Vec::new()),
@@ -136,12 +138,7 @@ impl Hub {
         let started = std::time::Instant::now();
         let seq = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            let applied = s.engine.apply(action)?;
-            let patches = applied
-                .patches
-                .into_iter()
-                .map(|ops| message(&ServerMessage::Patch { from: None, seq: applied.seq, ops, sources: None }))
-                .collect();
+            let applied = s.engine.apply_with(action, Diffs::Skip)?;
             if let Some(r) = &applied.rejection {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
@@ -162,7 +159,7 @@ impl Hub {
             if s.history.len() == self.history_len {
                 s.history.pop_front();
             }
-            s.history.push_back(Entry { seq: applied.seq, states, patches, rejected });
+            s.history.push_back(Entry { seq: applied.seq, states, patches: Default::default(), rejected });
             applied.seq
         };
         self.metrics.applied.fetch_add(1, Relaxed);
@@ -185,10 +182,25 @@ impl Hub {
             return (CatchUp::Nothing, seq);
         }
         let oldest = s.history.front().map_or(u64::MAX, |e| e.seq);
+        let n = s.history.len();
         if since + 1 == seq
-            && let Some(patch) = s.history.back().and_then(|e| e.patches.get(view))
+            && n >= 2
+            && let (Some(prev), Some(last)) = (s.history.get(n - 2), s.history.get(n - 1))
+            && prev.seq == since
         {
-            return (CatchUp::Patch(patch.clone()), seq);
+            // Diffed and serialised once, by the first client that asks.
+            let patches = last.patches.get_or_init(|| {
+                prev.states
+                    .iter()
+                    .zip(&last.states)
+                    .map(|(old, new)| {
+                        message(&ServerMessage::Patch { from: None, seq: last.seq, ops: diff(old, new), sources: None })
+                    })
+                    .collect()
+            });
+            if let Some(p) = patches.get(view) {
+                return (CatchUp::Patch(p.clone()), seq);
+            }
         }
         // The client's state is the one after `since`: in the history, or
         // (since == oldest - 1) not kept.

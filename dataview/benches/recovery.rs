@@ -1,0 +1,80 @@
+//! Benchmark (c) of the data view: recovery from a snapshot of 1,000,000
+//! keys (warehouse products) plus a 1,000,000-action tail.
+//!
+//! It writes the snapshot through the real snapshot store (local files,
+//! fsync), then times what start-up does: load and verify the newest
+//! snapshot, then parse and apply every committed action of the tail (as
+//! JSON lines, as they arrive from the chronicler; the network itself is
+//! not included). Run with `cargo bench -p nodb-dataview --bench recovery`;
+//! `NODB_BENCH_KEYS` and `NODB_BENCH_TAIL` change the sizes.
+
+use std::time::Instant;
+
+use nodb_dataview::apps::App;
+use nodb_dataview::engine::{Diffs, Engine};
+use nodb_dataview::snapshot::Snapshots;
+use nodb_shared::Tree;
+use nodb_shared::protocol::CommittedAction;
+
+fn size(var: &str, default: u64) -> u64 {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let keys = size("NODB_BENCH_KEYS", 1_000_000);
+    let tail = size("NODB_BENCH_TAIL", 1_000_000);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let app = App::built_in("warehouse").expect("app");
+    let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
+
+    let t = Instant::now();
+    let mut products = imbl::OrdMap::new();
+    for p in 0..keys {
+        let entry = Tree::from_entries([
+            ("locations", Tree::from_entries([("shelf", Tree::from(1_000_000u64))])),
+            ("total", Tree::from(1_000_000u64)),
+        ]);
+        products.insert(format!("product{p}").into(), entry);
+    }
+    let stock = Tree::from_entries([("products", Tree::Object(products)), ("total", Tree::from(keys * 1_000_000))]);
+    let mut states = app.initial_states();
+    states[0] = stock;
+    println!("built a state of {keys} products in {:.2?}", t.elapsed());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshots = Snapshots::local(dir.path(), "warehouse", 3).expect("snapshots");
+    let t = Instant::now();
+    runtime.block_on(snapshots.write(1, &names, &states)).expect("write");
+    println!("wrote the snapshot (serialise + fsync) in {:.2?}", t.elapsed());
+    drop(states);
+
+    let lines: Vec<String> = (0..tail)
+        .map(|i| {
+            let seq = 2 + i;
+            let p = (i * 7919) % keys;
+            format!(
+                r#"{{"seq":{seq},"ts":{},"id":"bench:{seq}","type":"stock/sold","payload":{{"product":"product{p}","location":"shelf","quantity":1}}}}"#,
+                1_700_000_000_000u64 + seq
+            )
+        })
+        .collect();
+
+    let started = Instant::now();
+    let (seq, loaded) = runtime.block_on(snapshots.load_latest(&names)).expect("load").expect("a snapshot");
+    let states: Vec<Tree> = loaded.into_iter().zip(app.initial_states()).map(|(s, i)| s.unwrap_or(i)).collect();
+    let mut engine = Engine::restore(app, seq, states);
+    let loaded_in = started.elapsed();
+    let t = Instant::now();
+    for line in &lines {
+        let action: CommittedAction = serde_json::from_str(line).expect("valid line");
+        let applied = engine.apply_with(&action, Diffs::Skip).expect("in sequence");
+        assert!(applied.rejection.is_none());
+    }
+    let replayed_in = t.elapsed();
+    let total = started.elapsed();
+    println!(
+        "(c) recovery: load + verify the snapshot {loaded_in:.2?}, replay {tail} actions {replayed_in:.2?} \
+         ({:.0} actions/s); total {total:.2?} (target <= 3 s)",
+        tail as f64 / replayed_in.as_secs_f64()
+    );
+}
