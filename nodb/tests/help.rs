@@ -13,10 +13,28 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn every_command_explains_itself_with_an_example() {
     let top = help(&["--help"]);
-    for cmd in ["diff", "patch"] {
+    for cmd in ["chronicler", "dataview", "log", "diff", "patch", "bench"] {
         assert!(top.contains(cmd), "nodb --help lists {cmd}:\n{top}");
-        let text = help(&[cmd, "--help"]);
-        assert!(text.contains("Example"), "nodb {cmd} --help has an example:\n{text}");
-        assert!(text.contains("Exit status"), "nodb {cmd} --help documents its exit status:\n{text}");
+    }
+    for cmd in [
+        &["chronicler"][..],
+        &["dataview"],
+        &["log", "verify"],
+        &["log", "tail"],
+        &["diff"],
+        &["patch"],
+        &["bench", "ingest"],
+        &["bench", "views"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let text = help(&args);
+        assert!(text.contains("Example"), "nodb {cmd:?} --help has an example:\n{text}");
+    }
+    for cmd in [&["chronicler"][..], &["dataview"], &["log", "verify"], &["diff"], &["patch"]] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let text = help(&args);
+        assert!(text.contains("Exit status"), "nodb {cmd:?} --help documents its exit status:\n{text}");
     }
 }
