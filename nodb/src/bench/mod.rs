@@ -272,23 +272,29 @@ fn raw_fdatasync(dir: &Path) -> anyhow::Result<(Duration, Duration)> {
 }
 
 fn start_chronicler(dir: &Path) -> anyhow::Result<(Proc, String)> {
+    let data = dir.join("nodb");
+    start_nodb(&["chronicler", "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()])
+}
+
+/// Starts `nodb ARGS` (this same binary) and returns it with the
+/// `host:port` of its ready line.
+fn start_nodb(args: &[&str]) -> anyhow::Result<(Proc, String)> {
     use std::io::BufRead;
     let exe = std::env::current_exe().context("cannot find the nodb binary")?;
     let mut child = Command::new(exe)
-        .args(["chronicler", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("nodb"))
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("cannot start nodb chronicler")?;
+        .with_context(|| format!("cannot start nodb {}", args[0]))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let proc = Proc(child);
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line)?;
     let url = line.trim().rsplit(' ').next().unwrap_or("").trim_start_matches("http://").to_string();
     if url.is_empty() {
-        bail!("nodb chronicler did not start");
+        bail!("nodb {} did not start", args[0]);
     }
     Ok((proc, url))
 }

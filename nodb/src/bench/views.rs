@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::stats::{RunStats, fmt_duration};
-use super::{Proc, start_chronicler};
+use super::{Proc, start_chronicler, start_nodb};
 
 /// Fan-out: WebSocket clients of one view against a steady stream of
 /// actions; deliveries per second and dispatch-to-patch latency.
@@ -185,25 +185,17 @@ async fn connect(addr: &str, path: &str) -> anyhow::Result<tokio_tungstenite::We
 }
 
 fn start_dataview(dir: &std::path::Path, chronicler: &str) -> anyhow::Result<(Proc, String)> {
-    use std::io::BufRead;
-    let exe = std::env::current_exe().context("cannot find the nodb binary")?;
-    let mut child = std::process::Command::new(exe)
-        .args(["dataview", "--app", "warehouse", "--listen", "127.0.0.1:0", "--chronicler"])
-        .arg(format!("http://{chronicler}"))
-        .arg("--snapshots")
-        .arg(dir.join("snapshots"))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .context("cannot start nodb dataview")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let proc = Proc(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let url = line.trim().rsplit(' ').next().unwrap_or("").trim_start_matches("http://").to_string();
-    if url.is_empty() {
-        bail!("nodb dataview did not start");
-    }
-    Ok((proc, url))
+    let url = format!("http://{chronicler}");
+    let snapshots = dir.join("snapshots");
+    start_nodb(&[
+        "dataview",
+        "--app",
+        "warehouse",
+        "--listen",
+        "127.0.0.1:0",
+        "--chronicler",
+        &url,
+        "--snapshots",
+        &snapshots.to_string_lossy(),
+    ])
 }
