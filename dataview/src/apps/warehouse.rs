@@ -161,30 +161,47 @@ fn key(s: &str) -> Segment {
     Segment::Key(s.into())
 }
 
-fn quantity(state: &Tree, product: &str, location: &str) -> u64 {
-    state.get([key("products"), key(product), key("locations"), key(location)]).and_then(Tree::as_u64).unwrap_or(0)
+/// One product's entry while a reducer changes it: read once from the big
+/// `products` map and written back once, so each action copies that map's
+/// path a single time.
+struct ProductEdit<'a> {
+    product: &'a str,
+    locations: Tree,
+    total: u64,
 }
 
-/// The stock state with `location`'s quantity of `product` set to `q`, and
-/// the totals kept right.
-fn set_quantity(state: &Tree, product: &str, location: &str, q: u64) -> Reduced {
-    let old = quantity(state, product, location);
-    let total = state.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0) - old + q;
-    // Build the product's new entry first and store it with one write, so
-    // the large `products` map is copied along one path only.
-    let entry = state.get([key("products"), key(product)]).cloned().unwrap_or_else(Tree::object);
-    let product_total = entry.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0) - old + q;
-    let entry = entry.set([key("locations"), key(location)], q)?.set([key("total")], product_total)?;
+impl ProductEdit<'_> {
+    fn quantity(&self, location: &str) -> u64 {
+        self.locations.get([key(location)]).and_then(Tree::as_u64).unwrap_or(0)
+    }
+
+    fn set(&mut self, location: &str, q: u64) -> Result<(), Rejection> {
+        let old = self.quantity(location);
+        self.locations = self.locations.set([key(location)], q)?;
+        self.total = self.total - old + q;
+        Ok(())
+    }
+
+    fn take(&mut self, location: &str, q: u64, verb: &str) -> Result<(), Rejection> {
+        let have = self.quantity(location);
+        if have < q {
+            return Err(Rejection::new(format!("only {have} of {} at {location}, cannot {verb} {q}", self.product)));
+        }
+        self.set(location, have - q)
+    }
+}
+
+/// Applies `f` to `product`'s entry and writes it back with the totals.
+fn edit_product(state: &Tree, product: &str, f: impl FnOnce(&mut ProductEdit<'_>) -> Result<(), Rejection>) -> Reduced {
+    let entry = state.get([key("products"), key(product)]);
+    let locations = entry.and_then(|e| e.get([key("locations")])).cloned().unwrap_or_else(Tree::object);
+    let before = entry.and_then(|e| e.get([key("total")])).and_then(Tree::as_u64).unwrap_or(0);
+    let mut edit = ProductEdit { product, locations, total: before };
+    f(&mut edit)?;
+    let total = state.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0) - before + edit.total;
+    let entry = Tree::from_entries([("locations", edit.locations), ("total", Tree::from(edit.total))]);
     let s = state.set([key("products"), key(product)], entry)?;
     Ok(s.set([key("total")], total)?)
-}
-
-fn take(state: &Tree, product: &str, location: &str, q: u64, verb: &str) -> Reduced {
-    let have = quantity(state, product, location);
-    if have < q {
-        return Err(Rejection::new(format!("only {have} of {product} at {location}, cannot {verb} {q}")));
-    }
-    set_quantity(state, product, location, have - q)
 }
 
 /// The `stock` reducer.
@@ -194,14 +211,14 @@ fn take(state: &Tree, product: &str, location: &str, q: u64, verb: &str) -> Redu
 pub fn reduce_stock(state: &Tree, action: &CommittedAction) -> Reduced {
     match Stock::decode(action)? {
         None => Ok(state.clone()),
-        Some(Stock::Corrected(c)) => set_quantity(state, &c.product, &c.location, c.quantity),
-        Some(Stock::Moved(m)) => {
-            let s = take(state, &m.product, &m.from, m.quantity, "move")?;
-            let there = quantity(&s, &m.product, &m.to);
-            set_quantity(&s, &m.product, &m.to, there + m.quantity)
-        }
-        Some(Stock::Sold(x)) => take(state, &x.product, &x.location, x.quantity, "sell"),
-        Some(Stock::Destroyed(d)) => take(state, &d.product, &d.location, d.quantity, "destroy"),
+        Some(Stock::Corrected(c)) => edit_product(state, &c.product, |e| e.set(&c.location, c.quantity)),
+        Some(Stock::Moved(m)) => edit_product(state, &m.product, |e| {
+            e.take(&m.from, m.quantity, "move")?;
+            let there = e.quantity(&m.to);
+            e.set(&m.to, there + m.quantity)
+        }),
+        Some(Stock::Sold(x)) => edit_product(state, &x.product, |e| e.take(&x.location, x.quantity, "sell")),
+        Some(Stock::Destroyed(d)) => edit_product(state, &d.product, |e| e.take(&d.location, d.quantity, "destroy")),
     }
 }
 
