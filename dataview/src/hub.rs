@@ -74,8 +74,10 @@ pub struct HubMetrics {
     pub resynced: AtomicU64,
     /// Connected stream clients.
     pub clients: AtomicU64,
-    /// Nanoseconds spent applying actions (reducers and diffs).
+    /// Nanoseconds spent applying actions (the reducers).
     pub apply_nanos: AtomicU64,
+    /// Nanoseconds spent diffing states and serialising patches.
+    pub diff_nanos: AtomicU64,
 }
 
 /// The shared view state.
@@ -190,13 +192,17 @@ impl Hub {
         {
             // Diffed and serialised once, by the first client that asks.
             let patches = last.patches.get_or_init(|| {
-                prev.states
+                let started = std::time::Instant::now();
+                let patches = prev
+                    .states
                     .iter()
                     .zip(&last.states)
                     .map(|(old, new)| {
                         message(&ServerMessage::Patch { from: None, seq: last.seq, ops: diff(old, new), sources: None })
                     })
-                    .collect()
+                    .collect();
+                self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+                patches
             });
             if let Some(p) = patches.get(view) {
                 return (CatchUp::Patch(p.clone()), seq);
@@ -207,9 +213,11 @@ impl Hub {
         if since >= oldest {
             let idx = (since - oldest) as usize;
             let old = &s.history[idx].states[view];
+            let started = std::time::Instant::now();
             let ops = diff(old, &s.engine.states()[view]);
             self.metrics.coalesced.fetch_add(1, Relaxed);
             let msg = message(&ServerMessage::Patch { from: Some(since + 1), seq, ops, sources: None });
+            self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
             return (CatchUp::Combined(msg), seq);
         }
         self.metrics.resynced.fetch_add(1, Relaxed);

@@ -401,13 +401,15 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             "Clients resent a snapshot after falling behind.",
             m.resynced.load(Relaxed),
         ),
-        ("nodb_dataview_apply_seconds_total", "counter", "Time spent in reducers and diffs.", 0),
+        ("nodb_dataview_apply_seconds_total", "counter", "Time spent in reducers.", m.apply_nanos.load(Relaxed)),
+        (
+            "nodb_dataview_diff_seconds_total",
+            "counter",
+            "Time spent diffing and serialising patches.",
+            m.diff_nanos.load(Relaxed),
+        ),
     ] {
-        let value = if name == "nodb_dataview_apply_seconds_total" {
-            format!("{}", m.apply_nanos.load(Relaxed) as f64 / 1e9)
-        } else {
-            v.to_string()
-        };
+        let value = if name.ends_with("_seconds_total") { format!("{}", v as f64 / 1e9) } else { v.to_string() };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)

@@ -365,3 +365,31 @@ fn at_n_older_than_the_memory_is_rebuilt_from_a_snapshot_and_the_log() {
     let r = get(&format!("{}/views/stock?at=4", view.url())).unwrap().json();
     assert_eq!(r["state"]["products"]["p4"]["total"], 4, "{r}");
 }
+
+#[test]
+fn the_view_resumes_after_the_chronicler_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("log");
+    // A fixed port, chosen now, so the restarted chronicler has the same URL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = || Service::start(&["chronicler", "--data", data.to_str().unwrap(), "--listen", &listen]).unwrap();
+    let mut chronicler = start();
+    let view = start_dataview(&chronicler, &dir.path().join("snaps"));
+    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
+    dispatch(chronicler.url(), &actions(1, 20, "z"));
+    c.read_until(20);
+    chronicler.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    let health = get(&format!("{}/health", view.url())).unwrap().json();
+    assert_eq!(health["connected"], false, "{health}");
+    let chronicler = start();
+    dispatch(chronicler.url(), &actions(21, 20, "z"));
+    // The view reconnects by itself and resumes at seq 21: the client sees
+    // every seq once, with nothing repeated or skipped.
+    c.read_until(40);
+    assert_eq!(c.covered, (0..=40).collect::<Vec<_>>());
+    let server = get(&format!("{}/views/stock", view.url())).unwrap().json();
+    assert_eq!(c.state, server["state"]);
+    assert_eq!(get(&format!("{}/health", view.url())).unwrap().json()["status"], "caught_up");
+}
