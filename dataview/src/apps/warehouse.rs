@@ -178,7 +178,9 @@ impl ProductEdit<'_> {
     fn set(&mut self, location: &str, q: u64) -> Result<(), Rejection> {
         let old = self.quantity(location);
         self.locations = self.locations.set([key(location)], q)?;
-        self.total = self.total - old + q;
+        // Saturating: a state imported with `@@nodb/set_state` may carry
+        // totals that do not add up; they must not wrap around.
+        self.total = self.total.saturating_sub(old).checked_add(q).ok_or_else(too_many)?;
         Ok(())
     }
 
@@ -191,6 +193,10 @@ impl ProductEdit<'_> {
     }
 }
 
+fn too_many() -> Rejection {
+    Rejection::new("the quantity would exceed what can be counted (2^64 - 1)")
+}
+
 /// Applies `f` to `product`'s entry and writes it back with the totals.
 fn edit_product(state: &Tree, product: &str, f: impl FnOnce(&mut ProductEdit<'_>) -> Result<(), Rejection>) -> Reduced {
     let entry = state.get([key("products"), key(product)]);
@@ -198,7 +204,13 @@ fn edit_product(state: &Tree, product: &str, f: impl FnOnce(&mut ProductEdit<'_>
     let before = entry.and_then(|e| e.get([key("total")])).and_then(Tree::as_u64).unwrap_or(0);
     let mut edit = ProductEdit { product, locations, total: before };
     f(&mut edit)?;
-    let total = state.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0) - before + edit.total;
+    let total = state
+        .get([key("total")])
+        .and_then(Tree::as_u64)
+        .unwrap_or(0)
+        .saturating_sub(before)
+        .checked_add(edit.total)
+        .ok_or_else(too_many)?;
     let entry = Tree::from_entries([("locations", edit.locations), ("total", Tree::from(edit.total))]);
     let s = state.set([key("products"), key(product)], entry)?;
     Ok(s.set([key("total")], total)?)
@@ -215,7 +227,7 @@ pub fn reduce_stock(state: &Tree, action: &CommittedAction) -> Reduced {
         Some(Stock::Moved(m)) => edit_product(state, &m.product, |e| {
             e.take(&m.from, m.quantity, "move")?;
             let there = e.quantity(&m.to);
-            e.set(&m.to, there + m.quantity)
+            e.set(&m.to, there.checked_add(m.quantity).ok_or_else(too_many)?)
         }),
         Some(Stock::Sold(x)) => edit_product(state, &x.product, |e| e.take(&x.location, x.quantity, "sell")),
         Some(Stock::Destroyed(d)) => edit_product(state, &d.product, |e| e.take(&d.location, d.quantity, "destroy")),
@@ -277,9 +289,10 @@ pub fn reduce_activity(state: &Tree, action: &CommittedAction) -> Reduced {
     {
         s = s.remove([key("recent"), Segment::Index(0)])?;
     }
-    s = s.update([key("counts"), key(kind)], |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0) + 1))?;
+    s =
+        s.update([key("counts"), key(kind)], |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(1)))?;
     if let Some((field, n)) = units {
-        s = s.update([key(field)], |v| Tree::from(v.and_then(Tree::as_u64).unwrap_or(0) + n))?;
+        s = s.update([key(field)], |v| Tree::from(v.and_then(Tree::as_u64).unwrap_or(0).saturating_add(n)))?;
     }
     Ok(s)
 }
@@ -391,6 +404,17 @@ mod tests {
         let (_, rejected) =
             run(&[act(1, "stock/destroyed", json!({"product": "a", "location": "s", "quantity": 1, "reason": " "}))]);
         assert!(rejected[0].1.contains("reason"), "{rejected:?}");
+    }
+
+    #[test]
+    fn quantities_never_wrap() {
+        let (states, rejected) = run(&[
+            act(1, "stock/corrected", json!({"product": "a", "location": "x", "quantity": u64::MAX})),
+            act(2, "stock/corrected", json!({"product": "a", "location": "y", "quantity": 1})),
+        ]);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert!(rejected[0].1.contains("exceed"));
+        assert_eq!(states[0].get("/total"), Some(&Tree::from(u64::MAX)));
     }
 
     #[test]
