@@ -199,10 +199,19 @@ fn handle(hub: &Hub, status: &FollowStatus, text: &str) -> bool {
     }
     let action: CommittedAction = match serde_json::from_str(text) {
         Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "the chronicler sent an action this view cannot read; reconnecting");
-            return false;
-        }
+        Err(e) => match envelope(text) {
+            // The view must move on, and every seq must get its update: an
+            // action whose payload cannot be read reaches the reducers with
+            // a null payload (which they reject), and the error is logged.
+            Some(a) => {
+                tracing::error!(seq = a.seq, id = %a.id, error = %e, "an action's payload cannot be read; applying it without one");
+                a
+            }
+            None => {
+                tracing::error!(error = %e, "the chronicler sent a line this view cannot read; reconnecting");
+                return false;
+            }
+        },
     };
     status.head.fetch_max(action.seq, Relaxed);
     if action.seq <= hub.current_seq() {
@@ -217,9 +226,42 @@ fn handle(hub: &Hub, status: &FollowStatus, text: &str) -> bool {
     }
 }
 
+/// The envelope of a committed action whose payload or meta cannot be read.
+fn envelope(text: &str) -> Option<CommittedAction> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        seq: u64,
+        ts: u64,
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let e: Envelope = serde_json::from_str(text).ok()?;
+    Some(CommittedAction {
+        seq: e.seq,
+        ts: e.ts,
+        id: e.id,
+        kind: e.kind,
+        payload: serde_json::Value::Null,
+        meta: None,
+        client: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_payload_keeps_its_seq() {
+        let a = envelope(r#"{"seq":5,"ts":1,"id":"c:1","type":"t","payload":[1e400]}"#).unwrap();
+        assert_eq!((a.seq, a.kind.as_str(), a.payload.clone()), (5, "t", serde_json::Value::Null));
+        assert!(
+            serde_json::from_str::<CommittedAction>(r#"{"seq":5,"ts":1,"id":"c:1","type":"t","payload":[1e400]}"#)
+                .is_err()
+        );
+        assert!(envelope("{}").is_none());
+    }
 
     #[test]
     fn urls() {
