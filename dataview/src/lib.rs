@@ -16,8 +16,12 @@
 //! - [`engine`]: an app's views at one seq, moved forward one action at a
 //!   time: reducers, control actions, caught panics, one patch per view.
 //!
-//! The service (following the chronicler, the client stream, snapshots) is
-//! being built on top of these; see `docs/ARCHITECTURE.md`.
+//! - [`hub`]: the views' recent history, shared by every client: catch-up
+//!   patches, coalescing and snapshots for clients that fall behind.
+//! - [`follow`]: following the chronicler's stream, with back-off.
+//! - [`snapshot`]: snapshots in object storage, and recovery from them.
+//! - [`server`]: the HTTP and WebSocket service; [`web`]: the client
+//!   library and the demo page it serves.
 
 pub mod apps;
 pub mod engine;
@@ -26,3 +30,4 @@ pub mod hub;
 pub mod reducer;
 pub mod server;
 pub mod snapshot;
+pub mod web;

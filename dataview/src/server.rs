@@ -43,6 +43,8 @@ pub struct AppState {
     pub chronicler: String,
     /// Where the snapshots are, to rebuild old states for `?at=N`.
     pub snapshots: Option<crate::snapshot::Snapshots>,
+    /// The application's name; `warehouse` also serves the demo page.
+    pub app: String,
 }
 
 /// An error answer: code (fixing the status) and message.
@@ -62,6 +64,7 @@ fn unknown_view(hub: &Hub, name: &str) -> ApiError {
 
 /// The data view's routes.
 pub fn router(state: AppState) -> Router {
+    let web = crate::web::router(state.app == "warehouse", state.hub.view_names());
     Router::new()
         .route("/views", get(list_views))
         .route("/views/{name}", get(get_view))
@@ -74,6 +77,7 @@ pub fn router(state: AppState) -> Router {
             ApiError(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /views)", uri.path()))
         })
         .with_state(state)
+        .merge(web)
 }
 
 async fn list_views(State(s): State<AppState>) -> impl IntoResponse {
@@ -198,22 +202,25 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
     'session: loop {
         seq_rx.borrow_and_update();
         let (catch_up, seq) = s.hub.catch_up(view, last);
-        let bytes = match catch_up {
-            CatchUp::Nothing => None,
-            CatchUp::Patch(b) | CatchUp::Combined(b) | CatchUp::Snapshot(b) => Some(b),
-        };
-        if let Some(b) = bytes {
-            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(b) else { break };
-            if socket.send(Message::Text(text)).await.is_err() {
-                break;
-            }
-        }
+        // A client's rejections come before the message that covers their
+        // seqs, so when it applies that message it knows which of its
+        // actions did not take effect.
         if let Some(client) = &client {
             for (rseq, r) in s.hub.rejections(client, last.unwrap_or(seq), seq) {
                 let m = ServerMessage::Rejected { seq: rseq, id: r.id, reason: r.reason };
                 if socket.send(Message::Text(serde_json::to_string(&m).unwrap_or_default().into())).await.is_err() {
                     break 'session;
                 }
+            }
+        }
+        let bytes = match catch_up {
+            CatchUp::Nothing => None,
+            CatchUp::Patch(b) | CatchUp::Combined(b) | CatchUp::Snapshot(b) => Some(b),
+        };
+        if let Some(b) = bytes {
+            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(b) else { break 'session };
+            if socket.send(Message::Text(text)).await.is_err() {
+                break 'session;
             }
         }
         last = Some(seq);

@@ -1,5 +1,7 @@
 //! Snapshots of an app's views through `object_store`: on the local
-//! filesystem (with fsync) by default.
+//! filesystem (with fsync) by default, or in any store `object_store` can
+//! open from a URL (`s3://bucket/prefix`, configured by the usual `AWS_*`
+//! environment variables, `memory://`).
 //!
 //! The views of an app change together, so one object holds every view at
 //! one seq: `{app}/{seq:020}.snapshot`. The first line is a header with the
@@ -27,6 +29,14 @@ pub enum SnapshotError {
     /// The object store failed.
     #[error("snapshot storage: {0}")]
     Store(#[from] object_store::Error),
+    /// The snapshot location is not a URL `object_store` can open.
+    #[error("cannot open snapshot storage {location:?}: {reason}")]
+    Location {
+        /// The location given.
+        location: String,
+        /// Why.
+        reason: String,
+    },
     /// The snapshot directory could not be created.
     #[error("cannot create the snapshot directory {path}: {source}")]
     Dir {
@@ -55,6 +65,35 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
+    /// Snapshots of `app` at `location`: a URL with a scheme
+    /// (`s3://bucket/prefix`, `memory://`, `file:///dir`) or a local
+    /// directory. Stores other than the local filesystem take their
+    /// settings from `AWS_*`-style environment variables (for S3:
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT` and `AWS_ALLOW_HTTP` for an S3-compatible server).
+    ///
+    /// # Errors
+    /// If the location cannot be opened.
+    pub fn open(location: &str, app: &str, keep: usize) -> Result<Snapshots, SnapshotError> {
+        let bad = |reason: String| SnapshotError::Location { location: location.to_string(), reason };
+        if !location.contains("://") {
+            return Snapshots::local(std::path::Path::new(location), app, keep);
+        }
+        let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() == "file" {
+            let dir = url.to_file_path().map_err(|()| bad("not a local path".into()))?;
+            return Snapshots::local(&dir, app, keep);
+        }
+        let options = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| (k.to_ascii_lowercase(), v));
+        let (store, prefix) = object_store::parse_url_opts(&url, options).map_err(|e| bad(e.to_string()))?;
+        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+            Arc::from(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        Ok(Snapshots::new(store, app, keep))
+    }
+
     /// Snapshots of `app` in the local directory `dir` (created if
     /// missing), written with fsync, keeping the newest `keep`.
     ///

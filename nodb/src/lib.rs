@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "nodb",
     version,
-    after_help = "Examples:\n  nodb chronicler --data ./nodb-data   run the durable history on 127.0.0.1:7401\n  nodb log verify --data ./nodb-data  check every checksum and the hash chain\n  nodb diff old.json new.json        print the RFC 6902 patch from old to new\n  nodb patch doc.json patch.json     print doc.json with the patch applied\n\nRun `nodb <command> --help` for the details of each command."
+    after_help = "Examples:\n  nodb up                            the demo on http://127.0.0.1:7400/ (everything in one process)\n  nodb chronicler --data ./nodb-data   run the durable history on 127.0.0.1:7401\n  nodb log verify --data ./nodb-data  check every checksum and the hash chain\n  nodb diff old.json new.json        print the RFC 6902 patch from old to new\n  nodb patch doc.json patch.json     print doc.json with the patch applied\n\nRun `nodb <command> --help` for the details of each command."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +34,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Up(commands::up::Args),
     Chronicler(commands::chronicler::Args),
     Dataview(commands::dataview::Args),
     Log(commands::log::Args),
@@ -53,6 +54,7 @@ pub fn main_with(apps: Registry) -> ExitCode {
     let cli = Cli::parse();
     service::init_logging();
     let result = match cli.command {
+        Command::Up(args) => commands::up::run(&args, &apps),
         Command::Chronicler(args) => commands::chronicler::run(&args),
         Command::Dataview(args) => commands::dataview::run(&args, &apps),
         Command::Log(args) => commands::log::run(&args),

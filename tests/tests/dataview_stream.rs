@@ -322,7 +322,11 @@ fn one_socket_dispatches_and_sees_its_patch_and_its_rejections() {
                 let to = m["seq"].as_u64().unwrap();
                 patches.extend(m["from"].as_u64().unwrap_or(to)..=to);
             }
-            "rejected" => rejected.push(m),
+            "rejected" => {
+                let seq = m["seq"].as_u64().unwrap();
+                assert!(!patches.contains(&seq), "the rejection of seq {seq} comes before the patch covering it");
+                rejected.push(m);
+            }
             other => panic!("{other}: {m}"),
         }
     }

@@ -91,13 +91,22 @@ pub struct AppState {
 
 /// The chronicler's routes.
 pub fn router(state: AppState) -> Router {
+    api_router(state.clone()).merge(status_router(state)).fallback(not_found)
+}
+
+/// The history's own routes, `/actions` and `/ws`, without a fallback, so
+/// that `nodb up` can serve them beside a data view on one address.
+pub fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/actions", post(ingest::post_actions).get(stream::get_actions))
         .route("/ws", get(ingest::ws))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
         .with_state(state)
+}
+
+/// `/health` and `/metrics`, without a fallback (`nodb up` nests them under
+/// `/chronicler`).
+pub fn status_router(state: AppState) -> Router {
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(state)
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {

@@ -65,7 +65,6 @@ pub struct Args {
 /// Runs the command.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let log_config = LogConfig { segment_size: args.segment_size, ..LogConfig::new(args.data.join("log")) };
-    log_config.validate().map_err(anyhow::Error::msg)?;
     if !(args.heartbeat.is_finite() && args.heartbeat > 0.0) {
         anyhow::bail!("--heartbeat must be a positive number of seconds");
     }
@@ -74,36 +73,60 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body,
         heartbeat: Duration::from_secs_f64(args.heartbeat),
     };
-    server_config.validate().map_err(anyhow::Error::msg)?;
     service::runtime()?.block_on(async move {
-        let metrics = Arc::new(Metrics::default());
-        let m = metrics.clone();
-        let (log, recovered) = tokio::task::spawn_blocking(move || FileLog::open(&log_config, m)).await??;
-        tracing::info!(
-            head = recovered.head,
-            segments = recovered.segments,
-            clients = recovered.clients,
-            torn_bytes = recovered.torn_bytes,
-            data = %args.data.display(),
-            "log recovered"
-        );
+        let shutdown = service::shutdown_on_signal();
+        let chronicler = open(log_config, server_config, shutdown).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let shutdown = service::shutdown_on_signal();
-        let tasks = tokio_util::task::TaskTracker::new();
-        let state =
-            AppState { log: log.clone(), metrics, config: Arc::new(server_config), shutdown, tasks: tasks.clone() };
         service::announce("chronicler", listener.local_addr()?);
-        serve(listener, state).await.context("the server failed")?;
-        // Finish every append already queued, then let the sockets deliver
-        // their last acks before the process exits.
-        log.shutdown().await;
-        tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await.is_err() {
+        serve(listener, chronicler.state.clone()).await.context("the server failed")?;
+        chronicler.finish().await;
+        Ok(())
+    })
+}
+
+/// An open chronicler: the state its routes serve, and its log.
+pub(crate) struct Chronicler {
+    /// What the routes serve.
+    pub state: AppState,
+    log: Arc<FileLog>,
+}
+
+/// Checks the settings and recovers the log; the caller serves the state.
+pub(crate) async fn open(
+    log_config: LogConfig,
+    server_config: ServerConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Chronicler> {
+    log_config.validate().map_err(anyhow::Error::msg)?;
+    server_config.validate().map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(Metrics::default());
+    let m = metrics.clone();
+    let dir = log_config.dir.display().to_string();
+    let (log, recovered) = tokio::task::spawn_blocking(move || FileLog::open(&log_config, m)).await??;
+    tracing::info!(
+        head = recovered.head,
+        segments = recovered.segments,
+        clients = recovered.clients,
+        torn_bytes = recovered.torn_bytes,
+        log = %dir,
+        "log recovered"
+    );
+    let tasks = tokio_util::task::TaskTracker::new();
+    let state = AppState { log: log.clone(), metrics, config: Arc::new(server_config), shutdown, tasks };
+    Ok(Chronicler { state, log })
+}
+
+impl Chronicler {
+    /// After the server has stopped: finishes every append already queued,
+    /// then lets the sockets deliver their last acks.
+    pub async fn finish(self) {
+        self.log.shutdown().await;
+        self.state.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.state.tasks.wait()).await.is_err() {
             tracing::warn!("some sockets did not finish within 10 s of shutdown");
         }
         tracing::info!("chronicler stopped");
-        Ok(())
-    })
+    }
 }

@@ -62,9 +62,12 @@ pub struct Args {
     /// disconnected.
     #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
     ping: f64,
-    /// Where to keep snapshots (a local directory, written with fsync).
-    #[arg(long, value_name = "DIR", default_value = "./nodb-data/snapshots")]
-    snapshots: std::path::PathBuf,
+    /// Where to keep snapshots: a local directory (written with fsync), or
+    /// an object store URL such as s3://bucket/prefix (configured by the
+    /// AWS_* environment variables; AWS_ENDPOINT and AWS_ALLOW_HTTP=true
+    /// for an S3-compatible server).
+    #[arg(long, value_name = "DIR|URL", default_value = "./nodb-data/snapshots")]
+    snapshots: String,
     /// Write a snapshot after this many new seqs.
     #[arg(long, value_name = "SEQS", default_value_t = 10_000)]
     snapshot_every: u64,
@@ -91,48 +94,95 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     if !(args.snapshot_interval.is_finite() && args.snapshot_interval > 0.0) || args.snapshot_every == 0 {
         anyhow::bail!("--snapshot-every and --snapshot-interval must be positive");
     }
-    let snapshots = Snapshots::local(&args.snapshots, &app.name, args.keep_snapshots)?;
+    let settings = Settings {
+        app,
+        chronicler: args.chronicler.clone(),
+        history: args.history,
+        ping: Duration::from_secs_f64(args.ping),
+        snapshots: Snapshots::open(&args.snapshots, &args.app, args.keep_snapshots)?,
+        policy: SnapshotPolicy {
+            every_seqs: args.snapshot_every,
+            every: Duration::from_secs_f64(args.snapshot_interval),
+        },
+    };
     service::runtime()?.block_on(async move {
-        let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
-        let engine = match snapshots.load_latest(&names).await? {
-            Some((seq, states)) => {
-                tracing::info!(seq, dir = %args.snapshots.display(), "restored the views from a snapshot");
-                let initial = app.initial_states();
-                let states = states.into_iter().zip(initial).map(|(s, i)| s.unwrap_or(i)).collect();
-                Engine::restore(app, seq, states)
-            }
-            None => Engine::new(app),
-        };
-        let restored_at = engine.seq();
-        let hub = Hub::new(engine, args.history);
-        let status = Arc::new(FollowStatus::default());
         let shutdown = service::shutdown_on_signal();
-        let follower = tokio::spawn(follow(hub.clone(), args.chronicler.clone(), status.clone(), shutdown.clone()));
-        let policy =
-            SnapshotPolicy { every_seqs: args.snapshot_every, every: Duration::from_secs_f64(args.snapshot_interval) };
-        let snapshotter =
-            tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
+        let tasks = tokio_util::task::TaskTracker::new();
+        let running = start(settings, shutdown, tasks).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let tasks = tokio_util::task::TaskTracker::new();
-        let state = AppState {
-            hub,
-            follow: status,
-            shutdown,
-            tasks: tasks.clone(),
-            ping: Duration::from_secs_f64(args.ping),
-            chronicler: args.chronicler.clone(),
-            snapshots: Some(snapshots),
-        };
         service::announce("dataview", listener.local_addr()?);
-        serve(listener, state).await.context("the server failed")?;
-        tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-        let _ = follower.await;
-        // The last snapshot is written once the follower has stopped.
-        let _ = snapshotter.await;
-        tracing::info!("dataview stopped");
+        serve(listener, running.state.clone()).await.context("the server failed")?;
+        running.finish().await;
         Ok(())
     })
+}
+
+/// What a data view needs to start, checked.
+pub(crate) struct Settings {
+    /// The application.
+    pub app: nodb_dataview::apps::App,
+    /// The chronicler's URL.
+    pub chronicler: String,
+    /// How many recent seqs to keep in memory.
+    pub history: usize,
+    /// How often to ping clients.
+    pub ping: Duration,
+    /// Where the snapshots are.
+    pub snapshots: Snapshots,
+    /// When to write snapshots.
+    pub policy: SnapshotPolicy,
+}
+
+/// A started data view: the state its routes serve, and its background
+/// tasks.
+pub(crate) struct Running {
+    /// What the routes serve.
+    pub state: AppState,
+    follower: tokio::task::JoinHandle<()>,
+    snapshotter: tokio::task::JoinHandle<()>,
+}
+
+/// Restores the views from the newest valid snapshot and starts following
+/// the chronicler and writing snapshots; the caller serves `state`.
+pub(crate) async fn start(
+    settings: Settings,
+    shutdown: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+) -> anyhow::Result<Running> {
+    let Settings { app, chronicler, history, ping, snapshots, policy } = settings;
+    let app_name = app.name.clone();
+    let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
+    let engine = match snapshots.load_latest(&names).await? {
+        Some((seq, states)) => {
+            tracing::info!(seq, "restored the views from a snapshot");
+            let initial = app.initial_states();
+            let states = states.into_iter().zip(initial).map(|(s, i)| s.unwrap_or(i)).collect();
+            Engine::restore(app, seq, states)
+        }
+        None => Engine::new(app),
+    };
+    let restored_at = engine.seq();
+    let hub = Hub::new(engine, history);
+    let status = Arc::new(FollowStatus::default());
+    let follower = tokio::spawn(follow(hub.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
+    let snapshotter =
+        tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
+    let state =
+        AppState { hub, follow: status, shutdown, tasks, ping, chronicler, snapshots: Some(snapshots), app: app_name };
+    Ok(Running { state, follower, snapshotter })
+}
+
+impl Running {
+    /// After the server has stopped: waits for the client sessions, the
+    /// follower, and the last snapshot.
+    pub async fn finish(self) {
+        self.state.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.state.tasks.wait()).await;
+        let _ = self.follower.await;
+        // The last snapshot is written once the follower has stopped.
+        let _ = self.snapshotter.await;
+        tracing::info!("dataview stopped");
+    }
 }

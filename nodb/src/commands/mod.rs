@@ -5,3 +5,4 @@ pub mod dataview;
 pub mod diff;
 pub mod log;
 pub mod patch;
+pub mod up;

@@ -1,0 +1,79 @@
+//! The browser side, built into the binary: the client library `/nodb.js`
+//! (with `/nodb.d.ts`) for every app, and the warehouse demo page at `/`.
+//!
+//! The files live in the repository's `web/` folder and are compiled in, so
+//! a single `nodb` binary serves them with nothing else to install.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+/// The client library.
+pub const NODB_JS: &str = include_str!("../../web/nodb.js");
+/// Its TypeScript declarations.
+pub const NODB_D_TS: &str = include_str!("../../web/nodb.d.ts");
+/// The warehouse demo page.
+pub const DEMO_HTML: &str = include_str!("../../web/index.html");
+/// The demo's style sheet.
+pub const DEMO_CSS: &str = include_str!("../../web/demo.css");
+/// The demo's script.
+pub const DEMO_JS: &str = include_str!("../../web/demo.js");
+
+/// A file with its content type; browsers revalidate it on every load, so a
+/// new binary's files are picked up at once.
+fn file(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// The routes for the client library, and for the demo page when `demo` is
+/// true (the `warehouse` app); other apps get a small index of their views
+/// at `/`.
+pub fn router<S: Clone + Send + Sync + 'static>(demo: bool, views: Vec<String>) -> Router<S> {
+    let js = "text/javascript; charset=utf-8";
+    let router = Router::new()
+        .route("/nodb.js", get(move || async move { file(js, NODB_JS) }))
+        .route("/nodb.d.ts", get(|| async { file("application/typescript; charset=utf-8", NODB_D_TS) }));
+    if demo {
+        router
+            .route("/", get(|| async { file("text/html; charset=utf-8", DEMO_HTML) }))
+            .route("/demo.css", get(|| async { file("text/css; charset=utf-8", DEMO_CSS) }))
+            .route("/demo.js", get(move || async move { file(js, DEMO_JS) }))
+    } else {
+        let page = index_page(&views);
+        router.route("/", get(move || async move { Html(page) }))
+    }
+}
+
+/// A page listing the views, for apps without a page of their own.
+fn index_page(views: &[String]) -> String {
+    let items: String = views
+        .iter()
+        .map(|v| {
+            let v = escape(v);
+            format!("<li><a href=\"/views/{v}\">{v}</a></li>")
+        })
+        .collect();
+    format!(
+        "<!doctype html><meta charset=utf-8><title>nodb</title>\
+         <style>body{{font:16px system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}</style>\
+         <h1>nodb</h1><p>This data view serves these views; the client library is at \
+         <a href=\"/nodb.js\">/nodb.js</a>.</p><ul>{items}</ul>"
+    )
+}
+
+/// Escapes text for HTML.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_escapes_view_names() {
+        let page = index_page(&["a<b".into()]);
+        assert!(page.contains("a&lt;b") && !page.contains("a<b"), "{page}");
+    }
+}

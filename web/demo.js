@@ -1,0 +1,546 @@
+// The nodb warehouse demo: renders the `stock` and `activity` views live and
+// records actions through the `stock` store. No framework; all data goes
+// into the page through textContent / attributes, never as HTML.
+
+import { connect } from '/nodb.js';
+
+const stock = connect(location.origin, { view: 'stock' });
+const activity = connect(location.origin, { view: 'activity' });
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, props = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v == null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'text') node.textContent = v;
+    else if (k === 'data') for (const [dk, dv] of Object.entries(v)) node.dataset[dk] = dv;
+    else node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) if (c != null) node.append(c);
+  return node;
+};
+const fmt = new Intl.NumberFormat('en');
+const num = (n) => (Number.isFinite(Number(n)) ? fmt.format(Number(n)) : '0');
+const byName = (a, b) => a.localeCompare(b, undefined, { numeric: true, sensitivity: 'base' });
+
+// ---------------------------------------------------------------- header --
+
+const STATUSES = ['connecting', 'open', 'offline', 'closed'];
+
+function renderStatus() {
+  const node = $('status');
+  const s = String(stock.status ?? 'connecting');
+  if (node.textContent !== s) node.textContent = s;
+  node.dataset.status = s;
+  for (const k of STATUSES) node.classList.toggle(`status-${k}`, k === s);
+  node.title = s === 'open' ? 'Live: connected to the server'
+    : s === 'offline' ? 'Offline: actions are kept and sent on reconnect'
+    : s === 'closed' ? 'Closed' : 'Connecting…';
+  document.body.dataset.status = s;
+}
+
+function renderSeq() {
+  const seq = Math.max(Number(stock.seq) || 0, Number(activity.seq) || 0);
+  const text = String(seq);
+  if ($('seq').textContent !== text) $('seq').textContent = text;
+}
+
+function renderPending() {
+  const n = Number(stock.pending) || 0;
+  const node = $('pending');
+  if (node.textContent !== String(n)) node.textContent = String(n);
+  node.dataset.pending = String(n);
+  node.classList.toggle('has-pending', n > 0);
+  node.title = n === 1 ? '1 action waiting for the server' : `${n} actions waiting for the server`;
+}
+
+function renderHeader() {
+  renderStatus();
+  renderSeq();
+  renderPending();
+}
+
+// ----------------------------------------------------------------- stock --
+
+let previous = null; // Map "product\0location" -> qty, for highlighting changes
+let selected = null; // {product, location}
+let listsKey = '';
+
+function stockState() {
+  const s = stock.getState();
+  return s && typeof s === 'object' && s.products && typeof s.products === 'object' ? s : null;
+}
+
+function renderStock() {
+  const state = stockState();
+  const table = $('stock-table');
+  const wrap = $('stock-wrap');
+  const empty = $('empty-state');
+  const hint = $('table-hint');
+  const card = table.closest('.card');
+
+  if (!state) {
+    card.classList.add('loading');
+    empty.hidden = true;
+    wrap.hidden = false;
+    hint.hidden = true;
+    const thead = el('thead', {}, el('tr', {}, el('th', { scope: 'col', text: 'Product' }), el('th', { scope: 'col', class: 'col-total', text: 'Total' })));
+    const tbody = el('tbody', {}, el('tr', { class: 'loading-row' }, el('td', { colspan: 2, text: 'Waiting for the stock view…' })));
+    const tfoot = el('tfoot', {}, el('tr', {}, el('th', { scope: 'row', text: 'Total' }), el('td', { id: 'grand-total', class: 'col-total num', text: '0' })));
+    table.replaceChildren(table.caption ?? '', thead, tbody, tfoot);
+    return;
+  }
+  card.classList.remove('loading');
+
+  const products = Object.keys(state.products).sort(byName);
+  const locSet = new Set();
+  for (const p of products) for (const l of Object.keys(state.products[p]?.locations ?? {})) locSet.add(l);
+  const locations = [...locSet].sort(byName);
+
+  $('product-count').textContent = num(products.length);
+  $('location-count').textContent = num(locations.length);
+
+  const isEmpty = products.length === 0;
+  empty.hidden = !isEmpty;
+  wrap.hidden = isEmpty;
+  hint.hidden = isEmpty;
+  updateLists(products, locations);
+
+  // header
+  const headRow = el('tr', {}, el('th', { scope: 'col', class: 'col-product', text: 'Product' }));
+  for (const l of locations) headRow.append(el('th', { scope: 'col', class: 'num', data: { location: l }, text: l }));
+  headRow.append(el('th', { scope: 'col', class: 'col-total num', text: 'Total' }));
+
+  // body
+  const now = new Map();
+  const colTotals = new Map(locations.map((l) => [l, 0]));
+  const tbody = el('tbody');
+  for (const p of products) {
+    const entry = state.products[p] ?? {};
+    const locs = entry.locations ?? {};
+    const row = el('tr', { data: { product: p } });
+    const nameBtn = el('button', { type: 'button', class: 'cell-btn product-btn', 'aria-label': `${p}: fill in the forms` , text: p });
+    row.append(el('th', { scope: 'row', class: 'col-product' }, nameBtn));
+    let rowSum = 0;
+    for (const l of locations) {
+      const has = Object.hasOwn(locs, l);
+      const q = Number(locs[l]) || 0;
+      rowSum += q;
+      colTotals.set(l, colTotals.get(l) + q);
+      const key = `${p}\u0000${l}`;
+      now.set(key, q);
+      const td = el('td', { class: 'num qty', data: { location: l, quantity: String(q) } });
+      if (!has) td.classList.add('none');
+      else if (q === 0) td.classList.add('zero');
+      if (previous && (previous.get(key) ?? 0) !== q && (has || previous.has(key))) {
+        td.classList.add((previous.get(key) ?? 0) < q ? 'changed-up' : 'changed-down');
+      }
+      if (selected && selected.product === p && selected.location === l) td.classList.add('selected');
+      td.append(el('button', { type: 'button', class: 'cell-btn', 'aria-label': `${num(q)} ${p} at ${l}: fill in the forms`, text: num(q) }));
+      row.append(td);
+    }
+    const total = Number.isFinite(Number(entry.total)) ? Number(entry.total) : rowSum;
+    row.append(el('td', { class: 'col-total num', data: { total: String(total) }, text: num(total) }));
+    tbody.append(row);
+  }
+
+  // footer
+  const footRow = el('tr', {}, el('th', { scope: 'row', class: 'col-product', text: 'Total' }));
+  for (const l of locations) footRow.append(el('td', { class: 'num', data: { location: l }, text: num(colTotals.get(l)) }));
+  const grand = Number.isFinite(Number(state.total)) ? Number(state.total) : [...colTotals.values()].reduce((a, b) => a + b, 0);
+  footRow.append(el('td', { id: 'grand-total', class: 'col-total num', data: { total: String(grand) }, text: num(grand) }));
+
+  // Keep keyboard focus on the same cell across the rebuild.
+  const active = document.activeElement;
+  const focusRow = active && table.contains(active) ? active.closest('tr[data-product]') : null;
+  const focusCell = focusRow ? active.closest('td[data-location]') : null;
+
+  table.replaceChildren(table.caption ?? '', el('thead', {}, headRow), tbody, el('tfoot', {}, footRow));
+  previous = now;
+
+  if (focusRow) {
+    const row = tbody.querySelector(`tr[data-product="${CSS.escape(focusRow.dataset.product)}"]`);
+    const target = focusCell
+      ? row?.querySelector(`td[data-location="${CSS.escape(focusCell.dataset.location)}"] button`)
+      : row?.querySelector('th button');
+    target?.focus({ preventScroll: true });
+  }
+}
+
+function setOptions(list, values) {
+  list.replaceChildren(...values.map((v) => el('option', { value: v })));
+}
+
+function updateLists(products, locations) {
+  const key = JSON.stringify([products, locations]);
+  if (key === listsKey) return; // do not disturb an open suggestion list
+  listsKey = key;
+  setOptions($('products-list'), products);
+  setOptions($('locations-list'), locations);
+}
+
+// Clicking a cell fills in the forms.
+function prefill({ product, location: loc, quantity }) {
+  const set = (formId, name, value) => {
+    const input = $(formId)?.elements.namedItem(name);
+    if (input && value != null) input.value = value;
+  };
+  for (const f of ['form-correct', 'form-move', 'form-sell', 'form-destroy']) set(f, 'product', product);
+  if (loc != null) {
+    set('form-correct', 'location', loc);
+    set('form-sell', 'location', loc);
+    set('form-destroy', 'location', loc);
+    set('form-move', 'from', loc);
+    const to = $('form-move').elements.namedItem('to');
+    if (to.value === loc) to.value = '';
+    if (quantity != null) set('form-correct', 'quantity', String(quantity));
+  }
+}
+
+$('stock-table').addEventListener('click', (ev) => {
+  const btn = ev.target.closest('button.cell-btn');
+  if (!btn) return;
+  const row = btn.closest('tr[data-product]');
+  if (!row) return;
+  const product = row.dataset.product;
+  const td = btn.closest('td[data-location]');
+  for (const c of $('stock-table').querySelectorAll('.selected')) c.classList.remove('selected');
+  if (td) {
+    selected = { product, location: td.dataset.location };
+    td.classList.add('selected');
+    prefill({ product, location: td.dataset.location, quantity: Number(td.dataset.quantity) || 0 });
+  } else {
+    selected = null;
+    prefill({ product });
+  }
+  flash('Forms filled in', `${product}${td ? ` at ${td.dataset.location}` : ''}`);
+});
+
+function flash(title, text) {
+  const node = $('table-hint');
+  node.textContent = `${title}: ${text}.`;
+  node.classList.add('hint-active');
+  clearTimeout(flash.timer);
+  flash.timer = setTimeout(() => {
+    node.textContent = 'Tip: click or tap a cell to fill in the forms.';
+    node.classList.remove('hint-active');
+  }, 2500);
+}
+
+// -------------------------------------------------------------- activity --
+
+const items = new Map(); // seq -> <li>
+
+function kindOf(type) {
+  return String(type ?? '').replace(/^stock\//, '');
+}
+
+function describe(e) {
+  const k = kindOf(e.type);
+  const b = (text) => el('b', { text: String(text ?? '') });
+  const q = b(num(e.quantity));
+  const p = b(e.product);
+  switch (k) {
+    case 'corrected': return ['counted ', q, ' ', p, ' at ', b(e.location)];
+    case 'moved': return ['moved ', q, ' ', p, ' from ', b(e.from), ' to ', b(e.to)];
+    case 'sold': return ['sold ', q, ' ', p, ' from ', b(e.location)];
+    case 'destroyed': {
+      const parts = ['destroyed ', q, ' ', p, ' at ', b(e.location)];
+      if (e.reason) parts.push(' (', el('span', { class: 'reason', text: String(e.reason) }), ')');
+      return parts;
+    }
+    default: return [String(e.type ?? 'action')];
+  }
+}
+
+function relative(ts) {
+  const t = Number(ts);
+  if (!Number.isFinite(t) || t <= 0) return '';
+  const s = Math.round((Date.now() - t) / 1000);
+  if (s < 5) return 'just now';
+  if (s < 60) return `${s} s ago`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ago`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h} h ago`;
+  const d = Math.floor(h / 24);
+  if (d < 7) return d === 1 ? 'yesterday' : `${d} days ago`;
+  return new Date(t).toLocaleDateString();
+}
+
+function refreshTimes() {
+  for (const t of $('activity').querySelectorAll('time[data-ts]')) {
+    const text = relative(t.dataset.ts);
+    if (t.textContent !== text) t.textContent = text;
+  }
+}
+
+let activityLoaded = false;
+
+function renderActivity() {
+  const state = activity.getState();
+  if (!state || typeof state !== 'object') return;
+  const firstRender = !activityLoaded;
+  activityLoaded = true;
+
+  $('sold-units').textContent = num(state.sold_units);
+  $('destroyed-units').textContent = num(state.destroyed_units);
+  for (const k of ['corrected', 'moved', 'sold', 'destroyed']) $(`count-${k}`).textContent = num(state.counts?.[k]);
+
+  const recent = Array.isArray(state.recent) ? state.recent : [];
+  const list = $('activity');
+  const keep = new Set();
+  const ordered = [];
+  for (let i = recent.length - 1; i >= 0; i--) {
+    const e = recent[i] ?? {};
+    const seq = String(e.seq ?? `i${i}`);
+    keep.add(seq);
+    let li = items.get(seq);
+    if (!li) {
+      const k = kindOf(e.type);
+      const time = el('time', { class: 'when', data: { ts: String(e.ts ?? '') } });
+      if (Number(e.ts) > 0) {
+        const d = new Date(Number(e.ts));
+        time.setAttribute('datetime', d.toISOString());
+        time.title = d.toLocaleString();
+      }
+      time.textContent = relative(e.ts);
+      li = el('li', { class: `entry entry-${k}`, data: { seq, type: k } },
+        el('span', { class: `dot dot-${k}`, 'aria-hidden': 'true' }),
+        ' ',
+        el('span', { class: 'what' }, ...describe(e)),
+        ' ',
+        el('span', { class: 'meta-line' }, el('span', { class: 'seqno', text: `#${seq}` }), ' ', time),
+      );
+      if (!firstRender) li.classList.add('entry-new');
+      items.set(seq, li);
+    }
+    ordered.push(li);
+  }
+  for (const [seq, li] of items) if (!keep.has(seq)) { li.remove(); items.delete(seq); }
+  // Put the nodes in order, moving only those out of place.
+  let cursor = list.firstElementChild;
+  for (const li of ordered) {
+    if (li === cursor) cursor = cursor.nextElementSibling;
+    else list.insertBefore(li, cursor);
+  }
+  $('activity-empty').hidden = ordered.length > 0;
+}
+
+setInterval(refreshTimes, 10_000);
+
+// --------------------------------------------------------------- notices --
+
+const MAX_NOTICES = 4;
+const recentNotices = new Map(); // text -> time shown, to drop echoes
+
+function notify(kind, title, text, { timeout, dedupeMs = 1500 } = {}) {
+  const key = `${kind}\u0000${text}`;
+  const last = recentNotices.get(key);
+  if (last && Date.now() - last < dedupeMs) return null;
+  recentNotices.set(key, Date.now());
+
+  const box = $('notices');
+  const urgent = kind === 'rejected' || kind === 'error';
+  const node = el('div', { class: `notice notice-${kind}`, role: urgent ? 'alert' : 'status' },
+    el('div', { class: 'notice-body' },
+      el('strong', { class: 'notice-title', text: title }),
+      ' ',
+      el('span', { class: 'notice-text', text: String(text ?? '') })),
+  );
+  const close = el('button', { type: 'button', class: 'notice-close', 'aria-label': 'Dismiss', text: '×' });
+  close.addEventListener('click', () => dismiss(node));
+  node.append(close);
+  box.append(node);
+  while (box.children.length > MAX_NOTICES) box.firstElementChild.remove();
+  const ms = timeout ?? (urgent ? 9000 : 3000);
+  if (ms > 0) setTimeout(() => dismiss(node), ms);
+  return node;
+}
+
+function dismiss(node) {
+  if (!node.isConnected || node.classList.contains('leaving')) return;
+  node.classList.add('leaving');
+  setTimeout(() => node.remove(), 200);
+}
+
+const shownRejections = new Set(); // seqs whose rejection is on screen already
+
+function showRejection(reason, seq) {
+  if (seq != null) {
+    if (shownRejections.has(Number(seq))) return;
+    shownRejections.add(Number(seq));
+  }
+  notify('rejected', 'Rejected', reason || 'The server rejected this action.');
+}
+
+function errorText(err) {
+  if (!err) return 'Something went wrong.';
+  const msg = err.message || String(err);
+  return err.code && !msg.includes(err.code) ? `${msg} (${err.code})` : msg;
+}
+
+// ------------------------------------------------------------------ forms --
+
+function setMsg(form, text, state) {
+  const out = form.querySelector('.form-msg');
+  out.textContent = text;
+  out.dataset.state = state;
+  clearTimeout(out._timer);
+  if (state === 'success') out._timer = setTimeout(() => { out.textContent = ''; out.dataset.state = ''; }, 4000);
+}
+
+function readPayload(form) {
+  const payload = {};
+  for (const input of form.querySelectorAll('input[name]')) {
+    input.setCustomValidity('');
+    const name = input.name;
+    if (name === 'quantity') {
+      const raw = input.value.trim();
+      const q = Number(raw);
+      const min = Number(input.min) || 0;
+      if (raw === '' || !Number.isInteger(q) || q < min) {
+        input.setCustomValidity(min > 0 ? 'Enter a whole number of at least 1.' : 'Enter a whole number (0 or more).');
+        return null;
+      }
+      payload.quantity = q;
+    } else {
+      const v = input.value.trim();
+      if (!v) { input.setCustomValidity('This field is required.'); return null; }
+      payload[name] = v;
+    }
+  }
+  if (form.id === 'form-move' && payload.from === payload.to) {
+    form.elements.namedItem('to').setCustomValidity('Choose a different location to move to.');
+    return null;
+  }
+  return payload;
+}
+
+function dispatchAction(type, payload, { onAck, onApplied, onRejected, onError } = {}) {
+  let p;
+  try {
+    p = stock.dispatch(type, payload);
+  } catch (err) {
+    notify('error', 'Could not send', errorText(err));
+    onError?.(err);
+    return;
+  }
+  renderPending();
+  let ackSeq = null;
+  let failed = false;
+  const fail = (err) => {
+    if (failed) return;
+    failed = true;
+    notify('error', 'Error', errorText(err));
+    onError?.(err);
+  };
+  Promise.resolve(p).then((seq) => {
+    ackSeq = seq;
+    renderPending();
+    onAck?.(seq);
+  }, (err) => {
+    renderPending();
+    if (err && err.reason != null) return; // reported through .applied
+    fail(err);
+  });
+  const applied = p && p.applied ? p.applied : p;
+  Promise.resolve(applied).then((seq) => onApplied?.(seq), (err) => {
+    if (err && err.reason != null) {
+      showRejection(String(err.reason), err.seq ?? ackSeq);
+      onRejected?.(err);
+    } else {
+      fail(err);
+    }
+  });
+}
+
+function onSubmit(ev) {
+  ev.preventDefault();
+  const form = ev.currentTarget;
+  const payload = readPayload(form);
+  if (!payload) { form.reportValidity(); return; }
+  const button = form.querySelector('button[type="submit"]');
+  if (button.disabled) return;
+  button.disabled = true;
+  form.setAttribute('aria-busy', 'true');
+  form.classList.add('busy');
+  setMsg(form, 'Sending…', 'sending');
+  const done = () => {
+    button.disabled = false;
+    form.removeAttribute('aria-busy');
+    form.classList.remove('busy');
+  };
+  let settled = false;
+  dispatchAction(form.dataset.type, payload, {
+    onAck: (seq) => { done(); if (!settled) setMsg(form, seq == null ? 'Recorded…' : `Recorded #${seq}…`, 'sending'); },
+    onApplied: (seq) => { settled = true; done(); setMsg(form, seq == null ? '✓ Done' : `✓ Done · #${seq}`, 'success'); },
+    onRejected: (err) => { settled = true; done(); setMsg(form, `Rejected: ${err.reason}`, 'rejected'); },
+    onError: (err) => { settled = true; done(); setMsg(form, errorText(err), 'error'); },
+  });
+}
+
+for (const id of ['form-correct', 'form-move', 'form-sell', 'form-destroy']) {
+  const form = $(id);
+  form.addEventListener('submit', onSubmit);
+  form.addEventListener('input', () => {
+    for (const i of form.querySelectorAll('input')) i.setCustomValidity('');
+    const out = form.querySelector('.form-msg');
+    if (out.dataset.state === 'rejected' || out.dataset.state === 'error') setMsg(form, '', '');
+  });
+}
+
+// ------------------------------------------------------------------- seed --
+
+const SAMPLE = [
+  ['apple', 'shelf', 24], ['apple', 'back', 60],
+  ['pear', 'shelf', 12], ['pear', 'back', 30],
+  ['banana', 'shelf', 18], ['banana', 'back', 45],
+];
+
+$('seed').addEventListener('click', () => {
+  const button = $('seed');
+  button.disabled = true;
+  const original = button.textContent;
+  button.textContent = 'Loading…';
+  let left = SAMPLE.length;
+  const one = () => {
+    if (--left === 0) {
+      button.disabled = false;
+      button.textContent = original;
+    }
+  };
+  for (const [product, loc, quantity] of SAMPLE) {
+    dispatchAction('stock/corrected', { product, location: loc, quantity }, { onApplied: one, onRejected: one, onError: one });
+  }
+});
+
+// ---------------------------------------------------------------- wiring --
+
+stock.subscribe(() => { renderStock(); renderHeader(); });
+activity.subscribe(() => { renderActivity(); renderSeq(); });
+stock.on('status', renderHeader);
+stock.on('seq', renderSeq);
+activity.on('seq', renderSeq);
+stock.on('ack', renderPending);
+stock.on('rejected', ({ seq, reason } = {}) => { showRejection(reason, seq); renderPending(); });
+// Errors the client library recovers from by itself (resyncing, resending,
+// reconnecting) are not worth a notice; the status pill tells the story.
+const QUIET = new Set(['gap', 'patch_failed', 'connect', 'out_of_order', 'locks']);
+function onStoreError(title) {
+  return (err = {}) => {
+    if (QUIET.has(err.code)) { console.warn(`nodb ${title}:`, err.code, err.message); return; }
+    // An error about one of our actions also fails its promise, which reports
+    // it; notify() drops identical messages shown within a moment.
+    notify('error', title, errorText(err), { dedupeMs: 10_000 });
+  };
+}
+stock.on('error', onStoreError('Server error'));
+activity.on('error', onStoreError('Activity view'));
+
+renderStock();
+renderActivity();
+renderHeader();
+// The outbox can change without a state change (e.g. while offline).
+setInterval(renderPending, 1000);

@@ -1,0 +1,190 @@
+// TypeScript declarations for nodb.js, the browser client of nodb.
+// Wire protocol: docs/protocol.md.
+
+/** A JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** One RFC 6902 operation. */
+export type PatchOp =
+  | { op: 'add'; path: string; value: Json }
+  | { op: 'remove'; path: string }
+  | { op: 'replace'; path: string; value: Json }
+  | { op: 'move'; from: string; path: string }
+  | { op: 'copy'; from: string; path: string }
+  | { op: 'test'; path: string; value: Json };
+
+/** The error `applyPatch` throws: which operation failed. */
+export interface PatchError extends Error {
+  /** The index of the failed operation in the patch. */
+  index: number;
+  /** The failed operation. */
+  op: unknown;
+}
+
+/**
+ * Applies RFC 6902 `ops` to `doc` and returns the new document. `doc` is never
+ * mutated; every subtree not on the path of an op keeps its identity (`===`),
+ * so memoized selectors and `React.memo` keep working. Throws a
+ * {@link PatchError} if an operation fails (a failed `test`, a missing path,
+ * a malformed op…); the patch is then atomic: nothing is returned, `doc` is as it was.
+ */
+export function applyPatch<T = Json>(doc: T, ops: readonly PatchOp[]): T;
+
+/** Something like `localStorage`. */
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** The subset of the Web Locks API (`navigator.locks`) nodb uses. */
+export interface LocksLike {
+  request<T>(name: string, callback: (lock: unknown) => T | Promise<T>): Promise<T>;
+  request<T>(name: string, options: { ifAvailable?: boolean }, callback: (lock: unknown | null) => T | Promise<T>): Promise<T>;
+}
+
+export interface ConnectOptions<S = Json> {
+  /** The view to follow (required). */
+  view: string;
+  /**
+   * The client id (the part of action ids before the last `:`). By default an
+   * id stored in `storage` under "nodb:clients" that no other tab holds (via
+   * Web Locks), or a new `web-` + 12 hex digits; its unacknowledged actions
+   * are adopted and re-sent.
+   */
+  clientId?: string;
+  /** Where client ids, action numbers and outboxes live. Default: `localStorage` if present, else memory. */
+  storage?: StorageLike;
+  /** The WebSocket constructor. Default: `globalThis.WebSocket`. */
+  WebSocket?: new (url: string) => any;
+  /** Reconnection delays: exponential with jitter from `initialMs` (250) up to `maxMs` (10 000). */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** Web Locks. Default: `navigator.locks` if present; `null` to go without. */
+  locks?: LocksLike | null;
+  /** `getState()` before the first snapshot. Default: `null`. */
+  initialState?: S;
+}
+
+/** `'offline'`: waiting to reconnect; `'closed'`: only after `close()`. */
+export type Status = 'connecting' | 'open' | 'offline' | 'closed';
+
+/** An action as sent on the wire. */
+export interface Action {
+  /** `<client>:<n>`; also the idempotency key. */
+  id: string;
+  type: string;
+  payload: Json;
+  meta?: Record<string, string>;
+}
+
+/** The error of a refused dispatch (`invalid_action`, `payload_too_large`, `bad_request`, `closed`…). */
+export interface DispatchError extends Error {
+  code: string;
+  id?: string;
+}
+
+/** The error of `.applied` when a reducer rejected the action. */
+export interface RejectedError extends Error {
+  code: 'rejected';
+  /** The reducer's reason. */
+  reason: string;
+  seq: number;
+  id: string;
+}
+
+/**
+ * The promise `dispatch` returns: resolves with the action's seq once the
+ * server has acknowledged it (durably; a duplicate ack counts — its seq is
+ * `null` if the action is too old for the server to remember it).
+ */
+export interface Dispatched extends Promise<number | null> {
+  /**
+   * Resolves with the seq once the store's state includes the action; rejects
+   * with a {@link RejectedError} if a reducer rejected it.
+   */
+  applied: Promise<number | null>;
+}
+
+export interface StoreEvents {
+  status: Status;
+  /** A reducer rejected one of this client's actions (`type`/`payload` when known). */
+  rejected: { seq: number; id: string; reason: string; type?: string; payload?: Json };
+  /**
+   * A server error message, or a client-side problem: `gap` and
+   * `patch_failed` (the store resyncs by itself), `malformed_json`, `locks`, `connect`.
+   */
+  error: { code: string; message: string; id?: string | null };
+  /** An action was acknowledged (also for actions adopted from a previous page). */
+  ack: { id: string; seq: number | null; duplicate: boolean };
+  /** After every snapshot or patch, even one with no operations. */
+  seq: number;
+}
+
+/** A live, read-only replica of one view, plus a way to dispatch actions. */
+export interface Store<S = Json> {
+  /** The current state. Never mutated in place: a change makes new objects along the changed paths only. */
+  getState(): S;
+  /** The seq the state reflects (0 before the first snapshot). */
+  readonly seq: number;
+  /** For a cascaded view: the upstream seqs the state reflects. */
+  readonly sources: Record<string, number> | null;
+  readonly status: Status;
+  /** `null` until picked (with Web Locks, shortly after `connect`). */
+  readonly clientId: string | null;
+  /** Actions not yet acknowledged. */
+  readonly pending: number;
+  /**
+   * Calls `listener` after each state change: a snapshot or a patch with
+   * operations (not an empty patch). Redux-compatible; returns the unsubscribe function.
+   */
+  subscribe(listener: () => void): () => void;
+  /** Listens to an event; returns the function that stops listening. */
+  on<E extends keyof StoreEvents>(event: E, fn: (arg: StoreEvents[E]) => void): () => void;
+  /**
+   * Sends an action. It is numbered and stored in the outbox first, so it is
+   * sent exactly once into the log even across disconnections and reloads;
+   * offline, it waits in the outbox. Rejects (both promises) with a
+   * {@link DispatchError} for permanent errors.
+   */
+  dispatch(type: string, payload?: Json, meta?: Record<string, string>): Dispatched;
+  /** Closes the socket for good and releases the client id. Unacknowledged actions stay in the outbox. */
+  close(): void;
+}
+
+/**
+ * Connects to view `options.view` of the nodb data view at `url` (e.g.
+ * `location.origin`, "http://127.0.0.1:7400"; `http(s)` becomes `ws(s)`).
+ */
+export function connect<S = Json>(url: string, options: ConnectOptions<S>): Store<S>;
+
+/** A Redux action as nodb sends it. */
+export interface NodbAction {
+  type: string;
+  payload?: Json;
+  meta?: Record<string, string>;
+}
+
+/** What react-redux's `<Provider store>` needs. */
+export interface ReduxStoreLike<S = Json> {
+  getState(): S;
+  subscribe(listener: () => void): () => void;
+  /** Sends the action to the server; returns the promise of {@link Store.dispatch}. */
+  dispatch(action: NodbAction): Dispatched;
+}
+
+/** A Redux-store facade over a nodb store, for react-redux's `<Provider>`. */
+export function createReduxStore<S>(store: Store<S>): ReduxStoreLike<S>;
+
+/**
+ * Redux middleware: actions whose type matches are sent to the server (the
+ * middleware returns the promise of {@link Store.dispatch}) instead of going on
+ * to `next`. `types`: exact types, or prefixes ending with "/"; `match`: a predicate.
+ */
+export function nodbMiddleware(
+  store: Store<any>,
+  which:
+    | { types: readonly string[]; match?: never }
+    | { match: (type: string, action: any) => boolean; types?: never }
+    | readonly string[]
+    | ((type: string, action: any) => boolean),
+): (api: any) => (next: (action: any) => any) => (action: any) => any;
