@@ -466,7 +466,7 @@ function onSubmit(ev) {
   button.disabled = true;
   form.setAttribute('aria-busy', 'true');
   form.classList.add('busy');
-  setMsg(form, 'Sending…', 'sending');
+  setMsg(form, stock.status === 'open' ? 'Sending…' : 'Queued; sent when back online…', 'sending');
   const done = () => {
     button.disabled = false;
     form.removeAttribute('aria-busy');

@@ -53,6 +53,12 @@ export interface ConnectOptions<S = Json> {
    * are adopted and re-sent.
    */
   clientId?: string;
+  /**
+   * A store that only reads: it takes no client id (so it never adopts an
+   * outbox) and its `dispatch` rejects with code `read_only`. Use it for the
+   * second and later views of a page that dispatches through one store.
+   */
+  readOnly?: boolean;
   /** Where client ids, action numbers and outboxes live. Default: `localStorage` if present, else memory. */
   storage?: StorageLike;
   /** The WebSocket constructor. Default: `globalThis.WebSocket`. */

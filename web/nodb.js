@@ -248,8 +248,11 @@ class Store {
     this._onOnline = () => { if (this.status === 'offline') { clearTimeout(this._timer); this._connect(); } };
     globalThis.addEventListener?.('online', this._onOnline);
 
+    this.readOnly = !!options.readOnly;
     const locks = options.locks === undefined ? globalThis.navigator?.locks : options.locks;
-    if (options.clientId || !locks) {
+    if (this.readOnly) {
+      this._start(null); // no client id: nothing to number, no outbox to adopt
+    } else if (options.clientId || !locks) {
       this._start(options.clientId || this._idWithoutLocks(options.storage));
     } else {
       const released = new Promise((r) => { this._release = r; });
@@ -284,7 +287,7 @@ class Store {
   _start(id) {
     if (this.status === 'closed') return;
     this.clientId = id;
-    this._outbox = readJson(this.storage, `nodb:outbox:${id}`, []);
+    this._outbox = id === null ? [] : readJson(this.storage, `nodb:outbox:${id}`, []);
     for (const action of this._outbox) this._records.set(action.id, { action });
     for (const e of this._early.splice(0)) this._enqueue(e.action, e.record);
     this._connect();
@@ -342,6 +345,7 @@ class Store {
       return promise;
     };
     if (this.status === 'closed') return fail('closed', 'the store is closed');
+    if (this.readOnly) return fail('read_only', 'this store was connected with readOnly: true');
     if (typeof type !== 'string' || type === '') return fail('invalid_action', 'an action type must be a non-empty string');
     if (meta != null && (!isObj(meta) || Object.values(meta).some((v) => typeof v !== 'string'))) {
       return fail('invalid_action', 'meta must be an object of strings');
@@ -403,7 +407,8 @@ class Store {
     if (this.status === 'closed') return;
     const useSince = this._hasState && this.seq > 0 && !this._noSince;
     this._noSince = false;
-    let u = `${this.url}/views/${encodeURIComponent(this.view)}/stream?client=${encodeURIComponent(this.clientId)}`;
+    let u = `${this.url}/views/${encodeURIComponent(this.view)}/stream?`;
+    if (this.clientId !== null) u += `client=${encodeURIComponent(this.clientId)}`;
     if (useSince) u += `&since=${this.seq}`;
     this._setStatus('connecting');
     let ws;

@@ -104,9 +104,18 @@ impl Service {
     /// # Errors
     /// As for [`Service::start`].
     pub fn start_bin(bin: &std::path::Path, args: &[&str]) -> Result<Service, String> {
+        Service::start_with_env(bin, args, &[])
+    }
+
+    /// Like [`Service::start_bin`], with extra environment variables.
+    ///
+    /// # Errors
+    /// As for [`Service::start`].
+    pub fn start_with_env(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Result<Service, String> {
         use std::io::BufRead;
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -298,4 +307,29 @@ pub fn read_ndjson(
         }
     }
     Ok(out)
+}
+
+/// `POST {chronicler}/actions` with `actions`; panics unless all are
+/// acknowledged.
+///
+/// # Panics
+/// On a transport error or a status other than 200.
+pub fn dispatch(chronicler: &str, actions: &[serde_json::Value]) {
+    let body = serde_json::Value::from(actions.to_vec()).to_string();
+    let r = post(&format!("{chronicler}/actions"), "application/json", body.as_bytes()).expect("POST /actions");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// Waits (up to 10 s) until `view`'s `stock` view is at `seq`.
+///
+/// # Panics
+/// If it does not get there.
+pub fn wait_for_seq(view: &Service, seq: u64) {
+    for _ in 0..400 {
+        if get(&format!("{}/views/stock", view.url())).is_ok_and(|r| r.status == 200 && r.json()["seq"] == seq) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("the view did not reach seq {seq}");
 }

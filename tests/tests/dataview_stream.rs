@@ -10,7 +10,7 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use nodb_tests::{Service, get, post};
+use nodb_tests::{Service, dispatch, get, wait_for_seq};
 use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 
@@ -91,16 +91,6 @@ impl Replica {
     }
 }
 
-fn dispatch(chronicler: &str, actions: &[Value]) {
-    let r = post(
-        &format!("{chronicler}/actions"),
-        "application/json",
-        Value::from(actions.to_vec()).to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{r:?}");
-}
-
 fn start_dataview(chronicler: &Service, snapshots: &std::path::Path) -> Service {
     start_dataview_with(chronicler, snapshots, &[])
 }
@@ -119,16 +109,6 @@ fn start_dataview_with(chronicler: &Service, snapshots: &std::path::Path, extra:
     ];
     args.extend_from_slice(extra);
     Service::start(&args).unwrap()
-}
-
-fn wait_for_seq(view: &Service, seq: u64) {
-    for _ in 0..400 {
-        if get(&format!("{}/views/stock", view.url())).unwrap().json()["seq"] == seq {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("the dataview did not reach seq {seq}");
 }
 
 fn actions(start: u64, n: u64, client: &str) -> Vec<Value> {

@@ -490,3 +490,18 @@ test('without Web Locks in a page, each tab keeps its own id in sessionStorage',
     else delete globalThis.sessionStorage;
   }
 });
+
+test('a read-only store takes no client id, adopts no outbox and refuses dispatch', async () => {
+  const server = fakeServer();
+  const storage = memoryStorage();
+  storage.setItem('nodb:clients', JSON.stringify(['web-left']));
+  storage.setItem('nodb:outbox:web-left', JSON.stringify([{ id: 'web-left:1', type: 't', payload: null }]));
+  const store = connect('http://h', { view: 'activity', readOnly: true, storage, WebSocket: server.WS, locks: fakeLocks() });
+  assert.equal(store.clientId, null);
+  assert.equal(server.last.params.get('client'), null);
+  server.last.open();
+  assert.deepEqual(server.last.sent, [], 'the outbox of another client is left alone');
+  await assert.rejects(store.dispatch('t', 1), (e) => e.code === 'read_only');
+  assert.equal(storage.json('nodb:outbox:web-left').length, 1);
+  store.close();
+});
