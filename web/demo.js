@@ -5,7 +5,7 @@
 import { connect } from '/nodb.js';
 
 const stock = connect(location.origin, { view: 'stock' });
-const activity = connect(location.origin, { view: 'activity' });
+const activity = connect(location.origin, { view: 'activity', readOnly: true }); // dispatches go through `stock`
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -473,6 +473,9 @@ function onSubmit(ev) {
     form.classList.remove('busy');
   };
   let settled = false;
+  // Offline, the action waits in the outbox (kept across reloads): the form
+  // is free at once, so more can be queued.
+  if (stock.status !== 'open') done();
   dispatchAction(form.dataset.type, payload, {
     onAck: (seq) => { done(); if (!settled) setMsg(form, seq == null ? 'Recorded…' : `Recorded #${seq}…`, 'sending'); },
     onApplied: (seq) => { settled = true; done(); setMsg(form, seq == null ? '✓ Done' : `✓ Done · #${seq}`, 'success'); },

@@ -1,0 +1,126 @@
+// What the browser tests share: starting and killing the real `nodb up`
+// binary on a loopback port chosen at run time, and launching Debian's
+// headless Chromium through playwright-core.
+
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+/** The repository's root. */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The `nodb` binary: $NODB_BIN, else the debug build that `cargo nextest run` makes. */
+export const NODB_BIN = process.env.NODB_BIN ?? join(ROOT, 'target', 'debug', 'nodb');
+
+/** Where test artefacts (screenshots) go. */
+export const ARTIFACTS = join(ROOT, 'target', 'artifacts');
+
+/** A free loopback port, chosen now. */
+export function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.on('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+/** A fresh data directory. */
+export function dataDir() {
+  return mkdtempSync(join(tmpdir(), 'nodb-web-'));
+}
+
+/**
+ * Starts `nodb up --data DIR --listen 127.0.0.1:PORT` and resolves once it
+ * prints its ready line: `{url, proc, stderr()}`.
+ */
+export function startUp(data, port) {
+  return new Promise((ok, fail) => {
+    const proc = spawn(NODB_BIN, ['up', '--data', data, '--listen', `127.0.0.1:${port}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    let out = '';
+    proc.stderr.on('data', (d) => { err += d; });
+    const timer = setTimeout(() => fail(new Error(`nodb up did not get ready:\n${err}`)), 30_000);
+    proc.on('error', (e) => { clearTimeout(timer); fail(new Error(`cannot start ${NODB_BIN}: ${e.message}`)); });
+    proc.on('exit', (code) => { clearTimeout(timer); fail(new Error(`nodb up exited (${code}):\n${err}`)); });
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/nodb up listening on (http:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        ok({ url: m[1], proc, stderr: () => err });
+      }
+    });
+  });
+}
+
+/** Kills a started process with `signal` and waits for it to exit. */
+export function stop(up, signal = 'SIGKILL') {
+  return new Promise((ok) => {
+    if (up.proc.exitCode !== null || up.proc.signalCode !== null) return ok();
+    up.proc.removeAllListeners('exit');
+    up.proc.on('exit', () => ok());
+    up.proc.kill(signal);
+  });
+}
+
+/** Headless Chromium from Debian (`/usr/bin/chromium`, or $CHROMIUM). */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/**
+ * The committed actions in the log, read from `GET /actions?from=1` up to
+ * the head that the first heartbeat announces.
+ */
+export async function readLog(url) {
+  const controller = new AbortController();
+  const res = await fetch(`${url}/actions?from=1`, { signal: controller.signal });
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  const actions = [];
+  let head = null;
+  let buf = '';
+  try {
+    while (head === null || actions.length < head) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        if (line.heartbeat) head ??= line.heartbeat.head;
+        else actions.push(line);
+      }
+    }
+  } finally {
+    controller.abort();
+  }
+  return actions;
+}
+
+/** Makes the artefacts directory and returns the path of `name` in it. */
+export function artifact(name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  return join(ARTIFACTS, name);
+}
