@@ -220,3 +220,29 @@ fn sigterm_shuts_down_cleanly_and_restart_continues() {
     assert!(m.body.contains("nodb_chronicler_head_seq 2\n"), "{}", m.body);
     assert!(m.body.contains("nodb_chronicler_fsync_seconds_bucket"), "{}", m.body);
 }
+
+#[test]
+fn a_client_finds_its_last_action_and_a_range_of_the_stream_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path(), &[]);
+    let missing = get(&format!("{}/clients/envoy-x", s.url())).unwrap();
+    assert_eq!((missing.status, missing.error_code()), (404, "not_found".to_string()));
+    let body = r#"[{"id": "a:1", "type": "t"}, {"id": "envoy-x:1", "type": "t"}, {"id": "a:2", "type": "t"},
+                   {"id": "envoy-x:2", "type": "t"}, {"id": "a:3", "type": "t"}]"#;
+    assert_eq!(post_json(&s, body).status, 200);
+    let last = get(&format!("{}/clients/envoy-x", s.url())).unwrap().json();
+    assert_eq!(last, json!({"client": "envoy-x", "last": 2, "seq": 4}));
+    // `to` ends the stream: seqs 2..=3 and then the end of the body.
+    let lines = read_ndjson(&format!("{}/actions?from=2&to=3", s.url()), |_| false).unwrap();
+    let seqs: Vec<u64> = lines.iter().filter_map(|v| v["seq"].as_u64()).collect();
+    assert_eq!(seqs, [2, 3]);
+    let lines = read_ndjson(&format!("{}/actions?from=1&to=5&types=zzz", s.url()), |_| false).unwrap();
+    assert!(lines.iter().all(|v| v.get("heartbeat").is_some()), "{lines:?}");
+    let bad = get(&format!("{}/actions?from=3&to=2", s.url())).unwrap();
+    assert_eq!((bad.status, bad.error_code()), (400, "bad_request".to_string()));
+    // After a restart the positions come from the log itself.
+    assert_eq!(s.terminate(10_000), Some(0));
+    let s = start(dir.path(), &[]);
+    let last = get(&format!("{}/clients/envoy-x", s.url())).unwrap().json();
+    assert_eq!(last, json!({"client": "envoy-x", "last": 2, "seq": 4}));
+}

@@ -68,6 +68,16 @@ impl DedupTable {
         e.recent.push_back((id.n, seq));
     }
 
+    /// The number and seq of `client`'s last accepted action.
+    pub fn last(&self, client: &str) -> Option<(u64, u64)> {
+        self.clients.get(client).and_then(|e| e.recent.back().copied())
+    }
+
+    /// Every client with the number and seq of its last accepted action.
+    pub fn lasts(&self) -> impl Iterator<Item = (&str, (u64, u64))> {
+        self.clients.iter().filter_map(|(c, e)| e.recent.back().map(|l| (c.as_str(), *l)))
+    }
+
     /// The entry of `client`, for an undo log.
     pub fn entry(&self, client: &str) -> Option<ClientEntry> {
         self.clients.get(client).cloned()

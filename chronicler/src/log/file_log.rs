@@ -7,7 +7,7 @@
 //! tail and older ones from the segment files, so a consumer that falls
 //! behind is served from disk and never holds up the writer.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -24,7 +24,7 @@ use super::group_commit::{Request, Writer};
 use super::record::{Decoded, FRAME_HEADER, GENESIS, Hash, decode};
 use super::scan::{self, SegmentInfo};
 use super::segment::{self, HEADER_LEN};
-use super::{AppendBatch, AppendError, Log, LogEntry, LogError, PendingAcks, ReadLimits};
+use super::{AppendBatch, AppendError, ClientPosition, Log, LogEntry, LogError, PendingAcks, ReadLimits};
 use crate::metrics::Metrics;
 
 /// Settings of the embedded log.
@@ -113,6 +113,8 @@ struct ReadState {
     segments: Vec<SegmentIndex>,
     recent: VecDeque<(u64, Bytes)>,
     durable_hash: Hash,
+    /// Per client, the number and seq of its last durable action.
+    clients: HashMap<String, (u64, u64)>,
 }
 
 impl Shared {
@@ -126,16 +128,25 @@ impl Shared {
         self.state.read().unwrap_or_else(|e| e.into_inner()).durable_hash
     }
 
-    pub(crate) fn publish(
+    pub(crate) fn publish<'a>(
         &self,
         segment_first: u64,
         index: Vec<(u64, u64)>,
         entries: impl Iterator<Item = (u64, Bytes)>,
+        clients: impl Iterator<Item = (&'a str, (u64, u64))>,
         head: u64,
         hash: Hash,
     ) {
         {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for (client, last) in clients {
+                match s.clients.get_mut(client) {
+                    Some(l) => *l = last,
+                    None => {
+                        s.clients.insert(client.to_string(), last);
+                    }
+                }
+            }
             if let Some(seg) = s.segments.iter_mut().rev().find(|seg| seg.first_seq == segment_first) {
                 seg.index.extend(index);
             }
@@ -258,6 +269,7 @@ impl FileLog {
                     .collect(),
                 recent: VecDeque::new(),
                 durable_hash: scanned.hash,
+                clients: table.lasts().map(|(c, l)| (c.to_string(), l)).collect(),
             }),
             head_tx,
             recent_cap: config.recent_entries,
@@ -312,6 +324,11 @@ impl Log for FileLog {
 
     fn head(&self) -> watch::Receiver<u64> {
         self.shared.head_tx.subscribe()
+    }
+
+    fn client(&self, client: &str) -> Option<ClientPosition> {
+        let s = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
+        s.clients.get(client).map(|&(last, seq)| ClientPosition { last, seq })
     }
 
     fn read(&self, from: u64, limits: ReadLimits) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>> {

@@ -331,7 +331,8 @@ impl Writer {
         self.pos += record_bytes(batch);
         self.dirty_end = self.dirty_end.max(self.pos);
         let entries = batch.records.iter().map(|(seq, _, json)| (*seq, json.clone()));
-        self.shared.publish(self.segment_first, index, entries, self.head, self.hash);
+        let clients = batch.touched.iter().filter_map(|c| self.table.last(c).map(|l| (c.as_str(), l)));
+        self.shared.publish(self.segment_first, index, entries, clients, self.head, self.hash);
         self.metrics.appends.fetch_add(batch.records.len() as u64, Relaxed);
         self.metrics.batch_size.observe(batch.records.len() as f64);
         self.metrics.head_seq.store(self.head, Relaxed);

@@ -139,6 +139,15 @@ pub enum LogError {
     Locked(PathBuf),
 }
 
+/// A client's last durable action (`GET /clients/{client}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClientPosition {
+    /// Its number `n` in the id `<client>:<n>`.
+    pub last: u64,
+    /// Its seq.
+    pub seq: u64,
+}
+
 /// The answer to a submitted batch, once it is durable: one outcome per
 /// action, or why nothing of it was appended.
 pub type PendingAcks = BoxFuture<'static, Result<Vec<Outcome>, AppendError>>;
@@ -162,6 +171,10 @@ pub trait Log: Send + Sync + 'static {
 
     /// The seq of the last durable action, updated as the log grows.
     fn head(&self) -> watch::Receiver<u64>;
+
+    /// Where `client`'s durable actions end: its last action's number and
+    /// seq; `None` if it has none.
+    fn client(&self, client: &str) -> Option<ClientPosition>;
 
     /// Committed actions from seq `from` on, up to the head and `limits`;
     /// empty when `from` is past the head.

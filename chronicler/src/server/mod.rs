@@ -2,7 +2,8 @@
 //! loop with graceful shutdown.
 //!
 //! - `POST /actions`, `GET /ws` — ingest ([`ingest`]).
-//! - `GET /actions?from=N` — the stream, NDJSON or WebSocket ([`stream`]).
+//! - `GET /actions?from=N[&to=M]` — the stream, NDJSON or WebSocket ([`stream`]).
+//! - `GET /clients/{client}` — a client's last durable action.
 //! - `GET /health`, `GET /metrics`.
 
 pub mod error;
@@ -100,7 +101,24 @@ pub fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/actions", post(ingest::post_actions).get(stream::get_actions))
         .route("/ws", get(ingest::ws))
+        .route("/clients/{client}", get(client))
         .with_state(state)
+}
+
+/// `GET /clients/{client}`: the number and seq of the client's last durable
+/// action, so a client that keeps no state of its own (an envoy) can find
+/// where it stopped.
+async fn client(
+    State(state): State<AppState>,
+    axum::extract::Path(client): axum::extract::Path<String>,
+) -> Result<axum::Json<serde_json::Value>, error::ApiError> {
+    match state.log.client(&client) {
+        Some(p) => Ok(axum::Json(serde_json::json!({"client": client, "last": p.last, "seq": p.seq}))),
+        None => Err(error::ApiError::new(
+            nodb_shared::protocol::ErrorCode::NotFound,
+            format!("no actions from client {client:?}"),
+        )),
+    }
 }
 
 /// `/health` and `/metrics`, without a fallback (`nodb up` nests them under

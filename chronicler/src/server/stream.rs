@@ -1,6 +1,6 @@
-//! `GET /actions?from=N[&types=P,Q]`: committed actions from seq N, then the
-//! live tail — as newline-delimited JSON, or as a WebSocket when the request
-//! asks to upgrade.
+//! `GET /actions?from=N[&to=M][&types=P,Q]`: committed actions from seq N,
+//! then the live tail (or up to seq M, then the end) — as newline-delimited
+//! JSON, or as a WebSocket when the request asks to upgrade.
 //!
 //! Each consumer has its own task that reads from the log (the in-memory
 //! tail, or disk when it is behind) and feeds a bounded channel. A slow
@@ -38,6 +38,8 @@ pub struct StreamQuery {
     from: Option<String>,
     /// Comma-separated action type prefixes to keep.
     types: Option<String>,
+    /// The last seq to send; the stream ends after it (default: never).
+    to: Option<String>,
 }
 
 /// `GET /actions`.
@@ -59,9 +61,21 @@ pub async fn get_actions(
             }
         },
     };
+    let to = match q.to.as_deref() {
+        None | Some("") => u64::MAX,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n >= from => n,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("`to` must be a seq no smaller than `from` ({from}), not {s:?}"),
+                ));
+            }
+        },
+    };
     let filter = Filter::parse(q.types.as_deref());
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let producer = Producer { state: state.clone(), next: from, filter, tx };
+    let producer = Producer { state: state.clone(), next: from, to, filter, tx };
     // Not a WebSocket handshake: newline-delimited JSON.
     if let Ok(upgrade) = upgrade {
         let tasks = state.tasks.clone();
@@ -125,6 +139,8 @@ impl Filter {
 struct Producer {
     state: AppState,
     next: u64,
+    /// The last seq to send.
+    to: u64,
     filter: Filter,
     tx: mpsc::Sender<Bytes>,
 }
@@ -147,14 +163,17 @@ impl Producer {
         let head = *head_rx.borrow();
         self.heartbeat(separator, head, (self.next - 1).min(head)).await?;
         loop {
+            if self.next > self.to {
+                return Ok(());
+            }
             let head = *head_rx.borrow_and_update();
             if self.next <= head {
                 let entries = self.state.log.read(self.next, ReadLimits::default()).await.map_err(|e| e.to_string())?;
-                let Some(last) = entries.last().map(|e| e.seq) else {
+                let Some(last) = entries.iter().map(|e| e.seq).take_while(|s| *s <= self.to).last() else {
                     return Err(format!("the log returned nothing at seq {} below head {head}", self.next));
                 };
                 let mut chunk = BytesMut::new();
-                for e in &entries {
+                for e in entries.iter().take_while(|e| e.seq <= self.to) {
                     if self.filter.keeps(&e.json) {
                         chunk.extend_from_slice(&e.json);
                         chunk.extend_from_slice(&[separator]);
