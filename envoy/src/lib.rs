@@ -5,4 +5,28 @@
 //! An envoy never acts on history that is being replayed, rebuilt or
 //! restored, and a crash and retry never records an outcome twice.
 //!
-//! This crate is filled by the issue "Envoys"; it is empty until then.
+//! # Modules
+//!
+//! - [`definition`]: what an application writes — [`Envoy`], [`Trigger`],
+//!   the handler and its [`Event`].
+//! - [`runtime`]: resuming from the log, following the trigger, recording
+//!   results exactly once.
+//! - [`effects`]: HTTP calls with timeouts, retries and idempotency keys.
+//! - [`log_client`], [`view_stream`]: the chronicler's and a data view's
+//!   public APIs, as the envoy uses them.
+//! - [`apps`]: the envoys of the built-in apps (`warehouse`'s `reorder`);
+//!   [`webhook`]: the generic webhook envoy; [`supplier`]: the demo
+//!   supplier the `reorder` envoy talks to.
+
+pub mod apps;
+pub mod definition;
+pub mod effects;
+pub mod log_client;
+pub mod runtime;
+pub mod supplier;
+pub mod view_stream;
+pub mod webhook;
+
+pub use definition::{Envoy, Event, Handler, ResultAction, Selector, Trigger};
+pub use effects::{Effects, RetryPolicy};
+pub use runtime::{Settings, run};

@@ -6,6 +6,7 @@
 //! view refused).
 
 pub mod json_doc;
+pub mod reorder;
 pub mod warehouse;
 
 use nodb_shared::Tree;

@@ -6,11 +6,17 @@
 //!   quantity at a location;
 //! - `stock/moved {product, from, to, quantity}`;
 //! - `stock/sold {product, location, quantity}`;
-//! - `stock/destroyed {product, location, quantity, reason}`.
+//! - `stock/destroyed {product, location, quantity, reason}`;
+//! - `stock/threshold_set {product, threshold, quantity?}` — reorder when
+//!   the total falls below the threshold (see [`super::reorder`]);
+//! - `reorder/placed {product, quantity, supplier_ref}` and
+//!   `reorder/failed {product, reason}`, recorded by the `reorder` envoy.
 //!
 //! Views:
 //!
-//! - `stock`: `{"products": {P: {"locations": {L: qty}, "total": n}}, "total": n}`;
+//! - `stock`: `{"products": {P: {"locations": {L: qty}, "total": n, …}}, "total": n}`,
+//!   with a product's `threshold`, `reorder_quantity` and `reorder` status
+//!   when it has a threshold;
 //! - `activity`: the latest 50 moves, sales, losses and corrections
 //!   (`recent`, oldest first), counts per kind, and units sold and destroyed.
 //!
@@ -22,6 +28,7 @@ use nodb_shared::{Segment, Tree};
 use serde::Deserialize;
 
 use super::App;
+use super::reorder::{self, ReorderFailed, ReorderPlaced, ThresholdSet};
 use crate::reducer::{Reduced, Rejection, View, payload};
 
 /// How many entries `activity.recent` keeps.
@@ -115,6 +122,12 @@ pub enum Stock {
     Sold(Sold),
     /// `stock/destroyed`.
     Destroyed(Destroyed),
+    /// `stock/threshold_set`.
+    ThresholdSet(ThresholdSet),
+    /// `reorder/placed`.
+    ReorderPlaced(ReorderPlaced),
+    /// `reorder/failed`.
+    ReorderFailed(ReorderFailed),
 }
 
 impl Stock {
@@ -129,6 +142,9 @@ impl Stock {
             "stock/moved" => Stock::Moved(payload(action)?),
             "stock/sold" => Stock::Sold(payload(action)?),
             "stock/destroyed" => Stock::Destroyed(payload(action)?),
+            "stock/threshold_set" => Stock::ThresholdSet(payload(action)?),
+            "reorder/placed" => Stock::ReorderPlaced(payload(action)?),
+            "reorder/failed" => Stock::ReorderFailed(payload(action)?),
             _ => return Ok(None),
         };
         let (product, places, quantity): (&str, Vec<&str>, u64) = match &stock {
@@ -136,6 +152,9 @@ impl Stock {
             Stock::Moved(m) => (&m.product, vec![&m.from, &m.to], m.quantity),
             Stock::Sold(s) => (&s.product, vec![&s.location], s.quantity),
             Stock::Destroyed(d) => (&d.product, vec![&d.location], d.quantity),
+            Stock::ThresholdSet(t) => (&t.product, vec![], 1),
+            Stock::ReorderPlaced(p) => (&p.product, vec![], p.quantity),
+            Stock::ReorderFailed(f) => (&f.product, vec![], 1),
         };
         if product.is_empty() || places.iter().any(|p| p.is_empty()) {
             return Err(Rejection::new(format!("{}: product and location must not be empty", action.kind)));
@@ -168,6 +187,8 @@ struct ProductEdit<'a> {
     product: &'a str,
     locations: Tree,
     total: u64,
+    /// The entry as it was (its other fields: threshold, reorder status).
+    entry: Tree,
 }
 
 impl ProductEdit<'_> {
@@ -197,12 +218,19 @@ fn too_many() -> Rejection {
     Rejection::new("the quantity would exceed what can be counted (2^64 - 1)")
 }
 
-/// Applies `f` to `product`'s entry and writes it back with the totals.
-fn edit_product(state: &Tree, product: &str, f: impl FnOnce(&mut ProductEdit<'_>) -> Result<(), Rejection>) -> Reduced {
+/// Applies `f` to `product`'s entry and writes it back with the totals and
+/// its reorder status as of `seq`.
+fn edit_product(
+    state: &Tree,
+    product: &str,
+    seq: u64,
+    f: impl FnOnce(&mut ProductEdit<'_>) -> Result<(), Rejection>,
+) -> Reduced {
     let entry = state.get([key("products"), key(product)]);
     let locations = entry.and_then(|e| e.get([key("locations")])).cloned().unwrap_or_else(Tree::object);
     let before = entry.and_then(|e| e.get([key("total")])).and_then(Tree::as_u64).unwrap_or(0);
-    let mut edit = ProductEdit { product, locations, total: before };
+    let entry = entry.filter(|e| matches!(e, Tree::Object(_))).cloned().unwrap_or_else(Tree::object);
+    let mut edit = ProductEdit { product, locations, total: before, entry };
     f(&mut edit)?;
     let total = state
         .get([key("total")])
@@ -211,7 +239,8 @@ fn edit_product(state: &Tree, product: &str, f: impl FnOnce(&mut ProductEdit<'_>
         .saturating_sub(before)
         .checked_add(edit.total)
         .ok_or_else(too_many)?;
-    let entry = Tree::from_entries([("locations", edit.locations), ("total", Tree::from(edit.total))]);
+    let entry = edit.entry.set([key("locations")], edit.locations)?.set([key("total")], edit.total)?;
+    let entry = reorder::review(entry, seq)?;
     let s = state.set([key("products"), key(product)], entry)?;
     Ok(s.set([key("total")], total)?)
 }
@@ -221,16 +250,37 @@ fn edit_product(state: &Tree, product: &str, f: impl FnOnce(&mut ProductEdit<'_>
 /// # Errors
 /// A rejection for a bad payload, or for taking more than is there.
 pub fn reduce_stock(state: &Tree, action: &CommittedAction) -> Reduced {
+    let seq = action.seq;
     match Stock::decode(action)? {
         None => Ok(state.clone()),
-        Some(Stock::Corrected(c)) => edit_product(state, &c.product, |e| e.set(&c.location, c.quantity)),
-        Some(Stock::Moved(m)) => edit_product(state, &m.product, |e| {
+        Some(Stock::Corrected(c)) => edit_product(state, &c.product, seq, |e| e.set(&c.location, c.quantity)),
+        Some(Stock::Moved(m)) => edit_product(state, &m.product, seq, |e| {
             e.take(&m.from, m.quantity, "move")?;
             let there = e.quantity(&m.to);
             e.set(&m.to, there.checked_add(m.quantity).ok_or_else(too_many)?)
         }),
-        Some(Stock::Sold(x)) => edit_product(state, &x.product, |e| e.take(&x.location, x.quantity, "sell")),
-        Some(Stock::Destroyed(d)) => edit_product(state, &d.product, |e| e.take(&d.location, d.quantity, "destroy")),
+        Some(Stock::Sold(x)) => edit_product(state, &x.product, seq, |e| e.take(&x.location, x.quantity, "sell")),
+        Some(Stock::Destroyed(d)) => {
+            edit_product(state, &d.product, seq, |e| e.take(&d.location, d.quantity, "destroy"))
+        }
+        Some(Stock::ThresholdSet(t)) => edit_product(state, &t.product, seq, |e| {
+            e.entry = reorder::set_threshold(e.entry.clone(), &t, seq)?;
+            Ok(())
+        }),
+        Some(Stock::ReorderPlaced(p)) => edit_product(state, &p.product, seq, |e| {
+            let outcome = [
+                ("status", Tree::from("placed")),
+                ("quantity", Tree::from(p.quantity)),
+                ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
+            ];
+            e.entry = reorder::record(e.entry.clone(), &outcome)?;
+            Ok(())
+        }),
+        Some(Stock::ReorderFailed(f)) => edit_product(state, &f.product, seq, |e| {
+            let outcome = [("status", Tree::from("failed")), ("reason", Tree::from(f.reason.as_str()))];
+            e.entry = reorder::record(e.entry.clone(), &outcome)?;
+            Ok(())
+        }),
     }
 }
 
@@ -281,6 +331,22 @@ pub fn reduce_activity(state: &Tree, action: &CommittedAction) -> Reduced {
                 ("reason", Tree::from(d.reason.as_str())),
             ]);
             ("destroyed", Some(("destroyed_units", d.quantity)))
+        }
+        Stock::ThresholdSet(t) => {
+            entry.extend([("product", Tree::from(t.product.as_str())), ("threshold", Tree::from(t.threshold))]);
+            ("threshold_set", None)
+        }
+        Stock::ReorderPlaced(p) => {
+            entry.extend([
+                ("product", Tree::from(p.product.as_str())),
+                ("quantity", Tree::from(p.quantity)),
+                ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
+            ]);
+            ("reorder_placed", None)
+        }
+        Stock::ReorderFailed(f) => {
+            entry.extend([("product", Tree::from(f.product.as_str())), ("reason", Tree::from(f.reason.as_str()))]);
+            ("reorder_failed", None)
         }
     };
     let mut s = state.push([key("recent")], Tree::from_entries(entry))?;
@@ -360,6 +426,61 @@ mod tests {
             activity["recent"][3],
             json!({"seq": 4, "ts": 1004, "type": "stock/destroyed", "product": "apple", "location": "back", "quantity": 1, "reason": "bruised"})
         );
+    }
+
+    #[test]
+    fn falling_below_the_threshold_marks_a_reorder_pending_until_restocked() {
+        let product = |states: &[Tree]| states[0].to_value()["products"]["apple"].clone();
+        let (states, rejected) = run(&[
+            act(1, "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 10})),
+            act(2, "stock/threshold_set", json!({"product": "apple", "threshold": 5, "quantity": 20})),
+            act(3, "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 4})),
+        ]);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(
+            product(&states),
+            json!({"locations": {"shelf": 6}, "total": 6, "threshold": 5, "reorder_quantity": 20})
+        );
+        let (states, _) = run(&[
+            act(1, "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 10})),
+            act(2, "stock/threshold_set", json!({"product": "apple", "threshold": 5, "quantity": 20})),
+            act(3, "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 6})),
+            act(4, "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 1})),
+        ]);
+        // Pending from the seq it fell below, and only that one.
+        assert_eq!(product(&states)["reorder"], json!({"status": "pending", "seq": 3, "quantity": 20}));
+        let placed = act(5, "reorder/placed", json!({"product": "apple", "quantity": 20, "supplier_ref": "SUP-1"}));
+        let (states, _) = run(&[
+            act(1, "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 10})),
+            act(2, "stock/threshold_set", json!({"product": "apple", "threshold": 5, "quantity": 20})),
+            act(3, "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 6})),
+            placed.clone(),
+        ]);
+        assert_eq!(
+            product(&states)["reorder"],
+            json!({"status": "placed", "seq": 3, "quantity": 20, "supplier_ref": "SUP-1"})
+        );
+        let (states, _) = run(&[
+            act(1, "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 10})),
+            act(2, "stock/threshold_set", json!({"product": "apple", "threshold": 5})),
+            act(3, "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 6})),
+            act(4, "reorder/failed", json!({"product": "apple", "reason": "supplier down"})),
+        ]);
+        assert_eq!(
+            product(&states)["reorder"],
+            json!({"status": "failed", "seq": 3, "quantity": 10, "reason": "supplier down"})
+        );
+        // Restocked: no reorder under way; an outcome arriving late changes nothing.
+        let (states, _) = run(&[
+            act(1, "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 10})),
+            act(2, "stock/threshold_set", json!({"product": "apple", "threshold": 5, "quantity": 20})),
+            act(3, "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 6})),
+            act(4, "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 30})),
+            placed,
+        ]);
+        assert_eq!(product(&states).get("reorder"), None);
+        let activity = states[1].to_value();
+        assert_eq!(activity["recent"][4]["supplier_ref"], json!("SUP-1"));
     }
 
     #[test]

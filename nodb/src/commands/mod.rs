@@ -3,6 +3,7 @@
 pub mod chronicler;
 pub mod dataview;
 pub mod diff;
+pub mod envoy;
 pub mod log;
 pub mod patch;
 pub mod up;

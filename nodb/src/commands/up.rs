@@ -1,5 +1,6 @@
 //! `nodb up`: the whole system in one process on one address — the
-//! chronicler, the app's data view, the client library and the demo page.
+//! chronicler, the app's data view, its envoys (with the demo supplier for
+//! the warehouse), the client library and the demo page.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ use crate::service;
   POST /actions, GET /ws, GET /actions?from=N
                                   the chronicler's API (see `nodb chronicler --help`)
   GET  /health, /metrics          the data view's status; the chronicler's are under /chronicler/
+  /supplier/orders, /supplier/control
+                                  the demo supplier the warehouse's reorder envoy orders from
+                                  (see `nodb supplier --help`)
 
 Example:
   nodb up                         then open http://127.0.0.1:7400/
@@ -54,6 +58,13 @@ pub struct Args {
     /// object store URL (see `nodb dataview --help`).
     #[arg(long, value_name = "DIR|URL")]
     snapshots: Option<String>,
+    /// The supplier the warehouse's reorder envoy orders from; by default
+    /// the demo supplier served under /supplier on the same address.
+    #[arg(long, value_name = "URL")]
+    supplier: Option<String>,
+    /// Attempts per outside call of an envoy, the first included.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    attempts: u32,
     /// Write a snapshot after this many new seqs.
     #[arg(long, value_name = "SEQS", default_value_t = 10_000)]
     snapshot_every: u64,
@@ -96,15 +107,28 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             },
         };
         let views = dataview::start(settings, shutdown.clone(), tokio_util::task::TaskTracker::new()).await?;
+        let supplier = nodb_envoy::supplier::Supplier::new();
         let router = api_router(history.state.clone())
             .nest("/chronicler", status_router(history.state.clone()))
+            .nest("/supplier", supplier.router())
             .merge(nodb_dataview::server::router(views.state.clone()));
+        // The app's envoys, against this same address.
+        let mut config = nodb_envoy::apps::Config::new();
+        config.insert("supplier".into(), args.supplier.clone().unwrap_or_else(|| format!("http://{addr}/supplier")));
+        let envoys = nodb_envoy::apps::built_in(&args.app, &config).map_err(anyhow::Error::msg)?;
+        let envoy_settings = nodb_envoy::Settings {
+            chronicler: format!("http://{addr}"),
+            dataview: Some(format!("http://{addr}")),
+            effects: nodb_envoy::Effects::new(super::envoy::retry_policy(args.attempts, 10.0)?),
+        };
+        let envoys = tokio::spawn(super::envoy::run_all(envoys, envoy_settings, shutdown.clone()));
         service::announce("up", addr);
         println!("open http://{addr}/ in a browser; Ctrl-C stops");
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("the server failed")?;
+        let _ = envoys.await;
         views.finish().await;
         history.finish().await;
         Ok(())

@@ -1,0 +1,121 @@
+//! The `warehouse` app's reorder thresholds: when a product's total stock
+//! falls below its threshold, its entry in the `stock` view gets
+//! `"reorder": {"status": "pending", "seq", "quantity"}`; the `reorder` envoy
+//! watches for that, orders from the supplier and records the outcome
+//! (`reorder/placed` or `reorder/failed`), which the reducer writes back.
+//!
+//! A product's entry then reads
+//! `{"locations", "total", "threshold", "reorder_quantity", "reorder"}`;
+//! `reorder` is absent while the total is at or above the threshold.
+
+use nodb_shared::{Segment, Tree};
+use serde::Deserialize;
+
+use crate::reducer::Rejection;
+
+/// `stock/threshold_set`: reorder `quantity` (default twice the threshold)
+/// when the total falls below `threshold`; 0 removes the threshold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSet {
+    /// The product.
+    pub product: String,
+    /// Reorder when the total is below this.
+    pub threshold: u64,
+    /// How many to order.
+    pub quantity: Option<u64>,
+}
+
+/// `reorder/placed`, recorded by the `reorder` envoy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReorderPlaced {
+    /// The product.
+    pub product: String,
+    /// How many were ordered.
+    pub quantity: u64,
+    /// The supplier's reference for the order.
+    pub supplier_ref: String,
+}
+
+/// `reorder/failed`, recorded by the `reorder` envoy after its last retry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReorderFailed {
+    /// The product.
+    pub product: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn key(s: &str) -> Segment {
+    Segment::Key(s.into())
+}
+
+fn field(entry: &Tree, name: &str) -> Option<u64> {
+    entry.get([key(name)]).and_then(Tree::as_u64)
+}
+
+/// Sets or clears `entry`'s reorder status after its total changed at
+/// `seq`: pending when it fell below the threshold with none under way,
+/// absent when it is at or above it.
+///
+/// # Errors
+/// If the entry is not an object.
+pub fn review(entry: Tree, seq: u64) -> Result<Tree, Rejection> {
+    let total = field(&entry, "total").unwrap_or(0);
+    let below = field(&entry, "threshold").is_some_and(|t| total < t);
+    let active = entry.get([key("reorder")]).is_some_and(|r| !matches!(r, Tree::Null));
+    Ok(match (below, active) {
+        (true, false) => {
+            let quantity = field(&entry, "reorder_quantity").unwrap_or(1);
+            let reorder = Tree::from_entries([
+                ("status", Tree::from("pending")),
+                ("seq", Tree::from(seq)),
+                ("quantity", Tree::from(quantity)),
+            ]);
+            entry.set([key("reorder")], reorder)?
+        }
+        (false, true) => entry.remove([key("reorder")])?,
+        _ => entry,
+    })
+}
+
+/// Applies `stock/threshold_set` to `entry`; a new threshold starts a new
+/// reorder if the total is below it (after a failed one, say).
+///
+/// # Errors
+/// If the entry is not an object.
+pub fn set_threshold(entry: Tree, t: &ThresholdSet, seq: u64) -> Result<Tree, Rejection> {
+    let mut entry = if entry.get([key("reorder")]).is_some() { entry.remove([key("reorder")])? } else { entry };
+    if t.threshold == 0 {
+        for name in ["threshold", "reorder_quantity"] {
+            if entry.get([key(name)]).is_some() {
+                entry = entry.remove([key(name)])?;
+            }
+        }
+        return Ok(entry);
+    }
+    let quantity = t.quantity.unwrap_or(t.threshold.saturating_mul(2));
+    if quantity == 0 {
+        return Err(Rejection::new("stock/threshold_set: the reorder quantity must be at least 1"));
+    }
+    let entry = entry.set([key("threshold")], t.threshold)?.set([key("reorder_quantity")], quantity)?;
+    review(entry, seq)
+}
+
+/// Records the outcome of a pending reorder. An outcome for a product with
+/// none under way (restocked meanwhile) changes nothing.
+///
+/// # Errors
+/// If the entry is not an object.
+pub fn record(entry: Tree, outcome: &[(&str, Tree)]) -> Result<Tree, Rejection> {
+    if entry.get([key("reorder")]).is_none_or(|r| matches!(r, Tree::Null)) {
+        return Ok(entry);
+    }
+    let mut entry = entry;
+    for (name, value) in outcome {
+        entry = entry.set([key("reorder"), key(name)], value.clone())?;
+    }
+    Ok(entry)
+}

@@ -1,0 +1,378 @@
+//! Running an envoy: find where it stopped from the log itself, follow its
+//! trigger live, perform the effects, and record each outcome exactly once.
+//!
+//! The envoy dispatches as the client `envoy-<name>`, numbering its results
+//! 1, 2, 3, … with the seq that caused each in `meta.cause` (and the key in
+//! `meta.key` for a view condition). On start it asks the chronicler for its
+//! last result (`GET /clients/envoy-<name>`) and reads that result's cause:
+//! everything up to there is done, everything after is still to do. A crash
+//! between an effect and its acknowledged result therefore repeats the
+//! effect with the same idempotency key and dispatches the same numbered
+//! result, which the chronicler acknowledges as a duplicate if it had
+//! already recorded it. A brand-new envoy starts at the head of the log.
+//!
+//! It never acts on replayed history: it reads the chronicler's live stream
+//! (not a data view's replay), a view condition fires only on a transition
+//! the envoy sees between two states it has itself followed, and never at
+//! the seq of a control action (`@@nodb/set_state`, `@@nodb/snapshot`).
+
+use std::time::Duration;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use nodb_shared::Tree;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::definition::{Envoy, Event, ResultAction, Trigger};
+use crate::effects::Effects;
+use crate::log_client::{LogClient, LogClientError, StreamLine};
+use crate::view_stream::{ViewClient, ViewMessage};
+
+/// Where an envoy's services are.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The chronicler's URL.
+    pub chronicler: String,
+    /// The data view's URL, for envoys triggered by a view condition.
+    pub dataview: Option<String>,
+    /// HTTP and retries for the effects.
+    pub effects: Effects,
+}
+
+/// Why an envoy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvoyError {
+    /// A view-condition envoy was started without a data view URL.
+    #[error("envoy {0:?} watches a view: give the data view's URL (--dataview)")]
+    NoDataview(String),
+}
+
+/// The longest range of seqs a coalesced view update is refined over, one
+/// state per seq; past it a transition is attributed to the range's end.
+const MAX_REFINE: u64 = 1000;
+
+/// Where the envoy stopped, from its own results in the log.
+#[derive(Debug)]
+struct Resume {
+    /// The number of its next result.
+    next_n: u64,
+    /// The cause (and key) of its last result.
+    after: Option<(u64, Option<String>)>,
+}
+
+/// Runs `envoy` until `shutdown`, reconnecting after failures.
+///
+/// # Errors
+/// [`EnvoyError`] for a setting that can never work.
+pub async fn run(envoy: Envoy, settings: Settings, shutdown: CancellationToken) -> Result<(), EnvoyError> {
+    if matches!(envoy.trigger, Trigger::View { .. }) && settings.dataview.is_none() {
+        return Err(EnvoyError::NoDataview(envoy.name.clone()));
+    }
+    let log = LogClient::new(&settings.chronicler, settings.effects.http.clone());
+    let mut wait = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let result = match &envoy.trigger {
+            Trigger::Types(types) => run_types(&envoy, types, &log, &settings, &shutdown).await,
+            Trigger::View { view, .. } => run_view(&envoy, view, &log, &settings, &shutdown).await,
+        };
+        match result {
+            Ok(()) => wait = Duration::from_millis(100),
+            Err(LogClientError::ShuttingDown) => break,
+            Err(e) => {
+                tracing::warn!(envoy = %envoy.name, error = %e, "the envoy lost its connection; resuming from the log")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => break,
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    tracing::info!(envoy = %envoy.name, "envoy stopped");
+    Ok(())
+}
+
+async fn resume(envoy: &Envoy, log: &LogClient) -> Result<Resume, LogClientError> {
+    let Some((last, seq)) = log.position(&envoy.client()).await? else {
+        return Ok(Resume { next_n: 1, after: None });
+    };
+    let action = log.range(seq, seq, &[]).await?.into_iter().next().unwrap_or(Value::Null);
+    let cause = action["meta"]["cause"].as_str().and_then(|c| c.parse::<u64>().ok()).unwrap_or(seq);
+    let key = action["meta"]["key"].as_str().map(String::from);
+    Ok(Resume { next_n: last + 1, after: Some((cause, key)) })
+}
+
+/// Records the results of one event as one all-or-nothing batch.
+async fn record(
+    envoy: &Envoy,
+    log: &LogClient,
+    next_n: &mut u64,
+    event: &Event,
+    results: Vec<ResultAction>,
+    shutdown: &CancellationToken,
+) -> Result<(), LogClientError> {
+    if results.is_empty() {
+        tracing::warn!(envoy = %envoy.name, cause = event.cause, "a handler returned no result; nothing is recorded");
+        return Ok(());
+    }
+    let client = envoy.client();
+    let mut meta = json!({"cause": event.cause.to_string(), "envoy": envoy.name});
+    if let Some(key) = &event.key {
+        meta["key"] = json!(key);
+    }
+    let actions: Vec<Value> = results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| json!({"id": format!("{client}:{}", *next_n + i as u64), "type": r.kind, "payload": r.payload, "meta": meta}))
+        .collect();
+    log.dispatch(&actions, shutdown).await?;
+    *next_n += actions.len() as u64;
+    tracing::debug!(envoy = %envoy.name, cause = event.cause, results = actions.len(), "recorded");
+    Ok(())
+}
+
+/// Runs the handler; a panic becomes a `<envoy>/failed` result.
+fn perform(
+    envoy: &Envoy,
+    event: Event,
+    effects: Effects,
+) -> futures_util::future::BoxFuture<'static, (Event, Vec<ResultAction>)> {
+    let name = envoy.name.clone();
+    let fut = (envoy.handler)(event.clone(), effects);
+    Box::pin(async move {
+        match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(results) => (event, results),
+            Err(_) => {
+                tracing::error!(envoy = %name, cause = event.cause, "the envoy's handler panicked");
+                let failed = ResultAction::new(
+                    format!("{name}/failed"),
+                    json!({"cause": event.cause, "key": event.key, "reason": "the handler panicked"}),
+                );
+                (event, vec![failed])
+            }
+        }
+    })
+}
+
+/// Runs events through the handler with up to `envoy.concurrency` at once,
+/// recording results in the order of the events.
+struct Pipeline<'a> {
+    envoy: &'a Envoy,
+    log: &'a LogClient,
+    effects: &'a Effects,
+    next_n: u64,
+    in_flight: FuturesOrdered<futures_util::future::BoxFuture<'static, (Event, Vec<ResultAction>)>>,
+}
+
+impl Pipeline<'_> {
+    fn full(&self) -> bool {
+        self.in_flight.len() >= self.envoy.concurrency
+    }
+
+    fn push(&mut self, event: Event) {
+        tracing::info!(envoy = %self.envoy.name, cause = event.cause, key = ?event.key, "acting");
+        self.in_flight.push_back(perform(self.envoy, event, self.effects.clone()));
+    }
+
+    /// Waits for the oldest effect and records its results.
+    async fn finish_one(&mut self, shutdown: &CancellationToken) -> Result<(), LogClientError> {
+        if let Some((event, results)) = self.in_flight.next().await {
+            record(self.envoy, self.log, &mut self.next_n, &event, results, shutdown).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes every effect under way (on shutdown: effects already begun
+    /// are completed and recorded, within 10 s).
+    async fn drain(&mut self, shutdown: &CancellationToken) -> Result<(), LogClientError> {
+        let grace = CancellationToken::new();
+        let g = grace.clone();
+        let _timer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            g.cancel();
+        });
+        let token = if shutdown.is_cancelled() { &grace } else { shutdown };
+        while !self.in_flight.is_empty() {
+            self.finish_one(token).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn run_types(
+    envoy: &Envoy,
+    types: &[String],
+    log: &LogClient,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<(), LogClientError> {
+    let resume = resume(envoy, log).await?;
+    let from = match resume.after {
+        Some((cause, _)) => cause + 1,
+        None => log.head().await? + 1,
+    };
+    tracing::info!(envoy = %envoy.name, from, next = resume.next_n, "envoy following the chronicler");
+    let own = format!("{}:", envoy.client());
+    let mut stream = Box::pin(log.stream(from, types).await?);
+    let mut pipe =
+        Pipeline { envoy, log, effects: &settings.effects, next_n: resume.next_n, in_flight: FuturesOrdered::new() };
+    loop {
+        tokio::select! {
+            line = stream.next(), if !pipe.full() => match line {
+                Some(Ok(StreamLine::Action(action))) => {
+                    let kind = action["type"].as_str().unwrap_or("");
+                    let id = action["id"].as_str().unwrap_or("");
+                    if kind.starts_with("@@nodb/") || id.starts_with(&own) {
+                        continue;
+                    }
+                    let cause = action["seq"].as_u64().unwrap_or(0);
+                    let idempotency_key = format!("{}:{cause}", envoy.name);
+                    pipe.push(Event { cause, key: None, action: Some(action), data: None, idempotency_key });
+                }
+                Some(Ok(StreamLine::Heartbeat { .. })) => {}
+                Some(Err(e)) => { pipe.drain(shutdown).await?; return Err(e); }
+                None => {
+                    pipe.drain(shutdown).await?;
+                    return Err(LogClientError::Unreachable { url: "the action stream".into(), reason: "it ended".into() });
+                }
+            },
+            r = pipe.finish_one(shutdown), if !pipe.in_flight.is_empty() => r?,
+            () = shutdown.cancelled() => {
+                pipe.drain(shutdown).await?;
+                return Err(LogClientError::ShuttingDown);
+            }
+        }
+    }
+}
+
+/// A view condition's state: the state the envoy last saw, at `seq`.
+struct Watched {
+    seq: u64,
+    state: Tree,
+}
+
+async fn run_view(
+    envoy: &Envoy,
+    view: &str,
+    log: &LogClient,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<(), LogClientError> {
+    let Trigger::View { select, .. } = &envoy.trigger else { return Ok(()) };
+    let dataview =
+        ViewClient::new(settings.dataview.as_deref().unwrap_or_default(), view, settings.effects.http.clone());
+    let resume = resume(envoy, log).await?;
+    // Resuming: the state just before the last result's cause; events at
+    // that cause up to its key are done.
+    let mut watched = match &resume.after {
+        Some((cause, _)) => {
+            let at = cause.saturating_sub(1);
+            Some(Watched { seq: at, state: dataview.state_at(at).await? })
+        }
+        None => None,
+    };
+    let done_upto = resume.after.clone();
+    tracing::info!(envoy = %envoy.name, view, since = ?watched.as_ref().map(|w| w.seq), next = resume.next_n, "envoy watching a view");
+    let mut socket = dataview.connect(watched.as_ref().map(|w| w.seq)).await?;
+    let mut pipe =
+        Pipeline { envoy, log, effects: &settings.effects, next_n: resume.next_n, in_flight: FuturesOrdered::new() };
+    loop {
+        let message = tokio::select! {
+            m = socket.next_message(), if !pipe.full() => m,
+            r = pipe.finish_one(shutdown), if !pipe.in_flight.is_empty() => { r?; continue; }
+            () = shutdown.cancelled() => {
+                pipe.drain(shutdown).await?;
+                return Err(LogClientError::ShuttingDown);
+            }
+        };
+        let (from, seq, next) = match message {
+            Err(e) => {
+                pipe.drain(shutdown).await?;
+                return Err(e);
+            }
+            Ok(ViewMessage::Snapshot { seq, state }) => (watched.as_ref().map_or(seq, |w| w.seq + 1), seq, state),
+            Ok(ViewMessage::Patch { from, seq, ops }) => {
+                let Some(w) = &watched else { continue };
+                match nodb_shared::patch::apply(&w.state, &ops) {
+                    Ok(next) => (from.unwrap_or(seq), seq, next),
+                    Err(e) => {
+                        pipe.drain(shutdown).await?;
+                        return Err(LogClientError::Unreachable {
+                            url: "the view stream".into(),
+                            reason: format!("a patch did not apply: {e}"),
+                        });
+                    }
+                }
+            }
+        };
+        let Some(old) = watched.take() else {
+            // A brand-new envoy: the first state is where it starts; what
+            // is true there already happened before it.
+            watched = Some(Watched { seq, state: next });
+            continue;
+        };
+        let events =
+            transitions(envoy, select, &dataview, log, from, seq, old.state, &next, done_upto.as_ref()).await?;
+        for event in events {
+            while pipe.full() {
+                pipe.finish_one(shutdown).await?;
+            }
+            pipe.push(event);
+        }
+        watched = Some(Watched { seq, state: next });
+    }
+}
+
+/// The events for the keys that became true between `old` (at `from - 1`)
+/// and `new` (at `to`): one state per seq when the update covers several,
+/// none at a control action's seq, none already done.
+#[allow(clippy::too_many_arguments)]
+async fn transitions(
+    envoy: &Envoy,
+    select: &crate::definition::Selector,
+    dataview: &ViewClient,
+    log: &LogClient,
+    from: u64,
+    to: u64,
+    old: Tree,
+    new: &Tree,
+    done: Option<&(u64, Option<String>)>,
+) -> Result<Vec<Event>, LogClientError> {
+    let mut steps: Vec<(u64, Tree)> = Vec::new();
+    if from < to && to - from < MAX_REFINE {
+        for k in from..to {
+            steps.push((k, dataview.state_at(k).await?));
+        }
+    } else if from < to {
+        tracing::warn!(envoy = %envoy.name, from, to, "a long gap in the view: transitions in it are attributed to its end");
+    }
+    steps.push((to, new.clone()));
+    let mut before = select(&old);
+    let mut events = Vec::new();
+    for (k, state) in steps {
+        let after = select(&state);
+        let fired: Vec<(&String, &Tree)> = after.iter().filter(|(key, _)| !before.contains_key(*key)).collect();
+        if !fired.is_empty() && log.control_seqs(k, k).await?.is_empty() {
+            let several = fired.len() > 1;
+            for (key, data) in fired {
+                let already = done
+                    .is_some_and(|(cause, last)| k < *cause || (k == *cause && last.as_ref().is_none_or(|l| key <= l)));
+                if already {
+                    continue;
+                }
+                let idempotency_key =
+                    if several { format!("{}:{k}:{key}", envoy.name) } else { format!("{}:{k}", envoy.name) };
+                events.push(Event {
+                    cause: k,
+                    key: Some(key.clone()),
+                    action: None,
+                    data: Some(data.clone()),
+                    idempotency_key,
+                });
+            }
+        }
+        before = after;
+    }
+    Ok(events)
+}
