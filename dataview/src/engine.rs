@@ -127,7 +127,7 @@ impl Engine {
         }
         let mut applied = Applied {
             seq: action.seq,
-            patches: Vec::with_capacity(self.states.len()),
+            patches: Vec::new(),
             rejection: None,
             panicked: false,
             snapshot_requested: action.kind == SNAPSHOT,
@@ -157,6 +157,8 @@ impl Engine {
                 if diffs == Diffs::Compute {
                     applied.patches = self.states.iter().zip(&states).map(|(old, new)| diff(old, new)).collect();
                 }
+                // The old states are dropped here (freeing the nodes the
+                // reducers copied) unless the caller kept clones of them.
                 self.states = states;
             }
             Ok(None) => applied.patches = unchanged(&self.states),

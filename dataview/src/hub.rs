@@ -138,6 +138,10 @@ impl Hub {
     /// [`EngineError::OutOfSequence`] if it is not the next seq.
     pub fn apply(&self, action: &CommittedAction) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
+        // The entry that falls out of the history is dropped after the lock
+        // is released: freeing the nodes only it still held takes a while,
+        // and readers need not wait for it.
+        let mut evicted = None;
         let seq = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
             let applied = s.engine.apply_with(action, Diffs::Skip)?;
@@ -159,11 +163,12 @@ impl Hub {
             });
             let states = s.engine.states().to_vec();
             if s.history.len() == self.history_len {
-                s.history.pop_front();
+                evicted = s.history.pop_front();
             }
             s.history.push_back(Entry { seq: applied.seq, states, patches: Default::default(), rejected });
             applied.seq
         };
+        drop(evicted);
         self.metrics.applied.fetch_add(1, Relaxed);
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.seq_tx.send_replace(seq);

@@ -14,7 +14,7 @@ use crate::effects::error_chain;
 #[derive(Debug, thiserror::Error)]
 pub enum LogClientError {
     /// The request did not get through, or the answer was cut short.
-    #[error("cannot reach the chronicler at {url}: {reason}")]
+    #[error("cannot reach {url}: {reason}")]
     Unreachable {
         /// The URL.
         url: String,

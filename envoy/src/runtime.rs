@@ -9,7 +9,9 @@
 //! between an effect and its acknowledged result therefore repeats the
 //! effect with the same idempotency key and dispatches the same numbered
 //! result, which the chronicler acknowledges as a duplicate if it had
-//! already recorded it. A brand-new envoy starts at the head of the log.
+//! already recorded it. A brand-new envoy starts at the head of the log
+//! and records `envoy/started {envoy, head}` so that it knows where it
+//! started even if it crashes before its first result.
 //!
 //! It never acts on replayed history: it reads the chronicler's live stream
 //! (not a data view's replay), a view condition fires only on a transition
@@ -93,9 +95,18 @@ pub async fn run(envoy: Envoy, settings: Settings, shutdown: CancellationToken) 
     Ok(())
 }
 
-async fn resume(envoy: &Envoy, log: &LogClient) -> Result<Resume, LogClientError> {
+async fn resume(envoy: &Envoy, log: &LogClient, shutdown: &CancellationToken) -> Result<Resume, LogClientError> {
     let Some((last, seq)) = log.position(&envoy.client()).await? else {
-        return Ok(Resume { next_n: 1, after: None });
+        // A brand-new envoy starts at the head, and records that it did:
+        // from then on the log says where it stands, even if it crashes
+        // before its first result.
+        let head = log.head().await?;
+        let started = json!({"id": format!("{}:1", envoy.client()), "type": "envoy/started",
+            "payload": {"envoy": envoy.name, "head": head},
+            "meta": {"cause": head.to_string(), "envoy": envoy.name}});
+        log.dispatch(&[started], shutdown).await?;
+        tracing::info!(envoy = %envoy.name, head, "a new envoy starts at the head of the log");
+        return Ok(Resume { next_n: 2, after: Some((head, None)) });
     };
     let action = log.range(seq, seq, &[]).await?.into_iter().next().unwrap_or(Value::Null);
     let cause = action["meta"]["cause"].as_str().and_then(|c| c.parse::<u64>().ok()).unwrap_or(seq);
@@ -175,12 +186,25 @@ impl Pipeline<'_> {
         self.in_flight.push_back(perform(self.envoy, event, self.effects.clone()));
     }
 
-    /// Waits for the oldest effect and records its results.
+    /// Waits for the oldest effect and records its results. (Not for a
+    /// `select!`: dropped while recording, it would lose the results; there
+    /// wait with `in_flight.next()`, which is cancel-safe, then call
+    /// [`Pipeline::record`].)
     async fn finish_one(&mut self, shutdown: &CancellationToken) -> Result<(), LogClientError> {
-        if let Some((event, results)) = self.in_flight.next().await {
-            record(self.envoy, self.log, &mut self.next_n, &event, results, shutdown).await?;
+        if let Some(done) = self.in_flight.next().await {
+            self.record(done, shutdown).await?;
         }
         Ok(())
+    }
+
+    /// Records a finished effect's results.
+    async fn record(
+        &mut self,
+        done: (Event, Vec<ResultAction>),
+        shutdown: &CancellationToken,
+    ) -> Result<(), LogClientError> {
+        let (event, results) = done;
+        record(self.envoy, self.log, &mut self.next_n, &event, results, shutdown).await
     }
 
     /// Finishes every effect under way (on shutdown: effects already begun
@@ -207,40 +231,47 @@ async fn run_types(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> Result<(), LogClientError> {
-    let resume = resume(envoy, log).await?;
-    let from = match resume.after {
-        Some((cause, _)) => cause + 1,
-        None => log.head().await? + 1,
-    };
+    let resume = resume(envoy, log, shutdown).await?;
+    let from = resume.after.as_ref().map_or(1, |(cause, _)| cause + 1);
     tracing::info!(envoy = %envoy.name, from, next = resume.next_n, "envoy following the chronicler");
     let own = format!("{}:", envoy.client());
     let mut stream = Box::pin(log.stream(from, types).await?);
     let mut pipe =
         Pipeline { envoy, log, effects: &settings.effects, next_n: resume.next_n, in_flight: FuturesOrdered::new() };
     loop {
-        tokio::select! {
-            line = stream.next(), if !pipe.full() => match line {
-                Some(Ok(StreamLine::Action(action))) => {
-                    let kind = action["type"].as_str().unwrap_or("");
-                    let id = action["id"].as_str().unwrap_or("");
-                    if kind.starts_with("@@nodb/") || id.starts_with(&own) {
-                        continue;
-                    }
-                    let cause = action["seq"].as_u64().unwrap_or(0);
-                    let idempotency_key = format!("{}:{cause}", envoy.name);
-                    pipe.push(Event { cause, key: None, action: Some(action), data: None, idempotency_key });
+        // Only cancel-safe futures race here; results are recorded after.
+        let line = tokio::select! {
+            line = stream.next(), if !pipe.full() => line,
+            done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
+                if let Some(done) = done {
+                    pipe.record(done, shutdown).await?;
                 }
-                Some(Ok(StreamLine::Heartbeat { .. })) => {}
-                Some(Err(e)) => { pipe.drain(shutdown).await?; return Err(e); }
-                None => {
-                    pipe.drain(shutdown).await?;
-                    return Err(LogClientError::Unreachable { url: "the action stream".into(), reason: "it ended".into() });
-                }
-            },
-            r = pipe.finish_one(shutdown), if !pipe.in_flight.is_empty() => r?,
+                continue;
+            }
             () = shutdown.cancelled() => {
                 pipe.drain(shutdown).await?;
                 return Err(LogClientError::ShuttingDown);
+            }
+        };
+        match line {
+            Some(Ok(StreamLine::Action(action))) => {
+                let kind = action["type"].as_str().unwrap_or("");
+                let id = action["id"].as_str().unwrap_or("");
+                if kind.starts_with("@@nodb/") || id.starts_with(&own) {
+                    continue;
+                }
+                let cause = action["seq"].as_u64().unwrap_or(0);
+                let idempotency_key = format!("{}:{cause}", envoy.name);
+                pipe.push(Event { cause, key: None, action: Some(action), data: None, idempotency_key });
+            }
+            Some(Ok(StreamLine::Heartbeat { .. })) => {}
+            Some(Err(e)) => {
+                pipe.drain(shutdown).await?;
+                return Err(e);
+            }
+            None => {
+                pipe.drain(shutdown).await?;
+                return Err(LogClientError::Unreachable { url: "the action stream".into(), reason: "it ended".into() });
             }
         }
     }
@@ -262,7 +293,7 @@ async fn run_view(
     let Trigger::View { select, .. } = &envoy.trigger else { return Ok(()) };
     let dataview =
         ViewClient::new(settings.dataview.as_deref().unwrap_or_default(), view, settings.effects.http.clone());
-    let resume = resume(envoy, log).await?;
+    let resume = resume(envoy, log, shutdown).await?;
     // Resuming: the state just before the last result's cause; events at
     // that cause up to its key are done.
     let mut watched = match &resume.after {
@@ -278,9 +309,15 @@ async fn run_view(
     let mut pipe =
         Pipeline { envoy, log, effects: &settings.effects, next_n: resume.next_n, in_flight: FuturesOrdered::new() };
     loop {
+        // Only cancel-safe futures race here; results are recorded after.
         let message = tokio::select! {
             m = socket.next_message(), if !pipe.full() => m,
-            r = pipe.finish_one(shutdown), if !pipe.in_flight.is_empty() => { r?; continue; }
+            done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
+                if let Some(done) = done {
+                    pipe.record(done, shutdown).await?;
+                }
+                continue;
+            }
             () = shutdown.cancelled() => {
                 pipe.drain(shutdown).await?;
                 return Err(LogClientError::ShuttingDown);

@@ -89,7 +89,8 @@ pub struct Service {
 
 impl Service {
     /// Starts `nodb args…` and waits (up to 30 s) for its ready line
-    /// `nodb NAME listening on http://HOST:PORT`.
+    /// `nodb NAME listening on http://HOST:PORT` (or, for a service without
+    /// a port, any first line starting with `nodb `).
     ///
     /// # Errors
     /// What the process printed on stderr if it exited or did not get
@@ -150,6 +151,9 @@ impl Service {
                     service.url = url.trim().to_string();
                     Ok(service)
                 }
+                // A service without a port of its own (an envoy) announces
+                // itself with another line.
+                None if line.starts_with("nodb ") => Ok(service),
                 None => Err(format!("unexpected first line {line:?}; stderr:\n{}", service.stderr())),
             },
             Err(_) => {
@@ -310,14 +314,16 @@ pub fn read_ndjson(
 }
 
 /// `POST {chronicler}/actions` with `actions`; panics unless all are
-/// acknowledged.
+/// acknowledged. Returns the highest seq among the acks (0 when every
+/// action was a duplicate).
 ///
 /// # Panics
 /// On a transport error or a status other than 200.
-pub fn dispatch(chronicler: &str, actions: &[serde_json::Value]) {
+pub fn dispatch(chronicler: &str, actions: &[serde_json::Value]) -> u64 {
     let body = serde_json::Value::from(actions.to_vec()).to_string();
     let r = post(&format!("{chronicler}/actions"), "application/json", body.as_bytes()).expect("POST /actions");
     assert_eq!(r.status, 200, "{r:?}");
+    r.json()["acks"].as_array().into_iter().flatten().filter_map(|a| a["seq"].as_u64()).max().unwrap_or(0)
 }
 
 /// Waits (up to 10 s) until `view`'s `stock` view is at `seq`.

@@ -24,26 +24,38 @@ fn one_address_serves_the_page_the_library_the_views_and_the_history() {
     assert!(get(&format!("{url}/nodb.js")).unwrap().body.contains("export function connect"));
     // The chronicler's API and the views on the same address.
     let sale = json!({"id": "t:1", "type": "stock/corrected", "payload": {"product": "apple", "location": "shelf", "quantity": 4}});
-    dispatch(&url, &[sale]);
-    wait_for_seq(&up, 1);
+    // `nodb up` runs the envoys, whose first start is itself recorded
+    // (`envoy/started`); wait for that so the history is predictable.
+    let started = (0..400).any(|_| {
+        let found = get(&format!("{url}/clients/envoy-reorder")).is_ok_and(|r| r.status == 200);
+        if !found {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        found
+    });
+    assert!(started, "the reorder envoy never recorded its start");
+    let first = dispatch(&url, &[sale]);
+    assert_eq!(first, 2);
+    wait_for_seq(&up, first);
     let stock = get(&format!("{url}/views/stock")).unwrap().json();
     assert_eq!(stock["state"]["products"]["apple"]["total"], json!(4));
     let health = get(&format!("{url}/chronicler/health")).unwrap().json();
-    assert_eq!(health["head"], json!(1));
+    assert_eq!(health["head"], json!(first));
     assert_eq!(get(&format!("{url}/health")).unwrap().status, 200);
     // Ctrl-C (here SIGTERM) stops cleanly; a restart continues the history.
     assert_eq!(up.terminate(15_000), Some(0), "{}", up.stderr());
     let up = start_up(dir.path(), "127.0.0.1:0");
-    wait_for_seq(&up, 1);
+    wait_for_seq(&up, first);
     let again = get(&format!("{}/views/stock", up.url())).unwrap().json();
     assert_eq!(again["hash"], stock["hash"]);
-    dispatch(
+    let second = dispatch(
         up.url(),
         &[
             json!({"id": "t:2", "type": "stock/sold", "payload": {"product": "apple", "location": "shelf", "quantity": 1}}),
         ],
     );
-    wait_for_seq(&up, 2);
+    assert_eq!(second, first + 1, "the restart recorded nothing new");
+    wait_for_seq(&up, second);
     let after = get(&format!("{}/views/stock", up.url())).unwrap().json();
     assert_eq!(after["state"]["products"]["apple"]["total"], json!(3));
 }

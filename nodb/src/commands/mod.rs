@@ -6,4 +6,5 @@ pub mod diff;
 pub mod envoy;
 pub mod log;
 pub mod patch;
+pub mod supplier;
 pub mod up;

@@ -45,8 +45,55 @@ fn diff_into(old: &Tree, new: &Tree, path: &mut Vec<Segment>, ops: &mut Vec<Patc
     }
 }
 
+/// Objects with at most this many entries between them are diffed by
+/// walking both in key order. `OrdMap::diff` would compare every pair of
+/// values under the same key with `==` before handing it back (and the
+/// recursive diff then walks the pair a second time), so a small object
+/// above a big one (the root of a state over a map of 100k entries) would
+/// have the big one walked twice; the merge walk hands each pair straight to
+/// [`diff_into`], whose pointer test skips shared values. Bigger objects use
+/// `OrdMap::diff`, which skips the B-tree nodes the two maps share.
+const SMALL_OBJECT: usize = 64;
+
 fn diff_objects(a: &Object, b: &Object, path: &mut Vec<Segment>, ops: &mut Vec<PatchOperation>) {
     use imbl::ordmap::DiffItem;
+    use std::cmp::Ordering;
+    if a.len() + b.len() <= SMALL_OBJECT {
+        // The same operations in the same (key) order as below: keys only
+        // in `a` are removed, keys only in `b` added, common keys diffed
+        // (nothing for equal values).
+        let (mut ia, mut ib) = (a.iter().peekable(), b.iter().peekable());
+        loop {
+            let order = match (ia.peek(), ib.peek()) {
+                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => return,
+            };
+            match order {
+                Ordering::Less => {
+                    let Some((k, _)) = ia.next() else { return };
+                    path.push(Segment::Key(k.clone()));
+                    ops.push(remove(path));
+                    path.pop();
+                }
+                Ordering::Greater => {
+                    let Some((k, v)) = ib.next() else { return };
+                    path.push(Segment::Key(k.clone()));
+                    ops.push(add(path, v));
+                    path.pop();
+                }
+                Ordering::Equal => {
+                    let (Some((k, ov)), Some((_, nv))) = (ia.next(), ib.next()) else { return };
+                    if !ov.ptr_eq(nv) {
+                        path.push(Segment::Key(k.clone()));
+                        diff_into(ov, nv, path, ops);
+                        path.pop();
+                    }
+                }
+            }
+        }
+    }
     for item in a.diff(b) {
         match item {
             DiffItem::Add(k, v) => {

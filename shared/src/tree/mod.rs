@@ -224,8 +224,18 @@ impl PartialEq for Tree {
             (Tree::Bool(a), Tree::Bool(b)) => a == b,
             (Tree::Number(a), Tree::Number(b)) => a == b,
             (Tree::String(a), Tree::String(b)) => a == b,
-            // `OrdMap`'s equality walks its diff, which skips shared nodes.
-            (Tree::Object(a), Tree::Object(b)) => a.ptr_eq(b) || a == b,
+            // `OrdMap`'s equality walks its diff, which skips shared nodes;
+            // small objects (a single B-tree leaf) are cheaper to walk side
+            // by side than to set up that walk for.
+            (Tree::Object(a), Tree::Object(b)) => {
+                a.ptr_eq(b)
+                    || (a.len() == b.len()
+                        && if a.len() <= 16 {
+                            a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+                        } else {
+                            a == b
+                        })
+            }
             (Tree::Array(a), Tree::Array(b)) => {
                 Arc::ptr_eq(a, b) || a.ptr_eq(b) || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x == y))
             }
