@@ -121,6 +121,10 @@ function renderStock() {
     const locs = entry.locations ?? {};
     const row = el('tr', { data: { product: p } });
     const nameBtn = el('button', { type: 'button', class: 'cell-btn product-btn', 'aria-label': `${p}: fill in the forms` , text: p });
+    const status = reorderStatus(entry);
+    if (status && status !== 'ok') {
+      nameBtn.append(el('span', { class: `badge badge-${status}`, data: { reorder: status }, title: `reorder ${status}`, text: status === 'pending' ? 'low' : status }));
+    }
     row.append(el('th', { scope: 'row', class: 'col-product' }, nameBtn));
     let rowSum = 0;
     for (const l of locations) {
@@ -186,7 +190,7 @@ function prefill({ product, location: loc, quantity }) {
     const input = $(formId)?.elements.namedItem(name);
     if (input && value != null) input.value = value;
   };
-  for (const f of ['form-correct', 'form-move', 'form-sell', 'form-destroy']) set(f, 'product', product);
+  for (const f of ['form-correct', 'form-move', 'form-sell', 'form-destroy', 'form-threshold']) set(f, 'product', product);
   if (loc != null) {
     set('form-correct', 'location', loc);
     set('form-sell', 'location', loc);
@@ -228,12 +232,52 @@ function flash(title, text) {
   }, 2500);
 }
 
+// -------------------------------------------------------------- reorders --
+
+/** 'ok' (at or above its threshold), 'pending', 'placed', 'failed', or null (no threshold). */
+function reorderStatus(entry) {
+  if (!entry || entry.threshold == null) return null;
+  const r = entry.reorder;
+  return r && typeof r === 'object' ? String(r.status ?? 'pending') : 'ok';
+}
+
+const STATUS_TEXT = { ok: 'in stock', pending: 'ordering…', placed: 'ordered', failed: 'failed' };
+
+function renderReorders() {
+  const state = stockState();
+  const wrap = $('reorders-wrap');
+  const rows = [];
+  const products = state ? Object.keys(state.products).sort(byName) : [];
+  for (const p of products) {
+    const entry = state.products[p] ?? {};
+    const status = reorderStatus(entry);
+    if (!status) continue;
+    const r = entry.reorder ?? {};
+    const detail = status === 'placed' ? `${num(r.quantity)} ordered · ref ${r.supplier_ref ?? '?'}`
+      : status === 'failed' ? String(r.reason ?? 'the supplier refused')
+      : status === 'pending' ? `${num(r.quantity)} to order (since #${r.seq ?? '?'})`
+      : '';
+    rows.push(el('tr', { data: { product: p, status } },
+      el('th', { scope: 'row', class: 'col-product', text: p }),
+      el('td', { class: 'num', data: { total: String(entry.total ?? 0) }, text: num(entry.total) }),
+      el('td', { class: 'num', data: { threshold: String(entry.threshold) }, text: `< ${num(entry.threshold)}` }),
+      el('td', { class: 'num', text: num(entry.reorder_quantity) }),
+      el('td', { class: 'reorder-cell' },
+        el('span', { class: `badge badge-${status}`, data: { status }, text: STATUS_TEXT[status] ?? status }),
+        detail ? el('div', { class: 'detail', text: detail }) : null),
+    ));
+  }
+  wrap.hidden = rows.length === 0;
+  $('reorders-empty').hidden = rows.length > 0;
+  $('reorder-table').tBodies[0].replaceChildren(...rows);
+}
+
 // -------------------------------------------------------------- activity --
 
 const items = new Map(); // seq -> <li>
 
 function kindOf(type) {
-  return String(type ?? '').replace(/^stock\//, '');
+  return String(type ?? '').replace(/^stock\//, '').replace('/', '_');
 }
 
 function describe(e) {
@@ -250,6 +294,11 @@ function describe(e) {
       if (e.reason) parts.push(' (', el('span', { class: 'reason', text: String(e.reason) }), ')');
       return parts;
     }
+    case 'threshold_set': return Number(e.threshold) > 0
+      ? ['reorder ', p, ' below ', b(num(e.threshold))]
+      : ['no more reorders of ', p];
+    case 'reorder_placed': return ['supplier took an order for ', q, ' ', p, ' (', el('span', { class: 'reason', text: `ref ${e.supplier_ref ?? '?'}` }), ')'];
+    case 'reorder_failed': return ['reorder of ', p, ' failed (', el('span', { class: 'reason', text: String(e.reason ?? '') }), ')'];
     default: return [String(e.type ?? 'action')];
   }
 }
@@ -396,15 +445,16 @@ function readPayload(form) {
   for (const input of form.querySelectorAll('input[name]')) {
     input.setCustomValidity('');
     const name = input.name;
-    if (name === 'quantity') {
+    if (input.type === 'number') {
       const raw = input.value.trim();
+      if (raw === '' && !input.required) continue; // optional: the server's default
       const q = Number(raw);
       const min = Number(input.min) || 0;
       if (raw === '' || !Number.isInteger(q) || q < min) {
         input.setCustomValidity(min > 0 ? 'Enter a whole number of at least 1.' : 'Enter a whole number (0 or more).');
         return null;
       }
-      payload.quantity = q;
+      payload[name] = q;
     } else {
       const v = input.value.trim();
       if (!v) { input.setCustomValidity('This field is required.'); return null; }
@@ -484,7 +534,7 @@ function onSubmit(ev) {
   });
 }
 
-for (const id of ['form-correct', 'form-move', 'form-sell', 'form-destroy']) {
+for (const id of ['form-correct', 'form-move', 'form-sell', 'form-destroy', 'form-threshold']) {
   const form = $(id);
   form.addEventListener('submit', onSubmit);
   form.addEventListener('input', () => {
@@ -502,12 +552,15 @@ const SAMPLE = [
   ['banana', 'shelf', 18], ['banana', 'back', 45],
 ];
 
+// Selling 3 pears takes them under their threshold: the envoy reorders.
+const SAMPLE_THRESHOLDS = [['pear', 40, 60], ['banana', 20, 50]];
+
 $('seed').addEventListener('click', () => {
   const button = $('seed');
   button.disabled = true;
   const original = button.textContent;
   button.textContent = 'Loading…';
-  let left = SAMPLE.length;
+  let left = SAMPLE.length + SAMPLE_THRESHOLDS.length;
   const one = () => {
     if (--left === 0) {
       button.disabled = false;
@@ -517,11 +570,14 @@ $('seed').addEventListener('click', () => {
   for (const [product, loc, quantity] of SAMPLE) {
     dispatchAction('stock/corrected', { product, location: loc, quantity }, { onApplied: one, onRejected: one, onError: one });
   }
+  for (const [product, threshold, quantity] of SAMPLE_THRESHOLDS) {
+    dispatchAction('stock/threshold_set', { product, threshold, quantity }, { onApplied: one, onRejected: one, onError: one });
+  }
 });
 
 // ---------------------------------------------------------------- wiring --
 
-stock.subscribe(() => { renderStock(); renderHeader(); });
+stock.subscribe(() => { renderStock(); renderReorders(); renderHeader(); });
 activity.subscribe(() => { renderActivity(); renderSeq(); });
 stock.on('status', renderHeader);
 stock.on('seq', renderSeq);
@@ -543,6 +599,7 @@ stock.on('error', onStoreError('Server error'));
 activity.on('error', onStoreError('Activity view'));
 
 renderStock();
+renderReorders();
 renderActivity();
 renderHeader();
 // The outbox can change without a state change (e.g. while offline).

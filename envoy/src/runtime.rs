@@ -114,47 +114,71 @@ async fn resume(envoy: &Envoy, log: &LogClient, shutdown: &CancellationToken) ->
     Ok(Resume { next_n: last + 1, after: Some((cause, key)) })
 }
 
-/// Records the results of one event as one all-or-nothing batch.
+/// The most finished effects whose results go to the chronicler in one
+/// request (one durable commit).
+const MAX_RECORD_BATCH: usize = 256;
+
+/// An effect that has finished: its event and the results to record.
+type Done = (Event, Vec<ResultAction>);
+
+/// Records the results of finished effects, in their order, as one request.
+/// The results are numbered consecutively, so if only a prefix of them
+/// were ever durable, a restart resumes right after that prefix.
 async fn record(
     envoy: &Envoy,
     log: &LogClient,
     next_n: &mut u64,
-    event: &Event,
-    results: Vec<ResultAction>,
+    done: Vec<Done>,
     shutdown: &CancellationToken,
 ) -> Result<(), LogClientError> {
-    if results.is_empty() {
-        tracing::warn!(envoy = %envoy.name, cause = event.cause, "a handler returned no result; nothing is recorded");
+    let client = envoy.client();
+    let mut actions: Vec<Value> = Vec::new();
+    for (event, results) in done {
+        if results.is_empty() {
+            tracing::warn!(envoy = %envoy.name, cause = event.cause, "a handler returned no result; nothing is recorded");
+            continue;
+        }
+        let mut meta = json!({"cause": event.cause.to_string(), "envoy": envoy.name});
+        if let Some(key) = &event.key {
+            meta["key"] = json!(key);
+        }
+        for r in results {
+            let n = *next_n + actions.len() as u64;
+            actions.push(json!({"id": format!("{client}:{n}"), "type": r.kind, "payload": r.payload, "meta": meta}));
+        }
+    }
+    if actions.is_empty() {
         return Ok(());
     }
-    let client = envoy.client();
-    let mut meta = json!({"cause": event.cause.to_string(), "envoy": envoy.name});
-    if let Some(key) = &event.key {
-        meta["key"] = json!(key);
-    }
-    let actions: Vec<Value> = results
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| json!({"id": format!("{client}:{}", *next_n + i as u64), "type": r.kind, "payload": r.payload, "meta": meta}))
-        .collect();
     log.dispatch(&actions, shutdown).await?;
     *next_n += actions.len() as u64;
-    tracing::debug!(envoy = %envoy.name, cause = event.cause, results = actions.len(), "recorded");
+    tracing::debug!(envoy = %envoy.name, results = actions.len(), "recorded");
     Ok(())
 }
 
-/// Runs the handler; a panic becomes a `<envoy>/failed` result.
-fn perform(
-    envoy: &Envoy,
-    event: Event,
-    effects: Effects,
-) -> futures_util::future::BoxFuture<'static, (Event, Vec<ResultAction>)> {
+/// Aborts a spawned effect when the pipeline that waits for it is dropped
+/// (the envoy lost its connection: the effect is redone on resume, with
+/// the same idempotency key).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the handler as its own task (so it makes progress while results
+/// are being recorded); a panic becomes a `<envoy>/failed` result.
+fn perform(envoy: &Envoy, event: Event, effects: Effects) -> futures_util::future::BoxFuture<'static, Done> {
     let name = envoy.name.clone();
     let fut = (envoy.handler)(event.clone(), effects);
+    let task = tokio::spawn(async move { std::panic::AssertUnwindSafe(fut).catch_unwind().await.ok() });
+    let guard = AbortOnDrop(task.abort_handle());
     Box::pin(async move {
-        match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-            Ok(results) => (event, results),
-            Err(_) => {
+        let _guard = guard;
+        match task.await.ok().flatten() {
+            Some(results) => (event, results),
+            None => {
                 tracing::error!(envoy = %name, cause = event.cause, "the envoy's handler panicked");
                 let failed = ResultAction::new(
                     format!("{name}/failed"),
@@ -173,7 +197,7 @@ struct Pipeline<'a> {
     log: &'a LogClient,
     effects: &'a Effects,
     next_n: u64,
-    in_flight: FuturesOrdered<futures_util::future::BoxFuture<'static, (Event, Vec<ResultAction>)>>,
+    in_flight: FuturesOrdered<futures_util::future::BoxFuture<'static, Done>>,
 }
 
 impl Pipeline<'_> {
@@ -197,14 +221,17 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Records a finished effect's results.
-    async fn record(
-        &mut self,
-        done: (Event, Vec<ResultAction>),
-        shutdown: &CancellationToken,
-    ) -> Result<(), LogClientError> {
-        let (event, results) = done;
-        record(self.envoy, self.log, &mut self.next_n, &event, results, shutdown).await
+    /// Records a finished effect's results, with those of the effects
+    /// after it that have finished too (in order), in one request.
+    async fn record(&mut self, first: Done, shutdown: &CancellationToken) -> Result<(), LogClientError> {
+        let mut done = vec![first];
+        while done.len() < MAX_RECORD_BATCH {
+            match self.in_flight.next().now_or_never() {
+                Some(Some(next)) => done.push(next),
+                _ => break,
+            }
+        }
+        record(self.envoy, self.log, &mut self.next_n, done, shutdown).await
     }
 
     /// Finishes every effect under way (on shutdown: effects already begun

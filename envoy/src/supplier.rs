@@ -19,6 +19,7 @@
 //! [`Supplier::router`] has no fallback, so it can be nested under
 //! `/supplier` in another server; [`serve`] adds a JSON 404.
 
+use axum::serve::ListenerExt as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -474,7 +475,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = supplier.router().fallback(not_found);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener.tap_io(no_delay), app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 #[cfg(test)]
@@ -658,4 +659,10 @@ mod tests {
         shutdown.cancel();
         server.await.unwrap().unwrap();
     }
+}
+
+/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
+/// messages (an ack, then a patch) that must not wait for the peer's ACK.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
 }

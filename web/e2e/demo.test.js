@@ -1,6 +1,7 @@
 // The warehouse demo in a real browser (Debian's headless Chromium, driven
 // by playwright-core) against the real `nodb up`: two pages stay in sync, a
-// rejected action shows its notice, actions dispatched while the server is
+// rejected action shows its notice, a product under its threshold is
+// reordered by the envoy and shown live, actions dispatched while the server is
 // down are applied exactly once after it comes back, and pages catch up
 // after a restart. Run after `cargo build` (or `cargo nextest run`):
 //
@@ -84,6 +85,26 @@ test('a rejected action shows its notice', async () => {
   await submit(a, 'form-sell', { product: 'widget', location: 'aisle-1', quantity: 500 });
   const notice = await a.waitForSelector('.notice-rejected', WAIT);
   assert.match(await notice.textContent(), /cannot sell 500/);
+});
+
+test('a product that falls below its threshold is reordered, live in every page', async () => {
+  const [a, b] = pages;
+  await submit(a, 'form-correct', { product: 'gizmo', location: 'aisle-1', quantity: 10 });
+  await cell(a, 'gizmo', 'aisle-1', 10);
+  await submit(a, 'form-threshold', { product: 'gizmo', threshold: 5, quantity: 20 });
+  await b.waitForSelector('#reorder-table tr[data-product="gizmo"][data-status="ok"]', WAIT);
+  await submit(b, 'form-sell', { product: 'gizmo', location: 'aisle-1', quantity: 6 });
+  // The reorder envoy (run by `nodb up`) orders from the demo supplier and
+  // records reorder/placed; both pages show it.
+  for (const page of [a, b]) {
+    const row = await page.waitForSelector('#reorder-table tr[data-product="gizmo"][data-status="placed"]', WAIT);
+    assert.match(await row.textContent(), /20 ordered · ref \S+/);
+    await page.waitForSelector('#stock-table tr[data-product="gizmo"] [data-reorder="placed"]', WAIT);
+    await page.waitForSelector('#activity li[data-type="reorder_placed"]', WAIT);
+  }
+  const log = await readLog(up.url);
+  const placed = log.filter((x) => x.type === 'reorder/placed' && x.payload.product === 'gizmo');
+  assert.equal(placed.length, 1, 'one order in the log');
 });
 
 test('actions dispatched while the server is down apply exactly once after it comes back', async () => {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ingest;
 pub mod stream;
 
+use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,5 +151,11 @@ async fn not_found(uri: axum::http::Uri) -> error::ApiError {
 /// I/O errors of the listener.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener.tap_io(no_delay), router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
+/// messages (an ack, then a patch) that must not wait for the peer's ACK.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
 }

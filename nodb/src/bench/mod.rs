@@ -7,6 +7,7 @@
 //! measured window; the report gives acknowledged actions per second and
 //! ack latency p50/p99, and the ratios between the two systems.
 
+mod envoy;
 mod load;
 mod nats;
 mod stats;
@@ -32,6 +33,8 @@ pub struct Args {
 enum BenchCommand {
     Ingest(IngestArgs),
     Views(views::ViewsArgs),
+    /// Envoys: trigger-to-result latency and effects per second.
+    Envoy(envoy::EnvoyArgs),
 }
 
 /// Durable ingest: acks/s and ack latency at 1, 16 and 64 clients, over
@@ -71,6 +74,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.command {
         BenchCommand::Ingest(a) => crate::service::runtime()?.block_on(ingest(a)),
         BenchCommand::Views(a) => crate::service::runtime()?.block_on(views::run(a)),
+        BenchCommand::Envoy(a) => crate::service::runtime()?.block_on(envoy::run(a)),
     }
 }
 

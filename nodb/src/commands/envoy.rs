@@ -83,6 +83,10 @@ struct WebhookArgs {
     /// under different names.
     #[arg(long, default_value = "webhook")]
     name: String,
+    /// Deliveries in flight at once. 1 (the default) delivers in commit
+    /// order; above 1 they overlap and may arrive out of order.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    concurrency: usize,
 }
 
 /// Runs the command.
@@ -98,7 +102,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                 anyhow::bail!("--url must be an http:// or https:// URL, not {:?}", w.url);
             }
-            (vec![nodb_envoy::webhook::webhook(&w.name, types, &w.url)], None)
+            if w.concurrency == 0 {
+                anyhow::bail!("--concurrency must be at least 1");
+            }
+            (vec![nodb_envoy::webhook::webhook(&w.name, types, &w.url).independent(w.concurrency)], None)
         }
         None => {
             let config = parse_settings(&args.settings)?;
