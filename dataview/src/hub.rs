@@ -11,7 +11,7 @@
 //! States are persistent trees, so keeping the recent ones costs only what
 //! changed between them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
@@ -80,9 +80,21 @@ pub struct HubMetrics {
     pub diff_nanos: AtomicU64,
 }
 
+/// Messages built for one client that others at the same point can reuse:
+/// clients woken by the same new seq usually ask for the same catch-up.
+#[derive(Default)]
+struct SharedMessages {
+    /// The seq the messages lead to; a new seq empties the map.
+    seq: u64,
+    /// `(view, since)` → the combined patch from `since`, or (`since`
+    /// `None`) the snapshot.
+    messages: HashMap<(usize, Option<u64>), Bytes>,
+}
+
 /// The shared view state.
 pub struct Hub {
     state: RwLock<HubState>,
+    shared: std::sync::Mutex<SharedMessages>,
     /// Seqs of `@@nodb/snapshot` actions not yet written.
     snapshot_requests: std::sync::Mutex<Vec<u64>>,
     seq_tx: watch::Sender<u64>,
@@ -106,6 +118,7 @@ impl Hub {
             Entry { seq: engine.seq(), states: engine.states().to_vec(), patches: Default::default(), rejected: None };
         Arc::new(Hub {
             state: RwLock::new(HubState { engine, history: VecDeque::from([base]) }),
+            shared: std::sync::Mutex::new(SharedMessages::default()),
             snapshot_requests: std::sync::Mutex::new(Vec::new()),
             seq_tx,
             history_len: history_len.max(1),
@@ -181,8 +194,10 @@ impl Hub {
         let s = self.read();
         let seq = s.engine.seq();
         let snapshot = |s: &HubState| {
-            let state = s.engine.state(view).cloned().unwrap_or_default();
-            CatchUp::Snapshot(message(&ServerMessage::Snapshot { seq, state, sources: None }))
+            CatchUp::Snapshot(self.shared_message(view, None, seq, || {
+                let state = s.engine.state(view).cloned().unwrap_or_default();
+                message(&ServerMessage::Snapshot { seq, state, sources: None })
+            }))
         };
         let Some(since) = since else { return (snapshot(&s), seq) };
         if since >= seq {
@@ -216,17 +231,31 @@ impl Hub {
         // The client's state is the one after `since`: in the history, or
         // (since == oldest - 1) not kept.
         if since >= oldest {
-            let idx = (since - oldest) as usize;
-            let old = &s.history[idx].states[view];
-            let started = std::time::Instant::now();
-            let ops = diff(old, &s.engine.states()[view]);
             self.metrics.coalesced.fetch_add(1, Relaxed);
-            let msg = message(&ServerMessage::Patch { from: Some(since + 1), seq, ops, sources: None });
-            self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+            let msg = self.shared_message(view, Some(since), seq, || {
+                let idx = (since - oldest) as usize;
+                let old = &s.history[idx].states[view];
+                let started = std::time::Instant::now();
+                let ops = diff(old, &s.engine.states()[view]);
+                let msg = message(&ServerMessage::Patch { from: Some(since + 1), seq, ops, sources: None });
+                self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+                msg
+            });
             return (CatchUp::Combined(msg), seq);
         }
         self.metrics.resynced.fetch_add(1, Relaxed);
         (snapshot(&s), seq)
+    }
+
+    /// The message for clients of `view` at `since` that are to reach
+    /// `seq`: built once by `build`, then shared until the seq moves on.
+    fn shared_message(&self, view: usize, since: Option<u64>, seq: u64, build: impl FnOnce() -> Bytes) -> Bytes {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.seq != seq {
+            shared.seq = seq;
+            shared.messages.clear();
+        }
+        shared.messages.entry((view, since)).or_insert_with(build).clone()
     }
 
     /// The rejections of `client`'s actions in seqs `after+1..=upto` that
