@@ -125,20 +125,20 @@ type Done = (Event, Vec<ResultAction>);
 /// The results are numbered consecutively, so if only a prefix of them
 /// were ever durable, a restart resumes right after that prefix.
 async fn record(
-    envoy: &Envoy,
+    name: &str,
     log: &LogClient,
     next_n: &mut u64,
     done: Vec<Done>,
     shutdown: &CancellationToken,
 ) -> Result<(), LogClientError> {
-    let client = envoy.client();
+    let client = format!("envoy-{name}");
     let mut actions: Vec<Value> = Vec::new();
     for (event, results) in done {
         if results.is_empty() {
-            tracing::warn!(envoy = %envoy.name, cause = event.cause, "a handler returned no result; nothing is recorded");
+            tracing::warn!(envoy = %name, cause = event.cause, "a handler returned no result; nothing is recorded");
             continue;
         }
-        let mut meta = json!({"cause": event.cause.to_string(), "envoy": envoy.name});
+        let mut meta = json!({"cause": event.cause.to_string(), "envoy": name});
         if let Some(key) = &event.key {
             meta["key"] = json!(key);
         }
@@ -152,8 +152,54 @@ async fn record(
     }
     log.dispatch(&actions, shutdown).await?;
     *next_n += actions.len() as u64;
-    tracing::debug!(envoy = %envoy.name, results = actions.len(), "recorded");
+    tracing::debug!(envoy = %name, results = actions.len(), "recorded");
     Ok(())
+}
+
+/// How many finished effects may wait for the recorder before the pipeline
+/// stops starting new ones.
+const RECORD_QUEUE: usize = 1024;
+
+/// Records finished effects as they arrive (in order), batching whatever
+/// has queued up meanwhile into one request. Ends when the queue closes, or
+/// with the error that stopped it.
+async fn recorder(
+    name: String,
+    log: LogClient,
+    mut next_n: u64,
+    mut queue: tokio::sync::mpsc::Receiver<Done>,
+    stop: CancellationToken,
+) -> Result<(), LogClientError> {
+    while let Some(first) = queue.recv().await {
+        let mut done = vec![first];
+        while done.len() < MAX_RECORD_BATCH {
+            match queue.try_recv() {
+                Ok(next) => done.push(next),
+                Err(_) => break,
+            }
+        }
+        record(&name, &log, &mut next_n, done, &stop).await?;
+    }
+    Ok(())
+}
+
+impl Drop for Pipeline<'_> {
+    /// Every path out of a run drains the pipeline first, so the recorder
+    /// has finished by now; this only matters after a panic. (A recorder
+    /// left running could record results after the next run has read the
+    /// log to find where to resume.)
+    fn drop(&mut self) {
+        self.recorder.abort();
+    }
+}
+
+/// The error of a recorder task that stopped while the pipeline ran.
+fn recorder_error(stopped: Result<Result<(), LogClientError>, tokio::task::JoinError>) -> LogClientError {
+    match stopped {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => LogClientError::ShuttingDown,
+        Err(e) => LogClientError::Unreachable { url: "the recorder".into(), reason: e.to_string() },
+    }
 }
 
 /// Aborts a spawned effect when the pipeline that waits for it is dropped
@@ -190,17 +236,52 @@ fn perform(envoy: &Envoy, event: Event, effects: Effects) -> futures_util::futur
     })
 }
 
-/// Runs events through the handler with up to `envoy.concurrency` at once,
-/// recording results in the order of the events.
+/// Runs events through the handler with up to `envoy.concurrency` at once
+/// and hands the finished ones, in the order of the events, to a recorder
+/// task: the next effects start while earlier results are being made
+/// durable.
 struct Pipeline<'a> {
     envoy: &'a Envoy,
-    log: &'a LogClient,
     effects: &'a Effects,
-    next_n: u64,
     in_flight: FuturesOrdered<futures_util::future::BoxFuture<'static, Done>>,
+    to_recorder: Option<tokio::sync::mpsc::Sender<Done>>,
+    recorder: tokio::task::JoinHandle<Result<(), LogClientError>>,
+    /// Cancelled 10 s after shutdown: effects under way and results not
+    /// yet recorded get that long to finish.
+    grace: CancellationToken,
+    _grace_timer: AbortOnDrop,
 }
 
-impl Pipeline<'_> {
+impl<'a> Pipeline<'a> {
+    fn new(
+        envoy: &'a Envoy,
+        log: &LogClient,
+        effects: &'a Effects,
+        next_n: u64,
+        shutdown: &CancellationToken,
+    ) -> Pipeline<'a> {
+        let grace = CancellationToken::new();
+        let timer = tokio::spawn({
+            let (grace, shutdown) = (grace.clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                grace.cancel();
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(RECORD_QUEUE);
+        let recorder = tokio::spawn(recorder(envoy.name.clone(), log.clone(), next_n, rx, grace.clone()));
+        Pipeline {
+            envoy,
+            effects,
+            in_flight: FuturesOrdered::new(),
+            to_recorder: Some(tx),
+            recorder,
+            grace,
+            _grace_timer: AbortOnDrop(timer.abort_handle()),
+        }
+    }
+
     fn full(&self) -> bool {
         self.in_flight.len() >= self.envoy.concurrency
     }
@@ -210,44 +291,49 @@ impl Pipeline<'_> {
         self.in_flight.push_back(perform(self.envoy, event, self.effects.clone()));
     }
 
-    /// Waits for the oldest effect and records its results. (Not for a
-    /// `select!`: dropped while recording, it would lose the results; there
-    /// wait with `in_flight.next()`, which is cancel-safe, then call
-    /// [`Pipeline::record`].)
-    async fn finish_one(&mut self, shutdown: &CancellationToken) -> Result<(), LogClientError> {
+    /// Queues a finished effect for the recorder (waiting while its queue
+    /// is full); fails with the recorder's error if it has stopped.
+    async fn hand_over(&mut self, done: Done) -> Result<(), LogClientError> {
+        let queued = match &self.to_recorder {
+            Some(tx) => tx.send(done).await.is_ok(),
+            None => false,
+        };
+        if queued { Ok(()) } else { Err(self.recorder_stopped().await) }
+    }
+
+    /// Why the recorder stopped (waiting for it).
+    async fn recorder_stopped(&mut self) -> LogClientError {
+        self.to_recorder = None;
+        match (&mut self.recorder).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => LogClientError::ShuttingDown,
+            Err(e) => LogClientError::Unreachable { url: "the recorder".into(), reason: e.to_string() },
+        }
+    }
+
+    /// Waits for the oldest effect and hands it to the recorder.
+    async fn finish_one(&mut self) -> Result<(), LogClientError> {
         if let Some(done) = self.in_flight.next().await {
-            self.record(done, shutdown).await?;
+            self.hand_over(done).await?;
         }
         Ok(())
     }
 
-    /// Records a finished effect's results, with those of the effects
-    /// after it that have finished too (in order), in one request.
-    async fn record(&mut self, first: Done, shutdown: &CancellationToken) -> Result<(), LogClientError> {
-        let mut done = vec![first];
-        while done.len() < MAX_RECORD_BATCH {
-            match self.in_flight.next().now_or_never() {
-                Some(Some(next)) => done.push(next),
-                _ => break,
+    /// Finishes the effects under way and records every result (on
+    /// shutdown, within the grace period).
+    async fn drain(&mut self) -> Result<(), LogClientError> {
+        while !self.in_flight.is_empty() {
+            let grace = self.grace.clone();
+            tokio::select! {
+                done = self.in_flight.next() => if let Some(done) = done { self.hand_over(done).await? },
+                () = grace.cancelled() => break,
             }
         }
-        record(self.envoy, self.log, &mut self.next_n, done, shutdown).await
-    }
-
-    /// Finishes every effect under way (on shutdown: effects already begun
-    /// are completed and recorded, within 10 s).
-    async fn drain(&mut self, shutdown: &CancellationToken) -> Result<(), LogClientError> {
-        let grace = CancellationToken::new();
-        let g = grace.clone();
-        let _timer = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            g.cancel();
-        });
-        let token = if shutdown.is_cancelled() { &grace } else { shutdown };
-        while !self.in_flight.is_empty() {
-            self.finish_one(token).await?;
+        self.to_recorder = None;
+        match (&mut self.recorder).await {
+            Ok(r) => r,
+            Err(e) => Err(LogClientError::Unreachable { url: "the recorder".into(), reason: e.to_string() }),
         }
-        Ok(())
     }
 }
 
@@ -263,20 +349,20 @@ async fn run_types(
     tracing::info!(envoy = %envoy.name, from, next = resume.next_n, "envoy following the chronicler");
     let own = format!("{}:", envoy.client());
     let mut stream = Box::pin(log.stream(from, types).await?);
-    let mut pipe =
-        Pipeline { envoy, log, effects: &settings.effects, next_n: resume.next_n, in_flight: FuturesOrdered::new() };
+    let mut pipe = Pipeline::new(envoy, log, &settings.effects, resume.next_n, shutdown);
     loop {
-        // Only cancel-safe futures race here; results are recorded after.
+        // Only cancel-safe futures race here; handing over comes after.
         let line = tokio::select! {
             line = stream.next(), if !pipe.full() => line,
             done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
                 if let Some(done) = done {
-                    pipe.record(done, shutdown).await?;
+                    pipe.hand_over(done).await?;
                 }
                 continue;
             }
+            stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
             () = shutdown.cancelled() => {
-                pipe.drain(shutdown).await?;
+                pipe.drain().await?;
                 return Err(LogClientError::ShuttingDown);
             }
         };
@@ -293,11 +379,11 @@ async fn run_types(
             }
             Some(Ok(StreamLine::Heartbeat { .. })) => {}
             Some(Err(e)) => {
-                pipe.drain(shutdown).await?;
+                pipe.drain().await?;
                 return Err(e);
             }
             None => {
-                pipe.drain(shutdown).await?;
+                pipe.drain().await?;
                 return Err(LogClientError::Unreachable { url: "the action stream".into(), reason: "it ended".into() });
             }
         }
@@ -333,26 +419,26 @@ async fn run_view(
     let done_upto = resume.after.clone();
     tracing::info!(envoy = %envoy.name, view, since = ?watched.as_ref().map(|w| w.seq), next = resume.next_n, "envoy watching a view");
     let mut socket = dataview.connect(watched.as_ref().map(|w| w.seq)).await?;
-    let mut pipe =
-        Pipeline { envoy, log, effects: &settings.effects, next_n: resume.next_n, in_flight: FuturesOrdered::new() };
+    let mut pipe = Pipeline::new(envoy, log, &settings.effects, resume.next_n, shutdown);
     loop {
-        // Only cancel-safe futures race here; results are recorded after.
+        // Only cancel-safe futures race here; handing over comes after.
         let message = tokio::select! {
             m = socket.next_message(), if !pipe.full() => m,
             done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
                 if let Some(done) = done {
-                    pipe.record(done, shutdown).await?;
+                    pipe.hand_over(done).await?;
                 }
                 continue;
             }
+            stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
             () = shutdown.cancelled() => {
-                pipe.drain(shutdown).await?;
+                pipe.drain().await?;
                 return Err(LogClientError::ShuttingDown);
             }
         };
         let (from, seq, next) = match message {
             Err(e) => {
-                pipe.drain(shutdown).await?;
+                pipe.drain().await?;
                 return Err(e);
             }
             Ok(ViewMessage::Snapshot { seq, state }) => (watched.as_ref().map_or(seq, |w| w.seq + 1), seq, state),
@@ -361,7 +447,7 @@ async fn run_view(
                 match nodb_shared::patch::apply(&w.state, &ops) {
                     Ok(next) => (from.unwrap_or(seq), seq, next),
                     Err(e) => {
-                        pipe.drain(shutdown).await?;
+                        pipe.drain().await?;
                         return Err(LogClientError::Unreachable {
                             url: "the view stream".into(),
                             reason: format!("a patch did not apply: {e}"),
@@ -377,10 +463,16 @@ async fn run_view(
             continue;
         };
         let events =
-            transitions(envoy, select, &dataview, log, from, seq, old.state, &next, done_upto.as_ref()).await?;
+            match transitions(envoy, select, &dataview, log, from, seq, old.state, &next, done_upto.as_ref()).await {
+                Ok(events) => events,
+                Err(e) => {
+                    pipe.drain().await?;
+                    return Err(e);
+                }
+            };
         for event in events {
             while pipe.full() {
-                pipe.finish_one(shutdown).await?;
+                pipe.finish_one().await?;
             }
             pipe.push(event);
         }
