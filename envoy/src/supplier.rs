@@ -478,6 +478,12 @@ pub async fn serve(
     axum::serve(listener.tap_io(no_delay), app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
+/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
+/// messages (an ack, then a patch) that must not wait for the peer's ACK.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,10 +665,4 @@ mod tests {
         shutdown.cancel();
         server.await.unwrap().unwrap();
     }
-}
-
-/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
-/// messages (an ack, then a patch) that must not wait for the peer's ACK.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
 }
