@@ -6,6 +6,9 @@ import { connect } from '/nodb.js';
 
 const stock = connect(location.origin, { view: 'stock' });
 const activity = connect(location.origin, { view: 'activity', readOnly: true }); // dispatches go through `stock`
+// Cascaded views: derived from the views above by `nodb up`'s cascades.
+const marketing = connect(location.origin, { view: 'marketing', readOnly: true });
+const lowstock = connect(location.origin, { view: 'lowstock', readOnly: true });
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -270,6 +273,52 @@ function renderReorders() {
   wrap.hidden = rows.length === 0;
   $('reorders-empty').hidden = rows.length > 0;
   $('reorder-table').tBodies[0].replaceChildren(...rows);
+}
+
+// -------------------------------------------------------------- insights --
+
+/** "marketing reflects activity @ 40": the upstream seqs a cascade's state was computed from. */
+function renderSources(id, name, store) {
+  const node = $(id);
+  if (!store.getState()) return;
+  const parts = Object.entries(store.sources ?? {}).map(([view, seq]) => `${view} @ ${seq}`);
+  const text = `${name}${parts.length ? ` reflects ${parts.join(', ')}` : ''}`;
+  if (node.textContent !== text) node.textContent = text;
+  node.dataset.seq = String(store.seq);
+  node.title = `Update ${store.seq} of the cascade. Each update says which upstream seqs it was computed from.`;
+}
+
+function renderMarketing() {
+  const state = marketing.getState();
+  if (!state || typeof state !== 'object') return;
+  const fastest = Array.isArray(state.fastest) ? state.fastest : [];
+  const rows = fastest.map((f) => el('tr', { data: { product: String(f.product ?? '') } },
+    el('th', { scope: 'row', text: String(f.product ?? '') }),
+    el('td', { class: 'num', data: { window: 'hour' }, text: num(f.hour) }),
+    el('td', { class: 'num', data: { window: 'day' }, text: num(f.day) }),
+    el('td', { class: 'num', data: { window: 'week' }, text: num(f.week) })));
+  $('movers').tBodies[0].replaceChildren(...rows);
+  $('movers').hidden = rows.length === 0;
+  $('movers-empty').hidden = rows.length > 0;
+  renderSources('marketing-sources', 'marketing', marketing);
+}
+
+function renderLowstock() {
+  const state = lowstock.getState();
+  if (!state || typeof state !== 'object') return;
+  const products = state.products && typeof state.products === 'object' ? state.products : {};
+  const items = Object.keys(products).sort(byName).map((p) => {
+    const e = products[p] ?? {};
+    const status = e.reorder && typeof e.reorder === 'object' ? String(e.reorder.status ?? 'pending') : null;
+    const cover = e.cover_hours == null ? 'no sales this week' : `lasts ~${num(e.cover_hours)} h at this week's pace`;
+    return el('li', { data: { product: p, short: String(e.short ?? 0) } },
+      el('span', { class: 'low-name', text: p }),
+      el('span', { class: 'low-detail', text: `${num(e.total)} of ${num(e.threshold)} · ${num(e.short)} short · ${cover}` }),
+      status ? el('span', { class: `badge badge-${status}`, data: { status }, text: STATUS_TEXT[status] ?? status }) : null);
+  });
+  $('lowstock').replaceChildren(...items);
+  $('lowstock-empty').hidden = items.length > 0;
+  renderSources('lowstock-sources', 'lowstock', lowstock);
 }
 
 // -------------------------------------------------------------- activity --
@@ -579,6 +628,10 @@ $('seed').addEventListener('click', () => {
 
 stock.subscribe(() => { renderStock(); renderReorders(); renderHeader(); });
 activity.subscribe(() => { renderActivity(); renderSeq(); });
+marketing.subscribe(renderMarketing);
+marketing.on('seq', () => renderSources('marketing-sources', 'marketing', marketing));
+lowstock.subscribe(renderLowstock);
+lowstock.on('seq', () => renderSources('lowstock-sources', 'lowstock', lowstock));
 stock.on('status', renderHeader);
 stock.on('seq', renderSeq);
 activity.on('seq', renderSeq);
@@ -597,10 +650,15 @@ function onStoreError(title) {
 }
 stock.on('error', onStoreError('Server error'));
 activity.on('error', onStoreError('Activity view'));
+// A cascade that is not there (an app without cascades) is not worth a notice.
+marketing.on('error', (err = {}) => console.warn('nodb marketing:', err.code, err.message));
+lowstock.on('error', (err = {}) => console.warn('nodb lowstock:', err.code, err.message));
 
 renderStock();
 renderReorders();
 renderActivity();
+renderMarketing();
+renderLowstock();
 renderHeader();
 // The outbox can change without a state change (e.g. while offline).
 setInterval(renderPending, 1000);

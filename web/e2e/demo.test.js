@@ -1,7 +1,7 @@
 // The warehouse demo in a real browser (Debian's headless Chromium, driven
 // by playwright-core) against the real `nodb up`: two pages stay in sync, a
 // rejected action shows its notice, a product under its threshold is
-// reordered by the envoy and shown live, actions dispatched while the server is
+// reordered by the envoy and shown live, the cascaded views follow, actions dispatched while the server is
 // down are applied exactly once after it comes back, and pages catch up
 // after a restart. Run after `cargo build` (or `cargo nextest run`):
 //
@@ -105,6 +105,23 @@ test('a product that falls below its threshold is reordered, live in every page'
   const log = await readLog(up.url);
   const placed = log.filter((x) => x.type === 'reorder/placed' && x.payload.product === 'gizmo');
   assert.equal(placed.length, 1, 'one order in the log');
+});
+
+test('the cascaded views show the fastest movers and the products running low', async () => {
+  const [a, b] = pages;
+  for (const page of [a, b]) {
+    // marketing (from activity): gizmo sold 6 in the last hour, widget 2.
+    await page.waitForFunction(() => {
+      const hour = document.querySelector('#movers tr[data-product="gizmo"] td[data-window="hour"]');
+      return hour?.textContent.trim() === '6';
+    }, null, WAIT);
+    // lowstock (from stock and marketing, a cascade of a cascade): gizmo is
+    // 1 short of its threshold, with its reorder placed.
+    const low = await page.waitForSelector('#lowstock li[data-product="gizmo"][data-short="1"] [data-status="placed"]', WAIT);
+    assert.ok(low);
+    const sources = await page.textContent('#lowstock-sources');
+    assert.match(sources, /^lowstock reflects .*stock @ \d+/);
+  }
 });
 
 test('actions dispatched while the server is down apply exactly once after it comes back', async () => {
