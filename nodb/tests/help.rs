@@ -13,7 +13,7 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn every_command_explains_itself_with_an_example() {
     let top = help(&["--help"]);
-    for cmd in ["chronicler", "dataview", "log", "diff", "patch", "bench"] {
+    for cmd in ["up", "chronicler", "dataview", "envoy", "supplier", "cascade", "log", "diff", "patch", "bench"] {
         assert!(top.contains(cmd), "nodb --help lists {cmd}:\n{top}");
     }
     for cmd in [
@@ -25,13 +25,30 @@ fn every_command_explains_itself_with_an_example() {
         &["patch"],
         &["bench", "ingest"],
         &["bench", "views"],
+        &["bench", "envoy"],
+        &["bench", "cascade"],
+        &["up"],
+        &["envoy"],
+        &["envoy", "webhook"],
+        &["supplier"],
+        &["cascade"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
         let text = help(&args);
         assert!(text.contains("Example"), "nodb {cmd:?} --help has an example:\n{text}");
     }
-    for cmd in [&["chronicler"][..], &["dataview"], &["log", "verify"], &["diff"], &["patch"]] {
+    for cmd in [
+        &["up"][..],
+        &["chronicler"],
+        &["dataview"],
+        &["envoy"],
+        &["supplier"],
+        &["cascade"],
+        &["log", "verify"],
+        &["diff"],
+        &["patch"],
+    ] {
         let mut args = cmd.to_vec();
         args.push("--help");
         let text = help(&args);

@@ -339,3 +339,47 @@ pub fn wait_for_seq(view: &Service, seq: u64) {
     }
     panic!("the view did not reach seq {seq}");
 }
+
+/// A free `127.0.0.1:PORT` to listen on, for a service that must come back
+/// on the same address after a restart.
+///
+/// # Panics
+/// If no port can be bound.
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Waits (up to 30 s) until `f` holds, polling.
+///
+/// # Panics
+/// If it never does, naming `what`.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// The path of example `name` of the workspace package `package`, built
+/// with the test's profile (and built now if it is missing, as when one
+/// test binary runs alone).
+///
+/// # Panics
+/// If `cargo build` cannot make it.
+pub fn package_example_bin(package: &str, name: &str) -> PathBuf {
+    let bin = example_bin(name);
+    if !bin.exists() {
+        let profile_dir = bin.parent().and_then(|d| d.parent()).map(PathBuf::from).unwrap_or_default();
+        let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+        let profile = if profile == "debug" { "dev" } else { profile };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--example", name, "--profile", profile])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of the example {name} failed");
+    }
+    bin
+}

@@ -7,6 +7,7 @@
 //! measured window; the report gives acknowledged actions per second and
 //! ack latency p50/p99, and the ratios between the two systems.
 
+mod cascade;
 mod envoy;
 mod load;
 mod nats;
@@ -33,6 +34,8 @@ pub struct Args {
 enum BenchCommand {
     Ingest(IngestArgs),
     Views(views::ViewsArgs),
+    /// Cascades: latency added per hop, derived updates per second.
+    Cascade(cascade::CascadeArgs),
     /// Envoys: trigger-to-result latency and effects per second.
     Envoy(envoy::EnvoyArgs),
 }
@@ -74,6 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.command {
         BenchCommand::Ingest(a) => crate::service::runtime()?.block_on(ingest(a)),
         BenchCommand::Views(a) => crate::service::runtime()?.block_on(views::run(a)),
+        BenchCommand::Cascade(a) => crate::service::runtime()?.block_on(cascade::run(a)),
         BenchCommand::Envoy(a) => crate::service::runtime()?.block_on(envoy::run(a)),
     }
 }

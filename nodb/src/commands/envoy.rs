@@ -72,6 +72,15 @@ enum Kind {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Each delivery is a POST of the committed action (JSON) with the header
+Idempotency-Key: <name>:<seq>; a receiver that has seen the key should answer 2xx again
+without acting twice. After each delivery the envoy records webhook/delivered {seq, url};
+after the last retry, webhook/failed {seq, type, url, reason}. Restarted, it resumes after
+the last action it recorded.
+
+Example:
+  nodb envoy webhook --types stock/,reorder/ --url http://127.0.0.1:9000/hook \\
+    --chronicler http://127.0.0.1:7401 --attempts 8")]
 struct WebhookArgs {
     /// Comma-separated type prefixes to deliver (stock/,order/).
     #[arg(long, value_name = "PREFIX[,PREFIX]")]

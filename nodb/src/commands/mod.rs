@@ -1,5 +1,6 @@
 //! One module per subcommand: each has its `Args` and a `run`.
 
+pub mod cascade;
 pub mod chronicler;
 pub mod dataview;
 pub mod diff;

@@ -1,7 +1,9 @@
 //! `nodb up`: the whole system in one process on one address — the
 //! chronicler, the app's data view, its envoys (with the demo supplier for
-//! the warehouse), the client library and the demo page.
+//! the warehouse), its cascaded views, the client library and the demo
+//! page.
 
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,10 +27,12 @@ use crate::service;
   GET  /                          the warehouse demo (open it in a browser)
   GET  /nodb.js, /nodb.d.ts       the client library and its TypeScript declarations
   GET  /views, /views/{name}[?at=N], /views/{name}/state/<pointer>, /views/{name}/stream
-                                  the data view protocol (see `nodb dataview --help`)
+                                  the data view protocol (see `nodb dataview --help`); the
+                                  cascades marketing and lowstock too, with `sources`
   POST /actions, GET /ws, GET /actions?from=N
                                   the chronicler's API (see `nodb chronicler --help`)
-  GET  /health, /metrics          the data view's status; the chronicler's are under /chronicler/
+  GET  /health, /metrics          the data view's status; the chronicler's are under /chronicler/,
+                                  the cascades' (marketing, lowstock) under /cascades/
   /supplier/orders, /supplier/control
                                   the demo supplier the warehouse's reorder envoy orders from
                                   (see `nodb supplier --help`)
@@ -122,15 +126,27 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             effects: nodb_envoy::Effects::new(super::envoy::retry_policy(args.attempts, 10.0)?),
         };
         let envoys = tokio::spawn(super::envoy::run_all(envoys, envoy_settings, shutdown.clone()));
+        // The app's cascades, reading the views (and each other) on this same address.
+        let cascades = super::cascade::start_for_up(&args.app, &format!("http://{addr}"), shutdown.clone())?;
+        let router = super::cascade::mount(router, cascades.as_ref());
         service::announce("up", addr);
         println!("open http://{addr}/ in a browser; Ctrl-C stops");
-        axum::serve(listener, router)
+        axum::serve(listener.tap_io(no_delay), router)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("the server failed")?;
         let _ = envoys.await;
+        if let Some(c) = cascades {
+            c.finish().await;
+        }
         views.finish().await;
         history.finish().await;
         Ok(())
     })
+}
+
+/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
+/// messages (an ack, then a patch) that must not wait for the peer's ACK.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
 }

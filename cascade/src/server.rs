@@ -1,0 +1,479 @@
+//! The cascades' HTTP and WebSocket service — the data view protocol, with
+//! `sources`:
+//!
+//! - `GET /views` — the cascades with their seq, upstreams and sources.
+//! - `GET /views/{name}[?at=N]` — `{"seq", "hash", "state", "sources"}`.
+//! - `GET /views/{name}/state/<JSON pointer>` — a subtree.
+//! - `GET /views/{name}/stream?since=N` (WebSocket) — a snapshot or the
+//!   missed updates, then one patch message per update (or one combined
+//!   message when the client fell behind), each with `sources`.
+//! - `GET /health` (per upstream: caught up, behind, reconnecting) and
+//!   `GET /metrics`.
+//!
+//! The routes of each cascade are registered under its own literal path
+//! (`/views/marketing`, …), so [`view_routes`] merges into a data view's
+//! router, whose `/views/{name}` then serves every other name.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use nodb_shared::protocol::{ErrorBody, ErrorCode, ServerMessage};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::{AtError, CatchUp, Hub};
+use crate::runtime::CascadeStats;
+use crate::upstream::UpstreamStatus;
+
+/// One cascade as the routes see it.
+#[derive(Debug)]
+pub struct Served {
+    /// Its states.
+    pub hub: Arc<Hub>,
+    /// Its upstreams, in the cascade's order.
+    pub upstreams: Vec<Arc<UpstreamStatus>>,
+    /// Its reducer's counters.
+    pub stats: Arc<CascadeStats>,
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct ServerState {
+    /// The cascades.
+    pub cascades: Arc<Vec<Served>>,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+    /// The client sessions, waited for on shutdown.
+    pub tasks: TaskTracker,
+    /// How often to ping a client, and how long a pong may take.
+    pub ping: Duration,
+}
+
+/// An error answer: its code fixes the status.
+#[derive(Debug)]
+pub struct ApiError(ErrorCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(ErrorBody::new(self.0, self.1))).into_response()
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError(ErrorCode::BadRequest, message)
+}
+
+/// Every route: the views, `/views`, `/health`, `/metrics`, and a 404 for
+/// the rest. What `nodb cascade` serves.
+pub fn router(state: ServerState) -> Router {
+    let names: Vec<String> = state.cascades.iter().map(|c| c.hub.name().to_string()).collect();
+    let list = Router::new()
+        .route("/views", get(|State(s): State<ServerState>| async move { axum::Json(json!({"views": listing(&s)})) }))
+        .with_state(state.clone());
+    view_routes(state.clone()).merge(status_routes(state)).merge(list).fallback(move |uri: axum::http::Uri| {
+        let names = names.join(", ");
+        async move {
+            let path = uri.path();
+            match path.strip_prefix("/views/") {
+                Some(rest) => {
+                    let name = rest.split('/').next().unwrap_or(rest);
+                    ApiError(ErrorCode::UnknownView, format!("no view {name:?}; this server has: {names}"))
+                }
+                None => ApiError(ErrorCode::NotFound, format!("no such endpoint: {path} (try GET /views)")),
+            }
+        }
+    })
+}
+
+/// The routes under `/views/{name}` of each cascade, and nothing else (no
+/// fallback), to merge with other routes.
+pub fn view_routes(state: ServerState) -> Router {
+    let mut r = Router::new();
+    for (i, c) in state.cascades.iter().enumerate() {
+        let base = format!("/views/{}", c.hub.name());
+        r = r
+            .route(
+                &base,
+                get(move |State(s): State<ServerState>, q: Result<Query<AtQuery>, QueryRejection>| async move {
+                    get_view(&s, i, q)
+                }),
+            )
+            .route(&format!("{base}/state"), get(move |State(s): State<ServerState>| async move { subtree(&s, i, "") }))
+            .route(
+                &format!("{base}/state/{{*pointer}}"),
+                get(move |State(s): State<ServerState>, Path(p): Path<String>| async move {
+                    subtree(&s, i, &format!("/{p}"))
+                }),
+            )
+            .route(
+                &format!("{base}/stream"),
+                get(
+                    move |State(s): State<ServerState>,
+                          q: Result<Query<StreamQuery>, QueryRejection>,
+                          up: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| async move {
+                        stream(s, i, q, up)
+                    },
+                ),
+            );
+    }
+    r.with_state(state)
+}
+
+/// `GET /health` and `GET /metrics` (nest them elsewhere to serve them
+/// beside another service's).
+pub fn status_routes(state: ServerState) -> Router {
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(state)
+}
+
+/// `router` with its `GET /views` answer (a JSON `{"views": [...]}`) also
+/// listing the cascades, for serving them beside a data view.
+pub fn with_listing(router: Router, state: ServerState) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(state, add_to_listing))
+}
+
+async fn add_to_listing(State(s): State<ServerState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET || req.uri().path() != "/views" {
+        return next.run(req).await;
+    }
+    let resp = next.run(req).await;
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let Ok(bytes) = axum::body::to_bytes(resp.into_body(), 16 << 20).await else {
+        return ApiError(ErrorCode::Internal, "cannot list the views".into()).into_response();
+    };
+    let mut body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"views": []}));
+    if let Some(views) = body["views"].as_array_mut() {
+        views.extend(listing(&s));
+    }
+    axum::Json(body).into_response()
+}
+
+fn listing(s: &ServerState) -> Vec<Value> {
+    s.cascades
+        .iter()
+        .map(|c| {
+            let sources = c.hub.current().map(|(_, _, sources)| sources).unwrap_or_default();
+            let upstreams: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+            json!({"name": c.hub.name(), "seq": c.hub.current_seq(), "cascade": true, "upstreams": upstreams, "sources": sources})
+        })
+        .collect()
+}
+
+/// `?at=N`.
+#[derive(Deserialize)]
+pub struct AtQuery {
+    at: Option<String>,
+}
+
+/// `?since=N` (and `client`, accepted for the data view's sake: a cascade
+/// rejects nothing).
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    since: Option<String>,
+}
+
+fn parse_seq(name: &str, text: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(t) => t.parse::<u64>().map(Some).map_err(|_| bad_request(format!("`{name}` must be a seq, not {t:?}"))),
+    }
+}
+
+fn no_state(hub: &Hub) -> ApiError {
+    ApiError(
+        ErrorCode::Unavailable,
+        format!("the cascade {:?} has no state yet: it is waiting for its upstreams (see /health)", hub.name()),
+    )
+}
+
+fn get_view(s: &ServerState, i: usize, query: Result<Query<AtQuery>, QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
+    let hub = &s.cascades[i].hub;
+    let at = parse_seq("at", q.at.as_deref())?;
+    match hub.view_state(at) {
+        Ok(state) => Ok(axum::Json(state).into_response()),
+        Err(AtError::NoState) => Err(no_state(hub)),
+        Err(AtError::Ahead { seq }) => {
+            Err(bad_request(format!("`at` {} is beyond the cascade's seq {seq}", at.unwrap_or(0))))
+        }
+        Err(AtError::Gone { oldest }) => Err(ApiError(
+            ErrorCode::NotFound,
+            format!(
+                "seq {} is older than the updates this cascade keeps (from {oldest}); a cascade keeps no snapshots",
+                at.unwrap_or(0)
+            ),
+        )),
+    }
+}
+
+fn subtree(s: &ServerState, i: usize, pointer: &str) -> Result<Response, ApiError> {
+    let hub = &s.cascades[i].hub;
+    let (seq, state, _) = hub.current().ok_or_else(|| no_state(hub))?;
+    match state.lookup(pointer) {
+        Ok(t) => Ok(([(header::CONTENT_TYPE, "application/json")], t.to_json_string()).into_response()),
+        Err(e @ nodb_shared::PathError::InvalidPointer { .. }) => Err(bad_request(e.to_string())),
+        Err(e) => Err(ApiError(ErrorCode::NotFound, format!("{e} in view {:?} at seq {seq}", hub.name()))),
+    }
+}
+
+fn stream(
+    s: ServerState,
+    i: usize,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
+    let since = parse_seq("since", q.since.as_deref())?;
+    let upgrade = upgrade.map_err(|e| bad_request(format!("this endpoint is a WebSocket: {e}")))?;
+    let tasks = s.tasks.clone();
+    Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_client(socket, s, i, since))))
+}
+
+fn text(m: &ServerMessage) -> Message {
+    Message::Text(serde_json::to_string(m).unwrap_or_default().into())
+}
+
+/// One client: catch up, then one message each time the cascade moves on
+/// (or one for several, if it fell behind meanwhile). A client of a cascade
+/// that has no state yet waits for it.
+async fn serve_client(mut socket: WebSocket, s: ServerState, i: usize, since: Option<u64>) {
+    let hub = s.cascades[i].hub.clone();
+    hub.metrics.clients.fetch_add(1, Relaxed);
+    let mut seq_rx = hub.seq();
+    let mut last = since;
+    let mut ping = tokio::time::interval(s.ping);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    'session: loop {
+        seq_rx.borrow_and_update();
+        let (catch_up, seq) = hub.catch_up(last);
+        if let CatchUp::Patch(b) | CatchUp::Combined(b) | CatchUp::Snapshot(b) = catch_up {
+            let Ok(t) = axum::extract::ws::Utf8Bytes::try_from(b) else { break 'session };
+            if socket.send(Message::Text(t)).await.is_err() {
+                break 'session;
+            }
+        }
+        if seq != 0 {
+            last = Some(seq);
+        }
+        loop {
+            tokio::select! {
+                changed = seq_rx.changed() => {
+                    if changed.is_err() { break 'session; }
+                    break;
+                }
+                msg = socket.recv() => match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session,
+                    Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                        let m = ServerMessage::Error {
+                            id: None,
+                            code: ErrorCode::BadRequest,
+                            message: "a cascaded view is read-only: dispatch actions to the data view".into(),
+                        };
+                        if socket.send(text(&m)).await.is_err() { break 'session; }
+                    }
+                    Some(Ok(_)) => {}
+                },
+                _ = ping.tick() => {
+                    if awaiting_pong {
+                        tracing::debug!("a client did not answer a ping; closing its stream");
+                        break 'session;
+                    }
+                    awaiting_pong = true;
+                    if socket.send(Message::Ping(Default::default())).await.is_err() { break 'session; }
+                }
+                () = s.shutdown.cancelled() => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break 'session;
+                }
+            }
+        }
+    }
+    hub.metrics.clients.fetch_sub(1, Relaxed);
+}
+
+/// How one upstream stands: `caught_up` (everything it sent is reflected),
+/// `behind` (the reducer has not caught up with it), `reconnecting`, or
+/// `connecting` (no state from it yet).
+fn upstream_status(u: &UpstreamStatus, reflected: u64) -> &'static str {
+    let connected = u.connected.load(Relaxed);
+    if !u.has_state.load(Relaxed) {
+        "connecting"
+    } else if !connected {
+        "reconnecting"
+    } else if u.seq.load(Relaxed) != reflected {
+        "behind"
+    } else {
+        "caught_up"
+    }
+}
+
+async fn health(State(s): State<ServerState>) -> impl IntoResponse {
+    let mut all = "caught_up";
+    let mut cascades = serde_json::Map::new();
+    for c in s.cascades.iter() {
+        let current = c.hub.current();
+        let sources = current.as_ref().map(|(_, _, s)| s.clone()).unwrap_or_default();
+        let mut status = if current.is_some() { "caught_up" } else { "starting" };
+        let mut upstreams = serde_json::Map::new();
+        for u in &c.upstreams {
+            let reflected = sources.get(&u.name).copied().unwrap_or(0);
+            let st = upstream_status(u, reflected);
+            if st != "caught_up" && status == "caught_up" {
+                status = "behind";
+            }
+            let last_error = u.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let their_sources = u.sources.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            upstreams.insert(
+                u.name.clone(),
+                json!({
+                    "url": u.url, "status": st, "connected": u.connected.load(Relaxed),
+                    "seq": u.seq.load(Relaxed), "reflected": reflected,
+                    "reconnects": u.connects.load(Relaxed).saturating_sub(1), "resyncs": u.resyncs.load(Relaxed),
+                    "last_error": last_error, "sources": their_sources,
+                }),
+            );
+        }
+        // The worst of the cascades: starting, then behind, then caught up.
+        if status == "starting" || (status == "behind" && all == "caught_up") {
+            all = status;
+        }
+        cascades.insert(
+            c.hub.name().to_string(),
+            json!({"status": status, "seq": c.hub.current_seq(), "sources": sources, "upstreams": upstreams}),
+        );
+    }
+    axum::Json(json!({"status": all, "cascades": cascades}))
+}
+
+async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let per_cascade = |f: &dyn Fn(&Served) -> String| -> Vec<(String, String)> {
+        s.cascades.iter().map(|c| (format!("cascade=\"{}\"", c.hub.name()), f(c))).collect()
+    };
+    let secs = |nanos: u64| format!("{}", nanos as f64 / 1e9);
+    family(
+        "nodb_cascade_seq",
+        "gauge",
+        "The seq of the latest update.",
+        per_cascade(&|c| c.hub.current_seq().to_string()),
+    );
+    family(
+        "nodb_cascade_updates_total",
+        "counter",
+        "Updates made.",
+        per_cascade(&|c| c.hub.metrics.updates.load(Relaxed).to_string()),
+    );
+    family(
+        "nodb_cascade_upstream_changes_total",
+        "counter",
+        "Upstream messages folded into updates.",
+        per_cascade(&|c| c.stats.changes.load(Relaxed).to_string()),
+    );
+    family(
+        "nodb_cascade_reducer_panics_total",
+        "counter",
+        "Reducer panics caught.",
+        per_cascade(&|c| c.stats.panics.load(Relaxed).to_string()),
+    );
+    family(
+        "nodb_cascade_reduce_seconds_total",
+        "counter",
+        "Time spent in the reducer.",
+        per_cascade(&|c| secs(c.stats.reduce_nanos.load(Relaxed))),
+    );
+    family(
+        "nodb_cascade_diff_seconds_total",
+        "counter",
+        "Time spent diffing and serialising patches.",
+        per_cascade(&|c| secs(c.hub.metrics.diff_nanos.load(Relaxed))),
+    );
+    family(
+        "nodb_cascade_clients",
+        "gauge",
+        "Connected stream clients.",
+        per_cascade(&|c| c.hub.metrics.clients.load(Relaxed).to_string()),
+    );
+    family(
+        "nodb_cascade_coalesced_total",
+        "counter",
+        "Messages that covered several updates.",
+        per_cascade(&|c| c.hub.metrics.coalesced.load(Relaxed).to_string()),
+    );
+    family(
+        "nodb_cascade_resynced_total",
+        "counter",
+        "Clients sent a fresh snapshot after falling behind or coming back from an earlier run.",
+        per_cascade(&|c| c.hub.metrics.resynced.load(Relaxed).to_string()),
+    );
+    let per_upstream = |f: &dyn Fn(&UpstreamStatus) -> u64| -> Vec<(String, String)> {
+        s.cascades
+            .iter()
+            .flat_map(|c| {
+                c.upstreams.iter().map(move |u| (format!("cascade=\"{}\",upstream=\"{}\"", c.hub.name(), u.name), u))
+            })
+            .map(|(labels, u)| (labels, f(u).to_string()))
+            .collect()
+    };
+    family(
+        "nodb_cascade_upstream_seq",
+        "gauge",
+        "The upstream seq of the replica.",
+        per_upstream(&|u| u.seq.load(Relaxed)),
+    );
+    family(
+        "nodb_cascade_upstream_connected",
+        "gauge",
+        "Whether the upstream stream is open.",
+        per_upstream(&|u| u64::from(u.connected.load(Relaxed))),
+    );
+    family(
+        "nodb_cascade_upstream_connects_total",
+        "counter",
+        "Times the upstream stream was opened.",
+        per_upstream(&|u| u.connects.load(Relaxed)),
+    );
+    family(
+        "nodb_cascade_upstream_resyncs_total",
+        "counter",
+        "Times the replica was resynced from a snapshot after bad data.",
+        per_upstream(&|u| u.resyncs.load(Relaxed)),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Serves [`router`] on `listener` until shutdown.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(listener: tokio::net::TcpListener, state: ServerState) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let shutdown = state.shutdown.clone();
+    // Small messages must not wait for the peer's ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
