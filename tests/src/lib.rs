@@ -126,7 +126,7 @@ impl Service {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let err_pipe = child.stderr.take().expect("stderr");
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(err_pipe).lines().map_while(Result::ok) {
                 let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
                 s.push_str(&line);
@@ -157,8 +157,12 @@ impl Service {
                 None => Err(format!("unexpected first line {line:?}; stderr:\n{}", service.stderr())),
             },
             Err(_) => {
-                // Give stderr a moment to arrive.
+                // Give stderr a moment to arrive. A process that exited has
+                // closed its stderr: wait for the reader to take it all.
                 let status = service.child.wait_timeout_ms(2000);
+                if status.is_some() {
+                    let _ = err_reader.join();
+                }
                 Err(format!("no ready line (exit status {status:?}); stderr:\n{}", service.stderr()))
             }
         }
