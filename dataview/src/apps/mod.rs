@@ -7,6 +7,7 @@
 
 pub mod json_doc;
 pub mod reorder;
+pub mod sales;
 pub mod warehouse;
 
 use nodb_shared::Tree;

@@ -22,7 +22,7 @@
 //!   and a compact sales ledger (`sales`: units sold per product in minute
 //!   buckets for the last hour and hour buckets for the last week, by the
 //!   actions' own `ts`), from which the `marketing` cascade derives its
-//!   figures.
+//!   figures (see [`super::sales`]).
 //!
 //! Moving, selling or destroying more than is at a location is rejected:
 //! the chronicler records the intention, the reducer decides what it means.
@@ -33,15 +33,11 @@ use serde::Deserialize;
 
 use super::App;
 use super::reorder::{self, ReorderFailed, ReorderPlaced, ThresholdSet};
+use super::sales;
 use crate::reducer::{Reduced, Rejection, View, payload};
 
 /// How many entries `activity.recent` keeps.
 pub const RECENT: usize = 50;
-
-/// How many minute buckets `activity.sales.minutes` keeps: the last hour.
-pub const SALES_MINUTES: u64 = 60;
-/// How many hour buckets `activity.sales.hours` keeps: the last week.
-pub const SALES_HOURS: u64 = 168;
 
 /// The application.
 pub fn app() -> App {
@@ -65,53 +61,8 @@ fn initial_activity() -> Tree {
         ("counts", counts),
         ("sold_units", Tree::from(0u64)),
         ("destroyed_units", Tree::from(0u64)),
-        (
-            "sales",
-            Tree::from_entries([
-                ("latest_ts", Tree::from(0u64)),
-                ("minutes", Tree::object()),
-                ("hours", Tree::object()),
-            ]),
-        ),
+        ("sales", sales::initial()),
     ])
-}
-
-/// The key of the sales bucket starting at `start` (unix ms): 13 digits,
-/// so keys sort in time order.
-pub fn sales_bucket(start: u64) -> String {
-    format!("{start:013}")
-}
-
-/// Records `sold` (product, units) at `ts` in the sales ledger, moves its
-/// `latest_ts` on, and drops the buckets that fell out of the hour and the
-/// week before it. Time is the actions' own `ts`, never a clock.
-fn record_sales(state: Tree, ts: u64, sold: Option<(&str, u64)>) -> Reduced {
-    let object = |t: &&Tree| matches!(t, Tree::Object(_));
-    let sales = state.get([key("sales")]).filter(object).cloned().unwrap_or_else(Tree::object);
-    let latest = sales.get([key("latest_ts")]).and_then(Tree::as_u64).unwrap_or(0).max(ts);
-    let mut sales = sales.set([key("latest_ts")], latest)?;
-    for (field, width, keep) in [("minutes", 60_000, SALES_MINUTES), ("hours", 3_600_000, SALES_HOURS)] {
-        let mut buckets = sales.get([key(field)]).filter(object).cloned().unwrap_or_else(Tree::object);
-        if let Some((product, units)) = sold {
-            let at = [key(&sales_bucket(ts - ts % width)), key(product)];
-            buckets =
-                buckets.update(at, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
-        }
-        // Keys sort in time order, so the stale ones are at the front.
-        let oldest_kept = (latest - latest % width).saturating_sub((keep - 1) * width);
-        let stale: Vec<String> = buckets
-            .as_object()
-            .into_iter()
-            .flat_map(|o| o.keys())
-            .take_while(|k| k.parse::<u64>().is_ok_and(|start| start < oldest_kept))
-            .map(|k| k.to_string())
-            .collect();
-        for k in stale {
-            buckets = buckets.remove([key(&k)])?;
-        }
-        sales = sales.set([key(field)], buckets)?;
-    }
-    Ok(state.set([key("sales")], sales)?)
 }
 
 /// `stock/corrected`.
@@ -231,7 +182,7 @@ impl Stock {
     }
 }
 
-fn key(s: &str) -> Segment {
+pub(super) fn key(s: &str) -> Segment {
     Segment::Key(s.into())
 }
 
@@ -419,7 +370,7 @@ pub fn reduce_activity(state: &Tree, action: &CommittedAction) -> Reduced {
     if let Some((field, n)) = units {
         s = s.update([key(field)], |v| Tree::from(v.and_then(Tree::as_u64).unwrap_or(0).saturating_add(n)))?;
     }
-    record_sales(s, action.ts, sold)
+    sales::record(s, action.ts, sold)
 }
 
 #[cfg(test)]
@@ -609,55 +560,6 @@ mod tests {
         assert_eq!(recent.len(), RECENT);
         assert_eq!(recent[RECENT - 1].get("/seq"), Some(&Tree::from(80)));
         assert_eq!(states[1].get("/sold_units"), Some(&Tree::from(79)));
-    }
-
-    #[test]
-    fn the_sales_ledger_keeps_the_last_hour_by_minute_and_the_last_week_by_hour() {
-        const H: u64 = 3_600_000;
-        let t0 = 1_794_999_600_000; // a whole hour
-        let sale = |seq: u64, ts: u64, p: &str, q: u64| CommittedAction {
-            ts,
-            ..act(seq, "stock/sold", json!({"product": p, "location": "s", "quantity": q}))
-        };
-        let mut actions = vec![
-            CommittedAction {
-                ts: t0 - 200 * H,
-                ..act(1, "stock/corrected", json!({"product": "a", "location": "s", "quantity": 100}))
-            },
-            CommittedAction {
-                ts: t0 - 200 * H,
-                ..act(2, "stock/corrected", json!({"product": "b", "location": "s", "quantity": 100}))
-            },
-        ];
-        actions.push(sale(3, t0 - 168 * H, "a", 1)); // a week and an hour before the end: pruned
-        actions.push(sale(4, t0 - 167 * H + 5, "a", 2));
-        actions.push(sale(5, t0 - 61 * 60_000, "b", 3)); // out of the last hour's minutes
-        actions.push(sale(6, t0 - 59 * 60_000, "b", 4));
-        actions.push(sale(7, t0 + 30_000, "a", 5));
-        actions.push(sale(8, t0 + 40_000, "a", 6));
-        let (states, rejected) = run(&actions);
-        assert!(rejected.is_empty(), "{rejected:?}");
-        let sales = states[1].to_value()["sales"].clone();
-        let b = |start: u64| sales_bucket(start);
-        assert_eq!(sales["latest_ts"], json!(t0 + 40_000));
-        assert_eq!(sales["minutes"], json!({ b(t0 - 59 * 60_000): {"b": 4}, b(t0): {"a": 11} }));
-        assert_eq!(
-            sales["hours"],
-            json!({ b(t0 - 167 * H): {"a": 2}, b(t0 - 2 * H): {"b": 3}, b(t0 - H): {"b": 4}, b(t0): {"a": 11} })
-        );
-        // Any later action moves "now" on and prunes, sale or not.
-        let mut later = actions.clone();
-        later.push(CommittedAction {
-            ts: t0 + 2 * H,
-            ..act(9, "stock/moved", json!({"product": "a", "from": "s", "to": "t", "quantity": 1}))
-        });
-        let sales = run(&later).0[1].to_value()["sales"].clone();
-        assert_eq!(sales["minutes"], json!({}));
-        assert_eq!(sales["hours"], json!({ b(t0 - 2 * H): {"b": 3}, b(t0 - H): {"b": 4}, b(t0): {"a": 11} }));
-        // A state without a ledger (an older snapshot) gets one.
-        let bare = initial_activity().remove("/sales").unwrap();
-        let next = reduce_activity(&bare, &sale(10, t0, "a", 1)).unwrap().to_value();
-        assert_eq!(next["sales"]["hours"], json!({ b(t0): {"a": 1} }));
     }
 
     #[test]
