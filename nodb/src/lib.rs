@@ -1,7 +1,8 @@
 //! The `nodb` command line, as a library: the `nodb` binary is
-//! `nodb::main()`, and an application with views of its own runs the same
-//! command line with `nodb::main_with(Registry::built_in().with(…))` (see
-//! `docs/apps.md`).
+//! `nodb::main()`, and an application with views, envoys or cascades of its
+//! own runs the same command line with
+//! `nodb::main_with(Registry::built_in().with(…).with_envoys(…).with_cascades(…))`
+//! (see `docs/apps.md`).
 //!
 //! [`main_with`] parses the command line and hands each subcommand to its
 //! module under `commands/`. Every error ends the process with exit code 2
@@ -10,11 +11,13 @@
 mod bench;
 mod commands;
 mod input;
+mod registry;
 mod service;
 
 use std::process::ExitCode;
 
-pub use nodb_dataview::apps::{App, Registry};
+pub use nodb_dataview::apps::App;
+pub use registry::{MakeCascades, MakeEnvoys, Registry};
 
 use clap::{Parser, Subcommand};
 
@@ -52,7 +55,8 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs the `nodb` command line with the applications in `apps`, so that
-/// `nodb dataview --app NAME` can run an application's own views.
+/// `nodb dataview`, `envoy`, `cascade` and `up` with `--app NAME` run an
+/// application's own views, envoys and cascades.
 pub fn main_with(apps: Registry) -> ExitCode {
     let cli = Cli::parse();
     service::init_logging();
@@ -60,8 +64,8 @@ pub fn main_with(apps: Registry) -> ExitCode {
         Command::Up(args) => commands::up::run(&args, &apps),
         Command::Chronicler(args) => commands::chronicler::run(&args),
         Command::Dataview(args) => commands::dataview::run(&args, &apps),
-        Command::Envoy(args) => commands::envoy::run(&args),
-        Command::Cascade(args) => commands::cascade::run(&args),
+        Command::Envoy(args) => commands::envoy::run(&args, &apps),
+        Command::Cascade(args) => commands::cascade::run(&args, &apps),
         Command::Supplier(args) => commands::supplier::run(&args),
         Command::Log(args) => commands::log::run(&args),
         Command::Diff(args) => commands::diff::run(&args),

@@ -1,12 +1,13 @@
-//! An application's own views run with the whole `nodb` command line: the
-//! `counter_app` example adds an app to the registry and runs
-//! `dataview --app counter` against a real chronicler.
+//! An application's own views, envoys and cascades run with the whole
+//! `nodb` command line: the `counter_app` example adds an app to the
+//! registry and runs `dataview`, `envoy` and `cascade --app counter`
+//! against a real chronicler.
 
-use nodb_tests::{Service, example_bin, get, post};
+use nodb_tests::{Service, dispatch, eventually, example_bin, get, post, read_ndjson};
 use serde_json::json;
 
 #[test]
-fn an_application_runs_its_own_views_with_the_nodb_command_line() {
+fn an_application_runs_its_own_views_envoys_and_cascades_with_the_nodb_command_line() {
     let bin = example_bin("counter_app");
     assert!(bin.exists(), "cargo test builds the example at {}", bin.display());
     let dir = tempfile::tempdir().unwrap();
@@ -39,9 +40,40 @@ fn an_application_runs_its_own_views_with_the_nodb_command_line() {
         let v = get(&format!("{}/views/count", view.url())).unwrap().json();
         if v["seq"] == 3 {
             assert_eq!(v["state"], json!({"value": 5}), "the rejected action changed nothing");
-            return;
+            return own_envoy_and_cascade(&bin, &chronicler, &view);
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     panic!("the counter view never reached seq 3");
+}
+
+/// The app's envoy fires when the count passes 10 and records its outcome;
+/// its cascade derives the milestones from the view.
+fn own_envoy_and_cascade(bin: &std::path::Path, chronicler: &Service, view: &Service) {
+    let _envoy = Service::start_bin(
+        bin,
+        &["envoy", "--app", "counter", "--chronicler", chronicler.url(), "--dataview", view.url()],
+    )
+    .unwrap();
+    let client = format!("{}/clients/envoy-milestone", chronicler.url());
+    eventually("the envoy has started", || get(&client).is_ok_and(|r| r.status == 200));
+    let cascade = Service::start_bin(
+        bin,
+        &["cascade", "--app", "counter", "--upstream", &format!("count={}", view.url()), "--listen", "127.0.0.1:0"],
+    )
+    .unwrap();
+
+    let cause = dispatch(chronicler.url(), &[json!({"id": "c:4", "type": "counter/added", "payload": {"by": 7}})]);
+    let log = read_ndjson(&format!("{}/actions?from={cause}", chronicler.url()), |a| a["type"] == "counter/milestone")
+        .unwrap();
+    let result = log.last().unwrap();
+    assert_eq!(result["type"], "counter/milestone", "{log:?}");
+    assert_eq!(result["payload"], json!({"milestone": "10", "notified": false}));
+    assert_eq!(result["meta"]["cause"], cause.to_string(), "meta values are strings: {result}");
+    assert!(result["id"].as_str().unwrap().starts_with("envoy-milestone:"), "{result}");
+
+    eventually("the cascade reflects the count of 12", || {
+        let v = get(&format!("{}/views/progress", cascade.url())).map(|r| r.json()).unwrap_or_default();
+        v["state"] == json!({"reached": [10], "next": 100}) && v["sources"]["count"].as_u64() >= Some(cause)
+    });
 }

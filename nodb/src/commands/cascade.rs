@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use nodb_cascade::{Cascade, Settings, apps, server};
+use nodb_cascade::{Cascade, Settings, server};
+
+use crate::Registry;
 
 use crate::service;
 
@@ -71,8 +73,8 @@ pub struct Args {
 }
 
 /// Runs the command.
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let cascades = select(&args.app, &args.only)?;
+pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
+    let cascades = select(apps, &args.app, &args.only)?;
     let mut upstreams = parse_upstreams(&args.upstreams)?;
     let wanted: Vec<&String> = cascades.iter().flat_map(|c| &c.upstreams).collect();
     if let Some(extra) = upstreams.keys().find(|u| !wanted.contains(u)) {
@@ -107,9 +109,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// The app's cascades, or the ones named in `only`.
-fn select(app: &str, only: &[String]) -> anyhow::Result<Vec<Cascade>> {
-    let all = apps::built_in(app).with_context(|| {
-        format!("no app {app:?} has cascades; the apps with cascades are: {}", apps::BUILT_IN.join(", "))
+fn select(apps: &Registry, app: &str, only: &[String]) -> anyhow::Result<Vec<Cascade>> {
+    let all = apps.cascades(app).with_context(|| {
+        format!("no app {app:?} has cascades; the apps with cascades are: {}", apps.cascade_apps().join(", "))
     })?;
     if let Some(unknown) = only.iter().find(|n| !all.iter().any(|c| &c.name == *n)) {
         let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
@@ -138,18 +140,17 @@ fn dedup(names: Vec<&String>) -> Vec<&str> {
     out
 }
 
-/// Starts the cascades of `app` for `nodb up`, reading every upstream
-/// from `base` (the one address of `nodb up`); `None` when the app has no
-/// cascades.
+/// Starts an app's `cascades` for `nodb up`, reading every upstream from
+/// `base` (the one address of `nodb up`); `None` when it has none.
 ///
 /// # Errors
 /// If the cascades cannot start.
 pub(crate) fn start_for_up(
-    app: &str,
+    cascades: Option<Vec<Cascade>>,
     base: &str,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Option<nodb_cascade::Running>> {
-    let Some(cascades) = apps::built_in(app) else { return Ok(None) };
+    let Some(cascades) = cascades else { return Ok(None) };
     let upstreams = cascades.iter().flat_map(|c| &c.upstreams).map(|u| (u.clone(), base.to_string())).collect();
     Ok(Some(nodb_cascade::start(cascades, &upstreams, &Settings::default(), shutdown)?))
 }

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Registry;
 use anyhow::Context;
-use nodb_dataview::apps::Registry;
 use nodb_dataview::engine::Engine;
 use nodb_dataview::follow::{FollowStatus, follow, parse_http_url};
 use nodb_dataview::hub::Hub;

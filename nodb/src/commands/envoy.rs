@@ -6,7 +6,7 @@ use anyhow::Context;
 use nodb_envoy::apps::Config;
 use nodb_envoy::{Effects, Envoy, RetryPolicy, Settings};
 
-use crate::service;
+use crate::{Registry, service};
 
 /// Run an app's envoys: side effects on the outside world whose results
 /// come back through the chronicler, exactly once in the log.
@@ -99,7 +99,7 @@ struct WebhookArgs {
 }
 
 /// Runs the command.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     let retry = retry_policy(args.common.attempts, args.common.timeout)?;
     let (envoys, dataview) = match &args.kind {
         Some(Kind::Webhook(w)) => {
@@ -118,9 +118,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         None => {
             let config = parse_settings(&args.settings)?;
-            let envoys = nodb_envoy::apps::built_in(&args.app, &config).map_err(anyhow::Error::msg)?;
+            let envoys = apps.envoys(&args.app, &config).map_err(anyhow::Error::msg)?;
             if envoys.is_empty() {
-                anyhow::bail!("the app {:?} has no envoys", args.app);
+                anyhow::bail!(
+                    "the app {:?} has no envoys; the apps with envoys are: {}",
+                    args.app,
+                    apps.envoy_apps().join(", ")
+                );
             }
             (envoys, Some(args.dataview.clone()))
         }

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::Registry;
 use anyhow::Context;
 use nodb_chronicler::log::LogConfig;
 use nodb_chronicler::server::{ServerConfig, api_router, status_router};
-use nodb_dataview::apps::Registry;
 use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots};
 
 use super::{chronicler, dataview};
@@ -119,7 +119,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         // The app's envoys, against this same address.
         let mut config = nodb_envoy::apps::Config::new();
         config.insert("supplier".into(), args.supplier.clone().unwrap_or_else(|| format!("http://{addr}/supplier")));
-        let envoys = nodb_envoy::apps::built_in(&args.app, &config).map_err(anyhow::Error::msg)?;
+        let envoys = apps.envoys(&args.app, &config).map_err(anyhow::Error::msg)?;
         let envoy_settings = nodb_envoy::Settings {
             chronicler: format!("http://{addr}"),
             dataview: Some(format!("http://{addr}")),
@@ -127,7 +127,8 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         };
         let envoys = tokio::spawn(super::envoy::run_all(envoys, envoy_settings, shutdown.clone()));
         // The app's cascades, reading the views (and each other) on this same address.
-        let cascades = super::cascade::start_for_up(&args.app, &format!("http://{addr}"), shutdown.clone())?;
+        let cascades =
+            super::cascade::start_for_up(apps.cascades(&args.app), &format!("http://{addr}"), shutdown.clone())?;
         let router = super::cascade::mount(router, cascades.as_ref());
         service::announce("up", addr);
         println!("open http://{addr}/ in a browser; Ctrl-C stops");
