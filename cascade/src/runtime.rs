@@ -39,6 +39,10 @@ pub struct Settings {
     /// How long an upstream stream may stay silent (data views ping every
     /// 15 s) before it is reopened.
     pub idle_timeout: Duration,
+    /// How long an upstream may refuse to resume from the replica's seq
+    /// (as a data view does while it replays its history after a restart)
+    /// before the replica is replaced by a fresh snapshot.
+    pub resume_grace: Duration,
     /// The seq of each cascade's first update. By default the microseconds
     /// since 1970 at start-up, so seqs keep growing across restarts and a
     /// client's `since` from an earlier run is never mistaken for one of
@@ -52,6 +56,7 @@ impl Default for Settings {
             history: 4096,
             ping: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
+            resume_grace: Duration::from_secs(10),
             first_seq: clock_first_seq(),
         }
     }
@@ -149,7 +154,8 @@ pub fn start(
         let (tx, rx) = mpsc::channel(256);
         for (i, status) in statuses.iter().enumerate() {
             let span = tracing::info_span!("upstream", cascade = %cascade.name, view = %status.name);
-            let task = follow(i, status.clone(), tx.clone(), settings.idle_timeout, shutdown.clone());
+            let task =
+                follow(i, status.clone(), tx.clone(), (settings.idle_timeout, settings.resume_grace), shutdown.clone());
             tasks.spawn(tracing::Instrument::instrument(task, span));
         }
         let stats = Arc::new(CascadeStats::default());

@@ -166,9 +166,13 @@ fn listing(s: &ServerState) -> Vec<Value> {
     s.cascades
         .iter()
         .map(|c| {
-            let sources = c.hub.current().map(|(_, _, sources)| sources).unwrap_or_default();
+            // One read, so that the seq and the sources belong together.
+            let (seq, sources) = c
+                .hub
+                .current()
+                .map_or_else(|| (c.hub.current_seq(), Default::default()), |(seq, _, sources)| (seq, sources));
             let upstreams: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
-            json!({"name": c.hub.name(), "seq": c.hub.current_seq(), "cascade": true, "upstreams": upstreams, "sources": sources})
+            json!({"name": c.hub.name(), "seq": seq, "cascade": true, "upstreams": upstreams, "sources": sources})
         })
         .collect()
 }
@@ -251,11 +255,16 @@ fn text(m: &ServerMessage) -> Message {
 /// (or one for several, if it fell behind meanwhile). A client of a cascade
 /// that has no state yet waits for it.
 async fn serve_client(mut socket: WebSocket, s: ServerState, i: usize, since: Option<u64>) {
+    // A send a client does not take within two pings ends the session.
+    let limit = s.ping * 2;
     let hub = s.cascades[i].hub.clone();
     hub.metrics.clients.fetch_add(1, Relaxed);
     let mut seq_rx = hub.seq();
     let mut last = since;
     let mut ping = tokio::time::interval(s.ping);
+    // Ticks missed during a long send must not fire in a burst and drop
+    // a client that answers.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut awaiting_pong = false;
     'session: loop {
@@ -263,7 +272,7 @@ async fn serve_client(mut socket: WebSocket, s: ServerState, i: usize, since: Op
         let (catch_up, seq) = hub.catch_up(last);
         if let CatchUp::Patch(b) | CatchUp::Combined(b) | CatchUp::Snapshot(b) = catch_up {
             let Ok(t) = axum::extract::ws::Utf8Bytes::try_from(b) else { break 'session };
-            if socket.send(Message::Text(t)).await.is_err() {
+            if send(&mut socket, limit, Message::Text(t)).await.is_err() {
                 break 'session;
             }
         }
@@ -285,7 +294,7 @@ async fn serve_client(mut socket: WebSocket, s: ServerState, i: usize, since: Op
                             code: ErrorCode::BadRequest,
                             message: "a cascaded view is read-only: dispatch actions to the data view".into(),
                         };
-                        if socket.send(text(&m)).await.is_err() { break 'session; }
+                        if send(&mut socket, limit, text(&m)).await.is_err() { break 'session; }
                     }
                     Some(Ok(_)) => {}
                 },
@@ -295,16 +304,26 @@ async fn serve_client(mut socket: WebSocket, s: ServerState, i: usize, since: Op
                         break 'session;
                     }
                     awaiting_pong = true;
-                    if socket.send(Message::Ping(Default::default())).await.is_err() { break 'session; }
+                    if send(&mut socket, limit, Message::Ping(Default::default())).await.is_err() { break 'session; }
                 }
                 () = s.shutdown.cancelled() => {
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = send(&mut socket, limit, Message::Close(None)).await;
                     break 'session;
                 }
             }
         }
     }
     hub.metrics.clients.fetch_sub(1, Relaxed);
+}
+
+/// Sends `message` to a client, giving up (as if the socket had failed)
+/// when the client holds it longer than `limit`: one that stopped reading
+/// must not keep its session, or the server's shutdown, waiting forever.
+async fn send(socket: &mut WebSocket, limit: Duration, message: Message) -> Result<(), ()> {
+    match tokio::time::timeout(limit, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 /// How one upstream stands: `caught_up` (everything it sent is reflected),
@@ -329,6 +348,7 @@ async fn health(State(s): State<ServerState>) -> impl IntoResponse {
     for c in s.cascades.iter() {
         let current = c.hub.current();
         let sources = current.as_ref().map(|(_, _, s)| s.clone()).unwrap_or_default();
+        let seq = current.as_ref().map_or_else(|| c.hub.current_seq(), |(seq, _, _)| *seq);
         let mut status = if current.is_some() { "caught_up" } else { "starting" };
         let mut upstreams = serde_json::Map::new();
         for u in &c.upstreams {
@@ -355,7 +375,7 @@ async fn health(State(s): State<ServerState>) -> impl IntoResponse {
         }
         cascades.insert(
             c.hub.name().to_string(),
-            json!({"status": status, "seq": c.hub.current_seq(), "sources": sources, "upstreams": upstreams}),
+            json!({"status": status, "seq": seq, "sources": sources, "upstreams": upstreams}),
         );
     }
     axum::Json(json!({"status": all, "cascades": cascades}))

@@ -118,7 +118,7 @@ pub(crate) async fn follow(
     index: usize,
     status: Arc<UpstreamStatus>,
     events: mpsc::Sender<Event>,
-    idle_timeout: Duration,
+    (idle_timeout, resume_grace): (Duration, Duration),
     shutdown: CancellationToken,
 ) {
     let Some((authority, prefix)) = parse_base_url(&status.url) else {
@@ -132,6 +132,8 @@ pub(crate) async fn follow(
     );
     let mut replica: Option<(u64, Tree)> = None;
     let mut resume = true;
+    // Since when the upstream has refused to resume from the replica's seq.
+    let mut refused_since: Option<tokio::time::Instant> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
         let since = if resume { replica.as_ref().map(|r| r.0) } else { None };
@@ -156,6 +158,7 @@ pub(crate) async fn follow(
                 if got > 0 {
                     backoff = Duration::from_millis(100);
                     wait = backoff;
+                    refused_since = None;
                 }
                 match ended {
                     Ended::Shutdown => {
@@ -179,12 +182,21 @@ pub(crate) async fn follow(
                 }
             }
             Err(Refused { status: code, body }) if since.is_some() => {
-                // A data view refuses a `since` it has not reached (it lost
-                // seqs or is recovering): take a fresh snapshot instead.
-                tracing::warn!(upstream = %status.name, code, %body, "the upstream refused to resume; taking a fresh snapshot");
+                // A data view refuses a `since` it has not reached. Most
+                // likely it restarted and is replaying its history: a
+                // snapshot now could be older than the replica, and the
+                // cascade would go back in time. So wait for it to catch
+                // up; only if it never does (it lost seqs) take a fresh
+                // snapshot.
                 status.problem(format!("refused to resume (HTTP {code}): {body}"));
-                resume = false;
-                continue;
+                let first = *refused_since.get_or_insert_with(tokio::time::Instant::now);
+                if first.elapsed() >= resume_grace {
+                    tracing::warn!(upstream = %status.name, code, %body, waited = ?first.elapsed(), "the upstream still refuses to resume; taking a fresh snapshot");
+                    refused_since = None;
+                    resume = false;
+                    continue;
+                }
+                tracing::info!(upstream = %status.name, code, %body, retry_in = ?wait, "the upstream has not reached the replica's seq (recovering?); waiting for it");
             }
             Err(e) => {
                 let text = e.to_string();
@@ -261,7 +273,7 @@ impl Session<'_> {
                     return Err(format!("a patch for seq {seq} before the snapshot the stream starts with"));
                 };
                 let first = from.unwrap_or(seq);
-                if first != have + 1 || seq < first {
+                if have.checked_add(1) != Some(first) || seq < first {
                     return Err(format!("a patch for seqs {first}..={seq} when the replica is at seq {have}"));
                 }
                 let next = apply(state, &ops).map_err(|e| format!("the patch for seq {seq} does not apply: {e}"))?;

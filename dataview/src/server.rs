@@ -182,10 +182,15 @@ async fn stream(
 }
 
 async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Option<u64>, client: Option<String>) {
+    // A send a client does not take within two pings ends the session.
+    let limit = s.ping * 2;
     s.hub.metrics.clients.fetch_add(1, Relaxed);
     let mut seq_rx = s.hub.seq();
     let mut last = since;
     let mut ping = tokio::time::interval(s.ping);
+    // Ticks missed during a long send must not fire in a burst and drop
+    // a client that answers.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut awaiting_pong = false;
     let mut relay: Option<Relay> = None;
@@ -209,7 +214,7 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
         if let Some(client) = &client {
             for (rseq, r) in s.hub.rejections(client, last.unwrap_or(seq), seq) {
                 let m = ServerMessage::Rejected { seq: rseq, id: r.id, reason: r.reason };
-                if socket.send(Message::Text(serde_json::to_string(&m).unwrap_or_default().into())).await.is_err() {
+                if send(&mut socket, limit, text(&m)).await.is_err() {
                     break 'session;
                 }
             }
@@ -220,7 +225,7 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
         };
         if let Some(b) = bytes {
             let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(b) else { break 'session };
-            if socket.send(Message::Text(text)).await.is_err() {
+            if send(&mut socket, limit, Message::Text(text)).await.is_err() {
                 break 'session;
             }
         }
@@ -238,7 +243,7 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
                         // Dispatches are relayed to the chronicler, so a
                         // browser needs one socket; the acks come back here.
                         if let Err(m) = relay_dispatch(&s, &mut relay, t.as_str()).await
-                            && socket.send(Message::Text(serde_json::to_string(&m).unwrap_or_default().into())).await.is_err()
+                            && send(&mut socket, limit, text(&m)).await.is_err()
                         {
                             break 'session;
                         }
@@ -249,7 +254,7 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
                             code: ErrorCode::BadRequest,
                             message: "send dispatches as text frames of JSON".into(),
                         };
-                        if socket.send(Message::Text(serde_json::to_string(&m).unwrap_or_default().into())).await.is_err() {
+                        if send(&mut socket, limit, text(&m)).await.is_err() {
                             break 'session;
                         }
                     }
@@ -268,7 +273,7 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
                             serde_json::to_string(&m).unwrap_or_default()
                         }
                     };
-                    if socket.send(Message::Text(text.into())).await.is_err() { break 'session; }
+                    if send(&mut socket, limit, Message::Text(text.into())).await.is_err() { break 'session; }
                 }
                 _ = ping.tick() => {
                     if awaiting_pong {
@@ -276,16 +281,31 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
                         break 'session;
                     }
                     awaiting_pong = true;
-                    if socket.send(Message::Ping(Default::default())).await.is_err() { break 'session; }
+                    if send(&mut socket, limit, Message::Ping(Default::default())).await.is_err() { break 'session; }
                 }
                 () = s.shutdown.cancelled() => {
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = send(&mut socket, limit, Message::Close(None)).await;
                     break 'session;
                 }
             }
         }
     }
     s.hub.metrics.clients.fetch_sub(1, Relaxed);
+}
+
+/// A server message as a text frame.
+fn text(m: &ServerMessage) -> Message {
+    Message::Text(serde_json::to_string(m).unwrap_or_default().into())
+}
+
+/// Sends `message` to a client, giving up (as if the socket had failed)
+/// when the client holds it longer than `limit`: one that stopped reading
+/// must not keep its session, or the server's shutdown, waiting forever.
+async fn send(socket: &mut WebSocket, limit: Duration, message: Message) -> Result<(), ()> {
+    match tokio::time::timeout(limit, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 /// One client's connection to the chronicler's `/ws`, opened on its first

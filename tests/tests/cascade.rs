@@ -321,6 +321,10 @@ fn an_upstream_restarted_mid_run_is_resumed_and_the_cascade_stays_exact() {
     let mut lowstock = Client::connect(&cascade.ws_url(), "lowstock");
     dispatch(sys.chronicler.url(), &seed());
     let (mut rng, mut n) = (Rng::seeded(), 0);
+    // Enough history that the restarted data view takes a while to replay.
+    for _ in 0..5 {
+        sys.dispatch_random(&mut rng, &mut n, 400);
+    }
     let head = sys.dispatch_random(&mut rng, &mut n, 40);
     lowstock.read_until(|c| c.source("stock") >= head);
     // The data view dies (no snapshot written); history goes on meanwhile.
@@ -341,6 +345,10 @@ fn an_upstream_restarted_mid_run_is_resumed_and_the_cascade_stays_exact() {
     let upstreams = BTreeMap::from([("stock", view.clone()), ("marketing", cascade.url().to_string())]);
     assert_eq!(check_reducer("lowstock", &lowstock.seen, &upstreams), lowstock.seen.len());
     assert_matches_get(&lowstock, cascade.url(), "lowstock");
+    // While the restarted data view replays its history, the cascade waits
+    // for it rather than going back to an older state.
+    let stock_sources: Vec<u64> = lowstock.seen.iter().map(|s| s.sources["stock"]).collect();
+    assert!(stock_sources.is_sorted(), "the stock source never goes backwards: {stock_sources:?}");
     eventually("the cascade is caught up again", || get(&health_url).unwrap().json()["status"] == "caught_up");
     let h = get(&health_url).unwrap().json();
     assert!(h["cascades"]["lowstock"]["upstreams"]["stock"]["reconnects"].as_u64() >= Some(1), "{h}");
@@ -496,12 +504,17 @@ fn bad_upstream_data_is_logged_and_resynced_from_a_snapshot_while_serving() {
     let (fake, paths) = fake_upstream();
     let args = upstream_args(&[("stock", &fake), ("marketing", &fake)]);
     let mut args = as_strs(&args);
-    args.extend(["--cascade", "lowstock"]);
+    args.extend(["--cascade", "lowstock", "--resume-grace", "1"]);
     let cascade = start_cascade("127.0.0.1:0", &args);
     let mut c = Client::connect(&cascade.ws_url(), "lowstock");
     c.read_until(|c| c.source("stock") == 23);
-    let stock_paths: Vec<String> =
+    let mut stock_paths: Vec<String> =
         paths.lock().unwrap().iter().filter(|p| p.contains("/views/stock/")).cloned().collect();
+    // A refused `since` is asked again (the upstream may be recovering)
+    // until the grace second has passed.
+    let refused = stock_paths.iter().filter(|p| p.ends_with("?since=22")).count();
+    assert!(refused >= 2, "a refused `since` is retried: {stock_paths:?}");
+    stock_paths.dedup_by(|a, b| a == b && a.ends_with("?since=22"));
     assert_eq!(
         stock_paths,
         [
@@ -512,7 +525,8 @@ fn bad_upstream_data_is_logged_and_resynced_from_a_snapshot_while_serving() {
             "/views/stock/stream?since=22",
             "/views/stock/stream"
         ],
-        "resyncs take a snapshot (no `since`); a dropped stream resumes with `since`, or a snapshot if refused"
+        "resyncs take a snapshot (no `since`); a dropped stream resumes with `since`, \
+         or after a refusal that lasts, a snapshot"
     );
     // Every state the client saw is the reducer of the fake's states.
     let stock_at = |seq: u64| {
@@ -544,7 +558,10 @@ fn bad_upstream_data_is_logged_and_resynced_from_a_snapshot_while_serving() {
     let log = cascade.stderr();
     assert_eq!(log.matches("bad data from the upstream; resyncing it from a snapshot").count(), 2, "{log}");
     assert!(log.contains("malformed") && log.contains("does not apply"), "{log}");
-    assert!(log.contains("the upstream refused to resume; taking a fresh snapshot"), "{log}");
+    assert!(
+        log.contains("waiting for it") && log.contains("the upstream still refuses to resume; taking a fresh snapshot"),
+        "{log}"
+    );
     let h = get(&format!("{}/health", cascade.url())).unwrap().json();
     assert_eq!(h["cascades"]["lowstock"]["upstreams"]["stock"]["resyncs"], 2, "{h}");
     assert_eq!(h["status"], "caught_up", "{h}");

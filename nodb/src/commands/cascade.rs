@@ -70,6 +70,11 @@ pub struct Args {
     /// disconnected.
     #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
     ping: f64,
+    /// Seconds to wait for an upstream that refuses to resume from where
+    /// the cascade is (a data view replaying its history after a restart)
+    /// before taking a fresh snapshot from it instead.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    resume_grace: f64,
 }
 
 /// Runs the command.
@@ -88,7 +93,15 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     if !(args.ping.is_finite() && args.ping > 0.0) {
         anyhow::bail!("--ping must be a positive number of seconds");
     }
-    let settings = Settings { history: args.history, ping: Duration::from_secs_f64(args.ping), ..Settings::default() };
+    if !(args.resume_grace.is_finite() && args.resume_grace >= 0.0) {
+        anyhow::bail!("--resume-grace must be a number of seconds, 0 or more");
+    }
+    let settings = Settings {
+        history: args.history,
+        ping: Duration::from_secs_f64(args.ping),
+        resume_grace: Duration::from_secs_f64(args.resume_grace),
+        ..Settings::default()
+    };
     settings.validate()?;
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
