@@ -162,7 +162,7 @@ pub(crate) async fn follow(
                 }
                 match ended {
                     Ended::Shutdown => {
-                        let _ = ws.close(None).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                         return;
                     }
                     Ended::Dropped(reason) => {
@@ -174,7 +174,7 @@ pub(crate) async fn follow(
                         tracing::error!(upstream = %status.name, %reason, "bad data from the upstream; resyncing it from a snapshot");
                         status.resyncs.fetch_add(1, Relaxed);
                         status.problem(reason);
-                        let _ = ws.close(None).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                         // No `since`: a snapshot. (Soon if the upstream had
                         // sent good data first, else with back-off.)
                         resume = false;
