@@ -289,6 +289,12 @@ fn cascades_are_their_reducers_of_the_upstream_states_they_report() {
         let m = marketing.seq;
         lowstock.read_until(|c| c.source("stock") >= head && c.source("marketing") >= m);
     }
+    // However the random history went, it ends with a product running low.
+    let low = json!({"id": "end:1", "type": "stock/threshold_set", "payload": {"product": "p0", "threshold": 100_000}});
+    let head = dispatch(sys.chronicler.url(), &[low]);
+    marketing.read_until(|c| c.source("activity") >= head);
+    let m = marketing.seq;
+    lowstock.read_until(|c| c.source("stock") >= head && c.source("marketing") >= m);
     assert_matches_get(&marketing, cascade.url(), "marketing");
     assert_matches_get(&lowstock, cascade.url(), "lowstock");
     let upstreams = BTreeMap::from([("activity", view.clone()), ("stock", view.clone())]);
