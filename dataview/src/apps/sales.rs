@@ -64,33 +64,9 @@ pub fn record(state: Tree, ts: u64, sold: Option<(&str, u64)>) -> Reduced {
 mod tests {
     use super::*;
     use crate::apps::warehouse;
+    use crate::apps::warehouse::tests::{act, run};
     use nodb_shared::protocol::CommittedAction;
-    use serde_json::{Value, json};
-
-    fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
-        CommittedAction {
-            seq,
-            ts: 1000 + seq,
-            id: format!("c:{seq}"),
-            kind: kind.into(),
-            payload,
-            meta: None,
-            client: None,
-        }
-    }
-
-    fn run(actions: &[CommittedAction]) -> (Vec<Tree>, Vec<(u64, String)>) {
-        let app = warehouse::app();
-        let mut states = app.initial_states();
-        let mut rejected = Vec::new();
-        for a in actions {
-            match app.reduce(&states, a) {
-                Ok(next) => states = next,
-                Err(r) => rejected.push((a.seq, r.0)),
-            }
-        }
-        (states, rejected)
-    }
+    use serde_json::json;
 
     #[test]
     fn the_sales_ledger_keeps_the_last_hour_by_minute_and_the_last_week_by_hour() {

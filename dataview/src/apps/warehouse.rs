@@ -374,11 +374,12 @@ pub fn reduce_activity(state: &Tree, action: &CommittedAction) -> Reduced {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
+    /// A committed action at `seq` (its `ts` is `1000 + seq`).
+    pub(in crate::apps) fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
         CommittedAction {
             seq,
             ts: 1000 + seq,
@@ -390,7 +391,8 @@ mod tests {
         }
     }
 
-    fn run(actions: &[CommittedAction]) -> (Vec<Tree>, Vec<(u64, String)>) {
+    /// The app's states after `actions`, and the rejected seqs with why.
+    pub(in crate::apps) fn run(actions: &[CommittedAction]) -> (Vec<Tree>, Vec<(u64, String)>) {
         let app = app();
         let mut states = app.initial_states();
         let mut rejected = Vec::new();
