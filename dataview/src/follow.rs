@@ -67,10 +67,23 @@ pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutd
                 tracing::info!(from, chronicler = %url, "following the chronicler");
                 backoff = Duration::from_millis(100);
                 let mut progress = Progress::new(hub.current_seq());
+                // Far behind the head, actions are gathered into batches
+                // and replayed view by view (see `crate::batch`); a batch
+                // is applied when full, when the head comes near, or when
+                // the stream pauses. On a reconnect an unapplied batch is
+                // dropped: the stream resumes after the last applied seq.
+                let mut batch: Vec<CommittedAction> = Vec::new();
                 loop {
                     let msg = tokio::select! {
-                        m = ws.next() => m,
+                        m = ws.next() => Some(m),
+                        () = tokio::time::sleep(Duration::from_millis(20)), if !batch.is_empty() => None,
                         () = shutdown.cancelled() => return,
+                    };
+                    let Some(msg) = msg else {
+                        if !apply_batch(&hub, &mut batch) {
+                            break;
+                        }
+                        continue;
                     };
                     let text = match msg {
                         Some(Ok(Message::Text(t))) => t,
@@ -81,7 +94,23 @@ pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutd
                         }
                         Some(Ok(_)) => continue,
                     };
-                    if !handle(&hub, &status, text.as_str()) {
+                    let action = match read_line(&status, text.as_str()) {
+                        Line::Heartbeat => continue,
+                        Line::Unreadable => break,
+                        Line::Action(a) => a,
+                    };
+                    if action.seq <= hub.current_seq() + batch.len() as u64 {
+                        continue; // already applied (a resumed stream may overlap)
+                    }
+                    let margin = (hub.history_len() + crate::batch::BATCH) as u64;
+                    let far_behind = status.head.load(Relaxed) > action.seq + margin;
+                    if far_behind || !batch.is_empty() {
+                        batch.push(action);
+                        if (batch.len() >= crate::batch::BATCH || !far_behind) && !apply_batch(&hub, &mut batch) {
+                            break;
+                        }
+                    } else if let Err(e) = hub.apply(&action) {
+                        tracing::error!(error = %e, "the stream skipped a seq; reconnecting to resume");
                         break;
                     }
                     progress.report(hub.current_seq(), status.head.load(Relaxed));
@@ -187,15 +216,25 @@ async fn connect(
     Ok(ws)
 }
 
-/// Applies one line of the stream; `false` to reconnect.
-fn handle(hub: &Hub, status: &FollowStatus, text: &str) -> bool {
+/// One line of the chronicler's stream.
+enum Line {
+    /// A heartbeat (the head it reports is recorded).
+    Heartbeat,
+    /// The next committed action.
+    Action(CommittedAction),
+    /// A line this view cannot read at all: reconnect.
+    Unreadable,
+}
+
+/// Reads one line of the stream, recording the head it shows.
+fn read_line(status: &FollowStatus, text: &str) -> Line {
     if text.starts_with("{\"heartbeat\"") {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
             && let Some(head) = v["heartbeat"]["head"].as_u64()
         {
             status.head.fetch_max(head, Relaxed);
         }
-        return true;
+        return Line::Heartbeat;
     }
     let action: CommittedAction = match serde_json::from_str(text) {
         Ok(a) => a,
@@ -209,15 +248,19 @@ fn handle(hub: &Hub, status: &FollowStatus, text: &str) -> bool {
             }
             None => {
                 tracing::error!(error = %e, "the chronicler sent a line this view cannot read; reconnecting");
-                return false;
+                return Line::Unreadable;
             }
         },
     };
     status.head.fetch_max(action.seq, Relaxed);
-    if action.seq <= hub.current_seq() {
-        return true; // already applied (a resumed stream may overlap)
-    }
-    match hub.apply(&action) {
+    Line::Action(action)
+}
+
+/// Applies and empties `batch`; `false` to reconnect.
+fn apply_batch(hub: &Hub, batch: &mut Vec<CommittedAction>) -> bool {
+    let result = hub.apply_batch(batch);
+    batch.clear();
+    match result {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "the stream skipped a seq; reconnecting to resume");

@@ -96,7 +96,9 @@ pub struct Hub {
     state: RwLock<HubState>,
     shared: std::sync::Mutex<SharedMessages>,
     /// Seqs of `@@nodb/snapshot` actions not yet written.
-    snapshot_requests: std::sync::Mutex<Vec<u64>>,
+    /// Each `@@nodb/snapshot` not yet written, with the states at its seq
+    /// (kept here, since the history may move past it first).
+    snapshot_requests: std::sync::Mutex<Vec<(u64, Vec<Tree>)>>,
     seq_tx: watch::Sender<u64>,
     history_len: usize,
     /// The counters.
@@ -163,7 +165,8 @@ impl Hub {
                 tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
             }
             if applied.snapshot_requested {
-                self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).push(applied.seq);
+                let states = s.engine.states().to_vec();
+                self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).push((applied.seq, states));
             }
             if applied.panicked {
                 self.metrics.panics.fetch_add(1, Relaxed);
@@ -186,6 +189,48 @@ impl Hub {
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.seq_tx.send_replace(seq);
         Ok(())
+    }
+
+    /// Applies `actions` (the consecutive seqs after the current one) in
+    /// one go during a long replay: each view over the whole batch on its
+    /// own thread (see [`crate::batch`]), or, if a view rejects one or one
+    /// is a control action, one action at a time as [`Hub::apply`] does.
+    /// The reducers run outside the lock; only the follower applies, so
+    /// nothing moves meanwhile. A batch replayed in one go leaves only its
+    /// last seq in the history, so a client that was further behind gets
+    /// a snapshot — as it would once those seqs had fallen out of it.
+    ///
+    /// # Errors
+    /// As for [`Hub::apply`].
+    pub fn apply_batch(&self, actions: &[CommittedAction]) -> Result<(), EngineError> {
+        let Some(last) = actions.last() else { return Ok(()) };
+        let started = std::time::Instant::now();
+        let (app, states, seq) = {
+            let s = self.read();
+            (s.engine.app().clone(), s.engine.states().to_vec(), s.engine.seq())
+        };
+        if let Some(a) = actions.iter().zip(seq + 1..).find(|(a, expected)| a.seq != *expected) {
+            return Err(EngineError::OutOfSequence { expected: a.1, got: a.0.seq });
+        }
+        let Some(next) = crate::batch::replay_views(&app, &states, actions) else {
+            return actions.iter().try_for_each(|a| self.apply(a));
+        };
+        let entry = Entry { seq: last.seq, states: next.clone(), patches: Default::default(), rejected: None };
+        let evicted = {
+            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            s.engine = Engine::restore(app, last.seq, next);
+            std::mem::replace(&mut s.history, VecDeque::from([entry]))
+        };
+        drop(evicted);
+        self.metrics.applied.fetch_add(actions.len() as u64, Relaxed);
+        self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        self.seq_tx.send_replace(last.seq);
+        Ok(())
+    }
+
+    /// How many seqs the history keeps.
+    pub fn history_len(&self) -> usize {
+        self.history_len
     }
 
     /// What a client of view `view` that has seq `since` (`None`: nothing
@@ -302,17 +347,8 @@ impl Hub {
         (s.engine.seq(), s.engine.states().to_vec())
     }
 
-    /// Every view's state at `seq`, if the history still holds it.
-    pub fn states_at(&self, seq: u64) -> Option<Vec<Tree>> {
-        let s = self.read();
-        if seq == s.engine.seq() {
-            return Some(s.engine.states().to_vec());
-        }
-        s.history.iter().find(|e| e.seq == seq).map(|e| e.states.clone())
-    }
-
-    /// Takes the seqs at which `@@nodb/snapshot` asked for a snapshot.
-    pub fn take_snapshot_requests(&self) -> Vec<u64> {
+    /// Takes the snapshots `@@nodb/snapshot` asked for: seq and states.
+    pub fn take_snapshot_requests(&self) -> Vec<(u64, Vec<Tree>)> {
         std::mem::take(&mut *self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

@@ -24,6 +24,7 @@
 //!   library and the demo page it serves.
 
 pub mod apps;
+pub mod batch;
 pub mod engine;
 pub mod follow;
 pub mod hub;

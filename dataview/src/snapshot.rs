@@ -230,13 +230,7 @@ pub async fn run_snapshotter(
             _ = tick.tick() => (true, false),
             () = shutdown.cancelled() => (false, true),
         };
-        let mut due: Vec<(u64, Vec<Tree>)> = Vec::new();
-        for seq in hub.take_snapshot_requests() {
-            match hub.states_at(seq) {
-                Some(states) => due.push((seq, states)),
-                None => tracing::warn!(seq, "a requested snapshot fell out of the history before it could be written"),
-            }
-        }
+        let mut due: Vec<(u64, Vec<Tree>)> = hub.take_snapshot_requests();
         let (seq, states) = hub.current();
         let by_count = seq >= last_written + policy.every_seqs;
         if seq > last_written && (by_count || stopping || ticked) {

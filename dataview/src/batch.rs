@@ -1,0 +1,141 @@
+//! Replaying a batch of history with each view of the app on its own
+//! thread, for start-up: the views of an app are independent except that
+//! they change together (an action one view rejects changes none). So each
+//! view's reducer runs over the whole batch on its own; if no view rejected
+//! or panicked on any action, those are the states the sequential replay
+//! would have reached. Otherwise — or for a batch with a control action,
+//! which the engine handles itself — the caller applies the batch one
+//! action at a time.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use nodb_shared::Tree;
+use nodb_shared::protocol::CommittedAction;
+
+use crate::apps::App;
+use crate::engine::{SET_STATE, SNAPSHOT};
+
+/// How many actions a batch holds.
+pub const BATCH: usize = 1024;
+
+/// The states of `app`'s views after `actions`, starting from `states`, if
+/// every view took every action; `None` if any view rejected or panicked
+/// on one, or if one is a control action (then nothing has changed).
+/// `actions` must be the consecutive seqs that follow `states`.
+pub fn replay_views(app: &App, states: &[Tree], actions: &[CommittedAction]) -> Option<Vec<Tree>> {
+    if actions.iter().any(|a| a.kind == SNAPSHOT || a.kind == SET_STATE) {
+        return None;
+    }
+    let run = |i: usize| -> Option<Tree> {
+        let reducer = &app.views[i].reducer;
+        let mut state = states[i].clone();
+        for action in actions {
+            state = catch_unwind(AssertUnwindSafe(|| reducer(&state, action))).ok()?.ok()?;
+        }
+        Some(state)
+    };
+    if app.views.len() == 1 {
+        return Some(vec![run(0)?]);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..app.views.len()).map(|i| scope.spawn(move || run(i))).collect();
+        // The first view on this thread, the others beside it.
+        let first = run(0);
+        let rest: Vec<Option<Tree>> = handles.into_iter().map(|h| h.join().ok().flatten()).collect();
+        std::iter::once(first).chain(rest).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Diffs, Engine};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn act(seq: u64, kind: &str, payload: serde_json::Value) -> CommittedAction {
+        CommittedAction {
+            seq,
+            ts: 1_000 + seq,
+            id: format!("c:{seq}"),
+            kind: kind.into(),
+            payload,
+            meta: None,
+            client: None,
+        }
+    }
+
+    fn warehouse_action() -> impl Strategy<Value = (String, serde_json::Value)> {
+        let product = prop::sample::select(vec!["apple", "pear", "fig"]);
+        let place = prop::sample::select(vec!["shelf", "back"]);
+        prop_oneof![
+            (product.clone(), place.clone(), 0u64..30).prop_map(|(p, l, q)| (
+                "stock/corrected".to_string(),
+                json!({"product": p, "location": l, "quantity": q})
+            )),
+            (product.clone(), place.clone(), 1u64..6)
+                .prop_map(|(p, l, q)| ("stock/sold".to_string(), json!({"product": p, "location": l, "quantity": q}))),
+            (product.clone(), 1u64..4).prop_map(|(p, q)| (
+                "stock/moved".to_string(),
+                json!({"product": p, "from": "back", "to": "shelf", "quantity": q})
+            )),
+            (product, 1u64..20)
+                .prop_map(|(p, t)| ("stock/threshold_set".to_string(), json!({"product": p, "threshold": t}))),
+            Just(("@@nodb/snapshot".to_string(), json!({}))),
+            Just(("other/thing".to_string(), json!(1))),
+        ]
+    }
+
+    proptest! {
+        /// Batches replayed view by view (falling back to one action at a
+        /// time when the fast path does not hold) give byte-identical
+        /// states to the plain sequential replay.
+        #[test]
+        fn batches_replay_like_one_action_at_a_time(
+            history in prop::collection::vec(warehouse_action(), 1..120),
+            batch in 1usize..40,
+        ) {
+            let app = App::built_in("warehouse").unwrap();
+            let actions: Vec<CommittedAction> = history
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, payload))| act(i as u64 + 1, &kind, payload))
+                .collect();
+            let mut sequential = Engine::new(app.clone());
+            for a in &actions {
+                sequential.apply_with(a, Diffs::Skip).unwrap();
+            }
+            let mut states = app.initial_states();
+            let (mut fast, mut slow) = (0, 0);
+            for chunk in actions.chunks(batch) {
+                match replay_views(&app, &states, chunk) {
+                    Some(next) => { states = next; fast += 1; }
+                    None => {
+                        let mut e = Engine::restore(app.clone(), chunk[0].seq - 1, states);
+                        for a in chunk {
+                            e.apply_with(a, Diffs::Skip).unwrap();
+                        }
+                        states = e.states().to_vec();
+                        slow += 1;
+                    }
+                }
+            }
+            prop_assert!(fast + slow > 0);
+            for (a, b) in states.iter().zip(sequential.states()) {
+                prop_assert_eq!(a.to_json_string(), b.to_json_string());
+            }
+        }
+    }
+
+    #[test]
+    fn a_rejection_or_a_control_action_takes_the_slow_path() {
+        let app = App::built_in("warehouse").unwrap();
+        let states = app.initial_states();
+        let fine = [act(1, "stock/corrected", json!({"product": "a", "location": "s", "quantity": 3}))];
+        assert!(replay_views(&app, &states, &fine).is_some());
+        let oversold = [fine[0].clone(), act(2, "stock/sold", json!({"product": "a", "location": "s", "quantity": 9}))];
+        assert!(replay_views(&app, &states, &oversold).is_none(), "stock rejects: no view may change");
+        let control = [fine[0].clone(), act(2, "@@nodb/snapshot", json!({}))];
+        assert!(replay_views(&app, &states, &control).is_none());
+    }
+}
