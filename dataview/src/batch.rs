@@ -49,42 +49,10 @@ pub fn replay_views(app: &App, states: &[Tree], actions: &[CommittedAction]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::tests::{act, warehouse_action};
     use crate::engine::{Diffs, Engine};
     use proptest::prelude::*;
     use serde_json::json;
-
-    fn act(seq: u64, kind: &str, payload: serde_json::Value) -> CommittedAction {
-        CommittedAction {
-            seq,
-            ts: 1_000 + seq,
-            id: format!("c:{seq}"),
-            kind: kind.into(),
-            payload,
-            meta: None,
-            client: None,
-        }
-    }
-
-    fn warehouse_action() -> impl Strategy<Value = (String, serde_json::Value)> {
-        let product = prop::sample::select(vec!["apple", "pear", "fig"]);
-        let place = prop::sample::select(vec!["shelf", "back"]);
-        prop_oneof![
-            (product.clone(), place.clone(), 0u64..30).prop_map(|(p, l, q)| (
-                "stock/corrected".to_string(),
-                json!({"product": p, "location": l, "quantity": q})
-            )),
-            (product.clone(), place.clone(), 1u64..6)
-                .prop_map(|(p, l, q)| ("stock/sold".to_string(), json!({"product": p, "location": l, "quantity": q}))),
-            (product.clone(), 1u64..4).prop_map(|(p, q)| (
-                "stock/moved".to_string(),
-                json!({"product": p, "from": "back", "to": "shelf", "quantity": q})
-            )),
-            (product, 1u64..20)
-                .prop_map(|(p, t)| ("stock/threshold_set".to_string(), json!({"product": p, "threshold": t}))),
-            Just(("@@nodb/snapshot".to_string(), json!({}))),
-            Just(("other/thing".to_string(), json!(1))),
-        ]
-    }
 
     proptest! {
         /// Batches replayed view by view (falling back to one action at a

@@ -190,13 +190,14 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::reducer::View;
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
-    fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
+    /// A committed action at `seq`.
+    pub(crate) fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
         CommittedAction {
             seq,
             ts: seq * 10,
@@ -260,7 +261,9 @@ mod tests {
         assert_eq!(e.states()[0], Tree::from(2));
     }
 
-    fn warehouse_action() -> impl Strategy<Value = (String, Value)> {
+    /// A random warehouse action (some rejected), a snapshot request or
+    /// an action of a type no view knows.
+    pub(crate) fn warehouse_action() -> impl Strategy<Value = (String, Value)> {
         let name = || prop_oneof![Just("a"), Just("b"), Just("c")];
         let place = || prop_oneof![Just("shelf"), Just("back"), Just("van")];
         prop_oneof![
@@ -274,7 +277,10 @@ mod tests {
             )),
             (name(), place(), 0u64..8)
                 .prop_map(|(p, l, q)| ("stock/sold".to_string(), json!({"product": p, "location": l, "quantity": q}))),
+            (name(), 1u64..20)
+                .prop_map(|(p, t)| ("stock/threshold_set".to_string(), json!({"product": p, "threshold": t}))),
             Just((SNAPSHOT.to_string(), Value::Null)),
+            Just(("other/thing".to_string(), json!(1))),
         ]
     }
 

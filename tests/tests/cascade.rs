@@ -609,6 +609,10 @@ fn bad_command_lines_get_one_clear_line() {
         (&["--upstream", "activity=localhost:1", "--upstream", "stock=http://h:1"], "must look like http://HOST:PORT"),
         (&["--upstream", "nope=http://h:1"], "no cascade run here reads a view called \"nope\""),
         (&["--cascade", "nope"], "the app \"warehouse\" has no cascade \"nope\"; it has marketing, lowstock"),
+        (
+            &["--upstream", "activity=http://h:1", "--cascade", "marketing", "--resume-grace=-1"],
+            "--resume-grace must be",
+        ),
     ];
     for (args, needle) in cases {
         let mut all = vec!["cascade"];

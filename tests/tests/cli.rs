@@ -99,4 +99,8 @@ fn usage_errors_exit_2() {
     assert_eq!(out.code, Some(2), "{out:?}");
     let out = run(dir.path(), &["frobnicate"], "");
     assert_eq!(out.code, Some(2), "{out:?}");
+    let out = run(dir.path(), &["envoy", "--app", "json"], "");
+    assert_one_line_error(&out, &["the app \"json\" has no envoys; the apps with envoys are: warehouse"]);
+    let out = run(dir.path(), &["envoy", "--app", "warehouse"], "");
+    assert_one_line_error(&out, &["needs the supplier's URL: --set supplier=http://HOST:PORT"]);
 }

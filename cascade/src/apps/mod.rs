@@ -13,9 +13,6 @@ use nodb_shared::{Segment, Tree};
 
 use crate::definition::Cascade;
 
-/// The names of the apps that have cascades.
-pub const BUILT_IN: &[&str] = &["warehouse"];
-
 /// The cascades of the app called `app`, if it has any.
 pub fn built_in(app: &str) -> Option<Vec<Cascade>> {
     match app {
