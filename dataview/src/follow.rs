@@ -40,6 +40,10 @@ pub fn parse_http_url(url: &str) -> Result<(String, String), String> {
     Ok((authority.to_string(), path.trim_end_matches('/').to_string()))
 }
 
+/// How many snapshots may wait for the snapshotter before the follower
+/// pauses.
+const MAX_PENDING_SNAPSHOTS: usize = 4;
+
 /// Follows the chronicler at `url` until `shutdown`.
 pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutdown: CancellationToken) {
     let (authority, prefix) = match parse_http_url(&url) {
@@ -95,12 +99,20 @@ pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutd
                         Some(Ok(_)) => continue,
                     };
                     let action = match read_line(&status, text.as_str()) {
-                        Line::Heartbeat => continue,
+                        Line::Heartbeat(_) => continue,
                         Line::Unreadable => break,
                         Line::Action(a) => a,
                     };
                     if action.seq <= hub.current_seq() + batch.len() as u64 {
                         continue; // already applied (a resumed stream may overlap)
+                    }
+                    // Checkpoints the snapshotter has not written yet hold
+                    // their states: past a few, wait for it.
+                    while hub.pending_snapshots() >= MAX_PENDING_SNAPSHOTS {
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                            () = shutdown.cancelled() => return,
+                        }
                     }
                     let margin = (hub.history_len() + crate::batch::BATCH) as u64;
                     let far_behind = status.head.load(Relaxed) > action.seq + margin;
@@ -125,52 +137,6 @@ pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutd
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-/// The views of `app` at seq `at`: the newest snapshot at or before it (or
-/// the initial states), plus the actions after it replayed from the
-/// chronicler — what `GET /views/{name}?at=N` answers for a seq older than
-/// the history kept in memory.
-///
-/// # Errors
-/// A sentence for the client if the chronicler cannot be read or the
-/// history ends before `at`.
-pub async fn rebuild_at(
-    app: crate::apps::App,
-    snapshots: Option<&crate::snapshot::Snapshots>,
-    chronicler: &str,
-    at: u64,
-) -> Result<Vec<nodb_shared::Tree>, String> {
-    use crate::engine::Engine;
-    let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
-    let base = match snapshots {
-        Some(s) => s.load_at_or_before(&names, at).await.map_err(|e| e.to_string())?,
-        None => None,
-    };
-    let mut engine = match base {
-        Some((seq, states)) => {
-            let states = states.into_iter().zip(app.initial_states()).map(|(s, i)| s.unwrap_or(i)).collect();
-            Engine::restore(app, seq, states)
-        }
-        None => Engine::new(app),
-    };
-    if engine.seq() < at {
-        let (authority, prefix) = parse_http_url(chronicler)?;
-        let path = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-        let url = format!("ws://{authority}/{path}actions?from={}", engine.seq() + 1);
-        let mut ws = connect(&authority, &url).await.map_err(|e| format!("cannot read the chronicler: {e}"))?;
-        while engine.seq() < at {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) if !t.as_str().starts_with("{\"heartbeat\"") => {
-                    let action: CommittedAction = serde_json::from_str(t.as_str()).map_err(|e| e.to_string())?;
-                    engine.apply(&action).map_err(|e| e.to_string())?;
-                }
-                Some(Ok(_)) => {}
-                _ => return Err(format!("the chronicler's history ended before seq {at}")),
-            }
-        }
-    }
-    Ok(engine.states().to_vec())
 }
 
 /// Progress lines while a long history is replayed.
@@ -206,7 +172,12 @@ impl Progress {
     }
 }
 
-async fn connect(
+/// A WebSocket to `ws_url` over a TCP connection to `authority`, with
+/// Nagle's algorithm off.
+///
+/// # Errors
+/// The connection's or the handshake's error, as a sentence.
+pub(crate) async fn connect(
     authority: &str,
     ws_url: &str,
 ) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, String> {
@@ -217,9 +188,9 @@ async fn connect(
 }
 
 /// One line of the chronicler's stream.
-enum Line {
-    /// A heartbeat (the head it reports is recorded).
-    Heartbeat,
+pub(crate) enum Line {
+    /// A heartbeat, with the head it reports.
+    Heartbeat(Option<u64>),
     /// The next committed action.
     Action(CommittedAction),
     /// A line this view cannot read at all: reconnect.
@@ -228,13 +199,22 @@ enum Line {
 
 /// Reads one line of the stream, recording the head it shows.
 fn read_line(status: &FollowStatus, text: &str) -> Line {
+    let line = parse_line(text);
+    match &line {
+        Line::Heartbeat(Some(head)) => status.head.fetch_max(*head, Relaxed),
+        Line::Action(a) => status.head.fetch_max(a.seq, Relaxed),
+        _ => 0,
+    };
+    line
+}
+
+/// Reads one line of the stream. An action whose payload cannot be read
+/// keeps its seq (see below), so every reader of the history — the
+/// follower and the replays of [`crate::history`] — reaches the same states.
+pub(crate) fn parse_line(text: &str) -> Line {
     if text.starts_with("{\"heartbeat\"") {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
-            && let Some(head) = v["heartbeat"]["head"].as_u64()
-        {
-            status.head.fetch_max(head, Relaxed);
-        }
-        return Line::Heartbeat;
+        let head = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v["heartbeat"]["head"].as_u64());
+        return Line::Heartbeat(head);
     }
     let action: CommittedAction = match serde_json::from_str(text) {
         Ok(a) => a,
@@ -252,7 +232,6 @@ fn read_line(status: &FollowStatus, text: &str) -> Line {
             }
         },
     };
-    status.head.fetch_max(action.seq, Relaxed);
     Line::Action(action)
 }
 

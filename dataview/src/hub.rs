@@ -34,6 +34,14 @@ pub struct RejectedAction {
     pub reason: String,
 }
 
+impl RejectedAction {
+    /// `action`, rejected for `reason`.
+    pub fn of(action: &CommittedAction, reason: String) -> RejectedAction {
+        let client = action.id.rsplit_once(':').map_or(action.id.as_str(), |(c, _)| c).to_string();
+        RejectedAction { id: action.id.clone(), client, reason }
+    }
+}
+
 /// One seq of the recent history.
 #[derive(Clone, Debug)]
 struct Entry {
@@ -74,6 +82,8 @@ pub struct HubMetrics {
     pub resynced: AtomicU64,
     /// Connected stream clients.
     pub clients: AtomicU64,
+    /// Of those, exact clients (one message per seq).
+    pub exact_clients: AtomicU64,
     /// Nanoseconds spent applying actions (the reducers).
     pub apply_nanos: AtomicU64,
     /// Nanoseconds spent diffing states and serialising patches.
@@ -101,6 +111,9 @@ pub struct Hub {
     snapshot_requests: std::sync::Mutex<Vec<(u64, Vec<Tree>)>>,
     seq_tx: watch::Sender<u64>,
     history_len: usize,
+    /// The checkpoint interval: the states at each multiple of it are
+    /// handed to the snapshotter like a `@@nodb/snapshot`'s.
+    checkpoint_every: Option<u64>,
     /// The counters.
     pub metrics: HubMetrics,
 }
@@ -113,6 +126,13 @@ struct HubState {
 impl Hub {
     /// A hub over `engine`, keeping the last `history_len` seqs.
     pub fn new(engine: Engine, history_len: usize) -> Arc<Hub> {
+        Hub::with_checkpoints(engine, history_len, None)
+    }
+
+    /// A hub that also hands the states at every multiple of
+    /// `checkpoint_every` to the snapshotter (see
+    /// [`Hub::take_snapshot_requests`]).
+    pub fn with_checkpoints(engine: Engine, history_len: usize, checkpoint_every: Option<u64>) -> Arc<Hub> {
         let (seq_tx, _) = watch::channel(engine.seq());
         // The history starts with the state the engine starts from, so a
         // client that has it can be sent a patch rather than a snapshot.
@@ -124,6 +144,7 @@ impl Hub {
             snapshot_requests: std::sync::Mutex::new(Vec::new()),
             seq_tx,
             history_len: history_len.max(1),
+            checkpoint_every: checkpoint_every.filter(|e| *e > 0),
             metrics: HubMetrics::default(),
         })
     }
@@ -164,19 +185,14 @@ impl Hub {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
             }
-            if applied.snapshot_requested {
-                let states = s.engine.states().to_vec();
-                self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).push((applied.seq, states));
+            if applied.snapshot_requested || self.is_checkpoint(applied.seq) {
+                self.request_snapshot(applied.seq, s.engine.states().to_vec());
             }
             if applied.panicked {
                 self.metrics.panics.fetch_add(1, Relaxed);
                 tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
             }
-            let rejected = applied.rejection.map(|r| RejectedAction {
-                id: action.id.clone(),
-                client: action.id.rsplit_once(':').map_or(action.id.as_str(), |(c, _)| c).to_string(),
-                reason: r.0,
-            });
+            let rejected = applied.rejection.map(|r| RejectedAction::of(action, r.0));
             let states = s.engine.states().to_vec();
             if s.history.len() == self.history_len {
                 evicted = s.history.pop_front();
@@ -203,6 +219,13 @@ impl Hub {
     /// # Errors
     /// As for [`Hub::apply`].
     pub fn apply_batch(&self, actions: &[CommittedAction]) -> Result<(), EngineError> {
+        // A batch ends at each checkpoint, so its states are at hand.
+        if let Some(cut) = actions.iter().position(|a| self.is_checkpoint(a.seq))
+            && cut + 1 < actions.len()
+        {
+            self.apply_batch(&actions[..=cut])?;
+            return self.apply_batch(&actions[cut + 1..]);
+        }
         let Some(last) = actions.last() else { return Ok(()) };
         let started = std::time::Instant::now();
         let (app, states, seq) = {
@@ -215,6 +238,9 @@ impl Hub {
         let Some(next) = crate::batch::replay_views(&app, &states, actions) else {
             return actions.iter().try_for_each(|a| self.apply(a));
         };
+        if self.is_checkpoint(last.seq) {
+            self.request_snapshot(last.seq, next.clone());
+        }
         let entry = Entry { seq: last.seq, states: next.clone(), patches: Default::default(), rejected: None };
         let evicted = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -231,6 +257,62 @@ impl Hub {
     /// How many seqs the history keeps.
     pub fn history_len(&self) -> usize {
         self.history_len
+    }
+
+    fn is_checkpoint(&self, seq: u64) -> bool {
+        self.checkpoint_every.is_some_and(|every| seq % every == 0)
+    }
+
+    fn request_snapshot(&self, seq: u64, states: Vec<Tree>) {
+        self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).push((seq, states));
+    }
+
+    /// How many snapshots wait for the snapshotter. The follower pauses
+    /// while too many do, so the states they hold stay bounded.
+    pub fn pending_snapshots(&self) -> usize {
+        self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The next seqs after `since` for an exact client of view `view`: up
+    /// to `max` patch messages, one per seq and never combined, from the
+    /// history in memory; [`Exact::NotInHistory`] when `since` is older
+    /// than the history (the caller replays from a checkpoint instead).
+    pub fn exact(&self, view: usize, since: u64, max: usize) -> Exact {
+        let s = self.read();
+        if since >= s.engine.seq() {
+            return Exact::Nothing;
+        }
+        let oldest = s.history.front().map_or(u64::MAX, |e| e.seq);
+        let Some(start) = since.checked_sub(oldest).map(|i| i as usize) else { return Exact::NotInHistory };
+        if s.history.get(start).is_none_or(|e| e.seq != since) {
+            return Exact::NotInHistory;
+        }
+        let mut out = Vec::new();
+        for i in start + 1..s.history.len().min(start + 1 + max.max(1)) {
+            let (prev, entry) = (&s.history[i - 1], &s.history[i]);
+            if entry.seq != prev.seq + 1 {
+                break;
+            }
+            let rejected = entry.rejected.clone();
+            out.push(ExactStep { seq: entry.seq, message: self.patches(prev, entry)[view].clone(), rejected });
+        }
+        Exact::Patches(out)
+    }
+
+    /// Every view's patch message from `prev` to `entry` (the next seq):
+    /// diffed and serialised once, by the first client that asks.
+    fn patches<'a>(&self, prev: &Entry, entry: &'a Entry) -> &'a Vec<Bytes> {
+        entry.patches.get_or_init(|| {
+            let started = std::time::Instant::now();
+            let patches = prev
+                .states
+                .iter()
+                .zip(&entry.states)
+                .map(|(old, new)| patch_message(entry.seq, diff(old, new)))
+                .collect();
+            self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+            patches
+        })
     }
 
     /// What a client of view `view` that has seq `since` (`None`: nothing
@@ -255,21 +337,7 @@ impl Hub {
             && let (Some(prev), Some(last)) = (s.history.get(n - 2), s.history.get(n - 1))
             && prev.seq == since
         {
-            // Diffed and serialised once, by the first client that asks.
-            let patches = last.patches.get_or_init(|| {
-                let started = std::time::Instant::now();
-                let patches = prev
-                    .states
-                    .iter()
-                    .zip(&last.states)
-                    .map(|(old, new)| {
-                        message(&ServerMessage::Patch { from: None, seq: last.seq, ops: diff(old, new), sources: None })
-                    })
-                    .collect();
-                self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
-                patches
-            });
-            if let Some(p) = patches.get(view) {
+            if let Some(p) = self.patches(prev, last).get(view) {
                 return (CatchUp::Patch(p.clone()), seq);
             }
         }
@@ -358,6 +426,28 @@ impl Hub {
     }
 }
 
+/// What an exact client gets next (see [`Hub::exact`]).
+#[derive(Debug)]
+pub enum Exact {
+    /// Nothing new.
+    Nothing,
+    /// The next seqs, in order, one message each.
+    Patches(Vec<ExactStep>),
+    /// The client's seq is older than the history in memory.
+    NotInHistory,
+}
+
+/// One seq for an exact client.
+#[derive(Debug)]
+pub struct ExactStep {
+    /// The seq.
+    pub seq: u64,
+    /// Its patch message (`{"type":"patch","seq":…,"ops":[…]}`).
+    pub message: Bytes,
+    /// The action at this seq, if a reducer rejected it.
+    pub rejected: Option<RejectedAction>,
+}
+
 /// Why a state at some seq is not at hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AtError {
@@ -374,6 +464,11 @@ pub fn hash(state: &Tree) -> String {
 
 fn message(m: &ServerMessage) -> Bytes {
     Bytes::from(serde_json::to_vec(m).unwrap_or_default())
+}
+
+/// The patch message of one seq.
+pub(crate) fn patch_message(seq: u64, ops: json_patch::Patch) -> Bytes {
+    message(&ServerMessage::Patch { from: None, seq, ops, sources: None })
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@
 //! - [`hub`]: the views' recent history, shared by every client: catch-up
 //!   patches, coalescing and snapshots for clients that fall behind.
 //! - [`follow`]: following the chronicler's stream, with back-off.
+//! - [`history`]: past states in bounded time (checkpoints, a cache, a
+//!   limit on concurrent replays), for `?at=N` and exact streams.
+//! - [`exact`]: the exact stream, one message per seq and never combined,
+//!   for clients that need every transition (envoys, audit tools).
 //! - [`snapshot`]: snapshots in object storage, and recovery from them.
 //! - [`server`]: the HTTP and WebSocket service; [`web`]: the client
 //!   library and the demo page it serves.
@@ -26,7 +30,9 @@
 pub mod apps;
 pub mod batch;
 pub mod engine;
+pub mod exact;
 pub mod follow;
+pub mod history;
 pub mod hub;
 pub mod reducer;
 pub mod server;

@@ -3,9 +3,11 @@
 //! - `GET /views` — the views with their seq.
 //! - `GET /views/{name}[?at=N]` — `{"seq", "hash", "state"}`.
 //! - `GET /views/{name}/state/<JSON pointer>` — a subtree.
-//! - `GET /views/{name}/stream?since=N[&client=ID]` (WebSocket) — a snapshot
-//!   or the missed patches, then one patch message per seq (or one combined
-//!   message when the client fell behind), and the client's own rejections.
+//! - `GET /views/{name}/stream?since=N[&client=ID][&exact=true]` (WebSocket)
+//!   — a snapshot or the missed patches, then one patch message per seq (or
+//!   one combined message when the client fell behind), and the client's own
+//!   rejections; with `exact=true`, one message per seq, never combined
+//!   ([`crate::exact`]).
 //! - `GET /health`, `GET /metrics`.
 
 use axum::serve::ListenerExt as _;
@@ -42,25 +44,45 @@ pub struct AppState {
     pub ping: Duration,
     /// The chronicler's URL, for relaying dispatches.
     pub chronicler: String,
-    /// Where the snapshots are, to rebuild old states for `?at=N`.
-    pub snapshots: Option<crate::snapshot::Snapshots>,
+    /// Past states, for `?at=N` and exact streams.
+    pub history: Arc<crate::history::History>,
     /// The application's name; `warehouse` also serves the demo page.
     pub app: String,
 }
 
-/// An error answer: code (fixing the status) and message.
+/// An error answer: code (fixing the status) and message, and for a
+/// request that may succeed later, seconds to wait (`Retry-After`).
 #[derive(Debug)]
-pub struct ApiError(ErrorCode, String);
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: String) -> ApiError {
+        ApiError { code, message, retry_after: None }
+    }
+
+    fn retry_after(mut self, seconds: u32) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(ErrorBody::new(self.0, self.1))).into_response()
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(ErrorBody::new(self.code, self.message))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
 fn unknown_view(hub: &Hub, name: &str) -> ApiError {
-    ApiError(ErrorCode::UnknownView, format!("no view {name:?}; this app has: {}", hub.view_names().join(", ")))
+    ApiError::new(ErrorCode::UnknownView, format!("no view {name:?}; this app has: {}", hub.view_names().join(", ")))
 }
 
 /// The data view's routes.
@@ -75,7 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|uri: axum::http::Uri| async move {
-            ApiError(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /views)", uri.path()))
+            ApiError::new(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /views)", uri.path()))
         })
         .with_state(state)
         .merge(web)
@@ -98,29 +120,40 @@ async fn get_view(
     Path(name): Path<String>,
     query: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError(ErrorCode::BadRequest, e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let view = s.hub.view_index(&name).ok_or_else(|| unknown_view(&s.hub, &name))?;
     let at = match q.at.as_deref() {
         None => None,
         Some(t) => Some(
-            t.parse::<u64>().map_err(|_| ApiError(ErrorCode::BadRequest, format!("`at` must be a seq, not {t:?}")))?,
+            t.parse::<u64>()
+                .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("`at` must be a seq, not {t:?}")))?,
         ),
     };
-    let state = match s.hub.view_state(view, at) {
-        Ok(state) => state,
-        Err(AtError::Ahead(msg)) => return Err(ApiError(ErrorCode::BadRequest, msg)),
+    let (state, replayed) = match s.hub.view_state(view, at) {
+        Ok(state) => (state, 0),
+        Err(AtError::Ahead(msg)) => return Err(ApiError::new(ErrorCode::BadRequest, msg)),
         Err(AtError::NotInMemory) => {
-            // Older than the history in memory: the nearest snapshot at or
-            // before it, plus a replay from the chronicler.
+            // Older than the history in memory: the checkpoint at or
+            // before it (or a cached state), plus a bounded replay.
             let at = at.unwrap_or_default();
-            let states = crate::follow::rebuild_at(s.hub.app(), s.snapshots.as_ref(), &s.chronicler, at)
-                .await
-                .map_err(|e| ApiError(ErrorCode::Unavailable, format!("cannot rebuild the state at seq {at}: {e}")))?;
-            let state = states.into_iter().nth(view).unwrap_or_default();
-            nodb_shared::protocol::ViewState { seq: at, hash: crate::hub::hash(&state), state, sources: None }
+            let past = s.history.states_at(at).await.map_err(|e| {
+                let busy = matches!(e, crate::history::HistoryError::Busy);
+                let error = ApiError::new(ErrorCode::Unavailable, format!("cannot rebuild the state at seq {at}: {e}"));
+                if busy { error.retry_after(1) } else { error }
+            })?;
+            let state = past.states.into_iter().nth(view).unwrap_or_default();
+            let state =
+                nodb_shared::protocol::ViewState { seq: at, hash: crate::hub::hash(&state), state, sources: None };
+            (state, past.replayed)
         }
     };
-    Ok(axum::Json(state).into_response())
+    let mut response = axum::Json(state).into_response();
+    if at.is_some() {
+        // How many actions this answer replayed: at most the checkpoint
+        // interval (`--snapshot-every`).
+        response.headers_mut().insert("nodb-replayed", replayed.into());
+    }
+    Ok(response)
 }
 
 async fn get_root_state(State(s): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -136,11 +169,13 @@ async fn get_state(
 
 fn subtree(s: &AppState, name: &str, pointer: &str) -> Result<Response, ApiError> {
     let view = s.hub.view_index(name).ok_or_else(|| unknown_view(&s.hub, name))?;
-    let vs = s.hub.view_state(view, None).map_err(|_| ApiError(ErrorCode::Internal, "no current state".into()))?;
+    let vs = s.hub.view_state(view, None).map_err(|_| ApiError::new(ErrorCode::Internal, "no current state".into()))?;
     match vs.state.lookup(pointer) {
         Ok(t) => Ok(([(header::CONTENT_TYPE, "application/json")], t.to_json_string()).into_response()),
-        Err(e @ nodb_shared::PathError::InvalidPointer { .. }) => Err(ApiError(ErrorCode::BadRequest, e.to_string())),
-        Err(e) => Err(ApiError(ErrorCode::NotFound, format!("{e} in view {name:?} at seq {}", vs.seq))),
+        Err(e @ nodb_shared::PathError::InvalidPointer { .. }) => {
+            Err(ApiError::new(ErrorCode::BadRequest, e.to_string()))
+        }
+        Err(e) => Err(ApiError::new(ErrorCode::NotFound, format!("{e} in view {name:?} at seq {}", vs.seq))),
     }
 }
 
@@ -148,6 +183,7 @@ fn subtree(s: &AppState, name: &str, pointer: &str) -> Result<Response, ApiError
 struct StreamQuery {
     since: Option<String>,
     client: Option<String>,
+    exact: Option<String>,
 }
 
 async fn stream(
@@ -156,29 +192,43 @@ async fn stream(
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError(ErrorCode::BadRequest, e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let view = s.hub.view_index(&name).ok_or_else(|| unknown_view(&s.hub, &name))?;
     let since = match q.since.as_deref() {
         None | Some("") => None,
         Some(t) => Some(
             t.parse::<u64>()
-                .map_err(|_| ApiError(ErrorCode::BadRequest, format!("`since` must be a seq, not {t:?}")))?,
+                .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("`since` must be a seq, not {t:?}")))?,
         ),
     };
     let seq = s.hub.current_seq();
     if let Some(since) = since
         && since > seq
     {
-        return Err(ApiError(
+        return Err(ApiError::new(
             ErrorCode::BadRequest,
             format!(
                 "`since` {since} is ahead of view {name:?}, which is at seq {seq}; reconnect without `since` for a snapshot"
             ),
         ));
     }
-    let upgrade = upgrade.map_err(|e| ApiError(ErrorCode::BadRequest, format!("this endpoint is a WebSocket: {e}")))?;
+    let exact = match q.exact.as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(t) => {
+            return Err(ApiError::new(ErrorCode::BadRequest, format!("`exact` must be true or false, not {t:?}")));
+        }
+    };
+    let upgrade =
+        upgrade.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("this endpoint is a WebSocket: {e}")))?;
     let tasks = s.tasks.clone();
-    Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_client(socket, s, view, since, q.client))))
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        if exact {
+            tasks.track_future(crate::exact::serve_exact(socket, s, view, since, q.client)).await;
+        } else {
+            tasks.track_future(serve_client(socket, s, view, since, q.client)).await;
+        }
+    }))
 }
 
 async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Option<u64>, client: Option<String>) {
@@ -294,14 +344,14 @@ async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Op
 }
 
 /// A server message as a text frame.
-fn text(m: &ServerMessage) -> Message {
+pub(crate) fn text(m: &ServerMessage) -> Message {
     Message::Text(serde_json::to_string(m).unwrap_or_default().into())
 }
 
 /// Sends `message` to a client, giving up (as if the socket had failed)
 /// when the client holds it longer than `limit`: one that stopped reading
 /// must not keep its session, or the server's shutdown, waiting forever.
-async fn send(socket: &mut WebSocket, limit: Duration, message: Message) -> Result<(), ()> {
+pub(crate) async fn send(socket: &mut WebSocket, limit: Duration, message: Message) -> Result<(), ()> {
     match tokio::time::timeout(limit, socket.send(message)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
@@ -412,6 +462,7 @@ async fn health(State(s): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     use std::fmt::Write as _;
     let m = &s.hub.metrics;
+    let h = &s.history.metrics;
     let seq = s.hub.current_seq();
     let head = s.follow.head.load(Relaxed).max(seq);
     let mut out = String::new();
@@ -422,6 +473,37 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         ("nodb_dataview_rejections_total", "counter", "Actions rejected by a reducer.", m.rejected.load(Relaxed)),
         ("nodb_dataview_panics_total", "counter", "Reducer panics caught.", m.panics.load(Relaxed)),
         ("nodb_dataview_clients", "gauge", "Connected stream clients.", m.clients.load(Relaxed)),
+        ("nodb_dataview_exact_clients", "gauge", "Connected exact stream clients.", m.exact_clients.load(Relaxed)),
+        (
+            "nodb_dataview_history_reads_total",
+            "counter",
+            "Past states read (?at older than the memory).",
+            h.reads.load(Relaxed),
+        ),
+        (
+            "nodb_dataview_history_cache_hits_total",
+            "counter",
+            "Past states read from the cache.",
+            h.cache_hits.load(Relaxed),
+        ),
+        (
+            "nodb_dataview_history_replayed_total",
+            "counter",
+            "Actions replayed for past states and exact streams.",
+            h.replayed.load(Relaxed),
+        ),
+        (
+            "nodb_dataview_history_replayed_max",
+            "gauge",
+            "The most actions one past state read replayed.",
+            h.replayed_max.load(Relaxed),
+        ),
+        (
+            "nodb_dataview_history_busy_total",
+            "counter",
+            "Past state reads refused while every reader was busy.",
+            h.busy.load(Relaxed),
+        ),
         ("nodb_dataview_coalesced_total", "counter", "Messages that covered several seqs.", m.coalesced.load(Relaxed)),
         (
             "nodb_dataview_resynced_total",

@@ -8,8 +8,13 @@
 //! format version, the app, the seq, the view names and the BLAKE3 hash of
 //! the rest; the rest is `{"view": state, …}`. Objects are written with
 //! create-only semantics, so an existing snapshot is never overwritten; a
-//! snapshot that fails its checksum is skipped with a warning at start-up;
-//! all but the newest few are pruned.
+//! snapshot that fails its checksum is skipped with a warning at start-up.
+//!
+//! Snapshots at every multiple of the checkpoint interval (`--snapshot-every`)
+//! are *checkpoints*, kept for good: an as-of read (`?at=N`) starts from the
+//! checkpoint at or before N, so it replays fewer actions than the interval
+//! (see [`crate::history`]). Of the other snapshots (timed, requested by
+//! `@@nodb/snapshot`, at shutdown) only the newest few are kept.
 
 use std::sync::Arc;
 
@@ -62,6 +67,8 @@ pub struct Snapshots {
     store: Arc<dyn ObjectStore>,
     app: String,
     keep: usize,
+    /// Snapshots at multiples of this are checkpoints, never pruned.
+    checkpoint_every: Option<u64>,
 }
 
 impl Snapshots {
@@ -108,7 +115,25 @@ impl Snapshots {
 
     /// Snapshots of `app` in any object store.
     pub fn new(store: Arc<dyn ObjectStore>, app: &str, keep: usize) -> Snapshots {
-        Snapshots { store, app: app.to_string(), keep: keep.max(1) }
+        Snapshots { store, app: app.to_string(), keep: keep.max(1), checkpoint_every: None }
+    }
+
+    /// Keeps the snapshots at every multiple of `every` (the checkpoints)
+    /// for good; [`Snapshots::prune`] removes only the others.
+    #[must_use]
+    pub fn with_checkpoints(mut self, every: u64) -> Snapshots {
+        self.checkpoint_every = Some(every).filter(|e| *e > 0);
+        self
+    }
+
+    /// The checkpoint interval, if there is one.
+    pub fn checkpoint_every(&self) -> Option<u64> {
+        self.checkpoint_every
+    }
+
+    /// Whether the snapshot at `seq` is a checkpoint (kept for good).
+    pub fn is_checkpoint(&self, seq: u64) -> bool {
+        self.checkpoint_every.is_some_and(|every| seq > 0 && seq % every == 0)
     }
 
     fn path(&self, seq: u64) -> StorePath {
@@ -150,6 +175,31 @@ impl Snapshots {
         Ok(seqs)
     }
 
+    /// The snapshot at exactly `seq`: the states of `names` (a view the
+    /// snapshot lacks gets `None`); `None` if there is none, or it was
+    /// pruned meanwhile, or it is damaged (skipped with a warning).
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn load(&self, names: &[String], seq: u64) -> Result<Option<Vec<Option<Tree>>>, SnapshotError> {
+        let bytes = match self.store.get(&self.path(seq)).await {
+            Ok(found) => match found.bytes().await {
+                Ok(bytes) => bytes,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match decode(&bytes, &self.app, seq, names) {
+            Ok(states) => Ok(Some(states)),
+            Err(why) => {
+                tracing::warn!(seq, app = %self.app, "skipping a damaged snapshot: {why}");
+                Ok(None)
+            }
+        }
+    }
+
     /// The newest valid snapshot: its seq and the states of `names` (a view
     /// the snapshot lacks gets `None`). Corrupt snapshots are skipped with a
     /// warning.
@@ -157,17 +207,11 @@ impl Snapshots {
     /// # Errors
     /// If the store fails.
     pub async fn load_latest(&self, names: &[String]) -> Result<Option<(u64, Vec<Option<Tree>>)>, SnapshotError> {
-        for seq in self.list().await? {
-            let bytes = self.store.get(&self.path(seq)).await?.bytes().await?;
-            match decode(&bytes, &self.app, seq, names) {
-                Ok(states) => return Ok(Some((seq, states))),
-                Err(why) => tracing::warn!(seq, app = %self.app, "skipping a damaged snapshot: {why}"),
-            }
-        }
-        Ok(None)
+        self.load_at_or_before(names, u64::MAX).await
     }
 
-    /// The newest valid snapshot at or before `at`.
+    /// The newest valid snapshot at or before `at`. One pruned between the
+    /// listing and the read is passed over, like a damaged one.
     ///
     /// # Errors
     /// If the store fails.
@@ -177,25 +221,26 @@ impl Snapshots {
         at: u64,
     ) -> Result<Option<(u64, Vec<Option<Tree>>)>, SnapshotError> {
         for seq in self.list().await?.into_iter().filter(|s| *s <= at) {
-            let bytes = self.store.get(&self.path(seq)).await?.bytes().await?;
-            match decode(&bytes, &self.app, seq, names) {
-                Ok(states) => return Ok(Some((seq, states))),
-                Err(why) => tracing::warn!(seq, app = %self.app, "skipping a damaged snapshot: {why}"),
+            if let Some(states) = self.load(names, seq).await? {
+                return Ok(Some((seq, states)));
             }
         }
         Ok(None)
     }
 
-    /// Deletes all but the newest snapshots; how many were deleted.
+    /// Deletes all but the newest `keep` snapshots that are not
+    /// checkpoints; how many were deleted. Checkpoints are never deleted.
     ///
     /// # Errors
     /// If the store fails.
     pub async fn prune(&self) -> Result<usize, SnapshotError> {
         let seqs = self.list().await?;
         let mut deleted = 0;
-        for seq in seqs.iter().skip(self.keep) {
-            self.store.delete(&self.path(*seq)).await?;
-            deleted += 1;
+        for seq in seqs.iter().filter(|s| !self.is_checkpoint(**s)).skip(self.keep) {
+            match self.store.delete(&self.path(*seq)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(deleted)
     }
@@ -204,15 +249,18 @@ impl Snapshots {
 /// When the snapshotter writes.
 #[derive(Clone, Debug)]
 pub struct SnapshotPolicy {
-    /// After this many new seqs.
+    /// The checkpoint interval: a snapshot at every multiple of this seq,
+    /// kept for good (the hub hands the states over as it passes them).
     pub every_seqs: u64,
-    /// Or after this long, if anything changed.
+    /// And one after this long, if anything changed.
     pub every: std::time::Duration,
 }
 
-/// Writes snapshots of the hub's views: every `policy.every_seqs` seqs or
-/// `policy.every`, at each `@@nodb/snapshot` (at exactly its seq), and a
-/// last one at shutdown; prunes old ones after each write.
+/// Writes snapshots of the hub's views: the checkpoints and the
+/// `@@nodb/snapshot`s the hub hands over (each at exactly its seq), one
+/// every `policy.every` if anything changed, and a last one at shutdown;
+/// prunes old ones after each round. Each write is logged at debug level,
+/// with a summary line at most once a minute.
 pub async fn run_snapshotter(
     hub: Arc<crate::hub::Hub>,
     snapshots: Snapshots,
@@ -224,6 +272,7 @@ pub async fn run_snapshotter(
     let mut seq_rx = hub.seq();
     let mut tick = tokio::time::interval(policy.every);
     tick.tick().await;
+    let mut summary = WriteSummary::new();
     loop {
         let (ticked, stopping) = tokio::select! {
             _ = seq_rx.changed() => (false, false),
@@ -231,28 +280,60 @@ pub async fn run_snapshotter(
             () = shutdown.cancelled() => (false, true),
         };
         let mut due: Vec<(u64, Vec<Tree>)> = hub.take_snapshot_requests();
-        let (seq, states) = hub.current();
-        let by_count = seq >= last_written + policy.every_seqs;
-        if seq > last_written && (by_count || stopping || ticked) {
-            due.push((seq, states));
+        if ticked || stopping {
+            let (seq, states) = hub.current();
+            if seq > last_written && due.iter().all(|(s, _)| *s != seq) {
+                due.push((seq, states));
+            }
         }
+        let wrote = !due.is_empty();
         for (seq, states) in due {
             let started = std::time::Instant::now();
             match snapshots.write(seq, &names, &states).await {
                 Ok(written) => {
                     last_written = last_written.max(seq);
                     if written {
-                        tracing::info!(seq, took = ?started.elapsed(), "snapshot written");
+                        tracing::debug!(seq, took = ?started.elapsed(), "snapshot written");
+                        summary.wrote(seq, started.elapsed());
                     }
                 }
                 Err(e) => tracing::error!(seq, error = %e, "could not write a snapshot"),
             }
         }
-        if let Err(e) = snapshots.prune().await {
+        if wrote && let Err(e) = snapshots.prune().await {
             tracing::warn!(error = %e, "could not prune old snapshots");
         }
+        summary.report(stopping);
         if stopping {
             return;
+        }
+    }
+}
+
+/// Snapshot writes since the last summary line.
+struct WriteSummary {
+    since: std::time::Instant,
+    written: u64,
+    latest: u64,
+    slowest: std::time::Duration,
+}
+
+impl WriteSummary {
+    fn new() -> WriteSummary {
+        WriteSummary { since: std::time::Instant::now(), written: 0, latest: 0, slowest: Default::default() }
+    }
+
+    fn wrote(&mut self, seq: u64, took: std::time::Duration) {
+        self.written += 1;
+        self.latest = self.latest.max(seq);
+        self.slowest = self.slowest.max(took);
+    }
+
+    /// A summary line once a minute (and at shutdown) if anything was written.
+    fn report(&mut self, now: bool) {
+        if self.written > 0 && (now || self.since.elapsed() >= std::time::Duration::from_secs(60)) {
+            tracing::info!(written = self.written, latest = self.latest, slowest = ?self.slowest, "snapshots written");
+            *self = WriteSummary::new();
         }
     }
 }

@@ -33,16 +33,11 @@ fn key(s: &str) -> Segment {
     Segment::Key(s.into())
 }
 
-/// The products of the `stock` view whose reorder is pending, with it.
-pub fn pending_reorders(stock: &Tree) -> BTreeMap<String, Tree> {
-    let Some(Tree::Object(products)) = stock.get([key("products")]) else { return BTreeMap::new() };
-    products
-        .iter()
-        .filter_map(|(name, entry)| {
-            let reorder = entry.get([key("reorder")])?;
-            (reorder.get([key("status")])?.as_str() == Some("pending")).then(|| (name.to_string(), reorder.clone()))
-        })
-        .collect()
+/// A product of the `stock` view (an entry of `/products`): its reorder,
+/// if that is pending.
+pub fn pending_reorder(product: &Tree) -> Option<Tree> {
+    let reorder = product.get([key("reorder")])?;
+    (reorder.get([key("status")])?.as_str() == Some("pending")).then(|| reorder.clone())
 }
 
 /// `reorder`: when a product's reorder becomes pending in the `stock` view,
@@ -70,8 +65,8 @@ pub fn reorder(supplier: &str) -> Envoy {
             vec![result]
         }) as futures_util::future::BoxFuture<'static, Vec<ResultAction>>
     });
-    Envoy::new("reorder", Trigger::View { view: "stock".into(), select: Arc::new(pending_reorders) }, handler)
-        .independent(8)
+    let trigger = Trigger::Entries { view: "stock".into(), under: "/products".into(), pick: Arc::new(pending_reorder) };
+    Envoy::new("reorder", trigger, handler).independent(8)
 }
 
 #[cfg(test)]
@@ -79,15 +74,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pending_reorders_are_selected_by_product() {
-        let stock = Tree::from(json!({"products": {
-            "apple": {"total": 1, "reorder": {"status": "pending", "seq": 4, "quantity": 20}},
-            "pear": {"total": 1, "reorder": {"status": "placed", "seq": 2, "quantity": 5}},
-            "kiwi": {"total": 9}
-        }}));
-        let selected = pending_reorders(&stock);
-        assert_eq!(selected.keys().collect::<Vec<_>>(), ["apple"]);
-        assert_eq!(selected["apple"].get([key("quantity")]).and_then(Tree::as_u64), Some(20));
+    fn a_pending_reorder_is_picked() {
+        let apple = Tree::from(json!({"total": 1, "reorder": {"status": "pending", "seq": 4, "quantity": 20}}));
+        let pear = Tree::from(json!({"total": 1, "reorder": {"status": "placed", "seq": 2, "quantity": 5}}));
+        let kiwi = Tree::from(json!({"total": 9}));
+        let picked = pending_reorder(&apple).unwrap();
+        assert_eq!(picked.get([key("quantity")]).and_then(Tree::as_u64), Some(20));
+        assert!(pending_reorder(&pear).is_none() && pending_reorder(&kiwi).is_none());
         assert!(built_in("warehouse", &Config::new()).is_err());
         assert!(built_in("json", &Config::new()).unwrap().is_empty());
     }

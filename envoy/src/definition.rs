@@ -48,6 +48,10 @@ pub struct Event {
 /// with a value for each; the envoy fires for each key that enters the set.
 pub type Selector = Arc<dyn Fn(&Tree) -> BTreeMap<String, Tree> + Send + Sync>;
 
+/// For one entry of a collection in a view's state, its value when the
+/// condition holds for it (`None` when it does not).
+pub type Pick = Arc<dyn Fn(&Tree) -> Option<Tree> + Send + Sync>;
+
 /// Performs one effect and returns the result actions to record (at least
 /// one, or the event is handled again after a restart).
 pub type Handler = Arc<dyn Fn(Event, Effects) -> BoxFuture<'static, Vec<ResultAction>> + Send + Sync>;
@@ -59,13 +63,38 @@ pub enum Trigger {
     /// from the chronicler's stream.
     Types(Vec<String>),
     /// A condition on a data view's state, read from the view's stream:
-    /// fires on the transition from false to true of each key.
+    /// fires on the transition from false to true of each key. The selector
+    /// sees the whole state at every seq, so its cost grows with the state;
+    /// for a condition on each entry of a collection, [`Trigger::Entries`]
+    /// costs only what each seq changed.
     View {
         /// The view's name.
         view: String,
         /// The condition.
         select: Selector,
     },
+    /// A condition on each entry of a collection (an object) in a data
+    /// view's state, such as each product of `/products`: fires for each key
+    /// whose entry turns the condition true. Only the entries a seq's patch
+    /// touches are looked at again.
+    Entries {
+        /// The view's name.
+        view: String,
+        /// The collection, as a JSON Pointer (`/products`).
+        under: String,
+        /// The condition on one entry, and its value for the handler.
+        pick: Pick,
+    },
+}
+
+impl Trigger {
+    /// The view a view trigger watches.
+    pub fn view(&self) -> Option<&str> {
+        match self {
+            Trigger::Types(_) => None,
+            Trigger::View { view, .. } | Trigger::Entries { view, .. } => Some(view),
+        }
+    }
 }
 
 /// An envoy.

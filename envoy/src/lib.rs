@@ -12,6 +12,8 @@
 //! - [`runtime`]: resuming from the log, following the trigger, recording
 //!   results exactly once.
 //! - [`effects`]: HTTP calls with timeouts, retries and idempotency keys.
+//! - [`status`]: each envoy's lag, effects in flight, retries and failures,
+//!   as `/health` and `/metrics`.
 //! - [`log_client`], [`view_stream`]: the chronicler's and a data view's
 //!   public APIs, as the envoy uses them.
 //! - [`apps`]: the envoys of the built-in apps (`warehouse`'s `reorder`);
@@ -19,14 +21,16 @@
 //!   supplier the `reorder` envoy talks to.
 
 pub mod apps;
+mod condition;
 pub mod definition;
 pub mod effects;
 pub mod log_client;
 pub mod runtime;
+pub mod status;
 pub mod supplier;
 pub mod view_stream;
 pub mod webhook;
 
-pub use definition::{Envoy, Event, Handler, ResultAction, Selector, Trigger};
+pub use definition::{Envoy, Event, Handler, Pick, ResultAction, Selector, Trigger};
 pub use effects::{Effects, RetryPolicy};
 pub use runtime::{Settings, run};

@@ -17,7 +17,13 @@
 //! (not a data view's replay), a view condition fires only on a transition
 //! the envoy sees between two states it has itself followed, and never at
 //! the seq of a control action (`@@nodb/set_state`, `@@nodb/snapshot`).
+//! A view is followed through its *exact* stream (one message per seq,
+//! never combined, fed from a replay when the envoy is far behind), so each
+//! transition is attributed to the seq that caused it without reading any
+//! past state but the one it resumes from.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
@@ -26,9 +32,11 @@ use nodb_shared::Tree;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::condition::Condition;
 use crate::definition::{Envoy, Event, ResultAction, Trigger};
 use crate::effects::Effects;
 use crate::log_client::{LogClient, LogClientError, StreamLine};
+use crate::status::EnvoyStats;
 use crate::view_stream::{ViewClient, ViewMessage};
 
 /// Where an envoy's services are.
@@ -50,10 +58,6 @@ pub enum EnvoyError {
     NoDataview(String),
 }
 
-/// The longest range of seqs a coalesced view update is refined over, one
-/// state per seq; past it a transition is attributed to the range's end.
-const MAX_REFINE: u64 = 1000;
-
 /// Where the envoy stopped, from its own results in the log.
 #[derive(Debug)]
 struct Resume {
@@ -68,21 +72,50 @@ struct Resume {
 /// # Errors
 /// [`EnvoyError`] for a setting that can never work.
 pub async fn run(envoy: Envoy, settings: Settings, shutdown: CancellationToken) -> Result<(), EnvoyError> {
-    if matches!(envoy.trigger, Trigger::View { .. }) && settings.dataview.is_none() {
+    run_with_stats(envoy, settings, Arc::default(), shutdown).await
+}
+
+/// Like [`run`], keeping `stats` up to date (see [`crate::status`]).
+///
+/// # Errors
+/// As for [`run`].
+pub async fn run_with_stats(
+    envoy: Envoy,
+    settings: Settings,
+    stats: Arc<EnvoyStats>,
+    shutdown: CancellationToken,
+) -> Result<(), EnvoyError> {
+    if envoy.trigger.view().is_some() && settings.dataview.is_none() {
         return Err(EnvoyError::NoDataview(envoy.name.clone()));
     }
     let log = LogClient::new(&settings.chronicler, settings.effects.http.clone());
+    let run = Run { envoy: &envoy, log: &log, settings: &settings, stats: &stats, shutdown: &shutdown };
     let mut wait = Duration::from_millis(100);
+    // The same failure is logged once, with how often it repeated when it
+    // changes or clears, not at every reconnect.
+    let mut failing: Option<(String, u32)> = None;
     while !shutdown.is_cancelled() {
         let result = match &envoy.trigger {
-            Trigger::Types(types) => run_types(&envoy, types, &log, &settings, &shutdown).await,
-            Trigger::View { view, .. } => run_view(&envoy, view, &log, &settings, &shutdown).await,
+            Trigger::Types(types) => run.types(types).await,
+            Trigger::View { view, .. } | Trigger::Entries { view, .. } => run.view(view).await,
         };
+        stats.following.store(false, Relaxed);
         match result {
             Ok(()) => wait = Duration::from_millis(100),
             Err(LogClientError::ShuttingDown) => break,
             Err(e) => {
-                tracing::warn!(envoy = %envoy.name, error = %e, "the envoy lost its connection; resuming from the log")
+                stats.resumed.fetch_add(1, Relaxed);
+                let why = e.to_string();
+                match &mut failing {
+                    Some((last, times)) if *last == why => *times += 1,
+                    _ => {
+                        if let Some((_, times)) = failing.take().filter(|(_, n)| *n > 1) {
+                            tracing::info!(envoy = %envoy.name, times, "the previous failure repeated");
+                        }
+                        tracing::warn!(envoy = %envoy.name, error = %why, "the envoy lost its connection; resuming from the log");
+                        failing = Some((why, 1));
+                    }
+                }
             }
         }
         tokio::select! {
@@ -129,6 +162,7 @@ async fn record(
     log: &LogClient,
     next_n: &mut u64,
     done: Vec<Done>,
+    stats: &EnvoyStats,
     shutdown: &CancellationToken,
 ) -> Result<(), LogClientError> {
     let client = format!("envoy-{name}");
@@ -152,6 +186,9 @@ async fn record(
     }
     log.dispatch(&actions, shutdown).await?;
     *next_n += actions.len() as u64;
+    stats.recorded.fetch_add(actions.len() as u64, Relaxed);
+    let failures = actions.iter().filter(|a| a["type"].as_str().is_some_and(|t| t.ends_with("/failed"))).count();
+    stats.failures.fetch_add(failures as u64, Relaxed);
     tracing::debug!(envoy = %name, results = actions.len(), "recorded");
     Ok(())
 }
@@ -168,6 +205,7 @@ async fn recorder(
     log: LogClient,
     mut next_n: u64,
     mut queue: tokio::sync::mpsc::Receiver<Done>,
+    stats: Arc<EnvoyStats>,
     stop: CancellationToken,
 ) -> Result<(), LogClientError> {
     while let Some(first) = queue.recv().await {
@@ -178,7 +216,7 @@ async fn recorder(
                 Err(_) => break,
             }
         }
-        record(&name, &log, &mut next_n, done, &stop).await?;
+        record(&name, &log, &mut next_n, done, &stats, &stop).await?;
     }
     Ok(())
 }
@@ -243,6 +281,7 @@ fn perform(envoy: &Envoy, event: Event, effects: Effects) -> futures_util::futur
 struct Pipeline<'a> {
     envoy: &'a Envoy,
     effects: &'a Effects,
+    stats: Arc<EnvoyStats>,
     in_flight: FuturesOrdered<futures_util::future::BoxFuture<'static, Done>>,
     to_recorder: Option<tokio::sync::mpsc::Sender<Done>>,
     recorder: tokio::task::JoinHandle<Result<(), LogClientError>>,
@@ -253,13 +292,8 @@ struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    fn new(
-        envoy: &'a Envoy,
-        log: &LogClient,
-        effects: &'a Effects,
-        next_n: u64,
-        shutdown: &CancellationToken,
-    ) -> Pipeline<'a> {
+    fn new(run: &Run<'a>, next_n: u64) -> Pipeline<'a> {
+        let (envoy, log, effects, shutdown) = (run.envoy, run.log, &run.settings.effects, run.shutdown);
         let grace = CancellationToken::new();
         let timer = tokio::spawn({
             let (grace, shutdown) = (grace.clone(), shutdown.clone());
@@ -270,10 +304,13 @@ impl<'a> Pipeline<'a> {
             }
         });
         let (tx, rx) = tokio::sync::mpsc::channel(RECORD_QUEUE);
-        let recorder = tokio::spawn(recorder(envoy.name.clone(), log.clone(), next_n, rx, grace.clone()));
+        let stats = run.stats.clone();
+        let recorder =
+            tokio::spawn(recorder(envoy.name.clone(), log.clone(), next_n, rx, stats.clone(), grace.clone()));
         Pipeline {
             envoy,
             effects,
+            stats,
             in_flight: FuturesOrdered::new(),
             to_recorder: Some(tx),
             recorder,
@@ -287,13 +324,16 @@ impl<'a> Pipeline<'a> {
     }
 
     fn push(&mut self, event: Event) {
-        tracing::info!(envoy = %self.envoy.name, cause = event.cause, key = ?event.key, "acting");
+        tracing::debug!(envoy = %self.envoy.name, cause = event.cause, key = ?event.key, "acting");
+        self.stats.started.fetch_add(1, Relaxed);
+        self.stats.in_flight.fetch_add(1, Relaxed);
         self.in_flight.push_back(perform(self.envoy, event, self.effects.clone()));
     }
 
     /// Queues a finished effect for the recorder (waiting while its queue
     /// is full); fails with the recorder's error if it has stopped.
     async fn hand_over(&mut self, done: Done) -> Result<(), LogClientError> {
+        self.stats.in_flight.fetch_sub(1, Relaxed);
         let queued = match &self.to_recorder {
             Some(tx) => tx.send(done).await.is_ok(),
             None => false,
@@ -337,198 +377,197 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-async fn run_types(
-    envoy: &Envoy,
-    types: &[String],
-    log: &LogClient,
-    settings: &Settings,
-    shutdown: &CancellationToken,
-) -> Result<(), LogClientError> {
-    let resume = resume(envoy, log, shutdown).await?;
-    let from = resume.after.as_ref().map_or(1, |(cause, _)| cause + 1);
-    tracing::info!(envoy = %envoy.name, from, next = resume.next_n, "envoy following the chronicler");
-    let own = format!("{}:", envoy.client());
-    let mut stream = Box::pin(log.stream(from, types).await?);
-    let mut pipe = Pipeline::new(envoy, log, &settings.effects, resume.next_n, shutdown);
-    loop {
-        // Only cancel-safe futures race here; handing over comes after.
-        let line = tokio::select! {
-            line = stream.next(), if !pipe.full() => line,
-            done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
-                if let Some(done) = done {
-                    pipe.hand_over(done).await?;
-                }
-                continue;
-            }
-            stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
-            () = shutdown.cancelled() => {
-                pipe.drain().await?;
-                return Err(LogClientError::ShuttingDown);
-            }
-        };
-        match line {
-            Some(Ok(StreamLine::Action(action))) => {
-                let kind = action["type"].as_str().unwrap_or("");
-                let id = action["id"].as_str().unwrap_or("");
-                if kind.starts_with("@@nodb/") || id.starts_with(&own) {
+/// One run of an envoy: from resuming to losing a connection (or shutdown).
+struct Run<'a> {
+    envoy: &'a Envoy,
+    log: &'a LogClient,
+    settings: &'a Settings,
+    stats: &'a Arc<EnvoyStats>,
+    shutdown: &'a CancellationToken,
+}
+
+impl<'a> Run<'a> {
+    async fn types(&self, types: &[String]) -> Result<(), LogClientError> {
+        let (envoy, log, shutdown) = (self.envoy, self.log, self.shutdown);
+        let resume = resume(envoy, log, shutdown).await?;
+        let from = resume.after.as_ref().map_or(1, |(cause, _)| cause + 1);
+        tracing::info!(envoy = %envoy.name, from, next = resume.next_n, "envoy following the chronicler");
+        let own = format!("{}:", envoy.client());
+        let mut stream = Box::pin(log.stream(from, types).await?);
+        self.stats.following.store(true, Relaxed);
+        self.stats.handled.fetch_max(from - 1, Relaxed);
+        let mut pipe = Pipeline::new(self, resume.next_n);
+        loop {
+            // Only cancel-safe futures race here; handing over comes after.
+            let line = tokio::select! {
+                line = stream.next(), if !pipe.full() => line,
+                done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
+                    if let Some(done) = done {
+                        pipe.hand_over(done).await?;
+                    }
                     continue;
                 }
-                let cause = action["seq"].as_u64().unwrap_or(0);
-                let idempotency_key = format!("{}:{cause}", envoy.name);
-                pipe.push(Event { cause, key: None, action: Some(action), data: None, idempotency_key });
-            }
-            Some(Ok(StreamLine::Heartbeat { .. })) => {}
-            Some(Err(e)) => {
-                pipe.drain().await?;
-                return Err(e);
-            }
-            None => {
-                pipe.drain().await?;
-                return Err(LogClientError::Unreachable { url: "the action stream".into(), reason: "it ended".into() });
+                stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
+                () = shutdown.cancelled() => {
+                    pipe.drain().await?;
+                    return Err(LogClientError::ShuttingDown);
+                }
+            };
+            match line {
+                Some(Ok(StreamLine::Action(action))) => {
+                    let cause = action["seq"].as_u64().unwrap_or(0);
+                    self.stats.handled.fetch_max(cause, Relaxed);
+                    let kind = action["type"].as_str().unwrap_or("");
+                    let id = action["id"].as_str().unwrap_or("");
+                    if kind.starts_with("@@nodb/") || id.starts_with(&own) {
+                        continue;
+                    }
+                    let idempotency_key = format!("{}:{cause}", envoy.name);
+                    pipe.push(Event { cause, key: None, action: Some(action), data: None, idempotency_key });
+                }
+                Some(Ok(StreamLine::Heartbeat { seen, .. })) => {
+                    self.stats.handled.fetch_max(seen, Relaxed);
+                }
+                Some(Err(e)) => {
+                    pipe.drain().await?;
+                    return Err(e);
+                }
+                None => {
+                    pipe.drain().await?;
+                    return Err(LogClientError::Unreachable {
+                        url: "the action stream".into(),
+                        reason: "it ended".into(),
+                    });
+                }
             }
         }
     }
-}
 
-/// A view condition's state: the state the envoy last saw, at `seq`.
-struct Watched {
-    seq: u64,
-    state: Tree,
-}
-
-async fn run_view(
-    envoy: &Envoy,
-    view: &str,
-    log: &LogClient,
-    settings: &Settings,
-    shutdown: &CancellationToken,
-) -> Result<(), LogClientError> {
-    let Trigger::View { select, .. } = &envoy.trigger else { return Ok(()) };
-    let dataview =
-        ViewClient::new(settings.dataview.as_deref().unwrap_or_default(), view, settings.effects.http.clone());
-    let resume = resume(envoy, log, shutdown).await?;
-    // Resuming: the state just before the last result's cause; events at
-    // that cause up to its key are done.
-    let mut watched = match &resume.after {
-        Some((cause, _)) => {
-            let at = cause.saturating_sub(1);
-            Some(Watched { seq: at, state: dataview.state_at(at).await? })
-        }
-        None => None,
-    };
-    let done_upto = resume.after.clone();
-    tracing::info!(envoy = %envoy.name, view, since = ?watched.as_ref().map(|w| w.seq), next = resume.next_n, "envoy watching a view");
-    let mut socket = dataview.connect(watched.as_ref().map(|w| w.seq)).await?;
-    let mut pipe = Pipeline::new(envoy, log, &settings.effects, resume.next_n, shutdown);
-    loop {
-        // Only cancel-safe futures race here; handing over comes after.
-        let message = tokio::select! {
-            m = socket.next_message(), if !pipe.full() => m,
-            done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
-                if let Some(done) = done {
-                    pipe.hand_over(done).await?;
-                }
-                continue;
-            }
-            stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
-            () = shutdown.cancelled() => {
-                pipe.drain().await?;
-                return Err(LogClientError::ShuttingDown);
-            }
+    async fn view(&self, view: &str) -> Result<(), LogClientError> {
+        let (envoy, log, shutdown) = (self.envoy, self.log, self.shutdown);
+        let dataview = ViewClient::new(
+            self.settings.dataview.as_deref().unwrap_or_default(),
+            view,
+            self.settings.effects.http.clone(),
+        );
+        let resume = resume(envoy, log, shutdown).await?;
+        // Resuming: the state just before the last result's cause (one
+        // as-of read); events at that cause up to its key are done.
+        let done_upto = resume.after.clone();
+        let since = done_upto.as_ref().map(|(cause, _)| cause.saturating_sub(1));
+        let mut watched = match since {
+            Some(at) => Some((at, dataview.state_at(at).await?)),
+            None => None,
         };
-        let (from, seq, next) = match message {
-            Err(e) => {
-                pipe.drain().await?;
-                return Err(e);
-            }
-            Ok(ViewMessage::Snapshot { seq, state }) => (watched.as_ref().map_or(seq, |w| w.seq + 1), seq, state),
-            Ok(ViewMessage::Patch { from, seq, ops }) => {
-                let Some(w) = &watched else { continue };
-                match nodb_shared::patch::apply(&w.state, &ops) {
-                    Ok(next) => (from.unwrap_or(seq), seq, next),
-                    Err(e) => {
-                        pipe.drain().await?;
-                        return Err(LogClientError::Unreachable {
-                            url: "the view stream".into(),
-                            reason: format!("a patch did not apply: {e}"),
-                        });
+        let mut condition = watched.as_ref().and_then(|(_, state)| Condition::new(&envoy.trigger, state));
+        tracing::info!(envoy = %envoy.name, view, since = ?since, next = resume.next_n, "envoy watching a view");
+        let mut socket = dataview.connect_exact(since).await?;
+        self.stats.following.store(true, Relaxed);
+        let mut pipe = Pipeline::new(self, resume.next_n);
+        loop {
+            // Only cancel-safe futures race here; handing over comes after.
+            let message = tokio::select! {
+                m = socket.next_message(), if !pipe.full() => m,
+                done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
+                    if let Some(done) = done {
+                        pipe.hand_over(done).await?;
                     }
+                    continue;
                 }
-            }
-        };
-        let Some(old) = watched.take() else {
-            // A brand-new envoy: the first state is where it starts; what
-            // is true there already happened before it.
-            watched = Some(Watched { seq, state: next });
-            continue;
-        };
-        let events =
-            match transitions(envoy, select, &dataview, log, from, seq, old.state, &next, done_upto.as_ref()).await {
-                Ok(events) => events,
+                stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
+                () = shutdown.cancelled() => {
+                    pipe.drain().await?;
+                    return Err(LogClientError::ShuttingDown);
+                }
+            };
+            let step = match message {
+                Ok(m) => next_state(watched.take(), m),
+                Err(e) => Err(e),
+            };
+            let (seq, state, ops) = match step {
+                Ok(step) => step,
                 Err(e) => {
                     pipe.drain().await?;
                     return Err(e);
                 }
             };
-        for event in events {
-            while pipe.full() {
-                pipe.finish_one().await?;
+            let fired = match &mut condition {
+                Some(c) => c.step(&state, ops.as_ref()),
+                None => {
+                    // A brand-new envoy: the first state is where it starts;
+                    // what is true there already happened before it.
+                    condition = Condition::new(&envoy.trigger, &state);
+                    Vec::new()
+                }
+            };
+            watched = Some((seq, state));
+            if !fired.is_empty() {
+                let events = match self.events(seq, fired, done_upto.as_ref()).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        pipe.drain().await?;
+                        return Err(e);
+                    }
+                };
+                for event in events {
+                    while pipe.full() {
+                        pipe.finish_one().await?;
+                    }
+                    pipe.push(event);
+                }
             }
-            pipe.push(event);
+            self.stats.handled.fetch_max(seq, Relaxed);
         }
-        watched = Some(Watched { seq, state: next });
+    }
+
+    /// The events for the keys that turned true at seq `seq`: none at a
+    /// control action's seq, none already done before a restart.
+    async fn events(
+        &self,
+        seq: u64,
+        fired: Vec<(String, Tree)>,
+        done: Option<&(u64, Option<String>)>,
+    ) -> Result<Vec<Event>, LogClientError> {
+        if !self.log.control_seqs(seq, seq).await?.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name = &self.envoy.name;
+        let several = fired.len() > 1;
+        let already = |key: &String| {
+            done.is_some_and(|(cause, last)| seq < *cause || (seq == *cause && last.as_ref().is_none_or(|l| key <= l)))
+        };
+        Ok(fired
+            .into_iter()
+            .filter(|(key, _)| !already(key))
+            .map(|(key, data)| {
+                let idempotency_key = if several { format!("{name}:{seq}:{key}") } else { format!("{name}:{seq}") };
+                Event { cause: seq, key: Some(key), action: None, data: Some(data), idempotency_key }
+            })
+            .collect())
     }
 }
 
-/// The events for the keys that became true between `old` (at `from - 1`)
-/// and `new` (at `to`): one state per seq when the update covers several,
-/// none at a control action's seq, none already done.
-#[allow(clippy::too_many_arguments)]
-async fn transitions(
-    envoy: &Envoy,
-    select: &crate::definition::Selector,
-    dataview: &ViewClient,
-    log: &LogClient,
-    from: u64,
-    to: u64,
-    old: Tree,
-    new: &Tree,
-    done: Option<&(u64, Option<String>)>,
-) -> Result<Vec<Event>, LogClientError> {
-    let mut steps: Vec<(u64, Tree)> = Vec::new();
-    if from < to && to - from < MAX_REFINE {
-        for k in from..to {
-            steps.push((k, dataview.state_at(k).await?));
-        }
-    } else if from < to {
-        tracing::warn!(envoy = %envoy.name, from, to, "a long gap in the view: transitions in it are attributed to its end");
-    }
-    steps.push((to, new.clone()));
-    let mut before = select(&old);
-    let mut events = Vec::new();
-    for (k, state) in steps {
-        let after = select(&state);
-        let fired: Vec<(&String, &Tree)> = after.iter().filter(|(key, _)| !before.contains_key(*key)).collect();
-        if !fired.is_empty() && log.control_seqs(k, k).await?.is_empty() {
-            let several = fired.len() > 1;
-            for (key, data) in fired {
-                let already = done
-                    .is_some_and(|(cause, last)| k < *cause || (k == *cause && last.as_ref().is_none_or(|l| key <= l)));
-                if already {
-                    continue;
-                }
-                let idempotency_key =
-                    if several { format!("{}:{k}:{key}", envoy.name) } else { format!("{}:{k}", envoy.name) };
-                events.push(Event {
-                    cause: k,
-                    key: Some(key.clone()),
-                    action: None,
-                    data: Some(data.clone()),
-                    idempotency_key,
-                });
+/// The state after an exact stream's message, from the state before it
+/// (`None` before the first): its seq, the state, and the patch that led
+/// there (`None` for a snapshot).
+fn next_state(
+    watched: Option<(u64, Tree)>,
+    message: ViewMessage,
+) -> Result<(u64, Tree, Option<json_patch::Patch>), LogClientError> {
+    let broken = |reason: String| LogClientError::Unreachable { url: "the view stream".into(), reason };
+    match (message, watched) {
+        (ViewMessage::Snapshot { seq, state }, _) => Ok((seq, state, None)),
+        (ViewMessage::Patch { .. }, None) => Err(broken("a patch came before any state".into())),
+        (ViewMessage::Patch { from, seq, ops }, Some((at, state))) => {
+            if from.is_some_and(|f| f != seq) || seq != at + 1 {
+                return Err(broken(format!(
+                    "the exact stream sent seqs {}..={seq} after seq {at}; it must send each seq alone",
+                    from.unwrap_or(seq)
+                )));
             }
+            let next =
+                nodb_shared::patch::apply(&state, &ops).map_err(|e| broken(format!("a patch did not apply: {e}")))?;
+            Ok((seq, next, Some(ops)))
         }
-        before = after;
     }
-    Ok(events)
 }

@@ -1,6 +1,6 @@
 //! What an envoy asks of a data view, through its public protocol: a
 //! view's state at a seq (`GET /views/{name}?at=N`) and its stream
-//! (`/views/{name}/stream?since=N`, a WebSocket).
+//! (`/views/{name}/stream?since=N[&exact=true]`, a WebSocket).
 
 use futures_util::StreamExt;
 use nodb_shared::Tree;
@@ -78,6 +78,19 @@ impl ViewClient {
     /// If the data view refuses or cannot be reached (a data view still
     /// recovering refuses a `since` it has not reached yet).
     pub async fn connect(&self, since: Option<u64>) -> Result<ViewSocket, LogClientError> {
+        self.open(since, false).await
+    }
+
+    /// Opens the exact stream (`exact=true`): like [`ViewClient::connect`],
+    /// but one message per seq, never combined, however far behind.
+    ///
+    /// # Errors
+    /// As for [`ViewClient::connect`].
+    pub async fn connect_exact(&self, since: Option<u64>) -> Result<ViewSocket, LogClientError> {
+        self.open(since, true).await
+    }
+
+    async fn open(&self, since: Option<u64>, exact: bool) -> Result<ViewSocket, LogClientError> {
         let authority = self
             .base
             .strip_prefix("http://")
@@ -87,8 +100,15 @@ impl ViewClient {
         if !prefix.is_empty() {
             path = format!("/{prefix}{path}");
         }
+        let mut query = Vec::new();
         if let Some(since) = since {
-            path.push_str(&format!("?since={since}"));
+            query.push(format!("since={since}"));
+        }
+        if exact {
+            query.push("exact=true".to_string());
+        }
+        if !query.is_empty() {
+            path.push_str(&format!("?{}", query.join("&")));
         }
         let url = format!("ws://{authority}{path}");
         let tcp = TcpStream::connect(authority).await.map_err(|e| unreachable(&url, e.to_string()))?;

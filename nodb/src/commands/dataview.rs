@@ -9,6 +9,7 @@ use crate::Registry;
 use anyhow::Context;
 use nodb_dataview::engine::Engine;
 use nodb_dataview::follow::{FollowStatus, follow, parse_http_url};
+use nodb_dataview::history::{History, HistorySettings};
 use nodb_dataview::hub::Hub;
 use nodb_dataview::server::{AppState, serve};
 use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots, run_snapshotter};
@@ -26,11 +27,13 @@ use crate::service;
 #[derive(clap::Args)]
 #[command(after_help = "Endpoints:
   GET /views                              the views and their seq
-  GET /views/{name}[?at=N]                {\"seq\", \"hash\", \"state\"}
+  GET /views/{name}[?at=N]                {\"seq\", \"hash\", \"state\"}; an ?at older than the memory
+                                          replays fewer than --snapshot-every actions (header nodb-replayed)
   GET /views/{name}/state/<pointer>       a subtree
   GET /views/{name}/stream?since=N&client=ID   WebSocket: snapshot or missed patches, then a patch per seq;
                                           it also takes {\"type\":\"dispatch\",\"action\":{...}} and relays the
-                                          chronicler's ack, so a browser needs one socket
+                                          chronicler's ack, so a browser needs one socket;
+                                          with &exact=true: one message per seq, never combined (for envoys)
   GET /health, /metrics
 
 Example:
@@ -39,8 +42,13 @@ Example:
   curl -s http://127.0.0.1:7402/views/stock
 
 Start-up is the newest valid snapshot plus the tail of the history from the chronicler.
-Snapshots are written every --snapshot-every seqs or --snapshot-interval seconds, at each
-@@nodb/snapshot action, and on shutdown.
+Snapshots are written at every multiple of --snapshot-every (checkpoints, kept for good, one
+per --snapshot-every actions), every --snapshot-interval seconds, at each @@nodb/snapshot
+action, and on shutdown; of those not checkpoints the newest --keep-snapshots are kept.
+
+As-of reads: GET /views/{name}?at=N older than the --history seqs in memory starts from the
+checkpoint at or before N (or a cached state) and replays at most --snapshot-every - 1
+actions; at most --history-readers such replays run at once.
 
 Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM), 2 on any error.")]
 pub struct Args {
@@ -68,15 +76,21 @@ pub struct Args {
     /// for an S3-compatible server).
     #[arg(long, value_name = "DIR|URL", default_value = "./nodb-data/snapshots")]
     snapshots: String,
-    /// Write a snapshot after this many new seqs.
+    /// Write a checkpoint snapshot at every multiple of this seq, kept for
+    /// good: `?at=N` replays fewer actions than this.
     #[arg(long, value_name = "SEQS", default_value_t = 10_000)]
     snapshot_every: u64,
     /// Write a snapshot after this many seconds, if anything changed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     snapshot_interval: f64,
-    /// How many snapshots to keep.
+    /// How many snapshots to keep besides the checkpoints.
     #[arg(long, value_name = "N", default_value_t = 3)]
     keep_snapshots: usize,
+    /// How many history replays (`?at=N` older than the memory, exact
+    /// streams far behind) may run at once; a read waits up to 10 s for its
+    /// turn, then gets 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    history_readers: usize,
 }
 
 /// Runs the command.
@@ -91,6 +105,9 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     if args.history == 0 {
         anyhow::bail!("--history must be at least 1");
     }
+    if args.history_readers == 0 {
+        anyhow::bail!("--history-readers must be at least 1");
+    }
     if !(args.snapshot_interval.is_finite() && args.snapshot_interval > 0.0) || args.snapshot_every == 0 {
         anyhow::bail!("--snapshot-every and --snapshot-interval must be positive");
     }
@@ -104,6 +121,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             every_seqs: args.snapshot_every,
             every: Duration::from_secs_f64(args.snapshot_interval),
         },
+        history_settings: HistorySettings { readers: args.history_readers, ..HistorySettings::default() },
     };
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
@@ -133,6 +151,8 @@ pub(crate) struct Settings {
     pub snapshots: Snapshots,
     /// When to write snapshots.
     pub policy: SnapshotPolicy,
+    /// How past states are read.
+    pub history_settings: HistorySettings,
 }
 
 /// A started data view: the state its routes serve, and its background
@@ -151,7 +171,7 @@ pub(crate) async fn start(
     shutdown: tokio_util::sync::CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 ) -> anyhow::Result<Running> {
-    let Settings { app, chronicler, history, ping, snapshots, policy } = settings;
+    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings } = settings;
     let app_name = app.name.clone();
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
     let engine = match snapshots.load_latest(&names).await? {
@@ -164,13 +184,14 @@ pub(crate) async fn start(
         None => Engine::new(app),
     };
     let restored_at = engine.seq();
-    let hub = Hub::new(engine, history);
+    let hub = Hub::with_checkpoints(engine, history, Some(policy.every_seqs));
+    let snapshots = snapshots.with_checkpoints(policy.every_seqs);
+    let past = Arc::new(History::new(hub.app(), Some(snapshots.clone()), &chronicler, history_settings));
     let status = Arc::new(FollowStatus::default());
     let follower = tokio::spawn(follow(hub.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
     let snapshotter =
         tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
-    let state =
-        AppState { hub, follow: status, shutdown, tasks, ping, chronicler, snapshots: Some(snapshots), app: app_name };
+    let state = AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, app: app_name };
     Ok(Running { state, follower, snapshotter })
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nodb_envoy::apps::Config;
+use nodb_envoy::webhook::GiveUp;
 use nodb_envoy::{Effects, Envoy, RetryPolicy, Settings};
 
 use crate::{Registry, service};
@@ -62,6 +63,12 @@ struct Common {
     /// Seconds one attempt may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, global = true)]
     timeout: f64,
+    /// Serve the envoys' status on this address: GET /health (JSON: per
+    /// envoy the last seq handled, its lag behind the log or the view,
+    /// effects in flight, results, retries, failures) and GET /metrics
+    /// (Prometheus text). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", global = true)]
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Subcommand)]
@@ -74,13 +81,24 @@ enum Kind {
 #[derive(clap::Args)]
 #[command(after_help = "Each delivery is a POST of the committed action (JSON) with the header
 Idempotency-Key: <name>:<seq>; a receiver that has seen the key should answer 2xx again
-without acting twice. After each delivery the envoy records webhook/delivered {seq, url};
-after the last retry, webhook/failed {seq, type, url, reason}. Restarted, it resumes after
-the last action it recorded.
+without acting twice. After each delivery the envoy records webhook/delivered {seq, url}.
+Restarted, it resumes after the last action it recorded.
+
+While the receiver is down (connection refused, timeout, 5xx, 408, 429) the envoy retries
+the same action, one attempt at a time, with exponential back-off and full jitter (from
+0.2 s, doubling, at most 30 s between attempts); later actions wait, so the feed stays in
+order. By default it never gives up; with --give-up-after SECONDS it records
+webhook/failed {seq, type, url, reason} once an action has been retried that long, and
+moves on. A refusal (a 4xx other than 408 and 429) is recorded as webhook/failed at once:
+retrying would not help. An outage is logged when it starts, summarised at most every
+30 s while it lasts (failed attempts, how long), and logged when the receiver is back.
+--timeout limits each attempt; --attempts does not apply to the webhook. On Ctrl-C or
+SIGTERM a delivery still waiting for its receiver is abandoned within 10 s (the grace
+period), to be redone, with the same key, when the envoy is started again.
 
 Example:
   nodb envoy webhook --types stock/,reorder/ --url http://127.0.0.1:9000/hook \\
-    --chronicler http://127.0.0.1:7401 --attempts 8")]
+    --chronicler http://127.0.0.1:7401 --give-up-after 3600")]
 struct WebhookArgs {
     /// Comma-separated type prefixes to deliver (stock/,order/).
     #[arg(long, value_name = "PREFIX[,PREFIX]")]
@@ -96,6 +114,11 @@ struct WebhookArgs {
     /// order; above 1 they overlap and may arrive out of order.
     #[arg(long, value_name = "N", default_value_t = 1)]
     concurrency: usize,
+    /// How long to keep retrying one action while the receiver is down
+    /// before recording webhook/failed and moving on: a positive number of
+    /// seconds, or `never` (the default: the feed waits for the receiver).
+    #[arg(long, value_name = "SECONDS|never", default_value = "never")]
+    give_up_after: GiveUp,
 }
 
 /// Runs the command.
@@ -114,7 +137,8 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             if w.concurrency == 0 {
                 anyhow::bail!("--concurrency must be at least 1");
             }
-            (vec![nodb_envoy::webhook::webhook(&w.name, types, &w.url).independent(w.concurrency)], None)
+            let hook = nodb_envoy::webhook::webhook(&w.name, types, &w.url, w.give_up_after);
+            (vec![hook.independent(w.concurrency)], None)
         }
         None => {
             let config = parse_settings(&args.settings)?;
@@ -132,27 +156,76 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     let settings = Settings { chronicler: args.common.chronicler.clone(), dataview, effects: Effects::new(retry) };
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
-        let names: Vec<&str> = envoys.iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<String> = envoys.iter().map(|e| e.name.clone()).collect();
+        let running = start_all(envoys, settings, shutdown.clone());
+        let server = match args.common.listen {
+            Some(addr) => {
+                let listener =
+                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+                service::announce("envoy", listener.local_addr()?);
+                let router = nodb_envoy::status::router(running.status.clone());
+                let stop = shutdown.clone();
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+                }))
+            }
+            None => None,
+        };
         println!("nodb envoy running {}", names.join(", "));
-        run_all(envoys, settings, shutdown).await
+        let result = running.wait().await;
+        shutdown.cancel();
+        if let Some(server) = server {
+            server.await.context("the status server failed")?.context("the status server failed")?;
+        }
+        result
     })
 }
 
-/// Runs `envoys` until `shutdown`.
-///
-/// # Errors
-/// The first envoy that cannot run.
-pub(crate) async fn run_all(
+/// Envoys running as tasks, and their status for `/health` and `/metrics`.
+pub(crate) struct Running {
+    tasks: Vec<tokio::task::JoinHandle<Result<(), nodb_envoy::runtime::EnvoyError>>>,
+    /// What the status routes serve.
+    pub status: nodb_envoy::status::StatusState,
+}
+
+/// Starts `envoys` as tasks that run until `shutdown`.
+pub(crate) fn start_all(
     envoys: Vec<Envoy>,
     settings: Settings,
     shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let tasks: Vec<_> =
-        envoys.into_iter().map(|e| tokio::spawn(nodb_envoy::run(e, settings.clone(), shutdown.clone()))).collect();
-    for t in tasks {
-        t.await.context("an envoy task failed")??;
+) -> Running {
+    let mut watched = Vec::new();
+    let mut tasks = Vec::new();
+    for envoy in envoys {
+        let stats = std::sync::Arc::new(nodb_envoy::status::EnvoyStats::default());
+        watched.push(nodb_envoy::status::Watched {
+            name: envoy.name.clone(),
+            view: envoy.trigger.view().map(String::from),
+            stats: stats.clone(),
+        });
+        tasks.push(tokio::spawn(nodb_envoy::runtime::run_with_stats(envoy, settings.clone(), stats, shutdown.clone())));
     }
-    Ok(())
+    let http = settings.effects.http.clone();
+    let status = nodb_envoy::status::StatusState {
+        envoys: watched,
+        log: nodb_envoy::log_client::LogClient::new(&settings.chronicler, http.clone()),
+        dataview: settings.dataview.clone(),
+        http,
+    };
+    Running { tasks, status }
+}
+
+impl Running {
+    /// Waits for every envoy to stop.
+    ///
+    /// # Errors
+    /// The first envoy that could not run.
+    pub(crate) async fn wait(self) -> anyhow::Result<()> {
+        for t in self.tasks {
+            t.await.context("an envoy task failed")??;
+        }
+        Ok(())
+    }
 }
 
 /// The retry policy from the command line.

@@ -32,7 +32,8 @@ use crate::service;
   POST /actions, GET /ws, GET /actions?from=N
                                   the chronicler's API (see `nodb chronicler --help`)
   GET  /health, /metrics          the data view's status; the chronicler's are under /chronicler/,
-                                  the cascades' (marketing, lowstock) under /cascades/
+                                  the envoys' (lag, effects in flight, retries, failures) under
+                                  /envoys/, the cascades' (marketing, lowstock) under /cascades/
   /supplier/orders, /supplier/control
                                   the demo supplier the warehouse's reorder envoy orders from
                                   (see `nodb supplier --help`)
@@ -69,7 +70,8 @@ pub struct Args {
     /// Attempts per outside call of an envoy, the first included.
     #[arg(long, value_name = "N", default_value_t = 5)]
     attempts: u32,
-    /// Write a snapshot after this many new seqs.
+    /// Write a checkpoint snapshot at every multiple of this seq, kept for
+    /// good: `?at=N` replays fewer actions than this.
     #[arg(long, value_name = "SEQS", default_value_t = 10_000)]
     snapshot_every: u64,
     /// Write a snapshot after this many seconds, if anything changed.
@@ -109,6 +111,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
                 every_seqs: args.snapshot_every,
                 every: Duration::from_secs_f64(args.snapshot_interval),
             },
+            history_settings: nodb_dataview::history::HistorySettings::default(),
         };
         let views = dataview::start(settings, shutdown.clone(), tokio_util::task::TaskTracker::new()).await?;
         let supplier = nodb_envoy::supplier::Supplier::new();
@@ -125,7 +128,8 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             dataview: Some(format!("http://{addr}")),
             effects: nodb_envoy::Effects::new(super::envoy::retry_policy(args.attempts, 10.0)?),
         };
-        let envoys = tokio::spawn(super::envoy::run_all(envoys, envoy_settings, shutdown.clone()));
+        let envoys = super::envoy::start_all(envoys, envoy_settings, shutdown.clone());
+        let router = router.nest("/envoys", nodb_envoy::status::router(envoys.status.clone()));
         // The app's cascades, reading the views (and each other) on this same address.
         let cascades =
             super::cascade::start_for_up(apps.cascades(&args.app), &format!("http://{addr}"), shutdown.clone())?;
@@ -136,7 +140,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("the server failed")?;
-        let _ = envoys.await;
+        let _ = envoys.wait().await;
         if let Some(c) = cascades {
             c.finish().await;
         }

@@ -1,0 +1,358 @@
+//! Reading the past: the views at any seq older than the history kept in
+//! memory, in bounded time, for `GET /views/{name}?at=N` and for exact
+//! streams that are far behind.
+//!
+//! A past state is the nearest *base* at or before the seq — a state in
+//! the small cache, or the checkpoint snapshot at the last multiple of the
+//! checkpoint interval (kept for good, see [`crate::snapshot`]) — plus the
+//! actions after it, read from the chronicler and replayed. So a read
+//! replays fewer actions than the checkpoint interval (unless a checkpoint
+//! is missing, say for history older than the snapshot store). Replays run
+//! on the blocking pool, at most `readers` at once: the others wait their
+//! turn for a while, then get [`HistoryError::Busy`], so history reads
+//! never starve live work. A snapshot pruned while a read runs is passed
+//! over for an older one; checkpoints are never pruned.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nodb_shared::Tree;
+use nodb_shared::protocol::CommittedAction;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::apps::App;
+use crate::engine::{Diffs, Engine, EngineError};
+use crate::follow::{Line, connect, parse_http_url, parse_line};
+use crate::hub::RejectedAction;
+use crate::snapshot::{SnapshotError, Snapshots};
+
+/// How many actions are read from the chronicler and replayed in one go.
+const CHUNK: usize = 1024;
+
+/// How history reads are bounded.
+#[derive(Clone, Debug)]
+pub struct HistorySettings {
+    /// How many replays may run at once.
+    pub readers: usize,
+    /// How long a read waits for its turn before [`HistoryError::Busy`].
+    pub wait: Duration,
+    /// How many past states the cache keeps.
+    pub cache: usize,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings { readers: 2, wait: Duration::from_secs(10), cache: 16 }
+    }
+}
+
+/// Why a past state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// Every reader is busy, and stayed busy for the whole wait.
+    #[error("too many history reads at once; retry in a moment")]
+    Busy,
+    /// The snapshot store failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The chronicler could not be read.
+    #[error("cannot read the chronicler's history: {0}")]
+    Chronicler(String),
+    /// The chronicler's history ends before the seq asked for.
+    #[error("the chronicler's history ended before seq {0}")]
+    Ended(u64),
+    /// The chronicler's stream skipped or repeated a seq.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Counters of history reads.
+#[derive(Debug, Default)]
+pub struct HistoryMetrics {
+    /// Past states read (`?at` older than the memory).
+    pub reads: AtomicU64,
+    /// Reads answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Actions replayed, by reads and exact streams.
+    pub replayed: AtomicU64,
+    /// The most actions one read replayed.
+    pub replayed_max: AtomicU64,
+    /// Reads refused because every reader stayed busy.
+    pub busy: AtomicU64,
+}
+
+/// A past state and what it cost.
+#[derive(Debug)]
+pub struct AsOf {
+    /// Every view's state at the seq asked for.
+    pub states: Vec<Tree>,
+    /// How many actions were replayed to get it.
+    pub replayed: u64,
+}
+
+/// Reads an app's past states (see the module docs).
+pub struct History {
+    app: App,
+    names: Vec<String>,
+    snapshots: Option<Snapshots>,
+    chronicler: String,
+    settings: HistorySettings,
+    permits: Semaphore,
+    /// Recent past states, most recently used first.
+    cache: Mutex<VecDeque<(u64, Vec<Tree>)>>,
+    /// The counters.
+    pub metrics: HistoryMetrics,
+}
+
+impl History {
+    /// Past states of `app`'s views, from `snapshots` (if any) and the
+    /// chronicler at `chronicler`.
+    pub fn new(app: App, snapshots: Option<Snapshots>, chronicler: &str, settings: HistorySettings) -> History {
+        let names = app.views.iter().map(|v| v.name.clone()).collect();
+        History {
+            app,
+            names,
+            snapshots,
+            chronicler: chronicler.to_string(),
+            permits: Semaphore::new(settings.readers.max(1)),
+            settings,
+            cache: Mutex::new(VecDeque::new()),
+            metrics: HistoryMetrics::default(),
+        }
+    }
+
+    /// The checkpoint interval, which bounds the actions a read replays.
+    pub fn checkpoint_every(&self) -> Option<u64> {
+        self.snapshots.as_ref().and_then(Snapshots::checkpoint_every)
+    }
+
+    /// Every view's state at seq `at` (which the chronicler must have).
+    ///
+    /// # Errors
+    /// [`HistoryError`]: busy, or the snapshots or the chronicler failed.
+    pub async fn states_at(&self, at: u64) -> Result<AsOf, HistoryError> {
+        self.metrics.reads.fetch_add(1, Relaxed);
+        if let Some((seq, states)) = self.cached(at)
+            && seq == at
+        {
+            self.metrics.cache_hits.fetch_add(1, Relaxed);
+            return Ok(AsOf { states, replayed: 0 });
+        }
+        let _turn = self.turn().await?;
+        let mut engine = self.base(at).await?;
+        let from = engine.seq();
+        if from < at {
+            let mut actions = self.actions(from + 1, Some(at)).await?;
+            while engine.seq() < at {
+                let chunk = actions.next_chunk(at - engine.seq()).await?;
+                if chunk.is_empty() {
+                    return Err(HistoryError::Ended(at));
+                }
+                engine = replay(engine, chunk).await?;
+            }
+        }
+        let replayed = at - from;
+        self.metrics.replayed.fetch_add(replayed, Relaxed);
+        self.metrics.replayed_max.fetch_max(replayed, Relaxed);
+        let states = engine.states().to_vec();
+        self.remember(at, states.clone());
+        Ok(AsOf { states, replayed })
+    }
+
+    /// A replay positioned at seq `since`, to stream each seq after it.
+    ///
+    /// # Errors
+    /// As for [`History::states_at`].
+    pub async fn replayer(&self, since: u64) -> Result<Replayer, HistoryError> {
+        let states = self.states_at(since).await?.states;
+        let engine = Engine::restore(self.app.clone(), since, states);
+        let actions = self.actions(since + 1, None).await?;
+        Ok(Replayer { engine: Some(engine), actions })
+    }
+
+    /// Waits for a reader to be free, at most `settings.wait`.
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HistoryError> {
+        match tokio::time::timeout(self.settings.wait, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.metrics.busy.fetch_add(1, Relaxed);
+                Err(HistoryError::Busy)
+            }
+        }
+    }
+
+    /// The engine at the nearest base at or before `at`: a cached state,
+    /// the checkpoint at the last multiple of the interval, the newest
+    /// snapshot at or before `at`, or the initial states.
+    async fn base(&self, at: u64) -> Result<Engine, HistoryError> {
+        let cached = self.cached(at);
+        let restore = |seq: u64, states: Vec<Tree>| Engine::restore(self.app.clone(), seq, states);
+        let checkpoint = self.checkpoint_every().map_or(0, |every| at / every * every);
+        if let Some((seq, states)) = cached.clone()
+            && seq >= checkpoint
+        {
+            return Ok(restore(seq, states));
+        }
+        let Some(snapshots) = &self.snapshots else {
+            return Ok(cached.map_or_else(|| Engine::new(self.app.clone()), |(seq, states)| restore(seq, states)));
+        };
+        let found = match snapshots.load(&self.names, checkpoint).await? {
+            Some(states) if checkpoint > 0 => Some((checkpoint, states)),
+            _ => snapshots.load_at_or_before(&self.names, at).await?,
+        };
+        let found = found.map(|(seq, states)| (seq, self.fill(states)));
+        let best = match (found, cached) {
+            (Some(f), Some(c)) => Some(if c.0 > f.0 { c } else { f }),
+            (f, c) => f.or(c),
+        };
+        Ok(match best {
+            Some((seq, states)) => {
+                self.remember(seq, states.clone());
+                restore(seq, states)
+            }
+            None => Engine::new(self.app.clone()),
+        })
+    }
+
+    /// A snapshot's states, with the initial state for a view it lacks.
+    fn fill(&self, states: Vec<Option<Tree>>) -> Vec<Tree> {
+        states.into_iter().zip(self.app.initial_states()).map(|(s, i)| s.unwrap_or(i)).collect()
+    }
+
+    /// The newest cached state at or before `at`.
+    fn cached(&self, at: u64) -> Option<(u64, Vec<Tree>)> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (i, _) = cache.iter().enumerate().filter(|(_, (seq, _))| *seq <= at).max_by_key(|(_, (seq, _))| *seq)?;
+        let hit = cache.remove(i)?;
+        cache.push_front(hit.clone());
+        Some(hit)
+    }
+
+    fn remember(&self, seq: u64, states: Vec<Tree>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|(s, _)| *s != seq);
+        cache.push_front((seq, states));
+        cache.truncate(self.settings.cache.max(1));
+    }
+
+    /// The chronicler's actions from seq `from` (to `to`, or on).
+    async fn actions(&self, from: u64, to: Option<u64>) -> Result<ActionReader, HistoryError> {
+        let (authority, prefix) = parse_http_url(&self.chronicler).map_err(HistoryError::Chronicler)?;
+        let path = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let mut url = format!("ws://{authority}/{path}actions?from={from}");
+        if let Some(to) = to {
+            url.push_str(&format!("&to={to}"));
+        }
+        let ws = connect(&authority, &url).await.map_err(HistoryError::Chronicler)?;
+        Ok(ActionReader { ws })
+    }
+}
+
+/// Replays `actions` on `engine` on the blocking pool (the reducers are
+/// CPU work that must not hold up the service's tasks).
+async fn replay(mut engine: Engine, actions: Vec<CommittedAction>) -> Result<Engine, HistoryError> {
+    tokio::task::spawn_blocking(move || {
+        for action in &actions {
+            engine.apply_with(action, Diffs::Skip)?;
+        }
+        Ok(engine)
+    })
+    .await
+    .map_err(|e| HistoryError::Chronicler(format!("the replay failed: {e}")))?
+}
+
+/// Committed actions read from the chronicler's stream.
+struct ActionReader {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl ActionReader {
+    /// Up to `max` (and at most [`CHUNK`]) next actions: fewer only when the
+    /// stream ended.
+    async fn next_chunk(&mut self, max: u64) -> Result<Vec<CommittedAction>, HistoryError> {
+        let want = max.min(CHUNK as u64) as usize;
+        let mut chunk = Vec::with_capacity(want);
+        while chunk.len() < want {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => match parse_line(t.as_str()) {
+                    Line::Action(a) => chunk.push(a),
+                    Line::Heartbeat(_) => {}
+                    Line::Unreadable => return Err(HistoryError::Chronicler("an unreadable line".into())),
+                },
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(HistoryError::Chronicler(e.to_string())),
+            }
+        }
+        Ok(chunk)
+    }
+}
+
+/// One seq of a replay, for an exact stream.
+#[derive(Debug)]
+pub struct ReplayStep {
+    /// The seq.
+    pub seq: u64,
+    /// The view's patch for it.
+    pub ops: json_patch::Patch,
+    /// The action, if a reducer rejected it.
+    pub rejected: Option<RejectedAction>,
+}
+
+/// A replay from a past seq that yields each seq's patch of one view: how
+/// an exact stream serves a client older than the history in memory.
+pub struct Replayer {
+    /// `None` only while a chunk is being replayed.
+    engine: Option<Engine>,
+    actions: ActionReader,
+}
+
+impl Replayer {
+    /// The seq the replay has reached.
+    pub fn seq(&self) -> u64 {
+        self.engine.as_ref().map_or(0, Engine::seq)
+    }
+
+    /// The next seqs, at most `max` and never past `upto`, each with view
+    /// `view`'s patch, replayed while holding one of `history`'s readers.
+    ///
+    /// # Errors
+    /// As for [`History::states_at`] (a busy reader is waited for).
+    pub async fn next(&mut self, history: &History, view: usize, upto: u64) -> Result<Vec<ReplayStep>, HistoryError> {
+        let Some(seq) = self.engine.as_ref().map(Engine::seq) else { return Ok(Vec::new()) };
+        if seq >= upto {
+            return Ok(Vec::new());
+        }
+        let chunk = self.actions.next_chunk(upto - seq).await?;
+        if chunk.is_empty() {
+            return Err(HistoryError::Ended(seq + 1));
+        }
+        // An exact stream waits for its turn as long as it takes: it is
+        // backpressure, not a request to refuse.
+        let _turn = history.permits.acquire().await.map_err(|_| HistoryError::Busy)?;
+        let mut engine = self.engine.take().ok_or(HistoryError::Ended(seq + 1))?;
+        let stepped = tokio::task::spawn_blocking(move || {
+            let mut steps = Vec::with_capacity(chunk.len());
+            for action in &chunk {
+                let old = engine.state(view).cloned().unwrap_or_default();
+                let applied = engine.apply_with(action, Diffs::Skip)?;
+                let new = engine.state(view).cloned().unwrap_or_default();
+                let rejected = applied.rejection.map(|r| RejectedAction::of(action, r.0));
+                steps.push(ReplayStep { seq: applied.seq, ops: nodb_shared::diff::diff(&old, &new), rejected });
+            }
+            Ok::<_, HistoryError>((engine, steps))
+        })
+        .await
+        .map_err(|e| HistoryError::Chronicler(format!("the replay failed: {e}")))?;
+        let (engine, steps) = stepped?;
+        history.metrics.replayed.fetch_add(steps.len() as u64, Relaxed);
+        self.engine = Some(engine);
+        Ok(steps)
+    }
+}

@@ -1,0 +1,150 @@
+//! How the envoys are doing: per envoy, the last seq whose trigger it has
+//! handled against the heads of the log and of the view it watches, effects
+//! in flight, results recorded, retries and failures. Served as `/health`
+//! (JSON) and `/metrics` (Prometheus text) by `nodb envoy --listen` and, under
+//! `/envoys/`, by `nodb up`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::log_client::LogClient;
+
+/// The counters of one envoy, updated by its runtime.
+#[derive(Debug, Default)]
+pub struct EnvoyStats {
+    /// The last seq whose trigger the envoy has handled (seen, and acted on
+    /// if it fired).
+    pub handled: AtomicU64,
+    /// Whether it follows its trigger now (between reconnects it does not).
+    pub following: AtomicBool,
+    /// Effects started.
+    pub started: AtomicU64,
+    /// Effects under way.
+    pub in_flight: AtomicU64,
+    /// Result actions recorded.
+    pub recorded: AtomicU64,
+    /// Failure results recorded (`…/failed`).
+    pub failures: AtomicU64,
+    /// Outside calls retried.
+    pub retries: AtomicU64,
+    /// Times the envoy lost its trigger or the chronicler and resumed.
+    pub resumed: AtomicU64,
+}
+
+/// One envoy as the status routes see it.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    /// Its name.
+    pub name: String,
+    /// The view it watches, for a view trigger.
+    pub view: Option<String>,
+    /// Its counters.
+    pub stats: Arc<EnvoyStats>,
+}
+
+/// What the status routes serve.
+#[derive(Clone)]
+pub struct StatusState {
+    /// The envoys.
+    pub envoys: Vec<Watched>,
+    /// The chronicler, for the log's head.
+    pub log: LogClient,
+    /// The data view, for its seq.
+    pub dataview: Option<String>,
+    /// For asking the data view.
+    pub http: reqwest::Client,
+}
+
+/// `/health` and `/metrics` for the envoys.
+pub fn router(state: StatusState) -> Router {
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(state)
+}
+
+/// The heads the envoys are compared with: the log's and the data view's
+/// (`None` when they cannot be asked within a second).
+async fn heads(s: &StatusState) -> (Option<u64>, Option<u64>) {
+    let limit = Duration::from_secs(1);
+    let log = async { tokio::time::timeout(limit, s.log.head()).await.ok().and_then(Result::ok) };
+    let view = async {
+        let url = format!("{}/health", s.dataview.as_deref()?.trim_end_matches('/'));
+        let resp = tokio::time::timeout(limit, s.http.get(&url).send()).await.ok()?.ok()?;
+        let v: Value = tokio::time::timeout(limit, resp.json()).await.ok()?.ok()?;
+        v["seq"].as_u64()
+    };
+    tokio::join!(log, view)
+}
+
+fn report(w: &Watched, log_head: Option<u64>, view_head: Option<u64>) -> Value {
+    let st = &w.stats;
+    let handled = st.handled.load(Relaxed);
+    let head = if w.view.is_some() { view_head } else { log_head };
+    json!({
+        "name": w.name,
+        "view": w.view,
+        "following": st.following.load(Relaxed),
+        "handled": handled,
+        "lag": head.map(|h| h.saturating_sub(handled)),
+        "log_head": log_head,
+        "view_seq": if w.view.is_some() { view_head } else { None },
+        "started": st.started.load(Relaxed),
+        "in_flight": st.in_flight.load(Relaxed),
+        "recorded": st.recorded.load(Relaxed),
+        "failures": st.failures.load(Relaxed),
+        "retries": st.retries.load(Relaxed),
+        "resumed": st.resumed.load(Relaxed),
+    })
+}
+
+async fn health(State(s): State<StatusState>) -> impl IntoResponse {
+    let (log_head, view_head) = heads(&s).await;
+    let envoys: Vec<Value> = s.envoys.iter().map(|w| report(w, log_head, view_head)).collect();
+    let ok = s.envoys.iter().all(|w| w.stats.following.load(Relaxed));
+    axum::Json(json!({"status": if ok { "following" } else { "resuming" }, "envoys": envoys}))
+}
+
+async fn metrics(State(s): State<StatusState>) -> impl IntoResponse {
+    let (log_head, view_head) = heads(&s).await;
+    let mut out = String::new();
+    let families: [(&str, &str, &str, fn(&EnvoyStats) -> u64); 7] = [
+        ("nodb_envoy_handled_seq", "gauge", "The last seq whose trigger the envoy handled.", |s| {
+            s.handled.load(Relaxed)
+        }),
+        ("nodb_envoy_effects_started_total", "counter", "Effects started.", |s| s.started.load(Relaxed)),
+        ("nodb_envoy_effects_in_flight", "gauge", "Effects under way.", |s| s.in_flight.load(Relaxed)),
+        ("nodb_envoy_results_recorded_total", "counter", "Result actions recorded.", |s| s.recorded.load(Relaxed)),
+        ("nodb_envoy_failures_total", "counter", "Failure results recorded.", |s| s.failures.load(Relaxed)),
+        ("nodb_envoy_retries_total", "counter", "Outside calls retried.", |s| s.retries.load(Relaxed)),
+        ("nodb_envoy_resumed_total", "counter", "Times the envoy resumed after losing a connection.", |s| {
+            s.resumed.load(Relaxed)
+        }),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for w in &s.envoys {
+            let _ = writeln!(out, "{name}{{envoy=\"{}\"}} {}", w.name, value(&w.stats));
+        }
+    }
+    let _ = writeln!(out, "# HELP nodb_envoy_lag Seqs between the head the envoy follows and the last it handled.");
+    let _ = writeln!(out, "# TYPE nodb_envoy_lag gauge");
+    for w in &s.envoys {
+        let head = if w.view.is_some() { view_head } else { log_head };
+        if let Some(head) = head {
+            let _ = writeln!(
+                out,
+                "nodb_envoy_lag{{envoy=\"{}\"}} {}",
+                w.name,
+                head.saturating_sub(w.stats.handled.load(Relaxed))
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
