@@ -517,6 +517,48 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_client_gets_one_message_per_seq_from_the_history() {
+        let hub = Hub::new(Engine::new(App::built_in("json").unwrap()), 4);
+        for seq in 1..=6 {
+            let p = if seq == 5 {
+                json!([{"op": "test", "path": "/nope", "value": 1}])
+            } else {
+                json!([{"op": "add", "path": format!("/k{seq}"), "value": seq}])
+            };
+            hub.apply(&act(seq, "json/patch", p)).unwrap();
+        }
+        // The history holds seqs 3..=6: from 3 on, one message per seq.
+        let Exact::Patches(steps) = hub.exact(0, 3, 10) else { panic!() };
+        assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), [4, 5, 6]);
+        for step in &steps {
+            let m = parse(&step.message);
+            assert_eq!((m["seq"].as_u64(), m.get("from")), (Some(step.seq), None));
+        }
+        assert_eq!(parse(&steps[0].message)["ops"], json!([{"op": "add", "path": "/k4", "value": 4}]));
+        assert_eq!(parse(&steps[1].message)["ops"], json!([]));
+        assert_eq!(steps[1].rejected.as_ref().map(|r| r.client.as_str()), Some("c1"));
+        // At most `max` at a time; nothing past the head; older than the
+        // history: the caller replays.
+        let Exact::Patches(steps) = hub.exact(0, 3, 1) else { panic!() };
+        assert_eq!(steps.len(), 1);
+        assert!(matches!(hub.exact(0, 6, 10), Exact::Nothing));
+        assert!(matches!(hub.exact(0, 2, 10), Exact::NotInHistory));
+    }
+
+    #[test]
+    fn checkpoints_are_handed_over_even_inside_a_batch() {
+        let hub = Hub::with_checkpoints(Engine::new(App::built_in("json").unwrap()), 8, Some(4));
+        let actions: Vec<_> =
+            (1..=10).map(|seq| act(seq, "json/patch", json!([{"op": "add", "path": "/n", "value": seq}]))).collect();
+        hub.apply_batch(&actions[..9]).unwrap();
+        hub.apply(&actions[9]).unwrap();
+        let taken = hub.take_snapshot_requests();
+        assert_eq!(taken.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [4, 8]);
+        assert_eq!(taken[1].1[0], Tree::from(json!({"n": 8})));
+        assert_eq!(hub.pending_snapshots(), 0);
+    }
+
+    #[test]
     fn rejections_are_kept_for_their_client() {
         let hub = Hub::new(Engine::new(App::built_in("json").unwrap()), 10);
         hub.apply(&act(1, "json/patch", json!([{"op": "test", "path": "/x", "value": 1}]))).unwrap();

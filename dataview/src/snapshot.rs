@@ -409,4 +409,19 @@ mod tests {
         assert_eq!(snaps.prune().await.unwrap(), 1);
         assert_eq!(snaps.list().await.unwrap(), vec![30, 20]);
     }
+
+    #[tokio::test]
+    async fn checkpoints_are_never_pruned_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::local(dir.path(), "json", 1).unwrap().with_checkpoints(100);
+        let names = vec!["doc".to_string()];
+        for seq in [100, 150, 200, 250, 260, 300] {
+            snaps.write(seq, &names, &[Tree::from(json!({"seq": seq}))]).await.unwrap();
+        }
+        snaps.prune().await.unwrap();
+        assert_eq!(snaps.list().await.unwrap(), vec![300, 260, 200, 100]);
+        assert_eq!(snaps.load(&names, 200).await.unwrap(), Some(vec![Some(Tree::from(json!({"seq": 200})))]));
+        assert_eq!(snaps.load(&names, 150).await.unwrap(), None);
+        assert_eq!(snaps.load_at_or_before(&names, 299).await.unwrap().unwrap().0, 260);
+    }
 }
