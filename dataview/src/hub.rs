@@ -260,7 +260,7 @@ impl Hub {
     }
 
     fn is_checkpoint(&self, seq: u64) -> bool {
-        self.checkpoint_every.is_some_and(|every| seq % every == 0)
+        self.checkpoint_every.is_some_and(|every| seq.is_multiple_of(every))
     }
 
     fn request_snapshot(&self, seq: u64, states: Vec<Tree>) {
@@ -336,10 +336,9 @@ impl Hub {
             && n >= 2
             && let (Some(prev), Some(last)) = (s.history.get(n - 2), s.history.get(n - 1))
             && prev.seq == since
+            && let Some(p) = self.patches(prev, last).get(view)
         {
-            if let Some(p) = self.patches(prev, last).get(view) {
-                return (CatchUp::Patch(p.clone()), seq);
-            }
+            return (CatchUp::Patch(p.clone()), seq);
         }
         // The client's state is the one after `since`: in the history, or
         // (since == oldest - 1) not kept.

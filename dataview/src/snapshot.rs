@@ -133,7 +133,7 @@ impl Snapshots {
 
     /// Whether the snapshot at `seq` is a checkpoint (kept for good).
     pub fn is_checkpoint(&self, seq: u64) -> bool {
-        self.checkpoint_every.is_some_and(|every| seq > 0 && seq % every == 0)
+        self.checkpoint_every.is_some_and(|every| seq > 0 && seq.is_multiple_of(every))
     }
 
     fn path(&self, seq: u64) -> StorePath {

@@ -111,10 +111,13 @@ async fn health(State(s): State<StatusState>) -> impl IntoResponse {
     axum::Json(json!({"status": if ok { "following" } else { "resuming" }, "envoys": envoys}))
 }
 
+/// A metric family: name, kind, help, and how to read it off the counters.
+type Family = (&'static str, &'static str, &'static str, fn(&EnvoyStats) -> u64);
+
 async fn metrics(State(s): State<StatusState>) -> impl IntoResponse {
     let (log_head, view_head) = heads(&s).await;
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&EnvoyStats) -> u64); 7] = [
+    let families: [Family; 7] = [
         ("nodb_envoy_handled_seq", "gauge", "The last seq whose trigger the envoy handled.", |s| {
             s.handled.load(Relaxed)
         }),
