@@ -56,7 +56,8 @@ impl System {
         let supplier = format!("supplier={}", self.supplier.url());
         let (chronicler, dataview) = (self.chronicler.url(), self.dataview.url());
         let args = ["envoy", "--app", "warehouse", "--chronicler", chronicler, "--dataview", dataview];
-        Service::start(&[&args[..], &["--set", &supplier, "--attempts", "5"]].concat()).unwrap()
+        let rest = ["--set", &supplier, "--attempts", "5", "--listen", "127.0.0.1:0"];
+        Service::start(&[&args[..], &rest[..]].concat()).unwrap()
     }
 
     /// Commits `actions` in one request; the seq of each, in order.
@@ -278,6 +279,25 @@ fn a_threshold_crossed_right_after_a_burst_is_ordered_once_within_seconds() {
     // Nothing more arrives later.
     std::thread::sleep(Duration::from_millis(1000));
     assert_one_order_each(&sys, &BTreeMap::from([("apple".to_string(), cause)]));
+    // The envoy's status says where it is: caught up with the view, one
+    // result recorded, nothing in flight, nothing failed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let health: Value = get(&format!("{}/health", envoy.url())).unwrap().json();
+        let reorder = health["envoys"][0].clone();
+        if reorder["lag"] == 0 || Instant::now() > deadline {
+            break reorder;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["name"], "reorder", "{status}");
+    assert_eq!(status["lag"], 0, "{status}");
+    assert!(status["handled"].as_u64().unwrap() >= cause, "{status}");
+    assert_eq!(status["view_seq"], status["handled"], "{status}");
+    assert_eq!((status["recorded"].as_u64(), status["in_flight"].as_u64()), (Some(1), Some(0)), "{status}");
+    assert_eq!((status["failures"].as_u64(), status["following"].as_bool()), (Some(0), Some(true)), "{status}");
+    let metrics = get(&format!("{}/metrics", envoy.url())).unwrap().body;
+    assert!(metrics.contains("nodb_envoy_results_recorded_total{envoy=\"reorder\"} 1"), "{metrics}");
 }
 
 #[test]
