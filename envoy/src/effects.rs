@@ -62,6 +62,15 @@ pub enum EffectError {
         /// The start of the answer.
         body: String,
     },
+    /// One attempt failed in a way a later attempt may not (connection,
+    /// timeout, 5xx, 408, 429): the other side is unavailable for now.
+    #[error("{url} is unavailable: {reason}")]
+    Unavailable {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Every attempt failed (connection, timeout, 5xx, 408, 429).
     #[error("{url} failed {attempts} times; last: {last}")]
     GaveUp {
@@ -74,6 +83,14 @@ pub enum EffectError {
     },
 }
 
+impl EffectError {
+    /// Whether the other side refused the request: retrying the same
+    /// request would not help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, EffectError::Refused { .. })
+    }
+}
+
 /// What a handler uses to reach the outside world.
 #[derive(Clone, Debug)]
 pub struct Effects {
@@ -81,52 +98,76 @@ pub struct Effects {
     pub http: reqwest::Client,
     /// How calls are retried.
     pub retry: RetryPolicy,
+    /// Counts the attempts after a call's first (an envoy's `retries`).
+    pub retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Effects {
     /// Effects with a new client and `retry`.
     pub fn new(retry: RetryPolicy) -> Effects {
-        Effects { http: reqwest::Client::new(), retry }
+        Effects { http: reqwest::Client::new(), retry, retries: Default::default() }
+    }
+
+    /// The same effects, counting their retries in `retries`.
+    #[must_use]
+    pub fn counting_retries(mut self, retries: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Effects {
+        self.retries = retries;
+        self
+    }
+
+    /// Notes one retry of a call.
+    pub fn note_retry(&self) {
+        self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// POSTs `body` as JSON to `url` with `Idempotency-Key: key`, retrying
     /// as the policy says; the answer's JSON (or `null` for an empty body).
     ///
     /// # Errors
-    /// [`EffectError`] after a refusal or the last failed attempt.
+    /// [`EffectError::Refused`] after a refusal, [`EffectError::GaveUp`]
+    /// after the last failed attempt.
     pub async fn post_json(&self, url: &str, key: &str, body: &Value) -> Result<Value, EffectError> {
         let mut last = String::new();
         for attempt in 1..=self.retry.attempts.max(1) {
             if attempt > 1 {
                 tokio::time::sleep(self.retry.backoff(attempt)).await;
+                self.note_retry();
             }
-            let sent =
-                self.http.post(url).header("Idempotency-Key", key).timeout(self.retry.timeout).json(body).send().await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    last = error_chain(&e);
-                    tracing::debug!(url, attempt, error = %last, "an effect's call failed; retrying");
-                    continue;
+            match self.post_json_once(url, key, body).await {
+                Err(EffectError::Unavailable { reason, .. }) => {
+                    tracing::debug!(url, attempt, error = %reason, "an effect's call failed; retrying");
+                    last = reason;
                 }
-            };
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            if (200..300).contains(&status) {
-                return Ok(if text.trim().is_empty() {
-                    Value::Null
-                } else {
-                    serde_json::from_str(&text).unwrap_or(Value::String(text))
-                });
+                done => return done,
             }
-            let short: String = text.chars().take(300).collect();
-            if (400..500).contains(&status) && status != 408 && status != 429 {
-                return Err(EffectError::Refused { url: url.to_string(), status, body: short });
-            }
-            last = format!("status {status}: {short}");
-            tracing::debug!(url, attempt, status, "an effect's call failed; retrying");
         }
         Err(EffectError::GaveUp { url: url.to_string(), attempts: self.retry.attempts.max(1), last })
+    }
+
+    /// One attempt at what [`Effects::post_json`] does, with the policy's
+    /// timeout and no retry.
+    ///
+    /// # Errors
+    /// [`EffectError::Refused`] after a refusal (a 4xx other than 408 and
+    /// 429), [`EffectError::Unavailable`] after any other failure.
+    pub async fn post_json_once(&self, url: &str, key: &str, body: &Value) -> Result<Value, EffectError> {
+        let sent =
+            self.http.post(url).header("Idempotency-Key", key).timeout(self.retry.timeout).json(body).send().await;
+        let resp = sent.map_err(|e| EffectError::Unavailable { url: url.to_string(), reason: error_chain(&e) })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        if (200..300).contains(&status) {
+            return Ok(if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            });
+        }
+        let short: String = text.chars().take(300).collect();
+        if (400..500).contains(&status) && status != 408 && status != 429 {
+            return Err(EffectError::Refused { url: url.to_string(), status, body: short });
+        }
+        Err(EffectError::Unavailable { url: url.to_string(), reason: format!("status {status}: {short}") })
     }
 }
 

@@ -89,6 +89,7 @@ pub async fn run_with_stats(
         return Err(EnvoyError::NoDataview(envoy.name.clone()));
     }
     let log = LogClient::new(&settings.chronicler, settings.effects.http.clone());
+    let settings = Settings { effects: settings.effects.clone().counting_retries(stats.retries.clone()), ..settings };
     let run = Run { envoy: &envoy, log: &log, settings: &settings, stats: &stats, shutdown: &shutdown };
     let mut wait = Duration::from_millis(100);
     // The same failure is logged once, with how often it repeated when it

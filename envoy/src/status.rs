@@ -34,8 +34,8 @@ pub struct EnvoyStats {
     pub recorded: AtomicU64,
     /// Failure results recorded (`…/failed`).
     pub failures: AtomicU64,
-    /// Outside calls retried.
-    pub retries: AtomicU64,
+    /// Outside calls retried (shared with the envoy's [`crate::Effects`]).
+    pub retries: Arc<AtomicU64>,
     /// Times the envoy lost its trigger or the chronicler and resumed.
     pub resumed: AtomicU64,
 }

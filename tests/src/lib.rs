@@ -387,3 +387,49 @@ pub fn package_example_bin(package: &str, name: &str) -> PathBuf {
     }
     bin
 }
+
+/// What a webhook receiver saw: `(Idempotency-Key, body)` of every POST,
+/// in the order they arrived.
+pub type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A webhook receiver listening on `addr` (`127.0.0.1:0` for any free
+/// port), answering 200 to every POST and recording it; its URL and what
+/// it saw. It runs until the test process ends.
+///
+/// # Panics
+/// If `addr` cannot be bound.
+pub fn webhook_receiver(addr: &str) -> (String, Deliveries) {
+    use std::io::{BufRead, Read};
+    let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let url = format!("http://{}", listener.local_addr().expect("the receiver's address"));
+    let got = Deliveries::default();
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Ok(read_half) = stream.try_clone() else { continue };
+            let mut reader = std::io::BufReader::new(read_half);
+            let (mut key, mut len) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("idempotency-key:") {
+                    key = line["idempotency-key:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_ok() {
+                let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push((key, body));
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}

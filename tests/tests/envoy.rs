@@ -6,11 +6,9 @@
 //! webhook envoy delivers in order and resumes after a restart.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nodb_tests::{Service, dispatch, get, post, read_ndjson};
+use nodb_tests::{Service, dispatch, get, post, read_ndjson, webhook_receiver};
 use serde_json::{Value, json};
 
 struct System {
@@ -294,47 +292,10 @@ fn a_new_envoy_ignores_history_and_failures_are_retried_then_recorded() {
     drop(envoy);
 }
 
-/// Deliveries a receiver saw: `(Idempotency-Key, body)` of every POST.
-type Deliveries = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// A webhook receiver: records every delivery.
-fn receiver() -> (String, Deliveries) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut key, mut len) = (String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("idempotency-key:") {
-                    key = line["idempotency-key:".len()..].trim().to_string();
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_ok() {
-                sink.lock().unwrap().push((key, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-            }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
-}
-
 #[test]
 fn the_webhook_delivers_in_order_and_resumes_after_a_restart() {
     let sys = system();
-    let (url, got) = receiver();
+    let (url, got) = webhook_receiver("127.0.0.1:0");
     let start = || {
         Service::start(&["envoy", "webhook", "--types", "stock/", "--url", &url, "--chronicler", sys.chronicler.url()])
             .unwrap()

@@ -30,8 +30,9 @@ Example:
       --set supplier=http://127.0.0.1:7403
   nodb envoy webhook --types stock/ --url https://example.com/hook --chronicler http://127.0.0.1:7401
 
-Calls carry `Idempotency-Key: <envoy>:<cause seq>`; failures are retried with exponential
-back-off and jitter (--attempts, --timeout), then recorded as a …/failed action.
+Calls carry `Idempotency-Key: <envoy>:<cause seq>`; an app envoy's failed calls are retried with
+exponential back-off and jitter (--attempts, --timeout), then recorded as a …/failed action (the
+webhook instead waits for its receiver: see `nodb envoy webhook --help`).
 Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM), 2 on any error."
 )]
 pub struct Args {
