@@ -27,7 +27,6 @@
 //!   update `since` (one patch, a combined patch or a snapshot).
 //! - [`server`]: the data view protocol — `GET /views/{name}`, the stream,
 //!   `/health`, `/metrics` — with `sources`.
-//! - [`apps`]: the built-in cascades (`warehouse`: `marketing`, `lowstock`).
 //! - [`error`]: the configuration errors, [`ConfigError`].
 //!
 //! # Example
@@ -53,7 +52,6 @@
 //! # }
 //! ```
 
-pub mod apps;
 pub mod definition;
 pub mod error;
 pub mod hub;

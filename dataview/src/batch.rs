@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;
 
-use crate::apps::App;
+use crate::app::App;
 use crate::engine::{SET_STATE, SNAPSHOT};
 
 /// How many actions a batch holds.
@@ -49,8 +49,8 @@ pub fn replay_views(app: &App, states: &[Tree], actions: &[CommittedAction]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::tests::{act, warehouse_action};
     use crate::engine::{Diffs, Engine};
+    use crate::test_app::{act, action};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -60,10 +60,10 @@ mod tests {
         /// states to the plain sequential replay.
         #[test]
         fn batches_replay_like_one_action_at_a_time(
-            history in prop::collection::vec(warehouse_action(), 1..120),
+            history in prop::collection::vec(action(), 1..120),
             batch in 1usize..40,
         ) {
-            let app = App::built_in("warehouse").unwrap();
+            let app = crate::test_app::app();
             let actions: Vec<CommittedAction> = history
                 .into_iter()
                 .enumerate()
@@ -97,12 +97,12 @@ mod tests {
 
     #[test]
     fn a_rejection_or_a_control_action_takes_the_slow_path() {
-        let app = App::built_in("warehouse").unwrap();
+        let app = crate::test_app::app();
         let states = app.initial_states();
-        let fine = [act(1, "stock/corrected", json!({"product": "a", "location": "s", "quantity": 3}))];
+        let fine = [act(1, "tally/add", json!({"item": "a", "n": 3}))];
         assert!(replay_views(&app, &states, &fine).is_some());
-        let oversold = [fine[0].clone(), act(2, "stock/sold", json!({"product": "a", "location": "s", "quantity": 9}))];
-        assert!(replay_views(&app, &states, &oversold).is_none(), "stock rejects: no view may change");
+        let oversold = [fine[0].clone(), act(2, "tally/take", json!({"item": "a", "n": 9}))];
+        assert!(replay_views(&app, &states, &oversold).is_none(), "counts rejects: no view may change");
         let control = [fine[0].clone(), act(2, "@@nodb/snapshot", json!({}))];
         assert!(replay_views(&app, &states, &control).is_none());
     }

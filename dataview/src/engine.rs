@@ -13,7 +13,7 @@ use nodb_shared::diff::diff;
 use nodb_shared::protocol::CommittedAction;
 use serde::Deserialize;
 
-use crate::apps::App;
+use crate::app::App;
 use crate::reducer::Rejection;
 
 /// Makes every view write a snapshot at this seq.
@@ -194,30 +194,19 @@ pub(crate) mod tests {
     use super::*;
     use crate::reducer::View;
     use proptest::prelude::*;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
-    /// A committed action at `seq`.
-    pub(crate) fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
-        CommittedAction {
-            seq,
-            ts: seq * 10,
-            id: format!("c:{seq}"),
-            kind: kind.into(),
-            payload,
-            meta: None,
-            client: None,
-        }
-    }
+    use crate::test_app::{act, action};
 
     #[test]
     fn one_patch_per_view_per_seq() {
-        let mut e = Engine::new(App::built_in("warehouse").unwrap());
-        let a = e.apply(&act(1, "stock/corrected", json!({"product": "a", "location": "s", "quantity": 3}))).unwrap();
+        let mut e = Engine::new(crate::test_app::app());
+        let a = e.apply(&act(1, "tally/add", json!({"item": "a", "n": 3}))).unwrap();
         assert_eq!(a.patches.len(), 2);
         assert!(a.patches.iter().all(|p| !p.0.is_empty()));
         let a = e.apply(&act(2, "noise", json!(null))).unwrap();
         assert!(a.patches.iter().all(|p| p.0.is_empty()) && a.rejection.is_none());
-        let a = e.apply(&act(3, "stock/sold", json!({"product": "a", "location": "s", "quantity": 9}))).unwrap();
+        let a = e.apply(&act(3, "tally/take", json!({"item": "a", "n": 9}))).unwrap();
         assert!(a.patches.iter().all(|p| p.0.is_empty()));
         assert!(a.rejection.unwrap().0.contains("only 3"));
         assert_eq!(e.seq(), 3);
@@ -229,7 +218,7 @@ pub(crate) mod tests {
 
     #[test]
     fn control_actions() {
-        let mut e = Engine::new(App::built_in("json").unwrap());
+        let mut e = Engine::new(crate::json_doc::app());
         let a = e.apply(&act(1, SET_STATE, json!({"view": "doc", "state": {"imported": true}}))).unwrap();
         assert_eq!(
             serde_json::to_value(&a.patches[0]).unwrap(),
@@ -261,41 +250,18 @@ pub(crate) mod tests {
         assert_eq!(e.states()[0], Tree::from(2));
     }
 
-    /// A random warehouse action (some rejected), a snapshot request or
-    /// an action of a type no view knows.
-    pub(crate) fn warehouse_action() -> impl Strategy<Value = (String, Value)> {
-        let name = || prop_oneof![Just("a"), Just("b"), Just("c")];
-        let place = || prop_oneof![Just("shelf"), Just("back"), Just("van")];
-        prop_oneof![
-            (name(), place(), 0u64..20).prop_map(|(p, l, q)| (
-                "stock/corrected".to_string(),
-                json!({"product": p, "location": l, "quantity": q})
-            )),
-            (name(), place(), place(), 0u64..8).prop_map(|(p, f, t, q)| (
-                "stock/moved".to_string(),
-                json!({"product": p, "from": f, "to": t, "quantity": q})
-            )),
-            (name(), place(), 0u64..8)
-                .prop_map(|(p, l, q)| ("stock/sold".to_string(), json!({"product": p, "location": l, "quantity": q}))),
-            (name(), 1u64..20)
-                .prop_map(|(p, t)| ("stock/threshold_set".to_string(), json!({"product": p, "threshold": t}))),
-            Just((SNAPSHOT.to_string(), Value::Null)),
-            Just(("other/thing".to_string(), json!(1))),
-        ]
-    }
-
     proptest! {
         /// Replaying a history from zero and from a snapshot taken at any
         /// seq gives byte-identical states, and every patch turns the old
         /// state into the new one.
         #[test]
         fn replay_from_any_snapshot_is_byte_identical(
-            history in proptest::collection::vec(warehouse_action(), 1..60),
+            history in proptest::collection::vec(action(), 1..60),
             cut in 0usize..60,
         ) {
             let actions: Vec<CommittedAction> =
                 history.into_iter().enumerate().map(|(i, (k, p))| act(i as u64 + 1, &k, p)).collect();
-            let app = App::built_in("warehouse").unwrap();
+            let app = crate::test_app::app();
             let mut full = Engine::new(app.clone());
             let cut = cut.min(actions.len());
             let mut snapshot = None;

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::apps::App;
+use crate::app::App;
 use crate::engine::{Diffs, Engine, EngineError};
 use crate::follow::{Line, connect, parse_http_url, parse_line};
 use crate::hub::RejectedAction;

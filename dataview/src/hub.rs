@@ -382,7 +382,7 @@ impl Hub {
     }
 
     /// The app the views belong to.
-    pub fn app(&self) -> crate::apps::App {
+    pub fn app(&self) -> crate::app::App {
         self.read().engine.app().clone()
     }
 
@@ -473,7 +473,6 @@ pub(crate) fn patch_message(seq: u64, ops: json_patch::Patch) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::App;
     use serde_json::{Value, json};
 
     fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
@@ -494,7 +493,7 @@ mod tests {
 
     #[test]
     fn catch_up_sends_one_patch_a_combined_patch_or_a_snapshot() {
-        let hub = Hub::new(Engine::new(App::built_in("json").unwrap()), 3);
+        let hub = Hub::new(Engine::new(crate::json_doc::app()), 3);
         for seq in 1..=5 {
             let p = json!([{"op": "add", "path": format!("/k{seq}"), "value": seq}]);
             hub.apply(&act(seq, "json/patch", p)).unwrap();
@@ -517,7 +516,7 @@ mod tests {
 
     #[test]
     fn an_exact_client_gets_one_message_per_seq_from_the_history() {
-        let hub = Hub::new(Engine::new(App::built_in("json").unwrap()), 4);
+        let hub = Hub::new(Engine::new(crate::json_doc::app()), 4);
         for seq in 1..=6 {
             let p = if seq == 5 {
                 json!([{"op": "test", "path": "/nope", "value": 1}])
@@ -546,7 +545,7 @@ mod tests {
 
     #[test]
     fn checkpoints_are_handed_over_even_inside_a_batch() {
-        let hub = Hub::with_checkpoints(Engine::new(App::built_in("json").unwrap()), 8, Some(4));
+        let hub = Hub::with_checkpoints(Engine::new(crate::json_doc::app()), 8, Some(4));
         let actions: Vec<_> =
             (1..=10).map(|seq| act(seq, "json/patch", json!([{"op": "add", "path": "/n", "value": seq}]))).collect();
         hub.apply_batch(&actions[..9]).unwrap();
@@ -559,7 +558,7 @@ mod tests {
 
     #[test]
     fn rejections_are_kept_for_their_client() {
-        let hub = Hub::new(Engine::new(App::built_in("json").unwrap()), 10);
+        let hub = Hub::new(Engine::new(crate::json_doc::app()), 10);
         hub.apply(&act(1, "json/patch", json!([{"op": "test", "path": "/x", "value": 1}]))).unwrap();
         hub.apply(&act(2, "json/patch", json!([]))).unwrap();
         assert_eq!(hub.rejections("c1", 0, 2).len(), 1);

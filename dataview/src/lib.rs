@@ -11,8 +11,10 @@
 //!
 //! - [`reducer`]: the reducer API — [`reducer::View`], [`reducer::Rejection`],
 //!   [`reducer::combine`] (Redux's `combineReducers`), typed payloads.
-//! - [`apps`]: the built-in applications, `warehouse` (the demo) and `json`
-//!   (a JSON document store patched with RFC 6902).
+//! - [`app`]: [`app::App`], what an application gives a data view: its
+//!   views, which change together. Applications live in their own crates
+//!   (the demo's is `apps/warehouse`); [`json_doc`] is the generic `json`
+//!   app, a JSON document patched with RFC 6902, which needs no code.
 //! - [`engine`]: an app's views at one seq, moved forward one action at a
 //!   time: reducers, control actions, caught panics, one patch per view.
 //!
@@ -24,17 +26,23 @@
 //! - [`exact`]: the exact stream, one message per seq and never combined,
 //!   for clients that need every transition (envoys, audit tools).
 //! - [`snapshot`]: snapshots in object storage, and recovery from them.
+//! - [`service`]: [`service::Settings`] (with `validate`) and
+//!   [`service::start`], which wire the parts above together.
 //! - [`server`]: the HTTP and WebSocket service; [`web`]: the client
 //!   library and the demo page it serves.
 
-pub mod apps;
+pub mod app;
 pub mod batch;
 pub mod engine;
 pub mod exact;
 pub mod follow;
 pub mod history;
 pub mod hub;
+pub mod json_doc;
 pub mod reducer;
 pub mod server;
+pub mod service;
 pub mod snapshot;
+#[cfg(test)]
+mod test_app;
 pub mod web;

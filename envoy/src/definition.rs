@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use crate::effects::Effects;
 
+/// Settings an app's envoys read (`--set key=value`).
+pub type Config = BTreeMap<String, String>;
+
 /// A result action, numbered and sent by the runtime as the envoy's client.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResultAction {

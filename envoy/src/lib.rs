@@ -16,21 +16,20 @@
 //!   as `/health` and `/metrics`.
 //! - [`log_client`], [`view_stream`]: the chronicler's and a data view's
 //!   public APIs, as the envoy uses them.
-//! - [`apps`]: the envoys of the built-in apps (`warehouse`'s `reorder`);
-//!   [`webhook`]: the generic webhook envoy; [`supplier`]: the demo
-//!   supplier the `reorder` envoy talks to.
+//! - [`webhook`]: the generic webhook envoy, which needs no code.
+//!
+//! Applications define their own envoys in their own crates (the demo's
+//! `reorder` is in `apps/warehouse`).
 
-pub mod apps;
 mod condition;
 pub mod definition;
 pub mod effects;
 pub mod log_client;
 pub mod runtime;
 pub mod status;
-pub mod supplier;
 pub mod view_stream;
 pub mod webhook;
 
-pub use definition::{Envoy, Event, Handler, Pick, ResultAction, Selector, Trigger};
+pub use definition::{Config, Envoy, Event, Handler, Pick, ResultAction, Selector, Trigger};
 pub use effects::{Effects, RetryPolicy};
 pub use runtime::{Settings, run};

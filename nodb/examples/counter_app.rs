@@ -24,7 +24,7 @@ use futures_util::future::BoxFuture;
 use nodb::{App, Registry};
 use nodb_cascade::Cascade;
 use nodb_dataview::reducer::{Reduced, Rejection, View, typed};
-use nodb_envoy::apps::Config;
+use nodb_envoy::Config;
 use nodb_envoy::{Effects, Envoy, Event, ResultAction, Trigger};
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;

@@ -16,8 +16,8 @@ mod service;
 
 use std::process::ExitCode;
 
-pub use nodb_dataview::apps::App;
-pub use registry::{MakeCascades, MakeEnvoys, Registry};
+pub use nodb_dataview::app::App;
+pub use registry::{Bundle, MakeCascades, MakeEnvoys, MakeServices, Registry};
 
 use clap::{Parser, Subcommand};
 

@@ -5,81 +5,131 @@
 //! command line with [`crate::main_with`] (see `docs/apps.md`).
 
 use nodb_cascade::Cascade;
-use nodb_dataview::apps::App;
-use nodb_envoy::Envoy;
-use nodb_envoy::apps::Config;
+use nodb_dataview::app::App;
+use nodb_envoy::{Config, Envoy};
 
 /// Makes an app's envoys from the settings given with `--set KEY=VALUE`
-/// (`nodb up` sets `supplier`); an error is a sentence naming a missing or
-/// bad setting.
+/// (`nodb up` adds what its [`MakeServices`] says); an error is a sentence
+/// naming a missing or bad setting.
 pub type MakeEnvoys = fn(&Config) -> Result<Vec<Envoy>, String>;
 
 /// Makes an app's cascaded views.
 pub type MakeCascades = fn() -> Vec<Cascade>;
 
+/// Makes the outside services an app's envoys talk to, for `nodb up` to
+/// serve on its own address (the warehouse's demo supplier): the path to
+/// nest them under, their routes, and the settings that point the app's
+/// envoys at them, given the address's URL (`http://HOST:PORT`).
+pub type MakeServices = fn(&str) -> (&'static str, axum::Router, Config);
+
+/// One application: everything `--app NAME` runs, registered in one place.
+#[derive(Clone)]
+pub struct Bundle {
+    /// The name given to `--app`.
+    pub name: String,
+    /// Its views (`nodb dataview`, `nodb up`).
+    pub views: Option<fn() -> App>,
+    /// Its envoys (`nodb envoy`, `nodb up`).
+    pub envoys: Option<MakeEnvoys>,
+    /// Its cascaded views (`nodb cascade`, `nodb up`).
+    pub cascades: Option<MakeCascades>,
+    /// The services `nodb up` runs beside it for its envoys.
+    pub services: Option<MakeServices>,
+}
+
+impl Bundle {
+    /// An app called `name` with nothing registered yet.
+    pub fn new(name: &str) -> Bundle {
+        Bundle { name: name.to_string(), views: None, envoys: None, cascades: None, services: None }
+    }
+}
+
 /// The applications this binary knows, by name.
 #[derive(Clone)]
 pub struct Registry {
-    views: nodb_dataview::apps::Registry,
-    envoys: Vec<(String, MakeEnvoys)>,
-    cascades: Vec<(String, MakeCascades)>,
+    apps: Vec<Bundle>,
 }
 
-fn warehouse_envoys(config: &Config) -> Result<Vec<Envoy>, String> {
-    nodb_envoy::apps::built_in("warehouse", config)
+/// The warehouse demo, from its own crate.
+fn warehouse() -> Bundle {
+    Bundle {
+        name: nodb_warehouse::NAME.to_string(),
+        views: Some(nodb_warehouse::views::app),
+        envoys: Some(nodb_warehouse::envoys::envoys),
+        cascades: Some(nodb_warehouse::cascades::cascades),
+        services: Some(warehouse_services),
+    }
 }
 
-fn warehouse_cascades() -> Vec<Cascade> {
-    nodb_cascade::apps::built_in("warehouse").unwrap_or_default()
-}
-
-/// Puts `(name, value)` in `list`, replacing an entry of that name.
-fn put<T>(list: &mut Vec<(String, T)>, name: &str, value: T) {
-    list.retain(|(n, _)| n != name);
-    list.push((name.to_string(), value));
+/// The demo supplier under `/supplier`, and the reorder envoy pointed at it.
+fn warehouse_services(base: &str) -> (&'static str, axum::Router, Config) {
+    let router = nodb_warehouse::supplier::Supplier::new().router();
+    let config = Config::from([("supplier".to_string(), format!("{base}/supplier"))]);
+    ("/supplier", router, config)
 }
 
 impl Registry {
-    /// The built-in applications: `warehouse` (views, the `reorder` envoy,
-    /// the `marketing` and `lowstock` cascades) and `json`.
+    /// The built-in applications: `warehouse` (views, the `reorder` envoy
+    /// and its demo supplier, the `marketing` and `lowstock` cascades) and
+    /// `json` (a JSON document).
     pub fn built_in() -> Registry {
-        Registry {
-            views: nodb_dataview::apps::Registry::built_in(),
-            envoys: vec![("warehouse".into(), warehouse_envoys as MakeEnvoys)],
-            cascades: vec![("warehouse".into(), warehouse_cascades as MakeCascades)],
+        let json = Bundle { views: Some(nodb_dataview::json_doc::app as fn() -> App), ..Bundle::new("json") };
+        Registry { apps: vec![warehouse(), json] }
+    }
+
+    /// This registry with `bundle` (replacing an app of that name).
+    #[must_use]
+    pub fn with_bundle(mut self, bundle: Bundle) -> Registry {
+        match self.apps.iter_mut().find(|b| b.name == bundle.name) {
+            Some(b) => *b = bundle,
+            None => self.apps.push(bundle),
         }
+        self
+    }
+
+    /// The app called `name`, to change (created if missing).
+    fn entry(&mut self, name: &str) -> &mut Bundle {
+        if let Some(i) = self.apps.iter().position(|b| b.name == name) {
+            return &mut self.apps[i];
+        }
+        self.apps.push(Bundle::new(name));
+        self.apps.last_mut().expect("just pushed")
     }
 
     /// This registry with the views of one more application (replacing
     /// those of an app of that name).
     #[must_use]
     pub fn with(mut self, name: &str, make: fn() -> App) -> Registry {
-        self.views = self.views.with(name, make);
+        self.entry(name).views = Some(make);
         self
     }
 
     /// This registry with `name`'s envoys made by `make` (replacing any).
     #[must_use]
     pub fn with_envoys(mut self, name: &str, make: MakeEnvoys) -> Registry {
-        put(&mut self.envoys, name, make);
+        self.entry(name).envoys = Some(make);
         self
     }
 
     /// This registry with `name`'s cascades made by `make` (replacing any).
     #[must_use]
     pub fn with_cascades(mut self, name: &str, make: MakeCascades) -> Registry {
-        put(&mut self.cascades, name, make);
+        self.entry(name).cascades = Some(make);
         self
+    }
+
+    fn bundle(&self, name: &str) -> Option<&Bundle> {
+        self.apps.iter().find(|b| b.name == name)
     }
 
     /// The views of the application called `name`.
     pub fn get(&self, name: &str) -> Option<App> {
-        self.views.get(name)
+        self.bundle(name)?.views.map(|make| make())
     }
 
     /// The names of the applications with views, in order.
     pub fn names(&self) -> Vec<&str> {
-        self.views.names()
+        self.apps.iter().filter(|b| b.views.is_some()).map(|b| b.name.as_str()).collect()
     }
 
     /// The envoys of `name`, made with `config`: none for an app without.
@@ -87,26 +137,31 @@ impl Registry {
     /// # Errors
     /// A missing or bad setting, named.
     pub fn envoys(&self, name: &str, config: &Config) -> Result<Vec<Envoy>, String> {
-        match self.envoys.iter().find(|(n, _)| n == name) {
-            Some((_, make)) => make(config),
+        match self.bundle(name).and_then(|b| b.envoys) {
+            Some(make) => make(config),
             None => Ok(Vec::new()),
         }
     }
 
     /// The names of the applications with envoys.
     pub fn envoy_apps(&self) -> Vec<&str> {
-        self.envoys.iter().map(|(n, _)| n.as_str()).collect()
+        self.apps.iter().filter(|b| b.envoys.is_some()).map(|b| b.name.as_str()).collect()
     }
 
     /// The cascades of `name`, if it has any.
     pub fn cascades(&self, name: &str) -> Option<Vec<Cascade>> {
-        let (_, make) = self.cascades.iter().find(|(n, _)| n == name)?;
+        let make = self.bundle(name)?.cascades?;
         Some(make()).filter(|c| !c.is_empty())
     }
 
     /// The names of the applications with cascades.
     pub fn cascade_apps(&self) -> Vec<&str> {
-        self.cascades.iter().map(|(n, _)| n.as_str()).collect()
+        self.apps.iter().filter(|b| b.cascades.is_some()).map(|b| b.name.as_str()).collect()
+    }
+
+    /// The services `nodb up` runs beside `name` for its envoys, if any.
+    pub fn services(&self, name: &str) -> Option<MakeServices> {
+        self.bundle(name)?.services
     }
 }
 
@@ -141,5 +196,9 @@ mod tests {
         assert_eq!(r.envoys("json", &Config::new()).err().as_deref(), Some("needs --set x=1"));
         assert!(r.cascades("warehouse").is_none(), "replaced by none");
         assert_eq!(r.envoy_apps(), ["warehouse", "json"]);
+        // An app with envoys only has no views to run.
+        let r = r.with_envoys("notify", no_envoys);
+        assert!(r.get("notify").is_none() && !r.names().contains(&"notify"));
+        assert!(r.services("warehouse").is_some() && r.services("json").is_none());
     }
 }

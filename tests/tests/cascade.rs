@@ -118,7 +118,7 @@ impl Client {
 
 /// The built-in warehouse cascade called `name`.
 fn definition(name: &str) -> nodb_cascade::Cascade {
-    nodb_cascade::apps::built_in("warehouse").unwrap().into_iter().find(|c| c.name == name).unwrap()
+    nodb_warehouse::cascades::cascades().into_iter().find(|c| c.name == name).unwrap()
 }
 
 /// Checks that each state in `seen` is `cascade`'s reducer applied to the

@@ -365,7 +365,7 @@ impl Dispatcher {
 /// more sale at a time — reduce, diff and serialise, as a cascade update.
 fn reducer_only(entries: u64) {
     use nodb_shared::protocol::CommittedAction;
-    let app = nodb_dataview::apps::warehouse::app();
+    let app = nodb_warehouse::views::app();
     let mut states = app.initial_states();
     let t0 = 1_795_000_000_000u64;
     let step = 7 * 24 * 3_600_000 / entries.max(1);
@@ -403,7 +403,7 @@ fn reducer_only(entries: u64) {
     // The activity patches, as the cascade receives them from upstream.
     let patches: Vec<json_patch::Patch> =
         activity_states.windows(2).map(|w| nodb_shared::diff::diff(&w[0], &w[1])).collect();
-    let marketing = nodb_cascade::apps::marketing::cascade();
+    let marketing = nodb_warehouse::cascades::marketing::cascade();
     for incremental in [false, true] {
         let started = Instant::now();
         let mut previous = marketing.reduce(&[&activity_states[0]]);

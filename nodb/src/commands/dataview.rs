@@ -2,17 +2,14 @@
 //! to clients as a snapshot and one patch per seq.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Registry;
 use anyhow::Context;
-use nodb_dataview::engine::Engine;
-use nodb_dataview::follow::{FollowStatus, follow, parse_http_url};
-use nodb_dataview::history::{History, HistorySettings};
-use nodb_dataview::hub::Hub;
-use nodb_dataview::server::{AppState, serve};
-use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots, run_snapshotter};
+use nodb_dataview::history::HistorySettings;
+use nodb_dataview::server::serve;
+use nodb_dataview::service::{Settings, start};
+use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots};
 
 use crate::service;
 
@@ -98,18 +95,9 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     let app = apps
         .get(&args.app)
         .with_context(|| format!("no app {:?}; this nodb knows {}", args.app, apps.names().join(", ")))?;
-    parse_http_url(&args.chronicler).map_err(anyhow::Error::msg)?;
-    if !(args.ping.is_finite() && args.ping > 0.0) {
-        anyhow::bail!("--ping must be a positive number of seconds");
-    }
-    if args.history == 0 {
-        anyhow::bail!("--history must be at least 1");
-    }
-    if args.history_readers == 0 {
-        anyhow::bail!("--history-readers must be at least 1");
-    }
-    if !(args.snapshot_interval.is_finite() && args.snapshot_interval > 0.0) || args.snapshot_every == 0 {
-        anyhow::bail!("--snapshot-every and --snapshot-interval must be positive");
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(args.ping) || !positive(args.snapshot_interval) {
+        anyhow::bail!("--ping and --snapshot-interval must be positive numbers of seconds");
     }
     let settings = Settings {
         app,
@@ -123,6 +111,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         },
         history_settings: HistorySettings { readers: args.history_readers, ..HistorySettings::default() },
     };
+    settings.validate()?;
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
         let tasks = tokio_util::task::TaskTracker::new();
@@ -135,75 +124,4 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         running.finish().await;
         Ok(())
     })
-}
-
-/// What a data view needs to start, checked.
-pub(crate) struct Settings {
-    /// The application.
-    pub app: nodb_dataview::apps::App,
-    /// The chronicler's URL.
-    pub chronicler: String,
-    /// How many recent seqs to keep in memory.
-    pub history: usize,
-    /// How often to ping clients.
-    pub ping: Duration,
-    /// Where the snapshots are.
-    pub snapshots: Snapshots,
-    /// When to write snapshots.
-    pub policy: SnapshotPolicy,
-    /// How past states are read.
-    pub history_settings: HistorySettings,
-}
-
-/// A started data view: the state its routes serve, and its background
-/// tasks.
-pub(crate) struct Running {
-    /// What the routes serve.
-    pub state: AppState,
-    follower: tokio::task::JoinHandle<()>,
-    snapshotter: tokio::task::JoinHandle<()>,
-}
-
-/// Restores the views from the newest valid snapshot and starts following
-/// the chronicler and writing snapshots; the caller serves `state`.
-pub(crate) async fn start(
-    settings: Settings,
-    shutdown: tokio_util::sync::CancellationToken,
-    tasks: tokio_util::task::TaskTracker,
-) -> anyhow::Result<Running> {
-    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings } = settings;
-    let app_name = app.name.clone();
-    let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
-    let engine = match snapshots.load_latest(&names).await? {
-        Some((seq, states)) => {
-            tracing::info!(seq, "restored the views from a snapshot");
-            let initial = app.initial_states();
-            let states = states.into_iter().zip(initial).map(|(s, i)| s.unwrap_or(i)).collect();
-            Engine::restore(app, seq, states)
-        }
-        None => Engine::new(app),
-    };
-    let restored_at = engine.seq();
-    let hub = Hub::with_checkpoints(engine, history, Some(policy.every_seqs));
-    let snapshots = snapshots.with_checkpoints(policy.every_seqs);
-    let past = Arc::new(History::new(hub.app(), Some(snapshots.clone()), &chronicler, history_settings));
-    let status = Arc::new(FollowStatus::default());
-    let follower = tokio::spawn(follow(hub.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
-    let snapshotter =
-        tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
-    let state = AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, app: app_name };
-    Ok(Running { state, follower, snapshotter })
-}
-
-impl Running {
-    /// After the server has stopped: waits for the client sessions, the
-    /// follower, and the last snapshot.
-    pub async fn finish(self) {
-        self.state.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.state.tasks.wait()).await;
-        let _ = self.follower.await;
-        // The last snapshot is written once the follower has stopped.
-        let _ = self.snapshotter.await;
-        tracing::info!("dataview stopped");
-    }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use nodb_envoy::apps::Config;
+use nodb_envoy::Config;
 use nodb_envoy::webhook::GiveUp;
 use nodb_envoy::{Effects, Envoy, RetryPolicy, Settings};
 

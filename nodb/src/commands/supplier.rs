@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use nodb_envoy::supplier::{Supplier, serve};
+use nodb_warehouse::supplier::{Supplier, serve};
 
 use crate::service;
 

@@ -14,8 +14,9 @@ use nodb_chronicler::log::LogConfig;
 use nodb_chronicler::server::{ServerConfig, api_router, status_router};
 use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots};
 
-use super::{chronicler, dataview};
+use super::chronicler;
 use crate::service;
+use nodb_dataview::service as dataview;
 
 /// Run nodb on one machine with nothing to set up: the durable history, the
 /// app's views and the web demo, all on one address.
@@ -114,14 +115,21 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             history_settings: nodb_dataview::history::HistorySettings::default(),
         };
         let views = dataview::start(settings, shutdown.clone(), tokio_util::task::TaskTracker::new()).await?;
-        let supplier = nodb_envoy::supplier::Supplier::new();
-        let router = api_router(history.state.clone())
+        let mut router = api_router(history.state.clone())
             .nest("/chronicler", status_router(history.state.clone()))
-            .nest("/supplier", supplier.router())
             .merge(nodb_dataview::server::router(views.state.clone()));
+        // The services the app's envoys talk to (the warehouse's demo
+        // supplier), on this same address, unless --supplier points elsewhere.
+        let mut config = nodb_envoy::Config::new();
+        if let Some(make) = apps.services(&args.app) {
+            let (path, services, settings) = make(&format!("http://{addr}"));
+            router = router.nest(path, services);
+            config.extend(settings);
+        }
+        if let Some(supplier) = &args.supplier {
+            config.insert("supplier".into(), supplier.clone());
+        }
         // The app's envoys, against this same address.
-        let mut config = nodb_envoy::apps::Config::new();
-        config.insert("supplier".into(), args.supplier.clone().unwrap_or_else(|| format!("http://{addr}/supplier")));
         let envoys = apps.envoys(&args.app, &config).map_err(anyhow::Error::msg)?;
         let envoy_settings = nodb_envoy::Settings {
             chronicler: format!("http://{addr}"),

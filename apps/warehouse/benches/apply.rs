@@ -4,12 +4,11 @@
 //! (what a "send the whole state each time" server such as the Full-Stack
 //! Redux tutorial's would send).
 //!
-//! Run with `cargo bench -p nodb-dataview --bench apply`.
+//! Run with `cargo bench -p nodb-warehouse --bench apply`.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use nodb_dataview::apps::App;
 use nodb_dataview::engine::Engine;
 use nodb_shared::protocol::{CommittedAction, ServerMessage};
 use serde_json::json;
@@ -49,7 +48,7 @@ fn workload(start_seq: u64, n: u64) -> Vec<CommittedAction> {
 }
 
 fn main() {
-    let app = App::built_in("warehouse").expect("warehouse app");
+    let app = nodb_warehouse::views::app();
     let mut engine = Engine::new(app);
     let t = Instant::now();
     let mut seq = 0;

@@ -9,8 +9,8 @@
 
 use nodb_shared::Tree;
 
-use super::warehouse::key;
-use crate::reducer::Reduced;
+use super::key;
+use nodb_dataview::reducer::Reduced;
 
 /// How many minute buckets `activity.sales.minutes` keeps: the last hour.
 pub const SALES_MINUTES: u64 = 60;
@@ -63,8 +63,8 @@ pub fn record(state: Tree, ts: u64, sold: Option<(&str, u64)>) -> Reduced {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::warehouse;
-    use crate::apps::warehouse::tests::{act, run};
+    use crate::views as warehouse;
+    use crate::views::tests::{act, run};
     use nodb_shared::protocol::CommittedAction;
     use serde_json::json;
 

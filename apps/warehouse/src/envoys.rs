@@ -1,32 +1,21 @@
-//! The envoys of the built-in apps: `warehouse` has `reorder`, which orders
-//! from a supplier when a product's stock falls below its threshold.
+//! The warehouse's envoy `reorder`, which orders from a supplier when a
+//! product's stock falls below its threshold.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use nodb_envoy::{Config, Effects, Envoy, Event, ResultAction, Trigger};
 use nodb_shared::{Segment, Tree};
 use serde_json::json;
 
-use crate::definition::{Envoy, Event, ResultAction, Trigger};
-use crate::effects::Effects;
-
-/// Settings an app's envoys read (`--set key=value`).
-pub type Config = BTreeMap<String, String>;
-
-/// The envoys of the built-in app `app` (none for an app without any).
+/// The warehouse's envoys, with the supplier's URL from `--set supplier=URL`.
 ///
 /// # Errors
-/// A missing or bad setting, named.
-pub fn built_in(app: &str, config: &Config) -> Result<Vec<Envoy>, String> {
-    match app {
-        "warehouse" => {
-            let supplier = config
-                .get("supplier")
-                .ok_or("the warehouse's reorder envoy needs the supplier's URL: --set supplier=http://HOST:PORT")?;
-            Ok(vec![reorder(supplier)])
-        }
-        _ => Ok(Vec::new()),
-    }
+/// The missing setting, named.
+pub fn envoys(config: &Config) -> Result<Vec<Envoy>, String> {
+    let supplier = config
+        .get("supplier")
+        .ok_or("the warehouse's reorder envoy needs the supplier's URL: --set supplier=http://HOST:PORT")?;
+    Ok(vec![reorder(supplier)])
 }
 
 fn key(s: &str) -> Segment {
@@ -81,7 +70,6 @@ mod tests {
         let picked = pending_reorder(&apple).unwrap();
         assert_eq!(picked.get([key("quantity")]).and_then(Tree::as_u64), Some(20));
         assert!(pending_reorder(&pear).is_none() && pending_reorder(&kiwi).is_none());
-        assert!(built_in("warehouse", &Config::new()).is_err());
-        assert!(built_in("json", &Config::new()).unwrap().is_empty());
+        assert!(envoys(&Config::new()).is_err(), "reorder needs a supplier");
     }
 }

@@ -11,7 +11,7 @@
 use nodb_shared::{Segment, Tree};
 use serde::Deserialize;
 
-use crate::reducer::Rejection;
+use nodb_dataview::reducer::Rejection;
 
 /// `stock/threshold_set`: reorder `quantity` (default twice the threshold)
 /// when the total falls below `threshold`; 0 removes the threshold.

@@ -1,4 +1,4 @@
-//! The `warehouse` application, nodb's demo: stock per product and location.
+//! The warehouse's views: stock per product and location, and activity.
 //!
 //! Actions (payload fields in braces):
 //!
@@ -8,7 +8,7 @@
 //! - `stock/sold {product, location, quantity}`;
 //! - `stock/destroyed {product, location, quantity, reason}`;
 //! - `stock/threshold_set {product, threshold, quantity?}` — reorder when
-//!   the total falls below the threshold (see [`super::reorder`]);
+//!   the total falls below the threshold (see [`reorder`]);
 //! - `reorder/placed {product, quantity, supplier_ref}` and
 //!   `reorder/failed {product, reason}`, recorded by the `reorder` envoy.
 //!
@@ -22,7 +22,7 @@
 //!   and a compact sales ledger (`sales`: units sold per product in minute
 //!   buckets for the last hour and hour buckets for the last week, by the
 //!   actions' own `ts`), from which the `marketing` cascade derives its
-//!   figures (see [`super::sales`]).
+//!   figures (see [`sales`]).
 //!
 //! Moving, selling or destroying more than is at a location is rejected:
 //! the chronicler records the intention, the reducer decides what it means.
@@ -31,10 +31,13 @@ use nodb_shared::protocol::CommittedAction;
 use nodb_shared::{Segment, Tree};
 use serde::Deserialize;
 
-use super::App;
-use super::reorder::{self, ReorderFailed, ReorderPlaced, ThresholdSet};
-use super::sales;
-use crate::reducer::{Reduced, Rejection, View, payload};
+use nodb_dataview::app::App;
+use nodb_dataview::reducer::{Reduced, Rejection, View, payload};
+
+pub mod reorder;
+pub mod sales;
+
+use reorder::{ReorderFailed, ReorderPlaced, ThresholdSet};
 
 /// How many entries `activity.recent` keeps.
 pub const RECENT: usize = 50;
@@ -374,12 +377,12 @@ pub fn reduce_activity(state: &Tree, action: &CommittedAction) -> Reduced {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::{Value, json};
 
     /// A committed action at `seq` (its `ts` is `1000 + seq`).
-    pub(in crate::apps) fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
+    pub(crate) fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
         CommittedAction {
             seq,
             ts: 1000 + seq,
@@ -392,7 +395,7 @@ pub(super) mod tests {
     }
 
     /// The app's states after `actions`, and the rejected seqs with why.
-    pub(in crate::apps) fn run(actions: &[CommittedAction]) -> (Vec<Tree>, Vec<(u64, String)>) {
+    pub(crate) fn run(actions: &[CommittedAction]) -> (Vec<Tree>, Vec<(u64, String)>) {
         let app = app();
         let mut states = app.initial_states();
         let mut rejected = Vec::new();

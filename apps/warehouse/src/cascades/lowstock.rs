@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use nodb_shared::{Path, Segment, Tree};
 
 use super::{count, entries, key};
-use crate::definition::{Cascade, Change};
+use nodb_cascade::{Cascade, Change};
 
 /// The cascade: `lowstock` over `stock` and `marketing`.
 pub fn cascade() -> Cascade {

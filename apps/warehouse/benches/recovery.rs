@@ -5,12 +5,12 @@
 //! fsync), then times what start-up does: load and verify the newest
 //! snapshot, then parse and apply every committed action of the tail (as
 //! JSON lines, as they arrive from the chronicler; the network itself is
-//! not included). Run with `cargo bench -p nodb-dataview --bench recovery`;
+//! not included). Run with `cargo bench -p nodb-warehouse --bench recovery`;
 //! `NODB_BENCH_KEYS` and `NODB_BENCH_TAIL` change the sizes.
 
 use std::time::Instant;
 
-use nodb_dataview::apps::App;
+use nodb_dataview::app::App;
 use nodb_dataview::batch::BATCH;
 use nodb_dataview::engine::{Diffs, Engine};
 use nodb_dataview::hub::Hub;
@@ -26,7 +26,7 @@ fn main() {
     let keys = size("NODB_BENCH_KEYS", 1_000_000);
     let tail = size("NODB_BENCH_TAIL", 1_000_000);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let app = App::built_in("warehouse").expect("app");
+    let app = nodb_warehouse::views::app();
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
 
     let t = Instant::now();
@@ -66,7 +66,7 @@ fn main() {
         let (seq, loaded) = runtime.block_on(snapshots.load_latest(&names)).expect("load").expect("a snapshot");
         let states: Vec<Tree> = loaded
             .into_iter()
-            .zip(App::built_in("warehouse").expect("app").initial_states())
+            .zip(nodb_warehouse::views::app().initial_states())
             .zip(&names)
             .filter(|(_, name)| app.views.iter().any(|v| &v.name == *name))
             .map(|((s, i), _)| s.unwrap_or(i))

@@ -7,7 +7,7 @@
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;
 
-use super::App;
+use crate::app::App;
 use crate::reducer::{Reduced, Rejection, View, payload};
 
 /// The application.

@@ -23,7 +23,7 @@ use json_patch::PatchOperation;
 use nodb_shared::{Path, Segment, Tree};
 
 use super::{count, entries, key};
-use crate::definition::{Cascade, Change};
+use nodb_cascade::{Cascade, Change};
 
 /// A minute in milliseconds.
 pub const MINUTE: u64 = 60_000;
@@ -284,7 +284,7 @@ mod tests {
     fn the_incremental_reducer_gives_what_the_full_one_gives_over_the_real_activity_view() {
         use nodb_shared::diff::diff;
         use nodb_shared::protocol::CommittedAction;
-        let app = nodb_dataview::apps::warehouse::app();
+        let app = crate::views::app();
         let mut states = app.initial_states();
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut below = |n: u64| {

@@ -1,0 +1,161 @@
+//! Starting a data view: its settings, checked with [`Settings::validate`],
+//! and [`start`], which restores the views from the newest snapshot and
+//! starts the follower and the snapshotter. The caller serves
+//! [`Running::state`] with [`crate::server::serve`] (or merges
+//! [`crate::server::router`] into a router of its own, as `nodb up` does)
+//! and calls [`Running::finish`] once the server has stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::engine::Engine;
+use crate::follow::{FollowStatus, follow, parse_http_url};
+use crate::history::{History, HistorySettings};
+use crate::hub::Hub;
+use crate::server::AppState;
+use crate::snapshot::{SnapshotError, SnapshotPolicy, Snapshots, run_snapshotter};
+
+/// What a data view needs to start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The application.
+    pub app: App,
+    /// The chronicler's URL (`http://HOST:PORT[/prefix]`).
+    pub chronicler: String,
+    /// How many recent seqs to keep in memory.
+    pub history: usize,
+    /// How often to ping clients.
+    pub ping: Duration,
+    /// Where the snapshots are.
+    pub snapshots: Snapshots,
+    /// When to write snapshots.
+    pub policy: SnapshotPolicy,
+    /// How past states are read.
+    pub history_settings: HistorySettings,
+}
+
+/// Why a data view cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting that can never work; the message says what to change.
+    #[error("{0}")]
+    Setting(String),
+    /// The snapshots could not be read.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+impl Settings {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    /// [`StartError::Setting`] naming the first bad one.
+    pub fn validate(&self) -> Result<(), StartError> {
+        parse_http_url(&self.chronicler).map_err(StartError::Setting)?;
+        let bad = |s: &str| Err(StartError::Setting(s.to_string()));
+        if self.ping.is_zero() {
+            return bad("--ping must be a positive number of seconds");
+        }
+        if self.history == 0 {
+            return bad("--history must be at least 1");
+        }
+        if self.history_settings.readers == 0 {
+            return bad("--history-readers must be at least 1");
+        }
+        if self.policy.every_seqs == 0 || self.policy.every.is_zero() {
+            return bad("--snapshot-every and --snapshot-interval must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// A started data view: the state its routes serve, and its background
+/// tasks.
+pub struct Running {
+    /// What the routes serve.
+    pub state: AppState,
+    follower: tokio::task::JoinHandle<()>,
+    snapshotter: tokio::task::JoinHandle<()>,
+}
+
+/// Restores the views from the newest valid snapshot and starts following
+/// the chronicler and writing snapshots; the caller serves
+/// [`Running::state`]. Client sessions are tracked in `tasks`.
+///
+/// # Errors
+/// A bad setting, or snapshots that cannot be read.
+pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskTracker) -> Result<Running, StartError> {
+    settings.validate()?;
+    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings } = settings;
+    let app_name = app.name.clone();
+    let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
+    let engine = match snapshots.load_latest(&names).await? {
+        Some((seq, states)) => {
+            tracing::info!(seq, "restored the views from a snapshot");
+            let initial = app.initial_states();
+            let states = states.into_iter().zip(initial).map(|(s, i)| s.unwrap_or(i)).collect();
+            Engine::restore(app, seq, states)
+        }
+        None => Engine::new(app),
+    };
+    let restored_at = engine.seq();
+    let hub = Hub::with_checkpoints(engine, history, Some(policy.every_seqs));
+    let snapshots = snapshots.with_checkpoints(policy.every_seqs);
+    let past = Arc::new(History::new(hub.app(), Some(snapshots.clone()), &chronicler, history_settings));
+    let status = Arc::new(FollowStatus::default());
+    let follower = tokio::spawn(follow(hub.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
+    let snapshotter =
+        tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
+    let state = AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, app: app_name };
+    Ok(Running { state, follower, snapshotter })
+}
+
+impl Running {
+    /// After the server has stopped: waits (a few seconds at most) for the
+    /// client sessions, then the follower, then the last snapshot.
+    pub async fn finish(self) {
+        self.state.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.state.tasks.wait()).await;
+        let _ = self.follower.await;
+        // The last snapshot is written once the follower has stopped.
+        let _ = self.snapshotter.await;
+        tracing::info!("dataview stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            app: crate::json_doc::app(),
+            chronicler: "http://127.0.0.1:7401".into(),
+            history: 16,
+            ping: Duration::from_secs(15),
+            snapshots: Snapshots::new(std::sync::Arc::new(object_store::memory::InMemory::new()), "json", 3),
+            policy: SnapshotPolicy { every_seqs: 100, every: Duration::from_secs(60) },
+            history_settings: HistorySettings::default(),
+        }
+    }
+
+    #[test]
+    fn validate_names_the_bad_setting() {
+        assert!(settings().validate().is_ok());
+        let check = |s: Settings, words: &str| {
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(words), "{e:?} should name {words}");
+        };
+        check(Settings { chronicler: "https://h:1".into(), ..settings() }, "http://");
+        check(Settings { ping: Duration::ZERO, ..settings() }, "--ping");
+        check(Settings { history: 0, ..settings() }, "--history");
+        let readers = HistorySettings { readers: 0, ..HistorySettings::default() };
+        check(Settings { history_settings: readers, ..settings() }, "--history-readers");
+        let policy = SnapshotPolicy { every_seqs: 0, every: Duration::from_secs(1) };
+        check(Settings { policy, ..settings() }, "--snapshot-every");
+    }
+}
