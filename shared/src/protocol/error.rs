@@ -1,4 +1,5 @@
-//! The error body every endpoint answers with: `{"error": {"code", "message"}}`.
+//! The error body every endpoint answers with: `{"error": {"code", "message"}}`,
+//! plus `expected` for `out_of_order`.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +73,8 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// The HTTP error body: `{"error": {"code": "…", "message": "…"}}`.
+/// The HTTP error body: `{"error": {"code": "…", "message": "…"}}`, with
+/// `"expected": N` added for `out_of_order`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// The error.
@@ -86,12 +88,22 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// A sentence for people, naming what is wrong.
     pub message: String,
+    /// For `out_of_order`: the action number the chronicler expects next
+    /// from that client, so a client need not read it out of `message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
 }
 
 impl ErrorBody {
     /// An error body with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { error: ErrorDetail { code, message: message.into() } }
+        ErrorBody { error: ErrorDetail { code, message: message.into(), expected: None } }
+    }
+
+    /// This body with `expected` (the next action number, for `out_of_order`).
+    pub fn with_expected(mut self, expected: Option<u64>) -> Self {
+        self.error.expected = expected;
+        self
     }
 }
 
@@ -122,5 +134,9 @@ mod tests {
             serde_json::to_string(&body).unwrap(),
             r#"{"error":{"code":"payload_too_large","message":"too big"}}"#
         );
+        let body = ErrorBody::new(ErrorCode::OutOfOrder, "expected c:3 next").with_expected(Some(3));
+        let text = serde_json::to_string(&body).unwrap();
+        assert_eq!(text, r#"{"error":{"code":"out_of_order","message":"expected c:3 next","expected":3}}"#);
+        assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), body);
     }
 }

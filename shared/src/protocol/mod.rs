@@ -5,11 +5,14 @@
 //! - [`message`]: [`Ack`], socket messages ([`ClientMessage`],
 //!   [`ServerMessage`]) and [`ViewState`].
 //! - [`error`]: [`ErrorCode`] and the [`ErrorBody`] of every error answer.
+//! - [`stream`]: [`StreamLine`], a line of the chronicler's action stream.
 
 pub mod action;
 pub mod error;
 pub mod message;
+pub mod stream;
 
 pub use action::{Action, ActionError, ActionId, CommittedAction, Limits, Meta};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use message::{Ack, Acks, ClientMessage, ServerMessage, Sources, ViewState};
+pub use stream::{StreamLine, StreamLineError};
