@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::keys::key;
 use nodb_envoy::{Config, Effects, Envoy, Event, ResultAction, Trigger};
-use nodb_shared::{Segment, Tree};
+use nodb_shared::Tree;
 use serde_json::json;
 
 /// The warehouse's envoys, with the supplier's URL from `--set supplier=URL`.
@@ -16,10 +17,6 @@ pub fn envoys(config: &Config) -> Result<Vec<Envoy>, String> {
         .get("supplier")
         .ok_or("the warehouse's reorder envoy needs the supplier's URL: --set supplier=http://HOST:PORT")?;
     Ok(vec![reorder(supplier)])
-}
-
-fn key(s: &str) -> Segment {
-    Segment::Key(s.into())
 }
 
 /// A product of the `stock` view (an entry of `/products`): its reorder,

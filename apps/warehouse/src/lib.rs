@@ -16,6 +16,7 @@
 
 pub mod cascades;
 pub mod envoys;
+mod keys;
 pub mod supplier;
 pub mod views;
 

@@ -7,21 +7,20 @@
 //! tail and older ones from the segment files, so a consumer that falls
 //! behind is served from disk and never holds up the writer.
 
-use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::dedup::DedupTable;
 use super::group_commit::{Request, Writer};
-use super::record::{Decoded, FRAME_HEADER, GENESIS, Hash, decode};
+use super::read_state::{Located, SegmentIndex, Shared};
+use super::record::{Decoded, FRAME_HEADER, GENESIS, decode};
 use super::scan::{self, SegmentInfo};
 use super::segment::{self, HEADER_LEN};
 use super::{AppendBatch, AppendError, ClientPosition, Log, LogEntry, LogError, PendingAcks, ReadLimits};
@@ -67,10 +66,10 @@ impl LogConfig {
         if self.segment_size < 4096 {
             return Err(format!("the segment size must be at least 4096 bytes, not {}", self.segment_size));
         }
-        if self.max_batch_bytes > super::group_commit::MAX_BATCH_BYTES {
+        if self.max_batch_bytes > super::limits::MAX_BATCH_BYTES {
             return Err(format!(
                 "the batch size must be at most {} bytes, not {}",
-                super::group_commit::MAX_BATCH_BYTES,
+                super::limits::MAX_BATCH_BYTES,
                 self.max_batch_bytes
             ));
         }
@@ -92,108 +91,6 @@ pub struct Recovered {
     pub clients: usize,
     /// Bytes of a torn final write that were cut off.
     pub torn_bytes: u64,
-}
-
-/// Where readers find records: segment index and the in-memory tail.
-pub struct Shared {
-    state: RwLock<ReadState>,
-    head_tx: watch::Sender<u64>,
-    recent_cap: usize,
-}
-
-/// Where one segment's records are: its first seq, its file, and the
-/// offsets of every `INDEX_EVERY`th record.
-struct SegmentIndex {
-    first_seq: u64,
-    path: PathBuf,
-    index: Vec<(u64, u64)>,
-}
-
-struct ReadState {
-    segments: Vec<SegmentIndex>,
-    recent: VecDeque<(u64, Bytes)>,
-    durable_hash: Hash,
-    /// Per client, the number and seq of its last durable action.
-    clients: HashMap<String, (u64, u64)>,
-}
-
-impl Shared {
-    pub(crate) fn add_segment(&self, first_seq: u64, path: PathBuf) {
-        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-        s.segments.push(SegmentIndex { first_seq, path, index: Vec::new() });
-    }
-
-    /// The chain hash after the last durable record.
-    pub fn durable_hash(&self) -> Hash {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).durable_hash
-    }
-
-    pub(crate) fn publish<'a>(
-        &self,
-        segment_first: u64,
-        index: Vec<(u64, u64)>,
-        entries: impl Iterator<Item = (u64, Bytes)>,
-        clients: impl Iterator<Item = (&'a str, (u64, u64))>,
-        head: u64,
-        hash: Hash,
-    ) {
-        {
-            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            for (client, last) in clients {
-                match s.clients.get_mut(client) {
-                    Some(l) => *l = last,
-                    None => {
-                        s.clients.insert(client.to_string(), last);
-                    }
-                }
-            }
-            if let Some(seg) = s.segments.iter_mut().rev().find(|seg| seg.first_seq == segment_first) {
-                seg.index.extend(index);
-            }
-            for e in entries {
-                if s.recent.len() == self.recent_cap {
-                    s.recent.pop_front();
-                }
-                s.recent.push_back(e);
-            }
-            s.durable_hash = hash;
-        }
-        self.head_tx.send_replace(head);
-    }
-
-    /// Entries from `from` in memory, or where on disk to find it.
-    fn locate(&self, from: u64, head: u64, limits: ReadLimits) -> Located {
-        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        if let Some((front, _)) = s.recent.front()
-            && from >= *front
-        {
-            let skip = ((from - front) as usize).min(s.recent.len());
-            let mut out = Vec::new();
-            let mut bytes = 0;
-            for (seq, json) in s.recent.range(skip..) {
-                if *seq > head || out.len() >= limits.max_entries || (bytes >= limits.max_bytes && !out.is_empty()) {
-                    break;
-                }
-                bytes += json.len();
-                out.push(LogEntry { seq: *seq, json: json.clone() });
-            }
-            return Located::Memory(out);
-        }
-        let Some(i) = s.segments.iter().rposition(|seg| seg.first_seq <= from) else {
-            return Located::Memory(Vec::new());
-        };
-        let SegmentIndex { path, index, .. } = &s.segments[i];
-        let offset = match index.partition_point(|(seq, _)| *seq <= from) {
-            0 => HEADER_LEN,
-            k => index[k - 1].1,
-        };
-        Located::Disk { path: path.clone(), offset }
-    }
-}
-
-enum Located {
-    Memory(Vec<LogEntry>),
-    Disk { path: PathBuf, offset: u64 },
 }
 
 /// The embedded, file-backed [`Log`].
@@ -259,21 +156,13 @@ impl FileLog {
         let file = segment::open_for_append(&active.path).map_err(io_err(&active.path))?;
         let recovered =
             Recovered { head: scanned.head, segments: scanned.segments.len(), clients: table.len(), torn_bytes };
-        let (head_tx, _) = watch::channel(scanned.head);
-        let shared = Arc::new(Shared {
-            state: RwLock::new(ReadState {
-                segments: scanned
-                    .segments
-                    .iter()
-                    .map(|s| SegmentIndex { first_seq: s.first_seq, path: s.path.clone(), index: s.index.clone() })
-                    .collect(),
-                recent: VecDeque::new(),
-                durable_hash: scanned.hash,
-                clients: table.lasts().map(|(c, l)| (c.to_string(), l)).collect(),
-            }),
-            head_tx,
-            recent_cap: config.recent_entries,
-        });
+        let segments = scanned
+            .segments
+            .iter()
+            .map(|s| SegmentIndex { first_seq: s.first_seq, path: s.path.clone(), index: s.index.clone() })
+            .collect();
+        let clients = table.lasts().map(|(c, l)| (c.to_string(), l)).collect();
+        let shared = Arc::new(Shared::new(segments, clients, scanned.head, scanned.hash, config.recent_entries));
         metrics.head_seq.store(scanned.head, std::sync::atomic::Ordering::Relaxed);
         let writer = Writer {
             dir: dir.clone(),
@@ -323,18 +212,17 @@ impl Log for FileLog {
     }
 
     fn head(&self) -> watch::Receiver<u64> {
-        self.shared.head_tx.subscribe()
+        self.shared.head()
     }
 
     fn client(&self, client: &str) -> Option<ClientPosition> {
-        let s = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
-        s.clients.get(client).map(|&(last, seq)| ClientPosition { last, seq })
+        self.shared.client(client).map(|(last, seq)| ClientPosition { last, seq })
     }
 
     fn read(&self, from: u64, limits: ReadLimits) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>> {
         let shared = self.shared.clone();
         Box::pin(async move {
-            let head = *shared.head_tx.borrow();
+            let head = shared.head_now();
             if from > head || from == 0 {
                 return Ok(Vec::new());
             }

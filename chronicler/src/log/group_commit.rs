@@ -21,23 +21,12 @@ use nodb_shared::protocol::Ack;
 use tokio::sync::{mpsc, oneshot};
 
 use super::dedup::{Check, ClientEntry, DedupTable};
-use super::file_log::Shared;
+use super::limits::{INDEX_EVERY, MAX_REQUEST_BYTES};
+use super::read_state::Shared;
 use super::record::{self, Hash};
-use super::scan::INDEX_EVERY;
 use super::segment::{self, HEADER_LEN};
 use super::{AppendBatch, AppendError, Atomicity, Outcome};
 use crate::metrics::Metrics;
-
-/// The largest request the writer takes, in encoded bytes; larger ones
-/// are refused (the HTTP body limit keeps requests far below this).
-pub const MAX_REQUEST_BYTES: usize = 24 * 1024 * 1024;
-
-/// The largest `max_batch_bytes` a log may be configured with.
-pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
-
-/// The largest single write: a full batch plus one request. Recovery
-/// never treats more than this as a torn write.
-pub const MAX_WRITE_BYTES: usize = MAX_BATCH_BYTES + MAX_REQUEST_BYTES;
 
 /// About how many bytes a request encodes to (record framing, committed
 /// fields and the action itself).

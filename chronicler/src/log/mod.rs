@@ -5,7 +5,10 @@
 //! - [`scan`]: the one pass over a directory that recovery and `verify` share.
 //! - [`dedup`]: the exactly-once table of the latest action per client.
 //! - [`group_commit`]: the writer thread that owns the active segment and
-//!   makes each batch durable with one `fdatasync`.
+//!   makes each batch durable with one `fdatasync`; [`limits`]: the bounds
+//!   of one write, which recovery relies on.
+//! - `read_state`: what the writer publishes for readers (segment indexes,
+//!   the in-memory tail, clients' positions, the durable head).
 //! - [`file_log`]: [`FileLog`], the embedded backend tying these together,
 //!   with the in-memory tail and disk reads that serve consumers.
 //!
@@ -15,6 +18,8 @@
 pub mod dedup;
 pub mod file_log;
 pub mod group_commit;
+pub mod limits;
+mod read_state;
 pub mod record;
 pub mod scan;
 pub mod segment;

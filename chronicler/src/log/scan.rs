@@ -11,12 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::LogError;
-use super::group_commit::MAX_WRITE_BYTES;
+use super::limits::{INDEX_EVERY, MAX_WRITE_BYTES};
 use super::record::{Decoded, GENESIS, Hash, StoredRecord, decode};
 use super::segment::{self, HEADER_LEN};
-
-/// One sparse index entry per this many records.
-pub const INDEX_EVERY: u64 = 64;
 
 /// What the scan learnt about one segment.
 #[derive(Clone, Debug)]

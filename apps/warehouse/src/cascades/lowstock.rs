@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 
 use nodb_shared::{Path, Segment, Tree};
 
-use super::{count, entries, key};
+use super::{count, entries};
+use crate::keys::key;
 use nodb_cascade::{Cascade, Change};
 
 /// The cascade: `lowstock` over `stock` and `marketing`.

@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use json_patch::PatchOperation;
 use nodb_shared::{Path, Segment, Tree};
 
-use super::{count, entries, key};
+use super::{count, entries};
+use crate::keys::key;
 use nodb_cascade::{Cascade, Change};
 
 /// A minute in milliseconds.

@@ -8,16 +8,13 @@
 pub mod lowstock;
 pub mod marketing;
 
+use crate::keys::key;
 use nodb_cascade::Cascade;
-use nodb_shared::{Segment, Tree};
+use nodb_shared::Tree;
 
 /// The warehouse's cascades.
 pub fn cascades() -> Vec<Cascade> {
     vec![marketing::cascade(), lowstock::cascade()]
-}
-
-fn key(s: &str) -> Segment {
-    Segment::Key(s.into())
 }
 
 /// The unsigned integer at `name` in `tree`, 0 when absent.

@@ -27,6 +27,7 @@
 //! Moving, selling or destroying more than is at a location is rejected:
 //! the chronicler records the intention, the reducer decides what it means.
 
+use crate::keys::key;
 use nodb_shared::protocol::CommittedAction;
 use nodb_shared::{Segment, Tree};
 use serde::Deserialize;
@@ -183,10 +184,6 @@ impl Stock {
         }
         Ok(Some(stock))
     }
-}
-
-pub(super) fn key(s: &str) -> Segment {
-    Segment::Key(s.into())
 }
 
 /// One product's entry while a reducer changes it: read once from the big

@@ -8,7 +8,8 @@
 //! `{"locations", "total", "threshold", "reorder_quantity", "reorder"}`;
 //! `reorder` is absent while the total is at or above the threshold.
 
-use nodb_shared::{Segment, Tree};
+use crate::keys::key;
+use nodb_shared::Tree;
 use serde::Deserialize;
 
 use nodb_dataview::reducer::Rejection;
@@ -46,10 +47,6 @@ pub struct ReorderFailed {
     pub product: String,
     /// Why.
     pub reason: String,
-}
-
-fn key(s: &str) -> Segment {
-    Segment::Key(s.into())
 }
 
 fn field(entry: &Tree, name: &str) -> Option<u64> {

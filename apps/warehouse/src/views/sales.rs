@@ -9,7 +9,7 @@
 
 use nodb_shared::Tree;
 
-use super::key;
+use crate::keys::key;
 use nodb_dataview::reducer::Reduced;
 
 /// How many minute buckets `activity.sales.minutes` keeps: the last hour.
