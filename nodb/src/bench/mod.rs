@@ -9,6 +9,7 @@
 
 mod cascade;
 mod envoy;
+mod history;
 mod load;
 mod nats;
 mod stats;
@@ -38,6 +39,8 @@ enum BenchCommand {
     Cascade(cascade::CascadeArgs),
     /// Envoys: trigger-to-result latency and effects per second.
     Envoy(envoy::EnvoyArgs),
+    /// As-of reads (`?at=N`) over a long history, against the live `GET`.
+    History(history::HistoryArgs),
 }
 
 /// Durable ingest: acks/s and ack latency at 1, 16 and 64 clients, over
@@ -79,6 +82,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         BenchCommand::Views(a) => crate::service::runtime()?.block_on(views::run(a)),
         BenchCommand::Cascade(a) => crate::service::runtime()?.block_on(cascade::run(a)),
         BenchCommand::Envoy(a) => crate::service::runtime()?.block_on(envoy::run(a)),
+        BenchCommand::History(a) => crate::service::runtime()?.block_on(history::run(a)),
     }
 }
 
