@@ -1,0 +1,220 @@
+//! [`Chronicler`]: the chronicler's public API as a client — dispatch,
+//! the action stream, a client's position, the head, ranges, and the
+//! dispatch socket.
+
+use std::time::Duration;
+
+use nodb_shared::protocol::{Ack, Acks, Action, CommittedAction, StreamLine};
+use tokio_util::sync::CancellationToken;
+
+use crate::action_stream::ActionStream;
+use crate::error::{Error, Refusal};
+use crate::service_url::ServiceUrl;
+use crate::websocket::{WebSocket, WsConnector};
+
+/// A client of one chronicler.
+#[derive(Clone, Debug)]
+pub struct Chronicler {
+    base: ServiceUrl,
+    http: reqwest::Client,
+    ws: WsConnector,
+}
+
+/// Where a client stopped: the number and seq of its last durable action
+/// (`GET /clients/{client}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Position {
+    /// The number of its last action (`n` of `client:n`).
+    pub last: u64,
+    /// That action's seq.
+    pub seq: u64,
+}
+
+impl Chronicler {
+    /// A client of the chronicler at `base`, with a new HTTP client.
+    pub fn new(base: ServiceUrl) -> Chronicler {
+        Chronicler::with_http(base, reqwest::Client::new())
+    }
+
+    /// A client of the chronicler at `base` sharing `http` (its connection
+    /// pool and settings).
+    pub fn with_http(base: ServiceUrl, http: reqwest::Client) -> Chronicler {
+        Chronicler { base, http, ws: WsConnector::default() }
+    }
+
+    /// The same, opening its WebSockets with `ws`.
+    pub fn with_ws(mut self, ws: WsConnector) -> Chronicler {
+        self.ws = ws;
+        self
+    }
+
+    /// The chronicler's base URL.
+    pub fn url(&self) -> &ServiceUrl {
+        &self.base
+    }
+
+    /// Appends `actions` as one all-or-nothing batch (`POST /actions`) and
+    /// waits until they are durable; re-sends of accepted actions are
+    /// acknowledged as duplicates. A `503` or a request that does not get
+    /// through is retried with back-off (100 ms doubling to 5 s) until
+    /// `cancel`.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] for a refusal (`409 out_of_order` with
+    /// [`Error::expected`], `422 invalid_action`, …); [`Error::Cancelled`];
+    /// [`Error::Protocol`] for an answer that is not `{"acks": […]}`.
+    pub async fn dispatch(&self, actions: &[Action], cancel: &CancellationToken) -> Result<Vec<Ack>, Error> {
+        let url = self.base.http("actions");
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let sent = tokio::select! {
+                sent = self.http.post(url.clone()).json(actions).send() => sent,
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+            };
+            match sent {
+                Ok(r) if r.status() == 200 => {
+                    let acks: Acks = r.json().await.map_err(|e| protocol(url.as_str(), &e))?;
+                    return Ok(acks.acks);
+                }
+                Ok(r) if r.status() != 503 => return Err(refusal(url.as_str(), r).await.into()),
+                Ok(_) => tracing::warn!(chronicler = %self.base, "the chronicler cannot take writes now; retrying"),
+                Err(e) => tracing::warn!(
+                    chronicler = %self.base,
+                    error = %crate::error::error_chain(&e),
+                    "cannot reach the chronicler to dispatch; retrying"
+                ),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The number and seq of `client`'s last durable action; `None` when it
+    /// has none.
+    ///
+    /// # Errors
+    /// If the chronicler cannot be asked or refuses.
+    pub async fn position(&self, client: &str) -> Result<Option<Position>, Error> {
+        let mut url = self.base.http("clients");
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(client);
+        }
+        let resp = self.http.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200 => Ok(Some(resp.json().await.map_err(|e| protocol(url.as_str(), &e))?)),
+            _ => Err(refusal(url.as_str(), resp).await.into()),
+        }
+    }
+
+    /// The log's head, from the first heartbeat of a stream that starts
+    /// past it.
+    ///
+    /// # Errors
+    /// If the chronicler cannot be asked, or starts with something else.
+    pub async fn head(&self) -> Result<u64, Error> {
+        let from = (1u64 << 62).to_string();
+        let url = self.base.http_with("actions", &[("from", &from)]);
+        let mut resp = self.http.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        if resp.status() != 200 {
+            return Err(refusal(url.as_str(), resp).await.into());
+        }
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::unreachable(url.as_str(), &e))? {
+            buf.extend_from_slice(&chunk);
+            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line = String::from_utf8_lossy(&buf[..nl]);
+                return match StreamLine::parse(&line) {
+                    Ok(StreamLine::Heartbeat { head, .. }) => Ok(head),
+                    Ok(other) => Err(Error::Protocol {
+                        url: url.to_string(),
+                        reason: format!("the stream began with seq {:?}, not a heartbeat", other.seq()),
+                    }),
+                    Err(e) => Err(Error::Protocol { url: url.to_string(), reason: e.to_string() }),
+                };
+            }
+        }
+        Err(Error::Ended { url: url.to_string(), why: "no heartbeat came before the end".into() })
+    }
+
+    /// The committed actions `from..=to` whose type starts with one of
+    /// `types` (all when empty), waiting for `to` if it is not written yet.
+    /// An action whose payload cannot be read comes with a `null` payload.
+    ///
+    /// # Errors
+    /// If the chronicler cannot be asked or refuses, or sends a line that is
+    /// not the protocol.
+    pub async fn range(&self, from: u64, to: u64, types: &[&str]) -> Result<Vec<CommittedAction>, Error> {
+        let query = query(from, Some(to), types);
+        let url = self.base.http_with("actions", &pairs(&query));
+        let resp = self.http.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        if resp.status() != 200 {
+            return Err(refusal(url.as_str(), resp).await.into());
+        }
+        let text = resp.text().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        let mut actions = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match StreamLine::parse(line) {
+                Ok(StreamLine::Action(a) | StreamLine::Unreadable { action: a, .. }) => actions.push(a),
+                Ok(StreamLine::Heartbeat { .. }) => {}
+                Err(e) => return Err(Error::Protocol { url: url.to_string(), reason: e.to_string() }),
+            }
+        }
+        Ok(actions)
+    }
+
+    /// The action stream over a WebSocket: the committed actions from
+    /// `from` (to `to`, then it ends; or on into the live tail) whose type
+    /// starts with one of `types` (all when empty), with heartbeats.
+    ///
+    /// # Errors
+    /// If the stream cannot be opened.
+    pub async fn stream(&self, from: u64, to: Option<u64>, types: &[&str]) -> Result<ActionStream, Error> {
+        let query = query(from, to, types);
+        let url = self.base.ws("actions", &pairs(&query));
+        let ws = self.ws.connect(&url).await?;
+        Ok(ActionStream::new(ws, url.to_string()))
+    }
+
+    /// A WebSocket to the chronicler's `/ws`, where each text message
+    /// `{"type": "dispatch", "action": {…}}` is answered by an `ack` or an
+    /// `error` message (with `expected` for `out_of_order`).
+    ///
+    /// # Errors
+    /// If the socket cannot be opened.
+    pub async fn dispatch_socket(&self) -> Result<WebSocket, Error> {
+        Ok(self.ws.connect(&self.base.ws("ws", &[])).await?)
+    }
+}
+
+/// The query of `GET /actions`.
+fn query<'a>(from: u64, to: Option<u64>, types: &[&str]) -> Vec<(&'a str, String)> {
+    let mut q = vec![("from", from.to_string())];
+    if let Some(to) = to {
+        q.push(("to", to.to_string()));
+    }
+    if !types.is_empty() {
+        q.push(("types", types.join(",")));
+    }
+    q
+}
+
+/// `query` borrowed, as [`ServiceUrl`] takes it.
+fn pairs<'a>(query: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    query.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A refusal from an error answer (reading its body).
+pub(crate) async fn refusal(url: &str, resp: reqwest::Response) -> Refusal {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap_or_default();
+    Refusal::from_body(url, status, &body)
+}
+
+/// An answer that could not be read as the protocol.
+pub(crate) fn protocol(url: &str, e: &reqwest::Error) -> Error {
+    Error::Protocol { url: url.to_string(), reason: crate::error::error_chain(e) }
+}

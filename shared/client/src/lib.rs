@@ -1,0 +1,45 @@
+//! nodb's protocol client: what a Rust program needs to talk to nodb's
+//! services over their public protocol (`docs/protocol.md`), over plain
+//! HTTP and WebSockets or over TLS (`https://`, `wss://`, through rustls).
+//! The data view's follower and history, the envoys and the cascades use
+//! it. Nothing happens at import: no I/O until a call (the platform's TLS
+//! roots load on the first `wss://` connection).
+//!
+//! # Modules
+//!
+//! - [`service_url`]: [`ServiceUrl`], a service's base URL
+//!   (`http(s)://HOST:PORT[/PREFIX]`), and the HTTP and WebSocket URLs of
+//!   its endpoints; [`UrlError`] says what is wrong with a bad one.
+//! - [`websocket`]: [`WsConnector`], one way to open a WebSocket (`ws://`
+//!   or `wss://`, Nagle off, a time limit).
+//! - [`chronicler`]: [`Chronicler`] — dispatch with retry, a client's
+//!   [`Position`], the head, ranges, and the action stream
+//!   ([`action_stream::ActionStream`] of
+//!   [`StreamLine`](nodb_shared::protocol::StreamLine)s).
+//! - [`view_client`]: [`ViewClient`] — a view's state now or at a seq, and
+//!   its stream ([`ViewStream`]) with `since`, `exact` and `client`.
+//! - [`replica`]: [`Replica`], a view's state kept from snapshot and patch
+//!   messages, refusing gaps and patches that do not apply (no I/O).
+//! - [`view_follower`]: [`ViewFollower`], a replica kept up to date over the
+//!   stream: reconnects with `since`, waits for a restarted data view,
+//!   resyncs from a snapshot after bad data.
+//! - [`error`]: [`Error`], [`ConnectError`] and [`Refusal`] (a service's
+//!   error answer: status, code, message, `expected`).
+
+pub mod action_stream;
+pub mod chronicler;
+pub mod error;
+pub mod replica;
+pub mod service_url;
+pub mod view_client;
+pub mod view_follower;
+pub mod websocket;
+
+pub use action_stream::ActionStream;
+pub use chronicler::{Chronicler, Position};
+pub use error::{ConnectError, Error, Refusal};
+pub use replica::{Change, Replica, ReplicaError, Update};
+pub use service_url::{ServiceUrl, UrlError};
+pub use view_client::{StreamOptions, ViewClient, ViewStream};
+pub use view_follower::{FollowEvent, FollowSettings, ViewFollower};
+pub use websocket::{WebSocket, WsConnector};

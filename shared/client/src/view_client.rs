@@ -1,0 +1,191 @@
+//! [`ViewClient`]: one view of a data view (or cascade) — its state now or
+//! at a seq (`GET /views/{name}[?at=N]`) and its stream
+//! (`/views/{name}/stream`, a WebSocket, as a [`ViewStream`]).
+
+use futures_util::{SinkExt, StreamExt};
+use nodb_shared::protocol::{ClientMessage, ServerMessage, ViewState};
+use tokio_tungstenite::tungstenite::Message;
+use url::Url;
+
+use crate::chronicler::{protocol, refusal};
+use crate::error::{Error, cut};
+use crate::service_url::ServiceUrl;
+use crate::websocket::{WebSocket, WsConnector};
+
+/// One view of the service at a base URL.
+#[derive(Clone, Debug)]
+pub struct ViewClient {
+    base: ServiceUrl,
+    view: String,
+    http: reqwest::Client,
+    ws: WsConnector,
+}
+
+/// What a stream asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// The seq the client already has: it gets what came after (or a
+    /// snapshot if the server cannot say). `None`: a snapshot first.
+    pub since: Option<u64>,
+    /// One `patch` message per seq, never combined (`exact=true`).
+    pub exact: bool,
+    /// The client id whose rejected actions to be told of (`client=ID`).
+    pub client: Option<String>,
+}
+
+impl ViewClient {
+    /// View `view` of the service at `base`, with a new HTTP client.
+    pub fn new(base: ServiceUrl, view: &str) -> ViewClient {
+        ViewClient::with_http(base, view, reqwest::Client::new())
+    }
+
+    /// View `view` of the service at `base`, sharing `http`.
+    pub fn with_http(base: ServiceUrl, view: &str, http: reqwest::Client) -> ViewClient {
+        ViewClient { base, view: view.to_string(), http, ws: WsConnector::default() }
+    }
+
+    /// The same, opening its streams with `ws`.
+    pub fn with_ws(mut self, ws: WsConnector) -> ViewClient {
+        self.ws = ws;
+        self
+    }
+
+    /// The service's base URL.
+    pub fn base(&self) -> &ServiceUrl {
+        &self.base
+    }
+
+    /// The view's name.
+    pub fn view(&self) -> &str {
+        &self.view
+    }
+
+    /// The view's state now.
+    ///
+    /// # Errors
+    /// If the service cannot be asked or refuses (`503` while a cascade
+    /// has no state yet).
+    pub async fn state(&self) -> Result<ViewState, Error> {
+        self.get(self.view_url(&[])).await
+    }
+
+    /// The view's state at seq `at`.
+    ///
+    /// # Errors
+    /// If the service cannot be asked or refuses (`400` for a seq it has
+    /// not reached, `404` for one a cascade no longer keeps).
+    pub async fn state_at(&self, at: u64) -> Result<ViewState, Error> {
+        self.get(self.view_url(&[("at", &at.to_string())])).await
+    }
+
+    async fn get(&self, url: Url) -> Result<ViewState, Error> {
+        let resp = self.http.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        if resp.status() != 200 {
+            return Err(refusal(url.as_str(), resp).await.into());
+        }
+        resp.json().await.map_err(|e| protocol(url.as_str(), &e))
+    }
+
+    fn view_url(&self, query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.http_with("views", query);
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(&self.view);
+        }
+        url
+    }
+
+    /// The `ws(s)://` URL of the view's stream with `options`.
+    pub fn stream_url(&self, options: &StreamOptions) -> Url {
+        let since = options.since.map(|s| s.to_string());
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(since) = &since {
+            query.push(("since", since));
+        }
+        if options.exact {
+            query.push(("exact", "true"));
+        }
+        if let Some(client) = &options.client {
+            query.push(("client", client));
+        }
+        let mut url = self.base.ws("views", &query);
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(&self.view).push("stream");
+        }
+        url
+    }
+
+    /// Opens the view's stream.
+    ///
+    /// # Errors
+    /// If it cannot be opened; a data view still replaying its history
+    /// refuses a `since` it has not reached ([`Error::refusal`], `400`).
+    pub async fn open(&self, options: &StreamOptions) -> Result<ViewStream, Error> {
+        let url = self.stream_url(options);
+        let ws = self.ws.connect(&url).await?;
+        Ok(ViewStream { ws, url: url.to_string() })
+    }
+}
+
+/// An open view stream.
+pub struct ViewStream {
+    ws: WebSocket,
+    url: String,
+}
+
+impl std::fmt::Debug for ViewStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewStream").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl ViewStream {
+    /// The stream's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The next message. Cancel-safe: a message is never lost when the
+    /// future is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] when the server closed the stream,
+    /// [`Error::Unreachable`] when the connection failed,
+    /// [`Error::Protocol`] for a message that is not the protocol.
+    pub async fn next_message(&mut self) -> Result<ServerMessage, Error> {
+        loop {
+            let text = match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(frame))) => {
+                    let why = match frame {
+                        Some(f) => format!("the server closed it ({} {})", f.code, f.reason),
+                        None => "the server closed it".to_string(),
+                    };
+                    return Err(Error::Ended { url: self.url.clone(), why });
+                }
+                None => return Err(Error::Ended { url: self.url.clone(), why: "the connection closed".into() }),
+                // Pings are answered by tungstenite.
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(Error::unreachable(&self.url, &e)),
+            };
+            return serde_json::from_str(text.as_str()).map_err(|e| Error::Protocol {
+                url: self.url.clone(),
+                reason: format!("a malformed message ({e}): {}", cut(text.as_str(), 200)),
+            });
+        }
+    }
+
+    /// Sends a message (a dispatch, which the data view relays to the
+    /// chronicler; its `ack` or `error` comes back on this stream).
+    ///
+    /// # Errors
+    /// If the connection failed.
+    pub async fn send(&mut self, message: &ClientMessage) -> Result<(), Error> {
+        let text = serde_json::to_string(message).unwrap_or_default();
+        self.ws.send(Message::text(text)).await.map_err(|e| Error::unreachable(&self.url, &e))
+    }
+
+    /// Closes the stream, waiting at most a second for the server.
+    pub async fn close(&mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.ws.close(None)).await;
+    }
+}

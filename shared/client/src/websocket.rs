@@ -1,0 +1,151 @@
+//! Opening a WebSocket: `ws://` or `wss://` (TLS through rustls), Nagle's
+//! algorithm off, within a time limit, with a refusal's HTTP status and
+//! error body kept apart from other failures.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use url::{Host, Url};
+
+use crate::error::{ConnectError, Refusal, error_chain};
+
+/// An open WebSocket, over TLS or not.
+pub type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How WebSockets are opened: a time limit and the certificates trusted
+/// for `wss://`.
+#[derive(Clone)]
+pub struct WsConnector {
+    timeout: Duration,
+    /// `None`: the platform's roots, loaded on the first `wss://` connect.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for WsConnector {
+    fn default() -> Self {
+        WsConnector { timeout: Duration::from_secs(10), tls: None }
+    }
+}
+
+impl std::fmt::Debug for WsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let roots = if self.tls.is_some() { "given" } else { "platform" };
+        f.debug_struct("WsConnector").field("timeout", &self.timeout).field("roots", &roots).finish()
+    }
+}
+
+impl WsConnector {
+    /// A connector with a 10 s time limit that trusts the platform's roots.
+    pub fn new() -> WsConnector {
+        WsConnector::default()
+    }
+
+    /// The same, with `timeout` for the TCP connection, TLS and the
+    /// WebSocket handshake together.
+    pub fn timeout(mut self, timeout: Duration) -> WsConnector {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same, trusting only `roots` for `wss://` (a private CA, a test
+    /// certificate) instead of the platform's.
+    ///
+    /// # Errors
+    /// A certificate rustls cannot use as a root.
+    pub fn trust_only(mut self, roots: Vec<CertificateDer<'static>>) -> Result<WsConnector, rustls::Error> {
+        let mut store = rustls::RootCertStore::empty();
+        for root in roots {
+            store.add(root)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        self.tls = Some(Arc::new(config));
+        Ok(self)
+    }
+
+    /// Opens a WebSocket to `url` (`ws://` or `wss://`).
+    ///
+    /// # Errors
+    /// [`ConnectError`]: the URL, the TCP connection, TLS or the handshake
+    /// failed, the time ran out, or the server answered with an HTTP error
+    /// instead ([`ConnectError::Refused`], with its status and error body).
+    pub async fn connect(&self, url: &Url) -> Result<WebSocket, ConnectError> {
+        match tokio::time::timeout(self.timeout, self.open(url)).await {
+            Ok(opened) => opened,
+            Err(_) => Err(ConnectError::TimedOut { url: url.to_string(), after: self.timeout }),
+        }
+    }
+
+    async fn open(&self, url: &Url) -> Result<WebSocket, ConnectError> {
+        let failed = |reason: String| ConnectError::Failed { url: url.to_string(), reason };
+        let tls = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
+            other => return Err(failed(format!("{other}:// is not a WebSocket scheme (ws:// or wss://)"))),
+        };
+        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = match url.host() {
+            Some(Host::Domain(domain)) => TcpStream::connect((domain, port)).await,
+            Some(Host::Ipv4(ip)) => TcpStream::connect(SocketAddr::from((ip, port))).await,
+            Some(Host::Ipv6(ip)) => TcpStream::connect(SocketAddr::from((ip, port))).await,
+            None => return Err(failed("the URL has no host".into())),
+        }
+        .map_err(|e| failed(format!("cannot connect: {e}")))?;
+        // A stream's small messages must not wait for the peer's delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        let connector = match (tls, &self.tls) {
+            (false, _) => Connector::Plain,
+            (true, Some(config)) => Connector::Rustls(config.clone()),
+            (true, None) => Connector::Rustls(platform_config().map_err(|e| failed(e.clone()))?),
+        };
+        let handshake = tokio_tungstenite::client_async_tls_with_config(url.as_str(), tcp, None, Some(connector)).await;
+        match handshake {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                Err(ConnectError::Refused(Refusal::from_body(url.as_str(), response.status().as_u16(), body)))
+            }
+            Err(e) => Err(ConnectError::Failed { url: url.to_string(), reason: error_chain(&e) }),
+        }
+    }
+}
+
+/// The crypto provider reqwest uses too, so the build has one.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The TLS configuration with the platform's roots, made on first use.
+fn platform_config() -> Result<Arc<rustls::ClientConfig>, &'static String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = provider();
+            let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|e| format!("cannot load the platform's TLS roots: {e}"))?;
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .as_ref()
+        .cloned()
+}
+
+/// Opens a WebSocket to `url` with the default [`WsConnector`].
+///
+/// # Errors
+/// As for [`WsConnector::connect`].
+pub async fn connect(url: &Url) -> Result<WebSocket, ConnectError> {
+    WsConnector::default().connect(url).await
+}
