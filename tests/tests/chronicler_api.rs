@@ -98,6 +98,7 @@ fn batches_are_all_or_nothing_and_resends_are_acknowledged() {
     // One action out of order refuses the whole batch: b:2 is not recorded.
     let r = post_json(&s, r#"[{"id": "b:2", "type": "t"}, {"id": "a:9", "type": "t"}]"#);
     assert_eq!((r.status, r.error_code().as_str()), (409, "out_of_order"));
+    assert_eq!(r.json()["error"]["expected"], 3, "the number expected next, as a field");
     let r = post_json(&s, r#"[{"id": "a:2", "type": "t"}, {"id": "b:2", "type": "t"}]"#);
     assert_eq!(
         r.json()["acks"],
@@ -121,6 +122,9 @@ fn the_socket_pipelines_and_survives_bad_messages() {
     while errors.len() < 5 {
         let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
         assert_eq!(m["type"], "error", "{m}");
+        if m["code"] == "out_of_order" {
+            assert_eq!(m["expected"], 1, "the number expected next, as a field: {m}");
+        }
         errors.push((m["code"].as_str().unwrap().to_string(), m.get("id").cloned()));
     }
     let codes: Vec<&str> = errors.iter().map(|(c, _)| c.as_str()).collect();

@@ -1,5 +1,6 @@
 //! The one error type of the chronicler's HTTP API: every failure becomes
-//! `{"error": {"code", "message"}}` with the matching status.
+//! `{"error": {"code", "message"}}` with the matching status (and, for
+//! `out_of_order`, `expected`: the action number expected next).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,12 +17,14 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// The sentence for people.
     pub message: String,
+    /// For `out_of_order`: the action number expected next.
+    pub expected: Option<u64>,
 }
 
 impl ApiError {
     /// An error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), expected: None }
     }
 
     /// A JSON parse error: malformed JSON (with line and column) or valid
@@ -50,12 +53,12 @@ impl ApiError {
 
 impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
-        let code = match e {
-            AppendError::OutOfOrder { .. } => ErrorCode::OutOfOrder,
-            AppendError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
-            AppendError::Unavailable(_) | AppendError::ShuttingDown => ErrorCode::Unavailable,
+        let (code, expected) = match e {
+            AppendError::OutOfOrder { expected, .. } => (ErrorCode::OutOfOrder, Some(expected)),
+            AppendError::TooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
+            AppendError::Unavailable(_) | AppendError::ShuttingDown => (ErrorCode::Unavailable, None),
         };
-        ApiError::new(code, e.to_string())
+        ApiError { expected, ..ApiError::new(code, e.to_string()) }
     }
 }
 
@@ -65,6 +68,6 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code = %self.code, message = %self.message, "request failed");
         }
-        (status, axum::Json(ErrorBody::new(self.code, self.message))).into_response()
+        (status, axum::Json(ErrorBody::new(self.code, self.message).with_expected(self.expected))).into_response()
     }
 }

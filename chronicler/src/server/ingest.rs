@@ -184,7 +184,7 @@ async fn write_answers(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Re
         let mut next = Some(first);
         while let Some(out) = next {
             let messages = match out {
-                Outgoing::Now(m) => vec![m],
+                Outgoing::Now(message) => vec![Answer { message, expected: None }],
                 Outgoing::Later(ids, pending) => match pending.await {
                     Ok(outcomes) => ids.into_iter().zip(outcomes).map(|(id, o)| answer(id, o)).collect(),
                     // The whole group failed: each dispatch gets its own
@@ -207,12 +207,23 @@ async fn write_answers(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Re
     let _ = sink.close().await;
 }
 
-fn answer(id: String, outcome: Outcome) -> ServerMessage {
+/// A socket answer: the message, and for an `out_of_order` error the action
+/// number expected next, `{"type": "error", …, "expected": N}` (as in the
+/// HTTP error body).
+#[derive(serde::Serialize)]
+struct Answer {
+    #[serde(flatten)]
+    message: ServerMessage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected: Option<u64>,
+}
+
+fn answer(id: String, outcome: Outcome) -> Answer {
     match outcome {
-        Ok(ack) => ServerMessage::Ack(ack),
+        Ok(ack) => Answer { message: ServerMessage::Ack(ack), expected: None },
         Err(e) => {
             let e = ApiError::from(e);
-            error(Some(id), e.code, e.message)
+            Answer { message: error(Some(id), e.code, e.message), expected: e.expected }
         }
     }
 }

@@ -21,7 +21,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
-use nodb_shared::protocol::ErrorCode;
+use nodb_shared::protocol::{ErrorCode, StreamLine};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -203,7 +203,7 @@ impl Producer {
     }
 
     async fn heartbeat(&self, separator: u8, head: u64, seen: u64) -> Result<(), String> {
-        let mut line = format!("{{\"heartbeat\":{{\"head\":{head},\"seen\":{seen}}}}}").into_bytes();
+        let mut line = serde_json::to_vec(&StreamLine::Heartbeat { head, seen }).map_err(|e| e.to_string())?;
         line.push(separator);
         self.send(Bytes::from(line)).await
     }
