@@ -393,6 +393,17 @@ impl Hub {
     /// [`AtError::Ahead`] for a seq beyond the views, [`AtError::NotInMemory`]
     /// for one older than the history kept.
     pub fn view_state(&self, view: usize, at: Option<u64>) -> Result<ViewState, AtError> {
+        let (seq, state) = self.state_at(view, at)?;
+        Ok(ViewState { seq, hash: hash(&state), state, sources: None })
+    }
+
+    /// View `view`'s state now or (from the history) at seq `at`, with its
+    /// seq: an O(1) clone, taken under the lock; hashing and serialising
+    /// happen outside it.
+    ///
+    /// # Errors
+    /// As for [`Hub::view_state`].
+    pub fn state_at(&self, view: usize, at: Option<u64>) -> Result<(u64, Tree), AtError> {
         let s = self.read();
         let seq = s.engine.seq();
         let state = match at {
@@ -404,8 +415,7 @@ impl Hub {
                 None => return Err(AtError::NotInMemory),
             },
         };
-        let at = at.unwrap_or(seq);
-        Ok(ViewState { seq: at, hash: hash(&state), state, sources: None })
+        Ok((at.unwrap_or(seq), state))
     }
 
     /// The seq and every view's state, consistently (O(1) clones).
@@ -461,6 +471,15 @@ pub fn hash(state: &Tree) -> String {
     blake3::hash(state.to_json_string().as_bytes()).to_hex().to_string()
 }
 
+/// The body of `GET /views/{name}` — `{"seq", "hash", "state"}`, what
+/// [`ViewState`] serialises to — with the state serialised once, for both
+/// the hash and the body.
+pub fn view_body(seq: u64, state: &Tree) -> String {
+    let json = state.to_json_string();
+    let hash = blake3::hash(json.as_bytes()).to_hex();
+    format!("{{\"seq\":{seq},\"hash\":\"{hash}\",\"state\":{json}}}")
+}
+
 fn message(m: &ServerMessage) -> Bytes {
     Bytes::from(serde_json::to_vec(m).unwrap_or_default())
 }
@@ -512,6 +531,10 @@ mod tests {
         assert_eq!(hub.view_state(0, Some(4)).unwrap().state.get("/k5"), None);
         assert!(matches!(hub.view_state(0, Some(9)), Err(AtError::Ahead(_))));
         assert_eq!(hub.view_state(0, Some(1)).unwrap_err(), AtError::NotInMemory);
+        // The body, built with one serialisation, is what ViewState gives.
+        let (seq, state) = hub.state_at(0, Some(4)).unwrap();
+        let body: ViewState = serde_json::from_str(&view_body(seq, &state)).unwrap();
+        assert_eq!(body, hub.view_state(0, Some(4)).unwrap());
     }
 
     #[test]

@@ -129,8 +129,8 @@ async fn get_view(
                 .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("`at` must be a seq, not {t:?}")))?,
         ),
     };
-    let (state, replayed) = match s.hub.view_state(view, at) {
-        Ok(state) => (state, 0),
+    let ((seq, state), replayed) = match s.hub.state_at(view, at) {
+        Ok(found) => (found, 0),
         Err(AtError::Ahead(msg)) => return Err(ApiError::new(ErrorCode::BadRequest, msg)),
         Err(AtError::NotInMemory) => {
             // Older than the history in memory: the checkpoint at or
@@ -141,13 +141,15 @@ async fn get_view(
                 let error = ApiError::new(ErrorCode::Unavailable, format!("cannot rebuild the state at seq {at}: {e}"));
                 if busy { error.retry_after(1) } else { error }
             })?;
-            let state = past.states.into_iter().nth(view).unwrap_or_default();
-            let state =
-                nodb_shared::protocol::ViewState { seq: at, hash: crate::hub::hash(&state), state, sources: None };
-            (state, past.replayed)
+            ((at, past.states.into_iter().nth(view).unwrap_or_default()), past.replayed)
         }
     };
-    let mut response = axum::Json(state).into_response();
+    // Serialised once, for the hash and the body, off the hub's lock (a
+    // big state takes a while).
+    let body = tokio::task::spawn_blocking(move || crate::hub::view_body(seq, &state))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("serialising the state failed: {e}")))?;
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     if at.is_some() {
         // How many actions this answer replayed: at most the checkpoint
         // interval (`--snapshot-every`).
@@ -169,13 +171,14 @@ async fn get_state(
 
 fn subtree(s: &AppState, name: &str, pointer: &str) -> Result<Response, ApiError> {
     let view = s.hub.view_index(name).ok_or_else(|| unknown_view(&s.hub, name))?;
-    let vs = s.hub.view_state(view, None).map_err(|_| ApiError::new(ErrorCode::Internal, "no current state".into()))?;
-    match vs.state.lookup(pointer) {
+    let (seq, state) =
+        s.hub.state_at(view, None).map_err(|_| ApiError::new(ErrorCode::Internal, "no current state".into()))?;
+    match state.lookup(pointer) {
         Ok(t) => Ok(([(header::CONTENT_TYPE, "application/json")], t.to_json_string()).into_response()),
         Err(e @ nodb_shared::PathError::InvalidPointer { .. }) => {
             Err(ApiError::new(ErrorCode::BadRequest, e.to_string()))
         }
-        Err(e) => Err(ApiError::new(ErrorCode::NotFound, format!("{e} in view {name:?} at seq {}", vs.seq))),
+        Err(e) => Err(ApiError::new(ErrorCode::NotFound, format!("{e} in view {name:?} at seq {seq}"))),
     }
 }
 
