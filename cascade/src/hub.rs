@@ -19,18 +19,7 @@ use nodb_shared::diff::diff;
 use nodb_shared::protocol::{ServerMessage, Sources, ViewState};
 use tokio::sync::watch;
 
-/// What a client should be sent to catch up.
-#[derive(Debug)]
-pub enum CatchUp {
-    /// Nothing new (or no state yet).
-    Nothing,
-    /// The patch message of the next update.
-    Patch(Bytes),
-    /// One patch message covering several updates.
-    Combined(Bytes),
-    /// A snapshot message: the client is new or beyond the history.
-    Snapshot(Bytes),
-}
+pub use nodb_viewserver::CatchUp;
 
 /// Why `GET /views/{name}?at=N` has no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

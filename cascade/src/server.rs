@@ -23,17 +23,19 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nodb_shared::protocol::{ErrorBody, ErrorCode, ServerMessage};
+use nodb_shared::protocol::{ErrorCode, ServerMessage};
+use nodb_viewserver::session::{serve_session, text};
+use nodb_viewserver::{ApiError, CatchUp, Feed, Hooks};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::{AtError, CatchUp, Hub};
+use crate::hub::{AtError, Hub};
 use crate::runtime::CascadeStats;
 use crate::upstream::UpstreamStatus;
 
@@ -61,19 +63,8 @@ pub struct ServerState {
     pub ping: Duration,
 }
 
-/// An error answer: its code fixes the status.
-#[derive(Debug)]
-pub struct ApiError(ErrorCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(ErrorBody::new(self.0, self.1))).into_response()
-    }
-}
-
 fn bad_request(message: String) -> ApiError {
-    ApiError(ErrorCode::BadRequest, message)
+    ApiError::bad_request(message)
 }
 
 /// Every route: the views, `/views`, `/health`, `/metrics`, and a 404 for
@@ -90,9 +81,9 @@ pub fn router(state: ServerState) -> Router {
             match path.strip_prefix("/views/") {
                 Some(rest) => {
                     let name = rest.split('/').next().unwrap_or(rest);
-                    ApiError(ErrorCode::UnknownView, format!("no view {name:?}; this server has: {names}"))
+                    ApiError::new(ErrorCode::UnknownView, format!("no view {name:?}; this server has: {names}"))
                 }
-                None => ApiError(ErrorCode::NotFound, format!("no such endpoint: {path} (try GET /views)")),
+                None => ApiError::new(ErrorCode::NotFound, format!("no such endpoint: {path} (try GET /views)")),
             }
         }
     })
@@ -153,7 +144,7 @@ async fn add_to_listing(State(s): State<ServerState>, req: Request, next: Next) 
         return resp;
     }
     let Ok(bytes) = axum::body::to_bytes(resp.into_body(), 16 << 20).await else {
-        return ApiError(ErrorCode::Internal, "cannot list the views".into()).into_response();
+        return ApiError::new(ErrorCode::Internal, "cannot list the views").into_response();
     };
     let mut body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"views": []}));
     if let Some(views) = body["views"].as_array_mut() {
@@ -198,7 +189,7 @@ fn parse_seq(name: &str, text: Option<&str>) -> Result<Option<u64>, ApiError> {
 }
 
 fn no_state(hub: &Hub) -> ApiError {
-    ApiError(
+    ApiError::new(
         ErrorCode::Unavailable,
         format!("the cascade {:?} has no state yet: it is waiting for its upstreams (see /health)", hub.name()),
     )
@@ -214,7 +205,7 @@ fn get_view(s: &ServerState, i: usize, query: Result<Query<AtQuery>, QueryReject
         Err(AtError::Ahead { seq }) => {
             Err(bad_request(format!("`at` {} is beyond the cascade's seq {seq}", at.unwrap_or(0))))
         }
-        Err(AtError::Gone { oldest }) => Err(ApiError(
+        Err(AtError::Gone { oldest }) => Err(ApiError::new(
             ErrorCode::NotFound,
             format!(
                 "seq {} is older than the updates this cascade keeps (from {oldest}); a cascade keeps no snapshots",
@@ -230,7 +221,7 @@ fn subtree(s: &ServerState, i: usize, pointer: &str) -> Result<Response, ApiErro
     match state.lookup(pointer) {
         Ok(t) => Ok(([(header::CONTENT_TYPE, "application/json")], t.to_json_string()).into_response()),
         Err(e @ nodb_shared::PathError::InvalidPointer { .. }) => Err(bad_request(e.to_string())),
-        Err(e) => Err(ApiError(ErrorCode::NotFound, format!("{e} in view {:?} at seq {seq}", hub.name()))),
+        Err(e) => Err(ApiError::new(ErrorCode::NotFound, format!("{e} in view {:?} at seq {seq}", hub.name()))),
     }
 }
 
@@ -247,83 +238,41 @@ fn stream(
     Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_client(socket, s, i, since))))
 }
 
-fn text(m: &ServerMessage) -> Message {
-    Message::Text(serde_json::to_string(m).unwrap_or_default().into())
+/// One cascade's hub, as a session sees it.
+struct CascadeFeed(Arc<Hub>);
+
+impl Feed for CascadeFeed {
+    fn seq(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.seq()
+    }
+
+    fn catch_up(&self, since: Option<u64>) -> (CatchUp, Option<u64>) {
+        let (catch_up, seq) = self.0.catch_up(since);
+        (catch_up, Some(seq).filter(|s| *s != 0))
+    }
+}
+
+/// A cascade is read-only: every message from a client is refused.
+struct ReadOnly;
+
+impl Hooks for ReadOnly {
+    async fn on_message(&mut self, _: Message) -> Option<Message> {
+        Some(text(&ServerMessage::Error {
+            id: None,
+            code: ErrorCode::BadRequest,
+            message: "a cascaded view is read-only: dispatch actions to the data view".into(),
+        }))
+    }
 }
 
 /// One client: catch up, then one message each time the cascade moves on
 /// (or one for several, if it fell behind meanwhile). A client of a cascade
 /// that has no state yet waits for it.
-async fn serve_client(mut socket: WebSocket, s: ServerState, i: usize, since: Option<u64>) {
-    // A send a client does not take within two pings ends the session.
-    let limit = s.ping * 2;
+async fn serve_client(socket: WebSocket, s: ServerState, i: usize, since: Option<u64>) {
     let hub = s.cascades[i].hub.clone();
     hub.metrics.clients.fetch_add(1, Relaxed);
-    let mut seq_rx = hub.seq();
-    let mut last = since;
-    let mut ping = tokio::time::interval(s.ping);
-    // Ticks missed during a long send must not fire in a burst and drop
-    // a client that answers.
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    let mut awaiting_pong = false;
-    'session: loop {
-        seq_rx.borrow_and_update();
-        let (catch_up, seq) = hub.catch_up(last);
-        if let CatchUp::Patch(b) | CatchUp::Combined(b) | CatchUp::Snapshot(b) = catch_up {
-            let Ok(t) = axum::extract::ws::Utf8Bytes::try_from(b) else { break 'session };
-            if send(&mut socket, limit, Message::Text(t)).await.is_err() {
-                break 'session;
-            }
-        }
-        if seq != 0 {
-            last = Some(seq);
-        }
-        loop {
-            tokio::select! {
-                changed = seq_rx.changed() => {
-                    if changed.is_err() { break 'session; }
-                    break;
-                }
-                msg = socket.recv() => match msg {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session,
-                    Some(Ok(Message::Pong(_))) => awaiting_pong = false,
-                    Some(Ok(Message::Text(_) | Message::Binary(_))) => {
-                        let m = ServerMessage::Error {
-                            id: None,
-                            code: ErrorCode::BadRequest,
-                            message: "a cascaded view is read-only: dispatch actions to the data view".into(),
-                        };
-                        if send(&mut socket, limit, text(&m)).await.is_err() { break 'session; }
-                    }
-                    Some(Ok(_)) => {}
-                },
-                _ = ping.tick() => {
-                    if awaiting_pong {
-                        tracing::debug!("a client did not answer a ping; closing its stream");
-                        break 'session;
-                    }
-                    awaiting_pong = true;
-                    if send(&mut socket, limit, Message::Ping(Default::default())).await.is_err() { break 'session; }
-                }
-                () = s.shutdown.cancelled() => {
-                    let _ = send(&mut socket, limit, Message::Close(None)).await;
-                    break 'session;
-                }
-            }
-        }
-    }
+    serve_session(socket, &CascadeFeed(hub.clone()), &mut ReadOnly, since, s.ping, &s.shutdown).await;
     hub.metrics.clients.fetch_sub(1, Relaxed);
-}
-
-/// Sends `message` to a client, giving up (as if the socket had failed)
-/// when the client holds it longer than `limit`: one that stopped reading
-/// must not keep its session, or the server's shutdown, waiting forever.
-async fn send(socket: &mut WebSocket, limit: Duration, message: Message) -> Result<(), ()> {
-    match tokio::time::timeout(limit, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
 }
 
 /// How one upstream stands: `caught_up` (everything it sent is reflected),

@@ -18,8 +18,10 @@ use axum::extract::ws::{Message, WebSocket};
 use nodb_shared::protocol::{ErrorCode, ServerMessage};
 
 use crate::history::Replayer;
-use crate::hub::{CatchUp, Exact, RejectedAction};
-use crate::server::{AppState, send, text};
+use crate::hub::{Exact, RejectedAction};
+use crate::server::AppState;
+use nodb_viewserver::CatchUp;
+use nodb_viewserver::session::{send, text};
 
 /// Messages taken from the history in one go.
 const CHUNK: usize = 256;

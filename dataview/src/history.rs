@@ -19,16 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use nodb_client::{ActionStream, Chronicler, ServiceUrl};
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::app::App;
 use crate::engine::{Diffs, Engine, EngineError};
-use crate::follow::{Line, connect, parse_http_url, parse_line};
+use crate::follow::committed;
 use crate::hub::RejectedAction;
 use crate::snapshot::{SnapshotError, Snapshots};
 
@@ -63,7 +61,10 @@ pub enum HistoryError {
     Snapshot(#[from] SnapshotError),
     /// The chronicler could not be read.
     #[error("cannot read the chronicler's history: {0}")]
-    Chronicler(String),
+    Chronicler(#[from] nodb_client::Error),
+    /// A replay task failed.
+    #[error("the replay failed: {0}")]
+    Replay(String),
     /// The chronicler's history ends before the seq asked for.
     #[error("the chronicler's history ended before seq {0}")]
     Ended(u64),
@@ -101,7 +102,8 @@ pub struct History {
     app: App,
     names: Vec<String>,
     snapshots: Option<Snapshots>,
-    chronicler: String,
+    /// The chronicler, or why its URL is unusable.
+    chronicler: Result<Chronicler, nodb_client::UrlError>,
     settings: HistorySettings,
     permits: Semaphore,
     /// Recent past states, most recently used first.
@@ -119,7 +121,7 @@ impl History {
             app,
             names,
             snapshots,
-            chronicler: chronicler.to_string(),
+            chronicler: ServiceUrl::parse(chronicler).map(Chronicler::new),
             permits: Semaphore::new(settings.readers.max(1)),
             settings,
             cache: Mutex::new(VecDeque::new()),
@@ -243,14 +245,8 @@ impl History {
 
     /// The chronicler's actions from seq `from` (to `to`, or on).
     async fn actions(&self, from: u64, to: Option<u64>) -> Result<ActionReader, HistoryError> {
-        let (authority, prefix) = parse_http_url(&self.chronicler).map_err(HistoryError::Chronicler)?;
-        let path = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-        let mut url = format!("ws://{authority}/{path}actions?from={from}");
-        if let Some(to) = to {
-            url.push_str(&format!("&to={to}"));
-        }
-        let ws = connect(&authority, &url).await.map_err(HistoryError::Chronicler)?;
-        Ok(ActionReader { ws })
+        let chronicler = self.chronicler.as_ref().map_err(|e| nodb_client::Error::Url(e.clone()))?;
+        Ok(ActionReader { stream: chronicler.stream(from, to, &[]).await? })
     }
 }
 
@@ -264,12 +260,12 @@ async fn replay(mut engine: Engine, actions: Vec<CommittedAction>) -> Result<Eng
         Ok(engine)
     })
     .await
-    .map_err(|e| HistoryError::Chronicler(format!("the replay failed: {e}")))?
+    .map_err(|e| HistoryError::Replay(e.to_string()))?
 }
 
 /// Committed actions read from the chronicler's stream.
 struct ActionReader {
-    ws: WebSocketStream<TcpStream>,
+    stream: ActionStream,
 }
 
 impl ActionReader {
@@ -279,15 +275,9 @@ impl ActionReader {
         let want = max.min(CHUNK as u64) as usize;
         let mut chunk = Vec::with_capacity(want);
         while chunk.len() < want {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => match parse_line(t.as_str()) {
-                    Line::Action(a) => chunk.push(a),
-                    Line::Heartbeat(_) => {}
-                    Line::Unreadable => return Err(HistoryError::Chronicler("an unreadable line".into())),
-                },
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(HistoryError::Chronicler(e.to_string())),
+            match self.stream.next().await {
+                Some(line) => chunk.extend(committed(line?)),
+                None => break,
             }
         }
         Ok(chunk)
@@ -349,7 +339,7 @@ impl Replayer {
             Ok::<_, HistoryError>((engine, steps))
         })
         .await
-        .map_err(|e| HistoryError::Chronicler(format!("the replay failed: {e}")))?;
+        .map_err(|e| HistoryError::Replay(e.to_string()))?;
         let (engine, steps) = stepped?;
         history.metrics.replayed.fetch_add(steps.len() as u64, Relaxed);
         self.engine = Some(engine);

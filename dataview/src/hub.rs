@@ -54,18 +54,7 @@ struct Entry {
     rejected: Option<RejectedAction>,
 }
 
-/// What a client should send to catch up from `since` to the current seq.
-#[derive(Debug)]
-pub enum CatchUp {
-    /// Nothing new.
-    Nothing,
-    /// The single patch message of the next seq.
-    Patch(Bytes),
-    /// One combined patch message covering several seqs.
-    Combined(Bytes),
-    /// The client is too far behind (or new): a snapshot message.
-    Snapshot(Bytes),
-}
+pub use nodb_viewserver::CatchUp;
 
 /// Counters of the hub.
 #[derive(Debug, Default)]

@@ -28,6 +28,8 @@
 //! - [`snapshot`]: snapshots in object storage, and recovery from them.
 //! - [`service`]: [`service::Settings`] (with `validate`) and
 //!   [`service::start`], which wire the parts above together.
+//! - `session`: a client's session on the ordinary stream (the shared
+//!   session of `nodb_viewserver`, with rejections and the dispatch relay).
 //! - [`server`]: the HTTP and WebSocket service; [`web`]: the client
 //!   library and the demo page it serves.
 
@@ -42,6 +44,7 @@ pub mod json_doc;
 pub mod reducer;
 pub mod server;
 pub mod service;
+mod session;
 pub mod snapshot;
 #[cfg(test)]
 mod test_app;

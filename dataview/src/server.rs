@@ -16,18 +16,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nodb_shared::protocol::{ErrorBody, ErrorCode, ServerMessage};
+use nodb_shared::protocol::ErrorCode;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::follow::FollowStatus;
-use crate::hub::{AtError, CatchUp, Hub};
+use crate::hub::{AtError, Hub};
+use nodb_viewserver::ApiError;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -48,37 +49,6 @@ pub struct AppState {
     pub history: Arc<crate::history::History>,
     /// The application's name; `warehouse` also serves the demo page.
     pub app: String,
-}
-
-/// An error answer: code (fixing the status) and message, and for a
-/// request that may succeed later, seconds to wait (`Retry-After`).
-#[derive(Debug)]
-pub struct ApiError {
-    code: ErrorCode,
-    message: String,
-    retry_after: Option<u32>,
-}
-
-impl ApiError {
-    fn new(code: ErrorCode, message: String) -> ApiError {
-        ApiError { code, message, retry_after: None }
-    }
-
-    fn retry_after(mut self, seconds: u32) -> ApiError {
-        self.retry_after = Some(seconds);
-        self
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, axum::Json(ErrorBody::new(self.code, self.message))).into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
-        }
-        response
-    }
 }
 
 fn unknown_view(hub: &Hub, name: &str) -> ApiError {
@@ -172,7 +142,7 @@ async fn get_state(
 fn subtree(s: &AppState, name: &str, pointer: &str) -> Result<Response, ApiError> {
     let view = s.hub.view_index(name).ok_or_else(|| unknown_view(&s.hub, name))?;
     let (seq, state) =
-        s.hub.state_at(view, None).map_err(|_| ApiError::new(ErrorCode::Internal, "no current state".into()))?;
+        s.hub.state_at(view, None).map_err(|_| ApiError::new(ErrorCode::Internal, "no current state"))?;
     match state.lookup(pointer) {
         Ok(t) => Ok(([(header::CONTENT_TYPE, "application/json")], t.to_json_string()).into_response()),
         Err(e @ nodb_shared::PathError::InvalidPointer { .. }) => {
@@ -229,223 +199,9 @@ async fn stream(
         if exact {
             tasks.track_future(crate::exact::serve_exact(socket, s, view, since, q.client)).await;
         } else {
-            tasks.track_future(serve_client(socket, s, view, since, q.client)).await;
+            tasks.track_future(crate::session::serve_client(socket, s, view, since, q.client)).await;
         }
     }))
-}
-
-async fn serve_client(mut socket: WebSocket, s: AppState, view: usize, since: Option<u64>, client: Option<String>) {
-    // A send a client does not take within two pings ends the session.
-    let limit = s.ping * 2;
-    s.hub.metrics.clients.fetch_add(1, Relaxed);
-    let mut seq_rx = s.hub.seq();
-    let mut last = since;
-    let mut ping = tokio::time::interval(s.ping);
-    // Ticks missed during a long send must not fire in a burst and drop
-    // a client that answers.
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    let mut awaiting_pong = false;
-    let mut relay: Option<Relay> = None;
-    // A new client of a view that is still replaying history gets its
-    // snapshot once the view has caught up, not a stream of catch-up patches.
-    if since.is_none() {
-        while s.follow.connected.load(Relaxed) && s.hub.current_seq() < s.follow.head.load(Relaxed) {
-            tokio::select! {
-                _ = seq_rx.changed() => {}
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                () = s.shutdown.cancelled() => { s.hub.metrics.clients.fetch_sub(1, Relaxed); return; }
-            }
-        }
-    }
-    'session: loop {
-        seq_rx.borrow_and_update();
-        let (catch_up, seq) = s.hub.catch_up(view, last);
-        // A client's rejections come before the message that covers their
-        // seqs, so when it applies that message it knows which of its
-        // actions did not take effect.
-        if let Some(client) = &client {
-            for (rseq, r) in s.hub.rejections(client, last.unwrap_or(seq), seq) {
-                let m = ServerMessage::Rejected { seq: rseq, id: r.id, reason: r.reason };
-                if send(&mut socket, limit, text(&m)).await.is_err() {
-                    break 'session;
-                }
-            }
-        }
-        let bytes = match catch_up {
-            CatchUp::Nothing => None,
-            CatchUp::Patch(b) | CatchUp::Combined(b) | CatchUp::Snapshot(b) => Some(b),
-        };
-        if let Some(b) = bytes {
-            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(b) else { break 'session };
-            if send(&mut socket, limit, Message::Text(text)).await.is_err() {
-                break 'session;
-            }
-        }
-        last = Some(seq);
-        loop {
-            tokio::select! {
-                changed = seq_rx.changed() => {
-                    if changed.is_err() { break 'session; }
-                    break;
-                }
-                msg = socket.recv() => match msg {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session,
-                    Some(Ok(Message::Pong(_))) => awaiting_pong = false,
-                    Some(Ok(Message::Text(t))) => {
-                        // Dispatches are relayed to the chronicler, so a
-                        // browser needs one socket; the acks come back here.
-                        if let Err(m) = relay_dispatch(&s, &mut relay, t.as_str()).await
-                            && send(&mut socket, limit, text(&m)).await.is_err()
-                        {
-                            break 'session;
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        let m = ServerMessage::Error {
-                            id: None,
-                            code: ErrorCode::BadRequest,
-                            message: "send dispatches as text frames of JSON".into(),
-                        };
-                        if send(&mut socket, limit, text(&m)).await.is_err() {
-                            break 'session;
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                },
-                reply = relay_reply(&mut relay) => {
-                    let text = match reply {
-                        Some(t) => t,
-                        None => {
-                            relay = None;
-                            let m = ServerMessage::Error {
-                                id: None,
-                                code: ErrorCode::Unavailable,
-                                message: "the connection to the chronicler was lost; re-send unacknowledged actions with the same ids".into(),
-                            };
-                            serde_json::to_string(&m).unwrap_or_default()
-                        }
-                    };
-                    if send(&mut socket, limit, Message::Text(text.into())).await.is_err() { break 'session; }
-                }
-                _ = ping.tick() => {
-                    if awaiting_pong {
-                        tracing::debug!("a client did not answer a ping; closing its stream");
-                        break 'session;
-                    }
-                    awaiting_pong = true;
-                    if send(&mut socket, limit, Message::Ping(Default::default())).await.is_err() { break 'session; }
-                }
-                () = s.shutdown.cancelled() => {
-                    let _ = send(&mut socket, limit, Message::Close(None)).await;
-                    break 'session;
-                }
-            }
-        }
-    }
-    s.hub.metrics.clients.fetch_sub(1, Relaxed);
-}
-
-/// A server message as a text frame.
-pub(crate) fn text(m: &ServerMessage) -> Message {
-    Message::Text(serde_json::to_string(m).unwrap_or_default().into())
-}
-
-/// Sends `message` to a client, giving up (as if the socket had failed)
-/// when the client holds it longer than `limit`: one that stopped reading
-/// must not keep its session, or the server's shutdown, waiting forever.
-pub(crate) async fn send(socket: &mut WebSocket, limit: Duration, message: Message) -> Result<(), ()> {
-    match tokio::time::timeout(limit, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
-/// One client's connection to the chronicler's `/ws`, opened on its first
-/// dispatch: messages to forward, and the chronicler's answers.
-struct Relay {
-    to_chronicler: tokio::sync::mpsc::Sender<String>,
-    answers: tokio::sync::mpsc::Receiver<String>,
-}
-
-/// The next answer from the chronicler; never resolves without a relay.
-async fn relay_reply(relay: &mut Option<Relay>) -> Option<String> {
-    match relay {
-        Some(r) => r.answers.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Forwards one dispatch message, opening the relay if needed. An error
-/// message for the client if the text is not a dispatch or the chronicler
-/// cannot be reached.
-async fn relay_dispatch(s: &AppState, relay: &mut Option<Relay>, text: &str) -> Result<(), ServerMessage> {
-    #[derive(Deserialize)]
-    struct Peek {
-        #[serde(rename = "type")]
-        kind: String,
-        action: Option<serde_json::Value>,
-    }
-    let bad = |message: String| ServerMessage::Error { id: None, code: ErrorCode::BadRequest, message };
-    let peek: Peek = serde_json::from_str(text).map_err(|e| bad(format!("malformed message: {e}")))?;
-    if peek.kind != "dispatch" {
-        return Err(bad(format!(
-            "unknown message type {:?}: send {{\"type\": \"dispatch\", \"action\": {{...}}}}",
-            peek.kind
-        )));
-    }
-    let id = peek.action.as_ref().and_then(|a| a["id"].as_str()).map(String::from);
-    if relay.is_none() {
-        *relay = Some(open_relay(&s.chronicler).await.map_err(|e| ServerMessage::Error {
-            id: id.clone(),
-            code: ErrorCode::Unavailable,
-            message: format!("cannot reach the chronicler to dispatch: {e}"),
-        })?);
-    }
-    let sent = match relay {
-        Some(r) => r.to_chronicler.send(text.to_string()).await.is_ok(),
-        None => false,
-    };
-    if !sent {
-        *relay = None;
-        return Err(ServerMessage::Error {
-            id,
-            code: ErrorCode::Unavailable,
-            message: "the connection to the chronicler was lost; re-send with the same id".into(),
-        });
-    }
-    Ok(())
-}
-
-async fn open_relay(chronicler: &str) -> Result<Relay, String> {
-    use futures_util::{SinkExt, StreamExt};
-    let (authority, prefix) = crate::follow::parse_http_url(chronicler)?;
-    let tcp = tokio::net::TcpStream::connect(&authority).await.map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let path = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-    let (ws, _) =
-        tokio_tungstenite::client_async(format!("ws://{authority}/{path}ws"), tcp).await.map_err(|e| e.to_string())?;
-    let (mut sink, mut stream) = ws.split();
-    let (to_chronicler, mut outgoing) = tokio::sync::mpsc::channel::<String>(256);
-    let (answer_tx, answers) = tokio::sync::mpsc::channel::<String>(256);
-    tokio::spawn(async move {
-        use tokio_tungstenite::tungstenite::Message as M;
-        loop {
-            tokio::select! {
-                out = outgoing.recv() => match out {
-                    Some(t) => if sink.send(M::text(t)).await.is_err() { break },
-                    None => break,
-                },
-                msg = stream.next() => match msg {
-                    Some(Ok(M::Text(t))) => if answer_tx.send(t.as_str().to_string()).await.is_err() { break },
-                    Some(Ok(M::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-        let _ = sink.close().await;
-    });
-    Ok(Relay { to_chronicler, answers })
 }
 
 async fn health(State(s): State<AppState>) -> impl IntoResponse {

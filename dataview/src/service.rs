@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::engine::Engine;
-use crate::follow::{FollowStatus, follow, parse_http_url};
+use crate::follow::{FollowStatus, follow};
 use crate::history::{History, HistorySettings};
 use crate::hub::Hub;
 use crate::server::AppState;
@@ -24,7 +24,7 @@ use crate::snapshot::{SnapshotError, SnapshotPolicy, Snapshots, run_snapshotter}
 pub struct Settings {
     /// The application.
     pub app: App,
-    /// The chronicler's URL (`http://HOST:PORT[/prefix]`).
+    /// The chronicler's URL (`http(s)://HOST:PORT[/prefix]`).
     pub chronicler: String,
     /// How many recent seqs to keep in memory.
     pub history: usize,
@@ -55,7 +55,8 @@ impl Settings {
     /// # Errors
     /// [`StartError::Setting`] naming the first bad one.
     pub fn validate(&self) -> Result<(), StartError> {
-        parse_http_url(&self.chronicler).map_err(StartError::Setting)?;
+        nodb_client::ServiceUrl::parse(&self.chronicler)
+            .map_err(|e| StartError::Setting(format!("the chronicler URL {e}")))?;
         let bad = |s: &str| Err(StartError::Setting(s.to_string()));
         if self.ping.is_zero() {
             return bad("--ping must be a positive number of seconds");
@@ -150,7 +151,8 @@ mod tests {
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains(words), "{e:?} should name {words}");
         };
-        check(Settings { chronicler: "https://h:1".into(), ..settings() }, "http://");
+        check(Settings { chronicler: "ftp://h:1".into(), ..settings() }, "must start with http:// or https://");
+        assert!(Settings { chronicler: "https://h/prefix/".into(), ..settings() }.validate().is_ok());
         check(Settings { ping: Duration::ZERO, ..settings() }, "--ping");
         check(Settings { history: 0, ..settings() }, "--history");
         let readers = HistorySettings { readers: 0, ..HistorySettings::default() };

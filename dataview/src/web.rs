@@ -1,16 +1,29 @@
 //! The browser side, built into the binary: the client library `/nodb.js`
-//! (with `/nodb.d.ts`) for every app, and the warehouse demo page at `/`.
+//! and its modules `/nodb/*.js` (with `/nodb.d.ts`) for every app, and the
+//! warehouse demo page at `/`.
 //!
 //! The files live in the repository's `web/` folder and are compiled in, so
-//! a single `nodb` binary serves them with nothing else to install.
+//! a single `nodb` binary serves them with nothing else to install. A page
+//! imports `/nodb.js`, which imports its modules by relative paths
+//! (`./nodb/store.js`), so they are served at the paths they have in `web/`.
 
 use axum::Router;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-/// The client library.
+/// The client library's entry point.
 pub const NODB_JS: &str = include_str!("../../web/nodb.js");
+/// The client library's ES modules by URL path: the entry point and the
+/// modules it imports (`web/nodb/`), each served as JavaScript.
+pub const CLIENT_MODULES: &[(&str, &str)] = &[
+    ("/nodb.js", NODB_JS),
+    ("/nodb/patch.js", include_str!("../../web/nodb/patch.js")),
+    ("/nodb/connection.js", include_str!("../../web/nodb/connection.js")),
+    ("/nodb/outbox.js", include_str!("../../web/nodb/outbox.js")),
+    ("/nodb/store.js", include_str!("../../web/nodb/store.js")),
+    ("/nodb/redux.js", include_str!("../../web/nodb/redux.js")),
+];
 /// Its TypeScript declarations.
 pub const NODB_D_TS: &str = include_str!("../../web/nodb.d.ts");
 /// The warehouse demo page.
@@ -31,9 +44,11 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
 /// at `/`.
 pub fn router<S: Clone + Send + Sync + 'static>(demo: bool, views: Vec<String>) -> Router<S> {
     let js = "text/javascript; charset=utf-8";
-    let router = Router::new()
-        .route("/nodb.js", get(move || async move { file(js, NODB_JS) }))
-        .route("/nodb.d.ts", get(|| async { file("application/typescript; charset=utf-8", NODB_D_TS) }));
+    let mut router =
+        Router::new().route("/nodb.d.ts", get(|| async { file("application/typescript; charset=utf-8", NODB_D_TS) }));
+    for &(path, body) in CLIENT_MODULES {
+        router = router.route(path, get(move || async move { file(js, body) }));
+    }
     if demo {
         router
             .route("/", get(|| async { file("text/html; charset=utf-8", DEMO_HTML) }))
@@ -70,6 +85,32 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The relative imports (`from './x.js'`) of a module's source.
+    fn relative_imports(source: &str) -> Vec<&str> {
+        source
+            .lines()
+            .filter(|line| line.starts_with("import ") || line.starts_with("export "))
+            .filter_map(|line| line.split(" from ").nth(1))
+            .map(|s| s.trim().trim_end_matches(';').trim_matches(|c| c == '\'' || c == '"'))
+            .filter(|s| s.starts_with("./"))
+            .collect()
+    }
+
+    #[test]
+    fn every_module_the_client_imports_is_served() {
+        let served: Vec<&str> = CLIENT_MODULES.iter().map(|&(path, _)| path).collect();
+        let mut imported = 0;
+        for &(path, source) in CLIENT_MODULES {
+            let dir = &path[..=path.rfind('/').unwrap()];
+            for import in relative_imports(source) {
+                let target = format!("{dir}{}", &import[2..]);
+                assert!(served.contains(&target.as_str()), "{path} imports {import}, which is not served");
+                imported += 1;
+            }
+        }
+        assert!(imported >= 5, "only {imported} imports found: does relative_imports still read the modules?");
+    }
 
     #[test]
     fn the_index_escapes_view_names() {

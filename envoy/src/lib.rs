@@ -10,12 +10,11 @@
 //! - [`definition`]: what an application writes — [`Envoy`], [`Trigger`],
 //!   the handler and its [`Event`].
 //! - [`runtime`]: resuming from the log, following the trigger, recording
-//!   results exactly once.
+//!   results exactly once; it talks to the chronicler and the data view
+//!   through `nodb_client`.
 //! - [`effects`]: HTTP calls with timeouts, retries and idempotency keys.
 //! - [`status`]: each envoy's lag, effects in flight, retries and failures,
 //!   as `/health` and `/metrics`.
-//! - [`log_client`], [`view_stream`]: the chronicler's and a data view's
-//!   public APIs, as the envoy uses them.
 //! - [`webhook`]: the generic webhook envoy, which needs no code.
 //!
 //! Applications define their own envoys in their own crates (the demo's
@@ -24,10 +23,8 @@
 mod condition;
 pub mod definition;
 pub mod effects;
-pub mod log_client;
 pub mod runtime;
 pub mod status;
-pub mod view_stream;
 pub mod webhook;
 
 pub use definition::{Config, Envoy, Event, Handler, Pick, ResultAction, Selector, Trigger};

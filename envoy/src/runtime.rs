@@ -28,24 +28,24 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
+use nodb_client::{Change, Chronicler, Replica, ReplicaError, ServiceUrl, StreamOptions, ViewClient};
 use nodb_shared::Tree;
-use serde_json::{Value, json};
+use nodb_shared::protocol::{Action, Meta, StreamLine};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::condition::Condition;
 use crate::definition::{Envoy, Event, ResultAction, Trigger};
 use crate::effects::Effects;
-use crate::log_client::{LogClient, LogClientError, StreamLine};
 use crate::status::EnvoyStats;
-use crate::view_stream::{ViewClient, ViewMessage};
 
 /// Where an envoy's services are.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The chronicler's URL.
-    pub chronicler: String,
-    /// The data view's URL, for envoys triggered by a view condition.
-    pub dataview: Option<String>,
+    /// The chronicler.
+    pub chronicler: ServiceUrl,
+    /// The data view, for envoys triggered by a view condition.
+    pub dataview: Option<ServiceUrl>,
     /// HTTP and retries for the effects.
     pub effects: Effects,
 }
@@ -56,6 +56,27 @@ pub enum EnvoyError {
     /// A view-condition envoy was started without a data view URL.
     #[error("envoy {0:?} watches a view: give the data view's URL (--dataview)")]
     NoDataview(String),
+}
+
+/// Why one run of an envoy ended; it resumes from the log after (but for
+/// shutdown).
+#[derive(Debug, thiserror::Error)]
+enum Stopped {
+    /// The chronicler or the data view failed, or shutdown cancelled a call.
+    #[error(transparent)]
+    Client(#[from] nodb_client::Error),
+    /// The view's exact stream sent what its replica cannot take.
+    #[error("the view stream: {0}")]
+    ViewStream(#[from] ReplicaError),
+    /// The task recording results failed.
+    #[error("the recorder failed: {0}")]
+    Recorder(String),
+    /// A view trigger without a data view (checked before running).
+    #[error("no data view to watch")]
+    NoDataview,
+    /// The envoy is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
 }
 
 /// Where the envoy stopped, from its own results in the log.
@@ -88,7 +109,7 @@ pub async fn run_with_stats(
     if envoy.trigger.view().is_some() && settings.dataview.is_none() {
         return Err(EnvoyError::NoDataview(envoy.name.clone()));
     }
-    let log = LogClient::new(&settings.chronicler, settings.effects.http.clone());
+    let log = Chronicler::with_http(settings.chronicler.clone(), settings.effects.http.clone());
     let settings = Settings { effects: settings.effects.clone().counting_retries(stats.retries.clone()), ..settings };
     let run = Run { envoy: &envoy, log: &log, settings: &settings, stats: &stats, shutdown: &shutdown };
     let mut wait = Duration::from_millis(100);
@@ -103,7 +124,7 @@ pub async fn run_with_stats(
         stats.following.store(false, Relaxed);
         match result {
             Ok(()) => wait = Duration::from_millis(100),
-            Err(LogClientError::ShuttingDown) => break,
+            Err(Stopped::ShuttingDown | Stopped::Client(nodb_client::Error::Cancelled)) => break,
             Err(e) => {
                 stats.resumed.fetch_add(1, Relaxed);
                 let why = e.to_string();
@@ -129,22 +150,25 @@ pub async fn run_with_stats(
     Ok(())
 }
 
-async fn resume(envoy: &Envoy, log: &LogClient, shutdown: &CancellationToken) -> Result<Resume, LogClientError> {
-    let Some((last, seq)) = log.position(&envoy.client()).await? else {
+async fn resume(envoy: &Envoy, log: &Chronicler, shutdown: &CancellationToken) -> Result<Resume, Stopped> {
+    let Some(nodb_client::Position { last, seq }) = log.position(&envoy.client()).await? else {
         // A brand-new envoy starts at the head, and records that it did:
         // from then on the log says where it stands, even if it crashes
         // before its first result.
         let head = log.head().await?;
-        let started = json!({"id": format!("{}:1", envoy.client()), "type": "envoy/started",
-            "payload": {"envoy": envoy.name, "head": head},
-            "meta": {"cause": head.to_string(), "envoy": envoy.name}});
+        let started = Action {
+            id: format!("{}:1", envoy.client()),
+            kind: "envoy/started".into(),
+            payload: json!({"envoy": envoy.name, "head": head}),
+            meta: Some(Meta::from([("cause".into(), head.to_string()), ("envoy".into(), envoy.name.clone())])),
+        };
         log.dispatch(&[started], shutdown).await?;
         tracing::info!(envoy = %envoy.name, head, "a new envoy starts at the head of the log");
         return Ok(Resume { next_n: 2, after: Some((head, None)) });
     };
-    let action = log.range(seq, seq, &[]).await?.into_iter().next().unwrap_or(Value::Null);
-    let cause = action["meta"]["cause"].as_str().and_then(|c| c.parse::<u64>().ok()).unwrap_or(seq);
-    let key = action["meta"]["key"].as_str().map(String::from);
+    let meta = log.range(seq, seq, &[]).await?.into_iter().next().and_then(|a| a.meta).unwrap_or_default();
+    let cause = meta.get("cause").and_then(|c| c.parse::<u64>().ok()).unwrap_or(seq);
+    let key = meta.get("key").cloned();
     Ok(Resume { next_n: last + 1, after: Some((cause, key)) })
 }
 
@@ -160,26 +184,27 @@ type Done = (Event, Vec<ResultAction>);
 /// were ever durable, a restart resumes right after that prefix.
 async fn record(
     name: &str,
-    log: &LogClient,
+    log: &Chronicler,
     next_n: &mut u64,
     done: Vec<Done>,
     stats: &EnvoyStats,
     shutdown: &CancellationToken,
-) -> Result<(), LogClientError> {
+) -> Result<(), Stopped> {
     let client = format!("envoy-{name}");
-    let mut actions: Vec<Value> = Vec::new();
+    let mut actions: Vec<Action> = Vec::new();
     for (event, results) in done {
         if results.is_empty() {
             tracing::warn!(envoy = %name, cause = event.cause, "a handler returned no result; nothing is recorded");
             continue;
         }
-        let mut meta = json!({"cause": event.cause.to_string(), "envoy": name});
+        let mut meta = Meta::from([("cause".into(), event.cause.to_string()), ("envoy".into(), name.to_string())]);
         if let Some(key) = &event.key {
-            meta["key"] = json!(key);
+            meta.insert("key".into(), key.clone());
         }
         for r in results {
             let n = *next_n + actions.len() as u64;
-            actions.push(json!({"id": format!("{client}:{n}"), "type": r.kind, "payload": r.payload, "meta": meta}));
+            let id = format!("{client}:{n}");
+            actions.push(Action { id, kind: r.kind, payload: r.payload, meta: Some(meta.clone()) });
         }
     }
     if actions.is_empty() {
@@ -188,7 +213,7 @@ async fn record(
     log.dispatch(&actions, shutdown).await?;
     *next_n += actions.len() as u64;
     stats.recorded.fetch_add(actions.len() as u64, Relaxed);
-    let failures = actions.iter().filter(|a| a["type"].as_str().is_some_and(|t| t.ends_with("/failed"))).count();
+    let failures = actions.iter().filter(|a| a.kind.ends_with("/failed")).count();
     stats.failures.fetch_add(failures as u64, Relaxed);
     tracing::debug!(envoy = %name, results = actions.len(), "recorded");
     Ok(())
@@ -203,12 +228,12 @@ const RECORD_QUEUE: usize = 1024;
 /// with the error that stopped it.
 async fn recorder(
     name: String,
-    log: LogClient,
+    log: Chronicler,
     mut next_n: u64,
     mut queue: tokio::sync::mpsc::Receiver<Done>,
     stats: Arc<EnvoyStats>,
     stop: CancellationToken,
-) -> Result<(), LogClientError> {
+) -> Result<(), Stopped> {
     while let Some(first) = queue.recv().await {
         let mut done = vec![first];
         while done.len() < MAX_RECORD_BATCH {
@@ -233,11 +258,11 @@ impl Drop for Pipeline<'_> {
 }
 
 /// The error of a recorder task that stopped while the pipeline ran.
-fn recorder_error(stopped: Result<Result<(), LogClientError>, tokio::task::JoinError>) -> LogClientError {
+fn recorder_error(stopped: Result<Result<(), Stopped>, tokio::task::JoinError>) -> Stopped {
     match stopped {
         Ok(Err(e)) => e,
-        Ok(Ok(())) => LogClientError::ShuttingDown,
-        Err(e) => LogClientError::Unreachable { url: "the recorder".into(), reason: e.to_string() },
+        Ok(Ok(())) => Stopped::ShuttingDown,
+        Err(e) => Stopped::Recorder(e.to_string()),
     }
 }
 
@@ -285,7 +310,7 @@ struct Pipeline<'a> {
     stats: Arc<EnvoyStats>,
     in_flight: FuturesOrdered<futures_util::future::BoxFuture<'static, Done>>,
     to_recorder: Option<tokio::sync::mpsc::Sender<Done>>,
-    recorder: tokio::task::JoinHandle<Result<(), LogClientError>>,
+    recorder: tokio::task::JoinHandle<Result<(), Stopped>>,
     /// Cancelled 10 s after shutdown: effects under way and results not
     /// yet recorded get that long to finish.
     grace: CancellationToken,
@@ -333,7 +358,7 @@ impl<'a> Pipeline<'a> {
 
     /// Queues a finished effect for the recorder (waiting while its queue
     /// is full); fails with the recorder's error if it has stopped.
-    async fn hand_over(&mut self, done: Done) -> Result<(), LogClientError> {
+    async fn hand_over(&mut self, done: Done) -> Result<(), Stopped> {
         self.stats.in_flight.fetch_sub(1, Relaxed);
         let queued = match &self.to_recorder {
             Some(tx) => tx.send(done).await.is_ok(),
@@ -343,17 +368,13 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Why the recorder stopped (waiting for it).
-    async fn recorder_stopped(&mut self) -> LogClientError {
+    async fn recorder_stopped(&mut self) -> Stopped {
         self.to_recorder = None;
-        match (&mut self.recorder).await {
-            Ok(Err(e)) => e,
-            Ok(Ok(())) => LogClientError::ShuttingDown,
-            Err(e) => LogClientError::Unreachable { url: "the recorder".into(), reason: e.to_string() },
-        }
+        recorder_error((&mut self.recorder).await)
     }
 
     /// Waits for the oldest effect and hands it to the recorder.
-    async fn finish_one(&mut self) -> Result<(), LogClientError> {
+    async fn finish_one(&mut self) -> Result<(), Stopped> {
         if let Some(done) = self.in_flight.next().await {
             self.hand_over(done).await?;
         }
@@ -362,7 +383,7 @@ impl<'a> Pipeline<'a> {
 
     /// Finishes the effects under way and records every result (on
     /// shutdown, within the grace period).
-    async fn drain(&mut self) -> Result<(), LogClientError> {
+    async fn drain(&mut self) -> Result<(), Stopped> {
         while !self.in_flight.is_empty() {
             let grace = self.grace.clone();
             tokio::select! {
@@ -373,7 +394,7 @@ impl<'a> Pipeline<'a> {
         self.to_recorder = None;
         match (&mut self.recorder).await {
             Ok(r) => r,
-            Err(e) => Err(LogClientError::Unreachable { url: "the recorder".into(), reason: e.to_string() }),
+            Err(e) => Err(Stopped::Recorder(e.to_string())),
         }
     }
 }
@@ -381,20 +402,21 @@ impl<'a> Pipeline<'a> {
 /// One run of an envoy: from resuming to losing a connection (or shutdown).
 struct Run<'a> {
     envoy: &'a Envoy,
-    log: &'a LogClient,
+    log: &'a Chronicler,
     settings: &'a Settings,
     stats: &'a Arc<EnvoyStats>,
     shutdown: &'a CancellationToken,
 }
 
 impl<'a> Run<'a> {
-    async fn types(&self, types: &[String]) -> Result<(), LogClientError> {
+    async fn types(&self, types: &[String]) -> Result<(), Stopped> {
         let (envoy, log, shutdown) = (self.envoy, self.log, self.shutdown);
         let resume = resume(envoy, log, shutdown).await?;
         let from = resume.after.as_ref().map_or(1, |(cause, _)| cause + 1);
         tracing::info!(envoy = %envoy.name, from, next = resume.next_n, "envoy following the chronicler");
         let own = format!("{}:", envoy.client());
-        let mut stream = Box::pin(log.stream(from, types).await?);
+        let types: Vec<&str> = types.iter().map(String::as_str).collect();
+        let mut stream = log.stream(from, None, &types).await?;
         self.stats.following.store(true, Relaxed);
         self.stats.handled.fetch_max(from - 1, Relaxed);
         let mut pipe = Pipeline::new(self, resume.next_n);
@@ -411,58 +433,54 @@ impl<'a> Run<'a> {
                 stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
                 () = shutdown.cancelled() => {
                     pipe.drain().await?;
-                    return Err(LogClientError::ShuttingDown);
+                    return Err(Stopped::ShuttingDown);
                 }
             };
             match line {
-                Some(Ok(StreamLine::Action(action))) => {
-                    let cause = action["seq"].as_u64().unwrap_or(0);
+                Some(Ok(StreamLine::Action(action) | StreamLine::Unreadable { action, .. })) => {
+                    let cause = action.seq;
                     self.stats.handled.fetch_max(cause, Relaxed);
-                    let kind = action["type"].as_str().unwrap_or("");
-                    let id = action["id"].as_str().unwrap_or("");
-                    if kind.starts_with("@@nodb/") || id.starts_with(&own) {
+                    if action.kind.starts_with("@@nodb/") || action.id.starts_with(&own) {
                         continue;
                     }
                     let idempotency_key = format!("{}:{cause}", envoy.name);
-                    pipe.push(Event { cause, key: None, action: Some(action), data: None, idempotency_key });
+                    let action = serde_json::to_value(&action).ok();
+                    pipe.push(Event { cause, key: None, action, data: None, idempotency_key });
                 }
                 Some(Ok(StreamLine::Heartbeat { seen, .. })) => {
                     self.stats.handled.fetch_max(seen, Relaxed);
                 }
                 Some(Err(e)) => {
                     pipe.drain().await?;
-                    return Err(e);
+                    return Err(e.into());
                 }
                 None => {
                     pipe.drain().await?;
-                    return Err(LogClientError::Unreachable {
-                        url: "the action stream".into(),
-                        reason: "it ended".into(),
-                    });
+                    let url = stream.url().to_string();
+                    return Err(nodb_client::Error::Ended { url, why: "the chronicler closed it".into() }.into());
                 }
             }
         }
     }
 
-    async fn view(&self, view: &str) -> Result<(), LogClientError> {
+    async fn view(&self, view: &str) -> Result<(), Stopped> {
         let (envoy, log, shutdown) = (self.envoy, self.log, self.shutdown);
-        let dataview = ViewClient::new(
-            self.settings.dataview.as_deref().unwrap_or_default(),
-            view,
-            self.settings.effects.http.clone(),
-        );
+        let base = self.settings.dataview.clone().ok_or(Stopped::NoDataview)?;
+        let dataview = ViewClient::with_http(base, view, self.settings.effects.http.clone());
         let resume = resume(envoy, log, shutdown).await?;
         // Resuming: the state just before the last result's cause (one
         // as-of read); events at that cause up to its key are done.
         let done_upto = resume.after.clone();
         let since = done_upto.as_ref().map(|(cause, _)| cause.saturating_sub(1));
-        let mut watched = match since {
-            Some(at) => Some((at, dataview.state_at(at).await?)),
-            None => None,
-        };
-        let mut condition = watched.as_ref().and_then(|(_, state)| Condition::new(&envoy.trigger, state));
+        // The exact stream: each seq's patch alone, or the replica resyncs.
+        let mut replica = match since {
+            Some(at) => Replica::at(at, dataview.state_at(at).await?.state),
+            None => Replica::new(),
+        }
+        .exact();
+        let mut condition = replica.state().and_then(|state| Condition::new(&envoy.trigger, state));
         tracing::info!(envoy = %envoy.name, view, since = ?since, next = resume.next_n, "envoy watching a view");
-        let mut socket = dataview.connect_exact(since).await?;
+        let mut socket = dataview.open(&StreamOptions { since, exact: true, client: None }).await?;
         self.stats.following.store(true, Relaxed);
         let mut pipe = Pipeline::new(self, resume.next_n);
         loop {
@@ -478,19 +496,25 @@ impl<'a> Run<'a> {
                 stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
                 () = shutdown.cancelled() => {
                     pipe.drain().await?;
-                    return Err(LogClientError::ShuttingDown);
+                    return Err(Stopped::ShuttingDown);
                 }
             };
-            let step = match message {
-                Ok(m) => next_state(watched.take(), m),
-                Err(e) => Err(e),
+            let applied = match message {
+                Ok(m) => replica.apply(m).map_err(Stopped::from),
+                Err(e) => Err(e.into()),
             };
-            let (seq, state, ops) = match step {
-                Ok(step) => step,
+            let update = match applied {
+                Ok(Some(update)) => update,
+                Ok(None) => continue, // not a state: rejections, errors
                 Err(e) => {
                     pipe.drain().await?;
                     return Err(e);
                 }
+            };
+            let (seq, state) = (update.seq, update.state);
+            let ops = match update.change {
+                Change::Patched(ops) => Some(ops),
+                Change::Replaced => None,
             };
             let fired = match &mut condition {
                 Some(c) => c.step(&state, ops.as_ref()),
@@ -501,7 +525,6 @@ impl<'a> Run<'a> {
                     Vec::new()
                 }
             };
-            watched = Some((seq, state));
             if !fired.is_empty() {
                 let events = match self.events(seq, fired, done_upto.as_ref()).await {
                     Ok(events) => events,
@@ -528,8 +551,8 @@ impl<'a> Run<'a> {
         seq: u64,
         fired: Vec<(String, Tree)>,
         done: Option<&(u64, Option<String>)>,
-    ) -> Result<Vec<Event>, LogClientError> {
-        if !self.log.control_seqs(seq, seq).await?.is_empty() {
+    ) -> Result<Vec<Event>, Stopped> {
+        if !self.log.range(seq, seq, &["@@nodb/"]).await?.is_empty() {
             return Ok(Vec::new());
         }
         let name = &self.envoy.name;
@@ -545,30 +568,5 @@ impl<'a> Run<'a> {
                 Event { cause: seq, key: Some(key), action: None, data: Some(data), idempotency_key }
             })
             .collect())
-    }
-}
-
-/// The state after an exact stream's message, from the state before it
-/// (`None` before the first): its seq, the state, and the patch that led
-/// there (`None` for a snapshot).
-fn next_state(
-    watched: Option<(u64, Tree)>,
-    message: ViewMessage,
-) -> Result<(u64, Tree, Option<json_patch::Patch>), LogClientError> {
-    let broken = |reason: String| LogClientError::Unreachable { url: "the view stream".into(), reason };
-    match (message, watched) {
-        (ViewMessage::Snapshot { seq, state }, _) => Ok((seq, state, None)),
-        (ViewMessage::Patch { .. }, None) => Err(broken("a patch came before any state".into())),
-        (ViewMessage::Patch { from, seq, ops }, Some((at, state))) => {
-            if from.is_some_and(|f| f != seq) || seq != at + 1 {
-                return Err(broken(format!(
-                    "the exact stream sent seqs {}..={seq} after seq {at}; it must send each seq alone",
-                    from.unwrap_or(seq)
-                )));
-            }
-            let next =
-                nodb_shared::patch::apply(&state, &ops).map_err(|e| broken(format!("a patch did not apply: {e}")))?;
-            Ok((seq, next, Some(ops)))
-        }
     }
 }

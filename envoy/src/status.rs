@@ -14,9 +14,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use nodb_client::{Chronicler, ServiceUrl};
 use serde_json::{Value, json};
-
-use crate::log_client::LogClient;
 
 /// The counters of one envoy, updated by its runtime.
 #[derive(Debug, Default)]
@@ -57,9 +56,9 @@ pub struct StatusState {
     /// The envoys.
     pub envoys: Vec<Watched>,
     /// The chronicler, for the log's head.
-    pub log: LogClient,
+    pub log: Chronicler,
     /// The data view, for its seq.
-    pub dataview: Option<String>,
+    pub dataview: Option<ServiceUrl>,
     /// For asking the data view.
     pub http: reqwest::Client,
 }
@@ -75,8 +74,8 @@ async fn heads(s: &StatusState) -> (Option<u64>, Option<u64>) {
     let limit = Duration::from_secs(1);
     let log = async { tokio::time::timeout(limit, s.log.head()).await.ok().and_then(Result::ok) };
     let view = async {
-        let url = format!("{}/health", s.dataview.as_deref()?.trim_end_matches('/'));
-        let resp = tokio::time::timeout(limit, s.http.get(&url).send()).await.ok()?.ok()?;
+        let url = s.dataview.as_ref()?.http("health");
+        let resp = tokio::time::timeout(limit, s.http.get(url).send()).await.ok()?.ok()?;
         let v: Value = tokio::time::timeout(limit, resp.json()).await.ok()?.ok()?;
         v["seq"].as_u64()
     };

@@ -433,3 +433,52 @@ pub fn webhook_receiver(addr: &str) -> (String, Deliveries) {
     });
     (url, got)
 }
+
+/// A small pseudo-random sequence (xorshift) for end-to-end tests, seeded
+/// from the clock or `NODB_TEST_SEED`; the seed is printed so a failure can
+/// be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A sequence seeded from `NODB_TEST_SEED`, or the clock (printed).
+    pub fn new() -> Rng {
+        let seed = std::env::var("NODB_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+        });
+        println!("NODB_TEST_SEED={seed}");
+        Rng(seed)
+    }
+
+    /// The next number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+impl Default for Rng {
+    fn default() -> Rng {
+        Rng::new()
+    }
+}
+
+/// Every action the chronicler at `url` has committed, up to its head when
+/// asked.
+///
+/// # Panics
+/// If the chronicler cannot be read.
+pub fn committed_actions(url: &str) -> Vec<serde_json::Value> {
+    let mut head = None;
+    read_ndjson(&format!("{url}/actions?from=1"), |v| {
+        if let Some(h) = v["heartbeat"]["head"].as_u64() {
+            head.get_or_insert(h);
+        }
+        head.is_some_and(|h| h == 0 || v["seq"].as_u64() == Some(h))
+    })
+    .expect("read the chronicler's actions")
+    .into_iter()
+    .filter(|v| v.get("seq").is_some())
+    .collect()
+}

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use nodb_tests::{Service, eventually, get, post};
+use nodb_tests::{Rng, Service, eventually, get, post};
 use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 
@@ -41,26 +41,12 @@ const MEMORY: u64 = 64;
 /// The client whose refused actions the exact streams report.
 const REJECTER: &str = "rej";
 
-/// A small pseudo-random sequence (xorshift), seeded from the clock; the
-/// seed is printed so a failure can be replayed.
-struct Rng(u64);
+/// Shuffling, for the random reads.
+trait Shuffle {
+    fn shuffle<T>(&mut self, v: &mut [T]);
+}
 
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("NODB_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
-        println!("NODB_TEST_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
+impl Shuffle for Rng {
     fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = self.below(i as u64 + 1) as usize;

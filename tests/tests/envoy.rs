@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use nodb_tests::{Service, dispatch, get, post, read_ndjson, webhook_receiver};
+use nodb_tests::{Rng, Service, committed_actions, dispatch, get, post, webhook_receiver};
 use serde_json::{Value, json};
 
 struct System {
@@ -73,17 +73,7 @@ impl System {
 
     /// Every committed action.
     fn log(&self) -> Vec<Value> {
-        let mut head = None;
-        read_ndjson(&format!("{}/actions?from=1", self.chronicler.url()), |v| {
-            if let Some(h) = v["heartbeat"]["head"].as_u64() {
-                head.get_or_insert(h);
-            }
-            head.is_some_and(|h| h == 0 || v["seq"].as_u64() == Some(h))
-        })
-        .unwrap()
-        .into_iter()
-        .filter(|v| v.get("seq").is_some())
-        .collect()
+        committed_actions(self.chronicler.url())
     }
 
     fn envoy_actions(&self, kind: &str) -> Vec<Value> {
@@ -116,27 +106,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(start.elapsed() < timeout, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A small pseudo-random sequence (xorshift), seeded from the clock; the
-/// seed is printed so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let seed = std::env::var("NODB_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
-        println!("NODB_TEST_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

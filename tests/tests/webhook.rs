@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use nodb_tests::{Deliveries, Service, dispatch, free_addr, read_ndjson, webhook_receiver};
+use nodb_tests::{Deliveries, Service, committed_actions, dispatch, free_addr, webhook_receiver};
 use serde_json::{Value, json};
 
 /// A chronicler on a fresh data directory.
@@ -37,17 +37,7 @@ impl Feed {
 
     /// Every committed action.
     fn log(&self) -> Vec<Value> {
-        let mut head = None;
-        read_ndjson(&format!("{}/actions?from=1", self.chronicler.url()), |v| {
-            if let Some(h) = v["heartbeat"]["head"].as_u64() {
-                head.get_or_insert(h);
-            }
-            head.is_some_and(|h| h == 0 || v["seq"].as_u64() == Some(h))
-        })
-        .unwrap()
-        .into_iter()
-        .filter(|v| v.get("seq").is_some())
-        .collect()
+        committed_actions(self.chronicler.url())
     }
 
     fn of_type(&self, kind: &str) -> Vec<Value> {

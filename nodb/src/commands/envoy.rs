@@ -132,8 +132,10 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             if types.is_empty() {
                 anyhow::bail!("--types needs at least one type prefix, such as stock/");
             }
-            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                anyhow::bail!("--url must be an http:// or https:// URL, not {:?}", w.url);
+            // The receiver is any http(s) URL; a query is its own business.
+            match url::Url::parse(&w.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+                _ => anyhow::bail!("--url must be an http:// or https:// URL, not {:?}", w.url),
             }
             if w.concurrency == 0 {
                 anyhow::bail!("--concurrency must be at least 1");
@@ -151,10 +153,11 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
                     apps.envoy_apps().join(", ")
                 );
             }
-            (envoys, Some(args.dataview.clone()))
+            (envoys, Some(parse_url("--dataview", &args.dataview)?))
         }
     };
-    let settings = Settings { chronicler: args.common.chronicler.clone(), dataview, effects: Effects::new(retry) };
+    let chronicler = parse_url("--chronicler", &args.common.chronicler)?;
+    let settings = Settings { chronicler, dataview, effects: Effects::new(retry) };
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
         let names: Vec<String> = envoys.iter().map(|e| e.name.clone()).collect();
@@ -180,6 +183,11 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         }
         result
     })
+}
+
+/// A service's URL given with `flag`.
+fn parse_url(flag: &str, url: &str) -> anyhow::Result<nodb_client::ServiceUrl> {
+    nodb_client::ServiceUrl::parse(url).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 /// Envoys running as tasks, and their status for `/health` and `/metrics`.
@@ -209,7 +217,7 @@ pub(crate) fn start_all(
     let http = settings.effects.http.clone();
     let status = nodb_envoy::status::StatusState {
         envoys: watched,
-        log: nodb_envoy::log_client::LogClient::new(&settings.chronicler, http.clone()),
+        log: nodb_client::Chronicler::with_http(settings.chronicler.clone(), http.clone()),
         dataview: settings.dataview.clone(),
         http,
     };

@@ -131,9 +131,10 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         }
         // The app's envoys, against this same address.
         let envoys = apps.envoys(&args.app, &config).map_err(anyhow::Error::msg)?;
+        let here = nodb_client::ServiceUrl::parse(&format!("http://{addr}"))?;
         let envoy_settings = nodb_envoy::Settings {
-            chronicler: format!("http://{addr}"),
-            dataview: Some(format!("http://{addr}")),
+            chronicler: here.clone(),
+            dataview: Some(here),
             effects: nodb_envoy::Effects::new(super::envoy::retry_policy(args.attempts, 10.0)?),
         };
         let envoys = super::envoy::start_all(envoys, envoy_settings, shutdown.clone());

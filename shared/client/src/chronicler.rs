@@ -8,7 +8,8 @@ use nodb_shared::protocol::{Ack, Acks, Action, CommittedAction, StreamLine};
 use tokio_util::sync::CancellationToken;
 
 use crate::action_stream::ActionStream;
-use crate::error::{Error, Refusal};
+use crate::error::Error;
+use crate::http::{Http, protocol, refusal};
 use crate::service_url::ServiceUrl;
 use crate::websocket::{WebSocket, WsConnector};
 
@@ -16,7 +17,7 @@ use crate::websocket::{WebSocket, WsConnector};
 #[derive(Clone, Debug)]
 pub struct Chronicler {
     base: ServiceUrl,
-    http: reqwest::Client,
+    http: Http,
     ws: WsConnector,
 }
 
@@ -31,15 +32,16 @@ pub struct Position {
 }
 
 impl Chronicler {
-    /// A client of the chronicler at `base`, with a new HTTP client.
+    /// A client of the chronicler at `base` (sharing the process's default
+    /// HTTP client, made on first use).
     pub fn new(base: ServiceUrl) -> Chronicler {
-        Chronicler::with_http(base, reqwest::Client::new())
+        Chronicler { base, http: Http::default(), ws: WsConnector::default() }
     }
 
     /// A client of the chronicler at `base` sharing `http` (its connection
     /// pool and settings).
     pub fn with_http(base: ServiceUrl, http: reqwest::Client) -> Chronicler {
-        Chronicler { base, http, ws: WsConnector::default() }
+        Chronicler { base, http: Http::new(Some(http)), ws: WsConnector::default() }
     }
 
     /// The same, opening its WebSockets with `ws`.
@@ -65,10 +67,11 @@ impl Chronicler {
     /// [`Error::Protocol`] for an answer that is not `{"acks": […]}`.
     pub async fn dispatch(&self, actions: &[Action], cancel: &CancellationToken) -> Result<Vec<Ack>, Error> {
         let url = self.base.http("actions");
+        let http = self.http.client(url.as_str())?;
         let mut wait = Duration::from_millis(100);
         loop {
             let sent = tokio::select! {
-                sent = self.http.post(url.clone()).json(actions).send() => sent,
+                sent = http.post(url.clone()).json(actions).send() => sent,
                 () = cancel.cancelled() => return Err(Error::Cancelled),
             };
             match sent {
@@ -102,7 +105,7 @@ impl Chronicler {
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.push(client);
         }
-        let resp = self.http.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        let resp = self.http.get(&url).await?;
         match resp.status().as_u16() {
             404 => Ok(None),
             200 => Ok(Some(resp.json().await.map_err(|e| protocol(url.as_str(), &e))?)),
@@ -118,7 +121,7 @@ impl Chronicler {
     pub async fn head(&self) -> Result<u64, Error> {
         let from = (1u64 << 62).to_string();
         let url = self.base.http_with("actions", &[("from", &from)]);
-        let mut resp = self.http.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        let mut resp = self.http.get(&url).await?;
         if resp.status() != 200 {
             return Err(refusal(url.as_str(), resp).await.into());
         }
@@ -150,7 +153,7 @@ impl Chronicler {
     pub async fn range(&self, from: u64, to: u64, types: &[&str]) -> Result<Vec<CommittedAction>, Error> {
         let query = query(from, Some(to), types);
         let url = self.base.http_with("actions", &pairs(&query));
-        let resp = self.http.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        let resp = self.http.get(&url).await?;
         if resp.status() != 200 {
             return Err(refusal(url.as_str(), resp).await.into());
         }
@@ -205,16 +208,4 @@ fn query<'a>(from: u64, to: Option<u64>, types: &[&str]) -> Vec<(&'a str, String
 /// `query` borrowed, as [`ServiceUrl`] takes it.
 fn pairs<'a>(query: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
     query.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// A refusal from an error answer (reading its body).
-pub(crate) async fn refusal(url: &str, resp: reqwest::Response) -> Refusal {
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
-    Refusal::from_body(url, status, &body)
-}
-
-/// An answer that could not be read as the protocol.
-pub(crate) fn protocol(url: &str, e: &reqwest::Error) -> Error {
-    Error::Protocol { url: url.to_string(), reason: crate::error::error_chain(e) }
 }

@@ -29,6 +29,7 @@
 pub mod action_stream;
 pub mod chronicler;
 pub mod error;
+mod http;
 pub mod replica;
 pub mod service_url;
 pub mod view_client;

@@ -7,8 +7,8 @@ use nodb_shared::protocol::{ClientMessage, ServerMessage, ViewState};
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
-use crate::chronicler::{protocol, refusal};
 use crate::error::{Error, cut};
+use crate::http::{Http, protocol, refusal};
 use crate::service_url::ServiceUrl;
 use crate::websocket::{WebSocket, WsConnector};
 
@@ -17,7 +17,7 @@ use crate::websocket::{WebSocket, WsConnector};
 pub struct ViewClient {
     base: ServiceUrl,
     view: String,
-    http: reqwest::Client,
+    http: Http,
     ws: WsConnector,
 }
 
@@ -34,14 +34,15 @@ pub struct StreamOptions {
 }
 
 impl ViewClient {
-    /// View `view` of the service at `base`, with a new HTTP client.
+    /// View `view` of the service at `base` (sharing the process's default
+    /// HTTP client, made on first use).
     pub fn new(base: ServiceUrl, view: &str) -> ViewClient {
-        ViewClient::with_http(base, view, reqwest::Client::new())
+        ViewClient { base, view: view.to_string(), http: Http::default(), ws: WsConnector::default() }
     }
 
     /// View `view` of the service at `base`, sharing `http`.
     pub fn with_http(base: ServiceUrl, view: &str, http: reqwest::Client) -> ViewClient {
-        ViewClient { base, view: view.to_string(), http, ws: WsConnector::default() }
+        ViewClient { base, view: view.to_string(), http: Http::new(Some(http)), ws: WsConnector::default() }
     }
 
     /// The same, opening its streams with `ws`.
@@ -79,7 +80,7 @@ impl ViewClient {
     }
 
     async fn get(&self, url: Url) -> Result<ViewState, Error> {
-        let resp = self.http.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))?;
+        let resp = self.http.get(&url).await?;
         if resp.status() != 200 {
             return Err(refusal(url.as_str(), resp).await.into());
         }

@@ -1,0 +1,21 @@
+//! What every nodb service that serves views shares — the data view and the
+//! cascaded views speak the same client protocol, so they share one
+//! implementation of it:
+//!
+//! - [`catch_up`]: [`CatchUp`], what a client that has some seq is sent
+//!   next (nothing, one patch, one combined patch, or a snapshot), and the
+//!   [`Feed`] a service gives the session to ask for it;
+//! - [`session`]: one client's WebSocket session — catch up, then one
+//!   message each time the view moves on, pings, sends with a time limit,
+//!   a close frame on shutdown — with [`Hooks`] for what differs (a data
+//!   view's rejections and dispatch relay; a cascade refuses messages);
+//! - [`error`]: [`ApiError`], the one error answer,
+//!   `{"error": {"code", "message"}}` with the matching status.
+
+pub mod catch_up;
+pub mod error;
+pub mod session;
+
+pub use catch_up::{CatchUp, Feed};
+pub use error::ApiError;
+pub use session::{Hooks, serve_session};
