@@ -43,10 +43,20 @@ function renderStatus() {
   document.body.dataset.status = s;
 }
 
+/** The highest seq this page has seen: kept in data attributes, never shown. */
+const pageSeq = () => Math.max(Number(stock.seq) || 0, Number(activity.seq) || 0);
+
+/** "Updated just now": the time of the latest action in the activity view. */
 function renderSeq() {
-  const seq = Math.max(Number(stock.seq) || 0, Number(activity.seq) || 0);
-  const text = String(seq);
-  if ($('seq').textContent !== text) $('seq').textContent = text;
+  const node = $('last-change');
+  node.dataset.seq = String(pageSeq());
+  const recent = activity.getState()?.recent;
+  const last = Array.isArray(recent) && recent.length ? recent[recent.length - 1] : null;
+  const ts = Number(last?.ts);
+  const text = ts > 0 ? relative(ts) || 'just now' : '—';
+  if (node.textContent !== text) node.textContent = text;
+  node.dataset.ts = ts > 0 ? String(ts) : '';
+  node.title = ts > 0 ? `The latest change was recorded ${new Date(ts).toLocaleString()}` : 'No change recorded yet';
 }
 
 function renderPending() {
@@ -62,6 +72,87 @@ function renderHeader() {
   renderStatus();
   renderSeq();
   renderPending();
+}
+
+// ---------------------------------------------------------------- replay --
+
+// After a start or a restart the data view replays the log before it is
+// live: its /health says `recovering`, with its `seq` and the log's head
+// (`chronicler_head`). Meanwhile the page shows how far it is, not an empty
+// warehouse with "Nothing has happened yet".
+
+const replay = {
+  known: false, // a /health answer came (or there is none to wait for)
+  loading: false,
+  head: 0, // the log's head while loading
+  seq: 0, // the data view's seq at the last answer
+};
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function replayPercent() {
+  if (!replay.head) return 0;
+  const seq = Math.max(replay.seq, pageSeq());
+  return Math.max(0, Math.min(99, Math.floor((100 * seq) / replay.head)));
+}
+
+const replayText = () => `Loading history… ${replayPercent()}%`;
+
+/** Asks /health until the data view is caught up; runs once at a time. */
+async function followReplay() {
+  if (followReplay.running) return;
+  followReplay.running = true;
+  try {
+    for (;;) {
+      let health = null;
+      try {
+        const res = await fetch('/health', { cache: 'no-store' });
+        if (res.ok) health = await res.json();
+      } catch { /* the server is away: the status pill says so; asked again on reconnect */ }
+      const head = Number(health?.chronicler_head) || 0;
+      const seq = Number(health?.seq) || 0;
+      const loading = health?.status === 'recovering' && head > seq;
+      Object.assign(replay, { head: loading ? head : 0, seq });
+      setReplay(loading);
+      if (!loading) break;
+      await sleep(600);
+    }
+  } finally {
+    followReplay.running = false;
+  }
+}
+
+function setReplay(loading) {
+  const changed = !replay.known || replay.loading !== loading;
+  replay.known = true;
+  replay.loading = loading;
+  if (changed) renderAll(); // the empty states read `replay`
+  else renderReplay();
+}
+
+/** The banner, and the placeholders that say "Loading history… n%". */
+function renderReplay() {
+  $('replay').hidden = !replay.loading;
+  document.body.dataset.replay = replay.loading ? 'loading' : 'live';
+  if (!replay.loading) return;
+  const text = replayText();
+  $('replay-progress').value = replayPercent();
+  if ($('replay-text').textContent !== text) $('replay-text').textContent = text;
+  for (const node of document.querySelectorAll('.feed-empty.feed-loading:not([hidden]), .loading-row td')) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+}
+
+/**
+ * Shows an empty list's placeholder: its own text (data-empty) once the
+ * history is in, "Loading…" until then.
+ */
+function showEmpty(node, isEmpty, waiting = false) {
+  node.hidden = !isEmpty;
+  const loading = replay.loading || waiting || !replay.known;
+  const text = replay.loading ? replayText() : loading ? 'Loading…' : node.dataset.empty;
+  if (node.textContent !== text) node.textContent = text;
+  node.classList.toggle('feed-loading', loading);
 }
 
 // ----------------------------------------------------------------- stock --
@@ -83,13 +174,15 @@ function renderStock() {
   const hint = $('table-hint');
   const card = table.closest('.card');
 
-  if (!state) {
+  // Until the history is in, an empty warehouse may only be not loaded yet:
+  // no "The warehouse is empty" (and no sample stock button) before then.
+  if (!state || ((replay.loading || !replay.known) && Object.keys(state.products).length === 0)) {
     card.classList.add('loading');
     empty.hidden = true;
     wrap.hidden = false;
     hint.hidden = true;
     const thead = el('thead', {}, el('tr', {}, el('th', { scope: 'col', text: 'Product' }), el('th', { scope: 'col', class: 'col-total', text: 'Total' })));
-    const tbody = el('tbody', {}, el('tr', { class: 'loading-row' }, el('td', { colspan: 2, text: 'Waiting for the stock view…' })));
+    const tbody = el('tbody', {}, el('tr', { class: 'loading-row' }, el('td', { colspan: 2, text: replay.loading ? replayText() : state ? 'Loading…' : 'Waiting for the stock view…' })));
     const tfoot = el('tfoot', {}, el('tr', {}, el('th', { scope: 'row', text: 'Total' }), el('td', { id: 'grand-total', class: 'col-total num', text: '0' })));
     table.replaceChildren(table.caption ?? '', thead, tbody, tfoot);
     return;
@@ -126,7 +219,7 @@ function renderStock() {
     const nameBtn = el('button', { type: 'button', class: 'cell-btn product-btn', 'aria-label': `${p}: fill in the forms` , text: p });
     const status = reorderStatus(entry);
     if (status && status !== 'ok') {
-      nameBtn.append(el('span', { class: `badge badge-${status}`, data: { reorder: status }, title: `reorder ${status}`, text: status === 'pending' ? 'low' : status }));
+      nameBtn.append(el('span', { class: `badge badge-${status}`, data: { reorder: status }, title: `Reorder: ${statusText(status)}`, text: statusText(status) }));
     }
     row.append(el('th', { scope: 'row', class: 'col-product' }, nameBtn));
     let rowSum = 0;
@@ -244,7 +337,12 @@ function reorderStatus(entry) {
   return r && typeof r === 'object' ? String(r.status ?? 'pending') : 'ok';
 }
 
+/**
+ * The one label of each reorder status, wherever the page shows it (the
+ * view's values stay in data-status attributes).
+ */
 const STATUS_TEXT = { ok: 'in stock', pending: 'ordering…', placed: 'ordered', failed: 'failed' };
+const statusText = (status) => STATUS_TEXT[status] ?? String(status);
 
 function renderReorders() {
   const state = stockState();
@@ -256,36 +354,50 @@ function renderReorders() {
     const status = reorderStatus(entry);
     if (!status) continue;
     const r = entry.reorder ?? {};
-    const detail = status === 'placed' ? `${num(r.quantity)} ordered · ref ${r.supplier_ref ?? '?'}`
+    const detail = status === 'placed' ? `${num(r.quantity)} units · ref ${r.supplier_ref ?? '?'}`
       : status === 'failed' ? String(r.reason ?? 'the supplier refused')
-      : status === 'pending' ? `${num(r.quantity)} to order (since #${r.seq ?? '?'})`
+      : status === 'pending' ? `${num(r.quantity)} units`
       : '';
     rows.push(el('tr', { data: { product: p, status } },
       el('th', { scope: 'row', class: 'col-product', text: p }),
-      el('td', { class: 'num', data: { total: String(entry.total ?? 0) }, text: num(entry.total) }),
-      el('td', { class: 'num', data: { threshold: String(entry.threshold) }, text: `< ${num(entry.threshold)}` }),
-      el('td', { class: 'num', text: num(entry.reorder_quantity) }),
+      el('td', { class: 'num', data: { total: String(entry.total ?? 0), label: 'Total' }, text: num(entry.total) }),
+      el('td', { class: 'num', data: { threshold: String(entry.threshold), label: 'Below' }, text: num(entry.threshold) }),
+      el('td', { class: 'num', data: { label: 'Order qty' }, text: num(entry.reorder_quantity) }),
       el('td', { class: 'reorder-cell' },
-        el('span', { class: `badge badge-${status}`, data: { status }, text: STATUS_TEXT[status] ?? status }),
+        el('span', { class: `badge badge-${status}`, data: { status }, text: statusText(status) }),
         detail ? el('div', { class: 'detail', text: detail }) : null),
     ));
   }
   wrap.hidden = rows.length === 0;
-  $('reorders-empty').hidden = rows.length > 0;
+  showEmpty($('reorders-empty'), rows.length === 0, !state);
   $('reorder-table').tBodies[0].replaceChildren(...rows);
 }
 
 // -------------------------------------------------------------- insights --
 
-/** "marketing reflects activity @ 40": the upstream seqs a cascade's state was computed from. */
+/** When each cascade's state last changed (this page's clock). */
+const cascadeUpdated = new Map();
+
+/**
+ * "Derived from activity · updated just now". The upstream seqs the state
+ * was computed from (microsecond seqs, for a cascade upstream) stay in
+ * data-sources, for tests and the curious; people get a time.
+ */
 function renderSources(id, name, store) {
   const node = $(id);
   if (!store.getState()) return;
-  const parts = Object.entries(store.sources ?? {}).map(([view, seq]) => `${view} @ ${seq}`);
-  const text = `${name}${parts.length ? ` reflects ${parts.join(', ')}` : ''}`;
-  if (node.textContent !== text) node.textContent = text;
+  if (node.dataset.seq !== String(store.seq)) cascadeUpdated.set(id, Date.now());
+  const views = Object.keys(store.sources ?? {}).sort(byName);
+  const when = relative(cascadeUpdated.get(id)) || 'just now';
+  const key = JSON.stringify([views, when]);
+  if (node.dataset.key !== key) {
+    const names = views.flatMap((v, i) => [i === 0 ? '' : i === views.length - 1 ? ' and ' : ', ', el('code', { text: v })]);
+    node.replaceChildren(...(views.length ? ['Derived from ', ...names, ` · updated ${when}`] : [`Updated ${when}`]));
+    node.dataset.key = key;
+  }
   node.dataset.seq = String(store.seq);
-  node.title = `Update ${store.seq} of the cascade. Each update says which upstream seqs it was computed from.`;
+  node.dataset.sources = JSON.stringify(store.sources ?? {});
+  node.title = `The ${name} cascade computes this from ${views.length ? `the ${views.join(' and ')} views' public streams` : 'other views'}, live.`;
 }
 
 function renderMarketing() {
@@ -299,7 +411,7 @@ function renderMarketing() {
     el('td', { class: 'num', data: { window: 'week' }, text: num(f.week) })));
   $('movers').tBodies[0].replaceChildren(...rows);
   $('movers').hidden = rows.length === 0;
-  $('movers-empty').hidden = rows.length > 0;
+  showEmpty($('movers-empty'), rows.length === 0);
   renderSources('marketing-sources', 'marketing', marketing);
 }
 
@@ -314,10 +426,10 @@ function renderLowstock() {
     return el('li', { data: { product: p, short: String(e.short ?? 0) } },
       el('span', { class: 'low-name', text: p }),
       el('span', { class: 'low-detail', text: `${num(e.total)} of ${num(e.threshold)} · ${num(e.short)} short · ${cover}` }),
-      status ? el('span', { class: `badge badge-${status}`, data: { status }, text: STATUS_TEXT[status] ?? status }) : null);
+      status ? el('span', { class: `badge badge-${status}`, data: { status }, text: statusText(status) }) : null);
   });
   $('lowstock').replaceChildren(...items);
-  $('lowstock-empty').hidden = items.length > 0;
+  showEmpty($('lowstock-empty'), items.length === 0);
   renderSources('lowstock-sources', 'lowstock', lowstock);
 }
 
@@ -346,8 +458,8 @@ function describe(e) {
     case 'threshold_set': return Number(e.threshold) > 0
       ? ['reorder ', p, ' below ', b(num(e.threshold))]
       : ['no more reorders of ', p];
-    case 'reorder_placed': return ['supplier took an order for ', q, ' ', p, ' (', el('span', { class: 'reason', text: `ref ${e.supplier_ref ?? '?'}` }), ')'];
-    case 'reorder_failed': return ['reorder of ', p, ' failed (', el('span', { class: 'reason', text: String(e.reason ?? '') }), ')'];
+    case 'reorder_placed': return ['ordered ', q, ' ', p, ' from the supplier (', el('span', { class: 'reason', text: `ref ${e.supplier_ref ?? '?'}` }), ')'];
+    case 'reorder_failed': return ['ordering ', p, ' failed (', el('span', { class: 'reason', text: String(e.reason ?? '') }), ')'];
     default: return [String(e.type ?? 'action')];
   }
 }
@@ -372,6 +484,9 @@ function refreshTimes() {
     const text = relative(t.dataset.ts);
     if (t.textContent !== text) t.textContent = text;
   }
+  renderSeq();
+  renderSources('marketing-sources', 'marketing', marketing);
+  renderSources('lowstock-sources', 'lowstock', lowstock);
 }
 
 let activityLoaded = false;
@@ -409,7 +524,7 @@ function renderActivity() {
         ' ',
         el('span', { class: 'what' }, ...describe(e)),
         ' ',
-        el('span', { class: 'meta-line' }, el('span', { class: 'seqno', text: `#${seq}` }), ' ', time),
+        el('span', { class: 'meta-line' }, time),
       );
       if (!firstRender) li.classList.add('entry-new');
       items.set(seq, li);
@@ -423,14 +538,15 @@ function renderActivity() {
     if (li === cursor) cursor = cursor.nextElementSibling;
     else list.insertBefore(li, cursor);
   }
-  $('activity-empty').hidden = ordered.length > 0;
+  showEmpty($('activity-empty'), ordered.length === 0);
+  renderSeq();
 }
 
 setInterval(refreshTimes, 10_000);
 
 // --------------------------------------------------------------- notices --
 
-const MAX_NOTICES = 4;
+const MAX_NOTICES = 1; // the top bar has room for one; a new notice replaces the old
 const recentNotices = new Map(); // text -> time shown, to drop echoes
 
 function notify(kind, title, text, { timeout, dedupeMs = 1500 } = {}) {
@@ -441,7 +557,7 @@ function notify(kind, title, text, { timeout, dedupeMs = 1500 } = {}) {
 
   const box = $('notices');
   const urgent = kind === 'rejected' || kind === 'error';
-  const node = el('div', { class: `notice notice-${kind}`, role: urgent ? 'alert' : 'status' },
+  const node = el('div', { class: `notice notice-${kind}`, role: urgent ? 'alert' : 'status', title: `${title}: ${text ?? ''}` },
     el('div', { class: 'notice-body' },
       el('strong', { class: 'notice-title', text: title }),
       ' ',
@@ -576,8 +692,8 @@ function onSubmit(ev) {
   // is free at once, so more can be queued.
   if (stock.status !== 'open') done();
   dispatchAction(form.dataset.type, payload, {
-    onAck: (seq) => { done(); if (!settled) setMsg(form, seq == null ? 'Recorded…' : `Recorded #${seq}…`, 'sending'); },
-    onApplied: (seq) => { settled = true; done(); setMsg(form, seq == null ? '✓ Done' : `✓ Done · #${seq}`, 'success'); },
+    onAck: () => { done(); if (!settled) setMsg(form, 'Recorded…', 'sending'); },
+    onApplied: () => { settled = true; done(); setMsg(form, '✓ Done', 'success'); },
     onRejected: (err) => { settled = true; done(); setMsg(form, `Rejected: ${err.reason}`, 'rejected'); },
     onError: (err) => { settled = true; done(); setMsg(form, errorText(err), 'error'); },
   });
@@ -626,14 +742,24 @@ $('seed').addEventListener('click', () => {
 
 // ---------------------------------------------------------------- wiring --
 
+function renderAll() {
+  renderStock();
+  renderReorders();
+  renderActivity();
+  renderMarketing();
+  renderLowstock();
+  renderHeader();
+  renderReplay();
+}
+
 stock.subscribe(() => { renderStock(); renderReorders(); renderHeader(); });
 activity.subscribe(() => { renderActivity(); renderSeq(); });
 marketing.subscribe(renderMarketing);
 marketing.on('seq', () => renderSources('marketing-sources', 'marketing', marketing));
 lowstock.subscribe(renderLowstock);
 lowstock.on('seq', () => renderSources('lowstock-sources', 'lowstock', lowstock));
-stock.on('status', renderHeader);
-stock.on('seq', renderSeq);
+stock.on('status', (s) => { renderHeader(); if (s === 'open') followReplay(); });
+stock.on('seq', () => { renderSeq(); if (replay.loading) renderReplay(); });
 activity.on('seq', renderSeq);
 stock.on('ack', renderPending);
 stock.on('rejected', ({ seq, reason } = {}) => { showRejection(reason, seq); renderPending(); });
@@ -654,11 +780,7 @@ activity.on('error', onStoreError('Activity view'));
 marketing.on('error', (err = {}) => console.warn('nodb marketing:', err.code, err.message));
 lowstock.on('error', (err = {}) => console.warn('nodb lowstock:', err.code, err.message));
 
-renderStock();
-renderReorders();
-renderActivity();
-renderMarketing();
-renderLowstock();
-renderHeader();
+renderAll();
+followReplay();
 // The outbox can change without a state change (e.g. while offline).
 setInterval(renderPending, 1000);

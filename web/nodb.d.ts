@@ -1,4 +1,7 @@
-// TypeScript declarations for nodb.js, the browser client of nodb.
+// TypeScript declarations for nodb.js, the browser client of nodb: its
+// public API (the modules in nodb/ are its implementation). Checked against
+// the implementation by `npm --prefix web run typecheck` (types-test.ts), and
+// kept to the same exported names by web/test/exports.test.js.
 // Wire protocol: docs/protocol.md.
 
 /** A JSON value. */
@@ -83,7 +86,11 @@ export interface Action {
   meta?: Record<string, string>;
 }
 
-/** The error of a refused dispatch (`invalid_action`, `payload_too_large`, `bad_request`, `closed`…). */
+/**
+ * The error of a refused dispatch: from the server (`invalid_action`,
+ * `payload_too_large`, `bad_request`…), or local (`closed`: the store was
+ * closed first, the action stays in the outbox; `read_only`).
+ */
 export interface DispatchError extends Error {
   code: string;
   id?: string;

@@ -73,23 +73,27 @@ async function setUp(page, readOnly) {
   await page.evaluate(async (readOnly) => {
     const { connect } = await import('/nodb.js');
     const now = () => performance.timeOrigin + performance.now();
-    const store = connect(location.origin, { view: 'stock', readOnly });
     const B = {
-      store, now, product: null, count: 0, next: 0, seen: [],
-      msgs: [], // [arrived, done, kind] of every socket message, when _onMessage can be wrapped
+      store: null, now, product: null, count: 0, next: 0, seen: [],
+      msgs: [], // [arrived, done, length] of every socket message
       bc: new BroadcastChannel('nodb-bench'),
     };
     window.__bench = B;
-    // Where the time goes in this page: wrap the store's message handler (internal; skipped if absent).
-    if (typeof store._onMessage === 'function') {
-      const orig = store._onMessage.bind(store);
-      store._onMessage = (data) => {
-        const t0 = now();
-        orig(data);
-        const t1 = now();
-        if (B.product) B.msgs.push([t0, t1, data.length]);
-      };
+    // Where the time goes in this page: a WebSocket whose message handler
+    // (the store's: JSON parse, applyPatch, listeners) is timed.
+    class TimedWebSocket extends WebSocket {
+      set onmessage(fn) {
+        super.onmessage = fn && ((ev) => {
+          const t0 = now();
+          fn(ev);
+          const t1 = now();
+          if (B.product) B.msgs.push([t0, t1, ev.data.length]);
+        });
+      }
+      get onmessage() { return super.onmessage; }
     }
+    const store = connect(location.origin, { view: 'stock', readOnly, WebSocket: TimedWebSocket });
+    B.store = store;
     store.subscribe(() => {
       const t = now();
       if (!B.product) return;

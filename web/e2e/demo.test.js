@@ -1,11 +1,14 @@
 // The warehouse demo in a real browser (Debian's headless Chromium, driven
 // by playwright-core) against the real `nodb up`: two pages stay in sync, a
-// rejected action shows its notice, a product under its threshold is
-// reordered by the envoy and shown live, the cascaded views follow, actions dispatched while the server is
-// down are applied exactly once after it comes back, and pages catch up
-// after a restart. Run after `cargo build` (or `cargo nextest run`):
+// rejected action shows its notice (never over a form), a product under its
+// threshold is reordered by the envoy and shown live (one word per status,
+// no seqs on screen), the cascaded views follow, actions dispatched while
+// the server is down are applied exactly once after it comes back, pages
+// catch up after a restart, the tables fit a phone, and the page shows
+// progress while the view replays its history. Run after `cargo build` (or
+// `cargo nextest run`):
 //
-//   node --test web/e2e/
+//   node --test web/e2e/*.test.js
 //
 // Screenshots of the demo are saved under target/artifacts/.
 
@@ -53,6 +56,34 @@ async function submit(page, form, fields) {
   await page.click(`#${form} [type="submit"]`);
 }
 
+/**
+ * Fails if `page`'s notice covers any input or button: it must lie within
+ * the sticky top bar (which hides what scrolls under it anyway), and no
+ * visible control may meet it outside the top bar.
+ */
+async function assertNoticeCoversNothing(page) {
+  await page.locator('.notice').evaluate((n) => Promise.all(n.getAnimations().map((a) => a.finished)));
+  const problems = await page.evaluate(() => {
+    const notice = document.querySelector('.notice');
+    if (!notice) return ['no notice'];
+    const n = notice.getBoundingClientRect();
+    const bar = document.querySelector('.topbar').getBoundingClientRect();
+    const found = [];
+    if (n.top < bar.top - 0.5 || n.bottom > bar.bottom + 0.5 || n.left < bar.left - 0.5 || n.right > bar.right + 0.5) {
+      found.push(`the notice (${n.top}..${n.bottom}) is not within the top bar (${bar.top}..${bar.bottom})`);
+    }
+    for (const c of document.querySelectorAll('main input, main button')) {
+      const r = c.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0) continue;
+      const top = Math.max(r.top, n.top, bar.bottom); // the part below the top bar
+      const bottom = Math.min(r.bottom, n.bottom);
+      if (top < bottom && r.left < n.right && n.left < r.right) found.push(c.outerHTML.slice(0, 80));
+    }
+    return found;
+  });
+  assert.deepEqual(problems, [], 'the notice covers part of the page');
+}
+
 /** Waits until `page` shows `quantity` of `product` at `location`. */
 function cell(page, product, location, quantity) {
   return page.waitForFunction(
@@ -73,8 +104,12 @@ test('an action dispatched in one page appears in the other', async () => {
   await cell(a, 'widget', 'aisle-1', 7);
   await submit(b, 'form-sell', { product: 'widget', location: 'aisle-1', quantity: 2 });
   await cell(a, 'widget', 'aisle-1', 5);
-  const seqA = await a.textContent('#seq');
-  await b.waitForFunction((s) => document.querySelector('#seq').textContent === s, seqA, WAIT);
+  // Both pages reach the same seq (kept in a data attribute: people see
+  // the time of the last change, never a seq).
+  const seqA = await a.getAttribute('#last-change', 'data-seq');
+  assert.ok(Number(seqA) >= 2, `seq ${seqA}`);
+  await b.waitForFunction((s) => document.querySelector('#last-change').dataset.seq === s, seqA, WAIT);
+  assert.equal(await b.textContent('#last-change'), 'just now');
   // The activity feed shows the sale in both pages.
   await a.waitForSelector('#activity li[data-seq="2"]', WAIT);
   await b.waitForSelector('#activity li[data-seq="2"]', WAIT);
@@ -85,6 +120,12 @@ test('a rejected action shows its notice', async () => {
   await submit(a, 'form-sell', { product: 'widget', location: 'aisle-1', quantity: 500 });
   const notice = await a.waitForSelector('.notice-rejected', WAIT);
   assert.match(await notice.textContent(), /cannot sell 500/);
+  await assertNoticeCoversNothing(a);
+  for (const y of [300, 600, 100_000]) { // wherever the page is scrolled to
+    await a.evaluate((top) => window.scrollTo(0, top), y);
+    await assertNoticeCoversNothing(a);
+  }
+  await a.evaluate(() => window.scrollTo(0, 0));
 });
 
 test('a product that falls below its threshold is reordered, live in every page', async () => {
@@ -95,12 +136,17 @@ test('a product that falls below its threshold is reordered, live in every page'
   await b.waitForSelector('#reorder-table tr[data-product="gizmo"][data-status="ok"]', WAIT);
   await submit(b, 'form-sell', { product: 'gizmo', location: 'aisle-1', quantity: 6 });
   // The reorder envoy (run by `nodb up`) orders from the demo supplier and
-  // records reorder/placed; both pages show it.
+  // records reorder/placed; both pages show it, with one word for the
+  // status wherever it appears: "ordered".
   for (const page of [a, b]) {
     const row = await page.waitForSelector('#reorder-table tr[data-product="gizmo"][data-status="placed"]', WAIT);
-    assert.match(await row.textContent(), /20 ordered · ref \S+/);
-    await page.waitForSelector('#stock-table tr[data-product="gizmo"] [data-reorder="placed"]', WAIT);
-    await page.waitForSelector('#activity li[data-type="reorder_placed"]', WAIT);
+    assert.match(await row.textContent(), /ordered\s*20 units · ref \S+/);
+    const badge = await page.waitForSelector('#stock-table tr[data-product="gizmo"] [data-reorder="placed"]', WAIT);
+    assert.equal(await badge.textContent(), 'ordered');
+    const entry = await page.waitForSelector('#activity li[data-type="reorder_placed"]', WAIT);
+    assert.match(await entry.textContent(), /ordered 20 gizmo from the supplier/);
+    const text = await page.textContent('main');
+    assert.doesNotMatch(text, /\bplaced\b/, 'the page says "ordered", never "placed"');
   }
   const log = await readLog(up.url);
   const placed = log.filter((x) => x.type === 'reorder/placed' && x.payload.product === 'gizmo');
@@ -118,9 +164,18 @@ test('the cascaded views show the fastest movers and the products running low', 
     // lowstock (from stock and marketing, a cascade of a cascade): gizmo is
     // 1 short of its threshold, with its reorder placed.
     const low = await page.waitForSelector('#lowstock li[data-product="gizmo"][data-short="1"] [data-status="placed"]', WAIT);
-    assert.ok(low);
-    const sources = await page.textContent('#lowstock-sources');
-    assert.match(sources, /^lowstock reflects .*stock @ \d+/);
+    assert.equal(await low.textContent(), 'ordered');
+    // Which upstream seqs lowstock reflects is in data-sources; people read
+    // which views it is derived from and when, never a (microsecond) seq.
+    const node = await page.waitForSelector('#lowstock-sources[data-sources*="stock"]', WAIT);
+    const sources = JSON.parse(await node.getAttribute('data-sources'));
+    assert.ok(sources.stock > 0 && sources.marketing > 0, JSON.stringify(sources));
+    assert.match(await node.textContent(), /^Derived from marketing and stock · updated /);
+  }
+  // No raw seq anywhere people read: no "#12", no long numbers, no "@ 14".
+  for (const page of [a, b]) {
+    const text = await page.evaluate(() => document.body.innerText);
+    assert.doesNotMatch(text, /#\d|\d{7,}|@ \d/, text);
   }
 });
 
@@ -163,4 +218,45 @@ test('after a restart the pages reconnect and follow new actions', async () => {
   await a.screenshot({ path: artifact('demo-desktop.png'), fullPage: true });
   await a.setViewportSize({ width: 390, height: 844 });
   await a.screenshot({ path: artifact('demo-phone.png'), fullPage: true });
+});
+
+test('on a phone the tables fit and a rejection covers no form', async () => {
+  const [a] = pages;
+  await a.setViewportSize({ width: 390, height: 844 });
+  const overflow = await a.evaluate(() => [document.documentElement, ...document.querySelectorAll('.card, #reorders-wrap, #reorder-table')]
+    .filter((e) => e.scrollWidth > e.clientWidth + 1)
+    .map((e) => `${e.id || e.className}: ${e.scrollWidth} > ${e.clientWidth}`));
+  assert.deepEqual(overflow, [], 'nothing is wider than the screen or clipped in its card');
+  await a.locator('#form-sell').scrollIntoViewIfNeeded();
+  await submit(a, 'form-sell', { product: 'widget', location: 'aisle-1', quantity: 900 });
+  const notice = await a.waitForSelector('.notice-rejected >> text=cannot sell 900', WAIT);
+  assert.ok(notice);
+  await assertNoticeCoversNothing(a);
+});
+
+test('while the view replays its history, the page shows progress', async () => {
+  // A fresh server whose /health says it is 40% through a replay: the page
+  // shows "Loading history… 40%", not an empty warehouse; once it says
+  // caught_up, the empty states appear.
+  const fresh = await startUp(dataDir(), await freePort());
+  const page = await context.newPage();
+  try {
+    let health = { status: 'recovering', seq: 40, chronicler_head: 100, lag: 60, connected: true };
+    await page.route('**/health', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(health) }));
+    await page.goto(fresh.url);
+    await page.waitForSelector('#replay:not([hidden])', WAIT);
+    assert.equal(await page.textContent('#replay-text'), 'Loading history… 40%');
+    assert.equal(await page.getAttribute('#replay-progress', 'value'), '40');
+    await page.waitForFunction(() => document.querySelector('#activity-empty').textContent === 'Loading history… 40%', null, WAIT);
+    assert.equal(await page.isVisible('#seed'), false, 'no "load sample stock" before the history is in');
+    assert.doesNotMatch(await page.evaluate(() => document.body.innerText), /Nothing has happened yet|The warehouse is empty/);
+    await page.screenshot({ path: artifact('demo-replaying.png') });
+    health = { status: 'caught_up', seq: 100, chronicler_head: 100, lag: 0, connected: true };
+    await page.waitForSelector('#replay', { ...WAIT, state: 'hidden' });
+    await page.waitForFunction(() => document.querySelector('#activity-empty').textContent === 'Nothing has happened yet.', null, WAIT);
+    assert.equal(await page.isVisible('#seed'), true);
+  } finally {
+    await page.close();
+    await stop(fresh, 'SIGTERM');
+  }
 });

@@ -417,6 +417,24 @@ test('unavailable keeps the action and re-sends it later; out_of_order after los
   store.close();
 });
 
+test('out_of_order reads a structured `expected` field before the message', async () => {
+  for (const expected of [2, 'c:2', '2']) {
+    const { server, storage, store } = setup();
+    server.last.open();
+    storage.setItem('nodb:next:c', '5');
+    const q = store.dispatch('b');
+    assert.equal(server.last.sent[0].action.id, 'c:5');
+    // The message names another number: the field wins.
+    server.last.deliver({ type: 'error', id: 'c:5', code: 'out_of_order', expected, message: 'out of order (next: 9)' });
+    await waitFor(() => server.sockets.length === 2, 'the reconnect');
+    server.last.open();
+    assert.deepEqual(server.last.sent.map((m) => m.action.id), ['c:2'], `expected: ${JSON.stringify(expected)}`);
+    server.last.deliver({ type: 'ack', id: 'c:2', seq: 2, duplicate: false });
+    assert.equal(await q, 2);
+    store.close();
+  }
+});
+
 test('failed connections with since fall back to a snapshot; a failed patch resyncs from a snapshot', async () => {
   const { server, store } = setup();
   server.last.open();

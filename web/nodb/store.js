@@ -1,0 +1,463 @@
+// The store: a live, read-only replica of one view (state, seq, sources,
+// status; subscribe and events), and dispatch through the outbox. It reads
+// the stream's messages (docs/protocol.md): snapshot, patch, ack, rejected,
+// error. The socket is the Connection's job, numbering and storing actions
+// the Outbox's, applying patches applyPatch's.
+
+/**
+ * @import { Action, ConnectOptions, Dispatched, Json, LocksLike, Status, StoreEvents } from '../nodb.js'
+ * @import { SocketLike } from './connection.js'
+ */
+
+import { applyPatch, isObj } from './patch.js';
+import { Connection, backoffDelay, streamUrl } from './connection.js';
+import { Outbox, defaultStorage, idWithoutLocks, mintStoredId, numberOf, pickClientId } from './outbox.js';
+
+/** Error codes after which an action can never be accepted: it leaves the outbox. */
+const PERMANENT = new Set(['invalid_action', 'bad_request', 'payload_too_large', 'malformed_json', 'unsupported_media_type']);
+
+/**
+ * An Error with a `code` (and more fields).
+ * @param {string} code
+ * @param {string} message
+ * @param {object} [extra]
+ * @returns {Error & { code: string }}
+ */
+function makeError(code, message, extra) {
+  return Object.assign(new Error(message), { code }, extra);
+}
+
+/**
+ * @template A
+ * @param {(arg: A) => void} fn
+ * @param {A} arg
+ */
+function callSafely(fn, arg) {
+  try { fn(arg); } catch (e) { console.error('nodb: a listener threw', e); }
+}
+
+/**
+ * What the store keeps of an action until its fate is known. Actions adopted
+ * from a previous page have no promises.
+ * @typedef {object} Pending
+ * @property {Action} action
+ * @property {Dispatched} [promise]
+ * @property {(seq: number | null) => void} [resolve]
+ * @property {(error: Error) => void} [reject]
+ * @property {(seq: number | null) => void} [resolveApplied]
+ * @property {(error: Error) => void} [rejectApplied]
+ * @property {number} [seq] The seq of its ack.
+ * @property {boolean} [acked]
+ */
+
+/**
+ * A live replica of one view (see nodb.d.ts for the full contract).
+ * @template [S=Json]
+ */
+export class Store {
+  /** @type {Connection} */
+  #connection;
+  /** @type {Outbox} */
+  #outbox;
+  #readOnly = false;
+  /** @type {{ initialMs: number, maxMs: number }} */
+  #backoff;
+
+  /** @type {S} */
+  #state;
+  #hasState = false;
+  #seq = 0;
+  /** @type {Record<string, number> | null} */
+  #sources = null;
+  /** @type {Status} */
+  #status = 'connecting';
+
+  /** @type {Array<() => void>} */
+  #listeners = [];
+  /** @type {Map<string, Set<(arg: any) => void>>} */
+  #events = new Map();
+
+  /** Dispatches made before the client id is known. @type {Pending[]} */
+  #early = [];
+  /** Action id -> what is pending for it. @type {Map<string, Pending>} */
+  #records = new Map();
+  /** Action id -> its rejection, until its `.applied` settles. @type {Map<string, { seq: number, reason: string }>} */
+  #rejections = new Map();
+
+  /** Sends wait for the re-send timer (after `unavailable`). */
+  #holding = false;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #resendTimer = null;
+  /** `unavailable` answers in a row, for the re-send back-off. */
+  #unavailable = 0;
+  /** Releases the client id's Web Lock. @type {(() => void) | null} */
+  #release = null;
+
+  /**
+   * @param {string} url
+   * @param {ConnectOptions<S>} options
+   */
+  constructor(url, options) {
+    if (!options?.view) throw new Error('connect: options.view is required');
+    const storage = options.storage ?? defaultStorage();
+    const WebSocket = /** @type {(new (url: string) => SocketLike) | undefined} */ (options.WebSocket ?? globalThis.WebSocket);
+    if (!WebSocket) throw new Error('connect: no WebSocket; pass options.WebSocket');
+    this.#backoff = { initialMs: 250, maxMs: 10000, ...options.backoff };
+    this.#state = /** @type {S} */ (options.initialState ?? null);
+    this.#outbox = new Outbox(storage);
+    this.#connection = new Connection(streamUrl(url, options.view), { WebSocket, backoff: this.#backoff }, {
+      since: () => (this.#hasState ? this.#seq : null),
+      status: (s) => this.#onConnection(s),
+      message: (data) => this.#onMessage(data),
+      error: (e) => this.#emit('error', e),
+    });
+
+    this.#readOnly = !!options.readOnly;
+    const locks = options.locks === undefined ? /** @type {LocksLike | undefined} */ (globalThis.navigator?.locks) : options.locks;
+    if (this.#readOnly) {
+      this.#start(null); // no client id: nothing to number, no outbox to adopt
+    } else if (options.clientId || !locks) {
+      this.#start(options.clientId || idWithoutLocks(storage, options.storage != null));
+    } else {
+      const released = new Promise((r) => { this.#release = () => r(undefined); });
+      pickClientId(storage, locks, released).then((id) => this.#start(id), (e) => {
+        this.#emit('error', { code: 'locks', message: `cannot pick a client id: ${e?.message ?? e}` });
+        this.#start(mintStoredId(storage));
+      });
+    }
+  }
+
+  /**
+   * Adopts the client id's outbox and opens the socket.
+   * @param {string | null} id
+   */
+  #start(id) {
+    if (this.#status === 'closed') return;
+    for (const action of this.#outbox.adopt(id)) this.#records.set(action.id, { action });
+    for (const record of this.#early.splice(0)) this.#enqueue(record);
+    this.#connection.start(id);
+  }
+
+  /** `null` until picked (with Web Locks, shortly after `connect`). */
+  get clientId() {
+    return this.#outbox.clientId;
+  }
+
+  /** The seq the state reflects (0 before the first snapshot). */
+  get seq() {
+    return this.#seq;
+  }
+
+  /** For a cascaded view: the upstream seqs the state reflects. */
+  get sources() {
+    return this.#sources;
+  }
+
+  /** 'connecting', 'open', 'offline' (waiting to reconnect) or 'closed' (after `close()`). */
+  get status() {
+    return this.#status;
+  }
+
+  /** Actions not yet acknowledged. */
+  get pending() {
+    return this.#outbox.size + this.#early.length;
+  }
+
+  /** The current state: plain JS values, never mutated in place. */
+  getState() {
+    return this.#state;
+  }
+
+  /**
+   * Calls `listener()` after each change of state (a snapshot, or a patch with ops); returns unsubscribe.
+   * @param {() => void} listener
+   * @returns {() => void}
+   */
+  subscribe(listener) {
+    if (typeof listener !== 'function') throw new TypeError('subscribe: listener must be a function');
+    this.#listeners = [...this.#listeners, listener];
+    return () => { this.#listeners = this.#listeners.filter((l) => l !== listener); };
+  }
+
+  /**
+   * Listens to 'status', 'rejected', 'error', 'ack' or 'seq'; returns the function that stops it.
+   * @template {keyof StoreEvents} E
+   * @param {E} event
+   * @param {(arg: StoreEvents[E]) => void} fn
+   * @returns {() => void}
+   */
+  on(event, fn) {
+    const set = this.#events.get(event) ?? new Set();
+    this.#events.set(event, set);
+    set.add(fn);
+    return () => { set.delete(fn); };
+  }
+
+  /**
+   * @template {keyof StoreEvents} E
+   * @param {E} event
+   * @param {StoreEvents[E]} arg
+   */
+  #emit(event, arg) {
+    for (const fn of [...(this.#events.get(event) ?? [])]) callSafely(fn, arg);
+  }
+
+  /** @param {Status} s */
+  #setStatus(s) {
+    if (this.#status === s) return;
+    this.#status = s;
+    this.#emit('status', s);
+  }
+
+  /** @param {import('./connection.js').ConnectionStatus} s */
+  #onConnection(s) {
+    if (this.#status === 'closed') return;
+    if (s === 'offline') this.#stopResend();
+    this.#setStatus(s);
+    if (s === 'open') this.#resendOutbox();
+  }
+
+  /**
+   * Numbers `{type, payload, meta}`, stores it in the outbox and sends it. The promise resolves
+   * with its seq once acknowledged; `.applied` once the state includes it (rejects if a reducer refused it).
+   * @param {string} type
+   * @param {Json} [payload]
+   * @param {Record<string, string>} [meta]
+   * @returns {Dispatched}
+   */
+  dispatch(type, payload, meta) {
+    /** @type {Action} */
+    const action = { id: '', type, payload: null };
+    /** @type {Pending} */
+    const record = { action };
+    const promise = /** @type {Dispatched} */ (new Promise((resolve, reject) => Object.assign(record, { resolve, reject })));
+    promise.applied = new Promise((resolve, reject) => Object.assign(record, { resolveApplied: resolve, rejectApplied: reject }));
+    promise.applied.catch(() => {}); // awaiting `.applied` is optional
+    record.promise = promise;
+    /** @param {string} code @param {string} message */
+    const fail = (code, message) => {
+      const e = makeError(code, message);
+      record.reject?.(e);
+      record.rejectApplied?.(e);
+      return promise;
+    };
+    if (this.#status === 'closed') return fail('closed', 'the store is closed');
+    if (this.#readOnly) return fail('read_only', 'this store was connected with readOnly: true');
+    if (typeof type !== 'string' || type === '') return fail('invalid_action', 'an action type must be a non-empty string');
+    if (meta != null && (!isObj(meta) || Object.values(meta).some((v) => typeof v !== 'string'))) {
+      return fail('invalid_action', 'meta must be an object of strings');
+    }
+    try { action.payload = JSON.parse(JSON.stringify(payload) ?? 'null'); } catch (e) { // a plain JSON copy
+      return fail('invalid_action', `the payload is not JSON: ${e instanceof Error ? e.message : e}`);
+    }
+    if (meta != null) action.meta = { ...meta };
+    if (this.clientId === null) this.#early.push(record);
+    else this.#enqueue(record);
+    return promise;
+  }
+
+  /**
+   * Numbers the action, stores it in the outbox, then sends it.
+   * @param {Pending} record
+   */
+  #enqueue(record) {
+    const id = this.#outbox.add(record.action);
+    this.#records.set(id, record);
+    this.#send(record.action);
+  }
+
+  /** @param {Action} action */
+  #send(action) {
+    if (!this.#holding) this.#connection.send(JSON.stringify({ type: 'dispatch', action }));
+  }
+
+  #stopResend() {
+    if (this.#resendTimer !== null) clearTimeout(this.#resendTimer);
+    this.#resendTimer = null;
+    this.#holding = false;
+  }
+
+  #resendOutbox() {
+    this.#stopResend();
+    for (const a of this.#outbox.actions) this.#send(a);
+  }
+
+  /** Re-sends the outbox later (after `unavailable`), holding new sends until then. */
+  #resendLater() {
+    if (this.#resendTimer !== null) return;
+    this.#holding = true;
+    this.#resendTimer = setTimeout(() => this.#resendOutbox(), backoffDelay(this.#unavailable++, this.#backoff));
+  }
+
+  /** @param {string} data */
+  #onMessage(data) {
+    /** @type {any} */
+    let m;
+    try { m = JSON.parse(data); } catch {
+      this.#emit('error', { code: 'malformed_json', message: 'the server sent a message that is not JSON' });
+      return;
+    }
+    switch (m?.type) {
+      case 'snapshot': return this.#onSnapshot(m);
+      case 'patch': return this.#onPatch(m);
+      case 'ack': return this.#onAck(m);
+      case 'rejected': return this.#onRejected(m);
+      case 'error': return this.#onError(m);
+      default: // unknown message types are ignored, for forward compatibility
+    }
+  }
+
+  /** @param {{ seq: number, state: S, sources?: Record<string, number> }} m */
+  #onSnapshot(m) {
+    this.#state = m.state;
+    this.#sources = m.sources ?? null;
+    this.#hasState = true;
+    this.#advance(m.seq, true);
+  }
+
+  /** @param {{ seq: number, from?: number, ops?: unknown, sources?: Record<string, number> }} m */
+  #onPatch(m) {
+    const first = m.from ?? m.seq;
+    if (!this.#hasState || first !== this.#seq + 1) {
+      this.#emit('error', { code: 'gap', message: `a patch for seqs ${first}..=${m.seq} does not follow seq ${this.#seq}; resyncing` });
+      this.#connection.drop({ resync: !this.#hasState });
+      return;
+    }
+    const ops = Array.isArray(m.ops) ? m.ops : [];
+    let next;
+    try { next = applyPatch(this.#state, ops); } catch (e) {
+      this.#emit('error', { code: 'patch_failed', message: `${e instanceof Error ? e.message : e}; resyncing from a snapshot` });
+      this.#connection.drop({ resync: true }); // our state must be wrong: since=seq would not help
+      return;
+    }
+    this.#state = next;
+    if (m.sources) this.#sources = m.sources;
+    this.#advance(m.seq, ops.length > 0);
+  }
+
+  /**
+   * @param {number} seq
+   * @param {boolean} changed
+   */
+  #advance(seq, changed) {
+    this.#seq = seq;
+    if (changed) for (const l of this.#listeners) callSafely(l, undefined);
+    this.#emit('seq', seq);
+    for (const [id, r] of this.#records) if (r.seq != null && r.seq <= seq) this.#settleApplied(id, r);
+  }
+
+  /**
+   * @param {string} id
+   * @param {Pending} r
+   */
+  #settleApplied(id, r) {
+    this.#records.delete(id);
+    const rej = this.#rejections.get(id);
+    this.#rejections.delete(id);
+    if (rej) r.rejectApplied?.(makeError('rejected', `action ${id} was rejected: ${rej.reason}`, { reason: rej.reason, seq: rej.seq, id }));
+    else r.resolveApplied?.(r.seq ?? null);
+  }
+
+  /** @param {{ id: string, seq?: number | null, duplicate?: boolean }} m */
+  #onAck(m) {
+    this.#outbox.remove(m.id);
+    this.#unavailable = 0;
+    this.#emit('ack', { id: m.id, seq: m.seq ?? null, duplicate: !!m.duplicate });
+    const r = this.#records.get(m.id);
+    if (!r || r.acked) return;
+    r.acked = true;
+    r.resolve?.(m.seq ?? null);
+    if (m.seq == null) { // a re-send of an old action: long applied, its fate unknown
+      this.#records.delete(m.id);
+      r.resolveApplied?.(null);
+      return;
+    }
+    r.seq = m.seq;
+    if (m.seq <= this.#seq) this.#settleApplied(m.id, r);
+  }
+
+  /** @param {{ id: string, seq: number, reason: string }} m */
+  #onRejected(m) {
+    this.#rejections.set(m.id, { seq: m.seq, reason: m.reason });
+    if (this.#rejections.size > 1000) this.#rejections.delete(/** @type {string} */ (this.#rejections.keys().next().value));
+    const a = this.#records.get(m.id)?.action;
+    this.#emit('rejected', { seq: m.seq, id: m.id, reason: m.reason, type: a?.type, payload: a?.payload });
+  }
+
+  /** @param {{ code: string, message: string, id?: string | null, expected?: unknown }} m */
+  #onError(m) {
+    const info = { code: m.code, message: m.message, id: m.id ?? null };
+    const inOutbox = m.id != null && this.#outbox.has(m.id);
+    if (m.code === 'unavailable') {
+      this.#resendLater(); // keep everything in the outbox
+    } else if (m.code === 'out_of_order' && inOutbox) {
+      const expected = expectedNumber(m);
+      if (this.#outbox.hasNumber(expected)) {
+        this.#resendLater(); // an earlier action is still on its way; send them all again in order
+        return;
+      }
+      if (!(expected > 0)) return this.#emit('error', info);
+      // The server never got `expected` (storage was lost): renumber the unsent tail from it.
+      this.#renumber(expected);
+      this.#emit('error', info);
+      this.#connection.drop();
+      return;
+    } else if (PERMANENT.has(m.code) && m.id != null && inOutbox) {
+      // The action can never be accepted: drop it and close the gap it leaves in the numbering.
+      this.#outbox.remove(m.id);
+      const r = this.#records.get(m.id);
+      this.#records.delete(m.id);
+      const e = makeError(m.code, m.message, { id: m.id });
+      r?.reject?.(e);
+      r?.rejectApplied?.(e);
+      this.#renumber(numberOf(m.id));
+      this.#connection.drop();
+    }
+    this.#emit('error', info);
+  }
+
+  /**
+   * Renumbers the outbox from `from` on, keeping each action's promises.
+   * @param {number} from
+   */
+  #renumber(from) {
+    const moved = [];
+    for (const [old, id] of this.#outbox.renumber(from)) {
+      const r = this.#records.get(old);
+      this.#records.delete(old);
+      if (r) moved.push(/** @type {const} */ ([id, r]));
+    }
+    for (const [id, r] of moved) this.#records.set(id, r);
+  }
+
+  /** Closes the socket for good and releases the client id; the outbox stays stored. */
+  close() {
+    if (this.#status === 'closed') return;
+    this.#setStatus('closed');
+    this.#stopResend();
+    this.#connection.close();
+    this.#release?.();
+    const e = makeError('closed', 'the store was closed before the action was acknowledged; it stays in the outbox');
+    for (const r of this.#records.values()) {
+      r.promise?.catch(() => {}); // closing is deliberate: no unhandled rejections
+      if (!r.acked) r.reject?.(e);
+      r.rejectApplied?.(e);
+    }
+    for (const r of this.#early) { r.promise?.catch(() => {}); r.reject?.(e); r.rejectApplied?.(e); }
+    this.#early = [];
+    this.#records.clear();
+  }
+}
+
+/**
+ * The action number an `out_of_order` error expects next: its `expected`
+ * field (a number, or an action id `<client>:<n>`) when the server sends
+ * one, else the last number in its message ("... expected c:2 next").
+ * @param {{ message?: string, expected?: unknown }} m
+ * @returns {number}
+ */
+function expectedNumber(m) {
+  if (typeof m.expected === 'number') return m.expected;
+  if (typeof m.expected === 'string') return /^\d+$/.test(m.expected) ? Number(m.expected) : numberOf(m.expected);
+  return Number(/(\d+)\D*$/.exec(m.message ?? '')?.[1]);
+}

@@ -1,0 +1,118 @@
+// Type tests, checked by `npm run typecheck` (tsc -p web) and never run.
+//
+// 1. The implementation matches the declarations: each function of the
+//    modules in nodb/ (typed by their JSDoc) is assignable to its declared
+//    type in nodb.d.ts, and the store class has exactly the declared members.
+// 2. The public API, imported from './nodb.js' (which resolves to
+//    nodb.d.ts), used the ordinary way under --strict.
+
+import type * as Declared from './nodb.js';
+import { applyPatch as applyPatchImpl } from './nodb/patch.js';
+import { Store as StoreImpl } from './nodb/store.js';
+import { createReduxStore as createReduxStoreImpl, nodbMiddleware as nodbMiddlewareImpl } from './nodb/redux.js';
+
+import {
+  applyPatch,
+  connect,
+  createReduxStore,
+  nodbMiddleware,
+  type DispatchError,
+  type Json,
+  type PatchOp,
+  type RejectedError,
+  type Status,
+  type Store,
+} from './nodb.js';
+
+// --- 1. implementation against declarations ---------------------------------
+
+export const implementsApplyPatch: typeof Declared.applyPatch = applyPatchImpl;
+export const implementsConnect: typeof Declared.connect = (url, options) => new StoreImpl(url, options);
+export const implementsCreateReduxStore: typeof Declared.createReduxStore = createReduxStoreImpl;
+export const implementsNodbMiddleware: typeof Declared.nodbMiddleware = nodbMiddlewareImpl;
+
+/** `true` only if A and B are the same type. */
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type Members<T> = keyof T & string;
+
+// The class has every declared member with a compatible type...
+export const storeIsDeclared = (s: StoreImpl<{ n: number }>): Store<{ n: number }> => s;
+// ...and no public member the declarations leave out.
+export const sameMembers: Same<Members<StoreImpl<Json>>, Members<Store<Json>>> = true;
+
+// --- 2. the public API, used the ordinary way --------------------------------
+
+interface Stock {
+  products: Record<string, { total: number; locations: Record<string, number>; threshold?: number }>;
+  total: number;
+}
+
+const store = connect<Stock>('http://127.0.0.1:7400', {
+  view: 'stock',
+  initialState: { products: {}, total: 0 },
+  backoff: { maxMs: 5000 },
+});
+const total: number = store.getState().total;
+const seq: number = store.seq;
+const status: Status = store.status;
+const clientId: string | null = store.clientId;
+const sources: Record<string, number> | null = store.sources;
+const pending: number = store.pending;
+void [total, seq, status, clientId, sources, pending];
+
+const unsubscribe: () => void = store.subscribe(() => {
+  for (const [name, p] of Object.entries(store.getState().products)) console.log(name, p.total);
+});
+unsubscribe();
+
+store.on('status', (s) => { const t: Status = s; void t; });
+store.on('seq', (n) => n.toFixed());
+store.on('ack', ({ id, seq, duplicate }) => console.log(id.length, seq ?? 'old', duplicate));
+store.on('rejected', ({ reason, type, payload }) => console.log(reason.toUpperCase(), type, payload));
+const stop = store.on('error', ({ code, message, id }) => console.log(code, message, id));
+stop();
+// @ts-expect-error: no such event
+store.on('nope', () => {});
+// @ts-expect-error: the seq event carries a number
+store.on('seq', (s: string) => s);
+
+async function sell(): Promise<number | null> {
+  const sent = store.dispatch('stock/sold', { product: 'pear', location: 'shelf', quantity: 3 }, { user: 'ana' });
+  try {
+    await sent;
+    return await sent.applied;
+  } catch (e) {
+    const err = e as RejectedError | DispatchError;
+    if (err.code === 'rejected') console.log((err as RejectedError).reason);
+    return null;
+  }
+}
+void sell();
+// @ts-expect-error: a payload is JSON
+store.dispatch('stock/sold', { when: new Date() });
+// @ts-expect-error: meta values are strings
+store.dispatch('stock/sold', null, { n: 1 });
+// @ts-expect-error: the state is read-only through the store
+store.seq = 3;
+
+const readOnly: Store = connect('http://127.0.0.1:7400', { view: 'activity', readOnly: true, locks: null });
+readOnly.close();
+
+// applyPatch keeps the document's type.
+const ops: PatchOp[] = [{ op: 'replace', path: '/total', value: 1 }, { op: 'remove', path: '/products/pear' }];
+const next: Stock = applyPatch(store.getState(), ops);
+void next;
+// @ts-expect-error: an op needs its fields
+applyPatch({}, [{ op: 'add', path: '/x' }]);
+
+// Redux.
+const redux = createReduxStore(store);
+const s: Stock = redux.getState();
+void s;
+redux.dispatch({ type: 'stock/corrected', payload: { product: 'pear', location: 'back', quantity: 30 } }).applied.then((n) => n);
+const middleware = nodbMiddleware(store, { types: ['stock/'] });
+const byPredicate = nodbMiddleware(store, (type) => type.startsWith('stock/'));
+const byList = nodbMiddleware(store, ['stock/sold']);
+void [middleware, byPredicate, byList];
+// @ts-expect-error: types or match, not both
+nodbMiddleware(store, { types: ['a'], match: () => true });
