@@ -25,7 +25,7 @@ use crate::definition::{Cascade, Change};
 use crate::error::ConfigError;
 use crate::hub::Hub;
 use crate::server::ServerState;
-use crate::upstream::{Event, EventChange, UpstreamStatus, follow, parse_base_url};
+use crate::upstream::{Event, EventChange, UpstreamStatus, follow};
 
 /// How cascades run and serve.
 #[derive(Debug, Clone)]
@@ -122,7 +122,8 @@ pub fn check(cascades: &[Cascade], upstreams: &BTreeMap<String, String>) -> Resu
             let url = upstreams
                 .get(up)
                 .ok_or_else(|| ConfigError::MissingUpstream { cascade: c.name.clone(), upstream: up.clone() })?;
-            parse_base_url(url).ok_or_else(|| ConfigError::BadUrl { upstream: up.clone(), url: url.clone() })?;
+            nodb_client::ServiceUrl::parse(url)
+                .map_err(|_| ConfigError::BadUrl { upstream: up.clone(), url: url.clone() })?;
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use nodb_shared::protocol::{ClientMessage, ServerMessage, ViewState};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
@@ -123,7 +124,7 @@ impl ViewClient {
     pub async fn open(&self, options: &StreamOptions) -> Result<ViewStream, Error> {
         let url = self.stream_url(options);
         let ws = self.ws.connect(&url).await?;
-        Ok(ViewStream { ws, url: url.to_string() })
+        Ok(ViewStream { ws, url: url.to_string(), heard: Instant::now() })
     }
 }
 
@@ -131,6 +132,8 @@ impl ViewClient {
 pub struct ViewStream {
     ws: WebSocket,
     url: String,
+    /// When the last frame (a ping too) came.
+    heard: Instant,
 }
 
 impl std::fmt::Debug for ViewStream {
@@ -145,6 +148,12 @@ impl ViewStream {
         &self.url
     }
 
+    /// When the server was last heard from: the last frame received, pings
+    /// included (or the opening).
+    pub fn heard_at(&self) -> Instant {
+        self.heard
+    }
+
     /// The next message. Cancel-safe: a message is never lost when the
     /// future is dropped.
     ///
@@ -154,7 +163,9 @@ impl ViewStream {
     /// [`Error::Protocol`] for a message that is not the protocol.
     pub async fn next_message(&mut self) -> Result<ServerMessage, Error> {
         loop {
-            let text = match self.ws.next().await {
+            let frame = self.ws.next().await;
+            self.heard = Instant::now();
+            let text = match frame {
                 Some(Ok(Message::Text(t))) => t,
                 Some(Ok(Message::Close(frame))) => {
                     let why = match frame {

@@ -127,8 +127,6 @@ pub struct ViewFollower {
     retry_at: Option<Instant>,
     /// Messages applied on the current connection.
     got: u64,
-    /// When the current connection was last heard from.
-    heard: Instant,
 }
 
 impl ViewFollower {
@@ -150,7 +148,6 @@ impl ViewFollower {
             refused_since: None,
             retry_at: None,
             got: 0,
-            heard: Instant::now(),
         }
     }
 
@@ -183,18 +180,24 @@ impl ViewFollower {
                 }
                 continue;
             };
-            let deadline = self.heard + self.settings.idle_timeout;
-            let message = match tokio::time::timeout_at(deadline, socket.next_message()).await {
-                Err(_) => {
-                    let why = format!("nothing heard for {:?}", self.settings.idle_timeout);
-                    let url = socket.url().to_string();
-                    return self.dropped(Error::Ended { url, why });
+            let idle = self.settings.idle_timeout;
+            let next = loop {
+                // Pings count as heard: wait again from the last frame.
+                match tokio::time::timeout_at(socket.heard_at() + idle, socket.next_message()).await {
+                    Err(_) if socket.heard_at() + idle > Instant::now() => continue,
+                    Err(_) => break None,
+                    Ok(next) => break Some(next),
                 }
-                Ok(Err(Error::Protocol { reason, .. })) => return self.resync(reason).await,
-                Ok(Err(e)) => return self.dropped(e),
-                Ok(Ok(message)) => message,
             };
-            self.heard = Instant::now();
+            let message = match next {
+                None => {
+                    let url = socket.url().to_string();
+                    return self.dropped(Error::Ended { url, why: format!("nothing heard for {idle:?}") });
+                }
+                Some(Err(Error::Protocol { reason, .. })) => return self.resync(reason).await,
+                Some(Err(e)) => return self.dropped(e),
+                Some(Ok(message)) => message,
+            };
             match message {
                 ServerMessage::Rejected { seq, id, reason } => return FollowEvent::Rejected { seq, id, reason },
                 ServerMessage::Error { code, message, .. } => return FollowEvent::ServerError { code, message },
@@ -229,7 +232,6 @@ impl ViewFollower {
                 let url = socket.url().to_string();
                 self.socket = Some(socket);
                 self.got = 0;
-                self.heard = Instant::now();
                 Some(FollowEvent::Connected { url, since })
             }
             Err(e) => match e.refusal().filter(|_| since.is_some()).cloned() {
