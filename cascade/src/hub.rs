@@ -54,6 +54,17 @@ pub struct HubMetrics {
     pub diff_nanos: AtomicU64,
 }
 
+/// A cascade's counters beyond the hub's.
+#[derive(Debug, Default)]
+pub struct CascadeStats {
+    /// Nanoseconds spent in the reducer.
+    pub reduce_nanos: AtomicU64,
+    /// Reducer panics caught.
+    pub panics: AtomicU64,
+    /// Upstream changes folded into updates.
+    pub changes: AtomicU64,
+}
+
 struct Update {
     seq: u64,
     state: Tree,

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use json_patch::PatchOperation;
@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::definition::{Cascade, Change};
 use crate::error::ConfigError;
-use crate::hub::Hub;
+use crate::hub::{CascadeStats, Hub};
 use crate::server::ServerState;
 use crate::upstream::{Event, EventChange, UpstreamStatus, follow};
 
@@ -167,17 +167,6 @@ pub fn start(
     }
     let state = ServerState { cascades: Arc::new(served), shutdown, tasks: TaskTracker::new(), ping: settings.ping };
     Ok(Running { state, tasks })
-}
-
-/// A cascade's counters beyond the hub's.
-#[derive(Debug, Default)]
-pub struct CascadeStats {
-    /// Nanoseconds spent in the reducer.
-    pub reduce_nanos: AtomicU64,
-    /// Reducer panics caught.
-    pub panics: AtomicU64,
-    /// Upstream changes folded into updates.
-    pub changes: AtomicU64,
 }
 
 /// What happened to one upstream since the last update.

@@ -35,8 +35,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::{AtError, Hub};
-use crate::runtime::CascadeStats;
+use crate::hub::{AtError, CascadeStats, Hub};
 use crate::upstream::UpstreamStatus;
 
 /// One cascade as the routes see it.

@@ -47,8 +47,8 @@ pub struct AppState {
     pub chronicler: String,
     /// Past states, for `?at=N` and exact streams.
     pub history: Arc<crate::history::History>,
-    /// The application's name; `warehouse` also serves the demo page.
-    pub app: String,
+    /// The application's own files (its page), served beside the client.
+    pub assets: &'static [crate::web::Asset],
 }
 
 fn unknown_view(hub: &Hub, name: &str) -> ApiError {
@@ -57,7 +57,7 @@ fn unknown_view(hub: &Hub, name: &str) -> ApiError {
 
 /// The data view's routes.
 pub fn router(state: AppState) -> Router {
-    let web = crate::web::router(state.app == "warehouse", state.hub.view_names());
+    let web = crate::web::router(state.assets, state.hub.view_names());
     Router::new()
         .route("/views", get(list_views))
         .route("/views/{name}", get(get_view))

@@ -36,6 +36,8 @@ pub struct Settings {
     pub policy: SnapshotPolicy,
     /// How past states are read.
     pub history_settings: HistorySettings,
+    /// The application's own files (its page), served beside the client.
+    pub assets: &'static [crate::web::Asset],
 }
 
 /// Why a data view cannot start.
@@ -91,8 +93,7 @@ pub struct Running {
 /// A bad setting, or snapshots that cannot be read.
 pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskTracker) -> Result<Running, StartError> {
     settings.validate()?;
-    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings } = settings;
-    let app_name = app.name.clone();
+    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings, assets } = settings;
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
     let engine = match snapshots.load_latest(&names).await? {
         Some((seq, states)) => {
@@ -111,7 +112,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskT
     let follower = tokio::spawn(follow(hub.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
     let snapshotter =
         tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
-    let state = AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, app: app_name };
+    let state = AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, assets };
     Ok(Running { state, follower, snapshotter })
 }
 
@@ -141,6 +142,7 @@ mod tests {
             snapshots: Snapshots::new(std::sync::Arc::new(object_store::memory::InMemory::new()), "json", 3),
             policy: SnapshotPolicy { every_seqs: 100, every: Duration::from_secs(60) },
             history_settings: HistorySettings::default(),
+            assets: &[],
         }
     }
 

@@ -1,8 +1,9 @@
 //! The browser side, built into the binary: the client library `/nodb.js`
-//! and its modules `/nodb/*.js` (with `/nodb.d.ts`) for every app, and the
-//! warehouse demo page at `/`.
+//! and its modules `/nodb/*.js` (with `/nodb.d.ts`) for every app, and an
+//! application's own page and files ([`Asset`]s, such as the warehouse's demo
+//! page at `/`), or else a small index of the views.
 //!
-//! The files live in the repository's `web/` folder and are compiled in, so
+//! The client's files live in the repository's `web/` folder and are compiled in, so
 //! a single `nodb` binary serves them with nothing else to install. A page
 //! imports `/nodb.js`, which imports its modules by relative paths
 //! (`./nodb/store.js`), so they are served at the paths they have in `web/`.
@@ -26,12 +27,18 @@ pub const CLIENT_MODULES: &[(&str, &str)] = &[
 ];
 /// Its TypeScript declarations.
 pub const NODB_D_TS: &str = include_str!("../../web/nodb.d.ts");
-/// The warehouse demo page.
-pub const DEMO_HTML: &str = include_str!("../../web/index.html");
-/// The demo's style sheet.
-pub const DEMO_CSS: &str = include_str!("../../web/demo.css");
-/// The demo's script.
-pub const DEMO_JS: &str = include_str!("../../web/demo.js");
+
+/// A file an application serves from the data view (its page, say),
+/// compiled into the binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asset {
+    /// The URL path (`/` for the page).
+    pub path: &'static str,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// The file.
+    pub body: &'static str,
+}
 
 /// A file with its content type; browsers revalidate it on every load, so a
 /// new binary's files are picked up at once.
@@ -39,21 +46,21 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-/// The routes for the client library, and for the demo page when `demo` is
-/// true (the `warehouse` app); other apps get a small index of their views
-/// at `/`.
-pub fn router<S: Clone + Send + Sync + 'static>(demo: bool, views: Vec<String>) -> Router<S> {
+/// The routes for the client library and the app's `assets`; an app
+/// without a page of its own (no asset at `/`) gets a small index of its
+/// views there.
+pub fn router<S: Clone + Send + Sync + 'static>(assets: &'static [Asset], views: Vec<String>) -> Router<S> {
     let js = "text/javascript; charset=utf-8";
     let mut router =
         Router::new().route("/nodb.d.ts", get(|| async { file("application/typescript; charset=utf-8", NODB_D_TS) }));
     for &(path, body) in CLIENT_MODULES {
         router = router.route(path, get(move || async move { file(js, body) }));
     }
-    if demo {
+    for asset in assets {
+        router = router.route(asset.path, get(move || async move { file(asset.content_type, asset.body) }));
+    }
+    if assets.iter().any(|a| a.path == "/") {
         router
-            .route("/", get(|| async { file("text/html; charset=utf-8", DEMO_HTML) }))
-            .route("/demo.css", get(|| async { file("text/css; charset=utf-8", DEMO_CSS) }))
-            .route("/demo.js", get(move || async move { file(js, DEMO_JS) }))
     } else {
         let page = index_page(&views);
         router.route("/", get(move || async move { Html(page) }))

@@ -6,6 +6,7 @@
 
 use nodb_cascade::Cascade;
 use nodb_dataview::app::App;
+use nodb_dataview::web::Asset;
 use nodb_envoy::{Config, Envoy};
 
 /// Makes an app's envoys from the settings given with `--set KEY=VALUE`
@@ -35,12 +36,14 @@ pub struct Bundle {
     pub cascades: Option<MakeCascades>,
     /// The services `nodb up` runs beside it for its envoys.
     pub services: Option<MakeServices>,
+    /// Its page and files, served by its data view (`/` and beside it).
+    pub assets: &'static [Asset],
 }
 
 impl Bundle {
     /// An app called `name` with nothing registered yet.
     pub fn new(name: &str) -> Bundle {
-        Bundle { name: name.to_string(), views: None, envoys: None, cascades: None, services: None }
+        Bundle { name: name.to_string(), views: None, envoys: None, cascades: None, services: None, assets: &[] }
     }
 }
 
@@ -58,6 +61,7 @@ fn warehouse() -> Bundle {
         envoys: Some(nodb_warehouse::envoys::envoys),
         cascades: Some(nodb_warehouse::cascades::cascades),
         services: Some(warehouse_services),
+        assets: nodb_warehouse::ASSETS,
     }
 }
 
@@ -157,6 +161,11 @@ impl Registry {
     /// The names of the applications with cascades.
     pub fn cascade_apps(&self) -> Vec<&str> {
         self.apps.iter().filter(|b| b.cascades.is_some()).map(|b| b.name.as_str()).collect()
+    }
+
+    /// The page and files of `name`, served by its data view.
+    pub fn assets(&self, name: &str) -> &'static [Asset] {
+        self.bundle(name).map_or(&[], |b| b.assets)
     }
 
     /// The services `nodb up` runs beside `name` for its envoys, if any.

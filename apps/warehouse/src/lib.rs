@@ -9,7 +9,8 @@
 //!   product falls below its threshold;
 //! - [`supplier`]: the demo supplier it orders from (`nodb supplier`, and
 //!   `/supplier/` on `nodb up`);
-//! - [`cascades`]: the `marketing` and `lowstock` cascaded views.
+//! - [`cascades`]: the `marketing` and `lowstock` cascaded views;
+//! - [`ASSETS`]: the demo page (`web/`), served by the data view at `/`.
 //!
 //! The `nodb` binary registers these (see its `registry` module) under the
 //! app name [`NAME`].
@@ -22,3 +23,23 @@ pub mod views;
 
 /// The app's name, given to `--app`.
 pub const NAME: &str = "warehouse";
+
+/// The demo page and its files, served by the data view at `/` (the page
+/// uses the client library the data view serves at `/nodb.js`).
+pub const ASSETS: &[nodb_dataview::web::Asset] = &[
+    nodb_dataview::web::Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("../web/index.html"),
+    },
+    nodb_dataview::web::Asset {
+        path: "/demo.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../web/demo.css"),
+    },
+    nodb_dataview::web::Asset {
+        path: "/demo.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/demo.js"),
+    },
+];

@@ -110,6 +110,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             every: Duration::from_secs_f64(args.snapshot_interval),
         },
         history_settings: HistorySettings { readers: args.history_readers, ..HistorySettings::default() },
+        assets: apps.assets(&args.app),
     };
     settings.validate()?;
     service::runtime()?.block_on(async move {

@@ -113,6 +113,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
                 every: Duration::from_secs_f64(args.snapshot_interval),
             },
             history_settings: nodb_dataview::history::HistorySettings::default(),
+            assets: apps.assets(&args.app),
         };
         let views = dataview::start(settings, shutdown.clone(), tokio_util::task::TaskTracker::new()).await?;
         let mut router = api_router(history.state.clone())
