@@ -9,6 +9,8 @@
 pub mod error;
 pub mod ingest;
 pub mod stream;
+#[cfg(test)]
+mod router_tests;
 
 use axum::serve::ListenerExt as _;
 use std::sync::Arc;
