@@ -42,6 +42,8 @@ pub mod history;
 pub mod hub;
 pub mod json_doc;
 pub mod reducer;
+#[cfg(test)]
+mod router_tests;
 pub mod server;
 pub mod service;
 mod session;

@@ -1,0 +1,155 @@
+//! The router's error mapping, driven through `oneshot` (no sockets): each
+//! failure answers with its status and `{"error": {"code", "message"}}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use nodb_shared::protocol::CommittedAction;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+use crate::engine::Engine;
+use crate::follow::FollowStatus;
+use crate::history::{History, HistorySettings};
+use crate::hub::Hub;
+use crate::server::{AppState, router};
+
+/// A chronicler URL nobody listens on.
+const NOWHERE: &str = "http://127.0.0.1:9";
+
+/// The `json` app's one view, `doc`, after three patches (seq 3):
+/// `{"a": {"b": 1}, "k2": 2, "k3": 3}`.
+fn app() -> axum::Router {
+    let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
+    let patches = [
+        json!([{"op": "add", "path": "/a", "value": {"b": 1}}]),
+        json!([{"op": "add", "path": "/k2", "value": 2}]),
+        json!([{"op": "add", "path": "/k3", "value": 3}]),
+    ];
+    for (seq, ops) in (1..).zip(patches) {
+        let action = CommittedAction {
+            seq,
+            ts: seq,
+            id: format!("c:{seq}"),
+            kind: "json/patch".into(),
+            payload: ops,
+            meta: None,
+            client: None,
+        };
+        hub.apply(&action).unwrap();
+    }
+    let history = Arc::new(History::new(hub.app(), None, NOWHERE, HistorySettings::default()));
+    router(AppState {
+        hub,
+        follow: Arc::new(FollowStatus::default()),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        ping: Duration::from_secs(15),
+        chronicler: NOWHERE.into(),
+        history,
+        assets: &[],
+    })
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    let req = Request::get(uri).body(Body::empty()).unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {:?}", String::from_utf8_lossy(&bytes)));
+    (status, body)
+}
+
+/// Asserts the answer is `{"error": {"code", "message"}}` with this status
+/// and code, and a message that contains `words`.
+#[track_caller]
+fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str, words: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    let err = body["error"].as_object().unwrap_or_else(|| panic!("no `error` in {body}"));
+    assert_eq!(err.len(), 2, "only code and message: {body}");
+    assert_eq!(err["code"], code, "{body}");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains(words), "{message:?} should contain {words:?}");
+}
+
+#[tokio::test]
+async fn the_view_and_its_subtrees_answer() {
+    let app = app();
+    let (status, body) = get(&app, "/views/doc").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((body["seq"].clone(), body["state"].clone()), (json!(3), json!({"a": {"b": 1}, "k2": 2, "k3": 3})));
+    let (status, body) = get(&app, "/views/doc?at=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((body["seq"].clone(), body["state"].clone()), (json!(1), json!({"a": {"b": 1}})));
+    assert_eq!(get(&app, "/views/doc/state/a/b").await, (StatusCode::OK, json!(1)));
+    assert_eq!(get(&app, "/views/doc/state").await.1["k3"], 3);
+    assert_eq!(get(&app, "/views").await.1, json!({"views": [{"name": "doc", "seq": 3}]}));
+}
+
+#[tokio::test]
+async fn unknown_view_is_404() {
+    let app = app();
+    for uri in ["/views/nope", "/views/nope?at=1", "/views/nope/state", "/views/nope/state/a", "/views/nope/stream"] {
+        assert_error(&get(&app, uri).await, StatusCode::NOT_FOUND, "unknown_view", "doc");
+    }
+}
+
+#[tokio::test]
+async fn bad_at_is_400() {
+    let app = app();
+    assert_error(&get(&app, "/views/doc?at=abc").await, StatusCode::BAD_REQUEST, "bad_request", "`at`");
+    assert_error(&get(&app, "/views/doc?at=-1").await, StatusCode::BAD_REQUEST, "bad_request", "`at`");
+    // Beyond the view's seq (3).
+    let answer = get(&app, "/views/doc?at=4").await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request", "beyond the view's seq 3");
+}
+
+#[tokio::test]
+async fn bad_stream_queries_are_400() {
+    let app = app();
+    let bad = |uri: &'static str, words: &'static str| {
+        let app = app.clone();
+        async move { assert_error(&get(&app, uri).await, StatusCode::BAD_REQUEST, "bad_request", words) }
+    };
+    bad("/views/doc/stream?since=abc", "`since`").await;
+    bad("/views/doc/stream?since=4", "ahead").await;
+    bad("/views/doc/stream?exact=maybe", "`exact`").await;
+    bad("/views/doc/stream?since=3&exact=maybe", "`exact`").await;
+    // Good queries, but not a WebSocket handshake.
+    bad("/views/doc/stream", "WebSocket").await;
+    bad("/views/doc/stream?since=3&exact=true", "WebSocket").await;
+}
+
+#[tokio::test]
+async fn bad_pointer_is_400_and_missing_subtree_404() {
+    let app = app();
+    assert_error(&get(&app, "/views/doc/state/a~2").await, StatusCode::BAD_REQUEST, "bad_request", "JSON Pointer");
+    assert_error(&get(&app, "/views/doc/state/missing").await, StatusCode::NOT_FOUND, "not_found", "seq 3");
+    assert_error(&get(&app, "/views/doc/state/a/c").await, StatusCode::NOT_FOUND, "not_found", "\"doc\"");
+}
+
+#[tokio::test]
+async fn unknown_route_is_404() {
+    let app = app();
+    assert_error(&get(&app, "/nowhere").await, StatusCode::NOT_FOUND, "not_found", "/nowhere");
+    assert_error(&get(&app, "/views/doc/other").await, StatusCode::NOT_FOUND, "not_found", "/views/doc/other");
+}
+
+#[tokio::test]
+async fn health_says_recovering_while_the_chronicler_is_unreachable() {
+    let app = app();
+    let (status, body) = get(&app, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "recovering", "seq": 3, "chronicler_head": 3, "lag": 0, "connected": false}));
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+}
