@@ -15,6 +15,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use nodb_client::{Chronicler, ServiceUrl};
+use nodb_shared::protocol::{ErrorBody, ErrorCode};
 use serde_json::{Value, json};
 
 /// The counters of one envoy, updated by its runtime.
@@ -65,7 +66,15 @@ pub struct StatusState {
 
 /// `/health` and `/metrics` for the envoys.
 pub fn router(state: StatusState) -> Router {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            let body =
+                ErrorBody::new(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /health)", uri.path()));
+            (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
+        })
+        .with_state(state)
 }
 
 /// The heads the envoys are compared with: the log's and the data view's

@@ -83,7 +83,10 @@ async fn metrics_answer_without_lag_when_nothing_answers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn unknown_route_is_404() {
-    let (status, _) = get("/nowhere").await;
+async fn unknown_route_is_404_with_the_json_error_body() {
+    let (status, body) = get("/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "not_found", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("/nowhere"), "{v}");
 }
