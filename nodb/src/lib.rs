@@ -8,7 +8,6 @@
 //! module under `commands/`. Every error ends the process with exit code 2
 //! and one line on stderr that names what is wrong.
 
-mod bench;
 mod commands;
 mod input;
 mod registry;
@@ -46,7 +45,6 @@ enum Command {
     Log(commands::log::Args),
     Diff(commands::diff::Args),
     Patch(commands::patch::Args),
-    Bench(bench::Args),
 }
 
 /// Runs the `nodb` command line with the built-in applications.
@@ -70,7 +68,6 @@ pub fn main_with(apps: Registry) -> ExitCode {
         Command::Log(args) => commands::log::run(&args),
         Command::Diff(args) => commands::diff::run(&args),
         Command::Patch(args) => commands::patch::run(&args),
-        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

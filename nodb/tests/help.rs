@@ -13,7 +13,7 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn every_command_explains_itself_with_an_example() {
     let top = help(&["--help"]);
-    for cmd in ["up", "chronicler", "dataview", "envoy", "supplier", "cascade", "log", "diff", "patch", "bench"] {
+    for cmd in ["up", "chronicler", "dataview", "envoy", "supplier", "cascade", "log", "diff", "patch"] {
         assert!(top.contains(cmd), "nodb --help lists {cmd}:\n{top}");
     }
     for cmd in [
@@ -23,10 +23,6 @@ fn every_command_explains_itself_with_an_example() {
         &["log", "tail"],
         &["diff"],
         &["patch"],
-        &["bench", "ingest"],
-        &["bench", "views"],
-        &["bench", "envoy"],
-        &["bench", "cascade"],
         &["up"],
         &["envoy"],
         &["envoy", "webhook"],

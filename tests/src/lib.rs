@@ -113,25 +113,41 @@ impl Service {
     /// # Errors
     /// As for [`Service::start`].
     pub fn start_with_env(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Result<Service, String> {
+        Service::spawn(bin, args, env, true)
+    }
+
+    /// Like [`Service::start_with_env`], but the service writes its stderr
+    /// to this process's stderr instead of keeping it for
+    /// [`Service::stderr`]: for a long-running service whose warnings should
+    /// be seen as they come (the benchmarks').
+    ///
+    /// # Errors
+    /// As for [`Service::start`], without the stderr text.
+    pub fn start_passing_stderr(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Result<Service, String> {
+        Service::spawn(bin, args, env, false)
+    }
+
+    fn spawn(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)], keep_stderr: bool) -> Result<Service, String> {
         use std::io::BufRead;
         let mut child = Command::new(bin)
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(if keep_stderr { Stdio::piped() } else { Stdio::inherit() })
             .spawn()
-            .map_err(|e| format!("cannot start nodb: {e}"))?;
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        let err_reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-            }
+        let err_reader = child.stderr.take().map(|err_pipe| {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            })
         });
         let out_pipe = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -160,8 +176,8 @@ impl Service {
                 // Give stderr a moment to arrive. A process that exited has
                 // closed its stderr: wait for the reader to take it all.
                 let status = service.child.wait_timeout_ms(2000);
-                if status.is_some() {
-                    let _ = err_reader.join();
+                if let (Some(_), Some(reader)) = (status, err_reader) {
+                    let _ = reader.join();
                 }
                 Err(format!("no ready line (exit status {status:?}); stderr:\n{}", service.stderr()))
             }

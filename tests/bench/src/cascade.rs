@@ -1,4 +1,4 @@
-//! `nodb bench cascade`: what a cascade hop adds to a view's latency, and
+//! `nodb-bench cascade`: what a cascade hop adds to a view's latency, and
 //! how many derived updates per second the `marketing` cascade makes over
 //! an `activity` view with 100,000 entries.
 //!
@@ -26,7 +26,7 @@ use super::{start_chronicler, start_nodb};
 /// Cascade hop latency and derived updates per second.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
-  cargo build --release && target/release/nodb bench cascade
+  cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench cascade
 
 Compare ratios, not absolute numbers: the machine is shared and times drift.")]
 pub struct CascadeArgs {

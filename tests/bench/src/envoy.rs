@@ -1,4 +1,4 @@
-//! `nodb bench envoy`: what an envoy adds between a triggering action's
+//! `nodb-bench envoy`: what an envoy adds between a triggering action's
 //! commit and its result's commit, and how many effects per second it
 //! sustains, beside the same calls made directly.
 //!
@@ -26,12 +26,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::stats::{RunStats, fmt_duration};
-use super::{Proc, start_chronicler, start_nodb};
+use nodb_tests::Service;
+
+use super::{start_chronicler, start_nodb};
 
 /// Envoy latency and throughput.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
-  cargo build --release && target/release/nodb bench envoy
+  cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench envoy
 
 Compare ratios, not absolute numbers: the machine is shared and times drift.")]
 pub struct EnvoyArgs {
@@ -360,7 +362,7 @@ async fn start_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
 }
 
 /// Starts `nodb envoy ARGS --chronicler URL` and waits for its ready line.
-fn start_envoy(args: &[&str], chronicler: &str) -> anyhow::Result<Proc> {
+fn start_envoy(args: &[&str], chronicler: &str) -> anyhow::Result<Service> {
     let mut all = vec!["envoy"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--chronicler", chronicler]);

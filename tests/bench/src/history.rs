@@ -1,4 +1,4 @@
-//! `nodb bench history`: as-of reads (`GET /views/{name}?at=N`) at random
+//! `nodb-bench history`: as-of reads (`GET /views/{name}?at=N`) at random
 //! seqs over a long history, side by side with the live `GET`.
 //!
 //! A chronicler and the warehouse data view run as their own processes on
@@ -28,8 +28,8 @@ use super::{start_chronicler, start_nodb};
 /// replays fewer actions than that from the checkpoint before N.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
-  cargo build --release && target/release/nodb bench history
-  target/release/nodb bench history --actions 100000 --reads 50     (a quick run)
+  cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench history
+  target/release/nodb-bench history --actions 100000 --reads 50     (a quick run)
 
 Targets (issue 12): ?at p50 <= 50 ms and p99 <= 500 ms on 1,000,000 actions.
 

@@ -1,11 +1,19 @@
-//! `nodb bench ingest`: durable ingest throughput and ack latency of the
-//! chronicler, side by side with NATS JetStream, in one run.
+//! `nodb-bench`: nodb's benchmarks, a binary of their own so that `nodb`
+//! ships no benchmark code.
 //!
+//! Every subcommand starts the services it measures as their own processes
+//! on loopback, through the end-to-end tests' harness
+//! ([`nodb_tests::Service`]), running the `nodb` binary found next to this
+//! one (`target/release/nodb` after `cargo build --release -p nodb -p
+//! nodb-bench`). The load comes from this process.
+//!
+//! `nodb-bench ingest` (in this file): durable ingest throughput and ack
+//! latency of the chronicler, side by side with NATS JetStream, in one run.
 //! Both servers run as their own processes on loopback: `nodb chronicler`
-//! (this same binary) and `nats-server -js` when it is installed. The load
-//! comes from this process. Each configuration runs for a warm-up and a
-//! measured window; the report gives acknowledged actions per second and
-//! ack latency p50/p99, and the ratios between the two systems.
+//! and `nats-server -js` when it is installed. Each configuration runs for
+//! a warm-up and a measured window; the report gives acknowledged actions
+//! per second and ack latency p50/p99, and the ratios between the two
+//! systems.
 
 mod cascade;
 mod envoy;
@@ -15,18 +23,30 @@ mod nats;
 mod stats;
 mod views;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::Parser;
+use nodb_tests::Service;
 
 use stats::{RunStats, fmt_duration};
 
-/// Benchmark nodb.
-#[derive(clap::Args)]
-pub struct Args {
+/// nodb's benchmarks. Each starts the services it measures from the
+/// `nodb` binary next to this one: build both in release first.
+#[derive(Parser)]
+#[command(
+    name = "nodb-bench",
+    version,
+    after_help = "Build the release binaries first; nodb-bench runs the `nodb` next to it:
+  cargo build --release -p nodb -p nodb-bench
+  target/release/nodb-bench ingest
+
+Run `nodb-bench <command> --help` for the details of each benchmark."
+)]
+struct Args {
     #[command(subcommand)]
     command: BenchCommand,
 }
@@ -53,7 +73,7 @@ enum BenchCommand {
 /// there, the floor for a durable ack.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
-  cargo build --release && target/release/nodb bench ingest
+  cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench ingest
 
 Compare ratios, not absolute numbers: the machine is shared and times drift.")]
 struct IngestArgs {
@@ -75,18 +95,30 @@ struct IngestArgs {
     no_nats: bool,
 }
 
-/// Runs the command.
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    match &args.command {
-        BenchCommand::Ingest(a) => crate::service::runtime()?.block_on(ingest(a)),
-        BenchCommand::Views(a) => crate::service::runtime()?.block_on(views::run(a)),
-        BenchCommand::Cascade(a) => crate::service::runtime()?.block_on(cascade::run(a)),
-        BenchCommand::Envoy(a) => crate::service::runtime()?.block_on(envoy::run(a)),
-        BenchCommand::History(a) => crate::service::runtime()?.block_on(history::run(a)),
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the chain: "nodb-bench: outer: inner".
+            eprintln!("nodb-bench: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 
-/// A child process killed on drop.
+fn run(args: &Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match &args.command {
+        BenchCommand::Ingest(a) => runtime.block_on(ingest(a)),
+        BenchCommand::Views(a) => runtime.block_on(views::run(a)),
+        BenchCommand::Cascade(a) => runtime.block_on(cascade::run(a)),
+        BenchCommand::Envoy(a) => runtime.block_on(envoy::run(a)),
+        BenchCommand::History(a) => runtime.block_on(history::run(a)),
+    }
+}
+
+/// A child process (`nats-server`) killed on drop.
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -283,32 +315,30 @@ fn raw_fdatasync(dir: &Path) -> anyhow::Result<(Duration, Duration)> {
     Ok((samples[samples.len() / 2], samples[samples.len() * 99 / 100]))
 }
 
-fn start_chronicler(dir: &Path) -> anyhow::Result<(Proc, String)> {
+fn start_chronicler(dir: &Path) -> anyhow::Result<(Service, String)> {
     let data = dir.join("nodb");
     start_nodb(&["chronicler", "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()])
 }
 
-/// Starts `nodb ARGS` (this same binary) and returns it with the
-/// `host:port` of its ready line.
-fn start_nodb(args: &[&str]) -> anyhow::Result<(Proc, String)> {
-    use std::io::BufRead;
-    let exe = std::env::current_exe().context("cannot find the nodb binary")?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start nodb {}", args[0]))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let proc = Proc(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let url = line.trim().rsplit(' ').next().unwrap_or("").trim_start_matches("http://").to_string();
-    if url.is_empty() {
-        bail!("nodb {} did not start", args[0]);
+/// The `nodb` binary next to this one (`target/release/nodb` beside
+/// `target/release/nodb-bench`).
+fn nodb_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the nodb-bench binary")?;
+    let bin = exe.with_file_name(format!("nodb{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!("no nodb binary at {}: build it first with `cargo build --release -p nodb -p nodb-bench`", bin.display());
     }
-    Ok((proc, url))
+    Ok(bin)
+}
+
+/// Starts `nodb ARGS` through the test harness (its logs at `warn`, on
+/// this process's stderr) and returns it with the `host:port` of its
+/// ready line (empty for a service without a port, such as an envoy).
+fn start_nodb(args: &[&str]) -> anyhow::Result<(Service, String)> {
+    let service = Service::start_passing_stderr(&nodb_bin()?, args, &[("RUST_LOG", "warn")])
+        .map_err(|e| anyhow::anyhow!("nodb {} did not start: {e}", args[0]))?;
+    let url = service.url().trim_start_matches("http://").to_string();
+    Ok((service, url))
 }
 
 async fn start_nats(dir: &Path) -> anyhow::Result<Option<(Proc, String)>> {

@@ -1,4 +1,4 @@
-//! `nodb bench views`: end-to-end fan-out of a data view. Many WebSocket
+//! `nodb-bench views`: end-to-end fan-out of a data view. Many WebSocket
 //! clients subscribe to the warehouse `stock` view while a dispatcher
 //! pushes actions at a steady rate through the chronicler; the clients
 //! count the seqs delivered and the time from dispatch to patch.
@@ -12,13 +12,15 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::stats::{RunStats, fmt_duration};
-use super::{Proc, start_chronicler, start_nodb};
+use nodb_tests::Service;
+
+use super::{start_chronicler, start_nodb};
 
 /// Fan-out: WebSocket clients of one view against a steady stream of
 /// actions; deliveries per second and dispatch-to-patch latency.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
-  cargo build --release && target/release/nodb bench views --clients 1000 --rate 500")]
+  cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench views --clients 1000 --rate 500")]
 pub struct ViewsArgs {
     /// Where to put the data (a temporary folder inside it).
     #[arg(long, value_name = "DIR", default_value = ".")]
@@ -184,7 +186,7 @@ async fn connect(addr: &str, path: &str) -> anyhow::Result<tokio_tungstenite::We
     Ok(ws)
 }
 
-fn start_dataview(dir: &std::path::Path, chronicler: &str) -> anyhow::Result<(Proc, String)> {
+fn start_dataview(dir: &std::path::Path, chronicler: &str) -> anyhow::Result<(Service, String)> {
     let url = format!("http://{chronicler}");
     let snapshots = dir.join("snapshots");
     start_nodb(&[
