@@ -8,9 +8,9 @@
 
 pub mod error;
 pub mod ingest;
-pub mod stream;
 #[cfg(test)]
 mod router_tests;
+pub mod stream;
 
 use axum::serve::ListenerExt as _;
 use std::sync::Arc;
