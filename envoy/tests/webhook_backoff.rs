@@ -77,3 +77,37 @@ async fn the_webhook_s_back_off_is_capped_at_thirty_seconds() {
     assert_eq!(MAX_BACKOFF, Duration::from_secs(30));
     assert!(start.elapsed() <= MAX_BACKOFF * failures as u32, "{:?}", start.elapsed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn give_up_after_records_failed_only_once_that_long_has_passed() {
+    // A receiver that never answers 2xx.
+    let (url, got) = receiver(usize::MAX).await;
+    let limit = Duration::from_secs(120);
+    let envoy = webhook("hook", vec!["stock/".into()], &url, GiveUp::After(limit));
+    let effects = Effects::new(RetryPolicy {
+        attempts: 1,
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(600),
+        timeout: Duration::from_secs(60),
+    });
+    let event = Event {
+        cause: 9,
+        key: None,
+        action: Some(json!({"seq": 9, "type": "stock/sold"})),
+        data: None,
+        idempotency_key: "hook:9".into(),
+    };
+    let start = Instant::now();
+    let results = (envoy.handler)(event, effects.clone()).await;
+    let took = start.elapsed();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].kind, "webhook/failed", "{:?}", results[0]);
+    let reason = results[0].payload["reason"].as_str().unwrap();
+    assert!(reason.starts_with("gave up after"), "{reason}");
+    // Not before the policy's time, and the last wait was cut to it.
+    assert!(took >= limit, "gave up after {took:?}");
+    assert!(took < limit + MAX_BACKOFF, "gave up after {took:?}");
+    let attempts = got.lock().unwrap().len();
+    assert!(attempts >= 2, "{attempts} attempts");
+    assert_eq!(effects.retries.load(Relaxed), attempts as u64 - 1);
+}

@@ -4,7 +4,9 @@
 //! [`SUMMARY_EVERY`] while it stays down, and a line when it answers again.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The shortest time between two "still unreachable" summaries.
 pub(super) const SUMMARY_EVERY: Duration = Duration::from_secs(30);
