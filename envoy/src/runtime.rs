@@ -374,6 +374,36 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Waits for the oldest effect and hands it to the recorder.
+    /// Waits for the next item of the trigger (`next`, while there is room
+    /// for another effect), meanwhile handing finished effects to the
+    /// recorder: `Some(item)`, or `None` when an effect was handed over
+    /// instead. Only cancel-safe futures race here; handing over comes
+    /// after the race.
+    ///
+    /// # Errors
+    /// The recorder's error if it stopped; [`Stopped::ShuttingDown`] (after
+    /// draining) on shutdown.
+    async fn next_or_progress<T>(
+        &mut self,
+        next: impl std::future::Future<Output = T>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<T>, Stopped> {
+        tokio::select! {
+            item = next, if !self.full() => Ok(Some(item)),
+            done = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                if let Some(done) = done {
+                    self.hand_over(done).await?;
+                }
+                Ok(None)
+            }
+            stopped = &mut self.recorder => Err(recorder_error(stopped)),
+            () = shutdown.cancelled() => {
+                self.drain().await?;
+                Err(Stopped::ShuttingDown)
+            }
+        }
+    }
+
     async fn finish_one(&mut self) -> Result<(), Stopped> {
         if let Some(done) = self.in_flight.next().await {
             self.hand_over(done).await?;
@@ -421,21 +451,7 @@ impl<'a> Run<'a> {
         self.stats.handled.fetch_max(from - 1, Relaxed);
         let mut pipe = Pipeline::new(self, resume.next_n);
         loop {
-            // Only cancel-safe futures race here; handing over comes after.
-            let line = tokio::select! {
-                line = stream.next(), if !pipe.full() => line,
-                done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
-                    if let Some(done) = done {
-                        pipe.hand_over(done).await?;
-                    }
-                    continue;
-                }
-                stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
-                () = shutdown.cancelled() => {
-                    pipe.drain().await?;
-                    return Err(Stopped::ShuttingDown);
-                }
-            };
+            let Some(line) = pipe.next_or_progress(stream.next(), shutdown).await? else { continue };
             match line {
                 Some(Ok(StreamLine::Action(action) | StreamLine::Unreadable { action, .. })) => {
                     let cause = action.seq;
@@ -484,21 +500,7 @@ impl<'a> Run<'a> {
         self.stats.following.store(true, Relaxed);
         let mut pipe = Pipeline::new(self, resume.next_n);
         loop {
-            // Only cancel-safe futures race here; handing over comes after.
-            let message = tokio::select! {
-                m = socket.next_message(), if !pipe.full() => m,
-                done = pipe.in_flight.next(), if !pipe.in_flight.is_empty() => {
-                    if let Some(done) = done {
-                        pipe.hand_over(done).await?;
-                    }
-                    continue;
-                }
-                stopped = &mut pipe.recorder => return Err(recorder_error(stopped)),
-                () = shutdown.cancelled() => {
-                    pipe.drain().await?;
-                    return Err(Stopped::ShuttingDown);
-                }
-            };
+            let Some(message) = pipe.next_or_progress(socket.next_message(), shutdown).await? else { continue };
             let applied = match message {
                 Ok(m) => replica.apply(m).map_err(Stopped::from),
                 Err(e) => Err(e.into()),
