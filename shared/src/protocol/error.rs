@@ -19,6 +19,11 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// An action's number skips ahead of the next one expected (HTTP 409).
     OutOfOrder,
+    /// No token, or one that is malformed, expired or signed by an unknown
+    /// key (HTTP 401).
+    Unauthorized,
+    /// The token lacks the right this request needs (HTTP 403).
+    Forbidden,
     /// No such view (HTTP 404).
     UnknownView,
     /// No such resource (HTTP 404).
@@ -38,6 +43,8 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::MalformedJson | ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::UnknownView | ErrorCode::NotFound => 404,
             ErrorCode::OutOfOrder | ErrorCode::PatchFailed | ErrorCode::Rejected => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -57,6 +64,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::OutOfOrder => "out_of_order",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::UnknownView => "unknown_view",
             ErrorCode::NotFound => "not_found",
             ErrorCode::PatchFailed => "patch_failed",
@@ -92,17 +101,27 @@ pub struct ErrorDetail {
     /// from that client, so a client need not read it out of `message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<u64>,
+    /// For `forbidden`: the right the token lacks, e.g. `dispatch:stock/`
+    /// or `read:orders`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right: Option<String>,
 }
 
 impl ErrorBody {
     /// An error body with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { error: ErrorDetail { code, message: message.into(), expected: None } }
+        ErrorBody { error: ErrorDetail { code, message: message.into(), expected: None, right: None } }
     }
 
     /// This body with `expected` (the next action number, for `out_of_order`).
     pub fn with_expected(mut self, expected: Option<u64>) -> Self {
         self.error.expected = expected;
+        self
+    }
+
+    /// This body with `right` (the right a token lacks, for `forbidden`).
+    pub fn with_right(mut self, right: Option<String>) -> Self {
+        self.error.right = right;
         self
     }
 }
@@ -120,6 +139,8 @@ mod tests {
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::OutOfOrder,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
             ErrorCode::UnknownView,
             ErrorCode::NotFound,
             ErrorCode::PatchFailed,
