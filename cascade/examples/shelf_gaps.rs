@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let running = nodb_cascade::start(vec![cascade], &upstreams, &Settings::default(), shutdown)?;
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("shelf_gaps listening on http://{}", listener.local_addr()?);
-    server::serve(listener, running.state.clone()).await?;
+    server::serve(listener, running.state.clone(), None).await?;
     running.finish().await;
     Ok(())
 }

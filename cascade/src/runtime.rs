@@ -48,11 +48,18 @@ pub struct Settings {
     /// client's `since` from an earlier run is never mistaken for one of
     /// this run (it gets a snapshot).
     pub first_seq: u64,
+    /// The token sent to the upstreams, if they want one (the `read` right
+    /// on the views followed).
+    pub token: Option<nodb_client::TokenSource>,
+    /// Who may read the cascades.
+    pub access: nodb_server::Access,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            token: None,
+            access: nodb_server::Access::open(),
             history: 4096,
             ping: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
@@ -155,8 +162,8 @@ pub fn start(
         let (tx, rx) = mpsc::channel(256);
         for (i, status) in statuses.iter().enumerate() {
             let span = tracing::info_span!("upstream", cascade = %cascade.name, view = %status.name);
-            let task =
-                follow(i, status.clone(), tx.clone(), (settings.idle_timeout, settings.resume_grace), shutdown.clone());
+            let timing = (settings.idle_timeout, settings.resume_grace);
+            let task = follow(i, status.clone(), settings.token.clone(), tx.clone(), timing, shutdown.clone());
             tasks.spawn(tracing::Instrument::instrument(task, span));
         }
         let stats = Arc::new(CascadeStats::default());
@@ -165,7 +172,13 @@ pub fn start(
         tasks.spawn(tracing::Instrument::instrument(combine, span));
         served.push(crate::server::Served { upstreams: statuses, hub, stats });
     }
-    let state = ServerState { cascades: Arc::new(served), shutdown, tasks: TaskTracker::new(), ping: settings.ping };
+    let state = ServerState {
+        cascades: Arc::new(served),
+        shutdown,
+        tasks: TaskTracker::new(),
+        ping: settings.ping,
+        access: settings.access.clone(),
+    };
     Ok(Running { state, tasks })
 }
 

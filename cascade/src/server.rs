@@ -27,6 +27,8 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use nodb_auth::ReadScope;
+use nodb_server::Caller;
 use nodb_shared::protocol::{ErrorCode, ServerMessage};
 use nodb_viewserver::session::{serve_session, text};
 use nodb_viewserver::{ApiError, CatchUp, Feed, Hooks};
@@ -60,6 +62,8 @@ pub struct ServerState {
     pub tasks: TaskTracker,
     /// How often to ping a client, and how long a pong may take.
     pub ping: Duration,
+    /// Who may read the cascades: tokens, Host and Origin.
+    pub access: nodb_server::Access,
 }
 
 fn bad_request(message: String) -> ApiError {
@@ -67,13 +71,20 @@ fn bad_request(message: String) -> ApiError {
 }
 
 /// Every route: the views, `/views`, `/health`, `/metrics`, and a 404 for
-/// the rest. What `nodb cascade` serves.
+/// the rest, behind the access check. What `nodb cascade` serves.
 pub fn router(state: ServerState) -> Router {
     let names: Vec<String> = state.cascades.iter().map(|c| c.hub.name().to_string()).collect();
+    let access = state.access.clone();
     let list = Router::new()
-        .route("/views", get(|State(s): State<ServerState>| async move { axum::Json(json!({"views": listing(&s)})) }))
+        .route(
+            "/views",
+            get(|State(s): State<ServerState>, caller: Caller| async move {
+                axum::Json(json!({"views": listing(&s, &caller)}))
+            }),
+        )
         .with_state(state.clone());
-    view_routes(state.clone()).merge(status_routes(state)).merge(list).fallback(move |uri: axum::http::Uri| {
+    let routes = view_routes(state.clone()).merge(status_routes(state)).merge(list);
+    access.layer(routes.fallback(move |uri: axum::http::Uri| {
         let names = names.join(", ");
         async move {
             let path = uri.path();
@@ -85,7 +96,7 @@ pub fn router(state: ServerState) -> Router {
                 None => ApiError::new(ErrorCode::NotFound, format!("no such endpoint: {path} (try GET /views)")),
             }
         }
-    })
+    }))
 }
 
 /// The routes under `/views/{name}` of each cascade, and nothing else (no
@@ -97,24 +108,30 @@ pub fn view_routes(state: ServerState) -> Router {
         r = r
             .route(
                 &base,
-                get(move |State(s): State<ServerState>, q: Result<Query<AtQuery>, QueryRejection>| async move {
-                    get_view(&s, i, q)
-                }),
+                get(
+                    move |State(s): State<ServerState>,
+                          caller: Caller,
+                          q: Result<Query<AtQuery>, QueryRejection>| async move { get_view(&s, &caller, i, q) },
+                ),
             )
-            .route(&format!("{base}/state"), get(move |State(s): State<ServerState>| async move { subtree(&s, i, "") }))
+            .route(
+                &format!("{base}/state"),
+                get(move |State(s): State<ServerState>, caller: Caller| async move { subtree(&s, &caller, i, "") }),
+            )
             .route(
                 &format!("{base}/state/{{*pointer}}"),
-                get(move |State(s): State<ServerState>, Path(p): Path<String>| async move {
-                    subtree(&s, i, &format!("/{p}"))
+                get(move |State(s): State<ServerState>, caller: Caller, Path(p): Path<String>| async move {
+                    subtree(&s, &caller, i, &format!("/{p}"))
                 }),
             )
             .route(
                 &format!("{base}/stream"),
                 get(
                     move |State(s): State<ServerState>,
+                          caller: Caller,
                           q: Result<Query<StreamQuery>, QueryRejection>,
                           up: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| async move {
-                        stream(s, i, q, up)
+                        stream(s, caller, i, q, up)
                     },
                 ),
             );
@@ -134,10 +151,16 @@ pub fn with_listing(router: Router, state: ServerState) -> Router {
     router.layer(axum::middleware::from_fn_with_state(state, add_to_listing))
 }
 
-async fn add_to_listing(State(s): State<ServerState>, req: Request, next: Next) -> Response {
+async fn add_to_listing(
+    State(s): State<ServerState>,
+    caller: Result<Caller, ApiError>,
+    req: Request,
+    next: Next,
+) -> Response {
     if req.method() != Method::GET || req.uri().path() != "/views" {
         return next.run(req).await;
     }
+    let Ok(caller) = caller else { return next.run(req).await };
     let resp = next.run(req).await;
     if !resp.status().is_success() {
         return resp;
@@ -147,14 +170,16 @@ async fn add_to_listing(State(s): State<ServerState>, req: Request, next: Next) 
     };
     let mut body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"views": []}));
     if let Some(views) = body["views"].as_array_mut() {
-        views.extend(listing(&s));
+        views.extend(listing(&s, &caller));
     }
     axum::Json(body).into_response()
 }
 
-fn listing(s: &ServerState) -> Vec<Value> {
+/// The cascades the caller may read, with their seqs and sources.
+fn listing(s: &ServerState, caller: &Caller) -> Vec<Value> {
     s.cascades
         .iter()
+        .filter(|c| caller.grant.may_read(c.hub.name()).is_ok())
         .map(|c| {
             // One read, so that the seq and the sources belong together.
             let (seq, sources) = c
@@ -194,12 +219,26 @@ fn no_state(hub: &Hub) -> ApiError {
     )
 }
 
-fn get_view(s: &ServerState, i: usize, query: Result<Query<AtQuery>, QueryRejection>) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
+fn get_view(
+    s: &ServerState,
+    caller: &Caller,
+    i: usize,
+    query: Result<Query<AtQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let hub = &s.cascades[i].hub;
+    let scope = caller.grant.may_read(hub.name())?;
+    let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
     let at = parse_seq("at", q.at.as_deref())?;
     match hub.view_state(at) {
-        Ok(state) => Ok(axum::Json(state).into_response()),
+        Ok(state) => match scope {
+            ReadScope::Whole => Ok(axum::Json(state).into_response()),
+            // A subtree reader's state is its subtree, hashed as such.
+            ReadScope::Subtree(pointer) => {
+                let sub = state.state.lookup(&pointer).cloned().unwrap_or_default();
+                let hash = blake3::hash(sub.to_json_string().as_bytes()).to_hex().to_string();
+                Ok(axum::Json(nodb_shared::protocol::ViewState { hash, state: sub, ..state }).into_response())
+            }
+        },
         Err(AtError::NoState) => Err(no_state(hub)),
         Err(AtError::Ahead { seq }) => {
             Err(bad_request(format!("`at` {} is beyond the cascade's seq {seq}", at.unwrap_or(0))))
@@ -214,8 +253,9 @@ fn get_view(s: &ServerState, i: usize, query: Result<Query<AtQuery>, QueryReject
     }
 }
 
-fn subtree(s: &ServerState, i: usize, pointer: &str) -> Result<Response, ApiError> {
+fn subtree(s: &ServerState, caller: &Caller, i: usize, pointer: &str) -> Result<Response, ApiError> {
     let hub = &s.cascades[i].hub;
+    caller.grant.may_read_at(hub.name(), pointer)?;
     let (seq, state, _) = hub.current().ok_or_else(|| no_state(hub))?;
     match state.lookup(pointer) {
         Ok(t) => Ok(([(header::CONTENT_TYPE, "application/json")], t.to_json_string()).into_response()),
@@ -226,15 +266,26 @@ fn subtree(s: &ServerState, i: usize, pointer: &str) -> Result<Response, ApiErro
 
 fn stream(
     s: ServerState,
+    caller: Caller,
     i: usize,
     query: Result<Query<StreamQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let name = s.cascades[i].hub.name().to_string();
+    if caller.grant.may_read(&name)? != ReadScope::Whole {
+        return Err(nodb_auth::Denied {
+            right: format!("read:{name}"),
+            message: format!(
+                "a cascaded view streams only whole: this token may read a subtree of {name:?}; read it with GET"
+            ),
+        }
+        .into());
+    }
     let Query(q) = query.map_err(|e| bad_request(e.body_text()))?;
     let since = parse_seq("since", q.since.as_deref())?;
     let upgrade = upgrade.map_err(|e| bad_request(format!("this endpoint is a WebSocket: {e}")))?;
     let tasks = s.tasks.clone();
-    Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_client(socket, s, i, since))))
+    Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_client(socket, s, i, since, caller.grant))))
 }
 
 /// One cascade's hub, as a session sees it.
@@ -267,10 +318,10 @@ impl Hooks for ReadOnly {
 /// One client: catch up, then one message each time the cascade moves on
 /// (or one for several, if it fell behind meanwhile). A client of a cascade
 /// that has no state yet waits for it.
-async fn serve_client(socket: WebSocket, s: ServerState, i: usize, since: Option<u64>) {
+async fn serve_client(socket: WebSocket, s: ServerState, i: usize, since: Option<u64>, grant: nodb_auth::Grant) {
     let hub = s.cascades[i].hub.clone();
     hub.metrics.clients.fetch_add(1, Relaxed);
-    serve_session(socket, &CascadeFeed(hub.clone()), &mut ReadOnly, since, s.ping, &s.shutdown).await;
+    serve_session(socket, &CascadeFeed(hub.clone()), &mut ReadOnly, since, s.ping, &s.shutdown, &grant).await;
     hub.metrics.clients.fetch_sub(1, Relaxed);
 }
 
@@ -329,7 +380,8 @@ async fn health(State(s): State<ServerState>) -> impl IntoResponse {
     axum::Json(json!({"status": all, "cascades": cascades}))
 }
 
-async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
+async fn metrics(State(s): State<ServerState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.grant.must_be_admin("reading metrics")?;
     use std::fmt::Write as _;
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
@@ -429,19 +481,18 @@ async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
         "Times the replica was resynced from a snapshot after bad data.",
         per_upstream(&|u| u.resyncs.load(Relaxed)),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
-/// Serves [`router`] on `listener` until shutdown.
+/// Serves [`router`] on `listener` (over TLS with `tls`) until shutdown.
 ///
 /// # Errors
 /// I/O errors of the listener.
-pub async fn serve(listener: tokio::net::TcpListener, state: ServerState) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ServerState,
+    tls: Option<&nodb_server::Tls>,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    // Small messages must not wait for the peer's ACK (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    nodb_server::serve(listener, router(state), tls, shutdown).await
 }

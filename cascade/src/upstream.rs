@@ -86,12 +86,13 @@ pub(crate) enum EventChange {
 pub(crate) async fn follow(
     index: usize,
     status: Arc<UpstreamStatus>,
+    token: Option<nodb_client::TokenSource>,
     events: mpsc::Sender<Event>,
     (idle_timeout, resume_grace): (Duration, Duration),
     shutdown: CancellationToken,
 ) {
     let base = match ServiceUrl::parse(&status.url) {
-        Ok(base) => base,
+        Ok(base) => base.with_token_source(token),
         Err(e) => {
             tracing::error!(url = %status.url, error = %e, "not an upstream URL");
             return;

@@ -40,6 +40,7 @@ async fn serve_pinging(ping: Duration) -> (Arc<Hub>, ServiceUrl) {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         ping,
+        access: nodb_server::Access::open(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = ServiceUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();

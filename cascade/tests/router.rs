@@ -20,6 +20,10 @@ use tower::ServiceExt as _;
 /// Two cascades: `ready`, at seq 2 with `{"n": 2, "a": {"b": 1}}`, and
 /// `early`, which has had no state from its upstream yet.
 fn app() -> axum::Router {
+    app_with(&nodb_server::Access::open())
+}
+
+fn app_with(access: &nodb_server::Access) -> axum::Router {
     let served = |hub: Hub| Served {
         hub: Arc::new(hub),
         upstreams: vec![Arc::new(UpstreamStatus::new("orders", "http://127.0.0.1:9"))],
@@ -34,6 +38,7 @@ fn app() -> axum::Router {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         ping: Duration::from_secs(15),
+        access: access.clone(),
     })
 }
 
@@ -115,4 +120,29 @@ async fn bad_queries_are_400() {
         assert_error(&get(&app, uri).await, StatusCode::BAD_REQUEST, "bad_request", words);
     }
     assert_error(&get(&app, "/views/ready/state/zzz").await, StatusCode::NOT_FOUND, "not_found", "\"ready\"");
+}
+
+/// With keys, a token reads only the cascades it names (a subtree by GET
+/// only), and `/views` lists only those.
+#[tokio::test]
+async fn tokens_decide_which_cascades_may_be_read() {
+    use nodb_auth::{Claims, Key, KeySet};
+    let key = Key::generate();
+    let app = app_with(&nodb_server::Access::new(Some(KeySet::new(vec![key.clone()]))));
+    let token = |read: &str| {
+        let claims =
+            Claims { sub: "u".into(), read: vec![read.into()], exp: nodb_auth::key::now() + 60, ..Claims::default() };
+        key.mint(&claims).unwrap()
+    };
+    assert_eq!(get(&app, "/views/ready").await.0, StatusCode::UNAUTHORIZED);
+    let whole = token("ready");
+    assert_eq!(get(&app, &format!("/views/ready?token={whole}")).await.1["state"], json!({"n": 2, "a": {"b": 1}}));
+    let listed = get(&app, &format!("/views?token={whole}")).await.1;
+    assert_eq!(listed["views"].as_array().unwrap().len(), 1, "{listed}");
+    let sub = token("ready/a");
+    assert_eq!(get(&app, &format!("/views/ready?token={sub}")).await.1["state"], json!({"b": 1}));
+    assert_eq!(get(&app, &format!("/views/ready/state/n?token={sub}")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(get(&app, &format!("/views/ready/stream?token={sub}")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(get(&app, &format!("/views/early?token={whole}")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(get(&app, &format!("/metrics?token={whole}")).await.0, StatusCode::FORBIDDEN);
 }

@@ -28,11 +28,18 @@ const CHUNK: usize = 256;
 
 /// Serves one exact client of view `view` that has seq `since` (`None`:
 /// nothing yet, so it gets a snapshot first).
-pub async fn serve_exact(mut socket: WebSocket, s: AppState, view: usize, since: Option<u64>, client: Option<String>) {
+pub async fn serve_exact(
+    mut socket: WebSocket,
+    s: AppState,
+    view: usize,
+    since: Option<u64>,
+    client: Option<String>,
+    grant: nodb_auth::Grant,
+) {
     let limit = s.ping * 2;
     s.hub.metrics.clients.fetch_add(1, Relaxed);
     s.hub.metrics.exact_clients.fetch_add(1, Relaxed);
-    let mut session = Session { s: &s, view, client, limit, replay: None };
+    let mut session = Session { s: &s, view, client, limit, replay: None, grant };
     let _ = session.run(&mut socket, since).await;
     s.hub.metrics.exact_clients.fetch_sub(1, Relaxed);
     s.hub.metrics.clients.fetch_sub(1, Relaxed);
@@ -52,6 +59,8 @@ struct Session<'a> {
     limit: std::time::Duration,
     /// A replay, while the client is older than the history in memory.
     replay: Option<Replayer>,
+    /// The client's rights: the session closes when its token expires.
+    grant: nodb_auth::Grant,
 }
 
 impl Session<'_> {
@@ -71,9 +80,16 @@ impl Session<'_> {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut awaiting_pong = false;
+        let grant = self.grant.clone();
+        let expiry = nodb_server::access::expiry(&grant);
+        tokio::pin!(expiry);
         loop {
             if self.s.shutdown.is_cancelled() {
                 let _ = self.send(socket, Message::Close(None)).await;
+                return Err(End::Closed);
+            }
+            if grant.expires().is_some_and(|exp| exp <= nodb_auth::key::now()) {
+                let _ = self.send(socket, nodb_server::access::expired_close()).await;
                 return Err(End::Closed);
             }
             seq_rx.borrow_and_update();
@@ -124,6 +140,10 @@ impl Session<'_> {
                     }
                     () = self.s.shutdown.cancelled() => {
                         let _ = self.send(socket, Message::Close(None)).await;
+                        return Err(End::Closed);
+                    }
+                    () = &mut expiry => {
+                        let _ = self.send(socket, nodb_server::access::expired_close()).await;
                         return Err(End::Closed);
                     }
                 }

@@ -30,14 +30,8 @@ pub struct FollowStatus {
 const MAX_PENDING_SNAPSHOTS: usize = 4;
 
 /// Follows the chronicler at `url` until `shutdown`.
-pub async fn follow(hub: Arc<Hub>, url: String, status: Arc<FollowStatus>, shutdown: CancellationToken) {
-    let chronicler = match ServiceUrl::parse(&url) {
-        Ok(base) => Chronicler::new(base),
-        Err(e) => {
-            tracing::error!("the chronicler URL {e}");
-            return;
-        }
-    };
+pub async fn follow(hub: Arc<Hub>, url: ServiceUrl, status: Arc<FollowStatus>, shutdown: CancellationToken) {
+    let chronicler = Chronicler::new(url.clone());
     let mut backoff = Duration::from_millis(100);
     loop {
         let from = hub.current_seq() + 1;

@@ -102,8 +102,8 @@ pub struct History {
     app: App,
     names: Vec<String>,
     snapshots: Option<Snapshots>,
-    /// The chronicler, or why its URL is unusable.
-    chronicler: Result<Chronicler, nodb_client::UrlError>,
+    /// The chronicler.
+    chronicler: Chronicler,
     settings: HistorySettings,
     permits: Semaphore,
     /// Recent past states, most recently used first.
@@ -115,13 +115,13 @@ pub struct History {
 impl History {
     /// Past states of `app`'s views, from `snapshots` (if any) and the
     /// chronicler at `chronicler`.
-    pub fn new(app: App, snapshots: Option<Snapshots>, chronicler: &str, settings: HistorySettings) -> History {
+    pub fn new(app: App, snapshots: Option<Snapshots>, chronicler: ServiceUrl, settings: HistorySettings) -> History {
         let names = app.views.iter().map(|v| v.name.clone()).collect();
         History {
             app,
             names,
             snapshots,
-            chronicler: ServiceUrl::parse(chronicler).map(Chronicler::new),
+            chronicler: Chronicler::new(chronicler),
             permits: Semaphore::new(settings.readers.max(1)),
             settings,
             cache: Mutex::new(VecDeque::new()),
@@ -245,7 +245,7 @@ impl History {
 
     /// The chronicler's actions from seq `from` (to `to`, or on).
     async fn actions(&self, from: u64, to: Option<u64>) -> Result<ActionReader, HistoryError> {
-        let chronicler = self.chronicler.as_ref().map_err(|e| nodb_client::Error::Url(e.clone()))?;
+        let chronicler = &self.chronicler;
         Ok(ActionReader { stream: chronicler.stream(from, to, &[]).await? })
     }
 }

@@ -56,6 +56,9 @@ struct Entry {
 
 pub use nodb_viewserver::CatchUp;
 
+mod scope;
+pub use scope::subtree;
+
 /// Counters of the hub.
 #[derive(Debug, Default)]
 pub struct HubMetrics {

@@ -24,6 +24,10 @@ const NOWHERE: &str = "http://127.0.0.1:9";
 /// The `json` app's one view, `doc`, after three patches (seq 3):
 /// `{"a": {"b": 1}, "k2": 2, "k3": 3}`.
 fn app() -> axum::Router {
+    app_with(nodb_server::Access::open())
+}
+
+fn app_with(access: nodb_server::Access) -> axum::Router {
     let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
     let patches = [
         json!([{"op": "add", "path": "/a", "value": {"b": 1}}]),
@@ -42,16 +46,17 @@ fn app() -> axum::Router {
         };
         hub.apply(&action).unwrap();
     }
-    let history = Arc::new(History::new(hub.app(), None, NOWHERE, HistorySettings::default()));
+    let history = Arc::new(History::new(hub.app(), None, NOWHERE.parse().unwrap(), HistorySettings::default()));
     router(AppState {
         hub,
         follow: Arc::new(FollowStatus::default()),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         ping: Duration::from_secs(15),
-        chronicler: NOWHERE.into(),
+        chronicler: NOWHERE.parse().unwrap(),
         history,
         assets: &[],
+        access,
     })
 }
 
@@ -152,4 +157,43 @@ async fn health_says_recovering_while_the_chronicler_is_unreachable() {
     let res = app.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+}
+
+/// With keys, a token reads only the views (or the subtree) it names;
+/// `/views` lists only those; metrics need admin; no token is a 401.
+#[tokio::test]
+async fn tokens_decide_what_may_be_read() {
+    use nodb_auth::{Claims, Key, KeySet};
+    let key = Key::generate();
+    let app = app_with(nodb_server::Access::new(Some(KeySet::new(vec![key.clone()]))));
+    let exp = nodb_auth::key::now() + 600;
+    let token = |read: &[&str]| {
+        let claims =
+            Claims { sub: "u".into(), read: read.iter().map(|r| (*r).to_string()).collect(), exp, ..Claims::default() };
+        key.mint(&claims).unwrap()
+    };
+    let get_as = |uri: String| {
+        let app = app.clone();
+        async move { get(&app, &uri).await }
+    };
+    let (whole, sub, none) = (token(&["doc"]), token(&["doc/a"]), token(&["other"]));
+    assert_error(&get(&app, "/views/doc").await, StatusCode::UNAUTHORIZED, "unauthorized", "token");
+    assert_eq!(get_as(format!("/views/doc?token={whole}")).await.1["state"]["k2"], 2);
+    // A subtree reader's state is the subtree, now and at a past seq.
+    let (status, body) = get_as(format!("/views/doc?token={sub}")).await;
+    assert_eq!((status, body["state"].clone()), (StatusCode::OK, json!({"b": 1})));
+    assert_eq!(body["hash"], crate::hub::hash(&serde_json::from_value(json!({"b": 1})).unwrap()));
+    assert_eq!(get_as(format!("/views/doc?at=1&token={sub}")).await.1["state"], json!({"b": 1}));
+    assert_eq!(get_as(format!("/views/doc/state/a/b?token={sub}")).await, (StatusCode::OK, json!(1)));
+    let answer = get_as(format!("/views/doc/state/k2?token={sub}")).await;
+    assert_eq!((answer.0, answer.1["error"]["right"].as_str()), (StatusCode::FORBIDDEN, Some("read:doc/k2")));
+    let answer = get_as(format!("/views/doc/stream?exact=true&token={sub}")).await;
+    assert_eq!(answer.0, StatusCode::FORBIDDEN, "an exact stream is the whole view");
+    let answer = get_as(format!("/views/doc?token={none}")).await;
+    assert_eq!((answer.0, answer.1["error"]["right"].as_str()), (StatusCode::FORBIDDEN, Some("read:doc")));
+    assert_eq!(get_as(format!("/views?token={none}")).await.1, json!({"views": []}));
+    let answer = get_as(format!("/views/doc/stream?client=someone-else&token={whole}")).await;
+    assert_eq!((answer.0, answer.1["error"]["right"].as_str()), (StatusCode::FORBIDDEN, Some("client:someone-else")));
+    assert_eq!(get_as(format!("/metrics?token={whole}")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(get(&app, "/health").await.0, StatusCode::OK);
 }

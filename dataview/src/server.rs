@@ -10,7 +10,6 @@
 //!   ([`crate::exact`]).
 //! - `GET /health`, `GET /metrics`.
 
-use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -28,6 +27,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::follow::FollowStatus;
 use crate::hub::{AtError, Hub};
+use nodb_auth::ReadScope;
+use nodb_server::Caller;
 use nodb_viewserver::ApiError;
 
 /// What every handler shares.
@@ -43,20 +44,32 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// How often to ping a client, and how long a pong may take.
     pub ping: Duration,
-    /// The chronicler's URL, for relaying dispatches.
-    pub chronicler: String,
+    /// The chronicler, for relaying dispatches (with each client's token)
+    /// and reading history (with the data view's).
+    pub chronicler: nodb_client::ServiceUrl,
     /// Past states, for `?at=N` and exact streams.
     pub history: Arc<crate::history::History>,
     /// The application's own files (its page), served beside the client.
     pub assets: &'static [crate::web::Asset],
+    /// Who may do what: tokens, Host and Origin.
+    pub access: nodb_server::Access,
 }
 
 fn unknown_view(hub: &Hub, name: &str) -> ApiError {
     ApiError::new(ErrorCode::UnknownView, format!("no view {name:?}; this app has: {}", hub.view_names().join(", ")))
 }
 
-/// The data view's routes.
+/// The data view's routes, behind the access check.
 pub fn router(state: AppState) -> Router {
+    let access = state.access.clone();
+    access.layer(routes(state))
+}
+
+/// The data view's routes without the access check, for `nodb up` to put
+/// one check before everything it serves. The client files and the page
+/// are public; `/health` too; the views need the `read` right, metrics
+/// `admin`.
+pub fn routes(state: AppState) -> Router {
     let web = crate::web::router(state.assets, state.hub.view_names());
     Router::new()
         .route("/views", get(list_views))
@@ -73,10 +86,16 @@ pub fn router(state: AppState) -> Router {
         .merge(web)
 }
 
-async fn list_views(State(s): State<AppState>) -> impl IntoResponse {
+/// `GET /views`: the views the caller may read.
+async fn list_views(State(s): State<AppState>, caller: Caller) -> impl IntoResponse {
     let seq = s.hub.current_seq();
-    let views: Vec<_> =
-        s.hub.view_names().into_iter().map(|name| serde_json::json!({"name": name, "seq": seq})).collect();
+    let views: Vec<_> = s
+        .hub
+        .view_names()
+        .into_iter()
+        .filter(|name| caller.grant.may_read(name).is_ok())
+        .map(|name| serde_json::json!({"name": name, "seq": seq}))
+        .collect();
     axum::Json(serde_json::json!({ "views": views }))
 }
 
@@ -87,9 +106,11 @@ struct AtQuery {
 
 async fn get_view(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     query: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let scope = caller.grant.may_read(&name)?;
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let view = s.hub.view_index(&name).ok_or_else(|| unknown_view(&s.hub, &name))?;
     let at = match q.at.as_deref() {
@@ -114,6 +135,11 @@ async fn get_view(
             ((at, past.states.into_iter().nth(view).unwrap_or_default()), past.replayed)
         }
     };
+    // A subtree reader's state is its subtree.
+    let state = match &scope {
+        ReadScope::Whole => state,
+        ReadScope::Subtree(pointer) => crate::hub::subtree(Some(&state), pointer),
+    };
     // Serialised once, for the hash and the body, off the hub's lock (a
     // big state takes a while).
     let body = tokio::task::spawn_blocking(move || crate::hub::view_body(seq, &state))
@@ -128,18 +154,26 @@ async fn get_view(
     Ok(response)
 }
 
-async fn get_root_state(State(s): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    subtree(&s, &name, "")
+async fn get_root_state(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    subtree(&s, &caller, &name, "")
 }
 
 async fn get_state(
     State(s): State<AppState>,
+    caller: Caller,
     Path((name, pointer)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    subtree(&s, &name, &format!("/{pointer}"))
+    subtree(&s, &caller, &name, &format!("/{pointer}"))
 }
 
-fn subtree(s: &AppState, name: &str, pointer: &str) -> Result<Response, ApiError> {
+/// `GET /views/{name}/state/<pointer>`: a subtree reader may read inside
+/// its subtree only.
+fn subtree(s: &AppState, caller: &Caller, name: &str, pointer: &str) -> Result<Response, ApiError> {
+    caller.grant.may_read_at(name, pointer)?;
     let view = s.hub.view_index(name).ok_or_else(|| unknown_view(&s.hub, name))?;
     let (seq, state) =
         s.hub.state_at(view, None).map_err(|_| ApiError::new(ErrorCode::Internal, "no current state"))?;
@@ -161,11 +195,17 @@ struct StreamQuery {
 
 async fn stream(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let scope = caller.grant.may_read(&name)?;
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    // A client's rejections are its own.
+    if let Some(client) = &q.client {
+        caller.grant.may_act_as(client)?;
+    }
     let view = s.hub.view_index(&name).ok_or_else(|| unknown_view(&s.hub, &name))?;
     let since = match q.since.as_deref() {
         None | Some("") => None,
@@ -192,14 +232,22 @@ async fn stream(
             return Err(ApiError::new(ErrorCode::BadRequest, format!("`exact` must be true or false, not {t:?}")));
         }
     };
+    if exact && scope != ReadScope::Whole {
+        return Err(nodb_auth::Denied {
+            right: format!("read:{name}"),
+            message: format!("an exact stream sends the whole view; this token may read only {scope:?} of {name:?}"),
+        }
+        .into());
+    }
     let upgrade =
         upgrade.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("this endpoint is a WebSocket: {e}")))?;
     let tasks = s.tasks.clone();
     Ok(upgrade.on_upgrade(move |socket| async move {
         if exact {
-            tasks.track_future(crate::exact::serve_exact(socket, s, view, since, q.client)).await;
+            tasks.track_future(crate::exact::serve_exact(socket, s, view, since, q.client, caller.grant)).await;
         } else {
-            tasks.track_future(crate::session::serve_client(socket, s, view, since, q.client)).await;
+            let client = crate::session::Client { view, scope, since, id: q.client, caller };
+            tasks.track_future(crate::session::serve_client(socket, s, client)).await;
         }
     }))
 }
@@ -218,8 +266,9 @@ async fn health(State(s): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     use std::fmt::Write as _;
+    caller.grant.must_be_admin("reading metrics")?;
     let m = &s.hub.metrics;
     let h = &s.history.metrics;
     let seq = s.hub.current_seq();
@@ -281,20 +330,18 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         let value = if name.ends_with("_seconds_total") { format!("{}", v as f64 / 1e9) } else { v.to_string() };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
 /// Serves `router(state)` on `listener` until shutdown.
 ///
 /// # Errors
 /// I/O errors of the listener.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    tls: Option<&nodb_server::Tls>,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener.tap_io(no_delay), router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
-}
-
-/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
-/// messages (an ack, then a patch) that must not wait for the peer's ACK.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
+    nodb_server::serve(listener, router(state), tls, shutdown).await
 }

@@ -24,8 +24,9 @@ use crate::snapshot::{SnapshotError, SnapshotPolicy, Snapshots, run_snapshotter}
 pub struct Settings {
     /// The application.
     pub app: App,
-    /// The chronicler's URL (`http(s)://HOST:PORT[/prefix]`).
-    pub chronicler: String,
+    /// The chronicler (`http(s)://HOST:PORT[/prefix]`), with the data view's
+    /// own token if the chronicler wants one (the `log` right).
+    pub chronicler: nodb_client::ServiceUrl,
     /// How many recent seqs to keep in memory.
     pub history: usize,
     /// How often to ping clients.
@@ -38,6 +39,8 @@ pub struct Settings {
     pub history_settings: HistorySettings,
     /// The application's own files (its page), served beside the client.
     pub assets: &'static [crate::web::Asset],
+    /// Who may do what on this data view.
+    pub access: nodb_server::Access,
 }
 
 /// Why a data view cannot start.
@@ -57,8 +60,6 @@ impl Settings {
     /// # Errors
     /// [`StartError::Setting`] naming the first bad one.
     pub fn validate(&self) -> Result<(), StartError> {
-        nodb_client::ServiceUrl::parse(&self.chronicler)
-            .map_err(|e| StartError::Setting(format!("the chronicler URL {e}")))?;
         let bad = |s: &str| Err(StartError::Setting(s.to_string()));
         if self.ping.is_zero() {
             return bad("--ping must be a positive number of seconds");
@@ -93,7 +94,7 @@ pub struct Running {
 /// A bad setting, or snapshots that cannot be read.
 pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskTracker) -> Result<Running, StartError> {
     settings.validate()?;
-    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings, assets } = settings;
+    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings, assets, access } = settings;
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
     let engine = match snapshots.load_latest(&names).await? {
         Some((seq, states)) => {
@@ -107,12 +108,12 @@ pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskT
     let restored_at = engine.seq();
     let hub = Hub::with_checkpoints(engine, history, Some(policy.every_seqs));
     let snapshots = snapshots.with_checkpoints(policy.every_seqs);
-    let past = Arc::new(History::new(hub.app(), Some(snapshots.clone()), &chronicler, history_settings));
+    let past = Arc::new(History::new(hub.app(), Some(snapshots.clone()), chronicler.clone(), history_settings));
     let status = Arc::new(FollowStatus::default());
     let follower = tokio::spawn(follow(hub.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
     let snapshotter =
         tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
-    let state = AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, assets };
+    let state = AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, assets, access };
     Ok(Running { state, follower, snapshotter })
 }
 
@@ -136,13 +137,14 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             app: crate::json_doc::app(),
-            chronicler: "http://127.0.0.1:7401".into(),
+            chronicler: "http://127.0.0.1:7401".parse().unwrap(),
             history: 16,
             ping: Duration::from_secs(15),
             snapshots: Snapshots::new(std::sync::Arc::new(object_store::memory::InMemory::new()), "json", 3),
             policy: SnapshotPolicy { every_seqs: 100, every: Duration::from_secs(60) },
             history_settings: HistorySettings::default(),
             assets: &[],
+            access: nodb_server::Access::open(),
         }
     }
 
@@ -153,8 +155,6 @@ mod tests {
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains(words), "{e:?} should name {words}");
         };
-        check(Settings { chronicler: "ftp://h:1".into(), ..settings() }, "must start with http:// or https://");
-        assert!(Settings { chronicler: "https://h/prefix/".into(), ..settings() }.validate().is_ok());
         check(Settings { ping: Duration::ZERO, ..settings() }, "--ping");
         check(Settings { history: 0, ..settings() }, "--history");
         let readers = HistorySettings { readers: 0, ..HistorySettings::default() };

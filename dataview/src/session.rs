@@ -18,16 +18,27 @@ use tokio::sync::watch;
 
 use crate::hub::Hub;
 use crate::server::AppState;
+use nodb_auth::ReadScope;
+use nodb_server::Caller;
 
-/// Serves one client of view `view` that has seq `since`, with its
-/// rejections if it named itself with `client`.
-pub(crate) async fn serve_client(
-    socket: WebSocket,
-    s: AppState,
-    view: usize,
-    since: Option<u64>,
-    client: Option<String>,
-) {
+/// Who one stream client is and what it asked for.
+pub(crate) struct Client {
+    /// The view.
+    pub view: usize,
+    /// How much of it the client may read.
+    pub scope: ReadScope,
+    /// The seq it has (`None`: nothing yet).
+    pub since: Option<u64>,
+    /// The client id it named, for its rejections.
+    pub id: Option<String>,
+    /// Its rights and token (dispatches are relayed with the token).
+    pub caller: Caller,
+}
+
+/// Serves one stream client: its view (or subtree), and its rejections if
+/// it named itself.
+pub(crate) async fn serve_client(socket: WebSocket, s: AppState, c: Client) {
+    let Client { view, scope, since, id: client, caller } = c;
     s.hub.metrics.clients.fetch_add(1, Relaxed);
     // A new client of a view that is still replaying history gets its
     // snapshot once the view has caught up, not a stream of catch-up patches.
@@ -41,16 +52,22 @@ pub(crate) async fn serve_client(
             }
         }
     }
-    let feed = ViewFeed { hub: s.hub.clone(), view };
-    let mut hooks = ViewHooks { s: s.clone(), client, relay: None };
-    serve_session(socket, &feed, &mut hooks, since, s.ping, &s.shutdown).await;
+    let pointer = match scope {
+        ReadScope::Whole => None,
+        ReadScope::Subtree(p) => Some(p),
+    };
+    let feed = ViewFeed { hub: s.hub.clone(), view, pointer };
+    let grant = caller.grant.clone();
+    let mut hooks = ViewHooks { s: s.clone(), client, relay: None, token: caller.token };
+    serve_session(socket, &feed, &mut hooks, since, s.ping, &s.shutdown, &grant).await;
     s.hub.metrics.clients.fetch_sub(1, Relaxed);
 }
 
-/// One view of the hub.
+/// One view of the hub, or the subtree at `pointer` of it.
 struct ViewFeed {
     hub: Arc<Hub>,
     view: usize,
+    pointer: Option<String>,
 }
 
 impl Feed for ViewFeed {
@@ -59,7 +76,10 @@ impl Feed for ViewFeed {
     }
 
     fn catch_up(&self, since: Option<u64>) -> (CatchUp, Option<u64>) {
-        let (catch_up, seq) = self.hub.catch_up(self.view, since);
+        let (catch_up, seq) = match &self.pointer {
+            None => self.hub.catch_up(self.view, since),
+            Some(pointer) => self.hub.catch_up_subtree(self.view, pointer, since),
+        };
         (catch_up, Some(seq))
     }
 }
@@ -69,6 +89,8 @@ struct ViewHooks {
     s: AppState,
     client: Option<String>,
     relay: Option<Relay>,
+    /// The client's token, which its relayed dispatches carry.
+    token: Option<String>,
 }
 
 impl Hooks for ViewHooks {
@@ -86,7 +108,10 @@ impl Hooks for ViewHooks {
         match message {
             // Dispatches are relayed to the chronicler; the acks come back
             // through `next_outside`.
-            Message::Text(t) => relay_dispatch(&self.s, &mut self.relay, t.as_str()).await.err().map(|m| text(&m)),
+            Message::Text(t) => relay_dispatch(&self.s, &mut self.relay, self.token.as_deref(), t.as_str())
+                .await
+                .err()
+                .map(|m| text(&m)),
             _ => Some(text(&ServerMessage::Error {
                 id: None,
                 code: ErrorCode::BadRequest,
@@ -130,7 +155,12 @@ async fn relay_reply(relay: &mut Option<Relay>) -> Option<String> {
 /// Forwards one dispatch message, opening the relay if needed. An error
 /// message for the client if the text is not a dispatch or the chronicler
 /// cannot be reached.
-async fn relay_dispatch(s: &AppState, relay: &mut Option<Relay>, text: &str) -> Result<(), ServerMessage> {
+async fn relay_dispatch(
+    s: &AppState,
+    relay: &mut Option<Relay>,
+    token: Option<&str>,
+    text: &str,
+) -> Result<(), ServerMessage> {
     #[derive(Deserialize)]
     struct Peek {
         #[serde(rename = "type")]
@@ -147,7 +177,7 @@ async fn relay_dispatch(s: &AppState, relay: &mut Option<Relay>, text: &str) -> 
     }
     let id = peek.action.as_ref().and_then(|a| a["id"].as_str()).map(String::from);
     if relay.is_none() {
-        *relay = Some(open_relay(&s.chronicler).await.map_err(|e| ServerMessage::Error {
+        *relay = Some(open_relay(&s.chronicler, token).await.map_err(|e| ServerMessage::Error {
             id: id.clone(),
             code: ErrorCode::Unavailable,
             message: format!("cannot reach the chronicler to dispatch: {e}"),
@@ -168,11 +198,12 @@ async fn relay_dispatch(s: &AppState, relay: &mut Option<Relay>, text: &str) -> 
     Ok(())
 }
 
-/// Opens the chronicler's dispatch socket (`/ws`) and a task that pumps
-/// messages both ways.
-async fn open_relay(chronicler: &str) -> Result<Relay, nodb_client::Error> {
+/// Opens the chronicler's dispatch socket (`/ws`) with the client's own
+/// token (the chronicler checks each dispatch against it) and a task that
+/// pumps messages both ways.
+async fn open_relay(chronicler: &nodb_client::ServiceUrl, token: Option<&str>) -> Result<Relay, nodb_client::Error> {
     use futures_util::{SinkExt, StreamExt};
-    let base = nodb_client::ServiceUrl::parse(chronicler)?;
+    let base = chronicler.clone().with_token(token.map(String::from));
     let ws = nodb_client::Chronicler::new(base).dispatch_socket().await?;
     let (mut sink, mut stream) = ws.split();
     let (to_chronicler, mut outgoing) = tokio::sync::mpsc::channel::<String>(256);

@@ -12,10 +12,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nodb_client::{Chronicler, ServiceUrl};
-use nodb_shared::protocol::{ErrorBody, ErrorCode};
+use nodb_server::ApiError;
+use nodb_shared::protocol::ErrorCode;
 use serde_json::{Value, json};
 
 /// The counters of one envoy, updated by its runtime.
@@ -64,15 +65,15 @@ pub struct StatusState {
     pub http: reqwest::Client,
 }
 
-/// `/health` and `/metrics` for the envoys.
+/// `/health` (public) and `/metrics` (admin) for the envoys, without the
+/// access check: the caller puts it in front (see
+/// `nodb_server::Access::layer`).
 pub fn router(state: StatusState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|uri: axum::http::Uri| async move {
-            let body =
-                ErrorBody::new(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /health)", uri.path()));
-            (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
+            ApiError::new(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /health)", uri.path()))
         })
         .with_state(state)
 }
@@ -122,7 +123,8 @@ async fn health(State(s): State<StatusState>) -> impl IntoResponse {
 /// A metric family: name, kind, help, and how to read it off the counters.
 type Family = (&'static str, &'static str, &'static str, fn(&EnvoyStats) -> u64);
 
-async fn metrics(State(s): State<StatusState>) -> impl IntoResponse {
+async fn metrics(State(s): State<StatusState>, caller: nodb_server::Caller) -> Result<Response, ApiError> {
+    caller.grant.must_be_admin("reading metrics")?;
     let (log_head, view_head) = heads(&s).await;
     let mut out = String::new();
     let families: [Family; 7] = [
@@ -157,5 +159,5 @@ async fn metrics(State(s): State<StatusState>) -> impl IntoResponse {
             );
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -21,6 +21,10 @@ fn nowhere() -> ServiceUrl {
 }
 
 fn app() -> axum::Router {
+    nodb_server::Access::open().layer(routes())
+}
+
+fn routes() -> axum::Router {
     let log_envoy = Arc::new(EnvoyStats::default());
     log_envoy.handled.store(7, Relaxed);
     log_envoy.following.store(true, Relaxed);

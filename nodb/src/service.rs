@@ -22,10 +22,11 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Prints the ready line `nodb NAME listening on http://ADDR` on stdout.
-pub fn announce(name: &str, addr: SocketAddr) {
+/// Prints the ready line `nodb NAME listening on http(s)://ADDR` on stdout.
+pub fn announce(name: &str, addr: SocketAddr, tls: bool) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "nodb {name} listening on http://{addr}");
+    let scheme = if tls { "https" } else { "http" };
+    let _ = writeln!(out, "nodb {name} listening on {scheme}://{addr}");
     let _ = out.flush();
 }
 

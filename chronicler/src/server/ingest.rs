@@ -19,23 +19,31 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, action_error, append_error, json_error};
 use crate::action::IncomingAction;
 use crate::log::{AppendBatch, Atomicity, Outcome, PendingAcks};
+use nodb_auth::Grant;
+use nodb_server::Caller;
 
 /// How many dispatches one socket may have in flight.
 const SOCKET_IN_FLIGHT: usize = 4096;
 
 /// `POST /actions`: one action or an array, acknowledged after one durable
 /// write.
-pub async fn post_actions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn post_actions(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.grant.may_dispatch_some()?;
     require_json(&headers)?;
     let limit = state.config.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(ErrorCode::PayloadTooLarge, format!("the request body is over the limit of {limit} bytes"))
     })?;
-    let batch = parse_batch(&bytes, &state)?;
-    let acks = state.log.append(batch).await?;
+    let batch = parse_batch(&bytes, &state, &caller.grant)?;
+    let acks = state.log.append(batch).await.map_err(append_error)?;
     Ok(axum::Json(Acks { acks }).into_response())
 }
 
@@ -53,13 +61,14 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Parses and validates the body: an action object or an array of them.
-fn parse_batch(bytes: &[u8], state: &AppState) -> Result<AppendBatch, ApiError> {
+/// Parses and validates the body: an action object or an array of them,
+/// each one the caller may dispatch.
+fn parse_batch(bytes: &[u8], state: &AppState, grant: &Grant) -> Result<AppendBatch, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     let actions: Vec<IncomingAction> = if first == Some(&b'[') {
-        serde_json::from_slice(bytes).map_err(|e| ApiError::from_json(&e, "actions"))?
+        serde_json::from_slice(bytes).map_err(|e| json_error(&e, "actions"))?
     } else {
-        vec![serde_json::from_slice(bytes).map_err(|e| ApiError::from_json(&e, "action"))?]
+        vec![serde_json::from_slice(bytes).map_err(|e| json_error(&e, "action"))?]
     };
     if actions.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidAction, "the array holds no actions"));
@@ -77,25 +86,38 @@ fn parse_batch(bytes: &[u8], state: &AppState) -> Result<AppendBatch, ApiError> 
     let many = actions.len() > 1 || first == Some(&b'[');
     let mut out = Vec::with_capacity(actions.len());
     for (i, a) in actions.into_iter().enumerate() {
-        let id = a.validate(&state.config.limits).map_err(|e| ApiError::from_action(&e, many.then_some(i), &a.id))?;
+        let id = a.validate(&state.config.limits).map_err(|e| action_error(&e, many.then_some(i), &a.id))?;
+        grant.may_dispatch(&id.client, &a.kind).map_err(|d| {
+            let at = if many { format!("action {i} ({:?})", a.id) } else { format!("action {:?}", a.id) };
+            ApiError::from(nodb_auth::Denied { message: format!("{at}: {}", d.message), ..d })
+        })?;
         out.push((id, a));
     }
     Ok(AppendBatch { actions: out, client: None, atomicity: Atomicity::AllOrNothing })
 }
 
 /// `GET /ws`: dispatch over a WebSocket, with pipelining.
-pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+/// Needs a token that may dispatch something; each dispatch is checked on
+/// its own, and the socket closes (code 4401) when the token expires.
+pub async fn ws(
+    State(state): State<AppState>,
+    caller: Caller,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    caller.grant.may_dispatch_some()?;
     let max = state.config.max_body_bytes;
     let tasks = state.tasks.clone();
-    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| {
-        tasks.track_future(serve_socket(socket, state).instrument(tracing::debug_span!("ingest_socket")))
-    })
+    Ok(upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| {
+        tasks.track_future(serve_socket(socket, state, caller.grant).instrument(tracing::debug_span!("ingest_socket")))
+    }))
 }
 
 /// What the socket's writer sends next: an answer now, or the acks of a
 /// group of dispatches once they are durable.
 enum Outgoing {
-    Now(ServerMessage),
+    Now(Answer),
+    /// The token expired: close the socket (after the acks before it).
+    Expired,
     /// The ids of a group's dispatches, in order, and their acks to come.
     Later(Vec<String>, PendingAcks),
 }
@@ -103,16 +125,22 @@ enum Outgoing {
 /// How many already-received dispatches travel to the log together.
 const GROUP: usize = 512;
 
-async fn serve_socket(socket: WebSocket, state: AppState) {
+async fn serve_socket(socket: WebSocket, state: AppState, grant: Grant) {
     let (sink, mut stream) = socket.split();
     // Bounded: a client that sends faster than its acks can be written waits.
     let (tx, rx) = mpsc::channel::<Outgoing>(SOCKET_IN_FLIGHT / GROUP.min(SOCKET_IN_FLIGHT));
     let writer = tokio::spawn(write_answers(sink, rx).instrument(tracing::debug_span!("socket_writer")));
     let shutdown = state.shutdown.clone();
+    let expiry = nodb_server::access::expiry(&grant);
+    tokio::pin!(expiry);
     'socket: loop {
         let first = tokio::select! {
             m = stream.next() => m,
             () = shutdown.cancelled() => break,
+            () = &mut expiry => {
+                let _ = tx.send(Outgoing::Expired).await;
+                break;
+            }
         };
         // Every dispatch already received joins one group: one trip to the
         // log, one wake-up for all their acks.
@@ -122,8 +150,8 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
             let text = match next {
                 Some(Ok(Message::Text(t))) => Some(t),
                 Some(Ok(Message::Binary(_))) => {
-                    let err = error(None, ErrorCode::BadRequest, "send dispatches as text frames of JSON");
-                    if tx.send(Outgoing::Now(err)).await.is_err() {
+                    let err = ApiError::bad_request("send dispatches as text frames of JSON");
+                    if tx.send(Outgoing::Now(Answer::error(None, err))).await.is_err() {
                         break 'socket;
                     }
                     None
@@ -135,10 +163,10 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
                 Some(Ok(_)) => None, // ping/pong are answered by the library
             };
             if let Some(text) = text {
-                match parse_dispatch(text.as_str(), &state) {
+                match parse_dispatch(text.as_str(), &state, &grant) {
                     Ok(parsed) => group.push(parsed),
                     Err((id, e)) => {
-                        if tx.send(Outgoing::Now(error(id, e.code, e.message))).await.is_err() {
+                        if tx.send(Outgoing::Now(Answer::error(id, e))).await.is_err() {
                             break 'socket;
                         }
                     }
@@ -184,7 +212,11 @@ async fn write_answers(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Re
         let mut next = Some(first);
         while let Some(out) = next {
             let messages = match out {
-                Outgoing::Now(message) => vec![Answer { message, expected: None }],
+                Outgoing::Now(answer) => vec![answer],
+                Outgoing::Expired => {
+                    let _ = sink.send(nodb_server::access::expired_close()).await;
+                    return;
+                }
                 Outgoing::Later(ids, pending) => match pending.await {
                     Ok(outcomes) => ids.into_iter().zip(outcomes).map(|(id, o)| answer(id, o)).collect(),
                     // The whole group failed: each dispatch gets its own
@@ -207,29 +239,34 @@ async fn write_answers(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Re
     let _ = sink.close().await;
 }
 
-/// A socket answer: the message, and for an `out_of_order` error the action
-/// number expected next, `{"type": "error", …, "expected": N}` (as in the
-/// HTTP error body).
+/// A socket answer: the message, and as in the HTTP error body, for an
+/// `out_of_order` error the action number expected next (`"expected": N`),
+/// for `forbidden` the right the token lacks (`"right": "…"`).
 #[derive(serde::Serialize)]
 struct Answer {
     #[serde(flatten)]
     message: ServerMessage,
     #[serde(skip_serializing_if = "Option::is_none")]
     expected: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    right: Option<String>,
 }
 
-fn answer(id: String, outcome: Outcome) -> Answer {
-    match outcome {
-        Ok(ack) => Answer { message: ServerMessage::Ack(ack), expected: None },
-        Err(e) => {
-            let e = ApiError::from(e);
-            Answer { message: error(Some(id), e.code, e.message), expected: e.expected }
+impl Answer {
+    fn error(id: Option<String>, e: ApiError) -> Answer {
+        Answer {
+            message: ServerMessage::Error { id, code: e.code, message: e.message },
+            expected: e.expected,
+            right: e.right,
         }
     }
 }
 
-fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> ServerMessage {
-    ServerMessage::Error { id, code, message: message.into() }
+fn answer(id: String, outcome: Outcome) -> Answer {
+    match outcome {
+        Ok(ack) => Answer { message: ServerMessage::Ack(ack), expected: None, right: None },
+        Err(e) => Answer::error(Some(id), append_error(e)),
+    }
 }
 
 /// The socket message `{"type": "dispatch", "action": {…}}`.
@@ -243,11 +280,15 @@ struct Dispatch {
 
 /// Parses a socket message into a validated action, or an error naming the
 /// action's id when it can be found.
-fn parse_dispatch(text: &str, state: &AppState) -> Result<(ActionId, IncomingAction), (Option<String>, ApiError)> {
+fn parse_dispatch(
+    text: &str,
+    state: &AppState,
+    grant: &Grant,
+) -> Result<(ActionId, IncomingAction), (Option<String>, ApiError)> {
     let msg: Dispatch = serde_json::from_str(text).map_err(|e| {
         let v = serde_json::from_str::<serde_json::Value>(text).ok();
         let id = v.as_ref().and_then(|v| v.pointer("/action/id")).and_then(|i| i.as_str()).map(String::from);
-        let mut err = ApiError::from_json(&e, "message");
+        let mut err = json_error(&e, "message");
         if err.code == ErrorCode::InvalidAction && v.as_ref().is_some_and(|v| v["type"] != "dispatch") {
             err = ApiError::new(
                 ErrorCode::BadRequest,
@@ -267,7 +308,10 @@ fn parse_dispatch(text: &str, state: &AppState) -> Result<(ActionId, IncomingAct
     }
     let action = msg.action;
     match action.validate(&state.config.limits) {
-        Ok(id) => Ok((id, action)),
-        Err(e) => Err((Some(action.id.clone()), ApiError::from_action(&e, None, &action.id))),
+        Ok(id) => match grant.may_dispatch(&id.client, &action.kind) {
+            Ok(()) => Ok((id, action)),
+            Err(d) => Err((Some(action.id.clone()), ApiError::from(d))),
+        },
+        Err(e) => Err((Some(action.id.clone()), action_error(&e, None, &action.id))),
     }
 }

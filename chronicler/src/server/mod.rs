@@ -12,14 +12,13 @@ pub mod ingest;
 mod router_tests;
 pub mod stream;
 
-use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nodb_shared::protocol::Limits;
 use tokio_util::sync::CancellationToken;
@@ -91,11 +90,14 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The WebSocket sessions, so shutdown can wait for their last acks.
     pub tasks: TaskTracker,
+    /// Who may do what: tokens, Host and Origin.
+    pub access: nodb_server::Access,
 }
 
 /// The chronicler's routes.
 pub fn router(state: AppState) -> Router {
-    api_router(state.clone()).merge(status_router(state)).fallback(not_found)
+    let access = state.access.clone();
+    access.layer(api_router(state.clone()).merge(status_router(state)).fallback(not_found))
 }
 
 /// The history's own routes, `/actions` and `/ws`, without a fallback, so
@@ -110,11 +112,15 @@ pub fn api_router(state: AppState) -> Router {
 
 /// `GET /clients/{client}`: the number and seq of the client's last durable
 /// action, so a client that keeps no state of its own (an envoy) can find
-/// where it stopped.
+/// where it stopped. Its own client, or the `log` right.
 async fn client(
     State(state): State<AppState>,
+    caller: nodb_server::Caller,
     axum::extract::Path(client): axum::extract::Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, error::ApiError> {
+    if let Err(denied) = caller.grant.may_act_as(&client) {
+        caller.grant.may_read_log().map_err(|_| denied)?;
+    }
     match state.log.client(&client) {
         Some(p) => Ok(axum::Json(serde_json::json!({"client": client, "last": p.last, "seq": p.seq}))),
         None => Err(error::ApiError::new(
@@ -135,8 +141,9 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok", "head": head}))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+async fn metrics(State(state): State<AppState>, caller: nodb_server::Caller) -> Result<Response, error::ApiError> {
+    caller.grant.must_be_admin("reading metrics")?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response())
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {
@@ -151,13 +158,11 @@ async fn not_found(uri: axum::http::Uri) -> error::ApiError {
 ///
 /// # Errors
 /// I/O errors of the listener.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    tls: Option<&nodb_server::Tls>,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener.tap_io(no_delay), router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
-}
-
-/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
-/// messages (an ack, then a patch) that must not wait for the peer's ACK.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
+    nodb_server::serve(listener, router(state), tls, shutdown).await
 }

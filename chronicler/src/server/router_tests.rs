@@ -17,6 +17,10 @@ use crate::metrics::Metrics;
 /// A router over a fresh log in a temporary directory (kept alive by the
 /// returned guard), with a small body limit.
 fn app() -> (axum::Router, tempfile::TempDir) {
+    app_with(nodb_server::Access::open())
+}
+
+fn app_with(access: nodb_server::Access) -> (axum::Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let (log, _) = FileLog::open(&LogConfig::new(dir.path()), metrics.clone()).unwrap();
@@ -28,6 +32,7 @@ fn app() -> (axum::Router, tempfile::TempDir) {
         config: Arc::new(config),
         shutdown: tokio_util::sync::CancellationToken::new(),
         tasks: tokio_util::task::TaskTracker::new(),
+        access,
     };
     (router(state), dir)
 }
@@ -58,7 +63,7 @@ fn assert_error(body: &Value, code: &str) {
     let message = err["message"].as_str().unwrap_or_else(|| panic!("no message in {body}"));
     assert!(!message.is_empty(), "{body}");
     let keys: Vec<&str> = err.as_object().unwrap().keys().map(String::as_str).collect();
-    assert!(keys.iter().all(|k| ["code", "message", "expected"].contains(k)), "{body}");
+    assert!(keys.iter().all(|k| ["code", "message", "expected", "right"].contains(k)), "{body}");
     assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
 }
 
@@ -185,4 +190,60 @@ async fn health_and_client_answer_json() {
     let (status, body) = send(&app, get("/clients/c")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"client": "c", "last": 1, "seq": 1}));
+}
+
+/// With keys, each action is checked against the token: its client, its
+/// type, control actions for admins only; the log and metrics need rights.
+#[tokio::test]
+async fn tokens_decide_who_may_dispatch_and_read() {
+    use nodb_auth::{Claims, Key, KeySet};
+    let key = Key::generate();
+    let (app, _dir) = app_with(nodb_server::Access::new(Some(KeySet::new(vec![key.clone()]))));
+    let exp = nodb_auth::key::now() + 600;
+    let token = |c: Claims| format!("Bearer {}", key.mint(&Claims { exp, ..c }).unwrap());
+    let alice = token(Claims { sub: "alice".into(), dispatch: vec!["cart/".into()], ..Claims::default() });
+    let reader = token(Claims { sub: "r".into(), read: vec!["*".into()], ..Claims::default() });
+    let admin = token(Claims { sub: "ops".into(), admin: true, ..Claims::default() });
+    let with = |auth: &str, body: &str| {
+        let mut r = post(body.to_string());
+        r.headers_mut().insert(header::AUTHORIZATION, auth.parse().unwrap());
+        r
+    };
+    let (status, body) = send(&app, post(r#"{"id": "alice:1", "type": "cart/add"}"#)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_error(&body, "unauthorized");
+    let (status, _) = send(&app, with(&alice, r#"{"id": "alice.tab:1", "type": "cart/add"}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    for (auth, body, right) in [
+        (&alice, r#"{"id": "bob:1", "type": "cart/add"}"#, "client:bob"),
+        (&alice, r#"{"id": "alice:1", "type": "stock/restock"}"#, "dispatch:stock/restock"),
+        (&alice, r#"{"id": "alice:1", "type": "@@nodb/set_state", "payload": {}}"#, "admin"),
+        (&reader, r#"{"id": "r:1", "type": "x"}"#, "dispatch"),
+        // One forbidden action refuses the whole request.
+        (&alice, r#"[{"id": "alice:1", "type": "cart/add"}, {"id": "alice:2", "type": "x"}]"#, "dispatch:x"),
+    ] {
+        let (status, body) = send(&app, with(auth, body)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_error(&body, "forbidden");
+        assert_eq!(body["error"]["right"], right);
+    }
+    let (status, _) = send(&app, with(&admin, r#"{"id": "ops:1", "type": "@@nodb/snapshot", "payload": {}}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    let get_as = |uri: &str, auth: &str| {
+        let mut r = get(uri);
+        r.headers_mut().insert(header::AUTHORIZATION, auth.parse().unwrap());
+        r
+    };
+    let (status, body) = send(&app, get_as("/actions?from=1&to=1", &alice)).await;
+    assert_eq!((status, body["error"]["right"].as_str()), (StatusCode::FORBIDDEN, Some("log")));
+    let (status, body) = send(&app, get_as("/metrics", &alice)).await;
+    assert_eq!((status, body["error"]["right"].as_str()), (StatusCode::FORBIDDEN, Some("admin")));
+    let (status, body) = send(&app, get_as("/clients/alice.tab", &alice)).await;
+    assert_eq!((status, body["last"].as_u64()), (StatusCode::OK, Some(1)));
+    let (status, _) = send(&app, get_as("/clients/ops", &alice)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let res = app.clone().oneshot(get_as("/actions?from=1&to=1", &admin)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.clone().oneshot(get("/health")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "health needs no token");
 }

@@ -42,12 +42,15 @@ pub struct StreamQuery {
     to: Option<String>,
 }
 
-/// `GET /actions`.
+/// `GET /actions`: needs the `log` right; the stream ends (a WebSocket
+/// closes with code 4401) when the token expires.
 pub async fn get_actions(
     State(state): State<AppState>,
+    caller: nodb_server::Caller,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    caller.grant.may_read_log()?;
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let from = match q.from.as_deref() {
         None | Some("") => 1,
@@ -75,7 +78,7 @@ pub async fn get_actions(
     };
     let filter = Filter::parse(q.types.as_deref());
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let producer = Producer { state: state.clone(), next: from, to, filter, tx };
+    let producer = Producer { state: state.clone(), next: from, to, filter, tx, grant: caller.grant };
     // Not a WebSocket handshake: newline-delimited JSON.
     if let Ok(upgrade) = upgrade {
         let tasks = state.tasks.clone();
@@ -93,8 +96,18 @@ pub async fn get_actions(
 async fn serve_socket(mut socket: WebSocket, producer: Producer, mut rx: mpsc::Receiver<Bytes>) {
     // Lines are separated by NUL internally and split back into messages.
     let span = tracing::debug_span!("stream", from = producer.next, transport = "websocket");
+    let grant = producer.grant.clone();
     tokio::spawn(producer.run(0).instrument(span));
-    while let Some(chunk) = rx.recv().await {
+    let expiry = nodb_server::access::expiry(&grant);
+    tokio::pin!(expiry);
+    loop {
+        let chunk = tokio::select! {
+            c = rx.recv() => match c { Some(c) => c, None => break },
+            () = &mut expiry => {
+                let _ = socket.send(nodb_server::access::expired_close()).await;
+                return;
+            }
+        };
         for line in chunk.split(|b| *b == 0).filter(|l| !l.is_empty()) {
             let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(Bytes::copy_from_slice(line)) else {
                 continue;
@@ -143,6 +156,8 @@ struct Producer {
     to: u64,
     filter: Filter,
     tx: mpsc::Sender<Bytes>,
+    /// The reader's rights; the stream ends when its token expires.
+    grant: nodb_auth::Grant,
 }
 
 impl Producer {
@@ -159,6 +174,9 @@ impl Producer {
         let mut head_rx = self.state.log.head();
         let shutdown = self.state.shutdown.clone();
         let mut last_sent = Instant::now();
+        let grant = self.grant.clone();
+        let expiry = nodb_server::access::expiry(&grant);
+        tokio::pin!(expiry);
         // A first heartbeat tells the consumer where the log is.
         let head = *head_rx.borrow();
         self.heartbeat(separator, head, (self.next - 1).min(head)).await?;
@@ -198,6 +216,7 @@ impl Producer {
                 }
                 () = self.tx.closed() => return Ok(()),
                 () = shutdown.cancelled() => return Ok(()),
+                () = &mut expiry => return Err("the reader's token expired".into()),
             }
         }
     }

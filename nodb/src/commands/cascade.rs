@@ -75,6 +75,10 @@ pub struct Args {
     /// before taking a fresh snapshot from it instead.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     resume_grace: f64,
+    #[command(flatten)]
+    guard: crate::guard::Guard,
+    #[command(flatten)]
+    token: crate::guard::TokenFile,
 }
 
 /// Runs the command.
@@ -96,10 +100,13 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     if !(args.resume_grace.is_finite() && args.resume_grace >= 0.0) {
         anyhow::bail!("--resume-grace must be a number of seconds, 0 or more");
     }
+    let guarded = args.guard.load(args.listen)?;
     let settings = Settings {
         history: args.history,
         ping: Duration::from_secs_f64(args.ping),
         resume_grace: Duration::from_secs_f64(args.resume_grace),
+        token: args.token.source()?,
+        access: guarded.access,
         ..Settings::default()
     };
     settings.validate()?;
@@ -110,12 +117,13 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         // An upstream that is one of these cascades is read from here.
+        let scheme = if guarded.tls.is_some() { "https" } else { "http" };
         for c in &cascades {
-            upstreams.entry(c.name.clone()).or_insert_with(|| format!("http://{addr}"));
+            upstreams.entry(c.name.clone()).or_insert_with(|| format!("{scheme}://{addr}"));
         }
         let running = nodb_cascade::start(cascades, &upstreams, &settings, shutdown)?;
-        service::announce("cascade", addr);
-        server::serve(listener, running.state.clone()).await.context("the server failed")?;
+        service::announce("cascade", addr, guarded.tls.is_some());
+        server::serve(listener, running.state.clone(), guarded.tls.as_ref()).await.context("the server failed")?;
         running.finish().await;
         Ok(())
     })
@@ -161,11 +169,12 @@ fn dedup(names: Vec<&String>) -> Vec<&str> {
 pub(crate) fn start_for_up(
     cascades: Option<Vec<Cascade>>,
     base: &str,
+    settings: Settings,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Option<nodb_cascade::Running>> {
     let Some(cascades) = cascades else { return Ok(None) };
     let upstreams = cascades.iter().flat_map(|c| &c.upstreams).map(|u| (u.clone(), base.to_string())).collect();
-    Ok(Some(nodb_cascade::start(cascades, &upstreams, &Settings::default(), shutdown)?))
+    Ok(Some(nodb_cascade::start(cascades, &upstreams, &settings, shutdown)?))
 }
 
 /// `router` with the cascades' views beside its own (`/views/{cascade}…`),

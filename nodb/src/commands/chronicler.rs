@@ -28,7 +28,12 @@ use crate::service;
   GET  /ws                   WebSocket: send {\"type\":\"dispatch\",\"action\":{...}}, get acks
   GET  /actions?from=N       committed actions from seq N, then the live tail (NDJSON,
                              or a WebSocket on upgrade); &types=stock/,order/ filters by prefix
-  GET  /health, /metrics     status, and Prometheus metrics
+  GET  /clients/{client}     a client's last durable action number and seq
+  GET  /health, /metrics     status (public), and Prometheus metrics (admin)
+
+With --auth-key, every request but /health needs a token (Authorization: Bearer, or
+?token= on a WebSocket): dispatching needs the action type's prefix and the action id's
+client, GET /actions needs `log`, /metrics `admin` (see `nodb token --help`).
 
 Example:
   nodb chronicler --data ./nodb-data --listen 127.0.0.1:7401
@@ -60,6 +65,8 @@ pub struct Args {
     /// Seconds between heartbeat lines on an idle stream.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     heartbeat: f64,
+    #[command(flatten)]
+    guard: crate::guard::Guard,
 }
 
 /// Runs the command.
@@ -73,14 +80,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body,
         heartbeat: Duration::from_secs_f64(args.heartbeat),
     };
+    let guarded = args.guard.load(args.listen)?;
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
-        let chronicler = open(log_config, server_config, shutdown).await?;
+        let chronicler = open(log_config, server_config, guarded.access, shutdown).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        service::announce("chronicler", listener.local_addr()?);
-        serve(listener, chronicler.state.clone()).await.context("the server failed")?;
+        service::announce("chronicler", listener.local_addr()?, guarded.tls.is_some());
+        serve(listener, chronicler.state.clone(), guarded.tls.as_ref()).await.context("the server failed")?;
         chronicler.finish().await;
         Ok(())
     })
@@ -97,6 +105,7 @@ pub(crate) struct Chronicler {
 pub(crate) async fn open(
     log_config: LogConfig,
     server_config: ServerConfig,
+    access: nodb_server::Access,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Chronicler> {
     log_config.validate().map_err(anyhow::Error::msg)?;
@@ -114,7 +123,7 @@ pub(crate) async fn open(
         "log recovered"
     );
     let tasks = tokio_util::task::TaskTracker::new();
-    let state = AppState { log: log.clone(), metrics, config: Arc::new(server_config), shutdown, tasks };
+    let state = AppState { log: log.clone(), metrics, config: Arc::new(server_config), shutdown, tasks, access };
     Ok(Chronicler { state, log })
 }
 

@@ -31,7 +31,12 @@ use crate::service;
                                           it also takes {\"type\":\"dispatch\",\"action\":{...}} and relays the
                                           chronicler's ack, so a browser needs one socket;
                                           with &exact=true: one message per seq, never combined (for envoys)
-  GET /health, /metrics
+  GET /health, /metrics                   status (public), Prometheus metrics (admin)
+
+With --auth-key, every request but /health and the client files needs a token (Authorization:
+Bearer, or ?token= on a WebSocket) that may read the view (a token that reads a subtree gets
+that subtree as its state); a stream's dispatches are relayed with the client's own token.
+The data view reads the chronicler with --token-file (a token with `log`).
 
 Example:
   nodb chronicler --data ./nodb-data --listen 127.0.0.1:7401 &
@@ -88,6 +93,10 @@ pub struct Args {
     /// turn, then gets 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 2)]
     history_readers: usize,
+    #[command(flatten)]
+    guard: crate::guard::Guard,
+    #[command(flatten)]
+    token: crate::guard::TokenFile,
 }
 
 /// Runs the command.
@@ -99,9 +108,13 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     if !positive(args.ping) || !positive(args.snapshot_interval) {
         anyhow::bail!("--ping and --snapshot-interval must be positive numbers of seconds");
     }
+    let guarded = args.guard.load(args.listen)?;
+    let chronicler = nodb_client::ServiceUrl::parse(&args.chronicler)
+        .context("--chronicler")?
+        .with_token_source(args.token.source()?);
     let settings = Settings {
         app,
-        chronicler: args.chronicler.clone(),
+        chronicler,
         history: args.history,
         ping: Duration::from_secs_f64(args.ping),
         snapshots: Snapshots::open(&args.snapshots, &args.app, args.keep_snapshots)?,
@@ -111,6 +124,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         },
         history_settings: HistorySettings { readers: args.history_readers, ..HistorySettings::default() },
         assets: apps.assets(&args.app),
+        access: guarded.access,
     };
     settings.validate()?;
     service::runtime()?.block_on(async move {
@@ -120,8 +134,8 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        service::announce("dataview", listener.local_addr()?);
-        serve(listener, running.state.clone()).await.context("the server failed")?;
+        service::announce("dataview", listener.local_addr()?, guarded.tls.is_some());
+        serve(listener, running.state.clone(), guarded.tls.as_ref()).await.context("the server failed")?;
         running.finish().await;
         Ok(())
     })

@@ -70,6 +70,10 @@ struct Common {
     /// (Prometheus text). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR", global = true)]
     listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    guard: crate::guard::Guard,
+    #[command(flatten)]
+    token: crate::guard::TokenFile,
 }
 
 #[derive(clap::Subcommand)]
@@ -156,24 +160,27 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             (envoys, Some(parse_url("--dataview", &args.dataview)?))
         }
     };
-    let chronicler = parse_url("--chronicler", &args.common.chronicler)?;
+    let token = args.common.token.source()?;
+    let chronicler = parse_url("--chronicler", &args.common.chronicler)?.with_token_source(token.clone());
+    let dataview = dataview.map(|d| d.with_token_source(token));
     let settings = Settings { chronicler, dataview, effects: Effects::new(retry) };
+    let guarded = args.common.listen.map(|addr| args.common.guard.load(addr)).transpose()?;
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
         let names: Vec<String> = envoys.iter().map(|e| e.name.clone()).collect();
-        let running = start_all(envoys, settings, shutdown.clone());
-        let server = match args.common.listen {
-            Some(addr) => {
+        let running = start_all(envoys, settings, None, shutdown.clone());
+        let server = match (args.common.listen, guarded) {
+            (Some(addr), Some(guarded)) => {
                 let listener =
                     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-                service::announce("envoy", listener.local_addr()?);
-                let router = nodb_envoy::status::router(running.status.clone());
+                service::announce("envoy", listener.local_addr()?, guarded.tls.is_some());
+                let router = guarded.access.layer(nodb_envoy::status::router(running.status.clone()));
                 let stop = shutdown.clone();
-                Some(tokio::spawn(async move {
-                    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
-                }))
+                Some(tokio::spawn(
+                    async move { nodb_server::serve(listener, router, guarded.tls.as_ref(), stop).await },
+                ))
             }
-            None => None,
+            _ => None,
         };
         println!("nodb envoy running {}", names.join(", "));
         let result = running.wait().await;
@@ -201,18 +208,27 @@ pub(crate) struct Running {
 pub(crate) fn start_all(
     envoys: Vec<Envoy>,
     settings: Settings,
+    token_for: Option<&dyn Fn(&str) -> nodb_client::TokenSource>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Running {
     let mut watched = Vec::new();
     let mut tasks = Vec::new();
     for envoy in envoys {
+        // Each envoy dispatches as its own client, envoy-NAME, so with a
+        // token of its own when the caller can make one.
+        let mut settings = settings.clone();
+        if let Some(token_for) = token_for {
+            let token = token_for(&envoy.name);
+            settings.chronicler = settings.chronicler.with_token_source(Some(token.clone()));
+            settings.dataview = settings.dataview.map(|d| d.with_token_source(Some(token)));
+        }
         let stats = std::sync::Arc::new(nodb_envoy::status::EnvoyStats::default());
         watched.push(nodb_envoy::status::Watched {
             name: envoy.name.clone(),
             view: envoy.trigger.view().map(String::from),
             stats: stats.clone(),
         });
-        tasks.push(tokio::spawn(nodb_envoy::runtime::run_with_stats(envoy, settings.clone(), stats, shutdown.clone())));
+        tasks.push(tokio::spawn(nodb_envoy::runtime::run_with_stats(envoy, settings, stats, shutdown.clone())));
     }
     let http = settings.effects.http.clone();
     let status = nodb_envoy::status::StatusState {

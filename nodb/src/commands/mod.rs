@@ -8,4 +8,5 @@ pub mod envoy;
 pub mod log;
 pub mod patch;
 pub mod supplier;
+pub mod token;
 pub mod up;

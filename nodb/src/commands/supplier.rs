@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use nodb_warehouse::supplier::{Supplier, serve};
+use nodb_warehouse::supplier::Supplier;
 
 use crate::service;
 
@@ -39,17 +39,27 @@ pub struct Args {
     /// The address to listen on; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7403")]
     listen: SocketAddr,
+    #[command(flatten)]
+    guard: crate::guard::Guard,
 }
 
 /// Runs the command.
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if !args.guard.auth_keys.is_empty() {
+        anyhow::bail!(
+            "the demo supplier stands for an outside service and takes no tokens; \
+             it listens on loopback unless given --insecure-open"
+        );
+    }
+    let guarded = args.guard.load(args.listen)?;
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        service::announce("supplier", listener.local_addr()?);
-        serve(listener, Supplier::new(), shutdown).await.context("the server failed")?;
+        service::announce("supplier", listener.local_addr()?, guarded.tls.is_some());
+        let router = guarded.access.layer(Supplier::new().router());
+        nodb_server::serve(listener, router, guarded.tls.as_ref(), shutdown).await.context("the server failed")?;
         tracing::info!("supplier stopped");
         Ok(())
     })

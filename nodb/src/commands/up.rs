@@ -3,13 +3,13 @@
 //! the warehouse), its cascaded views, the client library and the demo
 //! page.
 
-use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Registry;
 use anyhow::Context;
+use nodb_auth::Claims;
 use nodb_chronicler::log::LogConfig;
 use nodb_chronicler::server::{ServerConfig, api_router, status_router};
 use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots};
@@ -78,6 +78,8 @@ pub struct Args {
     /// Write a snapshot after this many seconds, if anything changed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     snapshot_interval: f64,
+    #[command(flatten)]
+    guard: crate::guard::Guard,
 }
 
 /// Runs the command.
@@ -92,19 +94,35 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         Some(location) => Snapshots::open(location, &args.app, 3)?,
         None => Snapshots::local(&args.data.join("snapshots"), &args.app, 3)?,
     };
+    let guarded = args.guard.load(args.listen)?;
+    let mint = crate::guard::Minter::new(guarded.keys.as_ref());
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal();
         let log_config = LogConfig::new(args.data.join("log"));
-        let history = chronicler::open(log_config, ServerConfig::default(), shutdown.clone()).await?;
+        let access = guarded.access.clone();
+        let history = chronicler::open(log_config, ServerConfig::default(), access.clone(), shutdown.clone()).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        // The parts reach each other over HTTP on this address, or, when
+        // it speaks TLS (its certificate names the public host, not this
+        // address), on a second, plain listener on loopback.
+        let inner = match guarded.tls {
+            None => None,
+            Some(_) => Some(tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?),
+        };
+        let here = match &inner {
+            None => format!("http://{addr}"),
+            Some(l) => format!("http://{}", l.local_addr()?),
+        };
+        let here_url = nodb_client::ServiceUrl::parse(&here)?;
         // The data view follows the chronicler through its public stream,
         // on this same address, exactly as it would on another machine.
+        let part = |sub: &str, log: bool| Claims { sub: sub.into(), log, read: vec!["*".into()], ..Claims::default() };
         let settings = dataview::Settings {
             app,
-            chronicler: format!("http://{addr}"),
+            chronicler: here_url.clone().with_token_source(mint.source(part("nodb-dataview", true))),
             history: 4096,
             ping: Duration::from_secs(15),
             snapshots,
@@ -114,17 +132,19 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             },
             history_settings: nodb_dataview::history::HistorySettings::default(),
             assets: apps.assets(&args.app),
+            access: access.clone(),
         };
         let views = dataview::start(settings, shutdown.clone(), tokio_util::task::TaskTracker::new()).await?;
         let mut router = api_router(history.state.clone())
             .nest("/chronicler", status_router(history.state.clone()))
-            .merge(nodb_dataview::server::router(views.state.clone()));
+            .merge(nodb_dataview::server::routes(views.state.clone()));
         // The services the app's envoys talk to (the warehouse's demo
         // supplier), on this same address, unless --supplier points elsewhere.
         let mut config = nodb_envoy::Config::new();
         if let Some(make) = apps.services(&args.app) {
-            let (path, services, settings) = make(&format!("http://{addr}"));
-            router = router.nest(path, services);
+            let (path, services, settings) = make(&here);
+            // Their control endpoints are the operator's: admin only.
+            router = router.nest(path, services.route_layer(axum::middleware::from_fn(admin_for_control)));
             config.extend(settings);
         }
         if let Some(supplier) = &args.supplier {
@@ -132,24 +152,46 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         }
         // The app's envoys, against this same address.
         let envoys = apps.envoys(&args.app, &config).map_err(anyhow::Error::msg)?;
-        let here = nodb_client::ServiceUrl::parse(&format!("http://{addr}"))?;
+        let status_token = mint.source(part("nodb-envoys", true));
         let envoy_settings = nodb_envoy::Settings {
-            chronicler: here.clone(),
-            dataview: Some(here),
+            chronicler: here_url.clone().with_token_source(status_token.clone()),
+            dataview: Some(here_url.clone().with_token_source(status_token)),
             effects: nodb_envoy::Effects::new(super::envoy::retry_policy(args.attempts, 10.0)?),
         };
-        let envoys = super::envoy::start_all(envoys, envoy_settings, shutdown.clone());
+        // Each envoy acts as its own client, envoy-NAME.
+        let envoy_token = |name: &str| {
+            let claims = Claims { envoy: true, dispatch: vec![String::new()], ..part(&format!("envoy-{name}"), true) };
+            mint.source(claims).unwrap_or_else(|| nodb_client::TokenSource::Fixed(String::new()))
+        };
+        let token_for: Option<&dyn Fn(&str) -> nodb_client::TokenSource> =
+            if guarded.keys.is_some() { Some(&envoy_token) } else { None };
+        let envoys = super::envoy::start_all(envoys, envoy_settings, token_for, shutdown.clone());
         let router = router.nest("/envoys", nodb_envoy::status::router(envoys.status.clone()));
         // The app's cascades, reading the views (and each other) on this same address.
+        let cascade_settings = nodb_cascade::Settings {
+            token: mint.source(part("nodb-cascades", false)),
+            access: access.clone(),
+            ..nodb_cascade::Settings::default()
+        };
         let cascades =
-            super::cascade::start_for_up(apps.cascades(&args.app), &format!("http://{addr}"), shutdown.clone())?;
-        let router = super::cascade::mount(router, cascades.as_ref());
-        service::announce("up", addr);
-        println!("open http://{addr}/ in a browser; Ctrl-C stops");
-        axum::serve(listener.tap_io(no_delay), router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            super::cascade::start_for_up(apps.cascades(&args.app), &here, cascade_settings, shutdown.clone())?;
+        let router = access.layer(super::cascade::mount(router, cascades.as_ref()));
+        service::announce("up", addr, guarded.tls.is_some());
+        let scheme = if guarded.tls.is_some() { "https" } else { "http" };
+        // The operator's own link: every right, for a day, in the URL's
+        // fragment (never sent to a server, never in a log).
+        let operator = Claims { admin: true, dispatch: vec![String::new()], ..part("operator", true) };
+        match mint.once(operator, 86_400) {
+            Some(token) => println!("open {scheme}://{addr}/#token={token} in a browser; Ctrl-C stops"),
+            None => println!("open {scheme}://{addr}/ in a browser; Ctrl-C stops"),
+        }
+        let inner_server = inner.map(|l| tokio::spawn(nodb_server::serve(l, router.clone(), None, shutdown.clone())));
+        nodb_server::serve(listener, router, guarded.tls.as_ref(), shutdown.clone())
             .await
             .context("the server failed")?;
+        if let Some(s) = inner_server {
+            let _ = s.await;
+        }
         let _ = envoys.wait().await;
         if let Some(c) = cascades {
             c.finish().await;
@@ -160,8 +202,19 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     })
 }
 
-/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
-/// messages (an ack, then a patch) that must not wait for the peer's ACK.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
+/// Lets only admins reach an app service's `…/control` endpoints (the
+/// demo supplier's fault switches).
+async fn admin_for_control(
+    caller: Result<nodb_server::Caller, nodb_server::ApiError>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if req.uri().path().ends_with("/control") {
+        let allowed = caller.and_then(|c| c.grant.must_be_admin("the demo's control endpoints").map_err(Into::into));
+        if let Err(e) = allowed {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
 }

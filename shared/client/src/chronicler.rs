@@ -70,8 +70,12 @@ impl Chronicler {
         let http = self.http.client(url.as_str())?;
         let mut wait = Duration::from_millis(100);
         loop {
+            let mut request = http.post(url.clone()).json(actions);
+            if let Some(token) = self.base.bearer()? {
+                request = request.bearer_auth(token);
+            }
             let sent = tokio::select! {
-                sent = http.post(url.clone()).json(actions).send() => sent,
+                sent = request.send() => sent,
                 () = cancel.cancelled() => return Err(Error::Cancelled),
             };
             match sent {
@@ -105,7 +109,7 @@ impl Chronicler {
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.push(client);
         }
-        let resp = self.http.get(&url).await?;
+        let resp = self.http.get(&url, self.base.bearer()?.as_deref()).await?;
         match resp.status().as_u16() {
             404 => Ok(None),
             200 => Ok(Some(resp.json().await.map_err(|e| protocol(url.as_str(), &e))?)),
@@ -121,7 +125,7 @@ impl Chronicler {
     pub async fn head(&self) -> Result<u64, Error> {
         let from = (1u64 << 62).to_string();
         let url = self.base.http_with("actions", &[("from", &from)]);
-        let mut resp = self.http.get(&url).await?;
+        let mut resp = self.http.get(&url, self.base.bearer()?.as_deref()).await?;
         if resp.status() != 200 {
             return Err(refusal(url.as_str(), resp).await.into());
         }
@@ -153,7 +157,7 @@ impl Chronicler {
     pub async fn range(&self, from: u64, to: u64, types: &[&str]) -> Result<Vec<CommittedAction>, Error> {
         let query = query(from, Some(to), types);
         let url = self.base.http_with("actions", &pairs(&query));
-        let resp = self.http.get(&url).await?;
+        let resp = self.http.get(&url, self.base.bearer()?.as_deref()).await?;
         if resp.status() != 200 {
             return Err(refusal(url.as_str(), resp).await.into());
         }
@@ -178,7 +182,7 @@ impl Chronicler {
     pub async fn stream(&self, from: u64, to: Option<u64>, types: &[&str]) -> Result<ActionStream, Error> {
         let query = query(from, to, types);
         let url = self.base.ws("actions", &pairs(&query));
-        let ws = self.ws.connect(&url).await?;
+        let ws = self.ws.connect_with_token(&url, self.base.bearer()?.as_deref()).await?;
         Ok(ActionStream::new(ws, url.to_string()))
     }
 
@@ -189,7 +193,7 @@ impl Chronicler {
     /// # Errors
     /// If the socket cannot be opened.
     pub async fn dispatch_socket(&self) -> Result<WebSocket, Error> {
-        Ok(self.ws.connect(&self.base.ws("ws", &[])).await?)
+        Ok(self.ws.connect_with_token(&self.base.ws("ws", &[]), self.base.bearer()?.as_deref()).await?)
     }
 }
 

@@ -111,6 +111,9 @@ pub enum Error {
     /// A service URL that cannot be used.
     #[error(transparent)]
     Url(#[from] UrlError),
+    /// The token to send cannot be read.
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenFileError),
     /// Stopped by its cancellation token (shutting down).
     #[error("cancelled: shutting down")]
     Cancelled,

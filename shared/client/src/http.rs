@@ -38,8 +38,12 @@ impl Http {
     ///
     /// # Errors
     /// If the request does not get through.
-    pub(crate) async fn get(&self, url: &url::Url) -> Result<reqwest::Response, Error> {
-        self.client(url.as_str())?.get(url.clone()).send().await.map_err(|e| Error::unreachable(url.as_str(), &e))
+    pub(crate) async fn get(&self, url: &url::Url, bearer: Option<&str>) -> Result<reqwest::Response, Error> {
+        let mut request = self.client(url.as_str())?.get(url.clone());
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.map_err(|e| Error::unreachable(url.as_str(), &e))
     }
 }
 

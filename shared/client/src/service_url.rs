@@ -18,10 +18,30 @@ use url::Url;
 /// assert_eq!(base.http("views/stock").as_str(), "https://nodb.example.com/api/views/stock");
 /// assert_eq!(base.ws("actions", &[("from", "7")]).as_str(), "wss://nodb.example.com/api/actions?from=7");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+///
+/// It may carry a token source ([`ServiceUrl::with_token_source`]): every
+/// request and WebSocket made from it then sends `Authorization: Bearer …`.
+/// Two service URLs are equal when their URLs are, whatever their tokens.
+#[derive(Clone)]
 pub struct ServiceUrl {
     /// The parsed URL, its path without a trailing `/` (empty at the root).
     base: Url,
+    /// The token every request to it carries, if it needs one.
+    token: Option<crate::token::TokenSource>,
+}
+
+impl PartialEq for ServiceUrl {
+    fn eq(&self, other: &ServiceUrl) -> bool {
+        self.base == other.base
+    }
+}
+
+impl Eq for ServiceUrl {}
+
+impl std::hash::Hash for ServiceUrl {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.base.hash(state);
+    }
 }
 
 /// Why a text is not a service URL. Each message is a sentence saying
@@ -75,7 +95,28 @@ impl ServiceUrl {
         }
         let path = base.path().trim_end_matches('/').to_string();
         base.set_path(&path);
-        Ok(ServiceUrl { base })
+        Ok(ServiceUrl { base, token: None })
+    }
+
+    /// The same service, with requests carrying this token (`None`: none).
+    #[must_use]
+    pub fn with_token(self, token: Option<String>) -> ServiceUrl {
+        self.with_token_source(token.map(crate::token::TokenSource::Fixed))
+    }
+
+    /// The same service, with requests carrying tokens from `source`.
+    #[must_use]
+    pub fn with_token_source(mut self, source: Option<crate::token::TokenSource>) -> ServiceUrl {
+        self.token = source;
+        self
+    }
+
+    /// The token to send now, if the service is given one.
+    ///
+    /// # Errors
+    /// A token file that cannot be read.
+    pub fn bearer(&self) -> Result<Option<String>, crate::token::TokenFileError> {
+        self.token.as_ref().map(crate::token::TokenSource::token).transpose()
     }
 
     /// Whether the service is reached over TLS (`https`, so `wss`).

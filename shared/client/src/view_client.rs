@@ -81,7 +81,7 @@ impl ViewClient {
     }
 
     async fn get(&self, url: Url) -> Result<ViewState, Error> {
-        let resp = self.http.get(&url).await?;
+        let resp = self.http.get(&url, self.base.bearer()?.as_deref()).await?;
         if resp.status() != 200 {
             return Err(refusal(url.as_str(), resp).await.into());
         }
@@ -123,7 +123,7 @@ impl ViewClient {
     /// refuses a `since` it has not reached ([`Error::refusal`], `400`).
     pub async fn open(&self, options: &StreamOptions) -> Result<ViewStream, Error> {
         let url = self.stream_url(options);
-        let ws = self.ws.connect(&url).await?;
+        let ws = self.ws.connect_with_token(&url, self.base.bearer()?.as_deref()).await?;
         Ok(ViewStream { ws, url: url.to_string(), heard: Instant::now() })
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::{Host, Url};
 
@@ -77,13 +78,22 @@ impl WsConnector {
     /// failed, the time ran out, or the server answered with an HTTP error
     /// instead ([`ConnectError::Refused`], with its status and error body).
     pub async fn connect(&self, url: &Url) -> Result<WebSocket, ConnectError> {
-        match tokio::time::timeout(self.timeout, self.open(url)).await {
+        self.connect_with_token(url, None).await
+    }
+
+    /// Opens a WebSocket to `url` whose handshake carries `bearer` as
+    /// `Authorization: Bearer …`.
+    ///
+    /// # Errors
+    /// As for [`WsConnector::connect`].
+    pub async fn connect_with_token(&self, url: &Url, bearer: Option<&str>) -> Result<WebSocket, ConnectError> {
+        match tokio::time::timeout(self.timeout, self.open(url, bearer)).await {
             Ok(opened) => opened,
             Err(_) => Err(ConnectError::TimedOut { url: url.to_string(), after: self.timeout }),
         }
     }
 
-    async fn open(&self, url: &Url) -> Result<WebSocket, ConnectError> {
+    async fn open(&self, url: &Url, bearer: Option<&str>) -> Result<WebSocket, ConnectError> {
         let failed = |reason: String| ConnectError::Failed { url: url.to_string(), reason };
         let tls = match url.scheme() {
             "ws" => false,
@@ -105,7 +115,13 @@ impl WsConnector {
             (true, Some(config)) => Connector::Rustls(config.clone()),
             (true, None) => Connector::Rustls(platform_config().map_err(|e| failed(e.clone()))?),
         };
-        let handshake = tokio_tungstenite::client_async_tls_with_config(url.as_str(), tcp, None, Some(connector)).await;
+        let mut request = url.as_str().into_client_request().map_err(|e| failed(e.to_string()))?;
+        if let Some(token) = bearer {
+            let value =
+                format!("Bearer {token}").parse().map_err(|_| failed("the token is not a header value".into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let handshake = tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector)).await;
         match handshake {
             Ok((ws, _)) => Ok(ws),
             Err(tungstenite::Error::Http(response)) => {

@@ -148,6 +148,30 @@ impl Access {
     }
 }
 
+/// The WebSocket close code sent when a stream's token expires (4000-4999
+/// are the application's; 4401 echoes HTTP 401). The client gets a fresh
+/// token and reconnects with `since`.
+pub const EXPIRED_CLOSE_CODE: u16 = 4401;
+
+/// Resolves when `grant`'s token expires; never for an open service.
+pub async fn expiry(grant: &Grant) {
+    match grant.expires() {
+        None => std::future::pending().await,
+        Some(exp) => {
+            let left = exp.saturating_sub(nodb_auth::key::now());
+            tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+        }
+    }
+}
+
+/// The close frame of a stream whose token expired.
+pub fn expired_close() -> axum::extract::ws::Message {
+    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: EXPIRED_CLOSE_CODE,
+        reason: "token expired".into(),
+    }))
+}
+
 /// Whether a `Host` header names this machine's loopback.
 fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {

@@ -9,13 +9,13 @@
 //!   message each time the view moves on, pings, sends with a time limit,
 //!   a close frame on shutdown — with [`Hooks`] for what differs (a data
 //!   view's rejections and dispatch relay; a cascade refuses messages);
-//! - [`error`]: [`ApiError`], the one error answer,
-//!   `{"error": {"code", "message"}}` with the matching status.
+//!
+//! The error answer ([`ApiError`]) and the access check are every
+//! service's, in `nodb-server`.
 
 pub mod catch_up;
-pub mod error;
 pub mod session;
 
 pub use catch_up::{CatchUp, Feed};
-pub use error::ApiError;
+pub use nodb_server::ApiError;
 pub use session::{Hooks, serve_session};

@@ -7,7 +7,9 @@
 //! the session when a pong does not come before the next ping, or when the
 //! client does not take a message within two ping periods (so a client that
 //! stopped reading cannot hold the session, or the server's shutdown,
-//! forever). On shutdown it sends a close frame.
+//! forever). On shutdown it sends a close frame; when the client's token
+//! expires, a close frame with code 4401 ("token expired"), so the client
+//! renews it and resumes with `since`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -64,7 +66,7 @@ pub async fn send_json(socket: &mut WebSocket, limit: Duration, json: bytes::Byt
 }
 
 /// Serves one client that has seq `since` (`None`: nothing yet) until it
-/// leaves, fails to keep up, or `shutdown`.
+/// leaves, fails to keep up, its token (`grant`) expires, or `shutdown`.
 pub async fn serve_session<F: Feed, H: Hooks>(
     mut socket: WebSocket,
     feed: &F,
@@ -72,7 +74,10 @@ pub async fn serve_session<F: Feed, H: Hooks>(
     since: Option<u64>,
     ping_every: Duration,
     shutdown: &CancellationToken,
+    grant: &nodb_auth::Grant,
 ) {
+    let expiry = nodb_server::access::expiry(grant);
+    tokio::pin!(expiry);
     let limit = ping_every * 2;
     let mut seq_rx = feed.seq();
     let mut last = since;
@@ -131,6 +136,10 @@ pub async fn serve_session<F: Feed, H: Hooks>(
                 }
                 () = shutdown.cancelled() => {
                     let _ = send(&mut socket, limit, Message::Close(None)).await;
+                    break 'session;
+                }
+                () = &mut expiry => {
+                    let _ = send(&mut socket, limit, nodb_server::access::expired_close()).await;
                     break 'session;
                 }
             }

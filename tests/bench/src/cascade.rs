@@ -208,7 +208,7 @@ async fn start_pending(lowstock: &str, shutdown: tokio_util::sync::CancellationT
     let running = nodb_cascade::start(vec![cascade], &upstreams, &nodb_cascade::Settings::default(), shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
-    tokio::spawn(nodb_cascade::server::serve(listener, running.state.clone()));
+    tokio::spawn(async move { nodb_cascade::server::serve(listener, running.state.clone(), None).await });
     Ok(addr)
 }
 
