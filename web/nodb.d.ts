@@ -52,10 +52,32 @@ export interface ConnectOptions<S = Json> {
   /**
    * The client id (the part of action ids before the last `:`). By default an
    * id stored in `storage` under "nodb:clients" that no other tab holds (via
-   * Web Locks), or a new `web-` + 12 hex digits; its unacknowledged actions
-   * are adopted and re-sent.
+   * Web Locks), or a new one: `web-` + 12 hex digits, or, with a token whose
+   * `sub` names a client, `<sub>.` + 12 hex digits (one per tab; only ids of
+   * that `sub` are reused). Its unacknowledged actions are adopted and re-sent.
    */
   clientId?: string;
+  /**
+   * An access token (a JWT from `nodb token`, or the `#token=` that
+   * `nodb up --auth-key` prints) for a server with auth on. It goes in the
+   * stream's URL (`token=`: browsers cannot set a WebSocket's headers). Read,
+   * not verified, for `sub` (the default client id) and `exp`. Without
+   * `getToken` it is never renewed: once it expires the store stays offline
+   * and emits an `unauthorized` error.
+   */
+  token?: string;
+  /**
+   * Gives a (new) access token. Called before the first connection (unless
+   * `token` is given), and again when the server closes the stream because
+   * the token expired (close code 4401), when a reconnection is due while
+   * the token is expiring (its `exp` within 10 s, or within half its
+   * lifetime for a shorter-lived one), when a connection fails before
+   * opening while it is expiring, and after three failed connections in a row. The stream
+   * then resumes with `since`, and unacknowledged actions are re-sent with
+   * the same ids. A call that throws or rejects is emitted as a `token`
+   * error and tried again with the reconnection back-off.
+   */
+  getToken?: () => string | Promise<string>;
   /**
    * A store that only reads: it takes no client id (so it never adopts an
    * outbox) and its `dispatch` rejects with code `read_only`. Use it for the
@@ -88,12 +110,15 @@ export interface Action {
 
 /**
  * The error of a refused dispatch: from the server (`invalid_action`,
- * `payload_too_large`, `bad_request`…), or local (`closed`: the store was
- * closed first, the action stays in the outbox; `read_only`).
+ * `payload_too_large`, `bad_request`, `forbidden`: the token may not
+ * dispatch this type…), or local (`closed`: the store was closed first, the
+ * action stays in the outbox; `read_only`).
  */
 export interface DispatchError extends Error {
   code: string;
   id?: string;
+  /** For `forbidden`: the right the token lacks, e.g. `dispatch:stock/`. */
+  right?: string;
 }
 
 /** The error of `.applied` when a reducer rejected the action. */
@@ -123,10 +148,13 @@ export interface StoreEvents {
   /** A reducer rejected one of this client's actions (`type`/`payload` when known). */
   rejected: { seq: number; id: string; reason: string; type?: string; payload?: Json };
   /**
-   * A server error message, or a client-side problem: `gap` and
-   * `patch_failed` (the store resyncs by itself), `malformed_json`, `locks`, `connect`.
+   * A server error message (`forbidden` with the `right` the token lacks),
+   * or a client-side problem: `gap` and `patch_failed` (the store resyncs by
+   * itself), `malformed_json`, `locks`, `connect`, `token` (`getToken`
+   * failed; tried again), `unauthorized` (the token expired and there is no
+   * `getToken` to renew it).
    */
-  error: { code: string; message: string; id?: string | null };
+  error: { code: string; message: string; id?: string | null; right?: string };
   /** An action was acknowledged (also for actions adopted from a previous page). */
   ack: { id: string; seq: number | null; duplicate: boolean };
   /** After every snapshot or patch, even one with no operations. */

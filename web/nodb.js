@@ -4,7 +4,7 @@
 //
 // This file is the public entry point; the parts live in nodb/:
 //   patch.js       applyPatch: RFC 6902, immutable with structural sharing
-//   connection.js  the stream's WebSocket: reconnecting with back-off, `since`
+//   connection.js  the stream's WebSocket: reconnecting with back-off, `since`, the token
 //   outbox.js      actions numbered and stored before sending; client ids, Web Locks
 //   store.js       the store: state, seq, status, subscribe, dispatch
 //   redux.js       createReduxStore and nodbMiddleware

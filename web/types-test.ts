@@ -98,6 +98,29 @@ store.seq = 3;
 const readOnly: Store = connect('http://127.0.0.1:7400', { view: 'activity', readOnly: true, locks: null });
 readOnly.close();
 
+// Access tokens: a fixed one, or a function giving one (at once or later).
+const withToken = connect('http://127.0.0.1:7400', { view: 'stock', token: 'eyJ.eyJ.sig' });
+const renewing = connect('http://127.0.0.1:7400', {
+  view: 'stock',
+  getToken: async () => (await fetch('/token', { method: 'POST' })).text(),
+});
+const both = connect('http://127.0.0.1:7400', { view: 'stock', token: 'eyJ.eyJ.sig', getToken: () => 'eyJ.eyJ.sig2' });
+void [withToken, renewing, both];
+// @ts-expect-error: a token is a string
+connect('http://127.0.0.1:7400', { view: 'stock', token: 42 });
+// @ts-expect-error: getToken gives a string (or a promise of one)
+connect('http://127.0.0.1:7400', { view: 'stock', getToken: async () => 42 });
+store.on('error', ({ code, right }) => { if (code === 'forbidden') console.log(right?.toUpperCase()); });
+async function forbidden(): Promise<string | undefined> {
+  try {
+    await store.dispatch('admin/wipe');
+    return undefined;
+  } catch (e) {
+    return (e as DispatchError).right;
+  }
+}
+void forbidden();
+
 // applyPatch keeps the document's type.
 const ops: PatchOp[] = [{ op: 'replace', path: '/total', value: 1 }, { op: 'remove', path: '/products/pear' }];
 const next: Stock = applyPatch(store.getState(), ops);

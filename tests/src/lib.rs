@@ -294,6 +294,32 @@ pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<Response, Stri
     Ok(Response { status, body })
 }
 
+/// `method url` with these headers and body (`GET` and `DELETE` send no
+/// body).
+///
+/// # Errors
+/// Transport errors.
+pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, String> {
+    let agent = agent();
+    let resp = if method == "GET" {
+        let mut req = agent.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.call()
+    } else {
+        let mut req = agent.post(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send(body)
+    }
+    .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
+    Ok(Response { status, body })
+}
+
 /// `GET url`.
 ///
 /// # Errors

@@ -2,7 +2,7 @@
 // binary on a loopback port chosen at run time, and launching Debian's
 // headless Chromium through playwright-core.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,29 +37,58 @@ export function dataDir() {
 }
 
 /**
- * Starts `nodb up --data DIR --listen 127.0.0.1:PORT` and resolves once it
- * prints its ready line: `{url, proc, stderr()}`.
+ * Starts `nodb up --data DIR --listen 127.0.0.1:PORT [ARGS…]` and resolves
+ * once it prints its ready line: `{url, proc, stderr(), link}`. With
+ * `--auth-key` among `args` it also waits for the line with the browser link
+ * (`open http://…/#token=<jwt> in a browser`), and `link` is that link.
  */
-export function startUp(data, port) {
+export function startUp(data, port, args = []) {
+  const auth = args.includes('--auth-key');
   return new Promise((ok, fail) => {
-    const proc = spawn(NODB_BIN, ['up', '--data', data, '--listen', `127.0.0.1:${port}`], {
+    const proc = spawn(NODB_BIN, ['up', '--data', data, '--listen', `127.0.0.1:${port}`, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let err = '';
     let out = '';
     proc.stderr.on('data', (d) => { err += d; });
-    const timer = setTimeout(() => fail(new Error(`nodb up did not get ready:\n${err}`)), 30_000);
+    const timer = setTimeout(() => fail(new Error(`nodb up did not get ready:\n${out}\n${err}`)), 30_000);
     proc.on('error', (e) => { clearTimeout(timer); fail(new Error(`cannot start ${NODB_BIN}: ${e.message}`)); });
     proc.on('exit', (code) => { clearTimeout(timer); fail(new Error(`nodb up exited (${code}):\n${err}`)); });
     proc.stdout.on('data', (d) => {
       out += d;
-      const m = out.match(/nodb up listening on (http:\/\/\S+)/);
-      if (m) {
+      const ready = out.match(/nodb up listening on (http:\/\/\S+)/);
+      const link = out.match(/open (http:\/\/\S+#token=\S+) in a browser/);
+      if (ready && (!auth || link)) {
         clearTimeout(timer);
-        ok({ url: m[1], proc, stderr: () => err });
+        ok({ url: ready[1], proc, stderr: () => err, link: link?.[1] ?? null });
       }
     });
   });
+}
+
+/**
+ * Runs `nodb ARGS…` to its end and resolves with what it printed on stdout
+ * (trimmed); rejects with its stderr if it fails.
+ */
+export function nodb(...args) {
+  return new Promise((ok, fail) => {
+    execFile(NODB_BIN, args, { timeout: 30_000 }, (e, stdout, stderr) => {
+      if (e) fail(new Error(`nodb ${args.join(' ')} failed: ${e.message}\n${stderr}`));
+      else ok(stdout.trim());
+    });
+  });
+}
+
+/** A new signing key in a fresh directory (`nodb keygen FILE`); resolves with its path. */
+export async function keygen() {
+  const file = join(mkdtempSync(join(tmpdir(), 'nodb-key-')), 'nodb.key');
+  await nodb('keygen', file);
+  return file;
+}
+
+/** A token signed with `key` (`nodb token --key KEY ARGS…`), e.g. `mintToken(key, '--client', 'ana', '--ttl', '10m')`. */
+export function mintToken(key, ...args) {
+  return nodb('token', '--key', key, ...args);
 }
 
 /** Kills a started process with `signal` and waits for it to exit. */
@@ -90,11 +119,14 @@ export function launchBrowser() {
 
 /**
  * The committed actions in the log, read from `GET /actions?from=1` up to
- * the head that the first heartbeat announces.
+ * the head that the first heartbeat announces (with `token`, on a server
+ * with auth on).
  */
-export async function readLog(url) {
+export async function readLog(url, token = null) {
   const controller = new AbortController();
-  const res = await fetch(`${url}/actions?from=1`, { signal: controller.signal });
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const res = await fetch(`${url}/actions?from=1`, { signal: controller.signal, headers });
+  if (!res.ok) throw new Error(`GET /actions: ${res.status} ${await res.text()}`);
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
   const actions = [];

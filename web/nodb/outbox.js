@@ -2,6 +2,9 @@
 // before they are sent, so each reaches the log exactly once across
 // disconnections and reloads; and the client ids they are numbered under,
 // one per tab, handed out with Web Locks so a closed tab's outbox is adopted.
+// A minted id is a prefix and 12 random hex digits: `web-` by default, and
+// `<sub>.` under a token whose `sub` is the client the bearer acts as (the
+// server accepts `<sub>.<anything>`); only ids with the prefix are adopted.
 //
 // Storage keys: "nodb:clients" (the ids this origin has used),
 // "nodb:next:<id>" (the next action number), "nodb:outbox:<id>" (the
@@ -45,12 +48,26 @@ function readJson(storage, key, fallback) {
   try { return JSON.parse(storage.getItem(key) ?? 'null') ?? fallback; } catch { return fallback; }
 }
 
-/** A new client id: `web-` and 12 hex digits. */
-export function mintId() {
+/** The prefix of minted client ids without a token. */
+export const DEFAULT_PREFIX = 'web-';
+
+/**
+ * A new client id: `prefix` and 12 hex digits.
+ * @param {string} [prefix]
+ */
+export function mintId(prefix = DEFAULT_PREFIX) {
   const b = new Uint8Array(6);
   globalThis.crypto.getRandomValues(b);
-  return 'web-' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return prefix + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
+
+/**
+ * The stored ids with `prefix`.
+ * @param {StorageLike} storage
+ * @param {string} prefix
+ * @returns {string[]}
+ */
+const storedIds = (storage, prefix) => readJson(storage, CLIENTS_KEY, /** @type {string[]} */ ([])).filter((id) => id.startsWith(prefix));
 
 /**
  * The number of action id `id` (`<client>:<n>`).
@@ -59,44 +76,57 @@ export function mintId() {
 export const numberOf = (id) => Number(id.slice(id.lastIndexOf(':') + 1));
 
 /**
- * Mints a client id and adds it to the stored list.
+ * Adds `id` to the stored list.
  * @param {StorageLike} storage
+ * @param {string} id
  */
-export function mintStoredId(storage) {
-  const id = mintId();
+function storeId(storage, id) {
   storage.setItem(CLIENTS_KEY, JSON.stringify([...readJson(storage, CLIENTS_KEY, /** @type {string[]} */ ([])), id]));
   return id;
 }
 
 /**
- * The client id without Web Locks: the single stored id (Node, tests) - but
- * in a page, where tabs share localStorage, an id per tab kept in
- * sessionStorage (no clash; the outbox of a tab closed for good is then not
- * adopted). `explicitStorage`: the caller chose the storage (no sessionStorage then).
+ * Mints a client id with `prefix` and adds it to the stored list.
+ * @param {StorageLike} storage
+ * @param {string} [prefix]
+ */
+export function mintStoredId(storage, prefix) {
+  return storeId(storage, mintId(prefix));
+}
+
+/**
+ * The client id without Web Locks: the single stored id with `prefix`
+ * (Node, tests) - but in a page, where tabs share localStorage, an id per tab
+ * kept in sessionStorage (no clash; the outbox of a tab closed for good is
+ * then not adopted). `explicitStorage`: the caller chose the storage (no
+ * sessionStorage then).
  * @param {StorageLike} storage
  * @param {boolean} explicitStorage
+ * @param {string} [prefix]
  * @returns {string}
  */
-export function idWithoutLocks(storage, explicitStorage) {
+export function idWithoutLocks(storage, explicitStorage, prefix = DEFAULT_PREFIX) {
   /** @type {StorageLike | null} */
   let tab = null;
   try { if (!explicitStorage) tab = globalThis.sessionStorage ?? null; } catch { /* denied */ }
-  if (!tab) return readJson(storage, CLIENTS_KEY, /** @type {string[]} */ ([]))[0] ?? mintStoredId(storage);
-  const id = tab.getItem('nodb:client') ?? mintStoredId(storage);
+  if (!tab) return storedIds(storage, prefix)[0] ?? mintStoredId(storage, prefix);
+  const kept = tab.getItem('nodb:client');
+  const id = kept?.startsWith(prefix) ? kept : mintStoredId(storage, prefix);
   tab.setItem('nodb:client', id);
   return id;
 }
 
 /**
- * Picks a client id with Web Locks: the first id of the stored list whose
- * lock is free (so that its outbox is adopted), else a new one; the lock is
- * held until `released` resolves.
+ * Picks a client id with Web Locks: the first id with `prefix` of the stored
+ * list whose lock is free (so that its outbox is adopted), else a new one;
+ * the lock is held until `released` resolves.
  * @param {StorageLike} storage
  * @param {LocksLike} locks
  * @param {Promise<void>} released
+ * @param {string} [prefix]
  * @returns {Promise<string>}
  */
-export async function pickClientId(storage, locks, released) {
+export async function pickClientId(storage, locks, released, prefix = DEFAULT_PREFIX) {
   /** @param {string} id @returns {Promise<boolean>} */
   const tryLock = (id) => new Promise((resolve, reject) => {
     locks.request(`nodb:client:${id}`, { ifAvailable: true }, (lock) => {
@@ -105,13 +135,10 @@ export async function pickClientId(storage, locks, released) {
     }).catch(reject);
   });
   return locks.request(CLIENTS_KEY, async () => {
-    /** @type {string[]} */
-    const ids = readJson(storage, CLIENTS_KEY, []);
-    for (const id of ids) if (await tryLock(id)) return id;
+    for (const id of storedIds(storage, prefix)) if (await tryLock(id)) return id;
     let id;
-    do id = mintId(); while (!(await tryLock(id)));
-    storage.setItem(CLIENTS_KEY, JSON.stringify([...readJson(storage, CLIENTS_KEY, /** @type {string[]} */ ([])), id]));
-    return id;
+    do id = mintId(prefix); while (!(await tryLock(id)));
+    return storeId(storage, id);
   });
 }
 

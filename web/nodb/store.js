@@ -1,20 +1,34 @@
 // The store: a live, read-only replica of one view (state, seq, sources,
 // status; subscribe and events), and dispatch through the outbox. It reads
 // the stream's messages (docs/protocol.md): snapshot, patch, ack, rejected,
-// error. The socket is the Connection's job, numbering and storing actions
-// the Outbox's, applying patches applyPatch's.
+// error. The socket and its access token are the Connection's job, numbering
+// and storing actions the Outbox's, applying patches applyPatch's.
 
 /**
- * @import { Action, ConnectOptions, Dispatched, Json, LocksLike, Status, StoreEvents } from '../nodb.js'
+ * @import { Action, ConnectOptions, Dispatched, Json, LocksLike, Status, StorageLike, StoreEvents } from '../nodb.js'
  * @import { SocketLike } from './connection.js'
  */
 
 import { applyPatch, isObj } from './patch.js';
-import { Connection, backoffDelay, streamUrl } from './connection.js';
-import { Outbox, defaultStorage, idWithoutLocks, mintStoredId, numberOf, pickClientId } from './outbox.js';
+import { Connection, Token, backoffDelay, streamUrl, tokenClaims } from './connection.js';
+import { DEFAULT_PREFIX, Outbox, defaultStorage, idWithoutLocks, mintStoredId, numberOf, pickClientId } from './outbox.js';
 
-/** Error codes after which an action can never be accepted: it leaves the outbox. */
-const PERMANENT = new Set(['invalid_action', 'bad_request', 'payload_too_large', 'malformed_json', 'unsupported_media_type']);
+/**
+ * Error codes after which an action can never be accepted: it leaves the
+ * outbox. (`forbidden`: the token may not dispatch its type; a new token
+ * would make it a new action.)
+ */
+const PERMANENT = new Set(['invalid_action', 'bad_request', 'payload_too_large', 'malformed_json', 'unsupported_media_type', 'forbidden']);
+
+/**
+ * The prefix of the client ids minted under `token`: `<sub>.` when it names
+ * a client, else the default.
+ * @param {string} token
+ */
+function idPrefix(token) {
+  const sub = tokenClaims(token)?.sub;
+  return typeof sub === 'string' && sub !== '' ? `${sub}.` : DEFAULT_PREFIX;
+}
 
 /**
  * An Error with a `code` (and more fields).
@@ -105,7 +119,10 @@ export class Store {
     this.#backoff = { initialMs: 250, maxMs: 10000, ...options.backoff };
     this.#state = /** @type {S} */ (options.initialState ?? null);
     this.#outbox = new Outbox(storage);
-    this.#connection = new Connection(streamUrl(url, options.view), { WebSocket, backoff: this.#backoff }, {
+    const token = options.token != null || options.getToken != null
+      ? new Token({ token: options.token, getToken: options.getToken })
+      : null;
+    this.#connection = new Connection(streamUrl(url, options.view), { WebSocket, backoff: this.#backoff, token }, {
       since: () => (this.#hasState ? this.#seq : null),
       status: (s) => this.#onConnection(s),
       message: (data) => this.#onMessage(data),
@@ -114,17 +131,57 @@ export class Store {
 
     this.#readOnly = !!options.readOnly;
     const locks = options.locks === undefined ? /** @type {LocksLike | undefined} */ (globalThis.navigator?.locks) : options.locks;
+    /** @param {string} prefix */
+    const pick = (prefix) => this.#pickId(prefix, storage, options.storage != null, locks);
     if (this.#readOnly) {
       this.#start(null); // no client id: nothing to number, no outbox to adopt
-    } else if (options.clientId || !locks) {
-      this.#start(options.clientId || idWithoutLocks(storage, options.storage != null));
+    } else if (options.clientId) {
+      this.#start(options.clientId);
+    } else if (token === null) {
+      pick(DEFAULT_PREFIX);
+    } else if (token.value !== null) {
+      pick(idPrefix(token.value));
     } else {
-      const released = new Promise((r) => { this.#release = () => r(undefined); });
-      pickClientId(storage, locks, released).then((id) => this.#start(id), (e) => {
-        this.#emit('error', { code: 'locks', message: `cannot pick a client id: ${e?.message ?? e}` });
-        this.#start(mintStoredId(storage));
-      });
+      // The id comes from the token's `sub`: the first token first.
+      this.#firstToken(token).then((t) => { if (t !== null) pick(idPrefix(t)); });
     }
+  }
+
+  /**
+   * Picks a client id minted with `prefix` (adopting a free one's outbox,
+   * with Web Locks), then starts.
+   * @param {string} prefix
+   * @param {StorageLike} storage
+   * @param {boolean} explicitStorage
+   * @param {LocksLike | null | undefined} locks
+   */
+  #pickId(prefix, storage, explicitStorage, locks) {
+    if (this.#status === 'closed') return;
+    if (!locks) return this.#start(idWithoutLocks(storage, explicitStorage, prefix));
+    const released = new Promise((r) => { this.#release = () => r(undefined); });
+    pickClientId(storage, locks, released, prefix).then((id) => this.#start(id), (e) => {
+      this.#emit('error', { code: 'locks', message: `cannot pick a client id: ${e?.message ?? e}` });
+      this.#start(mintStoredId(storage, prefix));
+    });
+  }
+
+  /**
+   * The first token from `getToken`, asked again with back-off until it
+   * gives one; null if the store is closed first.
+   * @param {Token} token
+   * @returns {Promise<string | null>}
+   */
+  async #firstToken(token) {
+    for (let attempt = 0; this.#status !== 'closed'; attempt++) {
+      try {
+        const t = await token.current();
+        if (t !== null) return t;
+      } catch (e) {
+        this.#emit('error', { code: 'token', message: `getToken failed: ${e instanceof Error ? e.message : e}` });
+      }
+      await new Promise((r) => setTimeout(r, backoffDelay(attempt, this.#backoff)));
+    }
+    return null;
   }
 
   /**
@@ -384,12 +441,14 @@ export class Store {
     this.#emit('rejected', { seq: m.seq, id: m.id, reason: m.reason, type: a?.type, payload: a?.payload });
   }
 
-  /** @param {{ code: string, message: string, id?: string | null, expected?: unknown }} m */
+  /** @param {{ code: string, message: string, id?: string | null, expected?: unknown, right?: string }} m */
   #onError(m) {
-    const info = { code: m.code, message: m.message, id: m.id ?? null };
+    const info = { code: m.code, message: m.message, id: m.id ?? null, ...(m.right == null ? {} : { right: m.right }) };
     const inOutbox = m.id != null && this.#outbox.has(m.id);
     if (m.code === 'unavailable') {
       this.#resendLater(); // keep everything in the outbox
+    } else if (m.code === 'unauthorized') {
+      this.#connection.renewToken(); // keep everything in the outbox for the next token
     } else if (m.code === 'out_of_order' && inOutbox) {
       const expected = expectedNumber(m);
       if (this.#outbox.hasNumber(expected)) {
@@ -407,7 +466,8 @@ export class Store {
       this.#outbox.remove(m.id);
       const r = this.#records.get(m.id);
       this.#records.delete(m.id);
-      const e = makeError(m.code, m.message, { id: m.id });
+      r?.promise?.catch(() => {}); // the 'error' event reports it too: no unhandled rejection when nobody awaits it
+      const e = makeError(m.code, m.message, m.right == null ? { id: m.id } : { id: m.id, right: m.right });
       r?.reject?.(e);
       r?.rejectApplied?.(e);
       this.#renumber(numberOf(m.id));

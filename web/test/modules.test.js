@@ -4,8 +4,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Outbox, memoryStorage, numberOf } from '../nodb/outbox.js';
-import { backoffDelay, streamUrl } from '../nodb/connection.js';
+import { Outbox, memoryStorage, mintId, numberOf } from '../nodb/outbox.js';
+import { backoffDelay, streamUrl, tokenClaims } from '../nodb/connection.js';
 import { connect } from '../nodb.js';
 
 test('the outbox numbers after the stored next number and every action it holds, and stores before returning', () => {
@@ -61,6 +61,26 @@ test('back-off: exponential with jitter in the upper half, capped', () => {
 test('stream URLs', () => {
   assert.equal(streamUrl('http://h:7400/', 'stock'), 'ws://h:7400/views/stock/stream');
   assert.equal(streamUrl('https://h/base/?x=1#y', 'a/b'), 'wss://h/base/views/a%2Fb/stream');
+});
+
+test('token claims: the JWT payload as base64url JSON (UTF-8, no padding), unverified', () => {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  // "~~~???" makes both base64url-only characters appear ("fn5-Pz8_").
+  const claims = { sub: 'ana.é', exp: 1795000000, x: '~~~???' };
+  assert.match(part(claims), /-.*_|_.*-/);
+  assert.deepEqual(tokenClaims(`${part({ alg: 'HS256' })}.${part(claims)}.sig`), claims);
+  for (const n of [1, 2, 3]) { // every padding length
+    const c = { s: 'x'.repeat(n) };
+    assert.deepEqual(tokenClaims(`h.${part(c)}.s`), c);
+  }
+  for (const bad of ['', 'abc', 'a..b', `h.${part([1])}.s`, `h.${part('str')}.s`, 'h.%%%.s', `h.${Buffer.from('{').toString('base64url')}.s`]) {
+    assert.equal(tokenClaims(bad), null, bad);
+  }
+});
+
+test('client ids are minted under a prefix', () => {
+  assert.match(mintId(), /^web-[0-9a-f]{12}$/);
+  assert.match(mintId('ana.'), /^ana\.[0-9a-f]{12}$/);
 });
 
 test("the store's internals are private", () => {

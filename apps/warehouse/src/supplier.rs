@@ -264,6 +264,12 @@ impl Supplier {
             .with_state(self.clone())
     }
 
+    /// The routes with a JSON 404 for any other path: what `nodb supplier`
+    /// serves.
+    pub fn app(&self) -> Router {
+        self.router().fallback(not_found)
+    }
+
     /// The orders, in order of creation.
     pub fn orders(&self) -> Vec<Order> {
         self.lock().orders.clone()
@@ -474,7 +480,7 @@ pub async fn serve(
     supplier: Supplier,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = supplier.router().fallback(not_found);
+    let app = supplier.app();
     axum::serve(listener.tap_io(no_delay), app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

@@ -4,11 +4,20 @@
 
 import { connect } from '/nodb.js';
 
-const stock = connect(location.origin, { view: 'stock' });
-const activity = connect(location.origin, { view: 'activity', readOnly: true }); // dispatches go through `stock`
+// With auth on, `nodb up --auth-key` prints a link /#token=<jwt>: the token
+// rides in the fragment, which is never sent to a server or logged. Without
+// one the page connects without a token (auth off).
+const tokenFromHash = () => new URLSearchParams(location.hash.slice(1)).get('token') || null;
+const token = tokenFromHash();
+const auth = token ? { token } : {};
+// A new link pasted into this tab: start again with its token.
+window.addEventListener('hashchange', () => { if (tokenFromHash() !== token) location.reload(); });
+
+const stock = connect(location.origin, { view: 'stock', ...auth });
+const activity = connect(location.origin, { view: 'activity', readOnly: true, ...auth }); // dispatches go through `stock`
 // Cascaded views: derived from the views above by `nodb up`'s cascades.
-const marketing = connect(location.origin, { view: 'marketing', readOnly: true });
-const lowstock = connect(location.origin, { view: 'lowstock', readOnly: true });
+const marketing = connect(location.origin, { view: 'marketing', readOnly: true, ...auth });
+const lowstock = connect(location.origin, { view: 'lowstock', readOnly: true, ...auth });
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -106,7 +115,7 @@ async function followReplay() {
     for (;;) {
       let health = null;
       try {
-        const res = await fetch('/health', { cache: 'no-store' });
+        const res = await fetch('/health', { cache: 'no-store', headers: token ? { authorization: `Bearer ${token}` } : {} });
         if (res.ok) health = await res.json();
       } catch { /* the server is away: the status pill says so; asked again on reconnect */ }
       const head = Number(health?.chronicler_head) || 0;
@@ -766,9 +775,11 @@ stock.on('rejected', ({ seq, reason } = {}) => { showRejection(reason, seq); ren
 // Errors the client library recovers from by itself (resyncing, resending,
 // reconnecting) are not worth a notice; the status pill tells the story.
 const QUIET = new Set(['gap', 'patch_failed', 'connect', 'out_of_order', 'locks']);
+const EXPIRED = 'The access token in this page\'s link has expired: open the page with a new #token= link. Actions are kept until then.';
 function onStoreError(title) {
   return (err = {}) => {
     if (QUIET.has(err.code)) { console.warn(`nodb ${title}:`, err.code, err.message); return; }
+    if (err.code === 'unauthorized') { notify('error', 'Access expired', EXPIRED, { timeout: 0, dedupeMs: 60_000 }); return; }
     // An error about one of our actions also fails its promise, which reports
     // it; notify() drops identical messages shown within a moment.
     notify('error', title, errorText(err), { dedupeMs: 10_000 });

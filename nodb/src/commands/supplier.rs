@@ -58,7 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         service::announce("supplier", listener.local_addr()?, guarded.tls.is_some());
-        let router = guarded.access.layer(Supplier::new().router());
+        let router = guarded.access.layer(Supplier::new().app());
         nodb_server::serve(listener, router, guarded.tls.as_ref(), shutdown).await.context("the server failed")?;
         tracing::info!("supplier stopped");
         Ok(())

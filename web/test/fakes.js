@@ -1,0 +1,116 @@
+// What the store tests share: a fake WebSocket server side, an in-memory
+// Storage, fake Web Locks, unsigned JWTs, and waiting helpers. Not a test
+// file itself (the runner takes test/*.test.js).
+
+/** A fake server side: `WS` is the WebSocket class to inject, `sockets` every socket made. */
+export function fakeServer({ onSend } = {}) {
+  const sockets = [];
+  class WS {
+    constructor(url) {
+      this.url = url;
+      this.sent = [];
+      this.readyState = 0;
+      this.closed = false;
+      sockets.push(this);
+    }
+    send(text) {
+      if (this.readyState !== 1) throw new Error('send on a socket that is not open');
+      const m = JSON.parse(text);
+      onSend?.(m, this);
+      this.sent.push(m);
+    }
+    close() {
+      this.readyState = 3;
+      this.closed = true;
+    }
+    // What the server (the test) does:
+    open() {
+      this.readyState = 1;
+      this.onopen?.({});
+    }
+    deliver(...msgs) {
+      for (const m of msgs) this.onmessage?.({ data: JSON.stringify(m) });
+    }
+    /** The connection fails or is lost (1006), or the server closes it with `code`. */
+    drop(code = 1006, reason = '') {
+      this.readyState = 3;
+      this.onclose?.({ code, reason });
+    }
+    get params() {
+      return new URL(this.url).searchParams;
+    }
+  }
+  return {
+    WS,
+    sockets,
+    get last() {
+      return sockets[sockets.length - 1];
+    },
+  };
+}
+
+export function memoryStorage() {
+  const map = new Map();
+  return {
+    map,
+    getItem: (k) => (map.has(k) ? map.get(k) : null),
+    setItem: (k, v) => void map.set(k, String(v)),
+    removeItem: (k) => void map.delete(k),
+    json: (k) => JSON.parse(map.get(k) ?? 'null'),
+  };
+}
+
+/** Web Locks (navigator.locks) with just what nodb uses. */
+export function fakeLocks() {
+  const held = new Set();
+  return {
+    held,
+    async request(name, opts, cb) {
+      if (typeof opts === 'function') [cb, opts] = [opts, {}];
+      if (held.has(name)) {
+        if (opts.ifAvailable) return cb(null);
+        while (held.has(name)) await sleep(1);
+      }
+      held.add(name);
+      try {
+        return await cb({ name, mode: 'exclusive' });
+      } finally {
+        held.delete(name);
+      }
+    },
+  };
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(cond, what = 'condition') {
+  for (let i = 0; i < 2000; i++) {
+    if (cond()) return;
+    await sleep(1);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Whether a promise has settled yet (after letting microtasks run). */
+export async function settled(p) {
+  let done = false;
+  p.then(() => { done = true; }, () => { done = true; });
+  await sleep(0);
+  return done;
+}
+
+export const fast = { initialMs: 1, maxMs: 4 };
+
+
+/** Base64url of a string's UTF-8 bytes, without padding. */
+const b64url = (text) => Buffer.from(text, 'utf8').toString('base64url');
+
+/**
+ * An (unsigned) JWT with `claims`: the client only reads its payload. `exp`
+ * in seconds from now when `ttl` is given.
+ */
+export function jwt(claims, { ttl } = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = ttl === undefined ? claims : { iat: now, exp: now + ttl, ...claims };
+  return `${b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${b64url(JSON.stringify(body))}.c2lnbmF0dXJl`;
+}
