@@ -13,11 +13,14 @@ import { chromium } from 'playwright-core';
 /** The repository's root. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/** Cargo's target directory: $CARGO_TARGET_DIR, else `target/` at the root. */
+const TARGET = process.env.CARGO_TARGET_DIR ? resolve(ROOT, process.env.CARGO_TARGET_DIR) : join(ROOT, 'target');
+
 /** The `nodb` binary: $NODB_BIN, else the debug build that `cargo nextest run` makes. */
-export const NODB_BIN = process.env.NODB_BIN ?? join(ROOT, 'target', 'debug', 'nodb');
+export const NODB_BIN = process.env.NODB_BIN ?? join(TARGET, 'debug', 'nodb');
 
 /** Where test artefacts (screenshots) go. */
-export const ARTIFACTS = join(ROOT, 'target', 'artifacts');
+export const ARTIFACTS = join(TARGET, 'artifacts');
 
 /** A free loopback port, chosen now. */
 export function freePort() {
