@@ -177,10 +177,19 @@ async fn relay_dispatch(
     }
     let id = peek.action.as_ref().and_then(|a| a["id"].as_str()).map(String::from);
     if relay.is_none() {
-        *relay = Some(open_relay(&s.chronicler, token).await.map_err(|e| ServerMessage::Error {
-            id: id.clone(),
-            code: ErrorCode::Unavailable,
-            message: format!("cannot reach the chronicler to dispatch: {e}"),
+        *relay = Some(open_relay(&s.chronicler, token).await.map_err(|e| {
+            // The chronicler's refusal (a token that may not dispatch, or
+            // has expired) is passed on as it is: retrying would not help.
+            match e.refusal().and_then(|r| r.code.map(|code| (code, r.message.clone()))) {
+                Some((code @ (ErrorCode::Unauthorized | ErrorCode::Forbidden), message)) => {
+                    ServerMessage::Error { id: id.clone(), code, message }
+                }
+                _ => ServerMessage::Error {
+                    id: id.clone(),
+                    code: ErrorCode::Unavailable,
+                    message: format!("cannot reach the chronicler to dispatch: {e}"),
+                },
+            }
         })?);
     }
     let sent = match relay {

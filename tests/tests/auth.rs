@@ -215,6 +215,22 @@ fn every_endpoint_answers_each_token_as_its_rights_say() {
             .json();
     assert_eq!(sub["state"], whole["state"]["products"]["apple"]);
     assert_ne!(sub["hash"], whole["hash"]);
+    // A dispatch relayed by the data view is checked against the sender's
+    // own token: a read-only token is told `forbidden`, not to retry.
+    let ws = format!("{}/views/stock/stream?token={}", url.replacen("http://", "ws://", 1), t.get("readonly").unwrap());
+    let (mut socket, _) = tungstenite::connect(ws).unwrap();
+    let dispatch = json!({"type": "dispatch", "action": correct("reader:1")});
+    socket.send(tungstenite::Message::text(dispatch.to_string())).unwrap();
+    let error = loop {
+        let m: Value = match socket.read().unwrap() {
+            tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            _ => continue,
+        };
+        if m["type"] == "error" {
+            break m;
+        }
+    };
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("forbidden"), Some("reader:1")), "{error}");
 }
 
 #[test]
