@@ -92,7 +92,10 @@ export interface ConnectOptions<S = Json> {
   backoff?: { initialMs?: number; maxMs?: number };
   /** Web Locks. Default: `navigator.locks` if present; `null` to go without. */
   locks?: LocksLike | null;
-  /** `getState()` before the first snapshot. Default: `null`. */
+  /**
+   * `getState()` before the first snapshot. Without it, `getState()` is
+   * `null` until then, and `connect` types the state as `S | null`.
+   */
   initialState?: S;
 }
 
@@ -157,13 +160,19 @@ export interface StoreEvents {
   error: { code: string; message: string; id?: string | null; right?: string };
   /** An action was acknowledged (also for actions adopted from a previous page). */
   ack: { id: string; seq: number | null; duplicate: boolean };
+  /** The number of unacknowledged actions ({@link Store.pending}) changed. */
+  pending: number;
   /** After every snapshot or patch, even one with no operations. */
   seq: number;
 }
 
 /** A live, read-only replica of one view, plus a way to dispatch actions. */
 export interface Store<S = Json> {
-  /** The current state. Never mutated in place: a change makes new objects along the changed paths only. */
+  /**
+   * The current state. Never mutated in place: a patch makes new objects
+   * along the changed paths only, and a snapshot (a resync) keeps the old
+   * object of every subtree that is equal to the old one.
+   */
   getState(): S;
   /** The seq the state reflects (0 before the first snapshot). */
   readonly seq: number;
@@ -175,8 +184,9 @@ export interface Store<S = Json> {
   /** Actions not yet acknowledged. */
   readonly pending: number;
   /**
-   * Calls `listener` after each state change: a snapshot or a patch with
-   * operations (not an empty patch). Redux-compatible; returns the unsubscribe function.
+   * Calls `listener` after each state change: a patch with operations, or a
+   * snapshot that differs from the state (not an empty patch, nor a resync
+   * that changed nothing). Redux-compatible; returns the unsubscribe function.
    */
   subscribe(listener: () => void): () => void;
   /** Listens to an event; returns the function that stops listening. */
@@ -185,9 +195,12 @@ export interface Store<S = Json> {
    * Sends an action. It is numbered and stored in the outbox first, so it is
    * sent exactly once into the log even across disconnections and reloads;
    * offline, it waits in the outbox. Rejects (both promises) with a
-   * {@link DispatchError} for permanent errors.
+   * {@link DispatchError} for permanent errors, and with code
+   * `invalid_action` for a payload that is not JSON (checked at run time:
+   * functions, symbols, bigints, non-finite numbers, Dates, Maps, class
+   * instances, cycles; properties that are `undefined` are left out).
    */
-  dispatch(type: string, payload?: Json, meta?: Record<string, string>): Dispatched;
+  dispatch(type: string, payload?: unknown, meta?: Record<string, string>): Dispatched;
   /** Closes the socket for good and releases the client id. Unacknowledged actions stay in the outbox. */
   close(): void;
 }
@@ -196,36 +209,140 @@ export interface Store<S = Json> {
  * Connects to view `options.view` of the nodb data view at `url` (e.g.
  * `location.origin`, "http://127.0.0.1:7400"; `http(s)` becomes `ws(s)`).
  */
-export function connect<S = Json>(url: string, options: ConnectOptions<S>): Store<S>;
+export function connect<S = Json>(url: string, options: ConnectOptions<S> & { initialState: S }): Store<S>;
+/** Without `initialState`, the state is `null` until the first snapshot. */
+export function connect<S = Json>(url: string, options: ConnectOptions<S>): Store<S | null>;
 
-/** A Redux action as nodb sends it. */
-export interface NodbAction {
+/** A Redux action as nodb sends it: `payload` must be JSON and `meta` an object of strings (checked at run time). */
+export interface NodbAction<P = unknown> {
   type: string;
-  payload?: Json;
+  payload?: P;
   meta?: Record<string, string>;
 }
 
-/** What react-redux's `<Provider store>` needs. */
-export interface ReduxStoreLike<S = Json> {
-  getState(): S;
-  subscribe(listener: () => void): () => void;
-  /** Sends the action to the server; returns the promise of {@link Store.dispatch}. */
-  dispatch(action: NodbAction): Dispatched;
+declare global {
+  interface SymbolConstructor {
+    /** Where Redux and RxJS look for an observable (declared the way Redux declares it). */
+    readonly observable: symbol;
+  }
 }
 
-/** A Redux-store facade over a nodb store, for react-redux's `<Provider>`. */
-export function createReduxStore<S>(store: Store<S>): ReduxStoreLike<S>;
+/** A Redux-style observable of the state (for RxJS's `from(store)`). */
+export interface StateObservable<S> {
+  subscribe(observer: { next?(state: S): void } | ((state: S) => void)): { unsubscribe(): void };
+  [Symbol.observable](): StateObservable<S>;
+}
+
+/** Called once for each action sent through an adapter that fails: refused by the server, rejected by a reducer, or the store closed first. */
+export type OnDispatchError = (error: DispatchError | RejectedError, action: { type: string }) => void;
 
 /**
- * Redux middleware: actions whose type matches are sent to the server (the
- * middleware returns the promise of {@link Store.dispatch}) instead of going on
- * to `next`. `types`: exact types, or prefixes ending with "/"; `match`: a predicate.
+ * A Redux `Store` (assignable to Redux's `Store<S>`, for react-redux's
+ * `<Provider store>`) over a nodb store: its state is the view's.
+ */
+export interface ReduxStore<S = Json> {
+  /**
+   * Sends a plain action to the server and returns it, as Redux does (its
+   * promises: {@link dispatched}, or use {@link ReduxStore.dispatchAsync}). A
+   * failure is reported to `onError` and by the nodb store's `rejected` and
+   * `error` events; never as an unhandled rejection. Throws a TypeError at
+   * once for a thunk or anything else that is not an action, and for a
+   * payload that is not JSON or a meta that is not an object of strings.
+   */
+  dispatch<A extends { type: string }>(action: A, ...extraArgs: any[]): A;
+  /** Sends `action` like `dispatch`, and returns its promises (see {@link Store.dispatch}). */
+  dispatchAsync(action: { type: string; payload?: unknown; meta?: unknown }): Dispatched;
+  getState(): S;
+  subscribe(listener: () => void): () => void;
+  /** Throws: the reducers are the server's. */
+  replaceReducer(nextReducer: unknown): never;
+  [Symbol.observable](): StateObservable<S>;
+}
+
+/** A Redux `Store` over a nodb store, for react-redux's `<Provider>`. */
+export function createReduxStore<S>(store: Store<S>, options?: { onError?: OnDispatchError }): ReduxStore<S>;
+
+/**
+ * The promises of an action object sent by {@link ReduxStore.dispatch} or
+ * {@link nodbMiddleware} (the very object dispatched); undefined for one
+ * that was not sent.
+ */
+export function dispatched(action: object): Dispatched | undefined;
+
+/** What a Redux middleware is given (Redux's `MiddlewareAPI`). */
+export interface MiddlewareApiLike {
+  dispatch: (action: any, ...extraArgs: any[]) => any;
+  getState(): any;
+}
+
+/** A Redux middleware (assignable to Redux's `Middleware`). */
+export interface NodbMiddleware {
+  (api: MiddlewareApiLike): (next: (action: unknown) => unknown) => (action: unknown) => unknown;
+}
+
+/** Which actions {@link nodbMiddleware} sends. */
+export type NodbMiddlewareOptions =
+  | {
+      /** Exact types, or prefixes ending with "/". */
+      types?: readonly string[];
+      match?: never;
+      onError?: OnDispatchError;
+    }
+  | {
+      /** A predicate on the type and the action. */
+      match: (type: string, action: any) => boolean;
+      types?: never;
+      onError?: OnDispatchError;
+    };
+
+/**
+ * Redux middleware sending the plain actions it matches to the nodb server
+ * instead of passing them on (and returning the action; its promises:
+ * {@link dispatched}). It never takes thunks, Redux's `@@…` actions,
+ * {@link createNodbSlice}'s, or Redux Toolkit's lifecycle actions
+ * (`…/pending`, `…/fulfilled`, `…/rejected` of `createAsyncThunk`); of the
+ * rest it takes `types` (exact, or prefixes ending with "/"), or those
+ * `match` accepts, or, with neither, all. A matched action that cannot be
+ * sent (a payload that is not JSON, a meta that is not an object of
+ * strings) throws a TypeError that says why.
  */
 export function nodbMiddleware(
   store: Store<any>,
-  which:
-    | { types: readonly string[]; match?: never }
-    | { match: (type: string, action: any) => boolean; types?: never }
-    | readonly string[]
-    | ((type: string, action: any) => boolean),
-): (api: any) => (next: (action: any) => any) => (action: any) => any;
+  options?: NodbMiddlewareOptions | readonly string[] | ((type: string, action: any) => boolean),
+): NodbMiddleware;
+
+/** The action that carries a view's new state into a {@link NodbSlice}. */
+export interface SyncedAction<S> {
+  type: string;
+  payload: S;
+}
+
+/** A slice of a Redux (Toolkit) store kept equal to a nodb view. */
+export interface NodbSlice<S, Name extends string = string> {
+  /** Where to mount `reducer` in the root reducer. */
+  name: Name;
+  /** The slice's reducer: the view's state (its initial state is the store's at creation). */
+  reducer: (state: S | undefined, action: { type: string; payload?: unknown }) => S;
+  /** Add to the Redux store's middleware: it dispatches `synced` at each change of the view. */
+  middleware: NodbMiddleware;
+  /** The action creator of `nodb/<name>/synced` (an RTK-style action creator with `type` and `match`). */
+  synced: ((state: S) => SyncedAction<S>) & { type: string; match(action: { type: string }): action is SyncedAction<S> };
+  /** Selects the slice from the root state. */
+  selectState: (root: { [K in Name]: S }) => S;
+}
+
+/**
+ * A slice of a Redux (Toolkit) store kept equal to the view of `store`: its
+ * state is the very object `store.getState()` returns (so unchanged
+ * subtrees keep their identity), updated by an action `nodb/<name>/synced`
+ * that its middleware dispatches at each change.
+ *
+ * ```ts
+ * const stockSlice = createNodbSlice(stock, { name: 'stock' });
+ * const app = configureStore({
+ *   reducer: { stock: stockSlice.reducer, ui: uiSlice.reducer },
+ *   middleware: (gDM) => gDM().concat(stockSlice.middleware, nodbMiddleware(stock, { types: ['stock/'] })),
+ * });
+ * ```
+ */
+export function createNodbSlice<S, Name extends string = 'nodb'>(store: Store<S>, options?: { name?: Name }): NodbSlice<S, Name>;

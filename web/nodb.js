@@ -7,14 +7,17 @@
 //   connection.js  the stream's WebSocket: reconnecting with back-off, `since`, the token
 //   outbox.js      actions numbered and stored before sending; client ids, Web Locks
 //   store.js       the store: state, seq, status, subscribe, dispatch
-//   redux.js       createReduxStore and nodbMiddleware
+//   redux.js       createReduxStore, nodbMiddleware, createNodbSlice, dispatched
+//
+// React hooks are a separate entry, react.js (`nodb/react`), so that this one
+// never depends on React.
 
 /** @import { ConnectOptions, Json } from './nodb.d.ts' */
 
 import { Store } from './nodb/store.js';
 
 export { applyPatch } from './nodb/patch.js';
-export { createReduxStore, nodbMiddleware } from './nodb/redux.js';
+export { createNodbSlice, createReduxStore, dispatched, nodbMiddleware } from './nodb/redux.js';
 
 /**
  * Connects to view `options.view` of the nodb data view at `url` (e.g.

@@ -9,7 +9,14 @@
 import type * as Declared from './nodb.js';
 import { applyPatch as applyPatchImpl } from './nodb/patch.js';
 import { Store as StoreImpl } from './nodb/store.js';
-import { createReduxStore as createReduxStoreImpl, nodbMiddleware as nodbMiddlewareImpl } from './nodb/redux.js';
+import {
+  createNodbSlice as createNodbSliceImpl,
+  createReduxStore as createReduxStoreImpl,
+  dispatched as dispatchedImpl,
+  nodbMiddleware as nodbMiddlewareImpl,
+} from './nodb/redux.js';
+import { usePending as usePendingImpl, useStatus as useStatusImpl, useView as useViewImpl } from './react.js';
+import type * as DeclaredReact from './react.d.ts';
 
 import {
   applyPatch,
@@ -30,6 +37,11 @@ export const implementsApplyPatch: typeof Declared.applyPatch = applyPatchImpl;
 export const implementsConnect: typeof Declared.connect = (url, options) => new StoreImpl(url, options);
 export const implementsCreateReduxStore: typeof Declared.createReduxStore = createReduxStoreImpl;
 export const implementsNodbMiddleware: typeof Declared.nodbMiddleware = nodbMiddlewareImpl;
+export const implementsCreateNodbSlice: typeof Declared.createNodbSlice = createNodbSliceImpl;
+export const implementsDispatched: typeof Declared.dispatched = dispatchedImpl;
+export const implementsUseView: typeof DeclaredReact.useView = useViewImpl;
+export const implementsUseStatus: typeof DeclaredReact.useStatus = useStatusImpl;
+export const implementsUsePending: typeof DeclaredReact.usePending = usePendingImpl;
 
 /** `true` only if A and B are the same type. */
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -88,7 +100,7 @@ async function sell(): Promise<number | null> {
   }
 }
 void sell();
-// @ts-expect-error: a payload is JSON
+// A payload is checked at run time (a Date is refused then), so any type is accepted here.
 store.dispatch('stock/sold', { when: new Date() });
 // @ts-expect-error: meta values are strings
 store.dispatch('stock/sold', null, { n: 1 });
@@ -132,7 +144,12 @@ applyPatch({}, [{ op: 'add', path: '/x' }]);
 const redux = createReduxStore(store);
 const s: Stock = redux.getState();
 void s;
-redux.dispatch({ type: 'stock/corrected', payload: { product: 'pear', location: 'back', quantity: 30 } }).applied.then((n) => n);
+redux.dispatchAsync({ type: 'stock/corrected', payload: { product: 'pear', location: 'back', quantity: 30 } }).applied.then((n) => n);
+const action = redux.dispatch({ type: 'stock/corrected', payload: { product: 'pear', location: 'back', quantity: 30 } });
+const payloadKept: number = action.payload.quantity;
+void payloadKept;
+// @ts-expect-error: a Redux dispatch returns the action, not a promise
+redux.dispatch({ type: 'stock/corrected' }).applied;
 const middleware = nodbMiddleware(store, { types: ['stock/'] });
 const byPredicate = nodbMiddleware(store, (type) => type.startsWith('stock/'));
 const byList = nodbMiddleware(store, ['stock/sold']);

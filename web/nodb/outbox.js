@@ -222,16 +222,18 @@ export class Outbox {
   }
 
   /**
-   * Renumbers the actions numbered `from` or more to from, from+1, ... (in
-   * place: the action objects get their new ids) and sets the next number
-   * after them. Returns the `[old, new]` ids.
+   * Renumbers the actions numbered `from` or more to start, start+1, ...
+   * (`start` is `from` unless given; in place: the action objects get their
+   * new ids) and sets the next number after them. Returns the `[old, new]`
+   * ids.
    * @param {number} from
+   * @param {number} [start]
    * @returns {Array<[string, string]>}
    */
-  renumber(from) {
+  renumber(from, start = from) {
     /** @type {Array<[string, string]>} */
     const changed = [];
-    let n = from;
+    let n = start;
     for (const a of this.#actions) {
       if (numberOf(a.id) < from) continue;
       const old = a.id;

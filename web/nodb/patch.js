@@ -202,3 +202,45 @@ export function applyPatch(doc, ops) {
   });
   return /** @type {T} */ (cur);
 }
+
+/**
+ * Structural sharing across a snapshot: returns `next` with every subtree
+ * that is deep-equal to the one at the same place in `prev` replaced by
+ * `prev`'s object, and `prev` itself when the two are equal throughout (as
+ * RTK Query's `copyWithStructuralSharing` does). So after a resync nothing
+ * that did not change gets a new identity, and `React.memo`, `useSelector`
+ * and memoized selectors see no change. `next` must be a fresh value this
+ * code owns (e.g. just parsed): its containers are reused and modified in
+ * place, and it must not be shared with anything else.
+ * @template T
+ * @param {unknown} prev
+ * @param {T} next
+ * @returns {T}
+ */
+export function shareEqual(prev, next) {
+  if (prev === next) return next;
+  if (Array.isArray(next)) {
+    if (!Array.isArray(prev)) return next;
+    let same = prev.length === next.length;
+    for (let i = 0; i < next.length; i++) {
+      if (i >= prev.length) { same = false; break; }
+      const v = shareEqual(prev[i], next[i]);
+      if (v === prev[i]) next[i] = v;
+      else same = false;
+    }
+    return same ? /** @type {T} */ (prev) : next;
+  }
+  if (isObj(next)) {
+    if (!isObj(prev)) return next;
+    const keys = Object.keys(next);
+    let same = keys.length === Object.keys(prev).length;
+    for (const k of keys) {
+      if (!has(prev, k)) { same = false; continue; }
+      const v = shareEqual(prev[k], next[k]);
+      if (v === prev[k]) setKey(next, k, v);
+      else same = false;
+    }
+    return same ? /** @type {T} */ (prev) : next;
+  }
+  return next;
+}

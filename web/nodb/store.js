@@ -9,7 +9,7 @@
  * @import { SocketLike } from './connection.js'
  */
 
-import { applyPatch, isObj } from './patch.js';
+import { applyPatch, isObj, shareEqual } from './patch.js';
 import { Connection, Token, backoffDelay, streamUrl, tokenClaims } from './connection.js';
 import { DEFAULT_PREFIX, Outbox, defaultStorage, idWithoutLocks, mintStoredId, numberOf, pickClientId } from './outbox.js';
 
@@ -39,6 +39,73 @@ function idPrefix(token) {
  */
 function makeError(code, message, extra) {
   return Object.assign(new Error(message), { code }, extra);
+}
+
+/**
+ * A plain JSON copy of `value`, or a TypeError naming the first part that is
+ * not JSON: a function, symbol, bigint, a number that is not finite, an
+ * object that is not plain (a Date, a Map, a class instance) or a cycle.
+ * Properties whose value is `undefined` are left out (as `JSON.stringify`
+ * does; optional fields of a TypeScript interface), and `undefined` in an
+ * array or as the whole payload becomes `null`.
+ * @param {unknown} value
+ * @param {string} [path]
+ * @param {Set<object>} [seen]
+ * @returns {Json}
+ */
+export function jsonCopy(value, path = '', seen = new Set()) {
+  if (value === undefined || value === null) return null;
+  switch (typeof value) {
+    case 'string': case 'boolean': return value;
+    case 'number':
+      if (Number.isFinite(value)) return value;
+      throw new TypeError(`${path || 'the payload'} is ${value}, which JSON cannot hold`);
+    case 'object': {
+      if (seen.has(value)) throw new TypeError(`${path || 'the payload'} contains itself (a cycle)`);
+      seen.add(value);
+      try {
+        if (Array.isArray(value)) return value.map((v, i) => jsonCopy(v, `${path}[${i}]`, seen));
+        const proto = Object.getPrototypeOf(value);
+        if (proto !== Object.prototype && proto !== null) {
+          throw new TypeError(`${path || 'the payload'} is a ${proto?.constructor?.name ?? 'non-plain object'}, not a plain object (convert it first, e.g. a Date with toISOString())`);
+        }
+        /** @type {Record<string, Json>} */
+        const out = {};
+        for (const [k, v] of Object.entries(value)) {
+          if (v === undefined) continue;
+          const copy = jsonCopy(v, `${path}.${k}`, seen);
+          if (k === '__proto__') Object.defineProperty(out, k, { value: copy, writable: true, enumerable: true, configurable: true });
+          else out[k] = copy;
+        }
+        return out;
+      } finally {
+        seen.delete(value);
+      }
+    }
+    default:
+      throw new TypeError(`${path || 'the payload'} is a ${typeof value}, which JSON cannot hold`);
+  }
+}
+
+/**
+ * Checks an action and makes the copy that is sent: `type` a non-empty
+ * string, `payload` JSON ({@link jsonCopy}), `meta` absent or an object of
+ * strings. Throws an Error with code `invalid_action` that says what is wrong.
+ * @param {unknown} type
+ * @param {unknown} payload
+ * @param {unknown} meta
+ * @returns {{ type: string, payload: Json, meta?: Record<string, string> }}
+ */
+export function prepareAction(type, payload, meta) {
+  if (typeof type !== 'string' || type === '') throw makeError('invalid_action', 'an action type must be a non-empty string');
+  if (meta != null && (!isObj(meta) || Object.values(meta).some((v) => typeof v !== 'string'))) {
+    throw makeError('invalid_action', `the meta of ${type} must be an object of strings`);
+  }
+  let json;
+  try { json = jsonCopy(payload); } catch (e) {
+    throw makeError('invalid_action', `the payload of ${type} is not JSON: ${e instanceof Error ? e.message : e}`);
+  }
+  return meta == null ? { type, payload: json } : { type, payload: json, meta: { .../** @type {Record<string, string>} */ (meta) } };
 }
 
 /**
@@ -192,6 +259,7 @@ export class Store {
     if (this.#status === 'closed') return;
     for (const action of this.#outbox.adopt(id)) this.#records.set(action.id, { action });
     for (const record of this.#early.splice(0)) this.#enqueue(record);
+    this.#pendingChanged();
     this.#connection.start(id);
   }
 
@@ -278,7 +346,7 @@ export class Store {
    * Numbers `{type, payload, meta}`, stores it in the outbox and sends it. The promise resolves
    * with its seq once acknowledged; `.applied` once the state includes it (rejects if a reducer refused it).
    * @param {string} type
-   * @param {Json} [payload]
+   * @param {unknown} [payload]
    * @param {Record<string, string>} [meta]
    * @returns {Dispatched}
    */
@@ -291,26 +359,32 @@ export class Store {
     promise.applied = new Promise((resolve, reject) => Object.assign(record, { resolveApplied: resolve, rejectApplied: reject }));
     promise.applied.catch(() => {}); // awaiting `.applied` is optional
     record.promise = promise;
-    /** @param {string} code @param {string} message */
-    const fail = (code, message) => {
-      const e = makeError(code, message);
+    /** @param {Error} e */
+    const fail = (e) => {
       record.reject?.(e);
       record.rejectApplied?.(e);
       return promise;
     };
-    if (this.#status === 'closed') return fail('closed', 'the store is closed');
-    if (this.#readOnly) return fail('read_only', 'this store was connected with readOnly: true');
-    if (typeof type !== 'string' || type === '') return fail('invalid_action', 'an action type must be a non-empty string');
-    if (meta != null && (!isObj(meta) || Object.values(meta).some((v) => typeof v !== 'string'))) {
-      return fail('invalid_action', 'meta must be an object of strings');
+    if (this.#status === 'closed') return fail(makeError('closed', 'the store is closed'));
+    if (this.#readOnly) return fail(makeError('read_only', 'this store was connected with readOnly: true'));
+    try { Object.assign(action, prepareAction(type, payload, meta)); } catch (e) {
+      return fail(/** @type {Error} */ (e));
     }
-    try { action.payload = JSON.parse(JSON.stringify(payload) ?? 'null'); } catch (e) { // a plain JSON copy
-      return fail('invalid_action', `the payload is not JSON: ${e instanceof Error ? e.message : e}`);
-    }
-    if (meta != null) action.meta = { ...meta };
     if (this.clientId === null) this.#early.push(record);
     else this.#enqueue(record);
+    this.#pendingChanged();
     return promise;
+  }
+
+  /** The `pending` count last emitted. */
+  #lastPending = 0;
+
+  /** Emits `pending` if the count of unacknowledged actions changed. */
+  #pendingChanged() {
+    const n = this.pending;
+    if (n === this.#lastPending) return;
+    this.#lastPending = n;
+    this.#emit('pending', n);
   }
 
   /**
@@ -366,10 +440,14 @@ export class Store {
 
   /** @param {{ seq: number, state: S, sources?: Record<string, number> }} m */
   #onSnapshot(m) {
-    this.#state = m.state;
+    // Subtrees equal to the old ones keep their old objects: a resync
+    // re-renders only what changed, and nothing when nothing did.
+    const state = shareEqual(this.#state, m.state);
+    const changed = state !== this.#state || !this.#hasState;
+    this.#state = state;
     this.#sources = m.sources ?? null;
     this.#hasState = true;
-    this.#advance(m.seq, true);
+    this.#advance(m.seq, changed);
   }
 
   /** @param {{ seq: number, from?: number, ops?: unknown, sources?: Record<string, number> }} m */
@@ -418,6 +496,7 @@ export class Store {
   /** @param {{ id: string, seq?: number | null, duplicate?: boolean }} m */
   #onAck(m) {
     this.#outbox.remove(m.id);
+    this.#pendingChanged();
     this.#unavailable = 0;
     this.#emit('ack', { id: m.id, seq: m.seq ?? null, duplicate: !!m.duplicate });
     const r = this.#records.get(m.id);
@@ -461,6 +540,16 @@ export class Store {
       this.#emit('error', info);
       this.#connection.drop();
       return;
+    } else if (m.code === 'id_reused' && inOutbox) {
+      // That number already belongs to another action (storage restored from
+      // an old copy, or an id copied to another tab): renumber the unsent
+      // tail from the next free number the server names.
+      const expected = expectedNumber(m);
+      if (!(expected > 0)) return this.#emit('error', info);
+      this.#renumber(numberOf(/** @type {string} */ (m.id)), expected);
+      this.#emit('error', info);
+      this.#connection.drop();
+      return;
     } else if (PERMANENT.has(m.code) && m.id != null && inOutbox) {
       // The action can never be accepted: drop it and close the gap it leaves in the numbering.
       this.#outbox.remove(m.id);
@@ -471,18 +560,21 @@ export class Store {
       r?.reject?.(e);
       r?.rejectApplied?.(e);
       this.#renumber(numberOf(m.id));
+      this.#pendingChanged();
       this.#connection.drop();
     }
     this.#emit('error', info);
   }
 
   /**
-   * Renumbers the outbox from `from` on, keeping each action's promises.
+   * Renumbers the outbox from `from` on (to `start` on, when given),
+   * keeping each action's promises.
    * @param {number} from
+   * @param {number} [start]
    */
-  #renumber(from) {
+  #renumber(from, start = from) {
     const moved = [];
-    for (const [old, id] of this.#outbox.renumber(from)) {
+    for (const [old, id] of this.#outbox.renumber(from, start)) {
       const r = this.#records.get(old);
       this.#records.delete(old);
       if (r) moved.push(/** @type {const} */ ([id, r]));
@@ -506,11 +598,12 @@ export class Store {
     for (const r of this.#early) { r.promise?.catch(() => {}); r.reject?.(e); r.rejectApplied?.(e); }
     this.#early = [];
     this.#records.clear();
+    this.#pendingChanged();
   }
 }
 
 /**
- * The action number an `out_of_order` error expects next: its `expected`
+ * The action number an `out_of_order` (or `id_reused`) error expects next: its `expected`
  * field (a number, or an action id `<client>:<n>`) when the server sends
  * one, else the last number in its message ("... expected c:2 next").
  * @param {{ message?: string, expected?: unknown }} m

@@ -89,3 +89,28 @@ test('__proto__ keys are plain data', () => {
   assert.deepEqual(next.__proto__, { x: 1, y: 2 });
   assert.equal(({}).y, undefined);
 });
+
+test('shareEqual: equal subtrees keep the old objects, the whole when all is equal', async () => {
+  const { shareEqual } = await import('../nodb/patch.js');
+  const prev = { a: { x: [1, { y: 2 }] }, b: { z: 1 }, c: [1, 2] };
+  const same = JSON.parse(JSON.stringify(prev));
+  assert.equal(shareEqual(prev, same), prev);
+  const changed = JSON.parse('{"a":{"x":[1,{"y":3}]},"b":{"z":1},"c":[1,2,3],"d":null}');
+  const out = shareEqual(prev, changed);
+  assert.notEqual(out, prev);
+  assert.equal(out.b, prev.b);
+  assert.notEqual(out.a, prev.a);
+  assert.notEqual(out.c, prev.c);
+  assert.deepEqual(out, JSON.parse('{"a":{"x":[1,{"y":3}]},"b":{"z":1},"c":[1,2,3],"d":null}'));
+  assert.equal(out.a.x[1].y, 3);
+  // A removed key, a shorter array, a type change, and a "__proto__" key.
+  assert.notEqual(shareEqual({ a: 1, b: 2 }, { a: 1 }), undefined);
+  assert.deepEqual(shareEqual({ a: 1, b: 2 }, { a: 1 }), { a: 1 });
+  assert.deepEqual(shareEqual([1, 2], [1]), [1]);
+  assert.deepEqual(shareEqual({ a: [1] }, { a: { 0: 1 } }), { a: { 0: 1 } });
+  const proto = JSON.parse('{"__proto__":{"k":1},"o":{"k":2}}');
+  const prevProto = JSON.parse('{"__proto__":{"k":1},"o":{"k":3}}');
+  const shared = shareEqual(prevProto, proto);
+  assert.equal(Object.getPrototypeOf(shared), Object.prototype, 'never sets a prototype');
+  assert.equal(Object.getOwnPropertyDescriptor(shared, '__proto__').value, Object.getOwnPropertyDescriptor(prevProto, '__proto__').value);
+});

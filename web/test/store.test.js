@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, createReduxStore } from '../nodb.js';
+import { connect, createReduxStore, dispatched } from '../nodb.js';
 import { fakeLocks, fakeServer, fast, memoryStorage, settled, sleep, waitFor } from './fakes.js';
 
 // ---------------------------------------------------------------------------
@@ -317,6 +317,23 @@ test('unavailable keeps the action and re-sends it later; out_of_order after los
   store.close();
 });
 
+test('id_reused renumbers the unsent tail from the next free number', async () => {
+  const { server, storage, store } = setup();
+  server.last.open();
+  // Storage restored from an old copy: number 3 was already used by another action.
+  storage.setItem('nodb:next:c', '3');
+  const q = store.dispatch('b');
+  assert.equal(server.last.sent[0].action.id, 'c:3');
+  server.last.deliver({ type: 'error', id: 'c:3', code: 'id_reused', expected: 7, message: 'c:3 was used by another action' });
+  await waitFor(() => server.sockets.length === 2, 'the reconnect');
+  server.last.open();
+  assert.deepEqual(server.last.sent.map((m) => m.action.id), ['c:7']);
+  server.last.deliver({ type: 'ack', id: 'c:7', seq: 7, duplicate: false });
+  assert.equal(await q, 7);
+  assert.equal(storage.getItem('nodb:next:c'), '8');
+  store.close();
+});
+
 test('out_of_order reads a structured `expected` field before the message', async () => {
   for (const expected of [2, 'c:2', '2']) {
     const { server, storage, store } = setup();
@@ -379,7 +396,9 @@ test('createReduxStore over a live store', async () => {
   server.last.deliver({ type: 'snapshot', seq: 1, state: { n: 1 } });
   assert.deepEqual(redux.getState(), { n: 1 });
   assert.equal(calls, 1);
-  const p = redux.dispatch({ type: 'n/add', payload: 2, meta: { user: 'ana' } });
+  const action = { type: 'n/add', payload: 2, meta: { user: 'ana' } };
+  assert.equal(redux.dispatch(action), action, 'a Redux dispatch returns the action');
+  const p = dispatched(action);
   assert.deepEqual(server.last.sent[0].action, { id: 'c:1', type: 'n/add', payload: 2, meta: { user: 'ana' } });
   server.last.deliver({ type: 'ack', id: 'c:1', seq: 2, duplicate: false }, { type: 'patch', seq: 2, ops: [{ op: 'replace', path: '/n', value: 3 }] });
   assert.equal(await p.applied, 2);
@@ -421,5 +440,74 @@ test('a read-only store takes no client id, adopts no outbox and refuses dispatc
   assert.deepEqual(server.last.sent, [], 'the outbox of another client is left alone');
   await assert.rejects(store.dispatch('t', 1), (e) => e.code === 'read_only');
   assert.equal(storage.json('nodb:outbox:web-left').length, 1);
+  store.close();
+});
+
+test('a resync keeps the objects of unchanged subtrees, and notifies nobody when nothing changed (issue 19)', async () => {
+  const { server, store } = setup();
+  server.last.open();
+  const state = (pearTotal) => ({
+    products: { pear: { total: pearTotal, locations: { shelf: pearTotal } }, fig: { total: 2, locations: { shelf: 2 } } },
+    order: ['pear', 'fig'],
+    total: pearTotal + 2,
+  });
+  server.last.deliver({ type: 'snapshot', seq: 1, state: state(1) });
+  const first = store.getState();
+  let calls = 0;
+  store.subscribe(() => calls++);
+  const seqs = [];
+  store.on('seq', (s) => seqs.push(s));
+
+  // The same state again (a resync): the very same object, no notification.
+  server.last.deliver({ type: 'snapshot', seq: 2, state: state(1) });
+  assert.equal(store.getState(), first);
+  assert.equal(calls, 0);
+  assert.deepEqual(seqs, [2], 'seq moves on');
+
+  // One product changed: it and its ancestors are new, the rest is the old.
+  server.last.deliver({ type: 'snapshot', seq: 3, state: state(5) });
+  const next = store.getState();
+  assert.equal(calls, 1);
+  assert.notEqual(next, first);
+  assert.notEqual(next.products.pear, first.products.pear);
+  assert.equal(next.products.pear.total, 5);
+  assert.equal(next.products.fig, first.products.fig);
+  assert.equal(next.order, first.order);
+  assert.deepEqual(next, state(5));
+  store.close();
+});
+
+test('the pending event follows the count of unacknowledged actions', async () => {
+  const { server, store } = setup();
+  const counts = [];
+  store.on('pending', (n) => counts.push(n));
+  store.dispatch('a'); // offline: waits in the outbox
+  store.dispatch('b');
+  server.last.open();
+  server.last.deliver({ type: 'ack', id: 'c:1', seq: 1 }, { type: 'ack', id: 'c:2', seq: 2 });
+  assert.deepEqual(counts, [1, 2, 1, 0]);
+  assert.equal(store.pending, 0);
+  store.close();
+});
+
+test('payloads are checked at run time: JSON only, undefined fields left out', async () => {
+  const { server, store } = setup();
+  server.last.open();
+  for (const [payload, why] of [
+    [{ when: new Date(0) }, /\.when is a Date/],
+    [{ f: () => 1 }, /\.f is a function/],
+    [[1, Infinity], /\[1\] is Infinity/],
+    [new Map(), /is a Map/],
+    [Symbol('s'), /symbol/],
+  ]) {
+    await assert.rejects(store.dispatch('t', payload), (e) => e.code === 'invalid_action' && why.test(e.message), String(why));
+  }
+  const cycle = { a: {} };
+  cycle.a.back = cycle;
+  await assert.rejects(store.dispatch('t', cycle), /cycle/);
+  // Shared (not cyclic) subtrees are fine; undefined fields are left out.
+  const shared = { x: 1 };
+  store.dispatch('t', { a: shared, b: shared, c: undefined, d: [undefined], e: Object.create(null) });
+  assert.deepEqual(server.last.sent[0].action.payload, { a: { x: 1 }, b: { x: 1 }, d: [null], e: {} });
   store.close();
 });
