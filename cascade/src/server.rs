@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nodb_auth::ReadScope;
 use nodb_server::Caller;
+use nodb_server::metrics::Labels;
 use nodb_shared::protocol::{ErrorCode, ServerMessage};
 use nodb_viewserver::session::{serve_session, text};
 use nodb_viewserver::{ApiError, CatchUp, Feed, Hooks};
@@ -82,7 +83,8 @@ pub fn router(state: ServerState) -> Router {
                 axum::Json(json!({"views": listing(&s, &caller)}))
             }),
         )
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .method_not_allowed_fallback(nodb_server::method_not_allowed);
     let routes = view_routes(state.clone()).merge(status_routes(state)).merge(list);
     access.layer(routes.fallback(move |uri: axum::http::Uri| {
         let names = names.join(", ");
@@ -130,19 +132,24 @@ pub fn view_routes(state: ServerState) -> Router {
                     move |State(s): State<ServerState>,
                           caller: Caller,
                           q: Result<Query<StreamQuery>, QueryRejection>,
+                          limits: nodb_server::SocketLimits,
                           up: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| async move {
-                        stream(s, caller, i, q, up)
+                        stream(s, caller, i, q, up.map(|u| limits.apply(u)))
                     },
                 ),
             );
     }
-    r.with_state(state)
+    r.with_state(state).method_not_allowed_fallback(nodb_server::method_not_allowed)
 }
 
 /// `GET /health` and `GET /metrics` (nest them elsewhere to serve them
 /// beside another service's).
 pub fn status_routes(state: ServerState) -> Router {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .method_not_allowed_fallback(nodb_server::method_not_allowed)
 }
 
 /// `router` with its `GET /views` answer (a JSON `{"views": [...]}`) also
@@ -382,106 +389,74 @@ async fn health(State(s): State<ServerState>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<ServerState>, caller: Caller) -> Result<Response, ApiError> {
     caller.grant.must_be_admin("reading metrics")?;
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
+    let mut out = nodb_server::Scrape::new();
+    let per_cascade = |f: &dyn Fn(&Served) -> u64| -> Vec<(Labels, u64)> {
+        s.cascades.iter().map(|c| (vec![("cascade", c.hub.name().to_string())], f(c))).collect()
     };
-    let per_cascade = |f: &dyn Fn(&Served) -> String| -> Vec<(String, String)> {
-        s.cascades.iter().map(|c| (format!("cascade=\"{}\"", c.hub.name()), f(c))).collect()
-    };
-    let secs = |nanos: u64| format!("{}", nanos as f64 / 1e9);
-    family(
-        "nodb_cascade_seq",
-        "gauge",
-        "The seq of the latest update.",
-        per_cascade(&|c| c.hub.current_seq().to_string()),
-    );
-    family(
-        "nodb_cascade_updates_total",
-        "counter",
-        "Updates made.",
-        per_cascade(&|c| c.hub.metrics.updates.load(Relaxed).to_string()),
-    );
-    family(
-        "nodb_cascade_upstream_changes_total",
-        "counter",
+    out.gauges("nodb_cascade_seq", "The seq of the latest update.", per_cascade(&|c| c.hub.current_seq()));
+    out.counters("nodb_cascade_updates", "Updates made.", per_cascade(&|c| c.hub.metrics.updates.load(Relaxed)));
+    out.counters(
+        "nodb_cascade_upstream_changes",
         "Upstream messages folded into updates.",
-        per_cascade(&|c| c.stats.changes.load(Relaxed).to_string()),
+        per_cascade(&|c| c.stats.changes.load(Relaxed)),
     );
-    family(
-        "nodb_cascade_reducer_panics_total",
-        "counter",
+    out.counters(
+        "nodb_cascade_reducer_panics",
         "Reducer panics caught.",
-        per_cascade(&|c| c.stats.panics.load(Relaxed).to_string()),
+        per_cascade(&|c| c.stats.panics.load(Relaxed)),
     );
-    family(
-        "nodb_cascade_reduce_seconds_total",
-        "counter",
+    out.seconds_by(
+        "nodb_cascade_reduce_seconds",
         "Time spent in the reducer.",
-        per_cascade(&|c| secs(c.stats.reduce_nanos.load(Relaxed))),
+        per_cascade(&|c| c.stats.reduce_nanos.load(Relaxed)),
     );
-    family(
-        "nodb_cascade_diff_seconds_total",
-        "counter",
+    out.seconds_by(
+        "nodb_cascade_diff_seconds",
         "Time spent diffing and serialising patches.",
-        per_cascade(&|c| secs(c.hub.metrics.diff_nanos.load(Relaxed))),
+        per_cascade(&|c| c.hub.metrics.diff_nanos.load(Relaxed)),
     );
-    family(
+    out.gauges(
         "nodb_cascade_clients",
-        "gauge",
         "Connected stream clients.",
-        per_cascade(&|c| c.hub.metrics.clients.load(Relaxed).to_string()),
+        per_cascade(&|c| c.hub.metrics.clients.load(Relaxed)),
     );
-    family(
-        "nodb_cascade_coalesced_total",
-        "counter",
+    out.counters(
+        "nodb_cascade_coalesced",
         "Messages that covered several updates.",
-        per_cascade(&|c| c.hub.metrics.coalesced.load(Relaxed).to_string()),
+        per_cascade(&|c| c.hub.metrics.coalesced.load(Relaxed)),
     );
-    family(
-        "nodb_cascade_resynced_total",
-        "counter",
+    out.counters(
+        "nodb_cascade_resynced",
         "Clients sent a fresh snapshot after falling behind or coming back from an earlier run.",
-        per_cascade(&|c| c.hub.metrics.resynced.load(Relaxed).to_string()),
+        per_cascade(&|c| c.hub.metrics.resynced.load(Relaxed)),
     );
-    let per_upstream = |f: &dyn Fn(&UpstreamStatus) -> u64| -> Vec<(String, String)> {
+    let per_upstream = |f: &dyn Fn(&UpstreamStatus) -> u64| -> Vec<(Labels, u64)> {
         s.cascades
             .iter()
             .flat_map(|c| {
-                c.upstreams.iter().map(move |u| (format!("cascade=\"{}\",upstream=\"{}\"", c.hub.name(), u.name), u))
+                c.upstreams
+                    .iter()
+                    .map(move |u| (vec![("cascade", c.hub.name().to_string()), ("upstream", u.name.clone())], f(u)))
             })
-            .map(|(labels, u)| (labels, f(u).to_string()))
             .collect()
     };
-    family(
-        "nodb_cascade_upstream_seq",
-        "gauge",
-        "The upstream seq of the replica.",
-        per_upstream(&|u| u.seq.load(Relaxed)),
-    );
-    family(
+    out.gauges("nodb_cascade_upstream_seq", "The upstream seq of the replica.", per_upstream(&|u| u.seq.load(Relaxed)));
+    out.gauges(
         "nodb_cascade_upstream_connected",
-        "gauge",
         "Whether the upstream stream is open.",
         per_upstream(&|u| u64::from(u.connected.load(Relaxed))),
     );
-    family(
-        "nodb_cascade_upstream_connects_total",
-        "counter",
+    out.counters(
+        "nodb_cascade_upstream_connects",
         "Times the upstream stream was opened.",
         per_upstream(&|u| u.connects.load(Relaxed)),
     );
-    family(
-        "nodb_cascade_upstream_resyncs_total",
-        "counter",
+    out.counters(
+        "nodb_cascade_upstream_resyncs",
         "Times the replica was resynced from a snapshot after bad data.",
         per_upstream(&|u| u.resyncs.load(Relaxed)),
     );
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    Ok(out.into_response())
 }
 
 /// Serves [`router`] on `listener` (over TLS with `tls`) until shutdown.

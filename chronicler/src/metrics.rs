@@ -1,48 +1,9 @@
-//! Counters and histograms, rendered as Prometheus text on `GET /metrics`.
+//! The chronicler's counters and histograms, read into a
+//! [`Scrape`](nodb_server::Scrape) on `GET /metrics`.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A fixed-bucket histogram.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micro: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micro: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one observation.
-    pub fn observe(&self, v: f64) {
-        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
-        self.counts[i].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micro.fetch_add((v * 1e6) as u64, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, b) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        cumulative += self.counts[self.bounds.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micro.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {}", self.count.load(Relaxed));
-    }
-}
+use nodb_server::metrics::{Histogram, Scrape};
 
 /// The chronicler's metrics.
 #[derive(Debug)]
@@ -74,8 +35,8 @@ impl Default for Metrics {
             write_errors: AtomicU64::new(0),
             head_seq: AtomicU64::new(0),
             consumers: AtomicU64::new(0),
-            batch_size: Histogram::new(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
-            fsync_seconds: Histogram::new(&[
+            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
+            fsync_seconds: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
         }
@@ -83,39 +44,30 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The metrics in the Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
-        };
-        counter(&mut out, "nodb_chronicler_appends_total", "Actions appended to the log.", &self.appends);
-        counter(
-            &mut out,
-            "nodb_chronicler_duplicates_total",
+    /// The metrics, read for one scrape.
+    pub fn scrape(&self) -> Scrape {
+        let mut s = Scrape::new();
+        s.counter("nodb_chronicler_appends", "Actions appended to the log.", self.appends.load(Relaxed));
+        s.counter(
+            "nodb_chronicler_duplicates",
             "Re-sent actions acknowledged as duplicates.",
-            &self.duplicates,
+            self.duplicates.load(Relaxed),
         );
-        counter(
-            &mut out,
-            "nodb_chronicler_out_of_order_total",
+        s.counter(
+            "nodb_chronicler_out_of_order",
             "Requests refused because an action number skipped ahead.",
-            &self.out_of_order,
+            self.out_of_order.load(Relaxed),
         );
-        counter(
-            &mut out,
-            "nodb_chronicler_write_errors_total",
+        s.counter(
+            "nodb_chronicler_write_errors",
             "Batches that could not be written (disk full, I/O error).",
-            &self.write_errors,
+            self.write_errors.load(Relaxed),
         );
-        gauge(&mut out, "nodb_chronicler_head_seq", "The seq of the last durable action.", &self.head_seq);
-        gauge(&mut out, "nodb_chronicler_consumers", "Consumers following the action stream.", &self.consumers);
-        self.batch_size.render(&mut out, "nodb_chronicler_batch_size", "Actions made durable by one fdatasync.");
-        self.fsync_seconds.render(&mut out, "nodb_chronicler_fsync_seconds", "Time taken by each fdatasync.");
-        out
+        s.gauge("nodb_chronicler_head_seq", "The seq of the last durable action.", self.head_seq.load(Relaxed));
+        s.gauge("nodb_chronicler_consumers", "Consumers following the action stream.", self.consumers.load(Relaxed));
+        s.histogram("nodb_chronicler_batch_size", "Actions made durable by one fdatasync.", &self.batch_size);
+        s.histogram("nodb_chronicler_fsync_seconds", "Time taken by each fdatasync.", &self.fsync_seconds);
+        s
     }
 }
 
@@ -124,15 +76,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_text() {
+    fn scrapes_every_metric() {
         let m = Metrics::default();
         m.appends.fetch_add(3, Relaxed);
         m.batch_size.observe(3.0);
         m.fsync_seconds.observe(0.002);
-        let text = m.render();
+        let text = m.scrape().text();
         assert!(text.contains("nodb_chronicler_appends_total 3\n"), "{text}");
-        assert!(text.contains("nodb_chronicler_batch_size_bucket{le=\"4\"} 1\n"), "{text}");
-        assert!(text.contains("nodb_chronicler_batch_size_bucket{le=\"2\"} 0\n"), "{text}");
+        assert!(text.contains("nodb_chronicler_batch_size_bucket{le=\"4.0\"} 1\n"), "{text}");
+        assert!(text.contains("nodb_chronicler_batch_size_bucket{le=\"2.0\"} 0\n"), "{text}");
         assert!(text.contains("nodb_chronicler_fsync_seconds_count 1\n"), "{text}");
     }
 }

@@ -18,7 +18,11 @@ use crate::reducer::Rejection;
 
 /// Makes every view write a snapshot at this seq.
 pub const SNAPSHOT: &str = "@@nodb/snapshot";
-/// Replaces one view's state: `{"view": name, "state": …}`.
+/// Replaces one view's state: `{"view": name, "state": …}`. Rejected for
+/// an unknown view, and for a state of another kind of JSON value than the
+/// view's initial state (an array for a view that starts as an object) —
+/// or, for a view with a [check](crate::reducer::View::with_check) of its
+/// own, for a state that check turns down.
 pub const SET_STATE: &str = "@@nodb/set_state";
 
 /// What applying one action did.
@@ -183,6 +187,21 @@ impl Engine {
             let names: Vec<&str> = self.app.views.iter().map(|v| v.name.as_str()).collect();
             Rejection::new(format!("{SET_STATE}: no view {:?} (this app has {})", p.view, names.join(", ")))
         })?;
+        let view = &self.app.views[i];
+        match &view.check {
+            Some(check) => {
+                check(&p.state).map_err(|r| Rejection::new(format!("{SET_STATE}: view {:?}: {r}", p.view)))?;
+            }
+            None => {
+                let (expected, given) = (view.initial.kind(), p.state.kind());
+                if given != expected {
+                    return Err(Rejection::new(format!(
+                        "{SET_STATE}: the state of view {:?} must be {expected}, like its initial state, not {given}",
+                        p.view
+                    )));
+                }
+            }
+        }
         let mut states = self.states.clone();
         states[i] = p.state;
         Ok(states)
@@ -229,6 +248,68 @@ pub(crate) mod tests {
         assert!(a.snapshot_requested && a.patches[0].0.is_empty());
         let a = e.apply(&act(3, SET_STATE, json!({"view": "nope", "state": 1}))).unwrap();
         assert!(a.rejection.unwrap().0.contains("no view \"nope\""));
+        // A JSON document may hold any JSON value, as a `json/patch` of the
+        // root may make it.
+        for (seq, state) in (4..).zip([json!([1]), json!("text"), json!(null), json!(2.5), json!({})]) {
+            let a = e.apply(&act(seq, SET_STATE, json!({"view": "doc", "state": state.clone()}))).unwrap();
+            assert!(a.rejection.is_none(), "{state}: {:?}", a.rejection);
+            assert_eq!(e.states()[0], Tree::from(state));
+        }
+    }
+
+    #[test]
+    fn set_state_takes_only_the_kind_of_the_initial_state_and_what_the_check_allows() {
+        let app = App {
+            name: "kinds".into(),
+            views: vec![
+                View::new("doc", Tree::object(), |s: &Tree, _: &CommittedAction| Ok(s.clone())),
+                View::new("list", Tree::from(json!([])), |s: &Tree, _: &CommittedAction| Ok(s.clone())),
+                View::new("count", Tree::from(0), |s: &Tree, _: &CommittedAction| Ok(s.clone())).with_check(|s| {
+                    if s.as_i64().is_some_and(|n| n >= 0) {
+                        Ok(())
+                    } else {
+                        Err(Rejection::new("a count is a whole number of 0 or more"))
+                    }
+                }),
+            ],
+        };
+        let mut e = Engine::new(app);
+        let before = e.states().to_vec();
+        let refused = [
+            (
+                json!({"view": "doc", "state": [1, 2]}),
+                "view \"doc\" must be an object, like its initial state, not an array",
+            ),
+            (json!({"view": "doc", "state": null}), "view \"doc\" must be an object, like its initial state, not null"),
+            (
+                json!({"view": "list", "state": {"a": 1}}),
+                "view \"list\" must be an array, like its initial state, not an object",
+            ),
+            // The view's own check decides instead of the kind rule.
+            (json!({"view": "count", "state": "7"}), "view \"count\": a count is a whole number of 0 or more"),
+            (json!({"view": "count", "state": -3}), "view \"count\": a count is a whole number of 0 or more"),
+            (json!({"view": "count", "state": 1.5}), "view \"count\": a count is a whole number of 0 or more"),
+        ];
+        for (seq, (payload, reason)) in (1..).zip(refused) {
+            let a = e.apply(&act(seq, SET_STATE, payload.clone())).unwrap();
+            let rejection = a.rejection.unwrap_or_else(|| panic!("{payload} should be rejected"));
+            assert!(rejection.0.starts_with(SET_STATE) && rejection.0.contains(reason), "{payload}: {rejection}");
+            assert!(a.patches.iter().all(|p| p.0.is_empty()), "{payload}: nothing changes");
+            assert_eq!(e.states(), &before[..], "{payload}: nothing changes");
+        }
+        let taken = [
+            json!({"view": "doc", "state": {"imported": true}}),
+            json!({"view": "doc", "state": {}}),
+            json!({"view": "list", "state": [1, {"a": 2}]}),
+            json!({"view": "count", "state": 7}),
+        ];
+        for (seq, payload) in (7..).zip(taken) {
+            let a = e.apply(&act(seq, SET_STATE, payload.clone())).unwrap();
+            assert!(a.rejection.is_none(), "{payload}: {:?}", a.rejection);
+        }
+        assert_eq!(e.states()[0], Tree::object());
+        assert_eq!(e.states()[1], Tree::from(json!([1, {"a": 2}])));
+        assert_eq!(e.states()[2], Tree::from(7));
     }
 
     #[test]

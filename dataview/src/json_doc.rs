@@ -3,6 +3,8 @@
 //! One view, `doc`, starting as `{}`. The action `json/patch` carries RFC
 //! 6902 operations as its payload (an array); `test` operations give
 //! optimistic concurrency. A failing patch is rejected and changes nothing.
+//! The document may be any JSON value (a patch may replace its root), so
+//! `@@nodb/set_state` may import any JSON value into it.
 
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;
@@ -12,7 +14,7 @@ use crate::reducer::{Reduced, Rejection, View, payload};
 
 /// The application.
 pub fn app() -> App {
-    App { name: "json".into(), views: vec![View::new("doc", Tree::object(), reduce)] }
+    App { name: "json".into(), views: vec![View::new("doc", Tree::object(), reduce).with_check(|_| Ok(()))] }
 }
 
 /// The `doc` reducer.

@@ -57,6 +57,10 @@ pub type Reduced = Result<Tree, Rejection>;
 /// A reducer as a shareable function object.
 pub type Reducer = Arc<dyn Fn(&Tree, &CommittedAction) -> Reduced + Send + Sync>;
 
+/// A view's check of a state imported with `@@nodb/set_state`: `Ok` to
+/// take it, or the [`Rejection`] saying why it is no state of this view.
+pub type StateCheck = Arc<dyn Fn(&Tree) -> Result<(), Rejection> + Send + Sync>;
+
 /// One named view of an application: its initial state and its reducer.
 #[derive(Clone)]
 pub struct View {
@@ -66,6 +70,10 @@ pub struct View {
     pub initial: Tree,
     /// The reducer.
     pub reducer: Reducer,
+    /// The view's own check of a state imported with `@@nodb/set_state`,
+    /// in place of the default rule (the same kind of JSON value as
+    /// `initial`); see [`View::with_check`].
+    pub check: Option<StateCheck>,
 }
 
 impl View {
@@ -75,13 +83,25 @@ impl View {
         initial: Tree,
         reducer: impl Fn(&Tree, &CommittedAction) -> Reduced + Send + Sync + 'static,
     ) -> View {
-        View { name: name.into(), initial, reducer: Arc::new(reducer) }
+        View { name: name.into(), initial, reducer: Arc::new(reducer), check: None }
+    }
+
+    /// This view, deciding with `check` which states `@@nodb/set_state` may
+    /// import: a refused one rejects the action and the state stays as it
+    /// was. It replaces the default rule — the same kind of JSON value as
+    /// the initial state — so a view that may hold any JSON value passes
+    /// `|_| Ok(())`, and one with a stricter rule checks the kind itself.
+    /// The check must be pure, like a reducer: replays run it again.
+    #[must_use]
+    pub fn with_check(mut self, check: impl Fn(&Tree) -> Result<(), Rejection> + Send + Sync + 'static) -> View {
+        self.check = Some(Arc::new(check));
+        self
     }
 }
 
 impl fmt::Debug for View {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("View").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("View").field("name", &self.name).field("check", &self.check.is_some()).finish_non_exhaustive()
     }
 }
 

@@ -156,7 +156,7 @@ async fn health_says_recovering_while_the_chronicler_is_unreachable() {
     let req = Request::get("/metrics").body(Body::empty()).unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
 }
 
 /// With keys, a token reads only the views (or the subtree) it names;

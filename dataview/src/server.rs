@@ -84,6 +84,7 @@ pub fn routes(state: AppState) -> Router {
         })
         .with_state(state)
         .merge(web)
+        .method_not_allowed_fallback(nodb_server::method_not_allowed)
 }
 
 /// `GET /views`: the views the caller may read.
@@ -198,6 +199,7 @@ async fn stream(
     caller: Caller,
     Path(name): Path<String>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    socket_limits: nodb_server::SocketLimits,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let scope = caller.grant.may_read(&name)?;
@@ -235,14 +237,14 @@ async fn stream(
     if exact && scope != ReadScope::Whole {
         return Err(nodb_auth::Denied {
             right: format!("read:{name}"),
-            message: format!("an exact stream sends the whole view; this token may read only {scope:?} of {name:?}"),
+            message: format!("an exact stream sends the whole view; this token may read only {scope} of {name:?}"),
         }
         .into());
     }
     let upgrade =
         upgrade.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("this endpoint is a WebSocket: {e}")))?;
     let tasks = s.tasks.clone();
-    Ok(upgrade.on_upgrade(move |socket| async move {
+    Ok(socket_limits.apply(upgrade).on_upgrade(move |socket| async move {
         if exact {
             tasks.track_future(crate::exact::serve_exact(socket, s, view, since, q.client, caller.grant)).await;
         } else {
@@ -267,70 +269,40 @@ async fn health(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    use std::fmt::Write as _;
     caller.grant.must_be_admin("reading metrics")?;
-    let m = &s.hub.metrics;
-    let h = &s.history.metrics;
+    let (m, h) = (&s.hub.metrics, &s.history.metrics);
     let seq = s.hub.current_seq();
     let head = s.follow.head.load(Relaxed).max(seq);
-    let mut out = String::new();
-    for (name, kind, help, v) in [
-        ("nodb_dataview_seq", "gauge", "The seq the views reflect.", seq),
-        ("nodb_dataview_lag", "gauge", "Seqs the views are behind the chronicler.", head - seq),
-        ("nodb_dataview_applied_total", "counter", "Actions applied.", m.applied.load(Relaxed)),
-        ("nodb_dataview_rejections_total", "counter", "Actions rejected by a reducer.", m.rejected.load(Relaxed)),
-        ("nodb_dataview_panics_total", "counter", "Reducer panics caught.", m.panics.load(Relaxed)),
-        ("nodb_dataview_clients", "gauge", "Connected stream clients.", m.clients.load(Relaxed)),
-        ("nodb_dataview_exact_clients", "gauge", "Connected exact stream clients.", m.exact_clients.load(Relaxed)),
-        (
-            "nodb_dataview_history_reads_total",
-            "counter",
-            "Past states read (?at older than the memory).",
-            h.reads.load(Relaxed),
-        ),
-        (
-            "nodb_dataview_history_cache_hits_total",
-            "counter",
-            "Past states read from the cache.",
-            h.cache_hits.load(Relaxed),
-        ),
-        (
-            "nodb_dataview_history_replayed_total",
-            "counter",
-            "Actions replayed for past states and exact streams.",
-            h.replayed.load(Relaxed),
-        ),
-        (
-            "nodb_dataview_history_replayed_max",
-            "gauge",
-            "The most actions one past state read replayed.",
-            h.replayed_max.load(Relaxed),
-        ),
-        (
-            "nodb_dataview_history_busy_total",
-            "counter",
-            "Past state reads refused while every reader was busy.",
-            h.busy.load(Relaxed),
-        ),
-        ("nodb_dataview_coalesced_total", "counter", "Messages that covered several seqs.", m.coalesced.load(Relaxed)),
-        (
-            "nodb_dataview_resynced_total",
-            "counter",
-            "Clients resent a snapshot after falling behind.",
-            m.resynced.load(Relaxed),
-        ),
-        ("nodb_dataview_apply_seconds_total", "counter", "Time spent in reducers.", m.apply_nanos.load(Relaxed)),
-        (
-            "nodb_dataview_diff_seconds_total",
-            "counter",
-            "Time spent diffing and serialising patches.",
-            m.diff_nanos.load(Relaxed),
-        ),
+    let mut out = nodb_server::Scrape::new();
+    out.gauge("nodb_dataview_seq", "The seq the views reflect.", seq);
+    out.gauge("nodb_dataview_lag", "Seqs the views are behind the chronicler.", head - seq);
+    for (name, help, v) in [
+        ("nodb_dataview_applied", "Actions applied.", &m.applied),
+        ("nodb_dataview_rejections", "Actions rejected by a reducer.", &m.rejected),
+        ("nodb_dataview_panics", "Reducer panics caught.", &m.panics),
+        ("nodb_dataview_history_reads", "Past states read (?at older than the memory).", &h.reads),
+        ("nodb_dataview_history_cache_hits", "Past states read from the cache.", &h.cache_hits),
+        ("nodb_dataview_history_replayed", "Actions replayed for past states and exact streams.", &h.replayed),
+        ("nodb_dataview_history_busy", "Past state reads refused while every reader was busy.", &h.busy),
+        ("nodb_dataview_coalesced", "Messages that covered several seqs.", &m.coalesced),
+        ("nodb_dataview_resynced", "Clients resent a snapshot after falling behind.", &m.resynced),
     ] {
-        let value = if name.ends_with("_seconds_total") { format!("{}", v as f64 / 1e9) } else { v.to_string() };
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        out.counter(name, help, v.load(Relaxed));
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    out.gauge("nodb_dataview_clients", "Connected stream clients.", m.clients.load(Relaxed));
+    out.gauge("nodb_dataview_exact_clients", "Connected exact stream clients.", m.exact_clients.load(Relaxed));
+    out.gauge(
+        "nodb_dataview_history_replayed_max",
+        "The most actions one past state read replayed.",
+        h.replayed_max.load(Relaxed),
+    );
+    out.seconds("nodb_dataview_apply_seconds", "Time spent in reducers.", m.apply_nanos.load(Relaxed));
+    out.seconds(
+        "nodb_dataview_diff_seconds",
+        "Time spent diffing and serialising patches.",
+        m.diff_nanos.load(Relaxed),
+    );
+    Ok(out.into_response())
 }
 
 /// Serves `router(state)` on `listener` until shutdown.

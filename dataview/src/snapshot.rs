@@ -381,6 +381,55 @@ fn decode(bytes: &[u8], app: &str, seq: u64, names: &[String]) -> Result<Vec<Opt
 }
 
 #[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn names() -> Vec<String> {
+        vec!["stock".into(), "activity".into()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Any bytes at all: the snapshot decoder answers, never panics
+        /// (deep nesting included: serde_json stops at 128 levels).
+        #[test]
+        fn any_bytes_are_decoded_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes, "warehouse", 7, &names());
+        }
+
+        /// A written snapshot with one byte changed is refused, or (a change
+        /// in the header's whitespace or key order that means the same)
+        /// decodes to the same states; never to other states.
+        #[test]
+        fn a_damaged_snapshot_is_refused(at in any::<prop::sample::Index>(), byte in any::<u8>(), n in 0u64..1000) {
+            let states = vec![Tree::from(serde_json::json!({"products": {"apple": {"total": n}}})), Tree::from(serde_json::json!([n]))];
+            let mut bytes = encode("warehouse", 7, &names(), &states);
+            let i = at.index(bytes.len());
+            prop_assume!(bytes[i] != byte);
+            bytes[i] = byte;
+            if let Ok(decoded) = decode(&bytes, "warehouse", 7, &names()) {
+                prop_assert_eq!(decoded, states.into_iter().map(Some).collect::<Vec<_>>());
+            }
+        }
+
+        /// Nesting far deeper than serde's limit is refused, not a crash.
+        #[test]
+        fn deep_nesting_is_refused(depth in 100usize..5000) {
+            let body = format!("{{\"stock\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
+            let header = serde_json::json!({
+                "format": FORMAT, "app": "warehouse", "seq": 7, "views": names(),
+                "blake3": blake3::hash(body.as_bytes()).to_hex().to_string(),
+            });
+            let bytes = format!("{header}\n{body}").into_bytes();
+            let decoded = decode(&bytes, "warehouse", 7, &names());
+            prop_assert_eq!(decoded.is_ok(), depth < 127, "depth {}", depth);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

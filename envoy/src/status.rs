@@ -4,18 +4,17 @@
 //! (JSON) and `/metrics` (Prometheus text) by `nodb envoy --listen` and, under
 //! `/envoys/`, by `nodb up`.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nodb_client::{Chronicler, ServiceUrl};
 use nodb_server::ApiError;
+use nodb_server::metrics::Labels;
 use nodb_shared::protocol::ErrorCode;
 use serde_json::{Value, json};
 
@@ -76,6 +75,7 @@ pub fn router(state: StatusState) -> Router {
             ApiError::new(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /health)", uri.path()))
         })
         .with_state(state)
+        .method_not_allowed_fallback(nodb_server::method_not_allowed)
 }
 
 /// The heads the envoys are compared with: the log's and the data view's
@@ -120,44 +120,38 @@ async fn health(State(s): State<StatusState>) -> impl IntoResponse {
     axum::Json(json!({"status": if ok { "following" } else { "resuming" }, "envoys": envoys}))
 }
 
-/// A metric family: name, kind, help, and how to read it off the counters.
-type Family = (&'static str, &'static str, &'static str, fn(&EnvoyStats) -> u64);
+/// A counter or gauge per envoy: name, help, and how to read it off the
+/// counters.
+type Family = (&'static str, &'static str, fn(&EnvoyStats) -> u64);
 
 async fn metrics(State(s): State<StatusState>, caller: nodb_server::Caller) -> Result<Response, ApiError> {
     caller.grant.must_be_admin("reading metrics")?;
     let (log_head, view_head) = heads(&s).await;
-    let mut out = String::new();
-    let families: [Family; 7] = [
-        ("nodb_envoy_handled_seq", "gauge", "The last seq whose trigger the envoy handled.", |s| {
-            s.handled.load(Relaxed)
-        }),
-        ("nodb_envoy_effects_started_total", "counter", "Effects started.", |s| s.started.load(Relaxed)),
-        ("nodb_envoy_effects_in_flight", "gauge", "Effects under way.", |s| s.in_flight.load(Relaxed)),
-        ("nodb_envoy_results_recorded_total", "counter", "Result actions recorded.", |s| s.recorded.load(Relaxed)),
-        ("nodb_envoy_failures_total", "counter", "Failure results recorded.", |s| s.failures.load(Relaxed)),
-        ("nodb_envoy_retries_total", "counter", "Outside calls retried.", |s| s.retries.load(Relaxed)),
-        ("nodb_envoy_resumed_total", "counter", "Times the envoy resumed after losing a connection.", |s| {
-            s.resumed.load(Relaxed)
-        }),
+    let mut out = nodb_server::Scrape::new();
+    let per_envoy = |value: fn(&EnvoyStats) -> u64| -> Vec<(Labels, u64)> {
+        s.envoys.iter().map(|w| (vec![("envoy", w.name.clone())], value(&w.stats))).collect()
+    };
+    let gauges: [Family; 2] = [
+        ("nodb_envoy_handled_seq", "The last seq whose trigger the envoy handled.", |s| s.handled.load(Relaxed)),
+        ("nodb_envoy_effects_in_flight", "Effects under way.", |s| s.in_flight.load(Relaxed)),
     ];
-    for (name, kind, help, value) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for w in &s.envoys {
-            let _ = writeln!(out, "{name}{{envoy=\"{}\"}} {}", w.name, value(&w.stats));
-        }
+    for (name, help, value) in gauges {
+        out.gauges(name, help, per_envoy(value));
     }
-    let _ = writeln!(out, "# HELP nodb_envoy_lag Seqs between the head the envoy follows and the last it handled.");
-    let _ = writeln!(out, "# TYPE nodb_envoy_lag gauge");
-    for w in &s.envoys {
-        let head = if w.view.is_some() { view_head } else { log_head };
-        if let Some(head) = head {
-            let _ = writeln!(
-                out,
-                "nodb_envoy_lag{{envoy=\"{}\"}} {}",
-                w.name,
-                head.saturating_sub(w.stats.handled.load(Relaxed))
-            );
-        }
+    let counters: [Family; 5] = [
+        ("nodb_envoy_effects_started", "Effects started.", |s| s.started.load(Relaxed)),
+        ("nodb_envoy_results_recorded", "Result actions recorded.", |s| s.recorded.load(Relaxed)),
+        ("nodb_envoy_failures", "Failure results recorded.", |s| s.failures.load(Relaxed)),
+        ("nodb_envoy_retries", "Outside calls retried.", |s| s.retries.load(Relaxed)),
+        ("nodb_envoy_resumed", "Times the envoy resumed after losing a connection.", |s| s.resumed.load(Relaxed)),
+    ];
+    for (name, help, value) in counters {
+        out.counters(name, help, per_envoy(value));
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    let lag = s.envoys.iter().filter_map(|w| {
+        let head = if w.view.is_some() { view_head } else { log_head }?;
+        Some((vec![("envoy", w.name.clone())], head.saturating_sub(w.stats.handled.load(Relaxed))))
+    });
+    out.gauges("nodb_envoy_lag", "Seqs between the head the envoy follows and the last it handled.", lag);
+    Ok(out.into_response())
 }

@@ -63,6 +63,12 @@ impl Guard {
                  or pass --insecure-open"
             );
         }
+        if keys.is_none() && self.allow_origins.iter().any(|o| o == "*") && !self.insecure_open {
+            anyhow::bail!(
+                "refusing --allow-origin '*' without tokens: every web page the user visits could then use this \
+                 service. Give --auth-key FILE, name the origins, or pass --insecure-open"
+            );
+        }
         let access = Access::new(keys.clone())
             .allow_origins(&self.allow_origins)
             .map_err(anyhow::Error::msg)?

@@ -11,9 +11,11 @@
 mod commands;
 mod guard;
 mod input;
+mod limits;
 mod registry;
 mod service;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 pub use nodb_dataview::app::App;
@@ -77,8 +79,9 @@ pub fn main_with(apps: Registry) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, whatever the chain: "nodb: outer: inner".
-            eprintln!("nodb: {e:#}");
+            // One line, whatever the chain: "nodb: outer: inner" (and no
+            // panic when stderr has gone away).
+            let _ = writeln!(std::io::stderr(), "nodb: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -263,6 +263,10 @@ fn a_service_beyond_loopback_needs_keys_or_insecure_open() {
     let out = run(dir.path(), &["chronicler", "--data", "d", "--listen", "0.0.0.0:0"], "");
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("--auth-key") && out.stderr.contains("--insecure-open"), "{}", out.stderr);
+    // Any page's origin without tokens is refused the same way.
+    let any = run(dir.path(), &["chronicler", "--data", "d", "--listen", "127.0.0.1:0", "--allow-origin", "*"], "");
+    assert_eq!(any.code, Some(2));
+    assert!(any.stderr.contains("--allow-origin '*'"), "{}", any.stderr);
     let data = dir.path().join("d2");
     let mut open =
         Service::start(&["chronicler", "--data", data.to_str().unwrap(), "--listen", "0.0.0.0:0", "--insecure-open"]);

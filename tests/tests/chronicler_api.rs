@@ -143,12 +143,20 @@ fn the_socket_pipelines_and_survives_bad_messages() {
     for n in 1..=200u64 {
         assert_eq!(acked[&format!("w:{n}")], n, "the client's order is the log's order");
     }
-    // A re-send on the socket is a duplicate with the original seq; one
-    // older than the latest 64 of the client is still never appended, but
-    // its ack carries no seq.
-    send(&mut ws, json!({"type": "dispatch", "action": {"id": "w:190", "type": "t"}}));
+    // A re-send on the socket is a duplicate with the original seq; the
+    // same id with another body is refused (id_reused); a re-send older
+    // than the latest 64 of the client is still never appended, but its
+    // ack carries no seq (and its body is no longer compared).
+    send(&mut ws, json!({"type": "dispatch", "action": {"id": "w:190", "type": "t", "payload": 190}}));
     let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
     assert_eq!(m, json!({"type": "ack", "id": "w:190", "seq": 190, "duplicate": true}));
+    send(&mut ws, json!({"type": "dispatch", "action": {"id": "w:190", "type": "t"}}));
+    let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(
+        (&m["type"], &m["id"], &m["code"], &m["expected"]),
+        (&json!("error"), &json!("w:190"), &json!("id_reused"), &json!(201)),
+        "{m}"
+    );
     send(&mut ws, json!({"type": "dispatch", "action": {"id": "w:7", "type": "t"}}));
     let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
     assert_eq!(m, json!({"type": "ack", "id": "w:7", "duplicate": true}));

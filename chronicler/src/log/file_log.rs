@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::dedup::DedupTable;
+use super::dedup::{DedupTable, content_hash};
 use super::group_commit::{Request, Writer};
 use super::read_state::{Located, SegmentIndex, Shared};
 use super::record::{Decoded, FRAME_HEADER, GENESIS, decode};
@@ -120,7 +120,8 @@ impl FileLog {
         let mut table = DedupTable::default();
         let mut scanned = scan::scan(dir, &mut |rec| {
             if let Ok(id) = rec.id.parse() {
-                table.record(&id, rec.seq);
+                // Hashed from the stored bytes, as the writer hashed them.
+                table.record(&id, rec.seq, content_hash(&rec.json));
             }
         })?;
         let mut torn_bytes = 0;

@@ -20,12 +20,13 @@ use bytes::Bytes;
 use nodb_shared::protocol::Ack;
 use tokio::sync::{mpsc, oneshot};
 
-use super::dedup::{Check, ClientEntry, DedupTable};
+use super::dedup::{Check, ClientEntry, DedupTable, content_hash};
 use super::limits::{INDEX_EVERY, MAX_REQUEST_BYTES};
 use super::read_state::Shared;
 use super::record::{self, Hash};
 use super::segment::{self, HEADER_LEN};
 use super::{AppendBatch, AppendError, Atomicity, Outcome};
+use crate::action::IncomingAction;
 use crate::metrics::Metrics;
 
 /// About how many bytes a request encodes to (record framing, committed
@@ -188,45 +189,55 @@ impl Writer {
     }
 
     /// Decides every action of one request and encodes the new ones. The
-    /// request is all or nothing: one out-of-order action refuses it whole.
+    /// request is all or nothing: one action out of order, or re-using an
+    /// id for a different action, refuses it whole.
     fn stage(&mut self, req: AppendBatch, ts: u64, batch: &mut Batch) -> AckResult {
         enum Decision {
             New,
-            /// Skips ahead (in a request whose actions stand alone).
+            /// Skips ahead or re-uses an id (in a request whose actions
+            /// stand alone).
             Refused(AppendError),
             /// Accepted before this request, with its seq if recent.
             Duplicate(Option<u64>),
             /// Accepted earlier in this same request, at that index.
             DuplicateOf(usize),
         }
+        // A re-send is hashed as the log would store it (rare: only
+        // re-sends pay for this second encoding).
+        let content = |a: &IncomingAction| content_hash(&a.committed_json(0, 0, req.client.as_deref()));
         // First pass: decide, counting earlier actions of this request, and
-        // refuse the whole request if any action skips ahead.
+        // refuse the whole request if any action skips ahead or re-uses an id.
         let mut last_n: HashMap<&str, u64> = HashMap::new();
         let mut first_new: HashMap<(&str, u64), usize> = HashMap::new();
         let mut decisions = Vec::with_capacity(req.actions.len());
-        for (i, (id, _)) in req.actions.iter().enumerate() {
+        for (i, (id, action)) in req.actions.iter().enumerate() {
             let client = id.client.as_str();
             let before = self.table.last_n(client);
             let last = *last_n.get(client).unwrap_or(&before);
-            if id.n == last + 1 {
+            let reused = || AppendError::IdReused { id: id.to_string(), client: id.client.clone(), expected: last + 1 };
+            let decided = if id.n == last + 1 {
                 last_n.insert(client, id.n);
                 first_new.insert((client, id.n), i);
-                decisions.push(Decision::New);
+                Ok(Decision::New)
             } else if id.n <= before {
-                decisions.push(match self.table.check(id) {
-                    Check::Duplicate(seq) => Decision::Duplicate(seq),
-                    _ => Decision::Duplicate(None),
-                });
+                match self.table.check(id) {
+                    Check::Duplicate(Some(recent)) if recent.content != content(action) => Err(reused()),
+                    Check::Duplicate(recent) => Ok(Decision::Duplicate(recent.map(|r| r.seq))),
+                    _ => Ok(Decision::Duplicate(None)),
+                }
             } else if id.n <= last {
-                decisions.push(Decision::DuplicateOf(first_new[&(client, id.n)]));
+                let j = first_new[&(client, id.n)];
+                if content(&req.actions[j].1) == content(action) { Ok(Decision::DuplicateOf(j)) } else { Err(reused()) }
             } else {
                 self.metrics.out_of_order.fetch_add(1, Relaxed);
-                let refusal =
-                    AppendError::OutOfOrder { id: id.to_string(), client: id.client.clone(), expected: last + 1 };
-                match req.atomicity {
+                Err(AppendError::OutOfOrder { id: id.to_string(), client: id.client.clone(), expected: last + 1 })
+            };
+            match decided {
+                Ok(decision) => decisions.push(decision),
+                Err(refusal) => match req.atomicity {
                     Atomicity::AllOrNothing => return Err(refusal),
                     Atomicity::EachAlone => decisions.push(Decision::Refused(refusal)),
-                }
+                },
             }
         }
         drop((last_n, first_new));
@@ -242,9 +253,9 @@ impl Writer {
                     let json = Bytes::from(action.committed_json(seq, ts, req.client.as_deref()));
                     let offset = batch.buf.len();
                     self.hash = record::encode(&mut batch.buf, &self.hash, seq, &action.id, &json);
+                    self.table.record(&id, seq, content_hash(&json));
                     batch.records.push((seq, offset, json));
                     self.head = seq;
-                    self.table.record(&id, seq);
                     Ok(Ack { id: action.id, seq: Some(seq), duplicate: false })
                 }
                 Decision::Duplicate(seq) => Ok(Ack { id: action.id, seq, duplicate: true }),

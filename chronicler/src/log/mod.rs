@@ -3,7 +3,8 @@
 //! - [`record`]: the framed, checksummed, hash-chained record.
 //! - [`segment`]: segment files (header, preallocation, sealing).
 //! - [`scan`]: the one pass over a directory that recovery and `verify` share.
-//! - [`dedup`]: the exactly-once table of the latest action per client.
+//! - [`dedup`]: the exactly-once table of the latest actions per client,
+//!   with their content hashes.
 //! - [`group_commit`]: the writer thread that owns the active segment and
 //!   makes each batch durable with one `fdatasync`; [`limits`]: the bounds
 //!   of one write, which recovery relies on.
@@ -72,6 +73,20 @@ pub enum AppendError {
         /// Its client.
         client: String,
         /// The number expected next.
+        expected: u64,
+    },
+    /// An action re-uses the id of an accepted action but differs from it
+    /// (type, payload or meta). Checked against each client's latest
+    /// [`RECENT`](dedup::RECENT) actions.
+    #[error(
+        "action {id} re-uses the id of a different action already accepted from client {client:?}: a re-send must be the same action (type, payload and meta); the next new action from this client is number {expected}"
+    )]
+    IdReused {
+        /// The action's id.
+        id: String,
+        /// Its client.
+        client: String,
+        /// The number expected next from this client.
         expected: u64,
     },
     /// The log cannot write now (disk full, I/O error); retry later with
@@ -164,7 +179,9 @@ pub trait Log: Send + Sync + 'static {
     /// by one caller are decided in that order (so a client may pipeline
     /// its actions 1, 2, 3 without waiting). The inner future answers once
     /// the batch is durable: one ack per action (re-sends get their original
-    /// seq and `duplicate: true`), or why nothing of it was appended.
+    /// seq and `duplicate: true`; a different action under a used id is
+    /// refused with [`AppendError::IdReused`]), or why nothing of it was
+    /// appended.
     fn submit(&self, batch: AppendBatch) -> BoxFuture<'static, Result<PendingAcks, AppendError>>;
 
     /// Appends `batch` and answers once it is durable: the acks, or the

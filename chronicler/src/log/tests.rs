@@ -226,3 +226,83 @@ async fn damage_larger_than_one_write_in_the_last_segment_is_corruption() {
     let s = super::scan::scan_with_bound(dir.path(), 1 << 20, &mut |_| {}).unwrap();
     assert!(s.torn.is_some() && s.head < 100);
 }
+
+/// `id` with this payload and meta, for comparing re-sends.
+fn action_with(id: &str, payload: &str, meta: Option<&str>) -> (ActionId, IncomingAction) {
+    let meta = meta.map_or(String::new(), |m| format!(r#", "meta": {m}"#));
+    let text = format!(r#"{{"id": "{id}", "type": "t/x", "payload": {payload}{meta}}}"#);
+    let a: IncomingAction = serde_json::from_str(&text).unwrap();
+    (id.parse().unwrap(), a)
+}
+
+fn batch_of(actions: Vec<(ActionId, IncomingAction)>, atomicity: Atomicity) -> AppendBatch {
+    AppendBatch { actions, client: None, atomicity }
+}
+
+#[tokio::test]
+async fn a_different_action_under_a_used_id_is_refused_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::new(dir.path());
+    let mut log = open(&config);
+    let first = vec![
+        action_with("a:1", r#"{"n": 1, "s": "x y"}"#, Some(r#"{"k": "v"}"#)),
+        action_with("a:2", "[1,\n 2]", None),
+    ];
+    assert_eq!(
+        seqs(&log.append(batch_of(first, Atomicity::AllOrNothing)).await.unwrap()),
+        [(Some(1), false), (Some(2), false)]
+    );
+    let reused = |id: &str, expected| AppendError::IdReused { id: id.into(), client: "a".into(), expected };
+    // The same answers before and after a restart, which rebuilds the
+    // hashes from the log.
+    for restarts in 0..2 {
+        // The same action, spaced differently, is a duplicate with its seq.
+        let same =
+            vec![action_with("a:1", r#"{"n":1,"s":"x y"}"#, Some(r#"{"k":"v"}"#)), action_with("a:2", "[1, 2]", None)];
+        assert_eq!(
+            seqs(&log.append(batch_of(same, Atomicity::AllOrNothing)).await.unwrap()),
+            [(Some(1), true), (Some(2), true)],
+            "after {restarts} restarts"
+        );
+        // Anything else under a used id is refused, naming the next number.
+        for (payload, meta) in [
+            (r#"{"n": 2, "s": "x y"}"#, Some(r#"{"k": "v"}"#)),
+            (r#"{"n": 1, "s": "xy"}"#, Some(r#"{"k": "v"}"#)),
+            (r#"{"s": "x y", "n": 1}"#, Some(r#"{"k": "v"}"#)),
+            (r#"{"n": 1, "s": "x y"}"#, None),
+            (r#"{"n": 1, "s": "x y"}"#, Some(r#"{"k": "w"}"#)),
+        ] {
+            let err = log.append(batch_of(vec![action_with("a:1", payload, meta)], Atomicity::AllOrNothing)).await;
+            assert_eq!(err.unwrap_err(), reused("a:1", 3), "{payload} {meta:?} after {restarts} restarts");
+        }
+        let mut other_type = action_with("a:2", "[1, 2]", None);
+        other_type.1.kind = "t/y".into();
+        let err = log.append(batch_of(vec![other_type], Atomicity::AllOrNothing)).await.unwrap_err();
+        assert_eq!(err, reused("a:2", 3));
+        assert_eq!(*log.head().borrow(), 2, "nothing refused was appended");
+        log.shutdown().await;
+        drop(log);
+        log = open(&config);
+    }
+    // All or nothing: a re-used id refuses the whole request, also when the
+    // same new id comes twice in it with different bodies.
+    let mixed = vec![action_with("a:3", "1", None), action_with("a:1", "2", None)];
+    assert_eq!(log.append(batch_of(mixed, Atomicity::AllOrNothing)).await.unwrap_err(), reused("a:1", 4));
+    let twice = vec![action_with("a:3", "1", None), action_with("a:3", "2", None)];
+    assert_eq!(log.append(batch_of(twice, Atomicity::AllOrNothing)).await.unwrap_err(), reused("a:3", 4));
+    assert_eq!(*log.head().borrow(), 2);
+    // Dispatches that stand alone are each decided on their own.
+    let alone = vec![action_with("a:3", "1", None), action_with("a:3", " 1 ", None), action_with("a:3", "2", None)];
+    let outcomes = log.submit(batch_of(alone, Atomicity::EachAlone)).await.unwrap().await.unwrap();
+    assert_eq!(outcomes[0].as_ref().map(|a| (a.seq, a.duplicate)), Ok((Some(3), false)));
+    assert_eq!(outcomes[1].as_ref().map(|a| (a.seq, a.duplicate)), Ok((Some(3), true)));
+    assert_eq!(outcomes[2], Err(reused("a:3", 4)));
+    // Beyond the latest RECENT actions of a client only the number is
+    // kept: an old id is acknowledged as a duplicate, without a seq, and
+    // its content is not compared.
+    let many: Vec<_> = (4..=3 + dedup::RECENT as u64).map(|n| action_with(&format!("a:{n}"), "0", None)).collect();
+    log.append(batch_of(many, Atomicity::AllOrNothing)).await.unwrap();
+    let old = log.append(batch_of(vec![action_with("a:1", "\"other\"", None)], Atomicity::AllOrNothing)).await;
+    assert_eq!(seqs(&old.unwrap()), [(None, true)]);
+    log.shutdown().await;
+}

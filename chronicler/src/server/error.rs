@@ -35,6 +35,7 @@ pub fn action_error(e: &ActionError, index: Option<usize>, id: &str) -> ApiError
 pub fn append_error(e: AppendError) -> ApiError {
     let (code, expected) = match e {
         AppendError::OutOfOrder { expected, .. } => (ErrorCode::OutOfOrder, Some(expected)),
+        AppendError::IdReused { expected, .. } => (ErrorCode::IdReused, Some(expected)),
         AppendError::TooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
         AppendError::Unavailable(_) | AppendError::ShuttingDown => (ErrorCode::Unavailable, None),
     };

@@ -9,6 +9,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +34,7 @@ const SOCKET_IN_FLIGHT: usize = 4096;
 pub async fn post_actions(
     State(state): State<AppState>,
     caller: Caller,
+    gate: nodb_server::DispatchGate,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -43,8 +45,26 @@ pub async fn post_actions(
         ApiError::new(ErrorCode::PayloadTooLarge, format!("the request body is over the limit of {limit} bytes"))
     })?;
     let batch = parse_batch(&bytes, &state, &caller.grant)?;
+    check_rate(&gate, &caller.grant, &batch.actions)?;
     let acks = state.log.append(batch).await.map_err(append_error)?;
     Ok(axum::Json(Acks { acks }).into_response())
+}
+
+/// Takes a batch's actions from its clients' rate limits (and the
+/// caller's token and address).
+fn check_rate(
+    gate: &nodb_server::DispatchGate,
+    grant: &Grant,
+    actions: &[(ActionId, IncomingAction)],
+) -> Result<(), ApiError> {
+    let mut counts: Vec<(&str, u32)> = Vec::new();
+    for (id, _) in actions {
+        match counts.iter_mut().find(|(c, _)| *c == id.client) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((&id.client, 1)),
+        }
+    }
+    counts.into_iter().try_for_each(|(client, n)| gate.check(grant, client, n))
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -102,13 +122,19 @@ fn parse_batch(bytes: &[u8], state: &AppState, grant: &Grant) -> Result<AppendBa
 pub async fn ws(
     State(state): State<AppState>,
     caller: Caller,
-    upgrade: WebSocketUpgrade,
+    gate: nodb_server::DispatchGate,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     caller.grant.may_dispatch_some()?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::bad_request(format!("GET /ws is a WebSocket for dispatching actions: {}", e.body_text()))
+    })?;
     let max = state.config.max_body_bytes;
     let tasks = state.tasks.clone();
     Ok(upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| {
-        tasks.track_future(serve_socket(socket, state, caller.grant).instrument(tracing::debug_span!("ingest_socket")))
+        tasks.track_future(
+            serve_socket(socket, state, caller.grant, gate).instrument(tracing::debug_span!("ingest_socket")),
+        )
     }))
 }
 
@@ -125,7 +151,7 @@ enum Outgoing {
 /// How many already-received dispatches travel to the log together.
 const GROUP: usize = 512;
 
-async fn serve_socket(socket: WebSocket, state: AppState, grant: Grant) {
+async fn serve_socket(socket: WebSocket, state: AppState, grant: Grant, gate: nodb_server::DispatchGate) {
     let (sink, mut stream) = socket.split();
     // Bounded: a client that sends faster than its acks can be written waits.
     let (tx, rx) = mpsc::channel::<Outgoing>(SOCKET_IN_FLIGHT / GROUP.min(SOCKET_IN_FLIGHT));
@@ -163,7 +189,13 @@ async fn serve_socket(socket: WebSocket, state: AppState, grant: Grant) {
                 Some(Ok(_)) => None, // ping/pong are answered by the library
             };
             if let Some(text) = text {
-                match parse_dispatch(text.as_str(), &state, &grant) {
+                let parsed = parse_dispatch(text.as_str(), &state, &grant).and_then(|(id, action)| {
+                    match gate.check(&grant, &id.client, 1) {
+                        Ok(()) => Ok((id, action)),
+                        Err(e) => Err((Some(action.id.clone()), e)),
+                    }
+                });
+                match parsed {
                     Ok(parsed) => group.push(parsed),
                     Err((id, e)) => {
                         if tx.send(Outgoing::Now(Answer::error(id, e))).await.is_err() {

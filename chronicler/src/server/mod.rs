@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nodb_shared::protocol::Limits;
@@ -108,6 +107,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/ws", get(ingest::ws))
         .route("/clients/{client}", get(client))
         .with_state(state)
+        .method_not_allowed_fallback(nodb_server::method_not_allowed)
 }
 
 /// `GET /clients/{client}`: the number and seq of the client's last durable
@@ -133,7 +133,11 @@ async fn client(
 /// `/health` and `/metrics`, without a fallback (`nodb up` nests them under
 /// `/chronicler`).
 pub fn status_router(state: AppState) -> Router {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .method_not_allowed_fallback(nodb_server::method_not_allowed)
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
@@ -143,7 +147,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>, caller: nodb_server::Caller) -> Result<Response, error::ApiError> {
     caller.grant.must_be_admin("reading metrics")?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response())
+    Ok(state.metrics.scrape().into_response())
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

@@ -48,6 +48,7 @@ pub async fn get_actions(
     State(state): State<AppState>,
     caller: nodb_server::Caller,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    socket_limits: nodb_server::SocketLimits,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     caller.grant.may_read_log()?;
@@ -82,6 +83,7 @@ pub async fn get_actions(
     // Not a WebSocket handshake: newline-delimited JSON.
     if let Ok(upgrade) = upgrade {
         let tasks = state.tasks.clone();
+        let upgrade = socket_limits.apply(upgrade);
         return Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_socket(socket, producer, rx))));
     }
     let span = tracing::debug_span!("stream", from, transport = "ndjson");
@@ -183,6 +185,11 @@ impl Producer {
         loop {
             if self.next > self.to {
                 return Ok(());
+            }
+            // A reader far behind never waits below, so its token's expiry
+            // is checked here too.
+            if grant.expires().is_some_and(|exp| exp <= nodb_auth::key::now()) {
+                return Err("the reader's token expired".into());
             }
             let head = *head_rx.borrow_and_update();
             if self.next <= head {

@@ -78,6 +78,8 @@ pub struct Args {
     #[command(flatten)]
     guard: crate::guard::Guard,
     #[command(flatten)]
+    limits: crate::limits::LimitArgs,
+    #[command(flatten)]
     token: crate::guard::TokenFile,
 }
 
@@ -110,8 +112,9 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         ..Settings::default()
     };
     settings.validate()?;
+    let enforcer = args.limits.enforcer()?;
     service::runtime()?.block_on(async move {
-        let shutdown = service::shutdown_on_signal();
+        let shutdown = service::shutdown_on_signal(args.limits.shutdown());
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -121,9 +124,12 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         for c in &cascades {
             upstreams.entry(c.name.clone()).or_insert_with(|| format!("{scheme}://{addr}"));
         }
-        let running = nodb_cascade::start(cascades, &upstreams, &settings, shutdown)?;
+        let running = nodb_cascade::start(cascades, &upstreams, &settings, shutdown.clone())?;
         service::announce("cascade", addr, guarded.tls.is_some());
-        server::serve(listener, running.state.clone(), guarded.tls.as_ref()).await.context("the server failed")?;
+        let router = server::router(running.state.clone());
+        nodb_server::serve_with(listener, router, guarded.tls.as_ref(), shutdown, &enforcer)
+            .await
+            .context("the server failed")?;
         running.finish().await;
         Ok(())
     })

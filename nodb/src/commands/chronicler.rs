@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nodb_chronicler::log::{FileLog, LogConfig};
 use nodb_chronicler::metrics::Metrics;
-use nodb_chronicler::server::{AppState, ServerConfig, serve};
+use nodb_chronicler::server::{AppState, ServerConfig};
 use nodb_shared::protocol::Limits;
 
 use crate::service;
@@ -67,6 +67,8 @@ pub struct Args {
     heartbeat: f64,
     #[command(flatten)]
     guard: crate::guard::Guard,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// Runs the command.
@@ -81,14 +83,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         heartbeat: Duration::from_secs_f64(args.heartbeat),
     };
     let guarded = args.guard.load(args.listen)?;
+    let enforcer = args.limits.enforcer()?;
     service::runtime()?.block_on(async move {
-        let shutdown = service::shutdown_on_signal();
-        let chronicler = open(log_config, server_config, guarded.access, shutdown).await?;
+        let shutdown = service::shutdown_on_signal(args.limits.shutdown());
+        let chronicler = open(log_config, server_config, guarded.access, shutdown.clone()).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         service::announce("chronicler", listener.local_addr()?, guarded.tls.is_some());
-        serve(listener, chronicler.state.clone(), guarded.tls.as_ref()).await.context("the server failed")?;
+        let router = nodb_chronicler::server::router(chronicler.state.clone());
+        nodb_server::serve_with(listener, router, guarded.tls.as_ref(), shutdown, &enforcer)
+            .await
+            .context("the server failed")?;
         chronicler.finish().await;
         Ok(())
     })

@@ -7,7 +7,6 @@ use std::time::Duration;
 use crate::Registry;
 use anyhow::Context;
 use nodb_dataview::history::HistorySettings;
-use nodb_dataview::server::serve;
 use nodb_dataview::service::{Settings, start};
 use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots};
 
@@ -96,6 +95,8 @@ pub struct Args {
     #[command(flatten)]
     guard: crate::guard::Guard,
     #[command(flatten)]
+    limits: crate::limits::LimitArgs,
+    #[command(flatten)]
     token: crate::guard::TokenFile,
 }
 
@@ -127,15 +128,19 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         access: guarded.access,
     };
     settings.validate()?;
+    let enforcer = args.limits.enforcer()?;
     service::runtime()?.block_on(async move {
-        let shutdown = service::shutdown_on_signal();
+        let shutdown = service::shutdown_on_signal(args.limits.shutdown());
         let tasks = tokio_util::task::TaskTracker::new();
-        let running = start(settings, shutdown, tasks).await?;
+        let running = start(settings, shutdown.clone(), tasks).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         service::announce("dataview", listener.local_addr()?, guarded.tls.is_some());
-        serve(listener, running.state.clone(), guarded.tls.as_ref()).await.context("the server failed")?;
+        let router = nodb_dataview::server::router(running.state.clone());
+        nodb_server::serve_with(listener, router, guarded.tls.as_ref(), shutdown, &enforcer)
+            .await
+            .context("the server failed")?;
         running.finish().await;
         Ok(())
     })

@@ -74,6 +74,8 @@ struct Common {
     guard: crate::guard::Guard,
     #[command(flatten)]
     token: crate::guard::TokenFile,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -165,8 +167,9 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     let dataview = dataview.map(|d| d.with_token_source(token));
     let settings = Settings { chronicler, dataview, effects: Effects::new(retry) };
     let guarded = args.common.listen.map(|addr| args.common.guard.load(addr)).transpose()?;
+    let enforcer = args.common.limits.enforcer()?;
     service::runtime()?.block_on(async move {
-        let shutdown = service::shutdown_on_signal();
+        let shutdown = service::shutdown_on_signal(args.common.limits.shutdown());
         let names: Vec<String> = envoys.iter().map(|e| e.name.clone()).collect();
         let running = start_all(envoys, settings, None, shutdown.clone());
         let server = match (args.common.listen, guarded) {
@@ -176,13 +179,13 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
                 service::announce("envoy", listener.local_addr()?, guarded.tls.is_some());
                 let router = guarded.access.layer(nodb_envoy::status::router(running.status.clone()));
                 let stop = shutdown.clone();
-                Some(tokio::spawn(
-                    async move { nodb_server::serve(listener, router, guarded.tls.as_ref(), stop).await },
-                ))
+                Some(tokio::spawn(async move {
+                    nodb_server::serve_with(listener, router, guarded.tls.as_ref(), stop, &enforcer).await
+                }))
             }
             _ => None,
         };
-        println!("nodb envoy running {}", names.join(", "));
+        service::say(&format!("nodb envoy running {}", names.join(", ")));
         let result = running.wait().await;
         shutdown.cancel();
         if let Some(server) = server {

@@ -41,6 +41,8 @@ pub struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     guard: crate::guard::Guard,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// Runs the command.
@@ -52,14 +54,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let guarded = args.guard.load(args.listen)?;
+    let enforcer = args.limits.enforcer()?;
     service::runtime()?.block_on(async move {
-        let shutdown = service::shutdown_on_signal();
+        let shutdown = service::shutdown_on_signal(args.limits.shutdown());
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         service::announce("supplier", listener.local_addr()?, guarded.tls.is_some());
         let router = guarded.access.layer(Supplier::new().app());
-        nodb_server::serve(listener, router, guarded.tls.as_ref(), shutdown).await.context("the server failed")?;
+        nodb_server::serve_with(listener, router, guarded.tls.as_ref(), shutdown, &enforcer)
+            .await
+            .context("the server failed")?;
         tracing::info!("supplier stopped");
         Ok(())
     })

@@ -80,6 +80,8 @@ pub struct Args {
     snapshot_interval: f64,
     #[command(flatten)]
     guard: crate::guard::Guard,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// Runs the command.
@@ -96,8 +98,9 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     };
     let guarded = args.guard.load(args.listen)?;
     let mint = crate::guard::Minter::new(guarded.keys.as_ref());
+    let enforcer = args.limits.enforcer()?;
     service::runtime()?.block_on(async move {
-        let shutdown = service::shutdown_on_signal();
+        let shutdown = service::shutdown_on_signal(args.limits.shutdown());
         let log_config = LogConfig::new(args.data.join("log"));
         let access = guarded.access.clone();
         let history = chronicler::open(log_config, ServerConfig::default(), access.clone(), shutdown.clone()).await?;
@@ -182,11 +185,15 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         // fragment (never sent to a server, never in a log).
         let operator = Claims { admin: true, dispatch: vec![String::new()], ..part("operator", true) };
         match mint.once(operator, 86_400) {
-            Some(token) => println!("open {scheme}://{addr}/#token={token} in a browser; Ctrl-C stops"),
-            None => println!("open {scheme}://{addr}/ in a browser; Ctrl-C stops"),
+            Some(token) => service::say(&format!("open {scheme}://{addr}/#token={token} in a browser; Ctrl-C stops")),
+            None => service::say(&format!("open {scheme}://{addr}/ in a browser; Ctrl-C stops")),
         }
-        let inner_server = inner.map(|l| tokio::spawn(nodb_server::serve(l, router.clone(), None, shutdown.clone())));
-        nodb_server::serve(listener, router, guarded.tls.as_ref(), shutdown.clone())
+        // Both listeners share one set of limits (one process, one cap).
+        let inner_server = inner.map(|l| {
+            let (router, shutdown, enforcer) = (router.clone(), shutdown.clone(), enforcer.clone());
+            tokio::spawn(async move { nodb_server::serve_with(l, router, None, shutdown, &enforcer).await })
+        });
+        nodb_server::serve_with(listener, router, guarded.tls.as_ref(), shutdown.clone(), &enforcer)
             .await
             .context("the server failed")?;
         if let Some(s) = inner_server {

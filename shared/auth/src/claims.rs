@@ -43,6 +43,15 @@ pub enum ReadScope {
     Subtree(String),
 }
 
+impl std::fmt::Display for ReadScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadScope::Whole => f.write_str("the whole view"),
+            ReadScope::Subtree(pointer) => write!(f, "the subtree at {pointer:?}"),
+        }
+    }
+}
+
 impl ReadScope {
     /// Whether `pointer` (a JSON Pointer into the view) lies inside this
     /// scope: the subtree's root or below it.

@@ -146,7 +146,7 @@ impl Grant {
         } else {
             Err(Denied::new(
                 format!("read:{view}{pointer}"),
-                format!("this token may read only {scope:?} of view {view:?}, not {pointer:?}"),
+                format!("this token may read only {scope} of view {view:?}, not {pointer:?}"),
             ))
         }
     }

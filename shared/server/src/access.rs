@@ -42,6 +42,31 @@ struct Settings {
     origins: Vec<String>,
     any_origin: bool,
     loopback: bool,
+    /// Tokens verified already, so a client that sends the same token with
+    /// every request pays for the signature once.
+    verified: Verified,
+}
+
+/// The most tokens remembered as verified; past it the memory starts over.
+const VERIFIED_CAPACITY: usize = 4096;
+
+/// Tokens whose signature and claims have been checked, with their claims
+/// (the times are still checked on every use).
+#[derive(Debug, Default)]
+struct Verified(std::sync::Mutex<std::collections::HashMap<Box<str>, Arc<nodb_auth::Claims>>>);
+
+impl Verified {
+    fn get(&self, token: &str) -> Option<Arc<nodb_auth::Claims>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token).cloned()
+    }
+
+    fn insert(&self, token: &str, claims: Arc<nodb_auth::Claims>) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= VERIFIED_CAPACITY {
+            map.clear();
+        }
+        map.insert(token.into(), claims);
+    }
 }
 
 /// The outcome of the token check, left for [`Caller`].
@@ -102,8 +127,13 @@ impl Access {
     #[must_use]
     pub fn loopback_only(self, loopback: bool) -> Access {
         let s = &self.inner;
-        let settings =
-            Settings { keys: s.keys.clone(), origins: s.origins.clone(), any_origin: s.any_origin, loopback };
+        let settings = Settings {
+            keys: s.keys.clone(),
+            origins: s.origins.clone(),
+            any_origin: s.any_origin,
+            loopback,
+            verified: Verified::default(),
+        };
         Access { inner: Arc::new(settings) }
     }
 
@@ -124,12 +154,28 @@ impl Access {
                 "this service needs a token: send `Authorization: Bearer <token>` (or `?token=` on a WebSocket)",
             )
         })?;
-        Ok(Grant::token(keys.verify(token, nodb_auth::key::now())?))
+        let now = nodb_auth::key::now();
+        if let Some(claims) = self.inner.verified.get(token) {
+            // Verified before: only time can have made it invalid.
+            if claims.exp <= now {
+                return Err(nodb_auth::TokenError::Expired.into());
+            }
+            if claims.nbf.is_none_or(|nbf| nbf <= now) {
+                return Ok(Grant::Token(claims));
+            }
+        }
+        let claims = Arc::new(keys.verify(token, now)?);
+        self.inner.verified.insert(token, claims.clone());
+        Ok(Grant::Token(claims))
     }
 
-    /// Adds the check to every route of `router`.
+    /// Adds the check to every route of `router`, and gives axum's own
+    /// plain-text rejections (a path segment that is not UTF-8, …) the
+    /// JSON error body.
     pub fn layer<S: Clone + Send + Sync + 'static>(&self, router: axum::Router<S>) -> axum::Router<S> {
-        router.layer(axum::middleware::from_fn_with_state(self.clone(), check))
+        router
+            .layer(axum::middleware::map_response(crate::error::rejections_as_json))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), check))
     }
 
     fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
@@ -330,6 +376,24 @@ mod tests {
         assert_eq!(call(&allowed, "/who", &[("origin", "https://app.example:8443")]).await.0, 403);
         assert!(Access::open().allow_origins(&["app.example".into()]).is_err());
         assert!(Access::open().allow_origins(&["https://app.example/path".into()]).is_err());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let key = Key::generate();
+        let access = Access::new(Some(KeySet::new(vec![key.clone()])));
+        let exp = nodb_auth::key::now() + 1;
+        let token = key.mint(&Claims { sub: "a".into(), exp, ..Claims::default() }).unwrap();
+        assert!(access.grant(Some(&token)).is_ok());
+        assert!(access.grant(Some(&token)).is_ok(), "from memory");
+        let other = Key::generate().mint(&Claims { sub: "a".into(), exp, ..Claims::default() }).unwrap();
+        assert!(access.grant(Some(&other)).is_err(), "another key's token is not remembered as good");
+        while nodb_auth::key::now() < exp {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let e = access.grant(Some(&token)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+        assert!(e.message.contains("expired"), "{}", e.message);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `out_of_order`, `right` for `forbidden`, and `Retry-After` when trying
 //! again later may work.
 
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use nodb_auth::{Denied, TokenError};
 use nodb_shared::protocol::{ErrorBody, ErrorCode};
@@ -84,6 +84,56 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The answer to a method a path does not take, e.g. `DELETE /actions`:
+/// 405 `method_not_allowed`, naming the method; the router adds the
+/// `Allow` header. Give it to each router with
+/// `Router::method_not_allowed_fallback` once its routes are added: it
+/// applies to the routes the router has then, and stays with them when the
+/// router is merged or nested into another.
+pub async fn method_not_allowed(method: Method) -> ApiError {
+    // No path in the message: in a nested router the handler sees the path
+    // without its prefix (and axum's `OriginalUri` is not built in here).
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("this endpoint does not take {method}; the Allow header lists the methods it takes"),
+    )
+}
+
+/// Gives a plain-text error answer from axum itself — an extractor's
+/// rejection, such as a path segment that is not UTF-8 (`/views/%FF`) —
+/// the JSON error body, for use with `axum::middleware::map_response`.
+/// Only statuses that have a code are rewritten (400, 404, 405, 413, 415),
+/// keeping the status, the text as the message and the other headers;
+/// every other answer passes unchanged.
+pub async fn rejections_as_json(response: Response) -> Response {
+    let code = match response.status().as_u16() {
+        400 => ErrorCode::BadRequest,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        413 => ErrorCode::PayloadTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        _ => return response,
+    };
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|t| t.starts_with("text/plain"));
+    if !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => parts.status.canonical_reason().unwrap_or("refused").to_string(),
+        t => t.to_string(),
+    };
+    let json = ApiError::new(code, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, json.into_body())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +151,60 @@ mod tests {
         assert_eq!(ApiError::bad_request("no").into_response().status(), 400);
         let r = ApiError::new(ErrorCode::OutOfOrder, "skip").expected(Some(4)).into_response();
         assert_eq!(body(r).await["error"]["expected"], 4);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_method_is_405_with_the_error_body_and_allow() {
+        use axum::routing::{get, post};
+        use tower::ServiceExt as _;
+        let inner = axum::Router::new().route("/b", post(|| async { "posted" }));
+        let app = axum::Router::new()
+            .route("/a", get(|| async { "got" }).post(|| async { "posted" }))
+            .method_not_allowed_fallback(method_not_allowed)
+            .nest("/n", inner.method_not_allowed_fallback(method_not_allowed));
+        for (method, path, allow) in
+            [("DELETE", "/a", "GET,HEAD,POST"), ("PUT", "/a", "GET,HEAD,POST"), ("GET", "/n/b", "POST")]
+        {
+            let req = axum::http::Request::builder().method(method).uri(path).body(axum::body::Body::empty()).unwrap();
+            let r = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(r.status(), 405, "{method} {path}");
+            assert_eq!(r.headers()[header::ALLOW], allow, "{method} {path}");
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+            let b = body(r).await;
+            assert_eq!(b["error"]["code"], "method_not_allowed", "{b}");
+            assert!(b["error"]["message"].as_str().unwrap().contains(&format!("does not take {method}")), "{b}");
+        }
+        let ok = axum::http::Request::builder().uri("/a").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(app.oneshot(ok).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn axum_rejections_get_the_error_body() {
+        use axum::extract::Path;
+        use axum::routing::get;
+        use tower::ServiceExt as _;
+        let app = axum::Router::new()
+            .route("/v/{name}", get(|Path(name): Path<String>| async move { name }))
+            .route("/plain", get(|| async { (StatusCode::UNPROCESSABLE_ENTITY, "left alone") }))
+            .route("/json", get(|| async { ApiError::bad_request("mine") }))
+            .layer(axum::middleware::map_response(rejections_as_json));
+        let call = |uri: &str| {
+            let req = axum::http::Request::builder().uri(uri).body(axum::body::Body::empty()).unwrap();
+            app.clone().oneshot(req)
+        };
+        let r = call("/v/%FF").await.unwrap();
+        assert_eq!(
+            (r.status(), r.headers()[header::CONTENT_TYPE].to_str().unwrap()),
+            (StatusCode::BAD_REQUEST, "application/json")
+        );
+        let b = body(r).await;
+        assert_eq!(b["error"]["code"], "bad_request", "{b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains("UTF-8"), "{b}");
+        let r = call("/v/ok").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(axum::body::to_bytes(r.into_body(), 100).await.unwrap(), "ok");
+        assert_eq!(call("/plain").await.unwrap().status(), 422, "statuses without a code pass unchanged");
+        assert_eq!(body(call("/json").await.unwrap()).await["error"]["message"], "mine");
     }
 
     #[tokio::test]

@@ -168,6 +168,11 @@ impl FromStr for ActionId {
         if client.chars().any(char::is_control) {
             return Err(bad("the client part contains control characters"));
         }
+        if client.chars().any(is_invisible_format) {
+            return Err(bad("the client part contains an invisible formatting character (a bidirectional control, a \
+                 zero-width character, a byte order mark, a tag or a line separator), which can make an id \
+                 display as another"));
+        }
         if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || (n.len() > 1 && n.starts_with('0')) {
             return Err(bad("the number after ':' must be a positive integer without leading zeros"));
         }
@@ -177,6 +182,40 @@ impl FromStr for ActionId {
         }
         Ok(ActionId { client: client.to_string(), n })
     }
+}
+
+/// Whether `c` is an invisible formatting character refused in a client
+/// name: every character of Unicode 15's `Format` category (`Cf`) — among
+/// them the bidirectional controls U+061C, U+200E, U+200F, U+202A–U+202E
+/// and U+2066–U+2069, the zero-width U+200B–U+200D and U+2060, the byte
+/// order mark U+FEFF, the soft hyphen U+00AD and the tags U+E0000–U+E007F —
+/// and the line and paragraph separators U+2028 and U+2029. They show as
+/// nothing (or reorder the text around them), so two ids that print alike
+/// could name different clients, and a log line could read backwards.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
 }
 
 impl fmt::Display for ActionId {
@@ -275,12 +314,96 @@ mod tests {
         );
     }
 
-    proptest! {
-        #[test]
-        fn id_parse_never_panics_and_round_trips(s in ".{0,40}") {
-            if let Ok(id) = s.parse::<ActionId>() {
-                prop_assert_eq!(id.to_string(), s);
+    #[test]
+    fn invisible_formatting_characters_are_refused_in_the_client() {
+        let refused = [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{061C}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{FEFF}',
+            '\u{2060}',
+            '\u{00AD}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{E0041}',
+        ];
+        for c in refused {
+            for id in [format!("{c}web:1"), format!("we{c}b:1"), format!("web{c}:1")] {
+                match id.parse::<ActionId>() {
+                    Err(ActionError::InvalidId { reason, .. }) => assert!(reason.contains("invisible"), "{reason}"),
+                    other => panic!("U+{:04X} in {id:?} should be refused, got {other:?}", c as u32),
+                }
             }
+        }
+        // Visible non-ASCII is fine, and so are the characters next to the
+        // refused ranges.
+        for ok in ["café:1", "日本:2", "😀:3", "a\u{202F}b:4", "a\u{2065}b:5", "web-7f3a.tab:1"] {
+            assert_eq!(ok.parse::<ActionId>().map(|id| id.to_string()).as_deref(), Ok(ok));
+        }
+        let message = "a\u{202E}b:1".parse::<ActionId>().unwrap_err().to_string();
+        assert!(message.contains("\\u{202e}"), "the message shows the character escaped: {message}");
+    }
+
+    /// Strings made mostly of what ids are made of — and of the characters
+    /// they must not hold — so that both valid and nearly valid ids come up.
+    fn id_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => any::<char>(),
+            4 => proptest::char::range('a', 'z'),
+            3 => proptest::char::range('0', '9'),
+            2 => Just(':'),
+            1 => proptest::sample::select(vec![
+                '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}', '\u{200B}', '\u{200D}', '\u{200E}', '\u{200F}',
+                '\u{061C}', '\u{FEFF}', '\u{2028}', '\u{E0020}', '\n', '\u{7F}', '\u{85}',
+            ]),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|cs| cs.into_iter().collect())
+    }
+
+    proptest! {
+        /// Parsing never panics, and what parses prints back as the same
+        /// id, with a client free of control and invisible characters.
+        #[test]
+        fn id_parse_never_panics_and_round_trips(s in prop_oneof![".{0,40}", id_like()]) {
+            if let Ok(id) = s.parse::<ActionId>() {
+                prop_assert_eq!(id.to_string(), s.clone());
+                prop_assert_eq!(id.to_string().parse::<ActionId>(), Ok(id.clone()));
+                prop_assert!(id.n >= 1 && !id.client.is_empty() && id.client.len() <= MAX_CLIENT_LEN);
+                prop_assert!(!id.client.chars().any(|c| c.is_control() || is_invisible_format(c)), "{:?}", s);
+            }
+        }
+
+        /// A client made of visible characters parses with any number, and
+        /// one invisible formatting character anywhere in it refuses it.
+        #[test]
+        fn one_invisible_character_refuses_a_good_id(
+            client in "[a-zA-Z0-9._:é日😀-]{1,30}",
+            n in 1u64..,
+            at in any::<proptest::sample::Index>(),
+            bad in proptest::sample::select(vec![
+                '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
+                '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{FEFF}',
+            ]),
+        ) {
+            let good = format!("{client}:{n}");
+            prop_assert_eq!(good.parse::<ActionId>(), Ok(ActionId { client: client.clone(), n }));
+            let mut chars: Vec<char> = client.chars().collect();
+            chars.insert(at.index(chars.len() + 1), bad);
+            let tainted: String = chars.into_iter().collect();
+            let refused = format!("{tainted}:{n}").parse::<ActionId>();
+            prop_assert!(matches!(refused, Err(ActionError::InvalidId { .. })), "{:?}", refused);
         }
     }
 }

@@ -19,6 +19,9 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// An action's number skips ahead of the next one expected (HTTP 409).
     OutOfOrder,
+    /// An action re-uses the id of an accepted action but differs from it
+    /// (type, payload or meta): a re-send must be the same action (HTTP 409).
+    IdReused,
     /// No token, or one that is malformed, expired or signed by an unknown
     /// key (HTTP 401).
     Unauthorized,
@@ -32,8 +35,14 @@ pub enum ErrorCode {
     PatchFailed,
     /// A reducer rejected the action (HTTP 409).
     Rejected,
+    /// Too many dispatches from one client, token or address: slow down
+    /// and retry after `Retry-After` seconds (HTTP 429).
+    RateLimited,
     /// The service cannot take writes now, e.g. the disk is full (HTTP 503).
     Unavailable,
+    /// The path exists but not with this method, e.g. `DELETE /actions`
+    /// (HTTP 405).
+    MethodNotAllowed,
     /// A bug or unexpected failure; details are in the server log (HTTP 500).
     Internal,
 }
@@ -46,10 +55,12 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::UnknownView | ErrorCode::NotFound => 404,
-            ErrorCode::OutOfOrder | ErrorCode::PatchFailed | ErrorCode::Rejected => 409,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::OutOfOrder | ErrorCode::IdReused | ErrorCode::PatchFailed | ErrorCode::Rejected => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidAction => 422,
+            ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }
@@ -64,6 +75,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::OutOfOrder => "out_of_order",
+            ErrorCode::IdReused => "id_reused",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::UnknownView => "unknown_view",
@@ -71,6 +83,8 @@ impl ErrorCode {
             ErrorCode::PatchFailed => "patch_failed",
             ErrorCode::Rejected => "rejected",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }
@@ -83,7 +97,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// The HTTP error body: `{"error": {"code": "…", "message": "…"}}`, with
-/// `"expected": N` added for `out_of_order`.
+/// `"expected": N` added for `out_of_order` and `id_reused`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// The error.
@@ -97,8 +111,9 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// A sentence for people, naming what is wrong.
     pub message: String,
-    /// For `out_of_order`: the action number the chronicler expects next
-    /// from that client, so a client need not read it out of `message`.
+    /// For `out_of_order` and `id_reused`: the action number the chronicler
+    /// expects next from that client, so a client need not read it out of
+    /// `message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<u64>,
     /// For `forbidden`: the right the token lacks, e.g. `dispatch:stock/`
@@ -139,6 +154,7 @@ mod tests {
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::OutOfOrder,
+            ErrorCode::IdReused,
             ErrorCode::Unauthorized,
             ErrorCode::Forbidden,
             ErrorCode::UnknownView,
@@ -146,10 +162,16 @@ mod tests {
             ErrorCode::PatchFailed,
             ErrorCode::Rejected,
             ErrorCode::Unavailable,
+            ErrorCode::MethodNotAllowed,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(code.as_str()));
         }
+        assert_eq!((ErrorCode::IdReused.as_str(), ErrorCode::IdReused.http_status()), ("id_reused", 409));
+        assert_eq!(
+            (ErrorCode::MethodNotAllowed.as_str(), ErrorCode::MethodNotAllowed.http_status()),
+            ("method_not_allowed", 405)
+        );
         let body = ErrorBody::new(ErrorCode::PayloadTooLarge, "too big");
         assert_eq!(
             serde_json::to_string(&body).unwrap(),

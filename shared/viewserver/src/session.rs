@@ -112,6 +112,13 @@ pub async fn serve_session<F: Feed, H: Hooks>(
                     break;
                 }
                 msg = socket.recv() => match msg {
+                    // A message over the size limit, refused before it was
+                    // buffered: say why (1009) and end the session.
+                    Some(Err(e)) if nodb_server::limits::is_too_big(&e) => {
+                        tracing::debug!("a client sent a message over the size limit; closing its stream");
+                        let _ = send(&mut socket, limit, nodb_server::limits::too_big_close()).await;
+                        break 'session;
+                    }
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session,
                     Some(Ok(Message::Pong(_))) => awaiting_pong = false,
                     Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {

@@ -142,7 +142,7 @@ pub async fn run(args: &EnvoyArgs) -> anyhow::Result<()> {
         }
     }
     print_latency("reorder envoy (view trigger, nodb supplier)", &mut reorder);
-    if let Ok((sum, count)) = super::fsync_totals(&addr).await {
+    if let Ok((sum, count)) = super::fsync_totals(&addr, None).await {
         println!(
             "  (one durable commit, the chronicler's mean fdatasync: {} over {count} syncs)",
             fmt_duration(Duration::from_secs_f64(sum / count.max(1) as f64))

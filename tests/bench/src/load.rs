@@ -14,10 +14,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::stats::RunStats;
 
-/// One WebSocket client keeping up to `window` dispatches in flight.
+/// One WebSocket client keeping up to `window` dispatches in flight,
+/// sending `token` (if any) as `?token=` on the upgrade.
 pub async fn ws_client(
     addr: String,
     client: String,
+    token: Option<String>,
     payload: Arc<String>,
     window: usize,
     measure_from: Instant,
@@ -25,7 +27,8 @@ pub async fn ws_client(
 ) -> anyhow::Result<RunStats> {
     let tcp = TcpStream::connect(&addr).await.with_context(|| format!("cannot connect to {addr}"))?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp).await?;
+    let url = super::auth::with_token(format!("ws://{addr}/ws"), token.as_deref());
+    let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
     let (mut sink, mut stream) = ws.split();
     let permits = Arc::new(Semaphore::new(window));
     let ring: Arc<Vec<AtomicU64>> = Arc::new((0..window * 2).map(|_| AtomicU64::new(0)).collect());
@@ -86,10 +89,12 @@ pub async fn ws_client(
 }
 
 /// One HTTP/1.1 keep-alive connection posting `batch` actions per request
-/// (an array when more than one), one request at a time.
+/// (an array when more than one), one request at a time, each with
+/// `Authorization: Bearer <token>` when there is a token.
 pub async fn http_client(
     addr: String,
     client: String,
+    token: Option<String>,
     payload: Arc<String>,
     batch: usize,
     measure_from: Instant,
@@ -102,6 +107,7 @@ pub async fn http_client(
     let mut stats = RunStats::default();
     let mut n = 0u64;
     let mut line = String::new();
+    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     while Instant::now() < stop {
         let mut actions = Vec::with_capacity(batch);
         for _ in 0..batch {
@@ -110,7 +116,7 @@ pub async fn http_client(
         }
         let body = if batch == 1 { actions.pop().unwrap_or_default() } else { format!("[{}]", actions.join(",")) };
         let req = format!(
-            "POST /actions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /actions HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         let sent = Instant::now();

@@ -13,9 +13,15 @@
 //! and `nats-server -js` when it is installed. Each configuration runs for
 //! a warm-up and a measured window; the report gives acknowledged actions
 //! per second and ack latency p50/p99, and the ratios between the two
-//! systems.
+//! systems. With `--auth compare` it also runs a chronicler that checks
+//! tokens beside the open one and gives the ratio auth on / off.
+//!
+//! `nodb-bench token` ([`auth`]): the cost of one token check in this
+//! process, and over HTTP against a chronicler.
 
+mod auth;
 mod cascade;
+mod cpu;
 mod envoy;
 mod history;
 mod load;
@@ -32,6 +38,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use nodb_tests::Service;
 
+use auth::{AuthMode, BenchKey, Side};
 use stats::{RunStats, fmt_duration};
 
 /// nodb's benchmarks. Each starts the services it measures from the
@@ -61,6 +68,8 @@ enum BenchCommand {
     Envoy(envoy::EnvoyArgs),
     /// As-of reads (`?at=N`) over a long history, against the live `GET`.
     History(history::HistoryArgs),
+    /// The cost of one token check (`KeySet::verify`, `Access::grant`) and its parts.
+    Token(auth::TokenArgs),
 }
 
 /// Durable ingest: acks/s and ack latency at 1, 16 and 64 clients, over
@@ -71,9 +80,14 @@ enum BenchCommand {
 /// each with a fresh data directory under a temporary folder on the same
 /// filesystem as --dir. It also measures one raw 128-byte write + fdatasync
 /// there, the floor for a durable ack.
+///
+/// With `--auth compare` it runs a second chronicler with `--auth-key`
+/// (each client with a token of its own, on every HTTP request and on the
+/// socket's upgrade) and measures the two back to back, row by row.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
   cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench ingest
+  target/release/nodb-bench ingest --auth compare --no-nats     access control off and on, side by side
 
 Compare ratios, not absolute numbers: the machine is shared and times drift.")]
 struct IngestArgs {
@@ -93,6 +107,15 @@ struct IngestArgs {
     /// Skip NATS JetStream even if it is installed.
     #[arg(long)]
     no_nats: bool,
+    /// Access control: `off` (open chronicler), `on` (`--auth-key`, every
+    /// client with a token), or `compare` (both in one run, back to back,
+    /// with the ratio on / off).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "off")]
+    auth: AuthMode,
+    /// How many times to measure each row (with `--auth compare`, each
+    /// round runs both sides back to back, alternating which goes first).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    rounds: usize,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +138,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         BenchCommand::Cascade(a) => runtime.block_on(cascade::run(a)),
         BenchCommand::Envoy(a) => runtime.block_on(envoy::run(a)),
         BenchCommand::History(a) => runtime.block_on(history::run(a)),
+        BenchCommand::Token(a) => runtime.block_on(auth::token(a)),
     }
 }
 
@@ -128,9 +152,39 @@ impl Drop for Proc {
     }
 }
 
+/// One chronicler measured by `ingest`: open, or checking tokens signed
+/// with `key`.
+struct Chronicler {
+    side: Side,
+    addr: String,
+    key: Option<Arc<BenchKey>>,
+    /// The process, for its CPU time.
+    pid: u32,
+    _service: Service,
+}
+
+impl Chronicler {
+    /// The token for `client` (may dispatch `bench/*`), when this one checks tokens.
+    fn token(&self, client: &str) -> anyhow::Result<Option<String>> {
+        self.key.as_ref().map(|k| k.dispatcher(client, "bench/")).transpose()
+    }
+}
+
+/// A measured row: transport, clients, side, round, acks/s, p50, the
+/// chronicler's CPU per ack.
+struct Row {
+    name: &'static str,
+    clients: usize,
+    round: usize,
+    cpu_per_ack: Option<Duration>,
+    side: Side,
+    rate: f64,
+    p50: Duration,
+}
+
 async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
-    if args.seconds.is_nan() || args.seconds <= 0.0 || args.window == 0 || args.clients.is_empty() {
-        bail!("--seconds, --window and --clients must be positive");
+    if args.seconds.is_nan() || args.seconds <= 0.0 || args.window == 0 || args.clients.is_empty() || args.rounds == 0 {
+        bail!("--seconds, --window, --clients and --rounds must be positive");
     }
     let tmp = tempfile::Builder::new().prefix("nodb-bench-").tempdir_in(&args.dir)?;
     let measure = Duration::from_secs_f64(args.seconds);
@@ -144,37 +198,76 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
         fmt_duration(fsync.1)
     );
 
-    let (_chronicler, nodb_addr) = start_chronicler(tmp.path())?;
+    // One chronicler per side, each with its own log on the same filesystem.
+    let mut chroniclers = Vec::new();
+    for &side in args.auth.sides() {
+        let key = match side {
+            Side::Open => None,
+            Side::Auth => Some(Arc::new(BenchKey::new(tmp.path())?)),
+        };
+        let data = tmp.path().join(if key.is_some() { "nodb-auth" } else { "nodb" });
+        let (service, addr) = start_chronicler_at(&data, key.as_deref())?;
+        let pid = service.pid();
+        chroniclers.push(Chronicler { side, addr, key, pid, _service: service });
+    }
     let nats = if args.no_nats { None } else { start_nats(tmp.path()).await? };
     if nats.is_none() && !args.no_nats {
         println!("nats-server not found on PATH (Debian package `nats-server`): JetStream columns skipped");
     }
+    if args.auth == AuthMode::Compare {
+        println!(
+            "auth off and auth on (+auth: every request and socket carries a token) run back to back, alternating"
+        );
+    }
 
     println!(
-        "\n{:<22} {:>7} {:>6} {:>12} {:>10} {:>10}",
-        "system / transport", "clients", "window", "acks/s", "p50", "p99"
+        "\n{:<22} {:>7} {:>6} {:>12} {:>10} {:>10} {:>13}",
+        "system / transport", "clients", "window", "acks/s", "p50", "p99", "server CPU/ack"
     );
-    let mut rows: Vec<(String, usize, f64, Duration)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut run_id = 0;
+    let mut turn = 0;
     for &clients in &args.clients {
         for (name, window) in [("nodb websocket", args.window), ("nodb http", 1), ("nodb http batch", args.window)] {
-            run_id += 1;
-            let addr = nodb_addr.clone();
-            let payload = payload.clone();
-            let mut stats = measure_run(clients, measure, move |k, from, stop| {
-                let (addr, payload) = (addr.clone(), payload.clone());
-                let client = format!("bench{run_id}-{k}");
-                async move {
-                    if name.starts_with("nodb http") {
-                        load::http_client(addr, client, payload, window, from, stop).await
-                    } else {
-                        load::ws_client(addr, client, payload, window, from, stop).await
-                    }
+            for round in 0..args.rounds {
+                let order: Vec<&Chronicler> =
+                    auth::round_order(&chroniclers.iter().map(|c| c.side).collect::<Vec<_>>(), turn)
+                        .into_iter()
+                        .filter_map(|side| chroniclers.iter().find(|c| c.side == side))
+                        .collect();
+                turn += 1;
+                for chronicler in order {
+                    run_id += 1;
+                    let tokens = (0..clients)
+                        .map(|k| chronicler.token(&format!("bench{run_id}-{k}")))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let tokens = Arc::new(tokens);
+                    let addr = chronicler.addr.clone();
+                    let payload = payload.clone();
+                    let mut stats = measure_run(clients, measure, Some(chronicler.pid), move |k, from, stop| {
+                        let (addr, payload, token) = (addr.clone(), payload.clone(), tokens[k].clone());
+                        let client = format!("bench{run_id}-{k}");
+                        async move {
+                            if name.starts_with("nodb http") {
+                                load::http_client(addr, client, token, payload, window, from, stop).await
+                            } else {
+                                load::ws_client(addr, client, token, payload, window, from, stop).await
+                            }
+                        }
+                    })
+                    .await?;
+                    print_row(&format!("{name}{}", chronicler.side.suffix()), clients, window, &mut stats);
+                    rows.push(Row {
+                        name,
+                        clients,
+                        round,
+                        cpu_per_ack: stats.cpu_per_ack(),
+                        side: chronicler.side,
+                        rate: stats.rate(),
+                        p50: stats.quantile(0.5),
+                    });
                 }
-            })
-            .await?;
-            print_row(name, clients, window, &mut stats);
-            rows.push((name.to_string(), clients, stats.rate(), stats.quantile(0.5)));
+            }
         }
         if let Some((_, nats_addr)) = &nats {
             // Synchronous publish acks (one in flight per client, as
@@ -183,63 +276,84 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
                 run_id += 1;
                 let addr = nats_addr.clone();
                 let bytes = Arc::new(nats_payload(&payload));
-                let mut stats = measure_run(clients, measure, move |k, from, stop| {
+                let mut stats = measure_run(clients, measure, None, move |k, from, stop| {
                     let (addr, bytes) = (addr.clone(), bytes.clone());
                     nats::publisher(addr, format!("b{run_id}x{k}"), bytes, window, from, stop)
                 })
                 .await?;
                 print_row(name, clients, window, &mut stats);
-                rows.push((name.into(), clients, stats.rate(), stats.quantile(0.5)));
+                rows.push(Row {
+                    name,
+                    clients,
+                    round: 0,
+                    cpu_per_ack: None,
+                    side: Side::Open,
+                    rate: stats.rate(),
+                    p50: stats.quantile(0.5),
+                });
             }
         }
     }
 
     // Single-client latency with one action in flight: the cost of one ack.
     println!("\nsingle client, one action in flight (latency of one durable ack):");
-    run_id += 1;
-    let addr = nodb_addr.clone();
-    let p = payload.clone();
-    let mut one = measure_run(1, measure, move |_, from, stop| {
-        load::ws_client(addr.clone(), format!("lat{run_id}"), p.clone(), 1, from, stop)
-    })
-    .await?;
-    print_row("nodb websocket", 1, 1, &mut one);
-    let nodb_p50 = one.quantile(0.5);
-    if let Ok((sum, count)) = fsync_totals(&nodb_addr).await {
-        println!(
-            "  (the chronicler's own fdatasync over the whole run: mean {} over {count} syncs)",
-            fmt_duration(Duration::from_secs_f64(sum / count.max(1) as f64))
-        );
+    let mut single: Vec<(Side, Duration)> = Vec::new();
+    for chronicler in &chroniclers {
+        run_id += 1;
+        let addr = chronicler.addr.clone();
+        let p = payload.clone();
+        let client = format!("lat{run_id}");
+        let token = chronicler.token(&client)?;
+        let mut one = measure_run(1, measure, Some(chronicler.pid), move |_, from, stop| {
+            load::ws_client(addr.clone(), client.clone(), token.clone(), p.clone(), 1, from, stop)
+        })
+        .await?;
+        print_row(&format!("nodb websocket{}", chronicler.side.suffix()), 1, 1, &mut one);
+        single.push((chronicler.side, one.quantile(0.5)));
+        if let Ok((sum, count)) = fsync_totals(&chronicler.addr, chronicler.key.as_deref()).await {
+            println!(
+                "  (the chronicler's own fdatasync over the whole run: mean {} over {count} syncs)",
+                fmt_duration(Duration::from_secs_f64(sum / count.max(1) as f64))
+            );
+        }
     }
     if let Some((_, nats_addr)) = &nats {
         run_id += 1;
         let addr = nats_addr.clone();
         let bytes = Arc::new(nats_payload(&payload));
-        let mut js = measure_run(1, measure, move |_, from, stop| {
+        let mut js = measure_run(1, measure, None, move |_, from, stop| {
             nats::publisher(addr.clone(), format!("lat{run_id}"), bytes.clone(), 1, from, stop)
         })
         .await?;
         print_row("jetstream", 1, 1, &mut js);
     }
 
-    println!("\nratios (throughput):");
+    println!("\nratios:");
     for &clients in &args.clients {
-        let rate = |name: &str| rows.iter().find(|r| r.0 == name && r.1 == clients).map(|r| r.2);
+        let row = |name: &str, side: Side| {
+            rows.iter().find(|r| r.name == name && r.clients == clients && r.side == side && r.round == 0)
+        };
         for (ours, theirs) in [
             ("nodb websocket", "jetstream sync"),
             ("nodb http", "jetstream sync"),
             ("nodb http batch", "jetstream sync"),
             ("nodb websocket", "jetstream async"),
         ] {
-            if let (Some(n), Some(j)) = (rate(ours), rate(theirs)) {
-                println!("  {clients:>3} clients: {ours:<16} / {theirs:<16} = {:.2}x", n / j);
+            if let (Some(n), Some(j)) = (row(ours, Side::Open), row(theirs, Side::Open)) {
+                println!("  {clients:>3} clients: {ours:<16} / {theirs:<16} = {:.2}x", n.rate / j.rate);
             }
         }
     }
-    println!(
-        "  single-client p50 ack latency / raw fdatasync p50 = {:.2}x",
-        nodb_p50.as_secs_f64() / fsync.0.as_secs_f64().max(1e-9)
-    );
+    if args.auth == AuthMode::Compare {
+        auth_ratios(&rows, args);
+    }
+    for (side, p50) in &single {
+        println!(
+            "  single-client p50 ack latency / raw fdatasync p50 = {:.2}x ({})",
+            p50.as_secs_f64() / fsync.0.as_secs_f64().max(1e-9),
+            side.label()
+        );
+    }
     if nats.is_some() {
         println!(
             "\nnote: JetStream acknowledges once a message is written to its file store, but by default\n\
@@ -250,15 +364,51 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Auth on / off for each transport and client count: the median over
+/// the rounds of each round's ratio (the two sides of a round ran back to
+/// back), with the smallest and largest.
+fn auth_ratios(rows: &[Row], args: &IngestArgs) {
+    println!("\nauth on / off, median of {} paired rounds [min, max]:", args.rounds);
+    println!("{:<22} {:>7} {:>28} {:>28} {:>28}", "transport", "clients", "acks/s", "ack p50", "server CPU/ack");
+    for &clients in &args.clients {
+        for name in ["nodb websocket", "nodb http", "nodb http batch"] {
+            let pairs: Vec<(&Row, &Row)> = (0..args.rounds)
+                .filter_map(|round| {
+                    let find = |side| {
+                        rows.iter()
+                            .find(|r| r.name == name && r.clients == clients && r.round == round && r.side == side)
+                    };
+                    Some((find(Side::Auth)?, find(Side::Open)?))
+                })
+                .collect();
+            let ratio = |f: &dyn Fn(&Row) -> Option<f64>| {
+                let mut v: Vec<f64> = pairs.iter().filter_map(|(on, off)| Some(f(on)? / f(off)?.max(1e-12))).collect();
+                v.sort_by(f64::total_cmp);
+                match (v.first(), v.get(v.len() / 2), v.last()) {
+                    (Some(lo), Some(mid), Some(hi)) => format!("{mid:.3}x [{lo:.2}, {hi:.2}]"),
+                    _ => "-".into(),
+                }
+            };
+            println!(
+                "{name:<22} {clients:>7} {:>28} {:>28} {:>28}",
+                ratio(&|r| Some(r.rate)),
+                ratio(&|r| Some(r.p50.as_secs_f64())),
+                ratio(&|r| r.cpu_per_ack.map(|d| d.as_secs_f64())),
+            );
+        }
+    }
+}
+
 fn print_row(name: &str, clients: usize, window: usize, s: &mut RunStats) {
     println!(
-        "{:<22} {:>7} {:>6} {:>12.0} {:>10} {:>10}",
+        "{:<22} {:>7} {:>6} {:>12.0} {:>10} {:>10} {:>13}",
         name,
         clients,
         window,
         s.rate(),
         fmt_duration(s.quantile(0.5)),
-        fmt_duration(s.quantile(0.99))
+        fmt_duration(s.quantile(0.99)),
+        s.cpu_per_ack().map_or_else(|| "-".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6))
     );
 }
 
@@ -269,27 +419,49 @@ fn nats_payload(payload: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Runs `clients` clients for a warm-up and `measure`, merging their stats.
-async fn measure_run<F, Fut>(clients: usize, measure: Duration, make: F) -> anyhow::Result<RunStats>
+/// Runs `clients` clients for a warm-up and `measure`, merging their
+/// stats, with the CPU time of the server process `server` (if given)
+/// inside the measured window.
+async fn measure_run<F, Fut>(
+    clients: usize,
+    measure: Duration,
+    server: Option<u32>,
+    make: F,
+) -> anyhow::Result<RunStats>
 where
     F: Fn(usize, Instant, Instant) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<RunStats>> + Send + 'static,
 {
     let from = Instant::now() + measure / 4 + Duration::from_millis(100);
     let stop = from + measure;
+    let cpu = server.map(|pid| cpu::during(pid, from, stop));
     let tasks: Vec<_> = (0..clients).map(|k| tokio::spawn(make(k, from, stop))).collect();
     let mut total = RunStats { elapsed: measure, ..RunStats::default() };
     for t in tasks {
         total.merge(t.await??);
     }
+    if let Some(cpu) = cpu {
+        total.server_cpu = cpu.await?;
+    }
     Ok(total)
 }
 
-/// The sum and count of the chronicler's fdatasync histogram.
-async fn fsync_totals(addr: &str) -> anyhow::Result<(f64, u64)> {
+/// The sum and count of the chronicler's fdatasync histogram (metrics need
+/// an admin token when the chronicler checks tokens).
+async fn fsync_totals(addr: &str, key: Option<&BenchKey>) -> anyhow::Result<(f64, u64)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authorization = match key {
+        Some(k) => format!(
+            "Authorization: Bearer {}\r\n",
+            k.mint(nodb_auth::Claims { sub: "bench-metrics".into(), admin: true, ..nodb_auth::Claims::default() })?
+        ),
+        None => String::new(),
+    };
     let mut tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    tcp.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut text = String::new();
     tcp.read_to_string(&mut text).await?;
     let value = |name: &str| {
@@ -316,8 +488,19 @@ fn raw_fdatasync(dir: &Path) -> anyhow::Result<(Duration, Duration)> {
 }
 
 fn start_chronicler(dir: &Path) -> anyhow::Result<(Service, String)> {
-    let data = dir.join("nodb");
-    start_nodb(&["chronicler", "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()])
+    start_chronicler_at(&dir.join("nodb"), None)
+}
+
+/// Starts a chronicler with its log in `data`, checking tokens signed with
+/// `key` when given.
+fn start_chronicler_at(data: &Path, key: Option<&BenchKey>) -> anyhow::Result<(Service, String)> {
+    let data = data.to_string_lossy();
+    let mut args = vec!["chronicler", "--listen", "127.0.0.1:0", "--data", &data];
+    let key_file = key.map(|k| k.file().to_string_lossy().into_owned());
+    if let Some(file) = &key_file {
+        args.extend(["--auth-key", file]);
+    }
+    start_nodb(&args)
 }
 
 /// The `nodb` binary next to this one (`target/release/nodb` beside

@@ -11,6 +11,8 @@ pub struct RunStats {
     pub elapsed: Duration,
     /// Ack latencies in nanoseconds (inside the window).
     pub latencies: Vec<u64>,
+    /// CPU time the server process used inside the window, where known.
+    pub server_cpu: Option<Duration>,
 }
 
 impl RunStats {
@@ -27,6 +29,11 @@ impl RunStats {
         self.latencies.sort_unstable();
         let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
         Duration::from_nanos(self.latencies[i])
+    }
+
+    /// Server CPU time per ack, where known.
+    pub fn cpu_per_ack(&self) -> Option<Duration> {
+        Some(self.server_cpu? / u32::try_from(self.acks.max(1)).unwrap_or(u32::MAX))
     }
 
     /// Merges another client's samples.

@@ -1,7 +1,9 @@
 //! `nodb-bench views`: end-to-end fan-out of a data view. Many WebSocket
 //! clients subscribe to the warehouse `stock` view while a dispatcher
 //! pushes actions at a steady rate through the chronicler; the clients
-//! count the seqs delivered and the time from dispatch to patch.
+//! count the seqs delivered and the time from dispatch to patch. With
+//! `--auth compare`, the same with and without access control, side by
+//! side.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -11,16 +13,26 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::auth::{AuthMode, BenchKey, Side, round_order, with_token};
+use super::cpu::cpu_time;
 use super::stats::{RunStats, fmt_duration};
 use nodb_tests::Service;
 
-use super::{start_chronicler, start_nodb};
+use super::{start_chronicler_at, start_nodb};
 
 /// Fan-out: WebSocket clients of one view against a steady stream of
 /// actions; deliveries per second and dispatch-to-patch latency.
+///
+/// With `--auth on` the chronicler and the data view check tokens: the
+/// data view reads the chronicler with a `log` token (`--token-file`), the
+/// dispatcher has a token that dispatches `stock/*`, and each client one
+/// that reads `stock`, sent as `?token=`. With `--auth compare` each round
+/// measures both, back to back (alternating which goes first), each with
+/// services of its own, and prints the ratio on / off.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
-  cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench views --clients 1000 --rate 500")]
+  cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench views --clients 1000 --rate 500
+  target/release/nodb-bench views --auth compare --rounds 2     access control off and on, side by side")]
 pub struct ViewsArgs {
     /// Where to put the data (a temporary folder inside it).
     #[arg(long, value_name = "DIR", default_value = ".")]
@@ -34,16 +46,43 @@ pub struct ViewsArgs {
     /// Seconds of dispatching.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Access control: `off` (open services), `on` (`--auth-key`, every
+    /// client with a token), or `compare` (both in each round).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "off")]
+    auth: AuthMode,
+    /// How many times to measure each side.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    rounds: usize,
+}
+
+/// A figure read from an [`Outcome`], where known.
+type Figure = dyn Fn(&Outcome) -> Option<f64>;
+
+/// What one measurement of the fan-out found.
+struct Outcome {
+    clients: usize,
+    /// Time for every client to connect and receive its snapshot.
+    subscribe: Duration,
+    /// Seq-updates delivered, and expected.
+    covered: u64,
+    expected: u64,
+    /// Seq-updates delivered per second of dispatching.
+    deliveries_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    /// CPU time of the data view and the chronicler from the first dispatch
+    /// until every client had the last seq, where known.
+    view_cpu: Option<Duration>,
+    chronicler_cpu: Option<Duration>,
 }
 
 /// Runs the benchmark.
 pub async fn run(args: &ViewsArgs) -> anyhow::Result<()> {
-    if args.clients == 0 || args.rate == 0 || args.seconds.is_nan() || args.seconds <= 0.0 {
-        bail!("--clients, --rate and --seconds must be positive");
+    if args.clients == 0 || args.rate == 0 || args.seconds.is_nan() || args.seconds <= 0.0 || args.rounds == 0 {
+        bail!("--clients, --rate, --seconds and --rounds must be positive");
     }
     let tmp = tempfile::Builder::new().prefix("nodb-bench-").tempdir_in(&args.dir)?;
-    let (_chronicler, chronicler_addr) = start_chronicler(tmp.path())?;
-    let (_view, view_addr) = start_dataview(tmp.path(), &chronicler_addr)?;
+    let key = BenchKey::new(tmp.path())?;
     let total = (args.rate as f64 * args.seconds) as u64;
     println!(
         "{} clients on /views/stock, {} actions/s for {:.1} s ({total} actions, {} expected deliveries)",
@@ -52,10 +91,86 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<()> {
         args.seconds,
         total * args.clients as u64
     );
+    let mut outcomes: Vec<(Side, Outcome)> = Vec::new();
+    for round in 0..args.rounds {
+        for side in round_order(args.auth.sides(), round) {
+            let dir = tmp.path().join(format!("round{round}-{}", side.label().replace(' ', "-")));
+            std::fs::create_dir(&dir)?;
+            let key = (side == Side::Auth).then_some(&key);
+            println!("\nround {} {}:", round + 1, side.label());
+            let outcome = measure(args, &dir, key, total).await?;
+            report(&outcome);
+            outcomes.push((side, outcome));
+        }
+    }
+    if args.auth == AuthMode::Compare {
+        // Round by round, each ratio of two runs made back to back; the
+        // median of the rounds, with the smallest and largest.
+        println!("\nauth on / off, median of {} paired rounds [min, max]:", args.rounds);
+        let figures: [(&str, &Figure); 6] = [
+            ("deliveries/s", &|o| Some(o.deliveries_per_second)),
+            ("dispatch-to-patch p50", &|o| Some(o.p50.as_secs_f64())),
+            ("dispatch-to-patch p99", &|o| Some(o.p99.as_secs_f64())),
+            ("subscribe (connect + snapshot, all clients)", &|o| Some(o.subscribe.as_secs_f64())),
+            ("data view CPU per delivery", &|o| Some(o.view_cpu?.as_secs_f64() / o.covered.max(1) as f64)),
+            ("chronicler CPU", &|o| Some(o.chronicler_cpu?.as_secs_f64())),
+        ];
+        for (name, f) in figures {
+            let mut ratios: Vec<f64> = outcomes
+                .chunks(2)
+                .filter_map(|pair| {
+                    let side = |s: Side| pair.iter().find(|(x, _)| *x == s).map(|(_, o)| o);
+                    Some(f(side(Side::Auth)?)? / f(side(Side::Open)?)?.max(1e-12))
+                })
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            if let (Some(lo), Some(mid), Some(hi)) = (ratios.first(), ratios.get(ratios.len() / 2), ratios.last()) {
+                println!("  {name:<44} {mid:.3}x [{lo:.2}, {hi:.2}]");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report(o: &Outcome) {
+    println!("  {} clients subscribed (connected, snapshot received) in {}", o.clients, fmt_duration(o.subscribe));
+    println!(
+        "  {:.0} deliveries/s ({:.1}% of {} delivered)",
+        o.deliveries_per_second,
+        100.0 * o.covered as f64 / o.expected as f64,
+        o.expected
+    );
+    println!(
+        "  dispatch-to-patch latency at the clients: p50 {}, p99 {} (targets: every delivery, p99 <= 25 ms)",
+        fmt_duration(o.p50),
+        fmt_duration(o.p99)
+    );
+    if let (Some(view), Some(chronicler)) = (o.view_cpu, o.chronicler_cpu) {
+        println!(
+            "  CPU from the first dispatch to the last delivery: data view {} ({:.2} µs per delivery), chronicler {}",
+            fmt_duration(view),
+            view.as_secs_f64() * 1e6 / o.covered.max(1) as f64,
+            fmt_duration(chronicler)
+        );
+    }
+}
+
+/// Starts a chronicler and a data view in `dir` (checking tokens signed
+/// with `key`, if given), subscribes the clients, dispatches `total`
+/// actions and measures what reaches the clients.
+async fn measure(
+    args: &ViewsArgs,
+    dir: &std::path::Path,
+    key: Option<&BenchKey>,
+    total: u64,
+) -> anyhow::Result<Outcome> {
+    let (chronicler, chronicler_addr) = start_chronicler_at(&dir.join("nodb"), key)?;
+    let (view, view_addr) = start_dataview(dir, &chronicler_addr, key)?;
 
     // Stock to sell, so that no action is rejected.
-    let mut dispatcher = connect(&chronicler_addr, "/ws").await?;
-    let seed = serde_json::json!({"type": "dispatch", "action": {"id": "seed:1", "type": "stock/corrected",
+    let dispatcher_token = key.map(|k| k.dispatcher("bench", "stock/")).transpose()?;
+    let mut dispatcher = connect(&chronicler_addr, "/ws", dispatcher_token.as_deref()).await?;
+    let seed = serde_json::json!({"type": "dispatch", "action": {"id": "bench.seed:1", "type": "stock/corrected",
         "payload": {"product": "apple", "location": "shelf", "quantity": 1_000_000_000u64}}});
     dispatcher.send(Message::text(seed.to_string())).await?;
     let first_seq = loop {
@@ -64,20 +179,28 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<()> {
         if let Some(seq) = v["seq"].as_u64() {
             break seq + 1;
         }
+        if v["type"] == "error" {
+            bail!("the chronicler refused the seed: {t}");
+        }
     };
     let last_seq = first_seq + total - 1;
 
-    // Every client: a socket to the view, reading its snapshot first.
+    // Every client: a socket to the view with a token of its own, reading
+    // its snapshot first.
+    let tokens = (0..args.clients)
+        .map(|k| key.map(|key| key.reader(&format!("reader{k}"), "stock")).transpose())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let origin = Instant::now();
     let mut sockets = Vec::with_capacity(args.clients);
-    for _ in 0..args.clients {
-        let mut ws = connect(&view_addr, "/views/stock/stream").await?;
+    for token in &tokens {
+        let mut ws = connect(&view_addr, "/views/stock/stream", token.as_deref()).await?;
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t.as_str().contains("\"snapshot\"") => {}
             other => bail!("expected a snapshot, got {other:?}"),
         }
         sockets.push(ws);
     }
+    let subscribe = origin.elapsed();
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..=last_seq + 1).map(|_| AtomicU64::new(0)).collect());
     let clients: Vec<_> = sockets
         .into_iter()
@@ -126,6 +249,7 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<()> {
         }
     });
     let started = Instant::now();
+    let cpu_before = (cpu_time(view.pid()), cpu_time(chronicler.pid()));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
     for k in 1..=total {
         tick.tick().await;
@@ -139,8 +263,14 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<()> {
     let mut stats = RunStats { elapsed: dispatching, ..RunStats::default() };
     let mut messages = 0;
     let mut covered = 0;
+    let mut seen_all = Vec::with_capacity(clients.len());
     for c in clients {
-        let (cov, msgs, seen) = c.await?;
+        seen_all.push(c.await?);
+    }
+    let cpu_after = (cpu_time(view.pid()), cpu_time(chronicler.pid()));
+    let used = |before: Option<Duration>, after: Option<Duration>| Some(after?.saturating_sub(before?));
+    for c in seen_all {
+        let (cov, msgs, seen) = c;
         covered += cov;
         messages += msgs;
         for (seq, received) in seen {
@@ -153,16 +283,20 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<()> {
     let expected = total * args.clients as u64;
     stats.acks = covered;
     println!(
-        "delivered {covered} of {expected} seq-updates ({:.1}%) in {messages} messages: {:.0} deliveries/s",
+        "  delivered {covered} of {expected} seq-updates ({:.1}%) in {messages} messages",
         100.0 * covered as f64 / expected as f64,
-        covered as f64 / dispatching.as_secs_f64()
     );
-    println!(
-        "dispatch-to-patch latency at the clients: p50 {}, p99 {} (targets: every delivery, p99 <= 25 ms)",
-        fmt_duration(stats.quantile(0.5)),
-        fmt_duration(stats.quantile(0.99))
-    );
-    Ok(())
+    Ok(Outcome {
+        clients: args.clients,
+        subscribe,
+        covered,
+        expected,
+        deliveries_per_second: covered as f64 / dispatching.as_secs_f64(),
+        p50: stats.quantile(0.5),
+        p99: stats.quantile(0.99),
+        view_cpu: used(cpu_before.0, cpu_after.0),
+        chronicler_cpu: used(cpu_before.1, cpu_after.1),
+    })
 }
 
 /// `(from, seq)` of a patch message, read without building a JSON tree.
@@ -179,17 +313,29 @@ fn patch_range(text: &str) -> Option<(u64, u64)> {
     Some((num("\"from\":").unwrap_or(seq), seq))
 }
 
-async fn connect(addr: &str, path: &str) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+/// A WebSocket to `path`, with `?token=` when there is a token.
+async fn connect(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
     let tcp = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), tcp).await?;
+    let url = with_token(format!("ws://{addr}{path}"), token);
+    let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
     Ok(ws)
 }
 
-fn start_dataview(dir: &std::path::Path, chronicler: &str) -> anyhow::Result<(Service, String)> {
+/// The warehouse data view following `chronicler`; with `key`, checking
+/// tokens and reading the chronicler with a `log` token.
+fn start_dataview(
+    dir: &std::path::Path,
+    chronicler: &str,
+    key: Option<&BenchKey>,
+) -> anyhow::Result<(Service, String)> {
     let url = format!("http://{chronicler}");
-    let snapshots = dir.join("snapshots");
-    start_nodb(&[
+    let snapshots = dir.join("snapshots").to_string_lossy().into_owned();
+    let mut args = vec![
         "dataview",
         "--app",
         "warehouse",
@@ -198,6 +344,15 @@ fn start_dataview(dir: &std::path::Path, chronicler: &str) -> anyhow::Result<(Se
         "--chronicler",
         &url,
         "--snapshots",
-        &snapshots.to_string_lossy(),
-    ])
+        &snapshots,
+    ];
+    let files = match key {
+        Some(k) => Some((k.file().to_string_lossy().into_owned(), k.log_reader_file(dir, "bench-dataview")?)),
+        None => None,
+    };
+    let token_file = files.as_ref().map(|(_, t)| t.to_string_lossy().into_owned());
+    if let (Some((key_file, _)), Some(token_file)) = (&files, &token_file) {
+        args.extend(["--auth-key", key_file, "--token-file", token_file]);
+    }
+    start_nodb(&args)
 }
