@@ -23,7 +23,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -147,6 +147,7 @@ pub fn view_routes(state: ServerState) -> Router {
 pub fn status_routes(state: ServerState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
         .method_not_allowed_fallback(nodb_server::method_not_allowed)
@@ -348,7 +349,17 @@ fn upstream_status(u: &UpstreamStatus, reflected: u64) -> &'static str {
     }
 }
 
-async fn health(State(s): State<ServerState>) -> impl IntoResponse {
+/// `GET /ready`: 200 when every cascade has caught up with its upstreams,
+/// 503 otherwise (starting, behind): what a load balancer should ask.
+async fn ready(state: State<ServerState>) -> Response {
+    let health = health(state).await;
+    let status = health.0["status"].as_str().unwrap_or_default().to_string();
+    let code = if status == "caught_up" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(json!({"status": if code == StatusCode::OK { "ready" } else { status.as_str() }})))
+        .into_response()
+}
+
+async fn health(State(s): State<ServerState>) -> axum::Json<Value> {
     let mut all = "caught_up";
     let mut cascades = serde_json::Map::new();
     for c in s.cascades.iter() {

@@ -102,6 +102,8 @@ async fn no_state_yet_is_503() {
     assert_eq!(body["status"], "starting");
     assert_eq!(body["cascades"]["early"]["status"], "starting");
     assert_eq!(body["cascades"]["early"]["upstreams"]["orders"]["status"], "connecting");
+    let (status, body) = get(&app, "/ready").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("starting")));
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! tree of the payload: it checks the envelope (id, type, size) against the
 //! wire contract and splices the payload's text into the committed record.
 
+use nodb_shared::protocol::action::json_depth;
 use nodb_shared::protocol::{ActionError, ActionId, Limits, Meta};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -29,10 +30,14 @@ impl IncomingAction {
     /// Checks the action against the wire contract, returning its id.
     ///
     /// # Errors
-    /// The first [`ActionError`]: id, then type, then payload size.
+    /// The first [`ActionError`]: id, then type, then payload size, depth
+    /// and numbers, then meta.
     pub fn validate(&self, limits: &Limits) -> Result<ActionId, ActionError> {
         let size = self.payload.as_ref().map_or(4, |p| p.get().len());
         let id = limits.check(&self.id, &self.kind, size)?;
+        // Before the parse below, which would stop at serde_json's own
+        // recursion limit with a less helpful message.
+        limits.check_depth(self.payload.as_ref().map_or(0, |p| json_depth(p.get().as_bytes())))?;
         // Valid JSON can still hold a number no reader can represent
         // (`1e400`): refuse it here rather than store what consumers cannot
         // parse. This pass allocates nothing.
@@ -41,6 +46,7 @@ impl IncomingAction {
         {
             return Err(ActionError::InvalidPayload { reason: e.to_string() });
         }
+        limits.check_meta(self.meta.as_ref())?;
         Ok(id)
     }
 
@@ -131,6 +137,7 @@ fn flatten(raw: &RawValue) -> Box<RawValue> {
 mod tests {
     use super::*;
     use nodb_shared::protocol::CommittedAction;
+    use nodb_shared::protocol::action::MAX_PAYLOAD_DEPTH;
 
     #[test]
     fn committed_json_is_one_line_in_the_wire_shape() {
@@ -154,7 +161,7 @@ mod tests {
 
     #[test]
     fn validation_follows_the_contract() {
-        let limits = Limits { max_payload_bytes: 8 };
+        let limits = Limits { max_payload_bytes: 8, ..Limits::default() };
         let a: IncomingAction = serde_json::from_str(r#"{"id": "c:1", "type": "t", "payload": "12345678"}"#).unwrap();
         assert!(matches!(a.validate(&limits), Err(ActionError::PayloadTooLarge { size: 10, limit: 8 })));
         let a: IncomingAction = serde_json::from_str(r#"{"id": "c1", "type": "t"}"#).unwrap();
@@ -162,6 +169,84 @@ mod tests {
         assert!(serde_json::from_str::<IncomingAction>(r#"{"id": "c:1", "type": "t", "x": 1}"#).is_err());
         let huge: IncomingAction = serde_json::from_str(r#"{"id": "c:1", "type": "t", "payload": [1e400]}"#).unwrap();
         assert_eq!(huge.validate(&Limits::default()).unwrap_err().field(), "payload");
+    }
+
+    #[test]
+    fn type_and_meta_are_refused_over_their_limits() {
+        let limits = Limits::default();
+        let long_type = format!(r#"{{"id": "c:1", "type": "{}"}}"#, "t".repeat(257));
+        let a: IncomingAction = serde_json::from_str(&long_type).unwrap();
+        assert_eq!(a.validate(&limits), Err(ActionError::TypeTooLong { size: 257, limit: 256 }));
+        let a: IncomingAction = serde_json::from_str(&long_type.replace(&"t".repeat(257), &"t".repeat(256))).unwrap();
+        assert!(a.validate(&limits).is_ok());
+        let big_meta = format!(r#"{{"id": "c:1", "type": "t", "meta": {{"k": "{}"}}}}"#, "v".repeat(4097));
+        let a: IncomingAction = serde_json::from_str(&big_meta).unwrap();
+        assert_eq!(a.validate(&limits).unwrap_err().field(), "meta");
+        let many: String = (0..1000).map(|i| format!(r#""k{i}": "{}","#, "v".repeat(20))).collect();
+        let a: IncomingAction = serde_json::from_str(&format!(
+            r#"{{"id": "c:1", "type": "t", "meta": {{{}}}}}"#,
+            many.trim_end_matches(',')
+        ))
+        .unwrap();
+        assert!(matches!(a.validate(&limits), Err(ActionError::MetaTooLarge { limit: 16384, .. })));
+    }
+
+    /// A payload nested `depth` levels deep: `[[…1…]]`.
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn a_payload_deeper_than_the_limit_is_refused_with_a_sentence() {
+        let limits = Limits::default();
+        for depth in [MAX_PAYLOAD_DEPTH + 1, 127, 128, 5000] {
+            let a: IncomingAction =
+                serde_json::from_str(&format!(r#"{{"id": "c:1", "type": "t", "payload": {}}}"#, nested(depth)))
+                    .unwrap();
+            let err = a.validate(&limits).unwrap_err();
+            assert_eq!(err, ActionError::PayloadTooDeep { limit: MAX_PAYLOAD_DEPTH }, "depth {depth}");
+            assert!(err.to_string().contains("100 levels"), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Regression (issue 15): a payload nested 127 deep was accepted but
+        /// its committed action could not be parsed. Every accepted payload,
+        /// around the limit, now gives a committed action that parses with
+        /// serde_json's default limit — alone and inside a dispatch message.
+        #[test]
+        fn every_accepted_payload_is_readable_once_committed(
+            depth in (MAX_PAYLOAD_DEPTH - 3)..(MAX_PAYLOAD_DEPTH + 30),
+            shape in proptest::collection::vec(proptest::bool::ANY, 130),
+            spaces in proptest::bool::ANY,
+        ) {
+            // A mix of arrays and objects, as deep as `depth`.
+            let mut payload = String::from("1");
+            for (i, object) in shape.iter().take(depth).enumerate() {
+                payload = match (object, spaces) {
+                    (true, false) => format!(r#"{{"k{i}":{payload}}}"#),
+                    (true, true) => format!("{{ \"k{i}\" :\n {payload} }}"),
+                    (false, false) => format!("[0,{payload}]"),
+                    (false, true) => format!("[ 0 ,\n{payload} ]"),
+                };
+            }
+            let text = format!(r#"{{"id": "c:1", "type": "t", "payload": {payload}}}"#);
+            let a: IncomingAction = serde_json::from_str(&text).unwrap();
+            match a.validate(&Limits::default()) {
+                Ok(_) => {
+                    proptest::prop_assert!(depth <= MAX_PAYLOAD_DEPTH);
+                    let json = a.committed_json(1, 1, Some("ana"));
+                    let parsed = serde_json::from_slice::<CommittedAction>(&json);
+                    proptest::prop_assert!(parsed.is_ok(), "{:?}", parsed.err());
+                    let dispatch = format!(r#"{{"type":"dispatch","action":{}}}"#, String::from_utf8(json).unwrap());
+                    proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(&dispatch).is_ok());
+                }
+                Err(e) => proptest::prop_assert_eq!(
+                    (depth > MAX_PAYLOAD_DEPTH, e),
+                    (true, ActionError::PayloadTooDeep { limit: MAX_PAYLOAD_DEPTH })
+                ),
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub head_seq: AtomicU64,
     /// Consumers following the stream.
     pub consumers: AtomicU64,
+    /// Stream consumers cut off because they stopped reading.
+    pub stalled_consumers: AtomicU64,
     /// Actions per durable write.
     pub batch_size: Histogram,
     /// Seconds per `fdatasync`.
@@ -35,6 +37,7 @@ impl Default for Metrics {
             write_errors: AtomicU64::new(0),
             head_seq: AtomicU64::new(0),
             consumers: AtomicU64::new(0),
+            stalled_consumers: AtomicU64::new(0),
             batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
             fsync_seconds: Histogram::new([
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -65,6 +68,11 @@ impl Metrics {
         );
         s.gauge("nodb_chronicler_head_seq", "The seq of the last durable action.", self.head_seq.load(Relaxed));
         s.gauge("nodb_chronicler_consumers", "Consumers following the action stream.", self.consumers.load(Relaxed));
+        s.counter(
+            "nodb_chronicler_stalled_consumers",
+            "Stream consumers cut off because they took nothing for the stall time.",
+            self.stalled_consumers.load(Relaxed),
+        );
         s.histogram("nodb_chronicler_batch_size", "Actions made durable by one fdatasync.", &self.batch_size);
         s.histogram("nodb_chronicler_fsync_seconds", "Time taken by each fdatasync.", &self.fsync_seconds);
         s
@@ -79,10 +87,12 @@ mod tests {
     fn scrapes_every_metric() {
         let m = Metrics::default();
         m.appends.fetch_add(3, Relaxed);
+        m.stalled_consumers.fetch_add(2, Relaxed);
         m.batch_size.observe(3.0);
         m.fsync_seconds.observe(0.002);
         let text = m.scrape().text();
         assert!(text.contains("nodb_chronicler_appends_total 3\n"), "{text}");
+        assert!(text.contains("nodb_chronicler_stalled_consumers_total 2\n"), "{text}");
         assert!(text.contains("nodb_chronicler_batch_size_bucket{le=\"4.0\"} 1\n"), "{text}");
         assert!(text.contains("nodb_chronicler_batch_size_bucket{le=\"2.0\"} 0\n"), "{text}");
         assert!(text.contains("nodb_chronicler_fsync_seconds_count 1\n"), "{text}");

@@ -11,38 +11,67 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;
+use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, dispose};
 
 use crate::app::App;
-use crate::engine::{SET_STATE, SNAPSHOT};
+use crate::engine::{check_view, is_control};
 
 /// How many actions a batch holds.
 pub const BATCH: usize = 1024;
 
 /// The states of `app`'s views after `actions`, starting from `states`, if
-/// every view took every action; `None` if any view rejected or panicked
-/// on one, or if one is a control action (then nothing has changed).
-/// `actions` must be the consecutive seqs that follow `states`.
+/// every view took every action within the default tree limits; `None` if
+/// any view rejected or panicked on one, or if one is a control action
+/// (then nothing has changed). `actions` must be the consecutive seqs that
+/// follow `states`.
 pub fn replay_views(app: &App, states: &[Tree], actions: &[CommittedAction]) -> Option<Vec<Tree>> {
-    if actions.iter().any(|a| a.kind == SNAPSHOT || a.kind == SET_STATE) {
+    let bytes: Vec<u64> = states.iter().map(bytes_of).collect();
+    replay_views_within(app, states, &bytes, &Limits::default(), actions).map(|(states, _)| states)
+}
+
+/// [`replay_views`] for states of known sizes (`bytes`, as
+/// [`crate::engine::Engine::bytes`] gives them) within `limits`: the new
+/// states and their sizes. A state that would break the limits is a
+/// rejection, as in the engine.
+pub fn replay_views_within(
+    app: &App,
+    states: &[Tree],
+    bytes: &[u64],
+    limits: &Limits,
+    actions: &[CommittedAction],
+) -> Option<(Vec<Tree>, Vec<u64>)> {
+    if actions.iter().any(|a| is_control(&a.kind)) || bytes.len() != states.len() {
         return None;
     }
-    let run = |i: usize| -> Option<Tree> {
+    let run = |i: usize| -> Option<(Tree, u64)> {
         let reducer = &app.views[i].reducer;
-        let mut state = states[i].clone();
+        let (mut state, mut size) = (states[i].clone(), bytes[i]);
         for action in actions {
-            state = catch_unwind(AssertUnwindSafe(|| reducer(&state, action))).ok()?.ok()?;
+            let next = catch_unwind(AssertUnwindSafe(|| reducer(&state, action))).ok()?.ok()?;
+            match check_view(&state, &next, size, limits) {
+                Ok(b) => size = b,
+                Err(e) => {
+                    if matches!(e, LimitError::TooDeep { .. }) {
+                        dispose(next);
+                    }
+                    return None;
+                }
+            }
+            state = next;
         }
-        Some(state)
+        Some((state, size))
     };
     if app.views.len() == 1 {
-        return Some(vec![run(0)?]);
+        let (state, size) = run(0)?;
+        return Some((vec![state], vec![size]));
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = (1..app.views.len()).map(|i| scope.spawn(move || run(i))).collect();
         // The first view on this thread, the others beside it.
         let first = run(0);
-        let rest: Vec<Option<Tree>> = handles.into_iter().map(|h| h.join().ok().flatten()).collect();
-        std::iter::once(first).chain(rest).collect()
+        let rest: Vec<Option<(Tree, u64)>> = handles.into_iter().map(|h| h.join().ok().flatten()).collect();
+        let all: Option<Vec<(Tree, u64)>> = std::iter::once(first).chain(rest).collect();
+        all.map(|all| all.into_iter().unzip())
     })
 }
 

@@ -5,12 +5,19 @@
 //! rejection), handles the control actions, and returns the patch of every
 //! view for that seq — empty when the view did not change — so the service
 //! can send exactly one update per seq per view.
+//!
+//! Every state a reducer or `@@nodb/set_state` returns is checked against
+//! the tree [`Limits`] (depth and size, `nodb_shared::tree::limits`) in time
+//! proportional to the change; one that would break them rejects the action
+//! like any other rejection, so no action can make a view too deep to
+//! serialise or too large to send.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nodb_shared::Tree;
 use nodb_shared::diff::diff;
 use nodb_shared::protocol::CommittedAction;
+use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, check_change, dispose};
 use serde::Deserialize;
 
 use crate::app::App;
@@ -24,6 +31,18 @@ pub const SNAPSHOT: &str = "@@nodb/snapshot";
 /// or, for a view with a [check](crate::reducer::View::with_check) of its
 /// own, for a state that check turns down.
 pub const SET_STATE: &str = "@@nodb/set_state";
+/// Stands for a committed action this data view could not read (its
+/// payload nested too deep, a number out of range): the follower reports
+/// it and hands it on under this type, with `{"type": original type,
+/// "error": why}` as its payload, and the engine rejects it without
+/// running a reducer — a reducer never sees a payload that is not the
+/// action's. It keeps its seq, so every seq still gets its update.
+pub const UNREADABLE: &str = "@@nodb/unreadable";
+
+/// Whether `kind` is a control action, which the engine handles itself.
+pub fn is_control(kind: &str) -> bool {
+    kind == SNAPSHOT || kind == SET_STATE || kind == UNREADABLE
+}
 
 /// What applying one action did.
 #[derive(Debug)]
@@ -68,26 +87,64 @@ pub struct Engine {
     app: App,
     seq: u64,
     states: Vec<Tree>,
+    /// Each view's size as JSON text (estimated, see
+    /// `nodb_shared::tree::limits`), kept up to date from each change.
+    bytes: Vec<u64>,
+    limits: Limits,
 }
 
 impl Engine {
     /// The app's views before any action (seq 0).
     pub fn new(app: App) -> Engine {
         let states = app.initial_states();
-        Engine { app, seq: 0, states }
+        let bytes = states.iter().map(bytes_of).collect();
+        Engine { app, seq: 0, states, bytes, limits: Limits::default() }
     }
 
-    /// The app's views as a snapshot left them at `seq`.
+    /// The app's views as a snapshot left them at `seq`. Measuring them
+    /// takes a walk of each (a snapshot written before the limits, or
+    /// under larger ones, is taken as it is).
     ///
     /// # Panics
     /// Never; a snapshot with fewer states than the app has views gets the
     /// initial state for the missing ones.
-    pub fn restore(app: App, seq: u64, mut states: Vec<Tree>) -> Engine {
+    pub fn restore(app: App, seq: u64, states: Vec<Tree>) -> Engine {
+        let states = Engine::complete(&app, states);
+        let bytes = states.iter().map(bytes_of).collect();
+        Engine { app, seq, states, bytes, limits: Limits::default() }
+    }
+
+    /// [`Engine::restore`] for states whose sizes are known (`bytes`, as
+    /// [`Engine::bytes`] gives them): no walk.
+    pub fn restore_measured(app: App, seq: u64, states: Vec<Tree>, bytes: Vec<u64>) -> Engine {
+        let states = Engine::complete(&app, states);
+        let bytes = if bytes.len() == states.len() { bytes } else { states.iter().map(bytes_of).collect() };
+        Engine { app, seq, states, bytes, limits: Limits::default() }
+    }
+
+    fn complete(app: &App, mut states: Vec<Tree>) -> Vec<Tree> {
         let initial = app.initial_states();
         states.truncate(initial.len());
         let have = states.len();
         states.extend(initial.into_iter().skip(have));
-        Engine { app, seq, states }
+        states
+    }
+
+    /// This engine with other bounds on its states than the defaults.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Engine {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds on the views' states.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Each view's size as JSON text (estimated), in the app's view order.
+    pub fn bytes(&self) -> &[u64] {
+        &self.bytes
     }
 
     /// The seq the views reflect.
@@ -139,6 +196,7 @@ impl Engine {
         let next = match action.kind.as_str() {
             SNAPSHOT => Ok(None),
             SET_STATE => self.set_state(action).map(Some),
+            UNREADABLE => Err(unreadable(action)),
             _ => match catch_unwind(AssertUnwindSafe(|| self.app.reduce(&self.states, action))) {
                 Ok(result) => result.map(Some),
                 Err(panic) => {
@@ -155,6 +213,16 @@ impl Engine {
         let unchanged = |states: &[Tree]| match diffs {
             Diffs::Compute => states.iter().map(|_| json_patch::Patch(Vec::new())).collect(),
             Diffs::Skip => Vec::new(),
+        };
+        let next = match next {
+            Ok(Some(states)) => match self.check(states) {
+                Ok((states, bytes)) => {
+                    self.bytes = bytes;
+                    Ok(Some(states))
+                }
+                Err(r) => Err(r),
+            },
+            other => other,
         };
         match next {
             Ok(Some(states)) => {
@@ -173,6 +241,29 @@ impl Engine {
         }
         self.seq = action.seq;
         Ok(applied)
+    }
+
+    /// The new states with their sizes, if every view's stays within the
+    /// limits; otherwise the rejection, the new states let go of.
+    fn check(&self, states: Vec<Tree>) -> Result<(Vec<Tree>, Vec<u64>), Rejection> {
+        let mut bytes = Vec::with_capacity(states.len());
+        for (i, (old, new)) in self.states.iter().zip(&states).enumerate() {
+            match check_view(old, new, self.bytes[i], &self.limits) {
+                Ok(b) => bytes.push(b),
+                Err(e) => {
+                    let name = &self.app.views[i].name;
+                    if matches!(e, LimitError::TooDeep { .. }) {
+                        // Dropping a tree recurses over its depth: a
+                        // reducer's result far past the limit is taken
+                        // apart a few levels at a time.
+                        let mut states = states;
+                        dispose(std::mem::take(&mut states[i]));
+                    }
+                    return Err(Rejection::new(format!("view {name:?}: {e}")));
+                }
+            }
+        }
+        Ok((states, bytes))
     }
 
     fn set_state(&self, action: &CommittedAction) -> Result<Vec<Tree>, Rejection> {
@@ -206,6 +297,26 @@ impl Engine {
         states[i] = p.state;
         Ok(states)
     }
+}
+
+/// Checks view state `new`, made from `old` (which measures `old_bytes`),
+/// against `limits`: its size, or why it breaks them. Costs time in the
+/// change (see `nodb_shared::tree::limits::check_change`).
+///
+/// # Errors
+/// The [`LimitError`] of a state too deep or too large.
+pub fn check_view(old: &Tree, new: &Tree, old_bytes: u64, limits: &Limits) -> Result<u64, LimitError> {
+    if old.ptr_eq(new) {
+        return Ok(old_bytes);
+    }
+    check_change(old, new, old_bytes, limits)
+}
+
+/// The rejection of an action the follower could not read.
+fn unreadable(action: &CommittedAction) -> Rejection {
+    let kind = action.payload.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+    let error = action.payload.get("error").and_then(|t| t.as_str()).unwrap_or("unknown");
+    Rejection::new(format!("the data view cannot read this {kind} action ({error}); no view applied it"))
 }
 
 #[cfg(test)]
@@ -371,3 +482,7 @@ pub(crate) mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "engine_limits_tests.rs"]
+mod limits_tests;

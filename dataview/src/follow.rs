@@ -12,6 +12,7 @@ use nodb_client::{Chronicler, ServiceUrl};
 use nodb_shared::protocol::{CommittedAction, StreamLine};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::UNREADABLE;
 use crate::hub::Hub;
 
 /// What the follower knows about the chronicler.
@@ -23,6 +24,59 @@ pub struct FollowStatus {
     pub connected: AtomicBool,
     /// Times the stream was (re)connected.
     pub connects: AtomicU64,
+    /// Committed actions this view could not read, reported and skipped
+    /// (see [`committed`]).
+    pub unreadable: AtomicU64,
+    /// Why the view will not follow this chronicler (its log is behind the
+    /// views, or differs from theirs), while that is so.
+    pub refused: std::sync::Mutex<Option<String>>,
+    /// The seq the views were restored at and the chain hash their
+    /// snapshot recorded there, which the chronicler must agree with.
+    pub anchor: Option<(u64, String)>,
+}
+
+impl FollowStatus {
+    /// Why the view refuses to follow the chronicler, if it does.
+    pub fn refusal(&self) -> Option<String> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_refusal(&self, why: Option<String>) {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+}
+
+/// Checks that the chronicler's log reaches the views' seq: a log that went
+/// back (lost segments, a different log behind the same address) must not
+/// be followed as if the views were caught up. Unreachable or refusing
+/// chroniclers are the stream's business, so only a log that answers and
+/// is behind is refused.
+async fn log_reaches(chronicler: &Chronicler, seq: u64, anchor: Option<&(u64, String)>) -> Result<(), String> {
+    if seq == 0 {
+        return Ok(());
+    }
+    if let Ok(Some(head)) = chronicler.anchor(None).await
+        && head.seq < seq
+    {
+        return Err(format!(
+            "the chronicler's log ends at seq {}, behind these views at seq {seq} (restored from a snapshot): \
+             the log lost acknowledged history, or it is not the log these snapshots were taken from. \
+             Refusing to follow it until it reaches seq {seq}",
+            head.seq
+        ));
+    }
+    if let Some((at, recorded)) = anchor
+        && let Ok(Some(found)) = chronicler.anchor(Some(*at)).await
+        && &found.hash != recorded
+    {
+        return Err(format!(
+            "the chronicler's log differs from the history these views were computed from: its chain hash at \
+             seq {at} is {}, but the snapshot the views were restored from recorded {recorded}. Refusing to \
+             follow it",
+            found.hash
+        ));
+    }
+    Ok(())
 }
 
 /// How many snapshots may wait for the snapshotter before the follower
@@ -34,7 +88,26 @@ pub async fn follow(hub: Arc<Hub>, url: ServiceUrl, status: Arc<FollowStatus>, s
     let chronicler = Chronicler::new(url.clone());
     let mut backoff = Duration::from_millis(100);
     loop {
-        let from = hub.current_seq() + 1;
+        let seq = hub.current_seq();
+        let from = seq.saturating_add(1);
+        let checked = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(10), log_reaches(&chronicler, seq, status.anchor.as_ref())) => {
+                // A chronicler too slow to answer is the stream's business.
+                r.unwrap_or(Ok(()))
+            }
+            () = shutdown.cancelled() => return,
+        };
+        if let Err(why) = checked {
+            if status.refusal().as_deref() != Some(why.as_str()) {
+                tracing::error!(chronicler = %url, "{why}");
+            }
+            status.set_refusal(Some(why));
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                () = shutdown.cancelled() => return,
+            }
+        }
+        status.set_refusal(None);
         let connected = tokio::select! {
             r = chronicler.stream(from, None, &[]) => r,
             () = shutdown.cancelled() => return,
@@ -77,9 +150,20 @@ pub async fn follow(hub: Arc<Hub>, url: ServiceUrl, status: Arc<FollowStatus>, s
                         }
                     };
                     status.head.fetch_max(line.head(), Relaxed);
+                    let unreadable = match &line {
+                        StreamLine::Unreadable { error, .. } => Some(error.clone()),
+                        _ => None,
+                    };
                     let Some(action) = committed(line) else { continue };
                     if action.seq <= hub.current_seq() + batch.len() as u64 {
                         continue; // already applied (a resumed stream may overlap)
+                    }
+                    if let Some(error) = unreadable {
+                        // Once: the follower never reads a seq twice in a run.
+                        status.unreadable.fetch_add(1, Relaxed);
+                        let kind = action.payload.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+                        tracing::warn!(seq = action.seq, id = %action.id, r#type = kind, %error,
+                            "the data view cannot read this committed action; no view applies it (rejected, as {UNREADABLE})");
                     }
                     // Checkpoints the snapshotter has not written yet hold
                     // their states: past a few, wait for it.
@@ -148,17 +232,20 @@ impl Progress {
 }
 
 /// The action of a stream line (`None` for a heartbeat). An action whose
-/// payload cannot be read keeps its seq, with a `null` payload, so every
-/// reader of the history — the follower and the replays of
-/// [`crate::history`] — reaches the same states: the view must move on,
-/// and every seq must get its update. The reducers reject the `null`, and
-/// the error is logged.
+/// payload (or meta) cannot be read keeps its seq and id but becomes an
+/// [`UNREADABLE`] action, `{"type": its type, "error": why}`, which the
+/// engine rejects without running a reducer: no reducer ever sees a `null`
+/// in place of the payload (to a reducer, `null` may mean something). So
+/// every reader of the history — the follower and the replays of
+/// [`crate::history`] — moves through the same seqs to the same states.
+/// The follower reports it, once; replays pass it quietly.
 pub(crate) fn committed(line: StreamLine) -> Option<CommittedAction> {
     match line {
         StreamLine::Action(action) => Some(action),
         StreamLine::Heartbeat { .. } => None,
-        StreamLine::Unreadable { action, error } => {
-            tracing::error!(seq = action.seq, id = %action.id, %error, "an action's payload cannot be read; applying it without one");
+        StreamLine::Unreadable { mut action, error } => {
+            let kind = std::mem::replace(&mut action.kind, UNREADABLE.to_string());
+            action.payload = serde_json::json!({"type": kind, "error": error});
             Some(action)
         }
     }
@@ -174,5 +261,76 @@ fn apply_batch(hub: &Hub, batch: &mut Vec<CommittedAction>) -> bool {
             tracing::error!(error = %e, "the stream skipped a seq; reconnecting to resume");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::extract::Query;
+    use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::Engine;
+    use crate::hub::Exact;
+
+    /// The lines of a log whose seq 2 no reader can parse: its payload is
+    /// nested 127 deep, 128 with the committed action around it (issue 15;
+    /// the chronicler now refuses such payloads, but older logs hold them).
+    fn lines() -> Vec<String> {
+        let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        vec![
+            r#"{"seq":1,"ts":1,"id":"c:1","type":"json/patch","payload":[{"op":"add","path":"/a","value":1}]}"#.into(),
+            format!(r#"{{"seq":2,"ts":2,"id":"c:2","type":"json/patch","payload":{deep}}}"#),
+            r#"{"seq":3,"ts":3,"id":"c:3","type":"json/patch","payload":[{"op":"add","path":"/b","value":2}]}"#.into(),
+        ]
+    }
+
+    /// A chronicler serving `lines()` from `from` on its action stream,
+    /// then holding the stream open.
+    async fn chronicler() -> ServiceUrl {
+        async fn actions(
+            ws: WebSocketUpgrade,
+            Query(q): Query<std::collections::HashMap<String, String>>,
+        ) -> axum::response::Response {
+            let from: usize = q.get("from").and_then(|f| f.parse().ok()).unwrap_or(1);
+            ws.on_upgrade(move |mut socket: WebSocket| async move {
+                for line in lines().into_iter().skip(from.saturating_sub(1)) {
+                    if socket.send(Message::Text(line.into())).await.is_err() {
+                        return;
+                    }
+                }
+                while let Some(Ok(_)) = socket.recv().await {}
+            })
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().route("/actions", axum::routing::get(actions));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url.parse().unwrap()
+    }
+
+    /// Issue 15: an action the view cannot read was applied with a `null`
+    /// payload. It is now reported once, rejected at its seq without a
+    /// reducer seeing it, and the next action applies.
+    #[tokio::test]
+    async fn an_unreadable_action_is_reported_once_and_skipped_with_its_seq() {
+        let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
+        let status = Arc::new(FollowStatus::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(follow(hub.clone(), chronicler().await, status.clone(), shutdown.clone()));
+        let mut seq = hub.seq();
+        tokio::time::timeout(Duration::from_secs(10), seq.wait_for(|s| *s >= 3)).await.unwrap().unwrap();
+        assert_eq!(hub.current().1[0], nodb_shared::Tree::from(json!({"a": 1, "b": 2})));
+        assert_eq!(status.unreadable.load(Relaxed), 1);
+        let Exact::Patches(steps) = hub.exact(0, 1, 8) else { panic!("seqs 2 and 3 are in the history") };
+        let rejected = steps[0].rejected.as_ref().expect("seq 2 is rejected");
+        assert_eq!((steps[0].seq, rejected.id.as_str()), (2, "c:2"));
+        assert!(rejected.reason.contains("cannot read this json/patch action"), "{}", rejected.reason);
+        assert!(steps[1].rejected.is_none());
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -220,14 +220,15 @@ impl Hub {
         }
         let Some(last) = actions.last() else { return Ok(()) };
         let started = std::time::Instant::now();
-        let (app, states, seq) = {
+        let (app, states, seq, bytes, limits) = {
             let s = self.read();
-            (s.engine.app().clone(), s.engine.states().to_vec(), s.engine.seq())
+            let e = &s.engine;
+            (e.app().clone(), e.states().to_vec(), e.seq(), e.bytes().to_vec(), *e.limits())
         };
         if let Some(a) = actions.iter().zip(seq + 1..).find(|(a, expected)| a.seq != *expected) {
             return Err(EngineError::OutOfSequence { expected: a.1, got: a.0.seq });
         }
-        let Some(next) = crate::batch::replay_views(&app, &states, actions) else {
+        let Some((next, bytes)) = crate::batch::replay_views_within(&app, &states, &bytes, &limits, actions) else {
             return actions.iter().try_for_each(|a| self.apply(a));
         };
         if self.is_checkpoint(last.seq) {
@@ -236,7 +237,7 @@ impl Hub {
         let entry = Entry { seq: last.seq, states: next.clone(), patches: Default::default(), rejected: None };
         let evicted = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            s.engine = Engine::restore(app, last.seq, next);
+            s.engine = Engine::restore_measured(app, last.seq, next, bytes).with_limits(limits);
             std::mem::replace(&mut s.history, VecDeque::from([entry]))
         };
         drop(evicted);

@@ -5,6 +5,11 @@
 //! optimistic concurrency. A failing patch is rejected and changes nothing.
 //! The document may be any JSON value (a patch may replace its root), so
 //! `@@nodb/set_state` may import any JSON value into it.
+//!
+//! The document is held to the tree limits (`nodb_shared::tree::limits`:
+//! 64 levels, 256 MiB of JSON): a patch operation that would nest it
+//! deeper, or copy more than that, fails like any other, and the engine
+//! checks the patched document as a whole.
 
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;

@@ -26,6 +26,8 @@
 //! - [`exact`]: the exact stream, one message per seq and never combined,
 //!   for clients that need every transition (envoys, audit tools).
 //! - [`snapshot`]: snapshots in object storage, and recovery from them.
+//! - [`replay`]: healing: replay the history with this binary's reducers
+//!   and compare every view, seq by seq, with a running data view.
 //! - [`service`]: [`service::Settings`] (with `validate`) and
 //!   [`service::start`], which wire the parts above together.
 //! - `session`: a client's session on the ordinary stream (the shared
@@ -42,6 +44,7 @@ pub mod history;
 pub mod hub;
 pub mod json_doc;
 pub mod reducer;
+pub mod replay;
 #[cfg(test)]
 mod router_tests;
 pub mod server;

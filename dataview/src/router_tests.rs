@@ -28,6 +28,10 @@ fn app() -> axum::Router {
 }
 
 fn app_with(access: nodb_server::Access) -> axum::Router {
+    app_following(access, Arc::new(FollowStatus::default()))
+}
+
+fn app_following(access: nodb_server::Access, follow: Arc<FollowStatus>) -> axum::Router {
     let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
     let patches = [
         json!([{"op": "add", "path": "/a", "value": {"b": 1}}]),
@@ -49,7 +53,7 @@ fn app_with(access: nodb_server::Access) -> axum::Router {
     let history = Arc::new(History::new(hub.app(), None, NOWHERE.parse().unwrap(), HistorySettings::default()));
     router(AppState {
         hub,
-        follow: Arc::new(FollowStatus::default()),
+        follow,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         ping: Duration::from_secs(15),
@@ -57,6 +61,7 @@ fn app_with(access: nodb_server::Access) -> axum::Router {
         history,
         assets: &[],
         access,
+        version: Some("1.2.3".into()),
     })
 }
 
@@ -95,7 +100,8 @@ async fn the_view_and_its_subtrees_answer() {
     assert_eq!((body["seq"].clone(), body["state"].clone()), (json!(1), json!({"a": {"b": 1}})));
     assert_eq!(get(&app, "/views/doc/state/a/b").await, (StatusCode::OK, json!(1)));
     assert_eq!(get(&app, "/views/doc/state").await.1["k3"], 3);
-    assert_eq!(get(&app, "/views").await.1, json!({"views": [{"name": "doc", "seq": 3}]}));
+    let listing = json!({"app": "json", "version": "1.2.3", "views": [{"name": "doc", "seq": 3}]});
+    assert_eq!(get(&app, "/views").await.1, listing);
 }
 
 #[tokio::test]
@@ -152,11 +158,38 @@ async fn health_says_recovering_while_the_chronicler_is_unreachable() {
     let app = app();
     let (status, body) = get(&app, "/health").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"status": "recovering", "seq": 3, "chronicler_head": 3, "lag": 0, "connected": false}));
+    let expected = json!({"status": "recovering", "app": "json", "version": "1.2.3", "seq": 3, "chronicler_head": 3, "lag": 0, "connected": false});
+    assert_eq!(body, expected);
     let req = Request::get("/metrics").body(Body::empty()).unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert_eq!(
+        get(&app, "/ready").await,
+        (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "recovering", "seq": 3, "lag": 0}))
+    );
+}
+
+/// `/ready` is 200 only when connected and at the chronicler's head; a
+/// refused log is 503 in `/ready` and `/health`, with the reason.
+#[tokio::test]
+async fn ready_once_caught_up_and_never_on_a_refused_log() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let follow = Arc::new(FollowStatus::default());
+    let app = app_following(nodb_server::Access::open(), follow.clone());
+    follow.connected.store(true, Relaxed);
+    follow.head.store(5, Relaxed);
+    assert_eq!(
+        get(&app, "/ready").await,
+        (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "recovering", "seq": 3, "lag": 2}))
+    );
+    follow.head.store(3, Relaxed);
+    assert_eq!(get(&app, "/ready").await, (StatusCode::OK, json!({"status": "ready", "seq": 3, "lag": 0})));
+    *follow.refused.lock().unwrap() = Some("the chronicler's log ends at seq 1".into());
+    assert_eq!(get(&app, "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = get(&app, "/health").await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("refused")));
+    assert_eq!(body["reason"], "the chronicler's log ends at seq 1");
 }
 
 /// With keys, a token reads only the views (or the subtree) it names;
@@ -191,7 +224,7 @@ async fn tokens_decide_what_may_be_read() {
     assert_eq!(answer.0, StatusCode::FORBIDDEN, "an exact stream is the whole view");
     let answer = get_as(format!("/views/doc?token={none}")).await;
     assert_eq!((answer.0, answer.1["error"]["right"].as_str()), (StatusCode::FORBIDDEN, Some("read:doc")));
-    assert_eq!(get_as(format!("/views?token={none}")).await.1, json!({"views": []}));
+    assert_eq!(get_as(format!("/views?token={none}")).await.1["views"], json!([]));
     let answer = get_as(format!("/views/doc/stream?client=someone-else&token={whole}")).await;
     assert_eq!((answer.0, answer.1["error"]["right"].as_str()), (StatusCode::FORBIDDEN, Some("client:someone-else")));
     assert_eq!(get_as(format!("/metrics?token={whole}")).await.0, StatusCode::FORBIDDEN);

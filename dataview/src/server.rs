@@ -8,7 +8,7 @@
 //!   one combined message when the client fell behind), and the client's own
 //!   rejections; with `exact=true`, one message per seq, never combined
 //!   ([`crate::exact`]).
-//! - `GET /health`, `GET /metrics`.
+//! - `GET /health`, `GET /ready` (200 once caught up), `GET /metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -53,6 +53,8 @@ pub struct AppState {
     pub assets: &'static [crate::web::Asset],
     /// Who may do what: tokens, Host and Origin.
     pub access: nodb_server::Access,
+    /// The application's version, reported in `/views` and `/health`.
+    pub version: Option<Arc<str>>,
 }
 
 fn unknown_view(hub: &Hub, name: &str) -> ApiError {
@@ -78,6 +80,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/views/{name}/state/{*pointer}", get(get_state))
         .route("/views/{name}/stream", get(stream))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /views)", uri.path()))
@@ -97,7 +100,8 @@ async fn list_views(State(s): State<AppState>, caller: Caller) -> impl IntoRespo
         .filter(|name| caller.grant.may_read(name).is_ok())
         .map(|name| serde_json::json!({"name": name, "seq": seq}))
         .collect();
-    axum::Json(serde_json::json!({ "views": views }))
+    let app = s.hub.app().name;
+    axum::Json(serde_json::json!({"app": app, "version": s.version.as_deref(), "views": views}))
 }
 
 #[derive(Deserialize)]
@@ -200,6 +204,7 @@ async fn stream(
     Path(name): Path<String>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     socket_limits: nodb_server::SocketLimits,
+    gate: nodb_server::DispatchGate,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let scope = caller.grant.may_read(&name)?;
@@ -248,24 +253,49 @@ async fn stream(
         if exact {
             tasks.track_future(crate::exact::serve_exact(socket, s, view, since, q.client, caller.grant)).await;
         } else {
-            let client = crate::session::Client { view, scope, since, id: q.client, caller };
+            let client = crate::session::Client { view, scope, since, id: q.client, caller, gate };
             tasks.track_future(crate::session::serve_client(socket, s, client)).await;
         }
     }))
 }
 
-async fn health(State(s): State<AppState>) -> impl IntoResponse {
+async fn health(State(s): State<AppState>) -> Response {
     let seq = s.hub.current_seq();
     let head = s.follow.head.load(Relaxed).max(seq);
     let connected = s.follow.connected.load(Relaxed);
+    if let Some(why) = s.follow.refusal() {
+        let body = serde_json::json!({"status": "refused", "seq": seq, "connected": false, "reason": why});
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     let caught_up = connected && seq >= head;
     axum::Json(serde_json::json!({
         "status": if caught_up { "caught_up" } else { "recovering" },
+        "app": s.hub.app().name,
+        "version": s.version.as_deref(),
         "seq": seq,
         "chronicler_head": head,
         "lag": head - seq,
         "connected": connected,
     }))
+    .into_response()
+}
+
+/// `GET /ready`: 200 once the views have caught up with the chronicler,
+/// 503 while they replay, while the chronicler is unreachable, or while its
+/// log is refused: what a load balancer should ask before sending clients.
+async fn ready(State(s): State<AppState>) -> Response {
+    let seq = s.hub.current_seq();
+    let head = s.follow.head.load(Relaxed).max(seq);
+    let connected = s.follow.connected.load(Relaxed);
+    let status = if s.follow.refusal().is_some() {
+        "refused"
+    } else if connected && seq >= head {
+        "ready"
+    } else {
+        "recovering"
+    };
+    let code = if status == "ready" { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(serde_json::json!({"status": status, "seq": seq, "lag": head - seq}))).into_response()
 }
 
 async fn metrics(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
@@ -280,6 +310,7 @@ async fn metrics(State(s): State<AppState>, caller: Caller) -> Result<Response, 
         ("nodb_dataview_applied", "Actions applied.", &m.applied),
         ("nodb_dataview_rejections", "Actions rejected by a reducer.", &m.rejected),
         ("nodb_dataview_panics", "Reducer panics caught.", &m.panics),
+        ("nodb_dataview_unreadable", "Committed actions the view could not read, skipped.", &s.follow.unreadable),
         ("nodb_dataview_history_reads", "Past states read (?at older than the memory).", &h.reads),
         ("nodb_dataview_history_cache_hits", "Past states read from the cache.", &h.cache_hits),
         ("nodb_dataview_history_replayed", "Actions replayed for past states and exact streams.", &h.replayed),

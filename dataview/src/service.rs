@@ -41,6 +41,8 @@ pub struct Settings {
     pub assets: &'static [crate::web::Asset],
     /// Who may do what on this data view.
     pub access: nodb_server::Access,
+    /// The application's version, reported in `/views` and `/health`.
+    pub version: Option<String>,
 }
 
 /// Why a data view cannot start.
@@ -94,7 +96,8 @@ pub struct Running {
 /// A bad setting, or snapshots that cannot be read.
 pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskTracker) -> Result<Running, StartError> {
     settings.validate()?;
-    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings, assets, access } = settings;
+    let Settings { app, chronicler, history, ping, snapshots, policy, history_settings, assets, access, version } =
+        settings;
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
     let engine = match snapshots.load_latest(&names).await? {
         Some((seq, states)) => {
@@ -106,14 +109,23 @@ pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskT
         None => Engine::new(app),
     };
     let restored_at = engine.seq();
+    // The chronicler must reach the restored seq with the chain hash the
+    // snapshot recorded there, or it is not the history the views hold.
+    let anchor = match restored_at {
+        0 => None,
+        seq => snapshots.chain_at(seq).await?.map(|hash| (seq, hash)),
+    };
+    let snapshots = snapshots.with_anchor(nodb_client::Chronicler::new(chronicler.clone()));
     let hub = Hub::with_checkpoints(engine, history, Some(policy.every_seqs));
     let snapshots = snapshots.with_checkpoints(policy.every_seqs);
     let past = Arc::new(History::new(hub.app(), Some(snapshots.clone()), chronicler.clone(), history_settings));
-    let status = Arc::new(FollowStatus::default());
+    let status = Arc::new(FollowStatus { anchor, ..FollowStatus::default() });
     let follower = tokio::spawn(follow(hub.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
     let snapshotter =
         tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
-    let state = AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, assets, access };
+    let version = version.map(Arc::from);
+    let state =
+        AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, assets, access, version };
     Ok(Running { state, follower, snapshotter })
 }
 
@@ -145,6 +157,7 @@ mod tests {
             history_settings: HistorySettings::default(),
             assets: &[],
             access: nodb_server::Access::open(),
+            version: None,
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::hub::Hub;
 use crate::server::AppState;
 use nodb_auth::ReadScope;
-use nodb_server::Caller;
+use nodb_server::{Caller, DispatchGate};
 
 /// Who one stream client is and what it asked for.
 pub(crate) struct Client {
@@ -33,12 +33,17 @@ pub(crate) struct Client {
     pub id: Option<String>,
     /// Its rights and token (dispatches are relayed with the token).
     pub caller: Caller,
+    /// The dispatch rate limit of its address, checked before a dispatch
+    /// is relayed: the chronicler sees every relayed dispatch come from
+    /// this data view's address, so only the data view can hold one
+    /// browser's address to its limit.
+    pub gate: DispatchGate,
 }
 
 /// Serves one stream client: its view (or subtree), and its rejections if
 /// it named itself.
 pub(crate) async fn serve_client(socket: WebSocket, s: AppState, c: Client) {
-    let Client { view, scope, since, id: client, caller } = c;
+    let Client { view, scope, since, id: client, caller, gate } = c;
     s.hub.metrics.clients.fetch_add(1, Relaxed);
     // A new client of a view that is still replaying history gets its
     // snapshot once the view has caught up, not a stream of catch-up patches.
@@ -58,7 +63,7 @@ pub(crate) async fn serve_client(socket: WebSocket, s: AppState, c: Client) {
     };
     let feed = ViewFeed { hub: s.hub.clone(), view, pointer };
     let grant = caller.grant.clone();
-    let mut hooks = ViewHooks { s: s.clone(), client, relay: None, token: caller.token };
+    let mut hooks = ViewHooks { s: s.clone(), client, relay: None, token: caller.token, gate };
     serve_session(socket, &feed, &mut hooks, since, s.ping, &s.shutdown, &grant).await;
     s.hub.metrics.clients.fetch_sub(1, Relaxed);
 }
@@ -91,6 +96,8 @@ struct ViewHooks {
     relay: Option<Relay>,
     /// The client's token, which its relayed dispatches carry.
     token: Option<String>,
+    /// The rate limit of the client's address.
+    gate: DispatchGate,
 }
 
 impl Hooks for ViewHooks {
@@ -108,7 +115,7 @@ impl Hooks for ViewHooks {
         match message {
             // Dispatches are relayed to the chronicler; the acks come back
             // through `next_outside`.
-            Message::Text(t) => relay_dispatch(&self.s, &mut self.relay, self.token.as_deref(), t.as_str())
+            Message::Text(t) => relay_dispatch(&self.s, &mut self.relay, self.token.as_deref(), &self.gate, t.as_str())
                 .await
                 .err()
                 .map(|m| text(&m)),
@@ -153,12 +160,14 @@ async fn relay_reply(relay: &mut Option<Relay>) -> Option<String> {
 }
 
 /// Forwards one dispatch message, opening the relay if needed. An error
-/// message for the client if the text is not a dispatch or the chronicler
-/// cannot be reached.
+/// message for the client if the text is not a dispatch, its address is
+/// over its dispatch rate (`rate_limited`), or the chronicler cannot be
+/// reached.
 async fn relay_dispatch(
     s: &AppState,
     relay: &mut Option<Relay>,
     token: Option<&str>,
+    gate: &DispatchGate,
     text: &str,
 ) -> Result<(), ServerMessage> {
     #[derive(Deserialize)]
@@ -176,6 +185,9 @@ async fn relay_dispatch(
         )));
     }
     let id = peek.action.as_ref().and_then(|a| a["id"].as_str()).map(String::from);
+    // The client id and token subject are the chronicler's to limit: it
+    // sees them on the relay.
+    gate.check_address(1).map_err(|e| ServerMessage::Error { id: id.clone(), code: e.code, message: e.message })?;
     if relay.is_none() {
         *relay = Some(open_relay(&s.chronicler, token).await.map_err(|e| {
             // The chronicler's refusal (a token that may not dispatch, or

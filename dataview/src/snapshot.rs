@@ -52,6 +52,9 @@ pub enum SnapshotError {
     },
 }
 
+/// How long a snapshot waits for the chronicler's chain hash at its seq.
+const ANCHOR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Serialize, Deserialize)]
 struct Header {
     format: u32,
@@ -59,6 +62,11 @@ struct Header {
     seq: u64,
     views: Vec<String>,
     blake3: String,
+    /// The chronicler's chain hash after `seq` when the snapshot was
+    /// written (absent if it could not be asked), so that a data view
+    /// restored from it can check that it follows the same history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<String>,
 }
 
 /// Where an app's snapshots live.
@@ -69,6 +77,8 @@ pub struct Snapshots {
     keep: usize,
     /// Snapshots at multiples of this are checkpoints, never pruned.
     checkpoint_every: Option<u64>,
+    /// The chronicler, asked for the chain hash at each snapshot's seq.
+    anchor: Option<nodb_client::Chronicler>,
 }
 
 impl Snapshots {
@@ -115,7 +125,7 @@ impl Snapshots {
 
     /// Snapshots of `app` in any object store.
     pub fn new(store: Arc<dyn ObjectStore>, app: &str, keep: usize) -> Snapshots {
-        Snapshots { store, app: app.to_string(), keep: keep.max(1), checkpoint_every: None }
+        Snapshots { store, app: app.to_string(), keep: keep.max(1), checkpoint_every: None, anchor: None }
     }
 
     /// Keeps the snapshots at every multiple of `every` (the checkpoints)
@@ -123,6 +133,14 @@ impl Snapshots {
     #[must_use]
     pub fn with_checkpoints(mut self, every: u64) -> Snapshots {
         self.checkpoint_every = Some(every).filter(|e| *e > 0);
+        self
+    }
+
+    /// Records in each snapshot the chain hash the `chronicler` gives for
+    /// its seq (`GET /head?at=`), checked when a data view restores it.
+    #[must_use]
+    pub fn with_anchor(mut self, chronicler: nodb_client::Chronicler) -> Snapshots {
+        self.anchor = Some(chronicler);
         self
     }
 
@@ -146,7 +164,19 @@ impl Snapshots {
     /// # Errors
     /// If the store fails.
     pub async fn write(&self, seq: u64, names: &[String], states: &[Tree]) -> Result<bool, SnapshotError> {
-        let body = encode(&self.app, seq, names, states);
+        let chain = match &self.anchor {
+            // Never held up for long: a snapshot without it is still good.
+            Some(c) if seq > 0 => match tokio::time::timeout(ANCHOR_WAIT, c.anchor(Some(seq))).await {
+                Ok(Ok(found)) => found.map(|a| a.hash),
+                Ok(Err(e)) => {
+                    tracing::debug!(seq, error = %e, "no chain hash for a snapshot");
+                    None
+                }
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        let body = encode(&self.app, seq, names, states, chain);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.store.put_opts(&self.path(seq), PutPayload::from(body), opts).await {
             Ok(_) => Ok(true),
@@ -198,6 +228,21 @@ impl Snapshots {
                 Ok(None)
             }
         }
+    }
+
+    /// The chronicler's chain hash the snapshot at `seq` recorded, if it
+    /// recorded one (and can be read).
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn chain_at(&self, seq: u64) -> Result<Option<String>, SnapshotError> {
+        let bytes = match self.store.get(&self.path(seq)).await {
+            Ok(found) => found.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+        Ok(serde_json::from_slice::<Header>(line).ok().and_then(|h| h.chain))
     }
 
     /// The newest valid snapshot: its seq and the states of `names` (a view
@@ -338,7 +383,7 @@ impl WriteSummary {
     }
 }
 
-fn encode(app: &str, seq: u64, names: &[String], states: &[Tree]) -> Vec<u8> {
+fn encode(app: &str, seq: u64, names: &[String], states: &[Tree], chain: Option<String>) -> Vec<u8> {
     let mut body = String::from("{");
     for (i, (name, state)) in names.iter().zip(states).enumerate() {
         if i > 0 {
@@ -355,6 +400,7 @@ fn encode(app: &str, seq: u64, names: &[String], states: &[Tree]) -> Vec<u8> {
         seq,
         views: names.to_vec(),
         blake3: blake3::hash(body.as_bytes()).to_hex().to_string(),
+        chain,
     };
     let mut out = serde_json::to_vec(&header).unwrap_or_default();
     out.push(b'\n');
@@ -405,7 +451,7 @@ mod fuzz {
         #[test]
         fn a_damaged_snapshot_is_refused(at in any::<prop::sample::Index>(), byte in any::<u8>(), n in 0u64..1000) {
             let states = vec![Tree::from(serde_json::json!({"products": {"apple": {"total": n}}})), Tree::from(serde_json::json!([n]))];
-            let mut bytes = encode("warehouse", 7, &names(), &states);
+            let mut bytes = encode("warehouse", 7, &names(), &states, None);
             let i = at.index(bytes.len());
             prop_assume!(bytes[i] != byte);
             bytes[i] = byte;

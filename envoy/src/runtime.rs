@@ -453,7 +453,13 @@ impl<'a> Run<'a> {
         loop {
             let Some(line) = pipe.next_or_progress(stream.next(), shutdown).await? else { continue };
             match line {
-                Some(Ok(StreamLine::Action(action) | StreamLine::Unreadable { action, .. })) => {
+                Some(Ok(StreamLine::Unreadable { action, error })) => {
+                    self.stats.handled.fetch_max(action.seq, Relaxed);
+                    if !action.kind.starts_with("@@nodb/") && !action.id.starts_with(&own) {
+                        self.skip_unreadable(&action, &error);
+                    }
+                }
+                Some(Ok(StreamLine::Action(action))) => {
                     let cause = action.seq;
                     self.stats.handled.fetch_max(cause, Relaxed);
                     if action.kind.starts_with("@@nodb/") || action.id.starts_with(&own) {
@@ -477,6 +483,16 @@ impl<'a> Run<'a> {
                 }
             }
         }
+    }
+
+    /// An action of the trigger that cannot be read: no handler sees it
+    /// (not with a `null` in place of its payload, which would be another
+    /// action), it is counted and reported once — the stream moves past
+    /// it, so it comes again only after a restart that resumes before it.
+    fn skip_unreadable(&self, action: &nodb_shared::protocol::CommittedAction, error: &str) {
+        self.stats.unreadable.fetch_add(1, Relaxed);
+        tracing::warn!(envoy = %self.envoy.name, seq = action.seq, id = %action.id, r#type = %action.kind, %error,
+            "the envoy cannot read this committed action; skipped, no effect for it");
     }
 
     async fn view(&self, view: &str) -> Result<(), Stopped> {

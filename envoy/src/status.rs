@@ -38,6 +38,9 @@ pub struct EnvoyStats {
     pub retries: Arc<AtomicU64>,
     /// Times the envoy lost its trigger or the chronicler and resumed.
     pub resumed: AtomicU64,
+    /// Committed actions of its trigger it could not read (a payload
+    /// nested too deep, a number out of range), reported and skipped.
+    pub unreadable: AtomicU64,
 }
 
 /// One envoy as the status routes see it.
@@ -110,6 +113,7 @@ fn report(w: &Watched, log_head: Option<u64>, view_head: Option<u64>) -> Value {
         "failures": st.failures.load(Relaxed),
         "retries": st.retries.load(Relaxed),
         "resumed": st.resumed.load(Relaxed),
+        "unreadable": st.unreadable.load(Relaxed),
     })
 }
 
@@ -138,12 +142,15 @@ async fn metrics(State(s): State<StatusState>, caller: nodb_server::Caller) -> R
     for (name, help, value) in gauges {
         out.gauges(name, help, per_envoy(value));
     }
-    let counters: [Family; 5] = [
+    let counters: [Family; 6] = [
         ("nodb_envoy_effects_started", "Effects started.", |s| s.started.load(Relaxed)),
         ("nodb_envoy_results_recorded", "Result actions recorded.", |s| s.recorded.load(Relaxed)),
         ("nodb_envoy_failures", "Failure results recorded.", |s| s.failures.load(Relaxed)),
         ("nodb_envoy_retries", "Outside calls retried.", |s| s.retries.load(Relaxed)),
         ("nodb_envoy_resumed", "Times the envoy resumed after losing a connection.", |s| s.resumed.load(Relaxed)),
+        ("nodb_envoy_unreadable", "Committed actions the envoy could not read, skipped.", |s| {
+            s.unreadable.load(Relaxed)
+        }),
     ];
     for (name, help, value) in counters {
         out.counters(name, help, per_envoy(value));

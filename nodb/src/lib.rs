@@ -30,7 +30,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "nodb",
     version,
-    after_help = "Examples:\n  nodb up                            the demo on http://127.0.0.1:7400/ (everything in one process)\n  nodb chronicler --data ./nodb-data   run the durable history on 127.0.0.1:7401\n  nodb log verify --data ./nodb-data  check every checksum and the hash chain\n  nodb keygen nodb-key.jwk           make a signing key; then `nodb up --auth-key nodb-key.jwk`\n  nodb diff old.json new.json        print the RFC 6902 patch from old to new\n  nodb patch doc.json patch.json     print doc.json with the patch applied\n\nRun `nodb <command> --help` for the details of each command."
+    after_help = "Examples:\n  nodb up                            the demo on http://127.0.0.1:7400/ (everything in one process)\n  nodb chronicler --data ./nodb-data   run the durable history on 127.0.0.1:7401\n  nodb log verify --data ./nodb-data  check every checksum and the hash chain\n  nodb keygen nodb-key.jwk           make a signing key; then `nodb up --auth-key nodb-key.jwk`\n  nodb diff old.json new.json        print the RFC 6902 patch from old to new\n  nodb patch doc.json patch.json     print doc.json with the patch applied\n  nodb replay --against URL          replay the history with this binary's reducers and compare\n\nRun `nodb <command> --help` for the details of each command."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +48,7 @@ enum Command {
     Log(commands::log::Args),
     Diff(commands::diff::Args),
     Patch(commands::patch::Args),
+    Replay(commands::replay::Args),
     Keygen(commands::token::KeygenArgs),
     Token(commands::token::TokenArgs),
 }
@@ -73,11 +74,14 @@ pub fn main_with(apps: Registry) -> ExitCode {
         Command::Log(args) => commands::log::run(&args),
         Command::Diff(args) => commands::diff::run(&args),
         Command::Patch(args) => commands::patch::run(&args),
+        Command::Replay(args) => commands::replay::run(&args, &apps),
         Command::Keygen(args) => commands::token::keygen(&args),
         Command::Token(args) => commands::token::token(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `nodb replay` found views that differ; it has said how.
+        Err(e) if e.is::<commands::replay::Differs>() => ExitCode::from(1),
         Err(e) => {
             // One line, whatever the chain: "nodb: outer: inner" (and no
             // panic when stderr has gone away).

@@ -38,12 +38,24 @@ pub struct Bundle {
     pub services: Option<MakeServices>,
     /// Its page and files, served by its data view (`/` and beside it).
     pub assets: &'static [Asset],
+    /// Its version, from its crate (`env!("CARGO_PKG_VERSION")`), which
+    /// its data views report in `/views` and `/health`, so that a new
+    /// version of the reducers can be told from the old.
+    pub version: Option<&'static str>,
 }
 
 impl Bundle {
     /// An app called `name` with nothing registered yet.
     pub fn new(name: &str) -> Bundle {
-        Bundle { name: name.to_string(), views: None, envoys: None, cascades: None, services: None, assets: &[] }
+        Bundle {
+            name: name.to_string(),
+            views: None,
+            envoys: None,
+            cascades: None,
+            services: None,
+            assets: &[],
+            version: None,
+        }
     }
 }
 
@@ -62,6 +74,7 @@ fn warehouse() -> Bundle {
         cascades: Some(nodb_warehouse::cascades::cascades),
         services: Some(warehouse_services),
         assets: nodb_warehouse::ASSETS,
+        version: Some(nodb_warehouse::VERSION),
     }
 }
 
@@ -77,7 +90,11 @@ impl Registry {
     /// and its demo supplier, the `marketing` and `lowstock` cascades) and
     /// `json` (a JSON document).
     pub fn built_in() -> Registry {
-        let json = Bundle { views: Some(nodb_dataview::json_doc::app as fn() -> App), ..Bundle::new("json") };
+        let json = Bundle {
+            views: Some(nodb_dataview::json_doc::app as fn() -> App),
+            version: Some(env!("CARGO_PKG_VERSION")),
+            ..Bundle::new("json")
+        };
         Registry { apps: vec![warehouse(), json] }
     }
 
@@ -124,6 +141,11 @@ impl Registry {
 
     fn bundle(&self, name: &str) -> Option<&Bundle> {
         self.apps.iter().find(|b| b.name == name)
+    }
+
+    /// The version of the application called `name`, if it gave one.
+    pub fn version(&self, name: &str) -> Option<&'static str> {
+        self.bundle(name)?.version
     }
 
     /// The views of the application called `name`.

@@ -4,6 +4,15 @@
 //! the same patch type. Application is atomic: the input tree is persistent
 //! and never modified, so a failing operation simply means the new tree is
 //! dropped and the caller keeps the old one.
+//!
+//! Each operation is checked against the tree [`Limits`] before it is
+//! applied: a value added, replaced, copied or moved may not nest the tree
+//! deeper than the depth limit, nor be larger alone than the size limit. So
+//! no patch builds a tree deeper than the limit, even for a moment (a run
+//! of `copy "" → /a` would otherwise nest the document one level deeper per
+//! operation), and a run of copies that doubles the document is refused
+//! after a walk of at most the size limit. The whole document's size is the
+//! caller's to check ([`crate::tree::limits::check_change`]).
 
 use json_patch::jsonptr::Pointer;
 use json_patch::{Patch, PatchOperation};
@@ -11,6 +20,7 @@ use json_patch::{Patch, PatchOperation};
 use crate::edit::{Missing, Store, edit_parent, remove_child, store};
 use crate::path::{PathError, Segment};
 use crate::tree::Tree;
+use crate::tree::limits::{LimitError, Limits, measure_at};
 
 /// Why operation number `index` of a patch failed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -44,9 +54,13 @@ pub enum PatchFailure {
         /// The `from` of the move.
         from: String,
     },
+    /// The value would nest the tree too deep, or is too large alone.
+    #[error("{0}")]
+    Limit(#[from] LimitError),
 }
 
-/// Applies `patch` to `doc`, returning the patched tree.
+/// Applies `patch` to `doc` within the default [`Limits`], returning the
+/// patched tree.
 ///
 /// # Errors
 /// The first failing operation, with its index, path and reason; `doc` is
@@ -60,9 +74,19 @@ pub fn apply(doc: &Tree, patch: &Patch) -> Result<Tree, PatchError> {
 /// # Errors
 /// As for [`apply`].
 pub fn apply_ops(doc: &Tree, ops: &[PatchOperation]) -> Result<Tree, PatchError> {
+    apply_within(doc, ops, &Limits::default())
+}
+
+/// Applies a slice of operations, checking each against `limits`; see
+/// [`apply`].
+///
+/// # Errors
+/// As for [`apply`]; [`PatchFailure::Limit`] for an operation that would
+/// break a limit.
+pub fn apply_within(doc: &Tree, ops: &[PatchOperation], limits: &Limits) -> Result<Tree, PatchError> {
     let mut current = doc.clone();
     for (index, op) in ops.iter().enumerate() {
-        current = apply_one(&current, op).map_err(|reason| PatchError {
+        current = apply_one(&current, op, limits).map_err(|reason| PatchError {
             index,
             op: op_name(op),
             path: op.path().as_str().to_string(),
@@ -87,16 +111,34 @@ fn segments(p: &Pointer) -> Vec<Segment> {
     p.tokens().map(|t| Segment::Key(t.decoded().as_ref().into())).collect()
 }
 
-fn apply_one(doc: &Tree, op: &PatchOperation) -> Result<Tree, PatchFailure> {
+/// Checks that `value`, placed at `path`, keeps the tree within `limits`
+/// (its own size included; the rest of the tree is the caller's).
+fn fits(value: &Tree, path: &[Segment], limits: &Limits) -> Result<(), PatchFailure> {
+    measure_at(value, path.len(), limits)?;
+    Ok(())
+}
+
+/// A value of the patch itself, checked for its place.
+fn new_value(value: &serde_json::Value, path: &[Segment], limits: &Limits) -> Result<Tree, PatchFailure> {
+    let value = Tree::from(value);
+    fits(&value, path, limits)?;
+    Ok(value)
+}
+
+fn apply_one(doc: &Tree, op: &PatchOperation, limits: &Limits) -> Result<Tree, PatchFailure> {
     match op {
-        PatchOperation::Add(o) => add(doc, &segments(&o.path), Tree::from(&o.value)),
+        PatchOperation::Add(o) => {
+            let segs = segments(&o.path);
+            let value = new_value(&o.value, &segs, limits)?;
+            add(doc, &segs, value)
+        }
         PatchOperation::Remove(o) => remove(doc, &segments(&o.path)),
         PatchOperation::Replace(o) => {
             let segs = segments(&o.path);
+            let value = new_value(&o.value, &segs, limits)?;
             if segs.is_empty() {
-                return Ok(Tree::from(&o.value));
+                return Ok(value);
             }
-            let value = Tree::from(&o.value);
             Ok(edit_parent(doc, &segs, 0, Missing::Fail, &mut |p, s, at| {
                 store(p, s, value.clone(), at, Store::Replace)
             })?)
@@ -111,11 +153,20 @@ fn apply_one(doc: &Tree, op: &PatchOperation) -> Result<Tree, PatchFailure> {
             if to.len() > from.len() && to.starts_with(&from) {
                 return Err(PatchFailure::MoveIntoChild { from: o.from.as_str().to_string() });
             }
+            // Moved no deeper, the value fits where it goes as it fitted
+            // where it was: no need to walk it.
+            if to.len() > from.len() {
+                fits(&value, &to, limits)?;
+            }
             add(&remove(doc, &from)?, &to, value)
         }
         PatchOperation::Copy(o) => {
+            let to = segments(&o.path);
             let value = doc.lookup(&*segments(&o.from))?.clone();
-            add(doc, &segments(&o.path), value)
+            // A copy is one node in memory but the whole value again as
+            // JSON: it is measured wherever it goes.
+            fits(&value, &to, limits)?;
+            add(doc, &to, value)
         }
         PatchOperation::Test(o) => {
             let actual = doc.lookup(&*segments(&o.path))?;
@@ -186,5 +237,67 @@ mod tests {
         assert!(matches!(apply(&doc, &bad).unwrap_err().reason, PatchFailure::MoveIntoChild { .. }));
         let bad = patch(json!([{"op": "test", "path": "/l", "value": [1]}]));
         assert!(matches!(apply(&doc, &bad).unwrap_err().reason, PatchFailure::TestFailed { .. }));
+    }
+
+    /// Issue 15: 20,000 `copy "" -> /a` made the document 20,000 levels
+    /// deep, and serialising it overflowed the stack. The copy that would
+    /// pass the depth limit is refused, before anything that deep exists.
+    #[test]
+    fn a_copy_bomb_stops_at_the_depth_limit() {
+        let bomb: Vec<serde_json::Value> =
+            (0..20_000).map(|_| json!({"op": "copy", "from": "", "path": "/a"})).collect();
+        let err = apply(&Tree::object(), &patch(json!(bomb))).unwrap_err();
+        // `{}` is 1 deep; each copy nests it one more: the 64th copy would
+        // make it 65.
+        assert_eq!((err.index, err.op), (63, "copy"));
+        assert_eq!(err.reason, PatchFailure::Limit(LimitError::TooDeep { limit: crate::tree::limits::MAX_DEPTH }));
+        let fine: Vec<serde_json::Value> = bomb[..63].to_vec();
+        let doc = apply(&Tree::object(), &patch(json!(fine))).unwrap();
+        assert_eq!(crate::tree::limits::measure(&doc, &Limits::default()).unwrap().depth, 64);
+    }
+
+    /// Issue 15: a 1.7 KB patch copying the document into itself again and
+    /// again asked for a 4 GiB allocation when the view was serialised.
+    #[test]
+    fn a_doubling_patch_stops_at_the_size_limit() {
+        let mut ops = vec![json!({"op": "add", "path": "/s", "value": "x".repeat(1000)})];
+        ops.extend((0..40).map(|i| json!({"op": "copy", "from": "", "path": format!("/d{i}")})));
+        let started = std::time::Instant::now();
+        let err = apply(&Tree::object(), &patch(json!(ops))).unwrap_err();
+        assert_eq!(err.reason, PatchFailure::Limit(LimitError::TooLarge { limit: crate::tree::limits::MAX_BYTES }));
+        // The 20th copy would copy 1 KB doubled 19 times: past 256 MiB.
+        assert_eq!(err.index, 20, "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+
+    proptest::proptest! {
+        /// A value of any depth placed at any depth: taken exactly when the
+        /// document stays within the depth limit, by every operation that
+        /// places a value.
+        #[test]
+        fn depth_around_the_limit_for_every_operation(above in 0usize..4, depth in 58usize..70, op in 0usize..4) {
+            use crate::tree::limits::MAX_DEPTH;
+            let deep = (0..depth).fold(json!(1), |inner, _| json!([inner]));
+            // A document with `above` objects on the way to `/k/k…`.
+            let doc = (0..above).fold(json!({"src": deep.clone()}), |inner, _| json!({"k": inner}));
+            let path: String = "/k".repeat(above);
+            let src = format!("{path}/src");
+            let ops = match op {
+                0 => json!([{"op": "add", "path": format!("{path}/new"), "value": deep}]),
+                1 => json!([{"op": "replace", "path": src, "value": deep}]),
+                2 => json!([{"op": "copy", "from": src, "path": format!("{path}/new")}]),
+                _ => json!([{"op": "move", "from": src, "path": format!("{path}/new")}]),
+            };
+            let doc = Tree::from(doc);
+            // The value sits below `above` objects and the one holding it.
+            let fits = above + 1 + depth <= MAX_DEPTH;
+            let fitted_before = crate::tree::limits::measure(&doc, &Limits::default()).is_ok();
+            let result = apply(&doc, &patch(ops));
+            if fitted_before {
+                proptest::prop_assert_eq!(result.is_ok(), fits, "{:?}", result.err());
+            } else if op == 0 || op == 2 {
+                proptest::prop_assert!(result.is_err());
+            }
+        }
     }
 }

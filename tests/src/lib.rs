@@ -3,6 +3,10 @@
 //! The tests themselves are under `tests/tests/`. [`nodb_bin`] finds the
 //! binary that `cargo test` / `cargo nextest` built for this workspace
 //! (building it if it is missing), and [`run`] runs it to completion.
+//! [`raw`] sends raw HTTP/1.1 requests, for what a client library would
+//! not send.
+
+pub mod raw;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -523,4 +527,26 @@ pub fn committed_actions(url: &str) -> Vec<serde_json::Value> {
     .into_iter()
     .filter(|v| v.get("seq").is_some())
     .collect()
+}
+
+/// Starts `nodb dataview --app warehouse` following `chronicler`, with its
+/// snapshots in `snapshots`, on a port chosen at run time, with `extra`
+/// flags.
+///
+/// # Panics
+/// If it does not start.
+pub fn start_warehouse_view(chronicler: &Service, snapshots: &std::path::Path, extra: &[&str]) -> Service {
+    let mut args = vec![
+        "dataview",
+        "--app",
+        "warehouse",
+        "--chronicler",
+        chronicler.url(),
+        "--listen",
+        "127.0.0.1:0",
+        "--snapshots",
+        snapshots.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    Service::start(&args).expect("start the data view")
 }

@@ -312,6 +312,7 @@ fn cascades_are_their_reducers_of_the_upstream_states_they_report() {
     assert_eq!((late.seq, &late.state), (lowstock.seq, &lowstock.state));
     let health = get(&format!("{}/health", cascade.url())).unwrap().json();
     assert_eq!(health["status"], "caught_up", "{health}");
+    assert_eq!(get(&format!("{}/ready", cascade.url())).unwrap().status, 200, "ready once caught up");
     let views = get(&format!("{}/views", cascade.url())).unwrap().json();
     assert_eq!(views["views"][1]["upstreams"], json!(["stock", "marketing"]));
     let metrics = get(&format!("{}/metrics", cascade.url())).unwrap().body;

@@ -286,28 +286,10 @@ fn checked(n: u64, a: &AtAnswer) -> Value {
 fn start(dir: &Path, extra: &[&str]) -> (Service, Service) {
     let data = dir.to_str().unwrap();
     let chronicler = Service::start(&["chronicler", "--data", data, "--listen", "127.0.0.1:0"]).unwrap();
-    let snapshots = dir.join("snapshots");
-    let mut args = vec![
-        "dataview",
-        "--app",
-        "warehouse",
-        "--chronicler",
-        chronicler.url(),
-        "--listen",
-        "127.0.0.1:0",
-        "--snapshots",
-        snapshots.to_str().unwrap(),
-        "--history",
-        "64",
-        "--snapshot-every",
-        "500",
-        "--snapshot-interval",
-        "0.2",
-        "--keep-snapshots",
-        "1",
-    ];
+    let mut args =
+        vec!["--history", "64", "--snapshot-every", "500", "--snapshot-interval", "0.2", "--keep-snapshots", "1"];
     args.extend_from_slice(extra);
-    let view = Service::start(&args).unwrap();
+    let view = nodb_tests::start_warehouse_view(&chronicler, &dir.join("snapshots"), &args);
     (chronicler, view)
 }
 

@@ -96,19 +96,7 @@ fn start_dataview(chronicler: &Service, snapshots: &std::path::Path) -> Service 
 }
 
 fn start_dataview_with(chronicler: &Service, snapshots: &std::path::Path, extra: &[&str]) -> Service {
-    let mut args = vec![
-        "dataview",
-        "--app",
-        "warehouse",
-        "--chronicler",
-        chronicler.url(),
-        "--listen",
-        "127.0.0.1:0",
-        "--snapshots",
-        snapshots.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Service::start(&args).unwrap()
+    nodb_tests::start_warehouse_view(chronicler, snapshots, extra)
 }
 
 fn actions(start: u64, n: u64, client: &str) -> Vec<Value> {
@@ -252,6 +240,7 @@ fn bad_requests_get_clear_errors_and_the_view_keeps_serving() {
     dispatch(chronicler.url(), &actions(4, 1, "b"));
     c.read_until(4);
     assert_eq!(get(&format!("{}/health", view.url())).unwrap().json()["status"], "caught_up");
+    assert_eq!(get(&format!("{}/ready", view.url())).unwrap().status, 200, "ready once caught up");
 }
 
 #[test]

@@ -24,6 +24,10 @@ pub mod views;
 /// The app's name, given to `--app`.
 pub const NAME: &str = "warehouse";
 
+/// The app's version (this crate's), which its data views report in
+/// `/views` and `/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The demo page and its files, served by the data view at `/` (the page
 /// uses the client library the data view serves at `/nodb.js`).
 pub const ASSETS: &[nodb_dataview::web::Asset] = &[

@@ -17,10 +17,11 @@ use std::thread::JoinHandle;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::dedup::{DedupTable, content_hash};
+use super::dedup::checkpoint::Rebuild;
 use super::group_commit::{Request, Writer};
+use super::head::{HeadFile, Recorded};
 use super::read_state::{Located, SegmentIndex, Shared};
-use super::record::{Decoded, FRAME_HEADER, GENESIS, decode};
+use super::record::{COMMIT_LEN, Decoded, FRAME_HEADER, GENESIS, Hash, StoredRecord, decode};
 use super::scan::{self, SegmentInfo};
 use super::segment::{self, HEADER_LEN};
 use super::{AppendBatch, AppendError, ClientPosition, Log, LogEntry, LogError, PendingAcks, ReadLimits};
@@ -39,6 +40,8 @@ pub struct LogConfig {
     /// How many recent actions to keep in memory for consumers at the tail.
     /// Default 65,536.
     pub recent_entries: usize,
+    /// At most this many bytes of recent actions in memory. Default 64 MiB.
+    pub recent_bytes: usize,
     /// How long the writer polls for the next append before it sleeps.
     /// Polling saves the wake-up latency of a sleeping thread (tens of
     /// microseconds per ack on a busy machine) at the cost of up to this
@@ -54,6 +57,7 @@ impl LogConfig {
             segment_size: 64 * 1024 * 1024,
             max_batch_bytes: 4 * 1024 * 1024,
             recent_entries: 65_536,
+            recent_bytes: 64 * 1024 * 1024,
             spin: std::time::Duration::from_micros(250),
         }
     }
@@ -73,7 +77,7 @@ impl LogConfig {
                 self.max_batch_bytes
             ));
         }
-        if self.max_batch_bytes == 0 || self.recent_entries == 0 {
+        if self.max_batch_bytes == 0 || self.recent_entries == 0 || self.recent_bytes == 0 {
             return Err("the batch size and the in-memory tail must not be zero".into());
         }
         Ok(())
@@ -117,13 +121,33 @@ impl FileLog {
         };
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = lock_dir(dir)?;
-        let mut table = DedupTable::default();
+        segment::remove_leftovers(dir).map_err(io_err(dir))?;
+        // The exactly-once table: from the checkpoint the last clean stop
+        // saved, if it belongs to this log, plus the records after it.
+        let mut rebuild = Rebuild::start(dir);
+        let mut last_json = None;
         let mut scanned = scan::scan(dir, &mut |rec| {
-            if let Ok(id) = rec.id.parse() {
-                // Hashed from the stored bytes, as the writer hashed them.
-                table.record(&id, rec.seq, content_hash(&rec.json));
-            }
+            rebuild.record(rec);
+            last_json = Some(rec.json.clone());
         })?;
+        let table = match rebuild.finish() {
+            Some(table) => table,
+            None => {
+                tracing::warn!(
+                    "the exactly-once checkpoint is not of this log; rebuilding the table from every record"
+                );
+                let mut again = Rebuild::from_scratch();
+                scan::scan(dir, &mut |rec| again.record(rec))?;
+                again.finish().unwrap_or_default()
+            }
+        };
+        if scanned.recorded.is_none() && scanned.head > 0 {
+            tracing::warn!(
+                head = scanned.head,
+                "the log has no HEAD file (written by an older nodb, or deleted): starting one at the current head; \
+                 until now, missing segments at the end could not have been noticed"
+            );
+        }
         let mut torn_bytes = 0;
         if let Some(torn) = &scanned.torn {
             tracing::warn!(
@@ -133,18 +157,33 @@ impl FileLog {
             zero_from(&torn.segment, torn.offset).map_err(io_err(&torn.segment))?;
             torn_bytes = torn.bytes;
         }
-        if scanned.segments.is_empty() {
-            let header = segment::Header { first_seq: 1, prev_hash: GENESIS };
+        // A version 1 active segment (no commit marks) is never appended
+        // to: it is sealed, or replaced when it holds nothing.
+        if let Some(old) = scanned.segments.last()
+            && old.version < segment::VERSION
+        {
+            if old.last_seq >= old.first_seq {
+                segment::seal(&old.path, old.data_end).map_err(io_err(&old.path))?;
+            } else {
+                fs::remove_file(&old.path).map_err(io_err(&old.path))?;
+                scanned.segments.pop();
+            }
+        }
+        let next = scanned.head + 1;
+        if scanned.segments.last().is_none_or(|s| s.version < segment::VERSION) {
+            let header = segment::Header::new(next, scanned.hash);
             segment::create(dir, header, config.segment_size).map_err(io_err(dir))?;
             scanned.segments.push(SegmentInfo {
-                first_seq: 1,
-                path: segment::path_for(dir, 1),
+                first_seq: next,
+                path: segment::path_for(dir, next),
                 index: Vec::new(),
-                last_seq: 0,
+                last_seq: scanned.head,
                 data_end: HEADER_LEN,
                 file_len: config.segment_size,
+                version: segment::VERSION,
             });
         }
+        let head_file = HeadFile::open(dir, Recorded { seq: scanned.head, hash: scanned.hash }).map_err(io_err(dir))?;
         // Finish any seal a crash interrupted.
         let last = scanned.segments.len() - 1;
         for seg in &scanned.segments[..last] {
@@ -163,7 +202,10 @@ impl FileLog {
             .map(|s| SegmentIndex { first_seq: s.first_seq, path: s.path.clone(), index: s.index.clone() })
             .collect();
         let clients = table.lasts().map(|(c, l)| (c.to_string(), l)).collect();
-        let shared = Arc::new(Shared::new(segments, clients, scanned.head, scanned.hash, config.recent_entries));
+        let shared = Arc::new(
+            Shared::new(segments, clients, scanned.head, scanned.hash, config.recent_entries)
+                .with_recent_bytes(config.recent_bytes),
+        );
         metrics.head_seq.store(scanned.head, std::sync::atomic::Ordering::Relaxed);
         let writer = Writer {
             dir: dir.clone(),
@@ -176,7 +218,8 @@ impl FileLog {
             spin: config.spin,
             head: scanned.head,
             hash: scanned.hash,
-            last_ts: 0,
+            last_ts: last_json.as_deref().and_then(stored_ts).unwrap_or(0),
+            head_file,
             table,
             shared: shared.clone(),
             metrics,
@@ -218,6 +261,21 @@ impl Log for FileLog {
 
     fn client(&self, client: &str) -> Option<ClientPosition> {
         self.shared.client(client).map(|(last, seq)| ClientPosition { last, seq })
+    }
+
+    fn hash_at(&self, seq: u64) -> BoxFuture<'static, Result<Option<Hash>, LogError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if seq == 0 {
+                return Ok(Some(GENESIS));
+            }
+            if seq > shared.head_now() {
+                return Ok(None);
+            }
+            tokio::task::spawn_blocking(move || hash_on_disk(&shared, seq))
+                .await
+                .map_err(|e| LogError::Io { path: PathBuf::new(), source: io::Error::other(e) })?
+        })
     }
 
     fn read(&self, from: u64, limits: ReadLimits) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>> {
@@ -265,10 +323,42 @@ fn read_from_disk(shared: &Shared, from: u64, head: u64, limits: ReadLimits) -> 
 /// Reads records `from..=head` of the segment `path`, starting at `offset`
 /// (a record boundary at or before `from`), up to `limits`.
 fn read_segment(path: &Path, offset: u64, from: u64, head: u64, limits: ReadLimits) -> Result<Vec<LogEntry>, LogError> {
-    let io_err = |source| LogError::Io { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(io_err)?;
     let mut out = Vec::new();
     let mut bytes = 0usize;
+    each_record(path, offset, &mut |rec| {
+        if rec.seq > head {
+            return false;
+        }
+        if rec.seq >= from {
+            bytes += rec.json.len();
+            out.push(LogEntry { seq: rec.seq, json: rec.json });
+            if out.len() >= limits.max_entries || bytes >= limits.max_bytes || rec.seq == head {
+                return false;
+            }
+        }
+        true
+    })?;
+    Ok(out)
+}
+
+/// The chain hash after record `seq`, read from its segment.
+fn hash_on_disk(shared: &Shared, seq: u64) -> Result<Option<Hash>, LogError> {
+    let Some((path, offset)) = shared.on_disk(seq) else { return Ok(None) };
+    let mut found = None;
+    each_record(&path, offset, &mut |rec| {
+        if rec.seq == seq {
+            found = Some(rec.hash);
+        }
+        rec.seq < seq
+    })?;
+    Ok(found)
+}
+
+/// Calls `f` with each record of the segment `path` from `offset` (a
+/// record boundary) until it returns false or the records end.
+fn each_record(path: &Path, offset: u64, f: &mut dyn FnMut(StoredRecord) -> bool) -> Result<(), LogError> {
+    let io_err = |source| LogError::Io { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(io_err)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut filled = 0usize;
     let mut file_pos = offset;
@@ -278,22 +368,16 @@ fn read_segment(path: &Path, offset: u64, from: u64, head: u64, limits: ReadLimi
         match decode(avail) {
             Decoded::Record(rec, used) => {
                 at += used;
-                if rec.seq > head {
-                    return Ok(out);
-                }
-                if rec.seq >= from {
-                    bytes += rec.json.len();
-                    out.push(LogEntry { seq: rec.seq, json: rec.json });
-                    if out.len() >= limits.max_entries || bytes >= limits.max_bytes || rec.seq == head {
-                        return Ok(out);
-                    }
+                if !f(rec) {
+                    return Ok(());
                 }
             }
+            Decoded::Commit { .. } => at += COMMIT_LEN,
             // A zero length: the end of this segment's records.
-            Decoded::End if avail.len() >= FRAME_HEADER => break,
+            Decoded::End if avail.len() >= FRAME_HEADER => return Ok(()),
             // Below the head every record is whole and valid; past it a
             // write may be in progress. Either way this segment ends here.
-            Decoded::Invalid(_) => break,
+            Decoded::Invalid(_) => return Ok(()),
             Decoded::End | Decoded::Incomplete => {
                 // Keep the partial record, make room, read on.
                 buf.copy_within(at..filled, 0);
@@ -304,14 +388,22 @@ fn read_segment(path: &Path, offset: u64, from: u64, head: u64, limits: ReadLimi
                 }
                 let n = file.read_at(&mut buf[filled..], file_pos).map_err(io_err)?;
                 if n == 0 {
-                    break;
+                    return Ok(());
                 }
                 file_pos += n as u64;
                 filled += n;
             }
         }
     }
-    Ok(out)
+}
+
+/// The `ts` of a committed record's JSON, which starts `{"seq":N,"ts":T,`.
+fn stored_ts(json: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Ts {
+        ts: u64,
+    }
+    serde_json::from_slice::<Ts>(json).ok().map(|t| t.ts)
 }
 
 /// Zeroes a segment from `offset` to its end (skipping what already is
@@ -331,6 +423,29 @@ fn zero_from(path: &Path, offset: u64) -> io::Result<()> {
         pos += n as u64;
     }
     file.sync_data()
+}
+
+/// Records the end of the log in `dir` as its head (a new head file),
+/// after an operator has made sure the log is whole: the way out of a
+/// missing or damaged head file. Refuses while a chronicler runs, or if
+/// the segments themselves are damaged (a torn final write is left for
+/// the next start to cut).
+///
+/// # Errors
+/// [`LogError::Locked`] while a chronicler uses the log, the scan's errors
+/// otherwise.
+pub fn set_head(dir: &Path) -> Result<Recorded, LogError> {
+    let _lock = lock_dir(dir)?;
+    let options = scan::ScanOptions { require_head: false, ..scan::ScanOptions::default() };
+    // Whatever the old file says (it may be damaged), the segments decide.
+    let path = super::head::path(dir);
+    if path.exists() {
+        fs::remove_file(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
+    }
+    let scanned = scan::scan_with(dir, options, &mut |_| {})?;
+    let now = Recorded { seq: scanned.head, hash: scanned.hash };
+    HeadFile::open(dir, now).map_err(|source| LogError::Io { path, source })?;
+    Ok(now)
 }
 
 /// Takes an exclusive lock on the directory, so two chroniclers never

@@ -3,6 +3,7 @@
 //! - [`record`]: the framed, checksummed, hash-chained record.
 //! - [`segment`]: segment files (header, preallocation, sealing).
 //! - [`scan`]: the one pass over a directory that recovery and `verify` share.
+//! - [`head`]: the head file, recording how far the log has reached.
 //! - [`dedup`]: the exactly-once table of the latest actions per client,
 //!   with their content hashes.
 //! - [`group_commit`]: the writer thread that owns the active segment and
@@ -19,6 +20,9 @@
 pub mod dedup;
 pub mod file_log;
 pub mod group_commit;
+pub mod head;
+#[cfg(test)]
+mod integrity_tests;
 pub mod limits;
 mod read_state;
 pub mod record;
@@ -76,8 +80,9 @@ pub enum AppendError {
         expected: u64,
     },
     /// An action re-uses the id of an accepted action but differs from it
-    /// (type, payload or meta). Checked against each client's latest
-    /// [`RECENT`](dedup::RECENT) actions.
+    /// (type, payload or meta). Checked against each client's last action,
+    /// and against its latest [`RECENT`](dedup::RECENT) while it is recently
+    /// active (see [`dedup`]).
     #[error(
         "action {id} re-uses the id of a different action already accepted from client {client:?}: a re-send must be the same action (type, payload and meta); the next new action from this client is number {expected}"
     )]
@@ -154,6 +159,38 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// The segments end before the seq the head file says the log reached.
+    #[error(
+        "acknowledged history is missing: the log had reached seq {recorded} (its HEAD file says so) but its segments end at seq {found}: {detail}. Restore the segments from a backup; the chronicler will not start on a shortened history"
+    )]
+    Shortened {
+        /// The head the head file recorded.
+        recorded: u64,
+        /// Where the readable segments end.
+        found: u64,
+        /// Why: missing segments, or damage that hides the rest.
+        detail: String,
+    },
+    /// The chain hash at the recorded head differs from the head file's.
+    #[error(
+        "the log was rewritten: the chain hash at seq {seq} is {found}, but the HEAD file recorded {recorded} when it was written. The chronicler will not start on an altered history"
+    )]
+    Rewritten {
+        /// The recorded head seq.
+        seq: u64,
+        /// The hash the head file recorded (hex).
+        recorded: String,
+        /// The hash the segments give at that seq (hex).
+        found: String,
+    },
+    /// The head file exists but cannot be used.
+    #[error("{reason}. The chronicler will not start without knowing how far the log reached")]
+    Head {
+        /// The head file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The data directory is in use by another chronicler.
     #[error("the data directory {} is in use by another process", .0.display())]
     Locked(PathBuf),
@@ -197,6 +234,12 @@ pub trait Log: Send + Sync + 'static {
     /// Where `client`'s durable actions end: its last action's number and
     /// seq; `None` if it has none.
     fn client(&self, client: &str) -> Option<ClientPosition>;
+
+    /// The chain hash after record `seq` (for 0, the hash before the first
+    /// record); `None` when the log has not reached `seq`. The hash at the
+    /// head, kept by someone else, anchors the whole history before it
+    /// (`nodb log verify --expect SEQ:HASH`).
+    fn hash_at(&self, seq: u64) -> BoxFuture<'static, Result<Option<record::Hash>, LogError>>;
 
     /// Committed actions from seq `from` on, up to the head and `limits`;
     /// empty when `from` is past the head.

@@ -2,6 +2,11 @@
 //! durable write: each segment's sparse index, the in-memory tail of recent
 //! actions, every client's last number and seq, and the durable head.
 //! Readers never touch the writer; the writer only ever publishes here.
+//!
+//! The tail is bounded twice: by count and by bytes (the JSON of its
+//! entries plus [`ENTRY_OVERHEAD`] each), so a burst of large actions
+//! cannot hold more than the byte bound in memory. Whatever falls out of
+//! the tail is read from the segment files.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -14,11 +19,21 @@ use super::record::Hash;
 use super::segment::HEADER_LEN;
 use super::{LogEntry, ReadLimits};
 
+/// The default byte bound of the in-memory tail: 64 MiB.
+pub const DEFAULT_RECENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// What one tail entry costs besides its JSON: its slot in the queue and
+/// the shared buffer's header.
+pub const ENTRY_OVERHEAD: usize = 64;
+
 /// Where readers find records: segment index and the in-memory tail.
 pub struct Shared {
     state: RwLock<ReadState>,
     head_tx: watch::Sender<u64>,
+    /// At most this many entries in the tail.
     recent_cap: usize,
+    /// At most this many bytes in the tail, counted as [`entry_cost`] does.
+    recent_bytes_cap: usize,
 }
 
 /// Where one segment's records are: its first seq, its file, and the
@@ -35,14 +50,18 @@ pub(crate) struct SegmentIndex {
 struct ReadState {
     segments: Vec<SegmentIndex>,
     recent: VecDeque<(u64, Bytes)>,
+    /// What `recent` costs, counted as [`entry_cost`] does.
+    recent_bytes: usize,
     durable_hash: Hash,
-    /// Per client, the number and seq of its last durable action.
-    clients: HashMap<String, (u64, u64)>,
+    /// Per client, the number and seq of its last durable action (boxed
+    /// names: a million clients make every byte of a slot count).
+    clients: HashMap<Box<str>, (u64, u64)>,
 }
 
 impl Shared {
     /// The read state of a log just recovered: its segments, each client's last number and seq, the head
-    /// and its chain hash, keeping up to `recent_cap` actions in memory.
+    /// and its chain hash, keeping up to `recent_cap` actions in memory and
+    /// at most [`DEFAULT_RECENT_BYTES`] of them (see [`Shared::with_recent_bytes`]).
     pub(crate) fn new(
         segments: Vec<SegmentIndex>,
         clients: HashMap<String, (u64, u64)>,
@@ -51,10 +70,25 @@ impl Shared {
         recent_cap: usize,
     ) -> Shared {
         Shared {
-            state: RwLock::new(ReadState { segments, recent: VecDeque::new(), durable_hash: hash, clients }),
+            state: RwLock::new(ReadState {
+                segments,
+                recent: VecDeque::new(),
+                recent_bytes: 0,
+                durable_hash: hash,
+                clients: clients.into_iter().map(|(c, last)| (c.into_boxed_str(), last)).collect(),
+            }),
             head_tx: watch::channel(head).0,
             recent_cap,
+            recent_bytes_cap: DEFAULT_RECENT_BYTES,
         }
+    }
+
+    /// Bounds the in-memory tail to `bytes` (JSON plus [`ENTRY_OVERHEAD`]
+    /// per entry) as well as to its count; entries that do not fit are
+    /// served from disk. Set before the first publish.
+    pub(crate) fn with_recent_bytes(mut self, bytes: usize) -> Shared {
+        self.recent_bytes_cap = bytes;
+        self
     }
 
     /// The durable head, watchable.
@@ -92,7 +126,7 @@ impl Shared {
                 match s.clients.get_mut(client) {
                     Some(l) => *l = last,
                     None => {
-                        s.clients.insert(client.to_string(), last);
+                        s.clients.insert(client.into(), last);
                     }
                 }
             }
@@ -100,10 +134,12 @@ impl Shared {
                 seg.index.extend(index);
             }
             for e in entries {
-                if s.recent.len() == self.recent_cap {
-                    s.recent.pop_front();
-                }
+                s.recent_bytes += entry_cost(&e.1);
                 s.recent.push_back(e);
+                while s.recent.len() > self.recent_cap || s.recent_bytes > self.recent_bytes_cap {
+                    let Some((_, old)) = s.recent.pop_front() else { break };
+                    s.recent_bytes -= entry_cost(&old);
+                }
             }
             s.durable_hash = hash;
         }
@@ -128,19 +164,85 @@ impl Shared {
             }
             return Located::Memory(out);
         }
-        let Some(i) = s.segments.iter().rposition(|seg| seg.first_seq <= from) else {
-            return Located::Memory(Vec::new());
-        };
-        let SegmentIndex { path, index, .. } = &s.segments[i];
-        let offset = match index.partition_point(|(seq, _)| *seq <= from) {
-            0 => HEADER_LEN,
-            k => index[k - 1].1,
-        };
-        Located::Disk { path: path.clone(), offset }
+        match on_disk(&s.segments, from) {
+            Some((path, offset)) => Located::Disk { path, offset },
+            None => Located::Memory(Vec::new()),
+        }
+    }
+
+    /// The segment holding `seq`, and a record boundary at or before it.
+    pub(crate) fn on_disk(&self, seq: u64) -> Option<(PathBuf, u64)> {
+        on_disk(&self.state.read().unwrap_or_else(|e| e.into_inner()).segments, seq)
     }
 }
 
+fn on_disk(segments: &[SegmentIndex], seq: u64) -> Option<(PathBuf, u64)> {
+    let i = segments.iter().rposition(|seg| seg.first_seq <= seq)?;
+    let SegmentIndex { path, index, .. } = &segments[i];
+    let offset = match index.partition_point(|(s, _)| *s <= seq) {
+        0 => HEADER_LEN,
+        k => index[k - 1].1,
+    };
+    Some((path.clone(), offset))
+}
+
+/// What a tail entry is counted as costing.
+fn entry_cost(json: &Bytes) -> usize {
+    json.len() + ENTRY_OVERHEAD
+}
+
+/// Where a read finds its entries.
 pub(crate) enum Located {
     Memory(Vec<LogEntry>),
     Disk { path: PathBuf, offset: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(entries: usize, bytes: usize) -> Shared {
+        let segment = SegmentIndex { first_seq: 1, path: PathBuf::from("1.seg"), index: vec![(1, HEADER_LEN)] };
+        Shared::new(vec![segment], HashMap::new(), 0, [0; 32], entries).with_recent_bytes(bytes)
+    }
+
+    fn publish(s: &Shared, seqs: std::ops::RangeInclusive<u64>, size: usize) {
+        let head = *seqs.end();
+        let entries = seqs.map(|seq| (seq, Bytes::from(vec![b'x'; size])));
+        s.publish(1, Vec::new(), entries, std::iter::empty(), head, [0; 32]);
+    }
+
+    fn tail(s: &Shared) -> (usize, usize, Option<u64>) {
+        let st = s.state.read().unwrap();
+        (st.recent.len(), st.recent_bytes, st.recent.front().map(|(seq, _)| *seq))
+    }
+
+    /// Regression (issue 15): the tail was bounded by count only, so 65,536
+    /// actions of a MiB each were all kept in memory.
+    #[test]
+    fn the_tail_is_bounded_by_bytes_as_well_as_count() {
+        let s = shared(65_536, 1024 * 1024);
+        publish(&s, 1..=100, 100 * 1024);
+        let (len, bytes, front) = tail(&s);
+        assert!(bytes <= 1024 * 1024, "{bytes}");
+        assert_eq!((len, front), (10, Some(91)));
+        // The newest entries are served from memory, the older from disk.
+        let all = ReadLimits { max_entries: 1000, max_bytes: usize::MAX };
+        match s.locate(95, 100, all) {
+            Located::Memory(entries) => {
+                assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (95..=100).collect::<Vec<_>>())
+            }
+            Located::Disk { .. } => panic!("seq 95 should be in memory"),
+        }
+        assert!(matches!(s.locate(90, 100, all), Located::Disk { offset: HEADER_LEN, .. }));
+        // Many small entries: the count bound bites first.
+        let s = shared(50, 1024 * 1024);
+        publish(&s, 1..=1000, 10);
+        assert_eq!(tail(&s), (50, 50 * (10 + ENTRY_OVERHEAD), Some(951)));
+        // An entry larger than the whole bound is not kept at all.
+        let s = shared(100, 1000);
+        publish(&s, 1..=3, 5000);
+        assert_eq!(tail(&s), (0, 0, None));
+        assert!(matches!(s.locate(3, 3, all), Located::Disk { .. }));
+    }
 }

@@ -1,12 +1,21 @@
 //! The on-disk record: framing, checksum and hash chain.
 //!
 //! ```text
-//! frame = len: u32 LE | crc: u32 LE | body[len]
-//! body  = seq: u64 LE | hash: [u8; 32] | id_len: u16 LE | id[id_len] | json
-//! hash  = BLAKE3(previous record's hash | seq | id_len | id | json)
+//! frame  = len: u32 LE | crc: u32 LE | body[len]
+//! body   = seq: u64 LE | hash: [u8; 32] | id_len: u16 LE | id[id_len] | json
+//! hash   = BLAKE3(previous record's hash | seq | id_len | id | json)
+//! commit = COMMIT_TAG: u32 LE | crc: u32 LE | seq: u64 LE | hash: [u8; 32] | start: u64 LE
 //! ```
 //!
-//! `crc` is CRC32C of `body`. `json` is the committed action exactly as it
+//! `crc` is CRC32C of `body` (of `seq | hash | start` for a commit mark).
+//! Every write of the log ends with a commit mark naming the last seq of
+//! the write, the chain hash after it, and the offset in the segment where
+//! the write began, so recovery knows exactly where each completed write
+//! ended: records after the last mark belong to a write that never finished
+//! (and was never acknowledged). The mark's tag is a
+//! length no record can have, whose first byte (`0xFE`) never occurs in
+//! UTF-8 text, so a search for marks past damaged bytes finds few false
+//! candidates, and those fail the checksum. `json` is the committed action exactly as it
 //! is streamed to consumers, so serving the log needs no re-encoding; `id`
 //! is stored beside it so the exactly-once table can be rebuilt without
 //! parsing JSON. The hash chain makes the history tamper-evident: changing
@@ -20,6 +29,11 @@ pub const FRAME_HEADER: usize = 8;
 const BODY_FIXED: usize = 8 + 32 + 2;
 /// The largest body accepted when reading; anything larger is damage.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// The tag in a commit mark's length field: larger than any record.
+pub const COMMIT_TAG: u32 = 0x54_4D_C0_FE;
+/// The bytes of a commit mark.
+pub const COMMIT_LEN: usize = FRAME_HEADER + 8 + 32 + 8;
 
 /// A chain hash.
 pub type Hash = [u8; 32];
@@ -72,11 +86,36 @@ pub fn encode(out: &mut Vec<u8>, prev: &Hash, seq: u64, id: &str, json: &[u8]) -
     hash
 }
 
+/// Appends a commit mark: the write that holds it began at offset `start`
+/// of its segment and ends after `seq`, with the chain hash `hash`.
+pub fn encode_commit(out: &mut Vec<u8>, seq: u64, hash: &Hash, start: u64) {
+    out.extend_from_slice(&COMMIT_TAG.to_le_bytes());
+    let crc_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let body_at = out.len();
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(hash);
+    out.extend_from_slice(&start.to_le_bytes());
+    let crc = crc32c::crc32c(&out[body_at..]);
+    out[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// What [`decode`] found at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
     /// A whole record, and the bytes it took.
     Record(StoredRecord, usize),
+    /// A commit mark: the write it ends began at offset `start` and holds
+    /// records through `seq`, and the chain hash after them is `hash`. It
+    /// takes [`COMMIT_LEN`] bytes.
+    Commit {
+        /// The last seq of the write.
+        seq: u64,
+        /// The chain hash after it.
+        hash: Hash,
+        /// Where the write began in its segment.
+        start: u64,
+    },
     /// A zero length: the clean end of the written part of a segment
     /// (segments are preallocated with zeros).
     End,
@@ -99,6 +138,19 @@ pub fn decode(buf: &[u8]) -> Decoded {
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     if len == 0 {
         return if crc == 0 { Decoded::End } else { Decoded::Invalid("zero length with a checksum") };
+    }
+    if len == COMMIT_TAG as usize {
+        let Some(body) = buf.get(FRAME_HEADER..COMMIT_LEN) else {
+            return Decoded::Incomplete;
+        };
+        if crc32c::crc32c(body) != crc {
+            return Decoded::Invalid("commit mark checksum mismatch");
+        }
+        let seq = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
+        let mut hash = [0; 32];
+        hash.copy_from_slice(&body[8..40]);
+        let start = u64::from_le_bytes(body[40..48].try_into().unwrap_or_default());
+        return Decoded::Commit { seq, hash, start };
     }
     if !(BODY_FIXED..=MAX_BODY).contains(&len) {
         return Decoded::Invalid("impossible record length");
@@ -128,6 +180,39 @@ impl StoredRecord {
     pub fn chains_from(&self, prev: &Hash) -> bool {
         chain_hash(prev, self.seq, &self.id, &self.json) == self.hash
     }
+}
+
+/// A valid commit mark found by [`find_commit_after`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoundMark {
+    /// Its offset.
+    pub at: usize,
+    /// The last seq of its write.
+    pub seq: u64,
+    /// Where its write began.
+    pub start: u64,
+}
+
+/// The first valid commit mark in `buf` at or after byte `from` whose seq
+/// is above `above`. Recovery uses it to tell a torn last write from
+/// damaged history (a later write completed, so what precedes it was
+/// acknowledged).
+pub fn find_commit_after(buf: &[u8], from: usize, above: u64) -> Option<FoundMark> {
+    let tag = COMMIT_TAG.to_le_bytes();
+    // Nothing to find in the zeros after the last data.
+    let end = buf.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1).min(buf.len());
+    let mut at = from;
+    while at + COMMIT_LEN <= buf.len() && at < end {
+        let Some(i) = buf[at..end].windows(4).position(|w| w == tag) else { break };
+        at += i;
+        if let Decoded::Commit { seq, start, .. } = decode(&buf[at..])
+            && seq > above
+        {
+            return Some(FoundMark { at, seq, start });
+        }
+        at += 1;
+    }
+    None
 }
 
 /// A hash as lowercase hex.
@@ -162,6 +247,29 @@ mod tests {
             b[i] ^= 0x10;
             assert!(!matches!(decode(&b), Decoded::Record(..)), "flip at {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn commit_marks_round_trip_and_are_found_past_damage() {
+        let mut buf = Vec::new();
+        let h = encode(&mut buf, &GENESIS, 1, "c:1", b"{}");
+        let mark_at = buf.len();
+        encode_commit(&mut buf, 1, &h, 56);
+        assert_eq!(buf.len() - mark_at, COMMIT_LEN);
+        assert_eq!(decode(&buf[mark_at..]), Decoded::Commit { seq: 1, hash: h, start: 56 });
+        for cut in mark_at + 1..buf.len() {
+            assert_eq!(decode(&buf[mark_at..cut]), Decoded::Incomplete, "cut at {cut}");
+        }
+        for i in mark_at..buf.len() {
+            let mut b = buf.clone();
+            b[i] ^= 0x08;
+            assert!(!matches!(decode(&b[mark_at..]), Decoded::Commit { .. }), "flip at {i}");
+        }
+        let mut damaged = buf.clone();
+        damaged[10] ^= 1;
+        assert_eq!(find_commit_after(&damaged, 0, 0), Some(FoundMark { at: mark_at, seq: 1, start: 56 }));
+        assert_eq!(find_commit_after(&damaged, 0, 1), None, "only marks past the kept head count");
+        assert_eq!(find_commit_after(&damaged, mark_at + 1, 0), None);
     }
 
     proptest! {

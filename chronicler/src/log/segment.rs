@@ -22,8 +22,12 @@ use super::record::Hash;
 
 /// The magic bytes at the start of every segment.
 pub const MAGIC: &[u8; 8] = b"NODBLOG\0";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes: 2 ends every write with a commit
+/// mark (see [`record`](super::record)). Version 1 segments, without marks,
+/// are still read; a chronicler never appends to one.
+pub const VERSION: u32 = 2;
+/// The oldest format version this code reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// The size of the segment header.
 pub const HEADER_LEN: u64 = 56;
 /// The file name extension of segments.
@@ -32,6 +36,8 @@ pub const EXT: &str = "seg";
 /// A segment's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The format version.
+    pub version: u32,
     /// The seq of the first record in the segment.
     pub first_seq: u64,
     /// The chain hash of the record before it.
@@ -39,11 +45,21 @@ pub struct Header {
 }
 
 impl Header {
+    /// The header of a new segment in the current format.
+    pub fn new(first_seq: u64, prev_hash: Hash) -> Header {
+        Header { version: VERSION, first_seq, prev_hash }
+    }
+
+    /// Whether every write in the segment ends with a commit mark.
+    pub fn has_commit_marks(&self) -> bool {
+        self.version >= 2
+    }
+
     /// The header's bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
         let mut b = [0u8; HEADER_LEN as usize];
         b[0..8].copy_from_slice(MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..20].copy_from_slice(&self.first_seq.to_le_bytes());
         b[20..52].copy_from_slice(&self.prev_hash);
         let crc = crc32c::crc32c(&b[0..52]);
@@ -66,13 +82,13 @@ impl Header {
             return Err("segment header checksum mismatch");
         }
         let version = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default());
-        if version != VERSION {
-            return Err("unsupported segment format version");
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
+            return Err("unsupported segment format version (written by a newer nodb?)");
         }
         let first_seq = u64::from_le_bytes(b[12..20].try_into().unwrap_or_default());
         let mut prev_hash = [0; 32];
         prev_hash.copy_from_slice(&b[20..52]);
-        Ok(Header { first_seq, prev_hash })
+        Ok(Header { version, first_seq, prev_hash })
     }
 }
 
@@ -82,7 +98,7 @@ pub fn path_for(dir: &Path, first_seq: u64) -> PathBuf {
 }
 
 /// The segments in `dir`, in order of first seq: `(first_seq, path)`.
-/// Leftover temporary files from an interrupted roll are removed.
+/// Temporary files of a roll in progress (or interrupted) are passed over.
 ///
 /// # Errors
 /// I/O errors listing the directory.
@@ -93,16 +109,27 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if name.ends_with(".tmp") {
-            fs::remove_file(&path)?;
-            continue;
-        }
         if let Some(Ok(seq)) = name.strip_suffix(&format!(".{EXT}")).map(str::parse::<u64>) {
             out.push((seq, path));
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// Removes the temporary files an interrupted roll left in `dir`. Only
+/// for the log's owner (holding its lock): a roll in progress writes one.
+///
+/// # Errors
+/// I/O errors.
+pub fn remove_leftovers(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the header of the segment at `path`.
@@ -136,13 +163,24 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 pub fn create(dir: &Path, header: Header, prealloc: u64) -> io::Result<File> {
     let path = path_for(dir, header.first_seq);
     let tmp = path.with_extension(format!("{EXT}.tmp"));
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
-    file.write_all_at(&header.encode(), 0)?;
-    preallocate(&file, prealloc)?;
-    file.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    sync_dir(dir)?;
-    Ok(file)
+    let made = (|| {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+        file.write_all_at(&header.encode(), 0)?;
+        preallocate(&file, prealloc)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        sync_dir(dir)?;
+        Ok(file)
+    })();
+    if made.is_err() {
+        // Neither a half-made file holding space on a full disk, nor an
+        // empty segment the log never moved on to (which would read as a
+        // gap) may stay behind.
+        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(&path);
+        let _ = sync_dir(dir);
+    }
+    made
 }
 
 /// Reserves `len` bytes for the file, so that later writes inside it do not
@@ -209,7 +247,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_damage() {
-        let h = Header { first_seq: 42, prev_hash: [7; 32] };
+        let h = Header::new(42, [7; 32]);
         let b = h.encode();
         assert_eq!(Header::decode(&b), Ok(h));
         for i in 0..b.len() {
@@ -223,12 +261,16 @@ mod tests {
     #[test]
     fn create_list_seal() {
         let dir = tempfile::tempdir().unwrap();
-        let h = Header { first_seq: 1, prev_hash: [0; 32] };
+        let h = Header::new(1, [0; 32]);
         let f = create(dir.path(), h, 1 << 20).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 1 << 20);
-        std::fs::write(dir.path().join("00000000000000000009.seg.tmp"), b"junk").unwrap();
+        let junk = dir.path().join("00000000000000000009.seg.tmp");
+        std::fs::write(&junk, b"junk").unwrap();
         let segs = list(dir.path()).unwrap();
         assert_eq!(segs, vec![(1, path_for(dir.path(), 1))]);
+        assert!(junk.exists(), "listing leaves a roll in progress alone");
+        remove_leftovers(dir.path()).unwrap();
+        assert!(!junk.exists());
         assert_eq!(read_header(&segs[0].1).unwrap(), h);
         seal(&segs[0].1, HEADER_LEN).unwrap();
         seal(&segs[0].1, HEADER_LEN).unwrap();

@@ -142,8 +142,9 @@ pub async fn ws(
 /// group of dispatches once they are durable.
 enum Outgoing {
     Now(Answer),
-    /// The token expired: close the socket (after the acks before it).
-    Expired,
+    /// Close the socket with this frame (after the acks before it): the
+    /// token expired, or a message was over the size limit.
+    Close(Message),
     /// The ids of a group's dispatches, in order, and their acks to come.
     Later(Vec<String>, PendingAcks),
 }
@@ -164,7 +165,7 @@ async fn serve_socket(socket: WebSocket, state: AppState, grant: Grant, gate: no
             m = stream.next() => m,
             () = shutdown.cancelled() => break,
             () = &mut expiry => {
-                let _ = tx.send(Outgoing::Expired).await;
+                let _ = tx.send(Outgoing::Close(nodb_server::access::expired_close())).await;
                 break;
             }
         };
@@ -181,6 +182,16 @@ async fn serve_socket(socket: WebSocket, state: AppState, grant: Grant, gate: no
                         break 'socket;
                     }
                     None
+                }
+                // A message over the size limit (refused before it was
+                // buffered), or text that is not UTF-8: say why (1009,
+                // 1007) after the acks before it.
+                Some(Err(e)) if nodb_server::limits::close_for(&e).is_some() => {
+                    submit_group(&state, &tx, group).await;
+                    if let Some(frame) = nodb_server::limits::close_for(&e) {
+                        let _ = tx.send(Outgoing::Close(frame)).await;
+                    }
+                    break 'socket;
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     submit_group(&state, &tx, group).await;
@@ -245,8 +256,8 @@ async fn write_answers(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Re
         while let Some(out) = next {
             let messages = match out {
                 Outgoing::Now(answer) => vec![answer],
-                Outgoing::Expired => {
-                    let _ = sink.send(nodb_server::access::expired_close()).await;
+                Outgoing::Close(frame) => {
+                    let _ = sink.send(frame).await;
                     return;
                 }
                 Outgoing::Later(ids, pending) => match pending.await {

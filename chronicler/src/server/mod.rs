@@ -35,11 +35,19 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How often an idle stream sends a heartbeat line. Default 5 s.
     pub heartbeat: Duration,
+    /// A stream consumer that takes nothing for this long while actions
+    /// wait for it is cut off ([`stream`]). Default 60 s.
+    pub stream_stall: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { limits: Limits::default(), max_body_bytes: 16 * 1024 * 1024, heartbeat: Duration::from_secs(5) }
+        ServerConfig {
+            limits: Limits::default(),
+            max_body_bytes: 16 * 1024 * 1024,
+            heartbeat: Duration::from_secs(5),
+            stream_stall: Duration::from_secs(60),
+        }
     }
 }
 
@@ -64,6 +72,9 @@ impl ServerConfig {
         }
         if self.heartbeat.is_zero() {
             return Err("the heartbeat interval must not be zero".into());
+        }
+        if self.stream_stall.is_zero() {
+            return Err("the stream stall time must not be zero".into());
         }
         Ok(())
     }
@@ -106,6 +117,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/actions", post(ingest::post_actions).get(stream::get_actions))
         .route("/ws", get(ingest::ws))
         .route("/clients/{client}", get(client))
+        .route("/head", get(head))
         .with_state(state)
         .method_not_allowed_fallback(nodb_server::method_not_allowed)
 }
@@ -126,6 +138,47 @@ async fn client(
         None => Err(error::ApiError::new(
             nodb_shared::protocol::ErrorCode::NotFound,
             format!("no actions from client {client:?}"),
+        )),
+    }
+}
+
+/// `?at=N` on `GET /head`.
+#[derive(serde::Deserialize)]
+struct HeadQuery {
+    at: Option<u64>,
+}
+
+/// `GET /head[?at=N]`: the head seq (or seq N) and the chain hash after it,
+/// and with keys, the pair signed (`signed`, a checkpoint token). Kept
+/// somewhere else, it anchors the history before it: `nodb log verify
+/// --expect SEQ:HASH` (or `--expect-signed TOKEN`) checks a log against it,
+/// and a data view checks the chronicler against the hash its snapshot
+/// recorded. Needs the `log` right.
+async fn head(
+    State(state): State<AppState>,
+    caller: nodb_server::Caller,
+    axum::extract::Query(q): axum::extract::Query<HeadQuery>,
+) -> Result<axum::Json<serde_json::Value>, error::ApiError> {
+    caller.grant.may_read_log()?;
+    let head = *state.log.head().borrow();
+    let seq = q.at.unwrap_or(head);
+    let hash = state.log.hash_at(seq).await.map_err(|e| {
+        tracing::error!(error = %e, seq, "reading a chain hash failed");
+        error::ApiError::new(nodb_shared::protocol::ErrorCode::Internal, "the log could not be read")
+    })?;
+    match hash {
+        Some(h) => {
+            let hash = crate::log::record::hex(&h);
+            let mut body = serde_json::json!({"seq": seq, "hash": hash, "head": head});
+            if let Some(key) = state.access.signing_key() {
+                let checkpoint = nodb_auth::Checkpoint { chain_seq: seq, chain_hash: hash, iat: nodb_auth::key::now() };
+                body["signed"] = key.sign_checkpoint(&checkpoint).into();
+            }
+            Ok(axum::Json(body))
+        }
+        None => Err(error::ApiError::new(
+            nodb_shared::protocol::ErrorCode::NotFound,
+            format!("the log has not reached seq {seq} (its head is seq {head})"),
         )),
     }
 }

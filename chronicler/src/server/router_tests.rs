@@ -21,20 +21,30 @@ fn app() -> (axum::Router, tempfile::TempDir) {
 }
 
 fn app_with(access: nodb_server::Access) -> (axum::Router, tempfile::TempDir) {
+    let config = ServerConfig {
+        limits: Limits { max_payload_bytes: 512, ..Limits::default() },
+        max_body_bytes: 1024,
+        ..Default::default()
+    };
+    let (app, dir, _) = app_config(config, access);
+    (app, dir)
+}
+
+/// A router with these settings, and its metrics.
+fn app_config(config: ServerConfig, access: nodb_server::Access) -> (axum::Router, tempfile::TempDir, Arc<Metrics>) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let (log, _) = FileLog::open(&LogConfig::new(dir.path()), metrics.clone()).unwrap();
-    let config = ServerConfig { limits: Limits { max_payload_bytes: 512 }, max_body_bytes: 1024, ..Default::default() };
     config.validate().unwrap();
     let state = AppState {
         log,
-        metrics,
+        metrics: metrics.clone(),
         config: Arc::new(config),
         shutdown: tokio_util::sync::CancellationToken::new(),
         tasks: tokio_util::task::TaskTracker::new(),
         access,
     };
-    (router(state), dir)
+    (router(state), dir, metrics)
 }
 
 async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
@@ -246,4 +256,109 @@ async fn tokens_decide_who_may_dispatch_and_read() {
     assert_eq!(res.status(), StatusCode::OK);
     let res = app.clone().oneshot(get("/health")).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "health needs no token");
+}
+
+/// Regression (issue 15): an action's type and meta escaped the size
+/// limits (a 15 MiB type was stored). Each is refused with 413 and a
+/// sentence naming the field, like an oversized payload.
+#[tokio::test]
+async fn type_and_meta_over_their_limits_are_413() {
+    let limits = Limits {
+        max_payload_bytes: 1024,
+        max_meta_key_bytes: 8,
+        max_meta_value_bytes: 16,
+        max_meta_bytes: 64,
+        ..Limits::default()
+    };
+    let config = ServerConfig { limits, max_body_bytes: 4096, ..Default::default() };
+    let (app, _dir, _) = app_config(config, nodb_server::Access::open());
+    let long_type = "t".repeat(257);
+    for (body, field) in [
+        (json!({"id": "c:1", "type": long_type}), "type"),
+        (json!({"id": "c:1", "type": "t", "meta": {"k": "v".repeat(17)}}), "meta"),
+        (json!({"id": "c:1", "type": "t", "meta": {"key-of-9b": "v"}}), "meta"),
+        (
+            json!({"id": "c:1", "type": "t", "meta": {"a": "0123456789", "b": "0123456789", "c": "0123456789", "d": "0123456789"}}),
+            "meta",
+        ),
+    ] {
+        let (status, answer) = send(&app, post(body.to_string())).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}: {answer}");
+        assert_error(&answer, "payload_too_large");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("field `{field}`")) && message.contains("over the limit"), "{message}");
+    }
+    // At the limits, it is accepted.
+    let at_limits = json!({"id": "c:1", "type": "t".repeat(256), "meta": {"a": "0123456789abcdef", "key-of-8": "v"}});
+    let (status, answer) = send(&app, post(at_limits.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+/// Regression (issue 15): a payload nested 127 deep was accepted, but its
+/// committed action could not be read by consumers (serde_json's limit is
+/// 128 levels). Deeper than 100 is refused; what is accepted reads back.
+#[tokio::test]
+async fn a_payload_nested_too_deep_is_422_and_one_at_the_limit_reads_back() {
+    let (app, _dir) = app();
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    for depth in [101, 127] {
+        let body = format!(r#"{{"id": "c:1", "type": "t", "payload": {}}}"#, nested(depth));
+        let (status, answer) = send(&app, post(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_error(&answer, "invalid_action");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("100 levels"), "{answer}");
+    }
+    let body = format!(r#"{{"id": "c:1", "type": "t", "payload": {}}}"#, nested(100));
+    let (status, answer) = send(&app, post(body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let res = app.clone().oneshot(get("/actions?from=1&to=1")).await.unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let line = bytes.split(|b| *b == b'\n').find(|l| l.starts_with(b"{\"seq\"")).unwrap();
+    let committed: nodb_shared::protocol::CommittedAction = serde_json::from_slice(line).unwrap();
+    assert_eq!(nodb_shared::protocol::action::value_depth(&committed.payload), 100);
+}
+
+/// Regression (issue 15): stream readers that never read held up to 64 MiB
+/// each. A consumer that takes nothing for the stall time is cut off,
+/// counted and its buffer dropped; one that reads slowly gets everything.
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_cut_off_and_a_slow_one_is_not() {
+    let stall = std::time::Duration::from_millis(400);
+    let limits = Limits { max_payload_bytes: 200 * 1024, ..Limits::default() };
+    let config = ServerConfig { limits, max_body_bytes: 1024 * 1024, stream_stall: stall, ..Default::default() };
+    let (app, _dir, metrics) = app_config(config, nodb_server::Access::open());
+    // 24 actions of 150 KiB: more than the chunks a consumer may hold.
+    for batch in 0..6 {
+        let actions: Vec<Value> = (1..=4)
+            .map(|i| json!({"id": format!("c:{}", batch * 4 + i), "type": "t", "payload": "x".repeat(150 * 1024)}))
+            .collect();
+        let (status, answer) = send(&app, post(Value::from(actions).to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    // A consumer that never reads its body.
+    let stalled = app.clone().oneshot(get("/actions?from=1")).await.unwrap();
+    // A consumer that reads, but pauses between chunks (for less than the
+    // stall time).
+    let slow = app.clone().oneshot(get("/actions?from=1&to=24")).await.unwrap();
+    let mut body = slow.into_body();
+    let mut text = Vec::new();
+    while let Some(frame) = body.frame().await {
+        text.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        tokio::time::sleep(stall / 3).await;
+    }
+    let seqs: Vec<u64> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"{\"seq\""))
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=24).collect::<Vec<_>>());
+    // By now the stalled consumer has been cut off, and its body ends in an
+    // error (which closes the connection) as soon as it is read.
+    let deadline = std::time::Instant::now() + 10 * stall;
+    while metrics.stalled_consumers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the stalled consumer was never cut off");
+        tokio::time::sleep(stall / 4).await;
+    }
+    assert_eq!(metrics.stalled_consumers.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(stalled.into_body().collect().await.is_err());
 }

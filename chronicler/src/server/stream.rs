@@ -5,13 +5,25 @@
 //! Each consumer has its own task that reads from the log (the in-memory
 //! tail, or disk when it is behind) and feeds a bounded channel. A slow
 //! consumer only slows its own task: the writer never waits for it, and it
-//! never misses or repeats a seq. Heartbeat lines
+//! never misses or repeats a seq.
+//!
+//! What a consumer holds is bounded: chunks of at most [`CHUNK_BYTES`] (or
+//! one action), at most [`BUFFERED_CHUNKS`] of them waiting, plus what the
+//! connection buffers. A consumer that takes nothing from its channel for
+//! the configured stall time (`ServerConfig::stream_stall`) is cut off and
+//! counted (`nodb_chronicler_stalled_consumers`): its task ends, its
+//! waiting chunks are dropped, and its connection is closed (a WebSocket at
+//! once; an NDJSON response as soon as the connection moves again, until
+//! then holding only what HTTP had buffered). A consumer that reads slowly
+//! is never cut off: it takes one chunk per stall time at least, and when
+//! it falls behind the in-memory tail it is read from disk. Heartbeat lines
 //! `{"heartbeat":{"head":H,"seen":S}}` give the log's head and say that every
 //! seq up to S has been considered for this consumer, so a consumer with a
 //! type filter knows where it is even when nothing matches.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -25,11 +37,22 @@ use nodb_shared::protocol::{ErrorCode, StreamLine};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::log::ReadLimits;
+
+/// The most bytes of actions one chunk of a stream holds (a single larger
+/// action is sent alone).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// How many chunks may wait for a consumer to take them.
+pub const BUFFERED_CHUNKS: usize = 4;
+
+/// What one read for a stream may return.
+const STREAM_READ: ReadLimits = ReadLimits { max_entries: 4096, max_bytes: CHUNK_BYTES };
 
 /// The query of `GET /actions`.
 #[derive(Debug, Deserialize)]
@@ -78,48 +101,80 @@ pub async fn get_actions(
         },
     };
     let filter = Filter::parse(q.types.as_deref());
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let producer = Producer { state: state.clone(), next: from, to, filter, tx, grant: caller.grant };
+    let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED_CHUNKS);
+    let rx = Arc::new(Mutex::new(rx));
+    let cut = CancellationToken::new();
+    let producer = Producer {
+        state: state.clone(),
+        next: from,
+        to,
+        filter,
+        tx,
+        rx: rx.clone(),
+        cut: cut.clone(),
+        grant: caller.grant,
+    };
     // Not a WebSocket handshake: newline-delimited JSON.
     if let Ok(upgrade) = upgrade {
         let tasks = state.tasks.clone();
         let upgrade = socket_limits.apply(upgrade);
-        return Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_socket(socket, producer, rx))));
+        return Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_socket(socket, producer, rx, cut))));
     }
     let span = tracing::debug_span!("stream", from, transport = "ndjson");
     tokio::spawn(producer.run(b'\n').instrument(span));
-    let mut rx = rx;
     let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|o| o.map(Ok::<_, std::convert::Infallible>))
+        if cut.is_cancelled() {
+            // An error ends the response by closing the connection.
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other("the consumer stopped reading"))));
+        }
+        lock(&rx).poll_recv(cx).map(|o| o.map(Ok))
     }));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-async fn serve_socket(mut socket: WebSocket, producer: Producer, mut rx: mpsc::Receiver<Bytes>) {
+/// The channel's receiving end, shared by the connection (which takes
+/// chunks) and the producer (which drops them if it cuts the consumer off).
+type SharedRx = Arc<Mutex<mpsc::Receiver<Bytes>>>;
+
+fn lock(rx: &SharedRx) -> std::sync::MutexGuard<'_, mpsc::Receiver<Bytes>> {
+    rx.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn serve_socket(mut socket: WebSocket, producer: Producer, rx: SharedRx, cut: CancellationToken) {
     // Lines are separated by NUL internally and split back into messages.
     let span = tracing::debug_span!("stream", from = producer.next, transport = "websocket");
     let grant = producer.grant.clone();
     tokio::spawn(producer.run(0).instrument(span));
     let expiry = nodb_server::access::expiry(&grant);
     tokio::pin!(expiry);
+    let next = || std::future::poll_fn(|cx| lock(&rx).poll_recv(cx));
     loop {
         let chunk = tokio::select! {
-            c = rx.recv() => match c { Some(c) => c, None => break },
+            // First: a consumer cut off also finds its channel closed, and
+            // must not wait to send a close frame it will not read.
+            biased;
+            // Dropping the socket closes the connection.
+            () = cut.cancelled() => return,
+            c = next() => match c { Some(c) => c, None => break },
             () = &mut expiry => {
                 let _ = socket.send(nodb_server::access::expired_close()).await;
                 return;
             }
         };
-        for line in chunk.split(|b| *b == 0).filter(|l| !l.is_empty()) {
-            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(Bytes::copy_from_slice(line)) else {
-                continue;
-            };
-            if socket.feed(Message::Text(text)).await.is_err() {
-                return;
+        let write = async {
+            for line in chunk.split(|b| *b == 0).filter(|l| !l.is_empty()) {
+                let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(Bytes::copy_from_slice(line)) else {
+                    continue;
+                };
+                socket.feed(Message::Text(text)).await?;
             }
-        }
-        if socket.flush().await.is_err() {
-            return;
+            socket.flush().await
+        };
+        // A reader that stopped reading blocks the write: the producer
+        // then cuts it off.
+        tokio::select! {
+            r = write => if r.is_err() { return },
+            () = cut.cancelled() => return,
         }
     }
     let _ = socket.close().await;
@@ -158,6 +213,10 @@ struct Producer {
     to: u64,
     filter: Filter,
     tx: mpsc::Sender<Bytes>,
+    /// The other end of `tx`, to empty when the consumer is cut off.
+    rx: SharedRx,
+    /// Cancelled when the consumer is cut off for not reading.
+    cut: CancellationToken,
     /// The reader's rights; the stream ends when its token expires.
     grant: nodb_auth::Grant,
 }
@@ -193,7 +252,7 @@ impl Producer {
             }
             let head = *head_rx.borrow_and_update();
             if self.next <= head {
-                let entries = self.state.log.read(self.next, ReadLimits::default()).await.map_err(|e| e.to_string())?;
+                let entries = self.state.log.read(self.next, STREAM_READ).await.map_err(|e| e.to_string())?;
                 let Some(last) = entries.iter().map(|e| e.seq).take_while(|s| *s <= self.to).last() else {
                     return Err(format!("the log returned nothing at seq {} below head {head}", self.next));
                 };
@@ -234,10 +293,26 @@ impl Producer {
         self.send(Bytes::from(line)).await
     }
 
+    /// Hands `chunk` to the consumer, or cuts it off if it takes nothing
+    /// for the stall time.
     async fn send(&self, chunk: Bytes) -> Result<(), String> {
+        let stall = self.state.config.stream_stall;
         tokio::select! {
             r = self.tx.send(chunk) => r.map_err(|_| "the consumer went away".to_string()),
             () = self.state.shutdown.cancelled() => Err("shutting down".into()),
+            () = tokio::time::sleep(stall) => {
+                self.state.metrics.stalled_consumers.fetch_add(1, Relaxed);
+                tracing::info!(
+                    next = self.next, stall_seconds = stall.as_secs_f64(),
+                    "cutting off a stream consumer that stopped reading"
+                );
+                self.cut.cancel();
+                // Free what waits for it now, not when its connection ends.
+                let mut rx = lock(&self.rx);
+                rx.close();
+                while rx.try_recv().is_ok() {}
+                Err("the consumer stopped reading".into())
+            }
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct Args {
     /// Seconds between heartbeat lines on an idle stream.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     heartbeat: f64,
+    /// Seconds a stream consumer may take nothing while actions wait for
+    /// it before it is cut off (its buffer is bounded).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    stream_stall_timeout: f64,
     #[command(flatten)]
     guard: crate::guard::Guard,
     #[command(flatten)]
@@ -77,10 +81,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !(args.heartbeat.is_finite() && args.heartbeat > 0.0) {
         anyhow::bail!("--heartbeat must be a positive number of seconds");
     }
+    if !(args.stream_stall_timeout.is_finite() && args.stream_stall_timeout > 0.0) {
+        anyhow::bail!("--stream-stall-timeout must be a positive number of seconds");
+    }
     let server_config = ServerConfig {
-        limits: Limits { max_payload_bytes: args.max_payload },
+        limits: Limits { max_payload_bytes: args.max_payload, ..Limits::default() },
         max_body_bytes: args.max_body,
         heartbeat: Duration::from_secs_f64(args.heartbeat),
+        stream_stall: Duration::from_secs_f64(args.stream_stall_timeout),
     };
     let guarded = args.guard.load(args.listen)?;
     let enforcer = args.limits.enforcer()?;

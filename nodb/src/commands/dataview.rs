@@ -126,6 +126,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         history_settings: HistorySettings { readers: args.history_readers, ..HistorySettings::default() },
         assets: apps.assets(&args.app),
         access: guarded.access,
+        version: apps.version(&args.app).map(String::from),
     };
     settings.validate()?;
     let enforcer = args.limits.enforcer()?;

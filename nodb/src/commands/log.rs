@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use nodb_chronicler::log::LogError;
 use nodb_chronicler::log::record::hex;
 use nodb_chronicler::log::scan::scan;
 
@@ -18,24 +19,73 @@ pub struct Args {
 enum Command {
     Verify(VerifyArgs),
     Tail(TailArgs),
+    SetHead(SetHeadArgs),
 }
 
-/// Check every record's checksum and the whole hash chain.
+/// Record the log's current end in its HEAD file, after making sure the log
+/// is whole.
 ///
-/// Prints the head seq and the chain hash after it, or the first bad record:
-/// its segment file, byte offset and seq.
+/// The HEAD file records how far the log has reached, so that missing or
+/// shortened segments are noticed. When it is lost or damaged the
+/// chronicler refuses to start, since it can no longer tell. If the
+/// segments are known to be complete (restored together from a backup,
+/// say), this makes a new HEAD file at their end. It refuses while a
+/// chronicler runs, and on damaged segments.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
-  nodb log verify --data ./nodb-data
+  nodb log set-head --data ./nodb-data
+  head file: seq 1042, chain hash 5f1c…
+
+Exit status: 0 when the head file was written, 2 on any error.")]
+struct SetHeadArgs {
+    /// The data directory (the log is in DIR/log).
+    #[arg(long, value_name = "DIR", default_value = "./nodb-data")]
+    data: PathBuf,
+}
+
+/// Check every record's checksum, the whole hash chain, the commit mark
+/// that ends each write, and that the log reaches as far as its HEAD file
+/// says.
+///
+/// Prints the head seq and the chain hash after it, or the first damage:
+/// its segment file, byte offset and seq. With `--expect SEQ:HASH` it also
+/// checks the log against a checkpoint kept elsewhere (the `seq` and `hash`
+/// that `GET /head` answered, or a `chain hash` this command printed).
+#[derive(clap::Args)]
+#[command(after_help = "Example:
+  nodb log verify --data ./nodb-data --expect 1000:3b7a…
   ok: 2 segments, 1042 records
   head seq: 1042
   chain hash: 5f1c…
+  head file: seq 1042 (the log reaches it)
+  checkpoint seq 1000: matches
 
-Exit status: 0 if the log is intact, 2 if it is damaged or cannot be read.")]
+Exit status: 0 if the log is intact, 2 if it is damaged, does not match a
+checkpoint, or cannot be read.")]
 struct VerifyArgs {
     /// The data directory (the log is in DIR/log).
     #[arg(long, value_name = "DIR", default_value = "./nodb-data")]
     data: PathBuf,
+    /// A checkpoint the log must match: the chain hash (hex) at a seq.
+    #[arg(long, value_name = "SEQ:HASH", value_parser = parse_checkpoint)]
+    expect: Vec<(u64, String)>,
+    /// A signed checkpoint the log must match: the `signed` token of `GET
+    /// /head`, checked with --auth-key first.
+    #[arg(long, value_name = "TOKEN", requires = "auth_key")]
+    expect_signed: Vec<String>,
+    /// The key file(s) that signed the --expect-signed checkpoints.
+    #[arg(long, value_name = "FILE")]
+    auth_key: Vec<PathBuf>,
+}
+
+fn parse_checkpoint(s: &str) -> Result<(u64, String), String> {
+    let (seq, hash) = s.split_once(':').ok_or("expected SEQ:HASH, as in 1000:3b7a…")?;
+    let seq = seq.parse().map_err(|_| format!("{seq:?} is not a seq"))?;
+    let hash = hash.to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the hash must be 64 hex digits".into());
+    }
+    Ok((seq, hash))
 }
 
 /// Print committed actions as JSON lines.
@@ -58,6 +108,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.command {
         Command::Verify(a) => verify(a),
         Command::Tail(a) => tail(a),
+        Command::SetHead(a) => {
+            let r = nodb_chronicler::log::file_log::set_head(&log_dir(&a.data)?)?;
+            println!("head file: seq {}, chain hash {}", r.seq, hex(&r.hash));
+            Ok(())
+        }
     }
 }
 
@@ -71,11 +126,62 @@ fn log_dir(data: &std::path::Path) -> anyhow::Result<PathBuf> {
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let dir = log_dir(&args.data)?;
+    let mut expect = args.expect.clone();
+    if !args.expect_signed.is_empty() {
+        let keys = nodb_auth::KeySet::load(&args.auth_key).context("--auth-key")?;
+        for token in &args.expect_signed {
+            let c = keys.verify_checkpoint(token).context("--expect-signed: not a checkpoint signed by --auth-key")?;
+            expect.push((c.chain_seq, c.chain_hash.to_ascii_lowercase()));
+        }
+    }
     let mut records = 0u64;
-    let scanned = scan(&dir, &mut |_| records += 1)?;
+    let mut found: Vec<Option<String>> = vec![None; expect.len()];
+    let pass = |records: &mut u64, found: &mut Vec<Option<String>>| {
+        *records = 0;
+        found.iter_mut().for_each(|f| *f = None);
+        scan(&dir, &mut |rec| {
+            *records += 1;
+            for ((seq, _), f) in expect.iter().zip(found.iter_mut()) {
+                if *seq == rec.seq {
+                    *f = Some(hex(&rec.hash));
+                }
+            }
+        })
+    };
+    // A running chronicler may be in the middle of a write while it is
+    // read: damage that is gone on a second look was that write.
+    let scanned = match pass(&mut records, &mut found) {
+        Err(LogError::Corrupt { .. } | LogError::Shortened { .. }) => pass(&mut records, &mut found)?,
+        Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            pass(&mut records, &mut found)?
+        }
+        other => other?,
+    };
+    for ((seq, expected), f) in expect.iter().zip(found.iter_mut()) {
+        if *seq == 0 {
+            *f = Some(hex(&nodb_chronicler::log::record::GENESIS));
+        }
+        match f {
+            None => anyhow::bail!(
+                "the log ends at seq {}, before the checkpoint at seq {seq}: acknowledged history is missing",
+                scanned.head
+            ),
+            Some(h) if h != expected => anyhow::bail!(
+                "the chain hash at seq {seq} is {h}, not {expected} as the checkpoint says: the log was rewritten"
+            ),
+            Some(_) => {}
+        }
+    }
     println!("ok: {} segments, {records} records", scanned.segments.len());
     println!("head seq: {}", scanned.head);
     println!("chain hash: {}", hex(&scanned.hash));
+    match scanned.recorded {
+        Some(r) => println!("head file: seq {} (the log reaches it)", r.seq),
+        None => println!("head file: none (a log written before head files, or the file was removed)"),
+    }
+    for (seq, _) in &expect {
+        println!("checkpoint seq {seq}: matches");
+    }
     if let Some(t) = scanned.torn {
         println!(
             "note: {} ends in {} bytes of an unfinished write at offset {} ({}); it was never acknowledged and the next start truncates it",

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod envoy;
 pub mod log;
 pub mod patch;
+pub mod replay;
 pub mod supplier;
 pub mod token;
 pub mod up;

@@ -136,6 +136,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
             history_settings: nodb_dataview::history::HistorySettings::default(),
             assets: apps.assets(&args.app),
             access: access.clone(),
+            version: apps.version(&args.app).map(String::from),
         };
         let views = dataview::start(settings, shutdown.clone(), tokio_util::task::TaskTracker::new()).await?;
         let mut router = api_router(history.state.clone())

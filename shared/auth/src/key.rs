@@ -151,6 +151,11 @@ impl Key {
         file.sync_all().map_err(io)
     }
 
+    /// The shared secret.
+    pub(crate) fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
     /// Signs `claims` into a token whose header names this key.
     ///
     /// # Errors
@@ -213,6 +218,19 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
+    /// The key an HS256 token's header names (or the only key).
+    pub(crate) fn key_of(&self, token: &str) -> Result<&Key, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(TokenError::Malformed(format!("the algorithm must be HS256, not {:?}", header.alg)));
+        }
+        match &header.kid {
+            Some(kid) => self.keys.iter().find(|k| &k.kid == kid).ok_or_else(|| TokenError::UnknownKey(kid.clone())),
+            None if self.keys.len() == 1 => Ok(&self.keys[0]),
+            None => Err(TokenError::Malformed("the token names no key (`kid`)".into())),
+        }
+    }
+
     /// The first key, the one that signs.
     pub fn signing_key(&self) -> Option<&Key> {
         self.keys.first()
@@ -224,15 +242,7 @@ impl KeySet {
     /// # Errors
     /// Why the token is refused.
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
-        if header.alg != Algorithm::HS256 {
-            return Err(TokenError::Malformed(format!("the algorithm must be HS256, not {:?}", header.alg)));
-        }
-        let key = match &header.kid {
-            Some(kid) => self.keys.iter().find(|k| &k.kid == kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?,
-            None if self.keys.len() == 1 => &self.keys[0],
-            None => return Err(TokenError::Malformed("the token names no key (`kid`)".into())),
-        };
+        let key = self.key_of(token)?;
         // Times are checked here against `now`, to the second, so tests
         // and the stream's expiry agree with the check.
         let mut validation = Validation::new(Algorithm::HS256);

@@ -22,10 +22,12 @@
 //!   without keys, or what a verified token's claims allow — and
 //!   [`Denied`], the right it lacks.
 
+pub mod checkpoint;
 pub mod claims;
 pub mod grant;
 pub mod key;
 
+pub use checkpoint::Checkpoint;
 pub use claims::{Claims, ReadScope};
 pub use grant::{Denied, Grant};
 pub use key::{Key, KeyError, KeySet, TokenError};

@@ -31,6 +31,18 @@ pub struct Position {
     pub seq: u64,
 }
 
+/// A seq of the log and the chain hash after it (`GET /head`): kept
+/// elsewhere, it anchors the history before it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Anchor {
+    /// The seq.
+    pub seq: u64,
+    /// The chain hash after it, hex.
+    pub hash: String,
+    /// The log's head when asked.
+    pub head: u64,
+}
+
 impl Chronicler {
     /// A client of the chronicler at `base` (sharing the process's default
     /// HTTP client, made on first use).
@@ -109,6 +121,23 @@ impl Chronicler {
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.push(client);
         }
+        let resp = self.http.get(&url, self.base.bearer()?.as_deref()).await?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200 => Ok(Some(resp.json().await.map_err(|e| protocol(url.as_str(), &e))?)),
+            _ => Err(refusal(url.as_str(), resp).await.into()),
+        }
+    }
+
+    /// The chain hash at seq `at` (the head when `None`): `GET /head`.
+    /// `None` when the log has not reached `at`.
+    ///
+    /// # Errors
+    /// If the chronicler cannot be asked or refuses.
+    pub async fn anchor(&self, at: Option<u64>) -> Result<Option<Anchor>, Error> {
+        let at = at.map(|s| s.to_string());
+        let query: Vec<(&str, &str)> = at.as_deref().map(|a| ("at", a)).into_iter().collect();
+        let url = self.base.http_with("head", &query);
         let resp = self.http.get(&url, self.base.bearer()?.as_deref()).await?;
         match resp.status().as_u16() {
             404 => Ok(None),

@@ -38,7 +38,7 @@ pub mod view_follower;
 pub mod websocket;
 
 pub use action_stream::ActionStream;
-pub use chronicler::{Chronicler, Position};
+pub use chronicler::{Anchor, Chronicler, Position};
 pub use error::{ConnectError, Error, Refusal};
 pub use replica::{Change, Replica, ReplicaError, Update};
 pub use service_url::{ServiceUrl, UrlError};

@@ -137,6 +137,12 @@ impl Access {
         Access { inner: Arc::new(settings) }
     }
 
+    /// The key that signs what the service signs (checkpoints of the log),
+    /// when it has keys.
+    pub fn signing_key(&self) -> Option<&nodb_auth::Key> {
+        self.inner.keys.as_ref().and_then(|k| k.signing_key())
+    }
+
     /// Whether the service checks tokens.
     pub fn is_open(&self) -> bool {
         self.inner.keys.is_none()

@@ -36,8 +36,38 @@ pub struct DispatchLimiter {
     subjects: Option<DefaultKeyedRateLimiter<String>>,
     ips: Option<DefaultKeyedRateLimiter<IpAddr>>,
     checks: AtomicU64,
-    /// Dispatches refused, for the log line's count.
-    refused: AtomicU64,
+    /// Dispatches refused, per [`Refused`] reason.
+    refused: [AtomicU64; Refused::ALL.len()],
+}
+
+/// Why a dispatch was refused, for the `reason` label of
+/// `nodb_refused_dispatches_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Over the rate of its remote address (`--ip-rate`).
+    IpRate,
+    /// Over the rate of its token subject (`--client-rate`).
+    SubjectRate,
+    /// Over the rate of its client id (`--client-rate`).
+    ClientRate,
+    /// A batch larger than a whole burst (`--client-burst`, `--ip-burst`):
+    /// `413`, since waiting would never help.
+    OverBurst,
+}
+
+impl Refused {
+    /// Every reason, in the order of the counters.
+    pub const ALL: [Refused; 4] = [Refused::IpRate, Refused::SubjectRate, Refused::ClientRate, Refused::OverBurst];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::IpRate => "ip_rate",
+            Refused::SubjectRate => "subject_rate",
+            Refused::ClientRate => "client_rate",
+            Refused::OverBurst => "over_burst",
+        }
+    }
 }
 
 fn quota(rate: Rate) -> Quota {
@@ -55,13 +85,18 @@ impl DispatchLimiter {
             subjects: rates.per_client.map(|r| RateLimiter::keyed(quota(r))),
             ips: rates.per_ip.map(|r| RateLimiter::keyed(quota(r))),
             checks: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
+            refused: Default::default(),
         }
     }
 
-    /// How many dispatches were refused so far.
+    /// How many dispatches were refused so far, for every reason.
     pub fn refused(&self) -> u64 {
-        self.refused.load(Relaxed)
+        self.refused.iter().map(|n| n.load(Relaxed)).sum()
+    }
+
+    /// How many dispatches were refused so far for `reason`.
+    pub fn refused_for(&self, reason: Refused) -> u64 {
+        self.refused[reason as usize].load(Relaxed)
     }
 
     /// Takes `n` actions from the buckets of `ip`, of the token subject of
@@ -74,23 +109,39 @@ impl DispatchLimiter {
             self.sweep();
         }
         let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        if let (Some(limiter), Some(ip), Some(rate)) = (&self.ips, ip, self.rates.per_ip) {
-            take(limiter, &ip, n).map_err(|over| self.refuse(over, n, format!("address {ip}"), rate))?;
-        }
+        self.check_ip(ip, n.get())?;
         if let (Some(limiter), Some(claims), Some(rate)) = (&self.subjects, grant.claims(), self.rates.per_client) {
-            take(limiter, &claims.sub, n)
-                .map_err(|over| self.refuse(over, n, format!("token subject {:?}", claims.sub), rate))?;
+            take(limiter, &claims.sub, n).map_err(|over| {
+                self.refuse(over, Refused::SubjectRate, n, format!("token subject {:?}", claims.sub), rate)
+            })?;
         }
         if let (Some(limiter), Some(rate)) = (&self.clients, self.rates.per_client) {
             take(limiter, &client.to_string(), n)
-                .map_err(|over| self.refuse(over, n, format!("client {client:?}"), rate))?;
+                .map_err(|over| self.refuse(over, Refused::ClientRate, n, format!("client {client:?}"), rate))?;
         }
         Ok(())
     }
 
-    fn refuse(&self, over: Over, n: NonZeroU32, who: String, rate: Rate) -> ApiError {
-        let refused = self.refused.fetch_add(1, Relaxed) + 1;
-        tracing::debug!(%who, refused, "dispatch over the rate limit");
+    /// Takes `n` actions from the bucket of `ip` alone: what a service
+    /// that relays dispatches to the chronicler checks (a data view), since
+    /// the chronicler sees the relay's address, not the client's, and
+    /// checks the client id and token subject itself.
+    ///
+    /// # Errors
+    /// As for [`DispatchLimiter::check`].
+    pub fn check_ip(&self, ip: Option<IpAddr>, n: u32) -> Result<(), ApiError> {
+        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        if let (Some(limiter), Some(ip), Some(rate)) = (&self.ips, ip, self.rates.per_ip) {
+            take(limiter, &ip, n)
+                .map_err(|over| self.refuse(over, Refused::IpRate, n, format!("address {ip}"), rate))?;
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, over: Over, reason: Refused, n: NonZeroU32, who: String, rate: Rate) -> ApiError {
+        let reason = if matches!(over, Over::Burst) { Refused::OverBurst } else { reason };
+        let refused = self.refused[reason as usize].fetch_add(1, Relaxed) + 1;
+        tracing::debug!(%who, reason = reason.label(), refused, "dispatch over the rate limit");
         let wait = match over {
             Over::Wait(wait) => wait,
             // Waiting would never help: a batch larger than the burst.
@@ -175,6 +226,18 @@ impl DispatchGate {
             None => Ok(()),
         }
     }
+
+    /// Takes `n` actions from the caller's address alone (see
+    /// [`DispatchLimiter::check_ip`]): for dispatches this service relays.
+    ///
+    /// # Errors
+    /// `rate_limited` (429) with `Retry-After`.
+    pub fn check_address(&self, n: u32) -> Result<(), ApiError> {
+        match &self.limiter {
+            Some(l) => l.check_ip(self.ip, n),
+            None => Ok(()),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for DispatchGate {
@@ -205,6 +268,7 @@ mod tests {
         assert_eq!(l.refused(), 1);
         let e = l.check(None, &Grant::Open, "big", 6).unwrap_err();
         assert_eq!((e.code, e.retry_after), (ErrorCode::PayloadTooLarge, None), "more than a burst at once: never");
+        assert_eq!((l.refused_for(Refused::ClientRate), l.refused_for(Refused::OverBurst)), (1, 1));
     }
 
     #[test]
@@ -217,6 +281,8 @@ mod tests {
         }
         assert!(l.check(Some(ip), &Grant::Open, "c9", 1).is_err());
         l.check(Some("10.0.0.2".parse().unwrap()), &Grant::Open, "c9", 1).unwrap();
+        assert!(l.check_ip(Some(ip), 1).is_err(), "the address alone");
+        assert_eq!(l.refused_for(Refused::IpRate), 2);
     }
 
     #[test]

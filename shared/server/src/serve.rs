@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -28,7 +29,8 @@ use tokio_util::task::TaskTracker;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::limits::{Limits, LimitsError};
-use crate::rate::DispatchLimiter;
+use crate::metrics::Scrape;
+use crate::rate::{DispatchLimiter, Refused};
 use crate::tls::{Tls, TlsListener};
 
 /// The limits of a process and their counters: the open connections (in
@@ -46,7 +48,8 @@ struct Inner {
     cap: usize,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    refused: AtomicU64,
+    /// Connections refused over the total cap, and over the per-address one.
+    refused: [AtomicU64; 2],
     dispatch: Arc<DispatchLimiter>,
 }
 
@@ -145,7 +148,7 @@ impl Enforcer {
             cap,
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-            refused: AtomicU64::new(0),
+            refused: Default::default(),
             dispatch,
         };
         Ok(Enforcer { inner: Arc::new(inner) })
@@ -168,7 +171,37 @@ impl Enforcer {
 
     /// Connections refused so far, over either cap.
     pub fn refused_connections(&self) -> u64 {
-        self.inner.refused.load(Relaxed)
+        self.inner.refused.iter().map(|n| n.load(Relaxed)).sum()
+    }
+
+    /// The limits' counters, added to a scrape of `/metrics`: connections
+    /// open and refused (label `reason`: `max_connections`,
+    /// `max_connections_per_ip`), and dispatches refused (label `reason`:
+    /// `ip_rate`, `subject_rate`, `client_rate`, `over_burst`). They count
+    /// for the whole process (`nodb up` shares one enforcer among its
+    /// services).
+    pub fn scrape_into(&self, scrape: &mut Scrape) {
+        let inner = &self.inner;
+        scrape.gauge(
+            "nodb_connections_open",
+            "Connections open now, WebSocket streams included.",
+            inner.open.load(Relaxed) as u64,
+        );
+        scrape.gauge("nodb_connections_max", "The connection cap (--max-connections).", inner.cap as u64);
+        let label = |reason: &str| vec![("reason", reason.to_string())];
+        scrape.counters(
+            "nodb_refused_connections",
+            "Connections refused over a connection cap, per cap.",
+            [
+                (label("max_connections"), inner.refused[0].load(Relaxed)),
+                (label("max_connections_per_ip"), inner.refused[1].load(Relaxed)),
+            ],
+        );
+        scrape.counters(
+            "nodb_refused_dispatches",
+            "Dispatches refused over a rate limit (429), or larger than a burst (413), per limit.",
+            Refused::ALL.map(|r| (label(r.label()), inner.dispatch.refused_for(r))),
+        );
     }
 
     /// The dispatch rate limiters.
@@ -198,7 +231,11 @@ impl Enforcer {
     }
 
     fn refused(&self, why: Refusal, ip: IpAddr) -> Refusal {
-        let refused = self.inner.refused.fetch_add(1, Relaxed) + 1;
+        let counter = match why {
+            Refusal::Total(_) => &self.inner.refused[0],
+            Refusal::PerIp(_) => &self.inner.refused[1],
+        };
+        let refused = counter.fetch_add(1, Relaxed) + 1;
         match why {
             Refusal::Total(cap) => tracing::debug!(%ip, cap, refused, "connection refused: too many open"),
             Refusal::PerIp(cap) => tracing::debug!(%ip, cap, refused, "connection refused: too many from its address"),
@@ -206,15 +243,53 @@ impl Enforcer {
         why
     }
 
-    /// `router` with the time limits on each request, and the enforcer in
-    /// each request's extensions.
+    /// `router` with the time limits on each request, the enforcer in
+    /// each request's extensions, and the limits' counters in each
+    /// `/metrics` answer.
     fn wrap(&self, router: Router) -> Router {
         let limits = &self.inner.limits;
         router
+            .layer(axum::middleware::from_fn_with_state(self.clone(), with_limit_metrics))
             .layer(axum::Extension(self.clone()))
             .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
             .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
     }
+}
+
+/// The largest `/metrics` answer the limits' counters are added to.
+const MAX_METRICS_TEXT: usize = 16 << 20;
+
+/// Adds [`Enforcer::scrape_into`] to a service's own `/metrics` answer
+/// (any `GET` path ending in `/metrics` answered 200 in the OpenMetrics
+/// format: `nodb up` serves several), before its `# EOF`. Each service
+/// builds its own scrape from its own counters; the limits are the
+/// enforcer's, which only the serving layer knows.
+async fn with_limit_metrics(
+    axum::extract::State(enforcer): axum::extract::State<Enforcer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_metrics = request.method() == axum::http::Method::GET && request.uri().path().ends_with("/metrics");
+    let response = next.run(request).await;
+    let openmetrics = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/openmetrics-text"));
+    if !is_metrics || !openmetrics || response.status() != axum::http::StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_METRICS_TEXT).await else {
+        return crate::ApiError::new(nodb_shared::protocol::ErrorCode::Internal, "the metrics could not be read")
+            .into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let own = text.trim_end().strip_suffix("# EOF").unwrap_or(&text);
+    let mut limits = Scrape::new();
+    enforcer.scrape_into(&mut limits);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = format!("{own}{}", limits.text());
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// The answer to a connection over a cap, written without reading the
@@ -381,6 +456,7 @@ mod tests {
         let router = Router::new()
             .route("/", get(|| async { "ok" }))
             .route("/echo", post(|body: String| async move { body }))
+            .route("/metrics", get(|| async { Scrape::new() }))
             .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(30)).await }));
         let enforcer = Enforcer::new(limits).unwrap();
         let shutdown = CancellationToken::new();
@@ -446,10 +522,21 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.contains("\"unavailable\""), "{answer}");
         assert_eq!(enforcer.refused_connections(), 1);
-        a.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-        let mut buf = [0u8; 256];
+        a.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 4096];
         let n = a.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        for line in [
+            "nodb_refused_connections_total{reason=\"max_connections_per_ip\"} 1",
+            "nodb_refused_connections_total{reason=\"max_connections\"} 0",
+            "nodb_refused_dispatches_total{reason=\"ip_rate\"} 0",
+            "nodb_connections_open 2",
+            "nodb_connections_max 4",
+        ] {
+            assert!(answer.lines().any(|l| l == line), "no {line:?} in the service's own /metrics: {answer}");
+        }
+        assert!(answer.trim_end().ends_with("# EOF") && answer.matches("# EOF").count() == 1, "{answer}");
         drop(a);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(enforcer.open_connections(), 1, "a closed connection gives its slot back");

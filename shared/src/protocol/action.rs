@@ -61,9 +61,13 @@ impl Action {
     /// its parsed id.
     ///
     /// # Errors
-    /// The first [`ActionError`] found: id, then type, then payload size.
+    /// The first [`ActionError`] found: id, then type, then payload size
+    /// and depth, then meta.
     pub fn validate(&self, limits: &Limits) -> Result<ActionId, ActionError> {
-        limits.check(&self.id, &self.kind, json_size(&self.payload))
+        let id = limits.check(&self.id, &self.kind, json_size(&self.payload))?;
+        limits.check_depth(value_depth(&self.payload))?;
+        limits.check_meta(self.meta.as_ref())?;
+        Ok(id)
     }
 
     /// The committed form of this action.
@@ -81,6 +85,11 @@ impl CommittedAction {
 
 /// The length in bytes of a value's compact JSON text.
 pub fn json_size(v: &Value) -> usize {
+    json_size_of(v)
+}
+
+/// The length in bytes of anything's compact JSON text.
+fn json_size_of<T: Serialize + ?Sized>(v: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -92,28 +101,61 @@ pub fn json_size(v: &Value) -> usize {
         }
     }
     let mut c = Count(0);
-    // Writing a Value to a counter cannot fail.
+    // Writing a Value or a map of strings to a counter cannot fail.
     let _ = serde_json::to_writer(&mut c, v);
     c.0
 }
 
-/// Size limits on what clients send.
+/// How deeply a payload may nest arrays and objects: `1` is 0 levels deep,
+/// `[1]` one, `{"a": [1]}` two.
+///
+/// Readers parse the committed action with a recursion limit (serde_json's
+/// is 128 levels, the payload's own and those of whatever wraps it), and
+/// the payload is wrapped before anyone reads it: one level in the
+/// committed action, two in a dispatch message (`{"type": "dispatch",
+/// "action": {…}}`), a few more in the data view's patch messages. 100
+/// leaves 27 levels for wrapping, so every accepted action is readable by
+/// every consumer with serde_json's default limit.
+pub const MAX_PAYLOAD_DEPTH: usize = 100;
+
+/// Size limits on what clients send. Each bounds what a stored action may
+/// cost, since the type and meta are stored and served with every action
+/// just like its payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The largest accepted payload, as compact JSON bytes. Default 1 MiB.
     pub max_payload_bytes: usize,
+    /// The deepest accepted payload nesting. Default (and most)
+    /// [`MAX_PAYLOAD_DEPTH`].
+    pub max_payload_depth: usize,
+    /// The longest accepted action type, in bytes. Default 256.
+    pub max_type_bytes: usize,
+    /// The longest key in `meta`, in bytes. Default 256.
+    pub max_meta_key_bytes: usize,
+    /// The longest value in `meta`, in bytes. Default 4,096.
+    pub max_meta_value_bytes: usize,
+    /// The largest `meta` in all, as compact JSON bytes. Default 16 KiB.
+    pub max_meta_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_payload_bytes: 1024 * 1024 }
+        Limits {
+            max_payload_bytes: 1024 * 1024,
+            max_payload_depth: MAX_PAYLOAD_DEPTH,
+            max_type_bytes: 256,
+            max_meta_key_bytes: 256,
+            max_meta_value_bytes: 4096,
+            max_meta_bytes: 16 * 1024,
+        }
     }
 }
 
 impl Limits {
     /// The contract's rules for an action with this id, type and payload
     /// size (bytes of JSON), returning the parsed id. [`Action::validate`]
-    /// uses it, and so can a service that keeps payloads as raw JSON.
+    /// uses it, and so can a service that keeps payloads as raw JSON (which
+    /// then checks [`Limits::check_depth`] and [`Limits::check_meta`] too).
     ///
     /// # Errors
     /// The first [`ActionError`] found: id, then type, then payload size.
@@ -122,10 +164,51 @@ impl Limits {
         if kind.is_empty() {
             return Err(ActionError::EmptyType);
         }
+        if kind.len() > self.max_type_bytes {
+            return Err(ActionError::TypeTooLong { size: kind.len(), limit: self.max_type_bytes });
+        }
         if payload_bytes > self.max_payload_bytes {
             return Err(ActionError::PayloadTooLarge { size: payload_bytes, limit: self.max_payload_bytes });
         }
         Ok(id)
+    }
+
+    /// Checks a payload's nesting depth (from [`json_depth`] or
+    /// [`value_depth`]).
+    ///
+    /// # Errors
+    /// [`ActionError::PayloadTooDeep`] past `max_payload_depth`.
+    pub fn check_depth(&self, depth: usize) -> Result<(), ActionError> {
+        if depth > self.max_payload_depth {
+            return Err(ActionError::PayloadTooDeep { limit: self.max_payload_depth });
+        }
+        Ok(())
+    }
+
+    /// Checks an action's `meta`: each key, each value, then the whole as
+    /// compact JSON.
+    ///
+    /// # Errors
+    /// The first [`ActionError`] found, in key order.
+    pub fn check_meta(&self, meta: Option<&Meta>) -> Result<(), ActionError> {
+        let Some(meta) = meta else { return Ok(()) };
+        for (k, v) in meta {
+            if k.len() > self.max_meta_key_bytes {
+                return Err(ActionError::MetaKeyTooLong { size: k.len(), limit: self.max_meta_key_bytes });
+            }
+            if v.len() > self.max_meta_value_bytes {
+                return Err(ActionError::MetaValueTooLong {
+                    key: k.clone(),
+                    size: v.len(),
+                    limit: self.max_meta_value_bytes,
+                });
+            }
+        }
+        let size = json_size_of(meta);
+        if size > self.max_meta_bytes {
+            return Err(ActionError::MetaTooLarge { size, limit: self.max_meta_bytes });
+        }
+        Ok(())
     }
 
     /// Checks the limits make sense.
@@ -136,8 +219,79 @@ impl Limits {
         if self.max_payload_bytes == 0 {
             return Err("the payload size limit must be at least 1 byte".into());
         }
+        if self.max_payload_depth > MAX_PAYLOAD_DEPTH {
+            return Err(format!(
+                "the payload depth limit must be at most {MAX_PAYLOAD_DEPTH} levels (readers need the rest for \
+                 wrapping), not {}",
+                self.max_payload_depth
+            ));
+        }
+        if self.max_type_bytes == 0 {
+            return Err("the type length limit must be at least 1 byte".into());
+        }
         Ok(())
     }
+}
+
+/// How deeply the JSON text `json` nests arrays and objects (`1`: 0,
+/// `[1]`: 1, `{"a": [1]}`: 2), counting brackets outside strings. It reads
+/// the text once, allocates nothing and never recurses, so it is safe on
+/// any input; on text that is not JSON the answer means nothing.
+pub fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for (_, b) in outside_strings(json) {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The bytes of the JSON text `json` outside its strings (quotes
+/// included), with their offsets: brackets, commas, colons, numbers,
+/// literals and whitespace. One pass, no allocation.
+pub fn outside_strings(json: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    json.iter().enumerate().filter_map(move |(i, &b)| {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            None
+        } else if b == b'"' {
+            in_string = true;
+            None
+        } else {
+            Some((i, b))
+        }
+    })
+}
+
+/// How deeply `v` nests arrays and objects, as [`json_depth`] counts it,
+/// without recursing (a value built in code may be deeper than any parser
+/// would allow).
+pub fn value_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
 }
 
 /// A parsed action id: client `client` numbers its actions 1, 2, 3, …
@@ -253,6 +407,49 @@ pub enum ActionError {
         /// The limit.
         limit: usize,
     },
+    /// The payload nests arrays and objects too deeply for readers.
+    #[error(
+        "the payload nests arrays and objects more than {limit} levels deep, which readers could not parse once \
+         it is wrapped into the committed action"
+    )]
+    PayloadTooDeep {
+        /// The limit, in levels.
+        limit: usize,
+    },
+    /// The type is over the limit.
+    #[error("the action type is {size} bytes, over the limit of {limit} bytes")]
+    TypeTooLong {
+        /// Its length in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A key of `meta` is over the limit.
+    #[error("a meta key is {size} bytes, over the limit of {limit} bytes")]
+    MetaKeyTooLong {
+        /// The key's length in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A value of `meta` is over the limit.
+    #[error("the meta value of {key:?} is {size} bytes, over the limit of {limit} bytes")]
+    MetaValueTooLong {
+        /// Its key.
+        key: String,
+        /// The value's length in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The whole `meta` is over the limit.
+    #[error("the meta is {size} bytes as JSON, over the limit of {limit} bytes")]
+    MetaTooLarge {
+        /// Its size as compact JSON.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl ActionError {
@@ -260,150 +457,32 @@ impl ActionError {
     pub fn field(&self) -> &'static str {
         match self {
             ActionError::InvalidId { .. } => "id",
-            ActionError::EmptyType => "type",
-            ActionError::PayloadTooLarge { .. } | ActionError::InvalidPayload { .. } => "payload",
+            ActionError::EmptyType | ActionError::TypeTooLong { .. } => "type",
+            ActionError::PayloadTooLarge { .. }
+            | ActionError::PayloadTooDeep { .. }
+            | ActionError::InvalidPayload { .. } => "payload",
+            ActionError::MetaKeyTooLong { .. }
+            | ActionError::MetaValueTooLong { .. }
+            | ActionError::MetaTooLarge { .. } => "meta",
         }
     }
 
     /// The wire error code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ActionError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
-            _ => ErrorCode::InvalidAction,
+            // Every size limit answers as a body over the limit does: 413.
+            ActionError::PayloadTooLarge { .. }
+            | ActionError::TypeTooLong { .. }
+            | ActionError::MetaKeyTooLong { .. }
+            | ActionError::MetaValueTooLong { .. }
+            | ActionError::MetaTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ActionError::InvalidId { .. }
+            | ActionError::EmptyType
+            | ActionError::InvalidPayload { .. }
+            | ActionError::PayloadTooDeep { .. } => ErrorCode::InvalidAction,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use serde_json::json;
-
-    #[test]
-    fn ids() {
-        assert_eq!("web-1:3".parse(), Ok(ActionId { client: "web-1".into(), n: 3 }));
-        assert_eq!("a:b:12".parse::<ActionId>().unwrap().client, "a:b");
-        for bad in ["", "abc", ":1", "a:", "a:0", "a:01", "a:-1", "a:1.0", "a:99999999999999999999", "a\n:1"] {
-            assert!(matches!(bad.parse::<ActionId>(), Err(ActionError::InvalidId { .. })), "{bad}");
-        }
-    }
-
-    #[test]
-    fn validation() {
-        let limits = Limits { max_payload_bytes: 10 };
-        let ok: Action = serde_json::from_value(json!({"id": "c:1", "type": "t", "payload": [1]})).unwrap();
-        assert_eq!(ok.validate(&limits).unwrap().n, 1);
-        let empty = Action { kind: String::new(), ..ok.clone() };
-        assert_eq!(empty.validate(&limits), Err(ActionError::EmptyType));
-        let big = Action { payload: json!("0123456789"), ..ok.clone() };
-        assert_eq!(big.validate(&limits), Err(ActionError::PayloadTooLarge { size: 12, limit: 10 }));
-        assert_eq!(big.validate(&limits).unwrap_err().field(), "payload");
-    }
-
-    #[test]
-    fn shapes() {
-        let a: Action = serde_json::from_value(json!({"id": "c:1", "type": "stock/moved"})).unwrap();
-        assert_eq!(a.payload, Value::Null);
-        let err = serde_json::from_value::<Action>(json!({"id": "c:1", "type": "t", "paylod": 1})).unwrap_err();
-        assert!(err.to_string().contains("paylod"), "{err}");
-        let c = a.commit(7, 1_700_000_000_000, Some("alice".into()));
-        assert_eq!(
-            serde_json::to_value(&c).unwrap(),
-            json!({"seq": 7, "ts": 1_700_000_000_000u64, "id": "c:1", "type": "stock/moved", "payload": null, "client": "alice"})
-        );
-    }
-
-    #[test]
-    fn invisible_formatting_characters_are_refused_in_the_client() {
-        let refused = [
-            '\u{202A}',
-            '\u{202B}',
-            '\u{202C}',
-            '\u{202D}',
-            '\u{202E}',
-            '\u{2066}',
-            '\u{2067}',
-            '\u{2068}',
-            '\u{2069}',
-            '\u{200E}',
-            '\u{200F}',
-            '\u{061C}',
-            '\u{200B}',
-            '\u{200C}',
-            '\u{200D}',
-            '\u{FEFF}',
-            '\u{2060}',
-            '\u{00AD}',
-            '\u{2028}',
-            '\u{2029}',
-            '\u{E0041}',
-        ];
-        for c in refused {
-            for id in [format!("{c}web:1"), format!("we{c}b:1"), format!("web{c}:1")] {
-                match id.parse::<ActionId>() {
-                    Err(ActionError::InvalidId { reason, .. }) => assert!(reason.contains("invisible"), "{reason}"),
-                    other => panic!("U+{:04X} in {id:?} should be refused, got {other:?}", c as u32),
-                }
-            }
-        }
-        // Visible non-ASCII is fine, and so are the characters next to the
-        // refused ranges.
-        for ok in ["café:1", "日本:2", "😀:3", "a\u{202F}b:4", "a\u{2065}b:5", "web-7f3a.tab:1"] {
-            assert_eq!(ok.parse::<ActionId>().map(|id| id.to_string()).as_deref(), Ok(ok));
-        }
-        let message = "a\u{202E}b:1".parse::<ActionId>().unwrap_err().to_string();
-        assert!(message.contains("\\u{202e}"), "the message shows the character escaped: {message}");
-    }
-
-    /// Strings made mostly of what ids are made of — and of the characters
-    /// they must not hold — so that both valid and nearly valid ids come up.
-    fn id_like() -> impl Strategy<Value = String> {
-        let piece = prop_oneof![
-            4 => any::<char>(),
-            4 => proptest::char::range('a', 'z'),
-            3 => proptest::char::range('0', '9'),
-            2 => Just(':'),
-            1 => proptest::sample::select(vec![
-                '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}', '\u{200B}', '\u{200D}', '\u{200E}', '\u{200F}',
-                '\u{061C}', '\u{FEFF}', '\u{2028}', '\u{E0020}', '\n', '\u{7F}', '\u{85}',
-            ]),
-        ];
-        proptest::collection::vec(piece, 0..40).prop_map(|cs| cs.into_iter().collect())
-    }
-
-    proptest! {
-        /// Parsing never panics, and what parses prints back as the same
-        /// id, with a client free of control and invisible characters.
-        #[test]
-        fn id_parse_never_panics_and_round_trips(s in prop_oneof![".{0,40}", id_like()]) {
-            if let Ok(id) = s.parse::<ActionId>() {
-                prop_assert_eq!(id.to_string(), s.clone());
-                prop_assert_eq!(id.to_string().parse::<ActionId>(), Ok(id.clone()));
-                prop_assert!(id.n >= 1 && !id.client.is_empty() && id.client.len() <= MAX_CLIENT_LEN);
-                prop_assert!(!id.client.chars().any(|c| c.is_control() || is_invisible_format(c)), "{:?}", s);
-            }
-        }
-
-        /// A client made of visible characters parses with any number, and
-        /// one invisible formatting character anywhere in it refuses it.
-        #[test]
-        fn one_invisible_character_refuses_a_good_id(
-            client in "[a-zA-Z0-9._:é日😀-]{1,30}",
-            n in 1u64..,
-            at in any::<proptest::sample::Index>(),
-            bad in proptest::sample::select(vec![
-                '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
-                '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{FEFF}',
-            ]),
-        ) {
-            let good = format!("{client}:{n}");
-            prop_assert_eq!(good.parse::<ActionId>(), Ok(ActionId { client: client.clone(), n }));
-            let mut chars: Vec<char> = client.chars().collect();
-            chars.insert(at.index(chars.len() + 1), bad);
-            let tainted: String = chars.into_iter().collect();
-            let refused = format!("{tainted}:{n}").parse::<ActionId>();
-            prop_assert!(matches!(refused, Err(ActionError::InvalidId { .. })), "{:?}", refused);
-        }
-    }
-}
+mod tests;

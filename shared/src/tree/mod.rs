@@ -6,7 +6,13 @@
 //! [`Vector`]s. Cloning a tree is O(1); changing one leaf copies only the
 //! path to it and shares everything else, which is what makes
 //! [`crate::diff`] cost time proportional to the change.
+//!
+//! [`limits`] bounds how deep and how large a state may grow (see
+//! `docs/limits.md`), so that no walk over a tree — serialising, diffing,
+//! comparing, dropping, all recursive over its depth — can run out of stack
+//! or memory.
 
+pub mod limits;
 mod number;
 mod serde_impl;
 

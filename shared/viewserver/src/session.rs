@@ -112,11 +112,14 @@ pub async fn serve_session<F: Feed, H: Hooks>(
                     break;
                 }
                 msg = socket.recv() => match msg {
-                    // A message over the size limit, refused before it was
-                    // buffered: say why (1009) and end the session.
-                    Some(Err(e)) if nodb_server::limits::is_too_big(&e) => {
-                        tracing::debug!("a client sent a message over the size limit; closing its stream");
-                        let _ = send(&mut socket, limit, nodb_server::limits::too_big_close()).await;
+                    // A message over the size limit (refused before it was
+                    // buffered), or text that is not UTF-8: say why (1009,
+                    // 1007) and end the session.
+                    Some(Err(e)) if nodb_server::limits::close_for(&e).is_some() => {
+                        tracing::debug!(error = %e, "a client sent a message that cannot be read; closing its stream");
+                        if let Some(frame) = nodb_server::limits::close_for(&e) {
+                            let _ = send(&mut socket, limit, frame).await;
+                        }
                         break 'session;
                     }
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break 'session,

@@ -41,10 +41,13 @@ impl AuthMode {
 /// One side of a comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
-    /// No keys, no tokens.
+    /// No keys, no tokens; the default limits.
     Open,
-    /// Keys and tokens.
+    /// Keys and tokens; the default limits.
     Auth,
+    /// No keys, no tokens, and the limits off
+    /// ([`NO_LIMITS`](crate::limits::NO_LIMITS)).
+    NoLimits,
 }
 
 impl Side {
@@ -53,14 +56,16 @@ impl Side {
         match self {
             Side::Open => "",
             Side::Auth => " +auth",
+            Side::NoLimits => " -limits",
         }
     }
 
-    /// `"auth off"` or `"auth on"`.
+    /// `"auth off, limits on"`, `"auth on"` or `"limits off"`.
     pub fn label(self) -> &'static str {
         match self {
-            Side::Open => "auth off",
+            Side::Open => "auth off, limits on",
             Side::Auth => "auth on",
+            Side::NoLimits => "limits off",
         }
     }
 }
@@ -355,8 +360,8 @@ fn key_secret(key: &Key) -> anyhow::Result<Vec<u8>> {
 async fn http_probe(args: &TokenArgs) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new().prefix("nodb-bench-").tempdir_in(&args.dir)?;
     let key = BenchKey::new(tmp.path())?;
-    let (open, open_addr) = super::start_chronicler_at(&tmp.path().join("open"), None)?;
-    let (auth, auth_addr) = super::start_chronicler_at(&tmp.path().join("auth"), Some(&key))?;
+    let (open, open_addr) = super::start_chronicler_at(&tmp.path().join("open"), None, &[])?;
+    let (auth, auth_addr) = super::start_chronicler_at(&tmp.path().join("auth"), Some(&key), &[])?;
     let token = key.dispatcher("bench", "bench/")?;
     let seconds = Duration::from_secs_f64(args.http_seconds);
     let connections = 4;

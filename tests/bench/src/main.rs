@@ -14,7 +14,12 @@
 //! a warm-up and a measured window; the report gives acknowledged actions
 //! per second and ack latency p50/p99, and the ratios between the two
 //! systems. With `--auth compare` it also runs a chronicler that checks
-//! tokens beside the open one and gives the ratio auth on / off.
+//! tokens beside the open one and gives the ratio auth on / off; with
+//! `--limits compare` ([`limits`]), one with its limits off beside the one
+//! with the default limits, and the ratio on / off.
+//!
+//! `nodb-bench idle` ([`idle`]): the memory of a data view holding many
+//! idle streams.
 //!
 //! `nodb-bench token` ([`auth`]): the cost of one token check in this
 //! process, and over HTTP against a chronicler.
@@ -24,6 +29,8 @@ mod cascade;
 mod cpu;
 mod envoy;
 mod history;
+mod idle;
+mod limits;
 mod load;
 mod nats;
 mod stats;
@@ -39,6 +46,7 @@ use clap::Parser;
 use nodb_tests::Service;
 
 use auth::{AuthMode, BenchKey, Side};
+use limits::LimitsMode;
 use stats::{RunStats, fmt_duration};
 
 /// nodb's benchmarks. Each starts the services it measures from the
@@ -70,6 +78,8 @@ enum BenchCommand {
     History(history::HistoryArgs),
     /// The cost of one token check (`KeySet::verify`, `Access::grant`) and its parts.
     Token(auth::TokenArgs),
+    /// The memory of a data view holding many idle streams.
+    Idle(idle::IdleArgs),
 }
 
 /// Durable ingest: acks/s and ack latency at 1, 16 and 64 clients, over
@@ -83,11 +93,14 @@ enum BenchCommand {
 ///
 /// With `--auth compare` it runs a second chronicler with `--auth-key`
 /// (each client with a token of its own, on every HTTP request and on the
-/// socket's upgrade) and measures the two back to back, row by row.
+/// socket's upgrade) and measures the two back to back, row by row. With
+/// `--limits compare`, likewise a chronicler with its limits off beside
+/// one with the default limits.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
   cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench ingest
   target/release/nodb-bench ingest --auth compare --no-nats     access control off and on, side by side
+  target/release/nodb-bench ingest --limits compare --no-nats   the default limits on and off, side by side
 
 Compare ratios, not absolute numbers: the machine is shared and times drift.")]
 struct IngestArgs {
@@ -112,8 +125,14 @@ struct IngestArgs {
     /// with the ratio on / off).
     #[arg(long, value_enum, value_name = "MODE", default_value = "off")]
     auth: AuthMode,
-    /// How many times to measure each row (with `--auth compare`, each
-    /// round runs both sides back to back, alternating which goes first).
+    /// Limits: `on` (the defaults), `off` (dispatch rates and per-address
+    /// connection cap off, connection cap out of reach), or `compare`
+    /// (both in one run, back to back, with the ratio on / off).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "on")]
+    limits: LimitsMode,
+    /// How many times to measure each row (with `--auth compare` or
+    /// `--limits compare`, each round runs every side back to back,
+    /// alternating which goes first).
     #[arg(long, value_name = "N", default_value_t = 1)]
     rounds: usize,
 }
@@ -139,6 +158,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         BenchCommand::Envoy(a) => runtime.block_on(envoy::run(a)),
         BenchCommand::History(a) => runtime.block_on(history::run(a)),
         BenchCommand::Token(a) => runtime.block_on(auth::token(a)),
+        BenchCommand::Idle(a) => runtime.block_on(idle::run(a)),
     }
 }
 
@@ -199,14 +219,15 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     );
 
     // One chronicler per side, each with its own log on the same filesystem.
+    let sides = limits::sides(args.auth, args.limits);
     let mut chroniclers = Vec::new();
-    for &side in args.auth.sides() {
+    for &side in &sides {
         let key = match side {
-            Side::Open => None,
+            Side::Open | Side::NoLimits => None,
             Side::Auth => Some(Arc::new(BenchKey::new(tmp.path())?)),
         };
-        let data = tmp.path().join(if key.is_some() { "nodb-auth" } else { "nodb" });
-        let (service, addr) = start_chronicler_at(&data, key.as_deref())?;
+        let data = tmp.path().join(format!("nodb-{}", side.label().replace([' ', ','], "-")));
+        let (service, addr) = start_chronicler_at(&data, key.as_deref(), limits::flags(side))?;
         let pid = service.pid();
         chroniclers.push(Chronicler { side, addr, key, pid, _service: service });
     }
@@ -217,6 +238,12 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     if args.auth == AuthMode::Compare {
         println!(
             "auth off and auth on (+auth: every request and socket carries a token) run back to back, alternating"
+        );
+    }
+    if args.limits == LimitsMode::Compare {
+        println!(
+            "the default limits on and off (-limits: {}) run back to back, alternating",
+            limits::NO_LIMITS.join(" ")
         );
     }
 
@@ -230,11 +257,10 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     for &clients in &args.clients {
         for (name, window) in [("nodb websocket", args.window), ("nodb http", 1), ("nodb http batch", args.window)] {
             for round in 0..args.rounds {
-                let order: Vec<&Chronicler> =
-                    auth::round_order(&chroniclers.iter().map(|c| c.side).collect::<Vec<_>>(), turn)
-                        .into_iter()
-                        .filter_map(|side| chroniclers.iter().find(|c| c.side == side))
-                        .collect();
+                let order: Vec<&Chronicler> = auth::round_order(&sides, turn)
+                    .into_iter()
+                    .filter_map(|side| chroniclers.iter().find(|c| c.side == side))
+                    .collect();
                 turn += 1;
                 for chronicler in order {
                     run_id += 1;
@@ -344,8 +370,8 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if args.auth == AuthMode::Compare {
-        auth_ratios(&rows, args);
+    for (on, off, title) in limits::comparisons(args.auth, args.limits) {
+        side_ratios(&rows, args, on, off, title);
     }
     for (side, p50) in &single {
         println!(
@@ -364,11 +390,11 @@ async fn ingest(args: &IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Auth on / off for each transport and client count: the median over
-/// the rounds of each round's ratio (the two sides of a round ran back to
-/// back), with the smallest and largest.
-fn auth_ratios(rows: &[Row], args: &IngestArgs) {
-    println!("\nauth on / off, median of {} paired rounds [min, max]:", args.rounds);
+/// Side `on` against side `off` for each transport and client count: the
+/// median over the rounds of each round's ratio (the sides of a round ran
+/// back to back), with the smallest and largest.
+fn side_ratios(rows: &[Row], args: &IngestArgs, on: Side, off: Side, title: &str) {
+    println!("\n{title}, median of {} paired rounds [min, max]:", args.rounds);
     println!("{:<22} {:>7} {:>28} {:>28} {:>28}", "transport", "clients", "acks/s", "ack p50", "server CPU/ack");
     for &clients in &args.clients {
         for name in ["nodb websocket", "nodb http", "nodb http batch"] {
@@ -378,16 +404,11 @@ fn auth_ratios(rows: &[Row], args: &IngestArgs) {
                         rows.iter()
                             .find(|r| r.name == name && r.clients == clients && r.round == round && r.side == side)
                     };
-                    Some((find(Side::Auth)?, find(Side::Open)?))
+                    Some((find(on)?, find(off)?))
                 })
                 .collect();
             let ratio = |f: &dyn Fn(&Row) -> Option<f64>| {
-                let mut v: Vec<f64> = pairs.iter().filter_map(|(on, off)| Some(f(on)? / f(off)?.max(1e-12))).collect();
-                v.sort_by(f64::total_cmp);
-                match (v.first(), v.get(v.len() / 2), v.last()) {
-                    (Some(lo), Some(mid), Some(hi)) => format!("{mid:.3}x [{lo:.2}, {hi:.2}]"),
-                    _ => "-".into(),
-                }
+                limits::summary(pairs.iter().filter_map(|(on, off)| Some(f(on)? / f(off)?.max(1e-12))).collect())
             };
             println!(
                 "{name:<22} {clients:>7} {:>28} {:>28} {:>28}",
@@ -488,14 +509,15 @@ fn raw_fdatasync(dir: &Path) -> anyhow::Result<(Duration, Duration)> {
 }
 
 fn start_chronicler(dir: &Path) -> anyhow::Result<(Service, String)> {
-    start_chronicler_at(&dir.join("nodb"), None)
+    start_chronicler_at(&dir.join("nodb"), None, &[])
 }
 
 /// Starts a chronicler with its log in `data`, checking tokens signed with
-/// `key` when given.
-fn start_chronicler_at(data: &Path, key: Option<&BenchKey>) -> anyhow::Result<(Service, String)> {
+/// `key` when given, with the `extra` flags.
+fn start_chronicler_at(data: &Path, key: Option<&BenchKey>, extra: &[&str]) -> anyhow::Result<(Service, String)> {
     let data = data.to_string_lossy();
     let mut args = vec!["chronicler", "--listen", "127.0.0.1:0", "--data", &data];
+    args.extend_from_slice(extra);
     let key_file = key.map(|k| k.file().to_string_lossy().into_owned());
     if let Some(file) = &key_file {
         args.extend(["--auth-key", file]);

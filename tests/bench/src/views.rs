@@ -3,7 +3,7 @@
 //! pushes actions at a steady rate through the chronicler; the clients
 //! count the seqs delivered and the time from dispatch to patch. With
 //! `--auth compare`, the same with and without access control, side by
-//! side.
+//! side; with `--limits compare`, with the default limits and without.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::auth::{AuthMode, BenchKey, Side, round_order, with_token};
 use super::cpu::cpu_time;
+use super::limits::{self, LimitsMode};
 use super::stats::{RunStats, fmt_duration};
 use nodb_tests::Service;
 
@@ -28,11 +29,13 @@ use super::{start_chronicler_at, start_nodb};
 /// dispatcher has a token that dispatches `stock/*`, and each client one
 /// that reads `stock`, sent as `?token=`. With `--auth compare` each round
 /// measures both, back to back (alternating which goes first), each with
-/// services of its own, and prints the ratio on / off.
+/// services of its own, and prints the ratio on / off. `--limits compare`
+/// does the same with the services' default limits and with them off.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
   cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench views --clients 1000 --rate 500
-  target/release/nodb-bench views --auth compare --rounds 2     access control off and on, side by side")]
+  target/release/nodb-bench views --auth compare --rounds 2     access control off and on, side by side
+  target/release/nodb-bench views --limits compare --rounds 2   the default limits on and off, side by side")]
 pub struct ViewsArgs {
     /// Where to put the data (a temporary folder inside it).
     #[arg(long, value_name = "DIR", default_value = ".")]
@@ -50,6 +53,11 @@ pub struct ViewsArgs {
     /// client with a token), or `compare` (both in each round).
     #[arg(long, value_enum, value_name = "MODE", default_value = "off")]
     auth: AuthMode,
+    /// Limits: `on` (the defaults), `off` (dispatch rates and per-address
+    /// connection cap off, connection cap out of reach), or `compare`
+    /// (both in each round).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "on")]
+    limits: LimitsMode,
     /// How many times to measure each side.
     #[arg(long, value_name = "N", default_value_t = 1)]
     rounds: usize,
@@ -91,22 +99,23 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<()> {
         args.seconds,
         total * args.clients as u64
     );
+    let sides = limits::sides(args.auth, args.limits);
     let mut outcomes: Vec<(Side, Outcome)> = Vec::new();
     for round in 0..args.rounds {
-        for side in round_order(args.auth.sides(), round) {
-            let dir = tmp.path().join(format!("round{round}-{}", side.label().replace(' ', "-")));
+        for side in round_order(&sides, round) {
+            let dir = tmp.path().join(format!("round{round}-{}", side.label().replace([' ', ','], "-")));
             std::fs::create_dir(&dir)?;
             let key = (side == Side::Auth).then_some(&key);
             println!("\nround {} {}:", round + 1, side.label());
-            let outcome = measure(args, &dir, key, total).await?;
+            let outcome = measure(args, &dir, key, limits::flags(side), total).await?;
             report(&outcome);
             outcomes.push((side, outcome));
         }
     }
-    if args.auth == AuthMode::Compare {
+    for (on, off, title) in limits::comparisons(args.auth, args.limits) {
         // Round by round, each ratio of two runs made back to back; the
         // median of the rounds, with the smallest and largest.
-        println!("\nauth on / off, median of {} paired rounds [min, max]:", args.rounds);
+        println!("\n{title}, median of {} paired rounds [min, max]:", args.rounds);
         let figures: [(&str, &Figure); 6] = [
             ("deliveries/s", &|o| Some(o.deliveries_per_second)),
             ("dispatch-to-patch p50", &|o| Some(o.p50.as_secs_f64())),
@@ -116,17 +125,14 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<()> {
             ("chronicler CPU", &|o| Some(o.chronicler_cpu?.as_secs_f64())),
         ];
         for (name, f) in figures {
-            let mut ratios: Vec<f64> = outcomes
-                .chunks(2)
-                .filter_map(|pair| {
-                    let side = |s: Side| pair.iter().find(|(x, _)| *x == s).map(|(_, o)| o);
-                    Some(f(side(Side::Auth)?)? / f(side(Side::Open)?)?.max(1e-12))
+            let ratios: Vec<f64> = outcomes
+                .chunks(sides.len())
+                .filter_map(|round| {
+                    let side = |s: Side| round.iter().find(|(x, _)| *x == s).map(|(_, o)| o);
+                    Some(f(side(on)?)? / f(side(off)?)?.max(1e-12))
                 })
                 .collect();
-            ratios.sort_by(f64::total_cmp);
-            if let (Some(lo), Some(mid), Some(hi)) = (ratios.first(), ratios.get(ratios.len() / 2), ratios.last()) {
-                println!("  {name:<44} {mid:.3}x [{lo:.2}, {hi:.2}]");
-            }
+            println!("  {name:<44} {}", limits::summary(ratios));
         }
     }
     Ok(())
@@ -162,10 +168,11 @@ async fn measure(
     args: &ViewsArgs,
     dir: &std::path::Path,
     key: Option<&BenchKey>,
+    extra: &[&str],
     total: u64,
 ) -> anyhow::Result<Outcome> {
-    let (chronicler, chronicler_addr) = start_chronicler_at(&dir.join("nodb"), key)?;
-    let (view, view_addr) = start_dataview(dir, &chronicler_addr, key)?;
+    let (chronicler, chronicler_addr) = start_chronicler_at(&dir.join("nodb"), key, extra)?;
+    let (view, view_addr) = start_dataview(dir, &chronicler_addr, key, extra)?;
 
     // Stock to sell, so that no action is rejected.
     let dispatcher_token = key.map(|k| k.dispatcher("bench", "stock/")).transpose()?;
@@ -326,12 +333,14 @@ async fn connect(
     Ok(ws)
 }
 
-/// The warehouse data view following `chronicler`; with `key`, checking
-/// tokens and reading the chronicler with a `log` token.
-fn start_dataview(
+/// The warehouse data view following `chronicler`, with the `extra`
+/// flags; with `key`, checking tokens and reading the chronicler with a
+/// `log` token.
+pub fn start_dataview(
     dir: &std::path::Path,
     chronicler: &str,
     key: Option<&BenchKey>,
+    extra: &[&str],
 ) -> anyhow::Result<(Service, String)> {
     let url = format!("http://{chronicler}");
     let snapshots = dir.join("snapshots").to_string_lossy().into_owned();
@@ -354,5 +363,6 @@ fn start_dataview(
     if let (Some((key_file, _)), Some(token_file)) = (&files, &token_file) {
         args.extend(["--auth-key", key_file, "--token-file", token_file]);
     }
+    args.extend_from_slice(extra);
     start_nodb(&args)
 }
