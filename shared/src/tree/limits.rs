@@ -286,6 +286,25 @@ pub fn check_change(old: &Tree, new: &Tree, old_bytes: u64, limits: &Limits) -> 
     Ok(bytes)
 }
 
+/// Up to how many element pairs an array change is searched for elements
+/// that only moved.
+const SHIFT_SEARCH: usize = 4096;
+
+/// The elements of `old` and of `new` that are not the same node in the
+/// other (each node matched once), in order.
+fn unmoved<'t>(old: &[&'t Tree], new: &[&'t Tree]) -> (Vec<&'t Tree>, Vec<&'t Tree>) {
+    let mut matched = vec![false; new.len()];
+    let mut old_left = Vec::new();
+    for ov in old {
+        match (0..new.len()).find(|&j| !matched[j] && ov.ptr_eq(new[j])) {
+            Some(j) => matched[j] = true,
+            None => old_left.push(*ov),
+        }
+    }
+    let new_left = new.iter().zip(&matched).filter(|(_, m)| !**m).map(|(nv, _)| *nv).collect();
+    (old_left, new_left)
+}
+
 /// The bytes added and removed so far by one change.
 struct Change<'l> {
     limits: &'l Limits,
@@ -344,17 +363,26 @@ impl Change<'_> {
                 let max_suffix = a.len().min(b.len()) - prefix;
                 let suffix =
                     a.iter().rev().zip(b.iter().rev()).take(max_suffix).take_while(|(x, y)| x.ptr_eq(y)).count();
-                let old_mid = a.iter().skip(prefix).take(a.len() - prefix - suffix);
-                let mut new_mid = b.iter().skip(prefix).take(b.len() - prefix - suffix);
-                // Elements in the same place are compared; the rest were
-                // added or removed.
-                for ov in old_mid {
-                    match new_mid.next() {
+                let old_mid: Vec<&Tree> = a.iter().skip(prefix).take(a.len() - prefix - suffix).collect();
+                let new_mid: Vec<&Tree> = b.iter().skip(prefix).take(b.len() - prefix - suffix).collect();
+                // Elements that only moved (an insert or a removal before
+                // them, as in a capped list of latest entries) are the same
+                // nodes: neither added nor removed. Looked for while the
+                // search stays cheap; elements in the same place are
+                // compared; the rest were added or removed.
+                let (old_left, new_left) = if old_mid.len() * new_mid.len() <= SHIFT_SEARCH {
+                    unmoved(&old_mid, &new_mid)
+                } else {
+                    (old_mid, new_mid)
+                };
+                let mut new_left = new_left.into_iter();
+                for ov in old_left {
+                    match new_left.next() {
                         Some(nv) => self.walk(ov, nv, above + 1)?,
                         None => self.remove(1, ov),
                     }
                 }
-                new_mid.try_for_each(|nv| self.add(1, nv, above + 1))
+                new_left.try_for_each(|nv| self.add(1, nv, above + 1))
             }
             _ => {
                 self.remove(0, old);

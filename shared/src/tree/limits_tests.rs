@@ -170,3 +170,26 @@ proptest! {
         }
     }
 }
+
+/// A capped list of latest entries (one pushed in front, the oldest
+/// dropped): the entries that only moved are neither added nor removed, and
+/// the size kept is the size of the new list, at every step.
+#[test]
+fn a_shifted_list_is_counted_by_what_entered_and_left() {
+    let limits = Limits::default();
+    let mut list = crate::Tree::from(serde_json::json!([]));
+    let mut bytes = bytes_of(&list);
+    for i in 0..120 {
+        let entry = crate::Tree::from(serde_json::json!({"n": i, "what": "x".repeat(i % 7)}));
+        let crate::Tree::Array(items) = &list else { unreachable!() };
+        let mut items = (**items).clone();
+        items.push_front(entry);
+        if items.len() > 50 {
+            items.pop_back();
+        }
+        let next = crate::Tree::Array(std::sync::Arc::new(items));
+        bytes = check_change(&list, &next, bytes, &limits).unwrap();
+        assert_eq!(bytes, bytes_of(&next), "step {i}");
+        list = next;
+    }
+}
