@@ -325,7 +325,7 @@ fn read_from_disk(shared: &Shared, from: u64, head: u64, limits: ReadLimits) -> 
 fn read_segment(path: &Path, offset: u64, from: u64, head: u64, limits: ReadLimits) -> Result<Vec<LogEntry>, LogError> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    each_record(path, offset, &mut |rec| {
+    each_record(path, offset, 1 << 20, &mut |rec| {
         if rec.seq > head {
             return false;
         }
@@ -345,7 +345,9 @@ fn read_segment(path: &Path, offset: u64, from: u64, head: u64, limits: ReadLimi
 fn hash_on_disk(shared: &Shared, seq: u64) -> Result<Option<Hash>, LogError> {
     let Some((path, offset)) = shared.on_disk(seq) else { return Ok(None) };
     let mut found = None;
-    each_record(&path, offset, &mut |rec| {
+    // A few records from an indexed offset: a small buffer (it grows for
+    // a larger record).
+    each_record(&path, offset, 64 * 1024, &mut |rec| {
         if rec.seq == seq {
             found = Some(rec.hash);
         }
@@ -355,11 +357,17 @@ fn hash_on_disk(shared: &Shared, seq: u64) -> Result<Option<Hash>, LogError> {
 }
 
 /// Calls `f` with each record of the segment `path` from `offset` (a
-/// record boundary) until it returns false or the records end.
-fn each_record(path: &Path, offset: u64, f: &mut dyn FnMut(StoredRecord) -> bool) -> Result<(), LogError> {
+/// record boundary) until it returns false or the records end, reading
+/// `chunk` bytes at a time to begin with.
+fn each_record(
+    path: &Path,
+    offset: u64,
+    chunk: usize,
+    f: &mut dyn FnMut(StoredRecord) -> bool,
+) -> Result<(), LogError> {
     let io_err = |source| LogError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err)?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; chunk];
     let mut filled = 0usize;
     let mut file_pos = offset;
     let mut at = 0usize;
