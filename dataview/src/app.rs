@@ -33,6 +33,14 @@ impl App {
         self.views.iter().zip(states).map(|(view, state)| (view.reducer)(state, action)).collect()
     }
 
+    /// This app with every drafted view run as a pure reducer (its draft
+    /// reducer on a copy of the state, the patch a diff): the engine
+    /// before drafts, for comparisons.
+    pub fn without_drafts(&self) -> App {
+        let views = self.views.iter().map(|v| View { draft: None, ..v.clone() }).collect();
+        App { name: self.name.clone(), views }
+    }
+
     /// The index of the view called `name`.
     pub fn view_index(&self, name: &str) -> Option<usize> {
         self.views.iter().position(|v| v.name == name)

@@ -10,6 +10,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nodb_shared::Tree;
+use nodb_shared::draft::Draft;
 use nodb_shared::protocol::CommittedAction;
 use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, dispose};
 
@@ -46,6 +47,16 @@ pub fn replay_views_within(
     let run = |i: usize| -> Option<(Tree, u64)> {
         let reducer = &app.views[i].reducer;
         let (mut state, mut size) = (states[i].clone(), bytes[i]);
+        if let Some(drafted) = &app.views[i].draft {
+            // In place: after the first edit of each path, nothing else
+            // holds what it changes.
+            for action in actions {
+                let mut draft = Draft::new(state, size, *limits);
+                catch_unwind(AssertUnwindSafe(|| drafted(&mut draft, action))).ok()?.ok()?;
+                (state, size, _) = draft.finish().ok()?;
+            }
+            return Some((state, size));
+        }
         for action in actions {
             let next = catch_unwind(AssertUnwindSafe(|| reducer(&state, action))).ok()?.ok()?;
             match check_view(&state, &next, size, limits) {

@@ -16,6 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nodb_shared::Tree;
 use nodb_shared::diff::diff;
+use nodb_shared::draft::{Draft, Op, to_patch};
 use nodb_shared::protocol::CommittedAction;
 use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, check_change, dispose};
 use serde::Deserialize;
@@ -51,12 +52,32 @@ pub struct Applied {
     pub seq: u64,
     /// One patch per view, in the app's view order (empty if unchanged).
     pub patches: Vec<json_patch::Patch>,
+    /// How each view's patch is had, in the app's view order, when the
+    /// action changed the states (empty when it changed nothing): the
+    /// edits a drafted view recorded, or a diff of its old and new state.
+    pub edits: Vec<Edits>,
     /// Why the action was rejected, if it was (nothing changed then).
     pub rejection: Option<Rejection>,
     /// Whether a reducer panicked on it (counted as a rejection too).
     pub panicked: bool,
     /// Whether the action asks for a snapshot.
     pub snapshot_requested: bool,
+}
+
+/// How a view's patch for one seq is had.
+#[derive(Debug, Clone)]
+pub enum Edits {
+    /// The operations its draft reducer recorded: they are the patch.
+    Recorded(Vec<Op>),
+    /// None recorded: the patch is the diff of the old and new state.
+    Diff,
+}
+
+/// One view's state after an action.
+struct Change {
+    state: Tree,
+    bytes: u64,
+    edits: Edits,
 }
 
 /// Whether [`Engine::apply_with`] computes the patches.
@@ -189,53 +210,47 @@ impl Engine {
         let mut applied = Applied {
             seq: action.seq,
             patches: Vec::new(),
+            edits: Vec::new(),
             rejection: None,
             panicked: false,
             snapshot_requested: action.kind == SNAPSHOT,
         };
         let next = match action.kind.as_str() {
             SNAPSHOT => Ok(None),
-            SET_STATE => self.set_state(action).map(Some),
+            SET_STATE => self.set_state(action).map(|states| Some(self.pure_changes(states))),
             UNREADABLE => Err(unreadable(action)),
-            _ => match catch_unwind(AssertUnwindSafe(|| self.app.reduce(&self.states, action))) {
-                Ok(result) => result.map(Some),
-                Err(panic) => {
-                    applied.panicked = true;
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    Err(Rejection::new(format!("the reducer failed on this action: {what}")))
-                }
-            },
-        };
-        let unchanged = |states: &[Tree]| match diffs {
-            Diffs::Compute => states.iter().map(|_| json_patch::Patch(Vec::new())).collect(),
-            Diffs::Skip => Vec::new(),
+            _ => Ok(Some(self.reduce(action, &mut applied.panicked))),
         };
         let next = match next {
-            Ok(Some(states)) => match self.check(states) {
-                Ok((states, bytes)) => {
-                    self.bytes = bytes;
-                    Ok(Some(states))
-                }
-                Err(r) => Err(r),
-            },
-            other => other,
+            Ok(Some(Ok(changes))) => Ok(Some(changes)),
+            Ok(Some(Err(r))) => Err(r),
+            Ok(None) => Ok(None),
+            Err(r) => Err(r),
         };
         match next {
-            Ok(Some(states)) => {
-                if diffs == Diffs::Compute {
-                    applied.patches = self.states.iter().zip(&states).map(|(old, new)| diff(old, new)).collect();
+            Ok(Some(changes)) => {
+                let mut patches = Vec::with_capacity(changes.len());
+                let mut edits = Vec::with_capacity(changes.len());
+                for (i, change) in changes.into_iter().enumerate() {
+                    self.bytes[i] = change.bytes;
+                    let old = std::mem::replace(&mut self.states[i], change.state);
+                    if diffs == Diffs::Compute {
+                        patches.push(match &change.edits {
+                            Edits::Recorded(ops) => to_patch(ops.as_slice()),
+                            Edits::Diff => diff(&old, &self.states[i]),
+                        });
+                    }
+                    edits.push(change.edits);
+                    // The old state is dropped here (freeing the nodes the
+                    // reducers copied) unless the caller kept a clone.
+                    drop(old);
                 }
-                // The old states are dropped here (freeing the nodes the
-                // reducers copied) unless the caller kept clones of them.
-                self.states = states;
+                applied.patches = patches;
+                applied.edits = edits;
             }
-            Ok(None) => applied.patches = unchanged(&self.states),
+            Ok(None) => applied.patches = unchanged(diffs, &self.states),
             Err(r) => {
-                applied.patches = unchanged(&self.states);
+                applied.patches = unchanged(diffs, &self.states);
                 applied.rejection = Some(r);
             }
         }
@@ -243,27 +258,111 @@ impl Engine {
         Ok(applied)
     }
 
-    /// The new states with their sizes, if every view's stays within the
-    /// limits; otherwise the rejection, the new states let go of.
-    fn check(&self, states: Vec<Tree>) -> Result<(Vec<Tree>, Vec<u64>), Rejection> {
-        let mut bytes = Vec::with_capacity(states.len());
-        for (i, (old, new)) in self.states.iter().zip(&states).enumerate() {
-            match check_view(old, new, self.bytes[i], &self.limits) {
-                Ok(b) => bytes.push(b),
-                Err(e) => {
-                    let name = &self.app.views[i].name;
-                    if matches!(e, LimitError::TooDeep { .. }) {
-                        // Dropping a tree recurses over its depth: a
-                        // reducer's result far past the limit is taken
-                        // apart a few levels at a time.
-                        let mut states = states;
-                        dispose(std::mem::take(&mut states[i]));
+    /// Runs every view's reducer on `action`: drafted views edit their
+    /// state in place (each taken out of `self.states` while it runs),
+    /// the others return a new one. If any view rejects the action, panics
+    /// or would break the limits, every draft is undone and the states are
+    /// as they were.
+    fn reduce(&mut self, action: &CommittedAction, panicked: &mut bool) -> Result<Vec<Change>, Rejection> {
+        let n = self.app.views.len();
+        let mut drafts: Vec<Option<Draft>> = Vec::with_capacity(n);
+        let mut pure: Vec<Option<Tree>> = Vec::with_capacity(n);
+        let mut failed = None;
+        for i in 0..n {
+            let view = &self.app.views[i];
+            let result = match &view.draft {
+                Some(reducer) => {
+                    let mut draft = Draft::new(std::mem::take(&mut self.states[i]), self.bytes[i], self.limits);
+                    let result = catch_unwind(AssertUnwindSafe(|| reducer(&mut draft, action)));
+                    drafts.push(Some(draft));
+                    pure.push(None);
+                    result
+                }
+                None => {
+                    drafts.push(None);
+                    match catch_unwind(AssertUnwindSafe(|| (view.reducer)(&self.states[i], action))) {
+                        Ok(Ok(state)) => {
+                            pure.push(Some(state));
+                            Ok(Ok(()))
+                        }
+                        Ok(Err(r)) => Ok(Err(r)),
+                        Err(panic) => Err(panic),
                     }
-                    return Err(Rejection::new(format!("view {name:?}: {e}")));
+                }
+            };
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(r)) => {
+                    failed = Some(r);
+                    break;
+                }
+                Err(panic) => {
+                    *panicked = true;
+                    failed =
+                        Some(Rejection::new(format!("the reducer failed on this action: {}", panic_text(&*panic))));
+                    break;
                 }
             }
         }
-        Ok((states, bytes))
+        if failed.is_none() {
+            match self.finish(&mut drafts, pure) {
+                Ok(changes) => return Ok(changes),
+                Err(r) => failed = Some(r),
+            }
+        }
+        for (i, draft) in drafts.into_iter().enumerate() {
+            if let Some(draft) = draft {
+                self.states[i] = draft.undo().0;
+            }
+        }
+        Err(failed.unwrap_or_else(|| Rejection::new("rejected")))
+    }
+
+    /// The changes of a run in which every reducer took the action: each
+    /// state checked against the limits, or the rejection of the first
+    /// that breaks them (the drafts then stay in `drafts`, to be undone).
+    fn finish(&mut self, drafts: &mut [Option<Draft>], pure: Vec<Option<Tree>>) -> Result<Vec<Change>, Rejection> {
+        let mut changes = Vec::with_capacity(drafts.len());
+        for (i, new) in pure.into_iter().enumerate() {
+            let name = &self.app.views[i].name;
+            if let Some(new) = new {
+                match check_view(&self.states[i], &new, self.bytes[i], &self.limits) {
+                    Ok(bytes) => changes.push(Change { state: new, bytes, edits: Edits::Diff }),
+                    Err(e) => {
+                        if matches!(e, LimitError::TooDeep { .. }) {
+                            // Dropping a tree recurses over its depth: a
+                            // reducer's result far past the limit is taken
+                            // apart a few levels at a time.
+                            dispose(new);
+                        }
+                        return Err(Rejection::new(format!("view {name:?}: {e}")));
+                    }
+                }
+                continue;
+            }
+            let draft = drafts[i].as_ref().expect("a drafted view");
+            if draft.bytes() > self.limits.max_bytes {
+                return Err(Rejection::new(format!(
+                    "view {name:?}: {}",
+                    LimitError::TooLarge { limit: self.limits.max_bytes }
+                )));
+            }
+            changes.push(Change { state: Tree::Null, bytes: draft.bytes(), edits: Edits::Diff });
+        }
+        for (i, draft) in drafts.iter_mut().enumerate() {
+            if let Some(draft) = draft.take() {
+                let (state, bytes, ops) = draft.into_parts();
+                changes[i] = Change { state, bytes, edits: Edits::Recorded(ops) };
+            }
+        }
+        Ok(changes)
+    }
+
+    /// `states` (all views, from a control action) as changes to be diffed
+    /// and checked like a pure reducer's.
+    fn pure_changes(&mut self, states: Vec<Tree>) -> Result<Vec<Change>, Rejection> {
+        let mut drafts: Vec<Option<Draft>> = states.iter().map(|_| None).collect();
+        self.finish(&mut drafts, states.into_iter().map(Some).collect())
     }
 
     fn set_state(&self, action: &CommittedAction) -> Result<Vec<Tree>, Rejection> {
@@ -310,6 +409,23 @@ pub fn check_view(old: &Tree, new: &Tree, old_bytes: u64, limits: &Limits) -> Re
         return Ok(old_bytes);
     }
     check_change(old, new, old_bytes, limits)
+}
+
+/// One empty patch per view when asked for patches, none otherwise.
+fn unchanged(diffs: Diffs, states: &[Tree]) -> Vec<json_patch::Patch> {
+    match diffs {
+        Diffs::Compute => states.iter().map(|_| json_patch::Patch(Vec::new())).collect(),
+        Diffs::Skip => Vec::new(),
+    }
+}
+
+/// What a caught panic says.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// The rejection of an action the follower could not read.
@@ -486,3 +602,7 @@ pub(crate) mod tests {
 #[cfg(test)]
 #[path = "engine_limits_tests.rs"]
 mod limits_tests;
+
+#[cfg(test)]
+#[path = "engine_draft_tests.rs"]
+mod draft_tests;

@@ -18,10 +18,11 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use nodb_shared::Tree;
 use nodb_shared::diff::diff;
+use nodb_shared::draft::RecordedPatch;
 use nodb_shared::protocol::{CommittedAction, ServerMessage, ViewState};
 use tokio::sync::watch;
 
-use crate::engine::{Diffs, Engine, EngineError};
+use crate::engine::{Diffs, Edits, Engine, EngineError};
 
 /// A rejected action, kept to tell the client that sent it.
 #[derive(Clone, Debug)]
@@ -48,6 +49,9 @@ struct Entry {
     seq: u64,
     /// Every view's state after this seq.
     states: Vec<Tree>,
+    /// How each view's patch for this seq is had: the edits a drafted view
+    /// recorded, or a diff (empty: a diff of states that did not change).
+    edits: Vec<Edits>,
     /// Every view's patch message for this seq: computed when a client
     /// first needs it (never during a replay nobody watches), then shared.
     patches: std::sync::OnceLock<Vec<Bytes>>,
@@ -113,7 +117,14 @@ pub struct Hub {
 struct HubState {
     engine: Engine,
     history: VecDeque<Entry>,
+    /// The latest rejections, oldest first (at most [`REJECTIONS_KEPT`] or
+    /// the history's length): a batch applied in place keeps no entry per
+    /// seq, but its senders are still told.
+    rejections: VecDeque<(u64, RejectedAction)>,
 }
+
+/// At least how many rejections the hub keeps for their senders.
+const REJECTIONS_KEPT: usize = 1024;
 
 impl Hub {
     /// A hub over `engine`, keeping the last `history_len` seqs.
@@ -128,10 +139,9 @@ impl Hub {
         let (seq_tx, _) = watch::channel(engine.seq());
         // The history starts with the state the engine starts from, so a
         // client that has it can be sent a patch rather than a snapshot.
-        let base =
-            Entry { seq: engine.seq(), states: engine.states().to_vec(), patches: Default::default(), rejected: None };
+        let base = Entry::at(engine.seq(), engine.states().to_vec());
         Arc::new(Hub {
-            state: RwLock::new(HubState { engine, history: VecDeque::from([base]) }),
+            state: RwLock::new(HubState { engine, history: VecDeque::from([base]), rejections: VecDeque::new() }),
             shared: std::sync::Mutex::new(SharedMessages::default()),
             snapshot_requests: std::sync::Mutex::new(Vec::new()),
             seq_tx,
@@ -185,11 +195,14 @@ impl Hub {
                 tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
             }
             let rejected = applied.rejection.map(|r| RejectedAction::of(action, r.0));
+            if let Some(r) = &rejected {
+                self.keep_rejection(&mut s, applied.seq, r.clone());
+            }
             let states = s.engine.states().to_vec();
             if s.history.len() == self.history_len {
                 evicted = s.history.pop_front();
             }
-            s.history.push_back(Entry { seq: applied.seq, states, patches: Default::default(), rejected });
+            s.history.push_back(Entry { rejected, edits: applied.edits, ..Entry::at(applied.seq, states) });
             applied.seq
         };
         drop(evicted);
@@ -219,6 +232,9 @@ impl Hub {
             return self.apply_batch(&actions[cut + 1..]);
         }
         let Some(last) = actions.last() else { return Ok(()) };
+        if self.read().engine.app().views.iter().all(|v| v.draft.is_some()) {
+            return self.apply_in_place(actions);
+        }
         let started = std::time::Instant::now();
         let (app, states, seq, bytes, limits) = {
             let s = self.read();
@@ -234,7 +250,7 @@ impl Hub {
         if self.is_checkpoint(last.seq) {
             self.request_snapshot(last.seq, next.clone());
         }
-        let entry = Entry { seq: last.seq, states: next.clone(), patches: Default::default(), rejected: None };
+        let entry = Entry::at(last.seq, next.clone());
         let evicted = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
             s.engine = Engine::restore_measured(app, last.seq, next, bytes).with_limits(limits);
@@ -245,6 +261,55 @@ impl Hub {
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.seq_tx.send_replace(last.seq);
         Ok(())
+    }
+
+    /// [`Hub::apply_batch`] for an app whose views are all drafted: under
+    /// the write lock, the history is let go of — so nothing else holds
+    /// the states and each edit changes them where they are, copying
+    /// nothing — and the actions are applied one after another; the
+    /// history then starts again at the batch's last seq. Rejections are
+    /// kept for their senders; checkpoints and `@@nodb/snapshot`s are
+    /// handed to the snapshotter as usual. Readers wait for the batch
+    /// (about a millisecond per thousand actions).
+    fn apply_in_place(&self, actions: &[CommittedAction]) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        let Some(last) = actions.last() else { return Ok(()) };
+        {
+            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let seq = s.engine.seq();
+            if let Some(a) = actions.iter().zip(seq + 1..).find(|(a, expected)| a.seq != *expected) {
+                return Err(EngineError::OutOfSequence { expected: a.1, got: a.0.seq });
+            }
+            drop(std::mem::take(&mut s.history));
+            for action in actions {
+                let applied = s.engine.apply_with(action, Diffs::Skip)?;
+                if let Some(r) = applied.rejection {
+                    self.metrics.rejected.fetch_add(1, Relaxed);
+                    tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
+                    self.keep_rejection(&mut s, applied.seq, RejectedAction::of(action, r.0));
+                }
+                if applied.panicked {
+                    self.metrics.panics.fetch_add(1, Relaxed);
+                    tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
+                }
+                if applied.snapshot_requested || self.is_checkpoint(applied.seq) {
+                    self.request_snapshot(applied.seq, s.engine.states().to_vec());
+                }
+            }
+            let states = s.engine.states().to_vec();
+            s.history.push_back(Entry::at(last.seq, states));
+        }
+        self.metrics.applied.fetch_add(actions.len() as u64, Relaxed);
+        self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        self.seq_tx.send_replace(last.seq);
+        Ok(())
+    }
+
+    fn keep_rejection(&self, s: &mut HubState, seq: u64, rejected: RejectedAction) {
+        if s.rejections.len() >= self.history_len.max(REJECTIONS_KEPT) {
+            s.rejections.pop_front();
+        }
+        s.rejections.push_back((seq, rejected));
     }
 
     /// How many seqs the history keeps.
@@ -293,7 +358,8 @@ impl Hub {
     }
 
     /// Every view's patch message from `prev` to `entry` (the next seq):
-    /// diffed and serialised once, by the first client that asks.
+    /// written from the recorded edits or diffed, and serialised once, by
+    /// the first client that asks.
     fn patches<'a>(&self, prev: &Entry, entry: &'a Entry) -> &'a Vec<Bytes> {
         entry.patches.get_or_init(|| {
             let started = std::time::Instant::now();
@@ -301,7 +367,8 @@ impl Hub {
                 .states
                 .iter()
                 .zip(&entry.states)
-                .map(|(old, new)| patch_message(entry.seq, diff(old, new)))
+                .enumerate()
+                .map(|(i, (old, new))| seq_patch_message(entry.seq, entry.edits.get(i), old, new))
                 .collect();
             self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
             patches
@@ -364,13 +431,13 @@ impl Hub {
     }
 
     /// The rejections of `client`'s actions in seqs `after+1..=upto` that
-    /// the history still holds.
+    /// the hub still keeps (the latest thousand or more).
     pub fn rejections(&self, client: &str, after: u64, upto: u64) -> Vec<(u64, RejectedAction)> {
         self.read()
-            .history
+            .rejections
             .iter()
-            .filter(|e| e.seq > after && e.seq <= upto)
-            .filter_map(|e| e.rejected.as_ref().filter(|r| r.client == client).map(|r| (e.seq, r.clone())))
+            .filter(|(seq, r)| *seq > after && *seq <= upto && r.client == client)
+            .cloned()
             .collect()
     }
 
@@ -482,103 +549,32 @@ pub(crate) fn patch_message(seq: u64, ops: json_patch::Patch) -> Bytes {
     message(&ServerMessage::Patch { from: None, seq, ops, sources: None })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::{Value, json};
-
-    fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
-        CommittedAction {
-            seq,
-            ts: seq,
-            id: format!("c{}:{seq}", seq % 2),
-            kind: kind.into(),
-            payload,
-            meta: None,
-            client: None,
+/// The patch message of one view at one seq, from `old` to `new`: written
+/// straight from the edits its draft recorded (the same bytes as
+/// [`ServerMessage::Patch`] with their patch), or a diff of the two states.
+pub fn seq_patch_message(seq: u64, edits: Option<&Edits>, old: &Tree, new: &Tree) -> Bytes {
+    /// [`ServerMessage::Patch`] of one seq, its ops written from a record.
+    #[derive(serde::Serialize)]
+    #[serde(tag = "type", rename = "patch")]
+    struct Recorded<'a> {
+        seq: u64,
+        ops: RecordedPatch<'a>,
+    }
+    match edits {
+        Some(Edits::Recorded(ops)) => {
+            Bytes::from(serde_json::to_vec(&Recorded { seq, ops: RecordedPatch(ops) }).unwrap_or_default())
         }
-    }
-
-    fn parse(b: &Bytes) -> Value {
-        serde_json::from_slice(b).unwrap()
-    }
-
-    #[test]
-    fn catch_up_sends_one_patch_a_combined_patch_or_a_snapshot() {
-        let hub = Hub::new(Engine::new(crate::json_doc::app()), 3);
-        for seq in 1..=5 {
-            let p = json!([{"op": "add", "path": format!("/k{seq}"), "value": seq}]);
-            hub.apply(&act(seq, "json/patch", p)).unwrap();
-        }
-        let (c, seq) = hub.catch_up(0, Some(4));
-        assert_eq!(seq, 5);
-        let CatchUp::Patch(b) = c else { panic!("{c:?}") };
-        assert_eq!(parse(&b), json!({"type": "patch", "seq": 5, "ops": [{"op": "add", "path": "/k5", "value": 5}]}));
-        let CatchUp::Combined(b) = hub.catch_up(0, Some(3)).0 else { panic!() };
-        assert_eq!(parse(&b)["from"], 4);
-        assert_eq!(parse(&b)["ops"].as_array().unwrap().len(), 2);
-        // Seq 2 is older than the 3 kept: a snapshot.
-        let CatchUp::Snapshot(b) = hub.catch_up(0, Some(1)).0 else { panic!() };
-        assert_eq!(parse(&b)["state"]["k1"], 1);
-        assert!(matches!(hub.catch_up(0, Some(5)).0, CatchUp::Nothing));
-        assert_eq!(hub.view_state(0, Some(4)).unwrap().state.get("/k5"), None);
-        assert!(matches!(hub.view_state(0, Some(9)), Err(AtError::Ahead(_))));
-        assert_eq!(hub.view_state(0, Some(1)).unwrap_err(), AtError::NotInMemory);
-        // The body, built with one serialisation, is what ViewState gives.
-        let (seq, state) = hub.state_at(0, Some(4)).unwrap();
-        let body: ViewState = serde_json::from_str(&view_body(seq, &state)).unwrap();
-        assert_eq!(body, hub.view_state(0, Some(4)).unwrap());
-    }
-
-    #[test]
-    fn an_exact_client_gets_one_message_per_seq_from_the_history() {
-        let hub = Hub::new(Engine::new(crate::json_doc::app()), 4);
-        for seq in 1..=6 {
-            let p = if seq == 5 {
-                json!([{"op": "test", "path": "/nope", "value": 1}])
-            } else {
-                json!([{"op": "add", "path": format!("/k{seq}"), "value": seq}])
-            };
-            hub.apply(&act(seq, "json/patch", p)).unwrap();
-        }
-        // The history holds seqs 3..=6: from 3 on, one message per seq.
-        let Exact::Patches(steps) = hub.exact(0, 3, 10) else { panic!() };
-        assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), [4, 5, 6]);
-        for step in &steps {
-            let m = parse(&step.message);
-            assert_eq!((m["seq"].as_u64(), m.get("from")), (Some(step.seq), None));
-        }
-        assert_eq!(parse(&steps[0].message)["ops"], json!([{"op": "add", "path": "/k4", "value": 4}]));
-        assert_eq!(parse(&steps[1].message)["ops"], json!([]));
-        assert_eq!(steps[1].rejected.as_ref().map(|r| r.client.as_str()), Some("c1"));
-        // At most `max` at a time; nothing past the head; older than the
-        // history: the caller replays.
-        let Exact::Patches(steps) = hub.exact(0, 3, 1) else { panic!() };
-        assert_eq!(steps.len(), 1);
-        assert!(matches!(hub.exact(0, 6, 10), Exact::Nothing));
-        assert!(matches!(hub.exact(0, 2, 10), Exact::NotInHistory));
-    }
-
-    #[test]
-    fn checkpoints_are_handed_over_even_inside_a_batch() {
-        let hub = Hub::with_checkpoints(Engine::new(crate::json_doc::app()), 8, Some(4));
-        let actions: Vec<_> =
-            (1..=10).map(|seq| act(seq, "json/patch", json!([{"op": "add", "path": "/n", "value": seq}]))).collect();
-        hub.apply_batch(&actions[..9]).unwrap();
-        hub.apply(&actions[9]).unwrap();
-        let taken = hub.take_snapshot_requests();
-        assert_eq!(taken.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [4, 8]);
-        assert_eq!(taken[1].1[0], Tree::from(json!({"n": 8})));
-        assert_eq!(hub.pending_snapshots(), 0);
-    }
-
-    #[test]
-    fn rejections_are_kept_for_their_client() {
-        let hub = Hub::new(Engine::new(crate::json_doc::app()), 10);
-        hub.apply(&act(1, "json/patch", json!([{"op": "test", "path": "/x", "value": 1}]))).unwrap();
-        hub.apply(&act(2, "json/patch", json!([]))).unwrap();
-        assert_eq!(hub.rejections("c1", 0, 2).len(), 1);
-        assert!(hub.rejections("c0", 0, 2).is_empty());
-        assert_eq!(hub.metrics.rejected.load(Relaxed), 1);
+        _ => patch_message(seq, diff(old, new)),
     }
 }
+
+impl Entry {
+    /// The entry of `seq` with `states`, no edits, no rejection.
+    fn at(seq: u64, states: Vec<Tree>) -> Entry {
+        Entry { seq, states, edits: Vec::new(), patches: Default::default(), rejected: None }
+    }
+}
+
+#[cfg(test)]
+#[path = "hub/tests.rs"]
+mod tests;

@@ -16,7 +16,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use nodb_shared::Tree;
+use nodb_shared::draft::{Draft, DraftError};
 use nodb_shared::protocol::CommittedAction;
+use nodb_shared::tree::limits::Limits;
 use serde::de::DeserializeOwned;
 
 /// Why a reducer refused an action. The state stays as it was, and the
@@ -45,6 +47,12 @@ impl From<nodb_shared::PathError> for Rejection {
     }
 }
 
+impl From<DraftError> for Rejection {
+    fn from(e: DraftError) -> Self {
+        Rejection(e.to_string())
+    }
+}
+
 impl From<nodb_shared::patch::PatchError> for Rejection {
     fn from(e: nodb_shared::patch::PatchError) -> Self {
         Rejection(e.to_string())
@@ -57,6 +65,11 @@ pub type Reduced = Result<Tree, Rejection>;
 /// A reducer as a shareable function object.
 pub type Reducer = Arc<dyn Fn(&Tree, &CommittedAction) -> Reduced + Send + Sync>;
 
+/// A reducer that edits its view's state in place through a [`Draft`],
+/// which records the RFC 6902 operations it performs: `Ok` keeps the edits,
+/// a [`Rejection`] (or a panic) undoes them.
+pub type DraftReducer = Arc<dyn Fn(&mut Draft, &CommittedAction) -> Result<(), Rejection> + Send + Sync>;
+
 /// A view's check of a state imported with `@@nodb/set_state`: `Ok` to
 /// take it, or the [`Rejection`] saying why it is no state of this view.
 pub type StateCheck = Arc<dyn Fn(&Tree) -> Result<(), Rejection> + Send + Sync>;
@@ -68,8 +81,15 @@ pub struct View {
     pub name: String,
     /// The state before any action.
     pub initial: Tree,
-    /// The reducer.
+    /// The reducer, as a function from the state before to the state
+    /// after (for a drafted view, its draft reducer run on a copy). The
+    /// engine runs it only for a view without a `draft`.
     pub reducer: Reducer,
+    /// The draft reducer of a view made with [`View::drafted`], which the
+    /// engine runs in place of `reducer`, taking the seq's patch from its
+    /// record, with no diff. (To give a drafted view another pure reducer,
+    /// set this to `None` as well.)
+    pub draft: Option<DraftReducer>,
     /// The view's own check of a state imported with `@@nodb/set_state`,
     /// in place of the default rule (the same kind of JSON value as
     /// `initial`); see [`View::with_check`].
@@ -83,7 +103,28 @@ impl View {
         initial: Tree,
         reducer: impl Fn(&Tree, &CommittedAction) -> Reduced + Send + Sync + 'static,
     ) -> View {
-        View { name: name.into(), initial, reducer: Arc::new(reducer), check: None }
+        View { name: name.into(), initial, reducer: Arc::new(reducer), check: None, draft: None }
+    }
+
+    /// A view called `name` starting at `initial`, changed in place by
+    /// `reducer` through a [`Draft`] — the fast form: the engine edits the
+    /// state where it is (copying only what an older version still
+    /// shares) and sends the operations the draft recorded as the seq's
+    /// patch, so no structural diff is needed. Like any reducer it must be
+    /// pure: the same state and action give the same edits, everywhere.
+    pub fn drafted(
+        name: impl Into<String>,
+        initial: Tree,
+        reducer: impl Fn(&mut Draft, &CommittedAction) -> Result<(), Rejection> + Send + Sync + 'static,
+    ) -> View {
+        let draft: DraftReducer = Arc::new(reducer);
+        let run = draft.clone();
+        let pure = move |state: &Tree, action: &CommittedAction| -> Reduced {
+            let mut d = Draft::new(state.clone(), 0, Limits::NONE);
+            run(&mut d, action)?;
+            Ok(d.into_state())
+        };
+        View { name: name.into(), initial, reducer: Arc::new(pure), check: None, draft: Some(draft) }
     }
 
     /// This view, deciding with `check` which states `@@nodb/set_state` may
@@ -101,7 +142,11 @@ impl View {
 
 impl fmt::Debug for View {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("View").field("name", &self.name).field("check", &self.check.is_some()).finish_non_exhaustive()
+        f.debug_struct("View")
+            .field("name", &self.name)
+            .field("check", &self.check.is_some())
+            .field("drafted", &self.draft.is_some())
+            .finish_non_exhaustive()
     }
 }
 

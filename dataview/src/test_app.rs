@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::engine::SNAPSHOT;
 use crate::reducer::{Reduced, Rejection, View, payload};
+use nodb_shared::draft::Draft;
 
 #[derive(Deserialize)]
 struct Change {
@@ -43,6 +44,9 @@ fn log(state: &Tree, action: &CommittedAction) -> Reduced {
     if !action.kind.starts_with("tally/") {
         return Ok(state.clone());
     }
+    if action.kind == "tally/boom" {
+        panic!("boom");
+    }
     let c: Change = payload(action)?;
     let changes = state.get([Segment::Key("changes".into())]).and_then(Tree::as_u64).unwrap_or(0);
     let s = state.set([Segment::Key("changes".into())], Tree::from(changes + 1)).map_err(Rejection::from)?;
@@ -56,6 +60,51 @@ pub(crate) fn app() -> App {
         views: vec![
             View::new("counts", Tree::from(json!({"items": {}})), counts),
             View::new("log", Tree::from(json!({"changes": 0})), log),
+        ],
+    }
+}
+
+/// The `tally` app with drafted views: the same rules, edits in place.
+/// `tally/boom` makes `log` panic after its first edit, and `tally/big`
+/// makes `counts` write a value far larger than its limit in the tests
+/// allows after changing a count, so both must be undone.
+pub(crate) fn drafted_app() -> App {
+    fn counts(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejection> {
+        if action.kind == "tally/big" {
+            d.set("/changed", true)?;
+            return Ok(d.set("/big", "x".repeat(10_000))?);
+        }
+        let sign = match action.kind.as_str() {
+            "tally/add" => 1,
+            "tally/take" => -1,
+            _ => return Ok(()),
+        };
+        let c: Change = payload(action)?;
+        let have = d.get(items(&c.item)).and_then(Tree::as_u64).unwrap_or(0);
+        let next = if sign > 0 {
+            have.saturating_add(c.n)
+        } else {
+            have.checked_sub(c.n).ok_or_else(|| Rejection::new(format!("only {have} {}", c.item)))?
+        };
+        Ok(d.set(items(&c.item), Tree::from(next))?)
+    }
+    fn log(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejection> {
+        if !action.kind.starts_with("tally/") || action.kind == "tally/big" {
+            return Ok(());
+        }
+        let changes = d.get("/changes").and_then(Tree::as_u64).unwrap_or(0);
+        d.set("/changes", Tree::from(changes + 1))?;
+        if action.kind == "tally/boom" {
+            panic!("boom after an edit");
+        }
+        let c: Change = payload(action)?;
+        Ok(d.set("/last", Tree::from(c.item.as_str()))?)
+    }
+    App {
+        name: "tally".into(),
+        views: vec![
+            View::drafted("counts", Tree::from(json!({"items": {}})), counts),
+            View::drafted("log", Tree::from(json!({"changes": 0})), log),
         ],
     }
 }
@@ -74,5 +123,6 @@ pub(crate) fn action() -> impl Strategy<Value = (String, Value)> {
         3 => (item(), 0u64..12).prop_map(|(i, n)| ("tally/take".to_string(), json!({"item": i, "n": n}))),
         1 => Just((SNAPSHOT.to_string(), Value::Null)),
         1 => Just(("other/thing".to_string(), json!(1))),
+        1 => Just(("tally/boom".to_string(), json!({"item": "a", "n": 1}))),
     ]
 }

@@ -281,15 +281,15 @@ fn array_slot(seg: &Segment, at: &[Segment], allow_end: bool) -> Result<Slot, Pa
     }
 }
 
-fn bad_index(seg: &Segment, at: &[Segment], end: &'static str) -> PathError {
+pub(crate) fn bad_index(seg: &Segment, at: &[Segment], end: &'static str) -> PathError {
     PathError::BadIndex { path: pointer_of(at), token: seg.key().to_string(), end }
 }
 
-fn through_scalar(at: &[Segment], scalar: &Tree) -> PathError {
+pub(crate) fn through_scalar(at: &[Segment], scalar: &Tree) -> PathError {
     PathError::ThroughScalar { path: pointer_of(at), kind: scalar.kind() }
 }
 
-fn not_found(segs: &[Segment], depth: usize) -> PathError {
+pub(crate) fn not_found(segs: &[Segment], depth: usize) -> PathError {
     PathError::NotFound { path: pointer_of(&segs[..=depth]) }
 }
 

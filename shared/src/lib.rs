@@ -34,6 +34,7 @@
 //! ```
 
 pub mod diff;
+pub mod draft;
 pub mod edit;
 pub mod patch;
 pub mod path;

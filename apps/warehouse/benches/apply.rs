@@ -1,19 +1,36 @@
-//! Benchmark (a) and (d) of the data view: apply + diff + serialise rate of
-//! the warehouse reducer on a state of 100,000 products, on one core; and
-//! the bytes a client receives per seq as a patch versus the full state
-//! (what a "send the whole state each time" server such as the Full-Stack
-//! Redux tutorial's would send).
+//! Benchmark (a) and (d) of the data view: the rate at which the engine
+//! applies warehouse actions, makes each seq's patch and serialises it, on
+//! one core, on a state of 100,000 and of 1,000,000 products; and the
+//! bytes a client receives per seq as a patch versus the full state (what
+//! a "send the whole state each time" server such as the Full-Stack Redux
+//! tutorial's would send).
 //!
-//! Run with `cargo bench -p nodb-warehouse --bench apply`.
+//! Three ways, side by side in one run, over the same actions from the
+//! same state:
+//! - **pure + diff**: the reducers as functions from the state before to
+//!   the state after (`App::without_drafts`), each patch a structural diff and each
+//!   state checked against the limits by comparing it with the one before;
+//!   the engine before drafted views;
+//! - **drafted, versions kept**: the warehouse's drafted reducers
+//!   (`View::drafted`) with every seq's states kept until the next one, as
+//!   a live data view's history keeps them: each edit copies the path to
+//!   what it changes;
+//! - **drafted, in place**: the same with nothing else holding the states,
+//!   as in a replay or a catch-up batch: edits copy nothing.
+//!
+//! Run with `cargo bench -p nodb-warehouse --bench apply [-- PRODUCTS…]`;
+//! `-- --only in-place 100000` runs one way alone (`pure`, `kept` or
+//! `in-place`), for a profiler.
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use nodb_dataview::engine::Engine;
-use nodb_shared::protocol::{CommittedAction, ServerMessage};
+use nodb_dataview::engine::{Diffs, Engine};
+use nodb_dataview::hub::seq_patch_message;
+use nodb_shared::Tree;
+use nodb_shared::protocol::CommittedAction;
 use serde_json::json;
 
-const PRODUCTS: u64 = 100_000;
 const ACTIONS: u64 = 200_000;
 
 fn act(seq: u64, kind: &str, payload: serde_json::Value) -> CommittedAction {
@@ -29,14 +46,14 @@ fn act(seq: u64, kind: &str, payload: serde_json::Value) -> CommittedAction {
 }
 
 /// A deterministic mix: corrections, moves and sales on random products.
-fn workload(start_seq: u64, n: u64) -> Vec<CommittedAction> {
+fn workload(products: u64, start_seq: u64, n: u64) -> Vec<CommittedAction> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     (0..n)
         .map(|i| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let p = format!("product{}", x % PRODUCTS);
+            let p = format!("product{}", x % products);
             let seq = start_seq + i;
             match i % 4 {
                 0 => act(seq, "stock/corrected", json!({"product": p, "location": "shelf", "quantity": 50 + x % 50})),
@@ -47,67 +64,107 @@ fn workload(start_seq: u64, n: u64) -> Vec<CommittedAction> {
         .collect()
 }
 
-fn main() {
-    let app = nodb_warehouse::views::app();
-    let mut engine = Engine::new(app);
-    let t = Instant::now();
-    let mut seq = 0;
-    for p in 0..PRODUCTS {
-        for (loc, q) in [("shelf", 40), ("back", 1_000_000)] {
-            seq += 1;
-            let a =
-                act(seq, "stock/corrected", json!({"product": format!("product{p}"), "location": loc, "quantity": q}));
-            engine.apply(&a).expect("in sequence");
-        }
-    }
-    println!("built a state of {PRODUCTS} products ({seq} actions) in {:.2?}", t.elapsed());
+/// What one way measured.
+struct Run {
+    elapsed: Duration,
+    serialise: Duration,
+    patch_bytes: usize,
+    rejected: u64,
+}
 
-    let actions = workload(seq + 1, ACTIONS);
-
-    // Where the time goes: the reducers alone, then the diffs alone.
-    let states = engine.states().to_vec();
+/// Applies `actions` to `engine` and writes every seq's patch message as
+/// the data view's hub does (once per seq and view, for all clients: from
+/// the recorded edits, or by a diff); with `keep`, every seq's states stay
+/// alive until the next seq's.
+fn run(engine: &mut Engine, actions: &[CommittedAction], keep: bool) -> Run {
+    let (mut patch_bytes, mut rejected, mut serialise) = (0usize, 0u64, Duration::ZERO);
+    let diffs = engine.app().views.iter().any(|v| v.draft.is_none());
+    let mut kept = Vec::new();
+    let nothing = Tree::Null;
     let t = Instant::now();
-    let mut next_states = Vec::with_capacity(actions.len() / 10);
-    for a in actions.iter().take(actions.len() / 10) {
-        next_states.push(engine.app().reduce(&states, a).unwrap_or_else(|_| states.clone()));
-    }
-    let reduce_each = t.elapsed() / next_states.len() as u32;
-    let t = Instant::now();
-    for next in &next_states {
-        for (old, new) in states.iter().zip(next) {
-            black_box(nodb_shared::diff::diff(old, new));
+    for a in actions {
+        if keep || diffs {
+            kept = engine.states().to_vec();
         }
-    }
-    let diff_each = t.elapsed() / next_states.len() as u32;
-    drop(next_states);
-    println!("    reducers alone: {reduce_each:.2?} per action; diffs alone (2 views): {diff_each:.2?} per action");
-    let mut patch_bytes = 0usize;
-    let mut rejected = 0u64;
-    let t = Instant::now();
-    for a in &actions {
-        let applied = engine.apply(a).expect("in sequence");
+        let applied = engine.apply_with(a, Diffs::Skip).expect("in sequence");
         rejected += u64::from(applied.rejection.is_some());
-        // Serialised once per seq and view, as the service does for all clients.
-        for ops in applied.patches {
-            let msg = ServerMessage::Patch { from: None, seq: applied.seq, ops, sources: None };
-            let bytes = serde_json::to_vec(&msg).expect("serialise");
+        let s = Instant::now();
+        for (v, new) in engine.states().iter().enumerate() {
+            let old = kept.get(v).unwrap_or(&nothing);
+            let bytes = seq_patch_message(applied.seq, applied.edits.get(v), old, new);
             patch_bytes += bytes.len();
             black_box(bytes);
         }
+        serialise += s.elapsed();
     }
     let elapsed = t.elapsed();
-    let rate = ACTIONS as f64 / elapsed.as_secs_f64();
-    println!(
-        "(a) apply + diff + serialise, 2 views, one thread: {ACTIONS} actions in {elapsed:.2?} = {rate:.0} actions/s \
-         ({rejected} rejected; target ≥ 1,000,000/s)"
-    );
+    drop(kept);
+    Run { elapsed, serialise, patch_bytes, rejected }
+}
 
-    let stock = engine.state(0).expect("stock view");
-    let full = stock.to_json_string().len();
-    let per_seq = patch_bytes as f64 / ACTIONS as f64 / 2.0;
+fn report(name: &str, r: &Run, baseline: Option<f64>) -> f64 {
+    let rate = ACTIONS as f64 / r.elapsed.as_secs_f64();
+    let each = r.elapsed / ACTIONS as u32;
+    let ser = r.serialise / ACTIONS as u32;
+    let ratio = baseline.map(|b| format!(" = {:.1}× pure + diff", rate / b)).unwrap_or_default();
     println!(
-        "(d) bytes per seq to a client of one view: patch {per_seq:.0} B vs full `stock` state {full} B \
-         = {:.0}× less with patches",
-        full as f64 / per_seq
+        "    {name:<24} {rate:>9.0} actions/s ({each:.2?} per action: apply {:.2?}, patch message {ser:.2?}; \
+         {} rejected){ratio}",
+        each.saturating_sub(ser),
+        r.rejected
     );
+    rate
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let sizes: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![100_000, 1_000_000] } else { sizes };
+    for products in sizes {
+        let app = nodb_warehouse::views::app();
+        let mut engine = Engine::new(app.clone());
+        let t = Instant::now();
+        let mut seq = 0;
+        for p in 0..products {
+            for (loc, q) in [("shelf", 40), ("back", 1_000_000)] {
+                seq += 1;
+                let a = act(
+                    seq,
+                    "stock/corrected",
+                    json!({"product": format!("product{p}"), "location": loc, "quantity": q}),
+                );
+                engine.apply(&a).expect("in sequence");
+            }
+        }
+        println!("{products} products: built the state ({seq} actions) in {:.2?}", t.elapsed());
+        let actions = workload(products, seq + 1, ACTIONS);
+
+        let wanted = |way: &str| only.as_deref().is_none_or(|o| o == way);
+        println!("(a) apply + patch message, 2 views, one thread, {ACTIONS} actions:");
+        let mut base_rate = None;
+        if wanted("pure") {
+            // The pure engine shares the built states; it copies paths anyway.
+            let mut diffing = Engine::restore(app.without_drafts(), seq, engine.states().to_vec());
+            base_rate = Some(report("pure + diff", &run(&mut diffing, &actions, false), None));
+        }
+        if wanted("kept") {
+            let mut kept = engine.clone();
+            report("drafted, versions kept", &run(&mut kept, &actions, true), base_rate);
+        }
+        if !wanted("in-place") {
+            continue;
+        }
+        let in_place = run(&mut engine, &actions, false);
+        report("drafted, in place", &in_place, base_rate);
+
+        let stock = engine.state(0).expect("stock view");
+        let full = stock.to_json_string().len();
+        let per_seq = in_place.patch_bytes as f64 / ACTIONS as f64 / 2.0;
+        println!(
+            "(d) bytes per seq to a client of one view: patch {per_seq:.0} B vs full `stock` state {full} B \
+             = {:.0}× less with patches",
+            full as f64 / per_seq
+        );
+    }
 }

@@ -33,6 +33,14 @@ pub fn diff(old: &Tree, new: &Tree) -> Patch {
     Patch(ops)
 }
 
+/// The operations that turn `old`, found at `at`, into `new` there: the
+/// diff with every path below `at`.
+pub fn diff_at(old: &Tree, new: &Tree, at: &[crate::path::Segment]) -> Vec<PatchOperation> {
+    let mut ops = Vec::new();
+    diff_into(old, new, &mut at.to_vec(), &mut ops);
+    ops
+}
+
 fn diff_into(old: &Tree, new: &Tree, path: &mut Vec<Segment>, ops: &mut Vec<PatchOperation>) {
     if old.ptr_eq(new) {
         return;
@@ -196,7 +204,7 @@ fn emit_script(
     }
 }
 
-fn pointer(path: &[Segment]) -> PointerBuf {
+pub(crate) fn pointer(path: &[Segment]) -> PointerBuf {
     PointerBuf::from_tokens(path.iter().map(|s| match s {
         Segment::Key(k) => Token::new(k.to_string()),
         Segment::Index(i) => Token::new(i.to_string()),

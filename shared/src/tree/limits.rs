@@ -97,7 +97,7 @@ fn own_bytes(t: &Tree) -> u64 {
 }
 
 /// The separator of an object entry with key `k`: quotes, colon, comma.
-fn entry_bytes(k: &str) -> u64 {
+pub(crate) fn entry_bytes(k: &str) -> u64 {
     k.len() as u64 + 4
 }
 
@@ -159,6 +159,65 @@ impl std::hash::Hasher for AddressHasher {
 type Seen<'t> =
     std::collections::HashMap<(usize, usize), (&'t Tree, Frame), std::hash::BuildHasherDefault<AddressHasher>>;
 
+/// Trees of up to this many nodes (and [`SMALL_DEPTH`] levels) are
+/// measured by a plain recursive walk: most values a reducer writes are
+/// small, and the full walk's memory of shared nodes costs more than they.
+const SMALL_TREE: u32 = 64;
+
+/// See [`SMALL_TREE`].
+const SMALL_DEPTH: usize = 8;
+
+/// [`measure_below`] for a small tree: `None` once it has seen more than
+/// `fuel` nodes or [`SMALL_DEPTH`] levels (the caller walks it in full).
+fn measure_small(
+    t: &Tree,
+    above: usize,
+    max_depth: usize,
+    fuel: &mut u32,
+    level: usize,
+) -> Option<Result<Measure, LimitError>> {
+    *fuel = fuel.checked_sub(1)?;
+    let mut m = Measure { depth: 0, bytes: own_bytes(t) };
+    if !matches!(t, Tree::Object(_) | Tree::Array(_)) {
+        return Some(Ok(m));
+    }
+    if above >= max_depth {
+        return Some(Err(LimitError::TooDeep { limit: max_depth }));
+    }
+    if level >= SMALL_DEPTH {
+        return None;
+    }
+    let mut child = |extra: u64, c: &Tree| -> Option<Result<(), LimitError>> {
+        match measure_small(c, above + 1, max_depth, fuel, level + 1)? {
+            Ok(c) => {
+                m.bytes = m.bytes.saturating_add(extra).saturating_add(c.bytes);
+                m.depth = m.depth.max(c.depth);
+                Some(Ok(()))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    };
+    match t {
+        Tree::Object(o) => {
+            for (k, v) in o {
+                if let Err(e) = child(entry_bytes(k), v)? {
+                    return Some(Err(e));
+                }
+            }
+        }
+        Tree::Array(a) => {
+            for v in a.iter() {
+                if let Err(e) = child(1, v)? {
+                    return Some(Err(e));
+                }
+            }
+        }
+        _ => {}
+    }
+    m.depth += 1;
+    Some(Ok(m))
+}
+
 /// Measures `tree`, which sits below `above` arrays and objects, stopping
 /// as soon as it would nest deeper than `max_depth` in all or pass
 /// `budget` bytes. Iterative, so any depth is safe; a big container that
@@ -166,6 +225,19 @@ type Seen<'t> =
 /// walk costs time in the nodes in memory, not in the size of the JSON
 /// text.
 fn measure_below(tree: &Tree, above: usize, max_depth: usize, budget: u64) -> Result<Measure, LimitError> {
+    let mut fuel = SMALL_TREE;
+    if let Some(measured) = measure_small(tree, above, max_depth, &mut fuel, 0) {
+        let m = measured?;
+        if m.bytes > budget {
+            return Err(LimitError::TooLarge { limit: budget });
+        }
+        return Ok(m);
+    }
+    measure_walk(tree, above, max_depth, budget)
+}
+
+/// [`measure_below`]'s full walk, for trees of any size and depth.
+fn measure_walk(tree: &Tree, above: usize, max_depth: usize, budget: u64) -> Result<Measure, LimitError> {
     let too_deep = LimitError::TooDeep { limit: max_depth };
     let too_large = LimitError::TooLarge { limit: budget };
     let mut seen = Seen::default();
@@ -259,6 +331,15 @@ pub fn measure(tree: &Tree, limits: &Limits) -> Result<Measure, LimitError> {
 /// # Errors
 /// As for [`measure`].
 pub fn measure_at(tree: &Tree, above: usize, limits: &Limits) -> Result<Measure, LimitError> {
+    if !matches!(tree, Tree::Object(_) | Tree::Array(_)) {
+        // A scalar has no depth of its own (and the walk's memory costs
+        // more than measuring it).
+        let bytes = own_bytes(tree);
+        if bytes > limits.max_bytes {
+            return Err(LimitError::TooLarge { limit: limits.max_bytes });
+        }
+        return Ok(Measure { depth: 0, bytes });
+    }
     measure_below(tree, above, limits.max_depth, limits.max_bytes)
 }
 
@@ -284,6 +365,20 @@ pub fn check_change(old: &Tree, new: &Tree, old_bytes: u64, limits: &Limits) -> 
         return Err(LimitError::TooLarge { limit: limits.max_bytes });
     }
     Ok(bytes)
+}
+
+/// The bytes added and the bytes removed when `new` replaces `old` below
+/// `above` arrays and objects, checking what is added against `limits`
+/// (alone: the rest of the tree is the caller's to count). Costs time in
+/// the change, as [`check_change`] does.
+///
+/// # Errors
+/// [`LimitError`] if what is added nests too deep or is over the size
+/// limit by itself.
+pub fn change_at(old: &Tree, new: &Tree, above: usize, limits: &Limits) -> Result<(u64, u64), LimitError> {
+    let mut change = Change { limits, added: 0, removed: 0 };
+    change.walk(old, new, above)?;
+    Ok((change.added, change.removed))
 }
 
 /// Up to how many element pairs an array change is searched for elements
@@ -446,4 +541,4 @@ pub fn dispose(tree: Tree) {
 
 #[cfg(test)]
 #[path = "limits_tests.rs"]
-mod tests;
+pub(crate) mod tests;

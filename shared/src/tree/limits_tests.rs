@@ -115,7 +115,7 @@ fn the_size_of_a_change_is_counted_exactly() {
 }
 
 /// A JSON value up to a few levels deep.
-fn value() -> impl Strategy<Value = serde_json::Value> {
+pub(crate) fn value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(json!(null)),
         any::<bool>().prop_map(|b| json!(b)),
@@ -191,5 +191,23 @@ fn a_shifted_list_is_counted_by_what_entered_and_left() {
         bytes = check_change(&list, &next, bytes, &limits).unwrap();
         assert_eq!(bytes, bytes_of(&next), "step {i}");
         list = next;
+    }
+}
+
+proptest! {
+    /// The recursive walk of small trees measures what the full walk does,
+    /// and refuses what it refuses.
+    #[test]
+    fn small_trees_measure_as_the_full_walk_does(v in value(), above in 0usize..4, max_depth in 0usize..8, budget in 0u64..300) {
+        let t = Tree::from(v);
+        let mut fuel = SMALL_TREE;
+        if let Some(small) = measure_small(&t, above, max_depth, &mut fuel, 0) {
+            let small = small.and_then(|m| if m.bytes > budget { Err(LimitError::TooLarge { limit: budget }) } else { Ok(m) });
+            let full = measure_walk(&t, above, max_depth, budget);
+            prop_assert_eq!(small.is_ok(), full.is_ok(), "{:?} vs {:?}", small, full);
+            if let (Ok(a), Ok(b)) = (small, full) {
+                prop_assert_eq!(a, b);
+            }
+        }
     }
 }

@@ -302,7 +302,7 @@ fn action(i: u64, products: u64, seed: u64, id: &str) -> String {
 }
 
 /// Waits until the data view's `/health` shows `seq` or more.
-async fn wait_for_seq(http: &reqwest::Client, dataview: &str, seq: u64, limit: Duration) -> anyhow::Result<()> {
+pub async fn wait_for_seq(http: &reqwest::Client, dataview: &str, seq: u64, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     let mut last = 0;
     loop {

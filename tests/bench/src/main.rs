@@ -23,6 +23,10 @@
 //!
 //! `nodb-bench token` ([`auth`]): the cost of one token check in this
 //! process, and over HTTP against a chronicler.
+//!
+//! `nodb-bench pipeline` ([`pipeline`]): whether a data view keeps pace
+//! with the chronicler at full ingest, for one `nodb` binary or several
+//! side by side.
 
 mod auth;
 mod cascade;
@@ -33,6 +37,7 @@ mod idle;
 mod limits;
 mod load;
 mod nats;
+mod pipeline;
 mod stats;
 mod views;
 
@@ -80,6 +85,7 @@ enum BenchCommand {
     Token(auth::TokenArgs),
     /// The memory of a data view holding many idle streams.
     Idle(idle::IdleArgs),
+    Pipeline(pipeline::PipelineArgs),
 }
 
 /// Durable ingest: acks/s and ack latency at 1, 16 and 64 clients, over
@@ -159,6 +165,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         BenchCommand::History(a) => runtime.block_on(history::run(a)),
         BenchCommand::Token(a) => runtime.block_on(auth::token(a)),
         BenchCommand::Idle(a) => runtime.block_on(idle::run(a)),
+        BenchCommand::Pipeline(a) => runtime.block_on(pipeline::run(a)),
     }
 }
 
@@ -515,6 +522,16 @@ fn start_chronicler(dir: &Path) -> anyhow::Result<(Service, String)> {
 /// Starts a chronicler with its log in `data`, checking tokens signed with
 /// `key` when given, with the `extra` flags.
 fn start_chronicler_at(data: &Path, key: Option<&BenchKey>, extra: &[&str]) -> anyhow::Result<(Service, String)> {
+    start_chronicler_bin(&nodb_bin()?, data, key, extra)
+}
+
+/// [`start_chronicler_at`] with the `nodb` binary `bin`.
+fn start_chronicler_bin(
+    bin: &Path,
+    data: &Path,
+    key: Option<&BenchKey>,
+    extra: &[&str],
+) -> anyhow::Result<(Service, String)> {
     let data = data.to_string_lossy();
     let mut args = vec!["chronicler", "--listen", "127.0.0.1:0", "--data", &data];
     args.extend_from_slice(extra);
@@ -522,7 +539,7 @@ fn start_chronicler_at(data: &Path, key: Option<&BenchKey>, extra: &[&str]) -> a
     if let Some(file) = &key_file {
         args.extend(["--auth-key", file]);
     }
-    start_nodb(&args)
+    start_nodb_bin(bin, &args)
 }
 
 /// The `nodb` binary next to this one (`target/release/nodb` beside
@@ -540,7 +557,12 @@ fn nodb_bin() -> anyhow::Result<PathBuf> {
 /// this process's stderr) and returns it with the `host:port` of its
 /// ready line (empty for a service without a port, such as an envoy).
 fn start_nodb(args: &[&str]) -> anyhow::Result<(Service, String)> {
-    let service = Service::start_passing_stderr(&nodb_bin()?, args, &[("RUST_LOG", "warn")])
+    start_nodb_bin(&nodb_bin()?, args)
+}
+
+/// [`start_nodb`] with the `nodb` binary `bin`.
+fn start_nodb_bin(bin: &Path, args: &[&str]) -> anyhow::Result<(Service, String)> {
+    let service = Service::start_passing_stderr(bin, args, &[("RUST_LOG", "warn")])
         .map_err(|e| anyhow::anyhow!("nodb {} did not start: {e}", args[0]))?;
     let url = service.url().trim_start_matches("http://").to_string();
     Ok((service, url))

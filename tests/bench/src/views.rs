@@ -19,7 +19,7 @@ use super::limits::{self, LimitsMode};
 use super::stats::{RunStats, fmt_duration};
 use nodb_tests::Service;
 
-use super::{start_chronicler_at, start_nodb};
+use super::{start_chronicler_at, start_nodb_bin};
 
 /// Fan-out: WebSocket clients of one view against a steady stream of
 /// actions; deliveries per second and dispatch-to-patch latency.
@@ -342,6 +342,17 @@ pub fn start_dataview(
     key: Option<&BenchKey>,
     extra: &[&str],
 ) -> anyhow::Result<(Service, String)> {
+    start_dataview_bin(&super::nodb_bin()?, dir, chronicler, key, extra)
+}
+
+/// [`start_dataview`] with the `nodb` binary `bin`.
+pub fn start_dataview_bin(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    chronicler: &str,
+    key: Option<&BenchKey>,
+    extra: &[&str],
+) -> anyhow::Result<(Service, String)> {
     let url = format!("http://{chronicler}");
     let snapshots = dir.join("snapshots").to_string_lossy().into_owned();
     let mut args = vec![
@@ -364,5 +375,5 @@ pub fn start_dataview(
         args.extend(["--auth-key", key_file, "--token-file", token_file]);
     }
     args.extend_from_slice(extra);
-    start_nodb(&args)
+    start_nodb_bin(bin, &args)
 }

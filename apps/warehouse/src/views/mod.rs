@@ -33,7 +33,8 @@ use nodb_shared::{Segment, Tree};
 use serde::Deserialize;
 
 use nodb_dataview::app::App;
-use nodb_dataview::reducer::{Reduced, Rejection, View, payload};
+use nodb_dataview::reducer::{Rejection, View, payload};
+use nodb_shared::draft::Draft;
 
 pub mod reorder;
 pub mod sales;
@@ -48,8 +49,8 @@ pub fn app() -> App {
     App {
         name: "warehouse".into(),
         views: vec![
-            View::new("stock", initial_stock(), reduce_stock),
-            View::new("activity", initial_activity(), reduce_activity),
+            View::drafted("stock", initial_stock(), reduce_stock),
+            View::drafted("activity", initial_activity(), reduce_activity),
         ],
     }
 }
@@ -186,25 +187,22 @@ impl Stock {
     }
 }
 
-/// One product's entry while a reducer changes it: read once from the big
-/// `products` map and written back once, so each action copies that map's
-/// path a single time.
-struct ProductEdit<'a> {
+/// One product's entry while a stock action changes it, edited where it is
+/// through a draft of the entry, with the product's total as it goes.
+struct ProductEdit<'a, 'd> {
     product: &'a str,
-    locations: Tree,
+    entry: &'d mut Draft,
     total: u64,
-    /// The entry as it was (its other fields: threshold, reorder status).
-    entry: Tree,
 }
 
-impl ProductEdit<'_> {
+impl ProductEdit<'_, '_> {
     fn quantity(&self, location: &str) -> u64 {
-        self.locations.get([key(location)]).and_then(Tree::as_u64).unwrap_or(0)
+        self.entry.get([key("locations"), key(location)]).and_then(Tree::as_u64).unwrap_or(0)
     }
 
     fn set(&mut self, location: &str, q: u64) -> Result<(), Rejection> {
         let old = self.quantity(location);
-        self.locations = self.locations.set([key(location)], q)?;
+        self.entry.set([key("locations"), key(location)], q)?;
         // Saturating: a state imported with `@@nodb/set_state` may carry
         // totals that do not add up; they must not wrap around.
         self.total = self.total.saturating_sub(old).checked_add(q).ok_or_else(too_many)?;
@@ -220,73 +218,79 @@ impl ProductEdit<'_> {
     }
 }
 
-fn too_many() -> Rejection {
+pub(crate) fn too_many() -> Rejection {
     Rejection::new("the quantity would exceed what can be counted (2^64 - 1)")
 }
 
-/// Applies `f` to `product`'s entry and writes it back with the totals and
-/// its reorder status as of `seq`.
-fn edit_product(
-    state: &Tree,
-    product: &str,
-    seq: u64,
-    f: impl FnOnce(&mut ProductEdit<'_>) -> Result<(), Rejection>,
-) -> Reduced {
-    let entry = state.get([key("products"), key(product)]);
-    let locations = entry.and_then(|e| e.get([key("locations")])).cloned().unwrap_or_else(Tree::object);
-    let before = entry.and_then(|e| e.get([key("total")])).and_then(Tree::as_u64).unwrap_or(0);
-    let entry = entry.filter(|e| matches!(e, Tree::Object(_))).cloned().unwrap_or_else(Tree::object);
-    let mut edit = ProductEdit { product, locations, total: before, entry };
-    f(&mut edit)?;
-    let total = state
-        .get([key("total")])
-        .and_then(Tree::as_u64)
-        .unwrap_or(0)
-        .saturating_sub(before)
-        .checked_add(edit.total)
-        .ok_or_else(too_many)?;
-    let entry = edit.entry.set([key("locations")], edit.locations)?.set([key("total")], edit.total)?;
-    let entry = reorder::review(entry, seq)?;
-    let s = state.set([key("products"), key(product)], entry)?;
-    Ok(s.set([key("total")], total)?)
-}
-
-/// The `stock` reducer.
+/// The `stock` reducer. Every stock action changes one product's entry —
+/// edited in place, the product looked up once — then its totals, its
+/// reorder status as of the action's seq, and the stock's total.
 ///
 /// # Errors
 /// A rejection for a bad payload, or for taking more than is there.
-pub fn reduce_stock(state: &Tree, action: &CommittedAction) -> Reduced {
-    let seq = action.seq;
-    match Stock::decode(action)? {
-        None => Ok(state.clone()),
-        Some(Stock::Corrected(c)) => edit_product(state, &c.product, seq, |e| e.set(&c.location, c.quantity)),
-        Some(Stock::Moved(m)) => edit_product(state, &m.product, seq, |e| {
-            e.take(&m.from, m.quantity, "move")?;
-            let there = e.quantity(&m.to);
-            e.set(&m.to, there.checked_add(m.quantity).ok_or_else(too_many)?)
-        }),
-        Some(Stock::Sold(x)) => edit_product(state, &x.product, seq, |e| e.take(&x.location, x.quantity, "sell")),
-        Some(Stock::Destroyed(d)) => {
-            edit_product(state, &d.product, seq, |e| e.take(&d.location, d.quantity, "destroy"))
+pub fn reduce_stock(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejection> {
+    let Some(stock) = Stock::decode(action)? else { return Ok(()) };
+    let (product, seq) = (stock.product(), action.seq);
+    let at = [key("products"), key(product)];
+    // A product's entry is an object (one imported otherwise is replaced).
+    if !d.get(at.clone()).is_some_and(|e| matches!(e, Tree::Object(_))) {
+        d.set(at.clone(), Tree::object())?;
+    }
+    let before = d.get([key("products"), key(product), key("total")]).and_then(Tree::as_u64).unwrap_or(0);
+    let after = d.within(at, |entry| -> Result<u64, Rejection> {
+        let mut edit = ProductEdit { product, entry, total: before };
+        stock.edit(&mut edit, seq)?;
+        let total = edit.total;
+        if entry.get([key("locations")]).is_none() {
+            entry.set([key("locations")], Tree::object())?;
         }
-        Some(Stock::ThresholdSet(t)) => edit_product(state, &t.product, seq, |e| {
-            e.entry = reorder::set_threshold(e.entry.clone(), &t, seq)?;
-            Ok(())
-        }),
-        Some(Stock::ReorderPlaced(p)) => edit_product(state, &p.product, seq, |e| {
-            let outcome = [
-                ("status", Tree::from("placed")),
-                ("quantity", Tree::from(p.quantity)),
-                ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
-            ];
-            e.entry = reorder::record(e.entry.clone(), &outcome)?;
-            Ok(())
-        }),
-        Some(Stock::ReorderFailed(f)) => edit_product(state, &f.product, seq, |e| {
-            let outcome = [("status", Tree::from("failed")), ("reason", Tree::from(f.reason.as_str()))];
-            e.entry = reorder::record(e.entry.clone(), &outcome)?;
-            Ok(())
-        }),
+        entry.set([key("total")], total)?;
+        reorder::review(entry, seq)?;
+        Ok(total)
+    })?;
+    let total = d.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0);
+    Ok(d.set([key("total")], total.saturating_sub(before).checked_add(after).ok_or_else(too_many)?)?)
+}
+
+impl Stock {
+    /// The product the action is about.
+    pub fn product(&self) -> &str {
+        match self {
+            Stock::Corrected(c) => &c.product,
+            Stock::Moved(m) => &m.product,
+            Stock::Sold(x) => &x.product,
+            Stock::Destroyed(x) => &x.product,
+            Stock::ThresholdSet(t) => &t.product,
+            Stock::ReorderPlaced(p) => &p.product,
+            Stock::ReorderFailed(f) => &f.product,
+        }
+    }
+
+    /// What the action does to its product's entry, at `seq`.
+    fn edit(&self, e: &mut ProductEdit<'_, '_>, seq: u64) -> Result<(), Rejection> {
+        match self {
+            Stock::Corrected(c) => e.set(&c.location, c.quantity),
+            Stock::Moved(m) => {
+                e.take(&m.from, m.quantity, "move")?;
+                let there = e.quantity(&m.to);
+                e.set(&m.to, there.checked_add(m.quantity).ok_or_else(too_many)?)
+            }
+            Stock::Sold(x) => e.take(&x.location, x.quantity, "sell"),
+            Stock::Destroyed(x) => e.take(&x.location, x.quantity, "destroy"),
+            Stock::ThresholdSet(t) => reorder::set_threshold(e.entry, t, seq),
+            Stock::ReorderPlaced(p) => {
+                let outcome = [
+                    ("status", Tree::from("placed")),
+                    ("quantity", Tree::from(p.quantity)),
+                    ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
+                ];
+                reorder::record(e.entry, &outcome)
+            }
+            Stock::ReorderFailed(f) => {
+                let outcome = [("status", Tree::from("failed")), ("reason", Tree::from(f.reason.as_str()))];
+                reorder::record(e.entry, &outcome)
+            }
+        }
     }
 }
 
@@ -296,82 +300,101 @@ pub fn reduce_stock(state: &Tree, action: &CommittedAction) -> Reduced {
 ///
 /// # Errors
 /// A rejection for a bad payload.
-pub fn reduce_activity(state: &Tree, action: &CommittedAction) -> Reduced {
-    let Some(stock) = Stock::decode(action)? else { return Ok(state.clone()) };
-    let mut entry = vec![
-        ("seq", Tree::from(action.seq)),
-        ("ts", Tree::from(action.ts)),
-        ("type", Tree::from(action.kind.as_str())),
-    ];
-    let sold = match &stock {
-        Stock::Sold(x) => Some((x.product.as_str(), x.quantity)),
-        _ => None,
-    };
-    let (kind, units) = match &stock {
-        Stock::Corrected(c) => {
-            entry.extend([
-                ("product", Tree::from(c.product.as_str())),
-                ("location", Tree::from(c.location.as_str())),
-                ("quantity", Tree::from(c.quantity)),
-            ]);
-            ("corrected", None)
-        }
-        Stock::Moved(m) => {
-            entry.extend([
-                ("product", Tree::from(m.product.as_str())),
-                ("from", Tree::from(m.from.as_str())),
-                ("to", Tree::from(m.to.as_str())),
-                ("quantity", Tree::from(m.quantity)),
-            ]);
-            ("moved", None)
-        }
-        Stock::Sold(s) => {
-            entry.extend([
-                ("product", Tree::from(s.product.as_str())),
-                ("location", Tree::from(s.location.as_str())),
-                ("quantity", Tree::from(s.quantity)),
-            ]);
-            ("sold", Some(("sold_units", s.quantity)))
-        }
-        Stock::Destroyed(d) => {
-            entry.extend([
-                ("product", Tree::from(d.product.as_str())),
-                ("location", Tree::from(d.location.as_str())),
-                ("quantity", Tree::from(d.quantity)),
-                ("reason", Tree::from(d.reason.as_str())),
-            ]);
-            ("destroyed", Some(("destroyed_units", d.quantity)))
-        }
-        Stock::ThresholdSet(t) => {
-            entry.extend([("product", Tree::from(t.product.as_str())), ("threshold", Tree::from(t.threshold))]);
-            ("threshold_set", None)
-        }
-        Stock::ReorderPlaced(p) => {
-            entry.extend([
-                ("product", Tree::from(p.product.as_str())),
-                ("quantity", Tree::from(p.quantity)),
-                ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
-            ]);
-            ("reorder_placed", None)
-        }
-        Stock::ReorderFailed(f) => {
-            entry.extend([("product", Tree::from(f.product.as_str())), ("reason", Tree::from(f.reason.as_str()))]);
-            ("reorder_failed", None)
-        }
-    };
-    let mut s = state.push([key("recent")], Tree::from_entries(entry))?;
-    if let Some(Tree::Array(recent)) = s.get([key("recent")])
+pub fn reduce_activity(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejection> {
+    let Some(stock) = Stock::decode(action)? else { return Ok(()) };
+    let Activity { entry, kind, units, sold } = Activity::of(action, &stock);
+    d.push([key("recent")], entry)?;
+    if let Some(Tree::Array(recent)) = d.get([key("recent")])
         && recent.len() > RECENT
     {
-        s = s.remove([key("recent"), Segment::Index(0)])?;
+        d.remove([key("recent"), Segment::Index(0)])?;
     }
-    s =
-        s.update([key("counts"), key(kind)], |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(1)))?;
+    d.update([key("counts"), key(kind)], |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(1)))?;
     if let Some((field, n)) = units {
-        s = s.update([key(field)], |v| Tree::from(v.and_then(Tree::as_u64).unwrap_or(0).saturating_add(n)))?;
+        d.update([key(field)], |v| Tree::from(v.and_then(Tree::as_u64).unwrap_or(0).saturating_add(n)))?;
     }
-    sales::record(s, action.ts, sold)
+    sales::record(d, action.ts, sold)
 }
+
+/// What one action adds to the `activity` view: its entry in `recent`,
+/// the count it adds to, the units field it adds to, and the sale it
+/// records in the ledger.
+pub(crate) struct Activity<'a> {
+    pub(crate) entry: Tree,
+    pub(crate) kind: &'static str,
+    pub(crate) units: Option<(&'static str, u64)>,
+    pub(crate) sold: Option<(&'a str, u64)>,
+}
+
+impl<'a> Activity<'a> {
+    pub(crate) fn of(action: &CommittedAction, stock: &'a Stock) -> Activity<'a> {
+        let mut entry = vec![
+            ("seq", Tree::from(action.seq)),
+            ("ts", Tree::from(action.ts)),
+            ("type", Tree::from(action.kind.as_str())),
+        ];
+        let sold = match &stock {
+            Stock::Sold(x) => Some((x.product.as_str(), x.quantity)),
+            _ => None,
+        };
+        let (kind, units) = match &stock {
+            Stock::Corrected(c) => {
+                entry.extend([
+                    ("product", Tree::from(c.product.as_str())),
+                    ("location", Tree::from(c.location.as_str())),
+                    ("quantity", Tree::from(c.quantity)),
+                ]);
+                ("corrected", None)
+            }
+            Stock::Moved(m) => {
+                entry.extend([
+                    ("product", Tree::from(m.product.as_str())),
+                    ("from", Tree::from(m.from.as_str())),
+                    ("to", Tree::from(m.to.as_str())),
+                    ("quantity", Tree::from(m.quantity)),
+                ]);
+                ("moved", None)
+            }
+            Stock::Sold(s) => {
+                entry.extend([
+                    ("product", Tree::from(s.product.as_str())),
+                    ("location", Tree::from(s.location.as_str())),
+                    ("quantity", Tree::from(s.quantity)),
+                ]);
+                ("sold", Some(("sold_units", s.quantity)))
+            }
+            Stock::Destroyed(d) => {
+                entry.extend([
+                    ("product", Tree::from(d.product.as_str())),
+                    ("location", Tree::from(d.location.as_str())),
+                    ("quantity", Tree::from(d.quantity)),
+                    ("reason", Tree::from(d.reason.as_str())),
+                ]);
+                ("destroyed", Some(("destroyed_units", d.quantity)))
+            }
+            Stock::ThresholdSet(t) => {
+                entry.extend([("product", Tree::from(t.product.as_str())), ("threshold", Tree::from(t.threshold))]);
+                ("threshold_set", None)
+            }
+            Stock::ReorderPlaced(p) => {
+                entry.extend([
+                    ("product", Tree::from(p.product.as_str())),
+                    ("quantity", Tree::from(p.quantity)),
+                    ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
+                ]);
+                ("reorder_placed", None)
+            }
+            Stock::ReorderFailed(f) => {
+                entry.extend([("product", Tree::from(f.product.as_str())), ("reason", Tree::from(f.reason.as_str()))]);
+                ("reorder_failed", None)
+            }
+        };
+        Activity { entry: Tree::from_entries(entry), kind, units, sold }
+    }
+}
+
+#[cfg(test)]
+mod oracle;
 
 #[cfg(test)]
 pub(crate) mod tests {

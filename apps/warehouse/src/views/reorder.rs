@@ -13,6 +13,7 @@ use nodb_shared::Tree;
 use serde::Deserialize;
 
 use nodb_dataview::reducer::Rejection;
+use nodb_shared::draft::Draft;
 
 /// `stock/threshold_set`: reorder `quantity` (default twice the threshold)
 /// when the total falls below `threshold`; 0 removes the threshold.
@@ -53,51 +54,54 @@ fn field(entry: &Tree, name: &str) -> Option<u64> {
     entry.get([key(name)]).and_then(Tree::as_u64)
 }
 
-/// Sets or clears `entry`'s reorder status after its total changed at
-/// `seq`: pending when it fell below the threshold with none under way,
-/// absent when it is at or above it.
+/// Sets or clears the reorder status of `entry` (a draft of a product's
+/// entry) after its total changed at `seq`: pending when it fell below the
+/// threshold with none under way, absent when it is at or above it.
 ///
 /// # Errors
 /// If the entry is not an object.
-pub fn review(entry: Tree, seq: u64) -> Result<Tree, Rejection> {
-    let total = field(&entry, "total").unwrap_or(0);
-    let below = field(&entry, "threshold").is_some_and(|t| total < t);
-    let active = entry.get([key("reorder")]).is_some_and(|r| !matches!(r, Tree::Null));
-    Ok(match (below, active) {
+pub fn review(entry: &mut Draft, seq: u64) -> Result<(), Rejection> {
+    let e = entry.state();
+    let total = field(e, "total").unwrap_or(0);
+    let below = field(e, "threshold").is_some_and(|t| total < t);
+    let active = e.get([key("reorder")]).is_some_and(|r| !matches!(r, Tree::Null));
+    match (below, active) {
         (true, false) => {
-            let quantity = field(&entry, "reorder_quantity").unwrap_or(1);
+            let quantity = field(e, "reorder_quantity").unwrap_or(1);
             let reorder = Tree::from_entries([
                 ("status", Tree::from("pending")),
                 ("seq", Tree::from(seq)),
                 ("quantity", Tree::from(quantity)),
             ]);
-            entry.set([key("reorder")], reorder)?
+            entry.set([key("reorder")], reorder)?;
         }
-        (false, true) => entry.remove([key("reorder")])?,
-        _ => entry,
-    })
+        (false, true) => {
+            entry.remove([key("reorder")])?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Applies `stock/threshold_set` to `entry`; a new threshold starts a new
 /// reorder if the total is below it (after a failed one, say).
 ///
 /// # Errors
-/// If the entry is not an object.
-pub fn set_threshold(entry: Tree, t: &ThresholdSet, seq: u64) -> Result<Tree, Rejection> {
-    let mut entry = if entry.get([key("reorder")]).is_some() { entry.remove([key("reorder")])? } else { entry };
+/// If the entry is not an object, or the reorder quantity is 0.
+pub fn set_threshold(entry: &mut Draft, t: &ThresholdSet, seq: u64) -> Result<(), Rejection> {
+    entry.remove([key("reorder")])?;
     if t.threshold == 0 {
         for name in ["threshold", "reorder_quantity"] {
-            if entry.get([key(name)]).is_some() {
-                entry = entry.remove([key(name)])?;
-            }
+            entry.remove([key(name)])?;
         }
-        return Ok(entry);
+        return Ok(());
     }
     let quantity = t.quantity.unwrap_or(t.threshold.saturating_mul(2));
     if quantity == 0 {
         return Err(Rejection::new("stock/threshold_set: the reorder quantity must be at least 1"));
     }
-    let entry = entry.set([key("threshold")], t.threshold)?.set([key("reorder_quantity")], quantity)?;
+    entry.set([key("threshold")], t.threshold)?;
+    entry.set([key("reorder_quantity")], quantity)?;
     review(entry, seq)
 }
 
@@ -106,13 +110,12 @@ pub fn set_threshold(entry: Tree, t: &ThresholdSet, seq: u64) -> Result<Tree, Re
 ///
 /// # Errors
 /// If the entry is not an object.
-pub fn record(entry: Tree, outcome: &[(&str, Tree)]) -> Result<Tree, Rejection> {
+pub fn record(entry: &mut Draft, outcome: &[(&str, Tree)]) -> Result<(), Rejection> {
     if entry.get([key("reorder")]).is_none_or(|r| matches!(r, Tree::Null)) {
-        return Ok(entry);
+        return Ok(());
     }
-    let mut entry = entry;
     for (name, value) in outcome {
-        entry = entry.set([key("reorder"), key(name)], value.clone())?;
+        entry.set([key("reorder"), key(name)], value.clone())?;
     }
-    Ok(entry)
+    Ok(())
 }

@@ -10,7 +10,8 @@
 use nodb_shared::Tree;
 
 use crate::keys::key;
-use nodb_dataview::reducer::Reduced;
+use nodb_dataview::reducer::Rejection;
+use nodb_shared::draft::Draft;
 
 /// How many minute buckets `activity.sales.minutes` keeps: the last hour.
 pub const SALES_MINUTES: u64 = 60;
@@ -28,36 +29,44 @@ pub fn sales_bucket(start: u64) -> String {
     format!("{start:013}")
 }
 
-/// Records `sold` (product, units) at `ts` in `state`'s sales ledger, moves its
-/// `latest_ts` on, and drops the buckets that fell out of the hour and the
-/// week before it. Time is the actions' own `ts`, never a clock.
-pub fn record(state: Tree, ts: u64, sold: Option<(&str, u64)>) -> Reduced {
-    let object = |t: &&Tree| matches!(t, Tree::Object(_));
-    let sales = state.get([key("sales")]).filter(object).cloned().unwrap_or_else(Tree::object);
-    let latest = sales.get([key("latest_ts")]).and_then(Tree::as_u64).unwrap_or(0).max(ts);
-    let mut sales = sales.set([key("latest_ts")], latest)?;
+/// Records `sold` (product, units) at `ts` in the draft's sales ledger,
+/// moves its `latest_ts` on, and drops the buckets that fell out of the
+/// hour and the week before it. Time is the actions' own `ts`, never a
+/// clock. Writes only what changes: the ledger's buckets are big maps.
+///
+/// # Errors
+/// If the state or a bucket is not an object.
+pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), Rejection> {
+    let object = |t: &Tree| matches!(t, Tree::Object(_));
+    if !d.get([key("sales")]).is_some_and(object) {
+        d.set([key("sales")], Tree::object())?;
+    }
+    let latest = d.get([key("sales"), key("latest_ts")]).and_then(Tree::as_u64).unwrap_or(0).max(ts);
+    d.set([key("sales"), key("latest_ts")], latest)?;
     for (field, width, keep) in [("minutes", 60_000, SALES_MINUTES), ("hours", 3_600_000, SALES_HOURS)] {
-        let mut buckets = sales.get([key(field)]).filter(object).cloned().unwrap_or_else(Tree::object);
+        let at = [key("sales"), key(field)];
+        if !d.get(at.clone()).is_some_and(object) {
+            d.set(at.clone(), Tree::object())?;
+        }
         if let Some((product, units)) = sold {
-            let at = [key(&sales_bucket(ts - ts % width)), key(product)];
-            buckets =
-                buckets.update(at, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
+            let cell = [key("sales"), key(field), key(&sales_bucket(ts - ts % width)), key(product)];
+            d.update(cell, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
         }
         // Keys sort in time order, so the stale ones are at the front.
         let oldest_kept = (latest - latest % width).saturating_sub((keep - 1) * width);
-        let stale: Vec<String> = buckets
-            .as_object()
+        let stale: Vec<String> = d
+            .get(at.clone())
+            .and_then(Tree::as_object)
             .into_iter()
             .flat_map(|o| o.keys())
             .take_while(|k| k.parse::<u64>().is_ok_and(|start| start < oldest_kept))
             .map(|k| k.to_string())
             .collect();
         for k in stale {
-            buckets = buckets.remove([key(&k)])?;
+            d.remove([key("sales"), key(field), key(&k)])?;
         }
-        sales = sales.set([key(field)], buckets)?;
     }
-    Ok(state.set([key("sales")], sales)?)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -113,7 +122,9 @@ mod tests {
         assert_eq!(sales["hours"], json!({ b(t0 - 2 * H): {"b": 3}, b(t0 - H): {"b": 4}, b(t0): {"a": 11} }));
         // A state without a ledger (an older snapshot) gets one.
         let bare = warehouse::app().views[1].initial.remove("/sales").unwrap();
-        let next = warehouse::reduce_activity(&bare, &sale(10, t0, "a", 1)).unwrap().to_value();
+        let mut d = Draft::of(bare);
+        warehouse::reduce_activity(&mut d, &sale(10, t0, "a", 1)).unwrap();
+        let next = d.into_state().to_value();
         assert_eq!(next["sales"]["hours"], json!({ b(t0): {"a": 1} }));
     }
 }

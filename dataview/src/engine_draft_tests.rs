@@ -1,0 +1,120 @@
+//! The engine with drafted views against the same app with pure ones (the
+//! oracle), and the hub's batches applied in place against one action at
+//! a time.
+
+use nodb_shared::tree::limits::bytes_of;
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::hub::Hub;
+use crate::test_app::{act, action, app, drafted_app};
+
+fn history(actions: Vec<(String, serde_json::Value)>) -> Vec<CommittedAction> {
+    actions.into_iter().enumerate().map(|(i, (kind, payload))| act(i as u64 + 1, &kind, payload)).collect()
+}
+
+proptest! {
+    /// Drafted views and pure ones reject the same actions (panics
+    /// included: a drafted view's edits before the panic are undone) and
+    /// reach the same states; each seq's recorded patch turns the states
+    /// before into the states after; the sizes kept are the states' sizes.
+    #[test]
+    fn drafted_views_equal_pure_ones(actions in prop::collection::vec(action(), 1..80)) {
+        let mut drafted = Engine::new(drafted_app());
+        let mut pure = Engine::new(app());
+        for a in history(actions) {
+            let before = drafted.states().to_vec();
+            let mine = drafted.apply(&a).unwrap();
+            let theirs = pure.apply(&a).unwrap();
+            prop_assert_eq!(mine.rejection.is_some(), theirs.rejection.is_some(), "seq {}: {:?}", a.seq, mine.rejection);
+            prop_assert_eq!(mine.panicked, theirs.panicked);
+            for (v, old) in before.iter().enumerate() {
+                prop_assert_eq!(drafted.states()[v].to_json_string(), pure.states()[v].to_json_string());
+                let patched = nodb_shared::patch::apply(old, &mine.patches[v]).unwrap();
+                prop_assert_eq!(&patched, &drafted.states()[v]);
+                prop_assert_eq!(drafted.bytes()[v], bytes_of(&drafted.states()[v]));
+            }
+        }
+    }
+
+    /// A hub applying random batches in place ends with the states of one
+    /// action at a time, keeps every rejection for its sender, and hands
+    /// over the checkpoints inside the batches.
+    #[test]
+    fn batches_in_place_equal_one_action_at_a_time(
+        actions in prop::collection::vec(action(), 1..120),
+        cut in 1usize..50,
+    ) {
+        let actions = history(actions);
+        let one_by_one = Hub::with_checkpoints(Engine::new(drafted_app()), 4, Some(16));
+        let batched = Hub::with_checkpoints(Engine::new(drafted_app()), 4, Some(16));
+        for a in &actions {
+            one_by_one.apply(a).unwrap();
+        }
+        for chunk in actions.chunks(cut) {
+            batched.apply_batch(chunk).unwrap();
+        }
+        let (seq, states) = batched.current();
+        let (seq1, states1) = one_by_one.current();
+        prop_assert_eq!(seq, seq1);
+        for (x, y) in states.iter().zip(&states1) {
+            prop_assert_eq!(x.to_json_string(), y.to_json_string());
+        }
+        let last = actions.len() as u64;
+        // Every action's client is `c`.
+        let a: Vec<u64> = batched.rejections("c", 0, last).iter().map(|(s, _)| *s).collect();
+        let b: Vec<u64> = one_by_one.rejections("c", 0, last).iter().map(|(s, _)| *s).collect();
+        prop_assert_eq!(a, b);
+        let seqs = |hub: &Hub| hub.take_snapshot_requests().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        prop_assert_eq!(seqs(&batched), seqs(&one_by_one));
+    }
+}
+
+#[test]
+fn a_view_over_its_limits_undoes_every_view() {
+    let limits = nodb_shared::tree::limits::Limits { max_depth: 64, max_bytes: 1_000 };
+    let mut e = Engine::new(drafted_app()).with_limits(limits);
+    e.apply(&act(1, "tally/add", json!({"item": "a", "n": 3}))).unwrap();
+    let before: Vec<String> = e.states().iter().map(Tree::to_json_string).collect();
+    let a = e.apply(&act(2, "tally/big", json!(null))).unwrap();
+    assert!(a.rejection.unwrap().0.contains("over 1000 bytes"), "the size limit rejects");
+    let after: Vec<String> = e.states().iter().map(Tree::to_json_string).collect();
+    assert_eq!(after, before, "the edit made before the big one is undone too");
+    assert_eq!(e.bytes()[0], bytes_of(&e.states()[0]));
+}
+
+#[test]
+fn a_panic_after_an_edit_leaves_every_view_as_it_was() {
+    let mut e = Engine::new(drafted_app());
+    e.apply(&act(1, "tally/add", json!({"item": "a", "n": 3}))).unwrap();
+    let kept = e.states().to_vec();
+    let a = e.apply(&act(2, "tally/boom", json!({"item": "a", "n": 1}))).unwrap();
+    assert!(a.panicked && a.rejection.is_some());
+    assert_eq!(e.states(), &kept[..]);
+    assert!(a.patches.iter().all(|p| p.0.is_empty()));
+    // The next action applies as usual.
+    let a = e.apply(&act(3, "tally/add", json!({"item": "b", "n": 1}))).unwrap();
+    assert!(a.rejection.is_none());
+    assert_eq!(e.states()[1], Tree::from(json!({"changes": 2, "last": "b"})));
+}
+
+#[test]
+fn the_hub_sends_the_recorded_patch_as_the_seqs_message() {
+    let hub = Hub::new(Engine::new(drafted_app()), 8);
+    hub.apply(&act(1, "tally/add", json!({"item": "a", "n": 3}))).unwrap();
+    hub.apply(&act(2, "tally/add", json!({"item": "a", "n": 2}))).unwrap();
+    let (crate::hub::CatchUp::Patch(msg), 2) = hub.catch_up(0, Some(1)) else { panic!("one patch") };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&msg).unwrap(),
+        json!({"type": "patch", "seq": 2, "ops": [{"op": "replace", "path": "/items/a", "value": 5}]})
+    );
+    let expected = serde_json::to_vec(&nodb_shared::protocol::ServerMessage::Patch {
+        from: None,
+        seq: 2,
+        ops: serde_json::from_value(json!([{"op": "replace", "path": "/items/a", "value": 5}])).unwrap(),
+        sources: None,
+    })
+    .unwrap();
+    assert_eq!(&msg[..], &expected[..], "the same bytes as the protocol type's");
+}

@@ -1,0 +1,97 @@
+use super::*;
+use serde_json::{Value, json};
+
+fn act(seq: u64, kind: &str, payload: Value) -> CommittedAction {
+    CommittedAction {
+        seq,
+        ts: seq,
+        id: format!("c{}:{seq}", seq % 2),
+        kind: kind.into(),
+        payload,
+        meta: None,
+        client: None,
+    }
+}
+
+fn parse(b: &Bytes) -> Value {
+    serde_json::from_slice(b).unwrap()
+}
+
+#[test]
+fn catch_up_sends_one_patch_a_combined_patch_or_a_snapshot() {
+    let hub = Hub::new(Engine::new(crate::json_doc::app()), 3);
+    for seq in 1..=5 {
+        let p = json!([{"op": "add", "path": format!("/k{seq}"), "value": seq}]);
+        hub.apply(&act(seq, "json/patch", p)).unwrap();
+    }
+    let (c, seq) = hub.catch_up(0, Some(4));
+    assert_eq!(seq, 5);
+    let CatchUp::Patch(b) = c else { panic!("{c:?}") };
+    assert_eq!(parse(&b), json!({"type": "patch", "seq": 5, "ops": [{"op": "add", "path": "/k5", "value": 5}]}));
+    let CatchUp::Combined(b) = hub.catch_up(0, Some(3)).0 else { panic!() };
+    assert_eq!(parse(&b)["from"], 4);
+    assert_eq!(parse(&b)["ops"].as_array().unwrap().len(), 2);
+    // Seq 2 is older than the 3 kept: a snapshot.
+    let CatchUp::Snapshot(b) = hub.catch_up(0, Some(1)).0 else { panic!() };
+    assert_eq!(parse(&b)["state"]["k1"], 1);
+    assert!(matches!(hub.catch_up(0, Some(5)).0, CatchUp::Nothing));
+    assert_eq!(hub.view_state(0, Some(4)).unwrap().state.get("/k5"), None);
+    assert!(matches!(hub.view_state(0, Some(9)), Err(AtError::Ahead(_))));
+    assert_eq!(hub.view_state(0, Some(1)).unwrap_err(), AtError::NotInMemory);
+    // The body, built with one serialisation, is what ViewState gives.
+    let (seq, state) = hub.state_at(0, Some(4)).unwrap();
+    let body: ViewState = serde_json::from_str(&view_body(seq, &state)).unwrap();
+    assert_eq!(body, hub.view_state(0, Some(4)).unwrap());
+}
+
+#[test]
+fn an_exact_client_gets_one_message_per_seq_from_the_history() {
+    let hub = Hub::new(Engine::new(crate::json_doc::app()), 4);
+    for seq in 1..=6 {
+        let p = if seq == 5 {
+            json!([{"op": "test", "path": "/nope", "value": 1}])
+        } else {
+            json!([{"op": "add", "path": format!("/k{seq}"), "value": seq}])
+        };
+        hub.apply(&act(seq, "json/patch", p)).unwrap();
+    }
+    // The history holds seqs 3..=6: from 3 on, one message per seq.
+    let Exact::Patches(steps) = hub.exact(0, 3, 10) else { panic!() };
+    assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), [4, 5, 6]);
+    for step in &steps {
+        let m = parse(&step.message);
+        assert_eq!((m["seq"].as_u64(), m.get("from")), (Some(step.seq), None));
+    }
+    assert_eq!(parse(&steps[0].message)["ops"], json!([{"op": "add", "path": "/k4", "value": 4}]));
+    assert_eq!(parse(&steps[1].message)["ops"], json!([]));
+    assert_eq!(steps[1].rejected.as_ref().map(|r| r.client.as_str()), Some("c1"));
+    // At most `max` at a time; nothing past the head; older than the
+    // history: the caller replays.
+    let Exact::Patches(steps) = hub.exact(0, 3, 1) else { panic!() };
+    assert_eq!(steps.len(), 1);
+    assert!(matches!(hub.exact(0, 6, 10), Exact::Nothing));
+    assert!(matches!(hub.exact(0, 2, 10), Exact::NotInHistory));
+}
+
+#[test]
+fn checkpoints_are_handed_over_even_inside_a_batch() {
+    let hub = Hub::with_checkpoints(Engine::new(crate::json_doc::app()), 8, Some(4));
+    let actions: Vec<_> =
+        (1..=10).map(|seq| act(seq, "json/patch", json!([{"op": "add", "path": "/n", "value": seq}]))).collect();
+    hub.apply_batch(&actions[..9]).unwrap();
+    hub.apply(&actions[9]).unwrap();
+    let taken = hub.take_snapshot_requests();
+    assert_eq!(taken.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [4, 8]);
+    assert_eq!(taken[1].1[0], Tree::from(json!({"n": 8})));
+    assert_eq!(hub.pending_snapshots(), 0);
+}
+
+#[test]
+fn rejections_are_kept_for_their_client() {
+    let hub = Hub::new(Engine::new(crate::json_doc::app()), 10);
+    hub.apply(&act(1, "json/patch", json!([{"op": "test", "path": "/x", "value": 1}]))).unwrap();
+    hub.apply(&act(2, "json/patch", json!([]))).unwrap();
+    assert_eq!(hub.rejections("c1", 0, 2).len(), 1);
+    assert!(hub.rejections("c0", 0, 2).is_empty());
+    assert_eq!(hub.metrics.rejected.load(Relaxed), 1);
+}

@@ -1,0 +1,182 @@
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::tree::limits::tests::value;
+
+/// One edit: a path of keys and indices and what to do there.
+#[derive(Clone, Debug)]
+enum Edit {
+    Set(Vec<String>, serde_json::Value),
+    Push(Vec<String>, serde_json::Value),
+    Remove(Vec<String>),
+    /// Writes back a changed copy of what is at the first path: the
+    /// second path in it set to the value.
+    Derive(Vec<String>, Vec<String>, serde_json::Value),
+    /// Within the first path, sets the second to the value.
+    Within(Vec<String>, Vec<String>, serde_json::Value),
+}
+
+fn path() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec("[a-c0-2-]{1,2}", 0..4)
+}
+
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    let edit = prop_oneof![
+        3 => (path(), value()).prop_map(|(p, v)| Edit::Set(p, v)),
+        1 => (path(), value()).prop_map(|(p, v)| Edit::Push(p, v)),
+        2 => path().prop_map(Edit::Remove),
+        2 => (path(), path(), value()).prop_map(|(p, q, v)| Edit::Derive(p, q, v)),
+        2 => (path(), path(), value()).prop_map(|(p, q, v)| Edit::Within(p, q, v)),
+    ];
+    prop::collection::vec(edit, 1..8)
+}
+
+fn segments(path: &[String]) -> Vec<Segment> {
+    path.iter().map(|k| Segment::Key(k.as_str().into())).collect()
+}
+
+proptest! {
+    /// Whatever the edits: each does what the persistent path API does (or
+    /// fails as it does, changing nothing); the recorded operations,
+    /// applied as an RFC 6902 patch to the state before, give the state
+    /// after (and serialise to the same bytes written directly); the size kept from the edits is the size of the state; and
+    /// undoing puts back the state before, byte for byte.
+    #[test]
+    fn edits_record_their_patch_keep_the_size_and_undo(start in value(), edits in edits()) {
+        let before = Tree::from(start);
+        let mut draft = Draft::of(before.clone());
+        let mut expected = before.clone();
+        for edit in &edits {
+            let (mine, theirs) = match edit.clone() {
+                Edit::Set(p, v) => {
+                    let p = segments(&p);
+                    (draft.set(&*p, Tree::from(v.clone())).map(|_| ()), expected.set(&*p, Tree::from(v.clone())))
+                }
+                Edit::Push(p, v) => {
+                    let p = segments(&p);
+                    (draft.push(&*p, Tree::from(v.clone())).map(|_| ()), expected.push(&*p, Tree::from(v.clone())))
+                }
+                Edit::Remove(p) => {
+                    let p = segments(&p);
+                    (draft.remove(&*p).map(|_| ()), expected.remove(&*p))
+                }
+                Edit::Within(..) => (Ok(()), Ok(expected.clone())),
+                Edit::Derive(p, q, v) => {
+                    let (p, q) = (segments(&p), segments(&q));
+                    let Some(current) = expected.get(&*p).cloned() else { continue };
+                    let Ok(derived) = current.set(&*q, Tree::from(v)) else { continue };
+                    (draft.set(&*p, derived.clone()).map(|_| ()), expected.set(&*p, derived))
+                }
+            };
+            if let Edit::Within(p, q, v) = edit {
+                // Errors name paths within the value: compare outcomes.
+                let (p, q) = (segments(p), segments(q));
+                let whole: Vec<Segment> = p.iter().chain(&q).cloned().collect();
+                let mine = draft.within(&*p, |sub| sub.set(&*q, Tree::from(v.clone())));
+                let theirs = if expected.get(&*p).is_some() { expected.set(&*whole, Tree::from(v)) } else { Err(PathError::Root { op: "x" }) };
+                prop_assert_eq!(mine.is_ok(), theirs.is_ok(), "{:?} vs {:?}", mine, theirs);
+                if let Ok(t) = theirs {
+                    expected = t;
+                }
+                prop_assert_eq!(draft.state().to_json_string(), expected.to_json_string());
+                prop_assert_eq!(draft.bytes(), bytes_of(draft.state()));
+                continue;
+            }
+            match theirs {
+                Ok(t) => {
+                    prop_assert!(mine.is_ok(), "{edit:?}: {mine:?}");
+                    expected = t;
+                }
+                Err(e) => prop_assert_eq!(mine, Err(DraftError::Path(e))),
+            }
+            prop_assert_eq!(draft.state().to_json_string(), expected.to_json_string());
+            prop_assert_eq!(draft.bytes(), bytes_of(draft.state()));
+        }
+        let patch = to_patch(draft.ops());
+        prop_assert_eq!(
+            serde_json::to_string(&RecordedPatch(draft.ops())).unwrap(),
+            serde_json::to_string(&patch).unwrap()
+        );
+        let patched = crate::patch::apply(&before, &patch).expect("the record applies");
+        prop_assert_eq!(patched.to_json_string(), expected.to_json_string());
+        let (undone, bytes) = draft.undo();
+        prop_assert_eq!(undone.to_json_string(), before.to_json_string());
+        prop_assert_eq!(bytes, bytes_of(&before));
+    }
+}
+
+#[test]
+fn edits_change_a_shared_state_without_touching_the_other_version() {
+    let before = Tree::from(json!({"a": {"b": [1, 2]}, "c": 1}));
+    let kept = before.clone();
+    let mut draft = Draft::of(before);
+    draft.push("/a/b", 3).unwrap();
+    draft.set("/x/y/z", true).unwrap();
+    draft.remove("/c").unwrap();
+    assert_eq!(kept, Tree::from(json!({"a": {"b": [1, 2]}, "c": 1})));
+    assert_eq!(draft.state(), &Tree::from(json!({"a": {"b": [1, 2, 3]}, "x": {"y": {"z": true}}})));
+    assert_eq!(
+        serde_json::to_value(to_patch(draft.ops())).unwrap(),
+        json!([
+            {"op": "add", "path": "/a/b/2", "value": 3},
+            {"op": "add", "path": "/x", "value": {"y": {"z": true}}},
+            {"op": "remove", "path": "/c"},
+        ])
+    );
+}
+
+#[test]
+fn writing_what_is_there_records_nothing() {
+    let mut draft = Draft::of(Tree::from(json!({"n": 1, "o": {}})));
+    let o = draft.get("/o").unwrap().clone();
+    draft.set("/n", 1).unwrap();
+    draft.set("/o", o).unwrap();
+    draft.remove("/missing").unwrap();
+    assert!(!draft.is_changed());
+    draft.set("/n", 2).unwrap();
+    assert_eq!(
+        serde_json::to_value(to_patch(draft.ops())).unwrap(),
+        json!([{"op": "replace", "path": "/n", "value": 2}])
+    );
+}
+
+#[test]
+fn a_value_too_deep_is_refused_and_a_state_too_large_is_handed_back() {
+    let limits = Limits { max_depth: 3, max_bytes: 40 };
+    let start = Tree::from(json!({"a": {}}));
+    let mut draft = Draft::new(start.clone(), bytes_of(&start), limits);
+    assert!(matches!(draft.set("/a/b", json!({"c": {}})), Err(DraftError::Limit(LimitError::TooDeep { .. }))));
+    assert!(!draft.is_changed(), "a refused edit changes nothing");
+    draft.set("/a/b", json!({"c": 1})).unwrap();
+    draft.set("/long", "x".repeat(30)).unwrap();
+    let Err((LimitError::TooLarge { limit: 40 }, draft)) = draft.finish() else { panic!("over the size limit") };
+    assert_eq!(draft.undo().0, start);
+}
+
+#[test]
+fn within_is_all_or_nothing_even_through_a_panic() {
+    let start = Tree::from(json!({"p": {"a": 1, "b": {"c": 2}}, "q": 0}));
+    let mut draft = Draft::of(start.clone());
+    let failed: Result<(), DraftError> = draft.within("/p", |sub| {
+        sub.set("/a", 5)?;
+        sub.set("/a/x", 1) // through a number
+    });
+    assert!(failed.is_err());
+    assert_eq!(draft.state(), &start);
+    assert!(!draft.is_changed());
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = draft.within("/p", |sub| -> Result<(), DraftError> {
+            sub.remove("/b")?;
+            panic!("in the middle");
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(draft.state(), &start, "the value is back, its edits undone");
+    draft.within("/p", |sub| sub.set("/b/c", 3)).unwrap();
+    assert_eq!(
+        serde_json::to_value(to_patch(draft.ops())).unwrap(),
+        json!([{"op": "replace", "path": "/p/b/c", "value": 3}])
+    );
+    assert_eq!(draft.bytes(), bytes_of(draft.state()));
+}
