@@ -110,6 +110,9 @@ pub struct Hub {
     /// The checkpoint interval: the states at each multiple of it are
     /// handed to the snapshotter like a `@@nodb/snapshot`'s.
     checkpoint_every: Option<u64>,
+    /// Where entries that fall out of the history go to be dropped, on a
+    /// thread of their own (see [`Hub::apply`]).
+    freer: std::sync::mpsc::SyncSender<Entry>,
     /// The counters.
     pub metrics: HubMetrics,
 }
@@ -140,11 +143,25 @@ impl Hub {
         // The history starts with the state the engine starts from, so a
         // client that has it can be sent a patch rather than a snapshot.
         let base = Entry::at(engine.seq(), engine.states().to_vec());
+        // Dropping an entry frees the nodes only its states still held —
+        // what every later action copied — which costs about as much as
+        // applying an action; a thread of its own does it beside the one
+        // that applies. It ends when the hub is dropped.
+        let (freer, evicted) = std::sync::mpsc::sync_channel::<Entry>(1024);
+        let spawned = std::thread::Builder::new().name("nodb-hub-free".into()).spawn(move || {
+            for entry in evicted {
+                drop(entry);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to free old history entries; they are freed in line");
+        }
         Arc::new(Hub {
             state: RwLock::new(HubState { engine, history: VecDeque::from([base]), rejections: VecDeque::new() }),
             shared: std::sync::Mutex::new(SharedMessages::default()),
             snapshot_requests: std::sync::Mutex::new(Vec::new()),
             seq_tx,
+            freer,
             history_len: history_len.max(1),
             checkpoint_every: checkpoint_every.filter(|e| *e > 0),
             metrics: HubMetrics::default(),
@@ -177,8 +194,9 @@ impl Hub {
     pub fn apply(&self, action: &CommittedAction) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         // The entry that falls out of the history is dropped after the lock
-        // is released: freeing the nodes only it still held takes a while,
-        // and readers need not wait for it.
+        // is released, on the freeing thread: freeing the nodes only it
+        // still held takes a while, and neither readers nor the next action
+        // need wait for it.
         let mut evicted = None;
         let seq = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -205,7 +223,12 @@ impl Hub {
             s.history.push_back(Entry { rejected, edits: applied.edits, ..Entry::at(applied.seq, states) });
             applied.seq
         };
-        drop(evicted);
+        if let Some(entry) = evicted {
+            // On the freeing thread (in line if it is gone, or missing).
+            if let Err(std::sync::mpsc::SendError(entry)) = self.freer.send(entry) {
+                drop(entry);
+            }
+        }
         self.metrics.applied.fetch_add(1, Relaxed);
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.seq_tx.send_replace(seq);

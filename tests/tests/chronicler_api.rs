@@ -205,6 +205,35 @@ fn the_stream_replays_then_follows_with_filters_and_heartbeats() {
     assert_eq!(got, [29, 30, 31]);
 }
 
+/// A consumer far behind learns the head while it reads, not only when the
+/// stream goes quiet: after each chunk of the log (4,096 actions) that
+/// leaves it behind, a heartbeat says where the head is.
+#[test]
+fn a_consumer_far_behind_hears_the_head_while_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    for chunk in 0..10 {
+        let batch: Vec<Value> =
+            (1..=1000).map(|n| json!({"id": format!("f:{}", chunk * 1000 + n), "type": "t", "payload": n})).collect();
+        assert_eq!(post_json(&s, &Value::Array(batch).to_string()).status, 200);
+    }
+    let lines = read_ndjson(&format!("{}/actions?from=1&to=10000", s.url()), |v| v["seq"] == 10000).unwrap();
+    let mut last_seq = 0;
+    let mut heard = Vec::new();
+    for line in &lines {
+        match (line["seq"].as_u64(), line.get("heartbeat")) {
+            (Some(seq), _) => last_seq = seq,
+            (None, Some(h)) => heard.push((last_seq, h["head"].as_u64().unwrap(), h["seen"].as_u64().unwrap())),
+            _ => {}
+        }
+    }
+    let midway: Vec<_> = heard.iter().filter(|(at, _, _)| *at > 0 && *at < 10000).collect();
+    assert!(!midway.is_empty(), "a heartbeat between the actions: {heard:?}");
+    for (at, head, seen) in midway {
+        assert_eq!((*head, *seen), (10000, *at), "the head, and how far the consumer has been sent");
+    }
+}
+
 #[test]
 fn sigterm_shuts_down_cleanly_and_restart_continues() {
     let dir = tempfile::tempdir().unwrap();

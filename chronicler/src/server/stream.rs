@@ -267,6 +267,13 @@ impl Producer {
                 if !chunk.is_empty() {
                     self.send(chunk.freeze()).await?;
                     last_sent = Instant::now();
+                    // Still behind the head: say where it is, so a consumer
+                    // catching up knows how far it has to go (a data view
+                    // batches while far behind).
+                    let head = *head_rx.borrow();
+                    if head > last {
+                        self.heartbeat(separator, head, last).await?;
+                    }
                 } else if last_sent.elapsed() >= interval {
                     self.heartbeat(separator, head, last).await?;
                     last_sent = Instant::now();

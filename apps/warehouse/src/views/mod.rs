@@ -223,7 +223,7 @@ pub(crate) fn too_many() -> Rejection {
 }
 
 /// The `stock` reducer. Every stock action changes one product's entry —
-/// edited in place, the product looked up once — then its totals, its
+/// edited where it is, through a draft of the entry — then its totals, its
 /// reorder status as of the action's seq, and the stock's total.
 ///
 /// # Errors
@@ -232,12 +232,12 @@ pub fn reduce_stock(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejec
     let Some(stock) = Stock::decode(action)? else { return Ok(()) };
     let (product, seq) = (stock.product(), action.seq);
     let at = [key("products"), key(product)];
-    // A product's entry is an object (one imported otherwise is replaced).
-    if !d.get(at.clone()).is_some_and(|e| matches!(e, Tree::Object(_))) {
-        d.set(at.clone(), Tree::object())?;
-    }
-    let before = d.get([key("products"), key(product), key("total")]).and_then(Tree::as_u64).unwrap_or(0);
-    let after = d.within(at, |entry| -> Result<u64, Rejection> {
+    let edit = |entry: &mut Draft| -> Result<(u64, u64), Rejection> {
+        // A product's entry is an object (one imported otherwise is replaced).
+        if !matches!(entry.state(), Tree::Object(_)) {
+            entry.set([], Tree::object())?;
+        }
+        let before = entry.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0);
         let mut edit = ProductEdit { product, entry, total: before };
         stock.edit(&mut edit, seq)?;
         let total = edit.total;
@@ -246,8 +246,16 @@ pub fn reduce_stock(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejec
         }
         entry.set([key("total")], total)?;
         reorder::review(entry, seq)?;
-        Ok(total)
-    })?;
+        Ok((before, total))
+    };
+    let (before, after) = match d.within(at.clone(), edit) {
+        Err(Rejection(_)) if d.get(at.clone()).is_none() => {
+            // A new product (the product looked up once more, only now).
+            d.set(at.clone(), Tree::object())?;
+            d.within(at, edit)?
+        }
+        done => done?,
+    };
     let total = d.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0);
     Ok(d.set([key("total")], total.saturating_sub(before).checked_add(after).ok_or_else(too_many)?)?)
 }
