@@ -303,35 +303,35 @@ impl Draft {
     ) -> Result<R, E> {
         let segs = path.to_path().map_err(DraftError::from)?;
         let mut resolved = Vec::with_capacity(segs.len());
-        let slot = walk_mut(&mut self.tree, &segs, &mut resolved).map_err(DraftError::from)?;
         let limits = Limits { max_depth: self.limits.max_depth.saturating_sub(segs.len()), ..self.limits };
+        let slot = walk_mut(&mut self.tree, &segs, &mut resolved).map_err(DraftError::from)?;
         let mut sub = Draft::new(std::mem::take(slot), self.bytes, limits);
+        // `f` sees only its draft, so the slot stays at hand to put the
+        // value back: one walk, whatever happens.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut sub)));
-        let (tree, done) = match result {
-            Ok(Ok(r)) => (None, Some(Ok(r))),
-            Ok(Err(e)) => (Some(sub.undo_tree()), Some(Err(e))),
+        let done = match result {
+            Ok(Ok(r)) => {
+                *slot = std::mem::take(&mut sub.tree);
+                r
+            }
+            Ok(Err(e)) => {
+                *slot = sub.undo_tree();
+                return Err(e);
+            }
             Err(panic) => {
-                let tree = sub.undo_tree();
-                *walk_mut(&mut self.tree, &resolved, &mut Vec::new()).expect("the slot taken from") = tree;
+                *slot = sub.undo_tree();
                 std::panic::resume_unwind(panic);
             }
         };
-        let slot = walk_mut(&mut self.tree, &resolved, &mut Vec::new()).expect("the slot taken from");
-        match tree {
-            Some(tree) => *slot = tree,
-            None => {
-                *slot = std::mem::take(&mut sub.tree);
-                self.bytes = sub.bytes;
-                for mut op in sub.ops {
-                    let path = match &mut op {
-                        Op::Add { path, .. } | Op::Replace { path, .. } | Op::Remove { path, .. } => path,
-                    };
-                    path.splice(0..0, resolved.iter().cloned());
-                    self.ops.push(op);
-                }
-            }
+        self.bytes = sub.bytes;
+        for mut op in sub.ops {
+            let path = match &mut op {
+                Op::Add { path, .. } | Op::Replace { path, .. } | Op::Remove { path, .. } => path,
+            };
+            path.splice(0..0, resolved.iter().cloned());
+            self.ops.push(op);
         }
-        done.expect("an outcome")
+        Ok(done)
     }
 
     /// [`Draft::undo`], keeping only the tree.
