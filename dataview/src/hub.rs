@@ -293,7 +293,8 @@ impl Hub {
     /// history then starts again at the batch's last seq. Rejections are
     /// kept for their senders; checkpoints and `@@nodb/snapshot`s are
     /// handed to the snapshotter as usual. Readers wait for the batch
-    /// (about a millisecond per thousand actions).
+    /// (the old history freed, then the batch: about 20 ms for 1,024
+    /// warehouse actions).
     fn apply_in_place(&self, actions: &[CommittedAction]) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         let Some(last) = actions.last() else { return Ok(()) };

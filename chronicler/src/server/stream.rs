@@ -51,6 +51,10 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 /// How many chunks may wait for a consumer to take them.
 pub const BUFFERED_CHUNKS: usize = 4;
 
+/// How far behind the head a consumer is, at least, when a heartbeat
+/// follows a chunk of the log.
+const BEHIND: u64 = 1024;
+
 /// What one read for a stream may return.
 const STREAM_READ: ReadLimits = ReadLimits { max_entries: 4096, max_bytes: CHUNK_BYTES };
 
@@ -267,11 +271,12 @@ impl Producer {
                 if !chunk.is_empty() {
                     self.send(chunk.freeze()).await?;
                     last_sent = Instant::now();
-                    // Still behind the head: say where it is, so a consumer
-                    // catching up knows how far it has to go (a data view
-                    // batches while far behind).
+                    // Still far behind the head: say where it is, so a
+                    // consumer catching up knows how far it has to go (a
+                    // data view batches while far behind). Not on the live
+                    // tail, where it would double the lines.
                     let head = *head_rx.borrow();
-                    if head > last {
+                    if head.saturating_sub(last) >= BEHIND && last < self.to {
                         self.heartbeat(separator, head, last).await?;
                     }
                 } else if last_sent.elapsed() >= interval {
