@@ -250,9 +250,12 @@ pub fn reduce_stock(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejec
     };
     let (before, after) = match d.within(at.clone(), edit) {
         Err(Rejection(_)) if d.get(at.clone()).is_none() => {
-            // A new product (the product looked up once more, only now).
-            d.set(at.clone(), Tree::object())?;
-            d.within(at, edit)?
+            // A new product: its entry is made apart, then written whole
+            // (one `add` in the patch).
+            let mut entry = Draft::of(Tree::object());
+            let done = edit(&mut entry)?;
+            d.set(at, entry.into_state())?;
+            done
         }
         done => done?,
     };
