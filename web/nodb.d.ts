@@ -97,7 +97,85 @@ export interface ConnectOptions<S = Json> {
    * `null` until then, and `connect` types the state as `S | null`.
    */
   initialState?: S;
+  /**
+   * Shows the view's history in the Redux DevTools browser extension (see
+   * {@link connectDevtools}), named `nodb <view>` unless `name` is given;
+   * `/history` is asked with this store's token. Does nothing (and costs
+   * nothing) when the page has no `__REDUX_DEVTOOLS_EXTENSION__`.
+   */
+  devtools?: boolean | DevtoolsOptions;
+  /**
+   * With several data view URLs: before moving to another one, the store
+   * asks each one's `GET /ready` (no token; a data view on another origin
+   * than the page's must allow it with `--allow-origin`) and goes to the
+   * first in turn that answers 200 with a `seq` not behind its own, within
+   * `timeoutMs` (default 1000). Without an answer (a timeout, a network or
+   * CORS failure) replicas are simply taken in turn. `false`: never ask.
+   * Ignored with one URL.
+   */
+  ready?: false | { timeoutMs?: number; fetch?: ReadyFetchLike };
 }
+
+/** A `fetch` (the part of it the `ready` option of {@link connect} uses). */
+export type ReadyFetchLike = (
+  url: string,
+  init: { headers: Record<string, string>; signal: AbortSignal },
+) => Promise<{ status: number; json(): Promise<unknown> }>;
+
+/** A `fetch` (the part of it {@link connectDevtools} uses). */
+export type FetchLike = (
+  url: string,
+  init: { headers: Record<string, string>; signal: AbortSignal },
+) => Promise<{ ok: boolean; status: number; json(): Promise<unknown> }>;
+
+/** How a store shows in Redux DevTools. */
+export interface DevtoolsOptions {
+  /** The instance's name in the tool. Default: `nodb <view>` (`nodb` for {@link connectDevtools}). */
+  name?: string;
+  /** The entries the tool keeps (its own option; default 50). Older updates are not sent. */
+  maxAge?: number;
+  /**
+   * Whether to read the log's actions from the data view's `GET /history`
+   * (needs the `log` right) for updates that are not this client's own
+   * dispatches. Default `true`; with `false`, those are `@@nodb/update`.
+   */
+  actions?: boolean;
+  /** The `fetch` for `/history`. Default: `globalThis.fetch`. */
+  fetch?: FetchLike;
+}
+
+/** {@link connectDevtools}'s options: {@link DevtoolsOptions}, and where `/history` is. */
+export interface ConnectDevtoolsOptions extends DevtoolsOptions {
+  /** The data view's URL (as given to `connect`); without it, `/history` is not asked. */
+  url?: string;
+  /** The access token for `/history` (`Authorization: Bearer`), or a function giving the current one. */
+  token?: string | null | (() => string | null | undefined);
+}
+
+/** A store's connection to Redux DevTools. */
+export interface DevtoolsConnection {
+  /** Stops sending to the tool (also done by the store's `close()`). */
+  close(): void;
+}
+
+/**
+ * Shows `store`'s history in the Redux DevTools browser extension, through
+ * its `__REDUX_DEVTOOLS_EXTENSION__.connect()` interface; returns null and
+ * does nothing when the page has none. `init` gets the state of the first
+ * snapshot (or the store's state, if it has one already); then each patch
+ * or snapshot the store applies is one entry, with the state after it and
+ * an action carrying its `seq` (and `from` when it covers several seqs):
+ * this client's own action when it is its acknowledged dispatch, else the
+ * log's action(s) read from the data view's `GET /history` (batched, at
+ * most two requests a second; several actions are listed in `actions`, the
+ * type naming their types), else `{ type: '@@nodb/update', seq, from? }`
+ * (`/history` refused, failing, or a cascade). A snapshot that replaces the
+ * state is `{ type: '@@nodb/snapshot', seq, version? }`. The tool cannot
+ * change the state (the server's log is the truth): its time-travel
+ * features are off, and a jump, skip, rollback, reset, import or dispatch
+ * from it is answered with an error in the tool.
+ */
+export function connectDevtools(store: Store<any>, options?: ConnectDevtoolsOptions): DevtoolsConnection | null;
 
 /** `'offline'`: waiting to reconnect; `'closed'`: only after `close()`. */
 export type Status = 'connecting' | 'open' | 'offline' | 'closed';
@@ -157,13 +235,25 @@ export interface StoreEvents {
    * failed; tried again), `unauthorized` (the token expired and there is no
    * `getToken` to renew it).
    */
-  error: { code: string; message: string; id?: string | null; right?: string };
-  /** An action was acknowledged (also for actions adopted from a previous page). */
-  ack: { id: string; seq: number | null; duplicate: boolean };
+  error: { code: string; message: string; id?: string | null; right?: string; url?: string };
+  /** An action was acknowledged (also for actions adopted from a previous page; `type`/`payload` when known). */
+  ack: { id: string; seq: number | null; duplicate: boolean; type?: string; payload?: Json };
   /** The number of unacknowledged actions ({@link Store.pending}) changed. */
   pending: number;
   /** After every snapshot or patch, even one with no operations. */
   seq: number;
+  /**
+   * After every snapshot or patch (after the subscribers): the seqs it
+   * covers (`from`..=`seq`; `from` is `seq` for one seq and for a
+   * snapshot), and whether the state changed.
+   */
+  update: { kind: 'snapshot' | 'patch'; from: number; seq: number; changed: boolean };
+  /**
+   * The store moved to another of the data views given to `connect` (before
+   * connecting to it): its URL as given, and its index among them. Also
+   * {@link Store.url}.
+   */
+  replica: { url: string; index: number };
 }
 
 /** A live, read-only replica of one view, plus a way to dispatch actions. */
@@ -178,7 +268,21 @@ export interface Store<S = Json> {
   readonly seq: number;
   /** For a cascaded view: the upstream seqs the state reflects. */
   readonly sources: Record<string, number> | null;
+  /**
+   * The `version` of the last snapshot: the name and version of the app's
+   * code that made the state (e.g. `"warehouse 0.1.0"`), or null when the
+   * server sends none. Sent back with `since` when resuming, so that a data
+   * view running other code answers with a snapshot rather than a patch.
+   */
+  readonly version: string | null;
   readonly status: Status;
+  /**
+   * The data view in use, or being connected to: one of the URLs given to
+   * `connect`, as given (the first one before the first connection). With
+   * several, it changes before the `status` of a connection to another one
+   * (and the `replica` event says so).
+   */
+  readonly url: string;
   /** `null` until picked (with Web Locks, shortly after `connect`). */
   readonly clientId: string | null;
   /** Actions not yet acknowledged. */
@@ -186,7 +290,9 @@ export interface Store<S = Json> {
   /**
    * Calls `listener` after each state change: a patch with operations, or a
    * snapshot that differs from the state (not an empty patch, nor a resync
-   * that changed nothing). Redux-compatible; returns the unsubscribe function.
+   * that changed nothing). A snapshot that replaces a state (a resync, or a
+   * client moved to a data view running other code) is one change, from the
+   * old state to the new. Redux-compatible; returns the unsubscribe function.
    */
   subscribe(listener: () => void): () => void;
   /** Listens to an event; returns the function that stops listening. */
@@ -208,10 +314,21 @@ export interface Store<S = Json> {
 /**
  * Connects to view `options.view` of the nodb data view at `url` (e.g.
  * `location.origin`, "http://127.0.0.1:7400"; `http(s)` becomes `ws(s)`).
+ *
+ * Given several URLs, of data views following the same chronicler (the same
+ * seqs and states), the store uses one at a time, the first to begin with.
+ * When its socket fails or the server closes it, the store reconnects with
+ * the usual back-off to another, the next in turn or the first in turn that
+ * `GET /ready` says is caught up (see `ready`), resuming with `since` and
+ * `version` (no update lost or repeated) and re-sending unacknowledged
+ * actions with the same ids. A replica behind the store's seq refuses
+ * `since` (the browser sees a failed connection) and the next is tried;
+ * only after each has failed twice in a row with `since` does the store ask
+ * for a snapshot.
  */
-export function connect<S = Json>(url: string, options: ConnectOptions<S> & { initialState: S }): Store<S>;
+export function connect<S = Json>(url: string | readonly string[], options: ConnectOptions<S> & { initialState: S }): Store<S>;
 /** Without `initialState`, the state is `null` until the first snapshot. */
-export function connect<S = Json>(url: string, options: ConnectOptions<S>): Store<S | null>;
+export function connect<S = Json>(url: string | readonly string[], options: ConnectOptions<S>): Store<S | null>;
 
 /** A Redux action as nodb sends it: `payload` must be JSON and `meta` an object of strings (checked at run time). */
 export interface NodbAction<P = unknown> {
@@ -315,6 +432,8 @@ export function nodbMiddleware(
 export interface SyncedAction<S> {
   type: string;
   payload: S;
+  /** The seq the state reflects (so the Redux store's own DevTools show it). */
+  meta?: { seq: number };
 }
 
 /** A slice of a Redux (Toolkit) store kept equal to a nodb view. */
@@ -323,10 +442,10 @@ export interface NodbSlice<S, Name extends string = string> {
   name: Name;
   /** The slice's reducer: the view's state (its initial state is the store's at creation). */
   reducer: (state: S | undefined, action: { type: string; payload?: unknown }) => S;
-  /** Add to the Redux store's middleware: it dispatches `synced` at each change of the view. */
+  /** Add to the Redux store's middleware: it dispatches `synced` (with the seq) at each change of the view. */
   middleware: NodbMiddleware;
   /** The action creator of `nodb/<name>/synced` (an RTK-style action creator with `type` and `match`). */
-  synced: ((state: S) => SyncedAction<S>) & { type: string; match(action: { type: string }): action is SyncedAction<S> };
+  synced: ((state: S, seq?: number) => SyncedAction<S>) & { type: string; match(action: { type: string }): action is SyncedAction<S> };
   /** Selects the slice from the root state. */
   selectState: (root: { [K in Name]: S }) => S;
 }

@@ -15,14 +15,17 @@ import {
   dispatched as dispatchedImpl,
   nodbMiddleware as nodbMiddlewareImpl,
 } from './nodb/redux.js';
+import { Devtools as DevtoolsImpl, connectDevtools as connectDevtoolsImpl } from './nodb/devtools.js';
 import { usePending as usePendingImpl, useStatus as useStatusImpl, useView as useViewImpl } from './react.js';
 import type * as DeclaredReact from './react.d.ts';
 
 import {
   applyPatch,
   connect,
+  connectDevtools,
   createReduxStore,
   nodbMiddleware,
+  type DevtoolsConnection,
   type DispatchError,
   type Json,
   type PatchOp,
@@ -39,6 +42,7 @@ export const implementsCreateReduxStore: typeof Declared.createReduxStore = crea
 export const implementsNodbMiddleware: typeof Declared.nodbMiddleware = nodbMiddlewareImpl;
 export const implementsCreateNodbSlice: typeof Declared.createNodbSlice = createNodbSliceImpl;
 export const implementsDispatched: typeof Declared.dispatched = dispatchedImpl;
+export const implementsConnectDevtools: typeof Declared.connectDevtools = connectDevtoolsImpl;
 export const implementsUseView: typeof DeclaredReact.useView = useViewImpl;
 export const implementsUseStatus: typeof DeclaredReact.useStatus = useStatusImpl;
 export const implementsUsePending: typeof DeclaredReact.usePending = usePendingImpl;
@@ -51,6 +55,9 @@ type Members<T> = keyof T & string;
 export const storeIsDeclared = (s: StoreImpl<{ n: number }>): Store<{ n: number }> => s;
 // ...and no public member the declarations leave out.
 export const sameMembers: Same<Members<StoreImpl<Json>>, Members<Store<Json>>> = true;
+// The same for the DevTools connection.
+export const devtoolsIsDeclared = (d: DevtoolsImpl): DevtoolsConnection => d;
+export const sameDevtoolsMembers: Same<Members<DevtoolsImpl>, Members<DevtoolsConnection>> = true;
 
 // --- 2. the public API, used the ordinary way --------------------------------
 
@@ -70,7 +77,8 @@ const status: Status = store.status;
 const clientId: string | null = store.clientId;
 const sources: Record<string, number> | null = store.sources;
 const pending: number = store.pending;
-void [total, seq, status, clientId, sources, pending];
+const version: string | null = store.version;
+void [total, seq, status, clientId, sources, pending, version];
 
 const unsubscribe: () => void = store.subscribe(() => {
   for (const [name, p] of Object.entries(store.getState().products)) console.log(name, p.total);
@@ -79,7 +87,8 @@ unsubscribe();
 
 store.on('status', (s) => { const t: Status = s; void t; });
 store.on('seq', (n) => n.toFixed());
-store.on('ack', ({ id, seq, duplicate }) => console.log(id.length, seq ?? 'old', duplicate));
+store.on('ack', ({ id, seq, duplicate, type }) => console.log(id.length, seq ?? 'old', duplicate, type?.length));
+store.on('update', ({ kind, from, seq, changed }) => console.log(kind === 'snapshot' ? 'snapshot' : `patch ${from}..=${seq}`, changed));
 store.on('rejected', ({ reason, type, payload }) => console.log(reason.toUpperCase(), type, payload));
 const stop = store.on('error', ({ code, message, id }) => console.log(code, message, id));
 stop();
@@ -156,3 +165,33 @@ const byList = nodbMiddleware(store, ['stock/sold']);
 void [middleware, byPredicate, byList];
 // @ts-expect-error: types or match, not both
 nodbMiddleware(store, { types: ['a'], match: () => true });
+
+// Several data views (replicas): an array of URLs, the one in use, the move to another.
+const replicas = connect<Stock>(['http://10.0.0.1:7402', 'http://10.0.0.2:7402'], {
+  view: 'stock',
+  initialState: { products: {}, total: 0 },
+  ready: { timeoutMs: 500 },
+});
+const inUse: string = replicas.url;
+void inUse;
+const replicaTotal: number = replicas.getState().total;
+void replicaTotal;
+replicas.on('replica', ({ url, index }) => console.log(url.toUpperCase(), index.toFixed()));
+replicas.on('error', ({ code, url }) => console.log(code, url?.length));
+const urlList: readonly string[] = ['http://a', 'http://b'];
+const noProbe: Store = connect(urlList, { view: 'stock', ready: false });
+const ownFetch = connect(['http://a', 'http://b'], { view: 'stock', ready: { fetch } });
+void [noProbe, ownFetch];
+// @ts-expect-error: URLs are strings
+connect([1, 2], { view: 'stock' });
+// @ts-expect-error: ready is false or options, not true
+connect(['http://a', 'http://b'], { view: 'stock', ready: true });
+
+// Redux DevTools: an option of connect, or connectDevtools on a store.
+const traced = connect('http://127.0.0.1:7400', { view: 'stock', devtools: true });
+const named = connect('http://127.0.0.1:7400', { view: 'stock', devtools: { name: 'stock', maxAge: 100, actions: false, fetch } });
+const devtools: DevtoolsConnection | null = connectDevtools(traced, { url: 'http://127.0.0.1:7400', token: () => null });
+devtools?.close();
+connectDevtools(named, { name: 'again', token: 'eyJ.eyJ.sig' });
+// @ts-expect-error: maxAge is a number
+connect('http://127.0.0.1:7400', { view: 'stock', devtools: { maxAge: '50' } });

@@ -70,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
     let running = nodb_cascade::start(vec![cascade], &upstreams, &Settings::default(), shutdown)?;
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("shelf_gaps listening on http://{}", listener.local_addr()?);
-    server::serve(listener, running.state.clone(), None).await?;
+    let router = server::router(running.state.clone());
+    nodb_server::serve(listener, router, None, running.state.shutdown.clone()).await?;
     running.finish().await;
     Ok(())
 }

@@ -1,42 +1,26 @@
 //! A cascade's recent updates, shared by every client: what a client that
 //! has update `since` should be sent to catch up.
 //!
-//! This is the data view's hub (`nodb_dataview::hub`) for a state that
-//! comes with `sources` instead of from an engine: a client one update
+//! The history and the catch-up decision are every view server's
+//! (`nodb_viewserver::History`); what is the cascade's own is a state that
+//! comes with `sources` instead of from an engine. A client one update
 //! behind gets that update's patch message (diffed and serialised once, by
 //! the first client that asks), a client further behind within the history
 //! gets one combined patch (`from..=seq`), and a new client, or one beyond
 //! the history (a `since` from before a restart), gets a snapshot. Every
 //! message carries the `sources` of the state it brings the client to.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use nodb_shared::Tree;
 use nodb_shared::diff::diff;
 use nodb_shared::protocol::{ServerMessage, Sources, ViewState};
+use nodb_viewserver::{History, Plan, SharedMessages, Versioned, message};
 use tokio::sync::watch;
 
-pub use nodb_viewserver::CatchUp;
-
-/// Why `GET /views/{name}?at=N` has no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AtError {
-    /// No state yet: an upstream has not sent its first one.
-    NoState,
-    /// `at` is beyond the cascade's seq.
-    Ahead {
-        /// The cascade's seq.
-        seq: u64,
-    },
-    /// `at` is older than the history kept (a cascade keeps no snapshots).
-    Gone {
-        /// The oldest seq kept.
-        oldest: u64,
-    },
-}
+pub use nodb_viewserver::{AtError, CatchUp, hash};
 
 /// The hub's counters.
 #[derive(Debug, Default)]
@@ -74,11 +58,18 @@ struct Update {
     patch: OnceLock<Bytes>,
 }
 
+impl Versioned for Update {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// One cascade's recent states.
 pub struct Hub {
     name: String,
-    history: RwLock<VecDeque<Update>>,
-    history_len: usize,
+    history: RwLock<History<Update>>,
+    /// Combined patches and snapshots, shared by the clients at one point.
+    shared: Mutex<SharedMessages<Option<u64>>>,
     first_seq: u64,
     seq_tx: watch::Sender<u64>,
     /// The counters.
@@ -97,8 +88,8 @@ impl Hub {
     pub fn new(name: &str, history_len: usize, first_seq: u64) -> Hub {
         Hub {
             name: name.to_string(),
-            history: RwLock::new(VecDeque::new()),
-            history_len: history_len.max(1),
+            history: RwLock::new(History::new(history_len)),
+            shared: Mutex::default(),
             first_seq: first_seq.max(1),
             seq_tx: watch::channel(0).0,
             metrics: HubMetrics::default(),
@@ -110,7 +101,7 @@ impl Hub {
         &self.name
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, VecDeque<Update>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, History<Update>> {
         self.history.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -126,20 +117,15 @@ impl Hub {
 
     /// The latest state and its sources, if there is one.
     pub fn current(&self) -> Option<(u64, Tree, Sources)> {
-        self.read().back().map(|u| (u.seq, u.state.clone(), u.sources.clone()))
+        self.read().last().map(|u| (u.seq, u.state.clone(), u.sources.clone()))
     }
 
     /// Records the next update; its seq.
     pub fn push(&self, state: Tree, sources: Sources) -> u64 {
-        let mut evicted = None;
-        let seq = {
+        let (seq, evicted) = {
             let mut h = self.history.write().unwrap_or_else(|e| e.into_inner());
-            let seq = h.back().map_or(self.first_seq, |u| u.seq + 1);
-            if h.len() == self.history_len {
-                evicted = h.pop_front();
-            }
-            h.push_back(Update { seq, state, sources, patch: OnceLock::new() });
-            seq
+            let seq = h.last().map_or(self.first_seq, |u| u.seq + 1);
+            (seq, h.push(Update { seq, state, sources, patch: OnceLock::new() }))
         };
         // Freeing what only the evicted state held need not hold the lock.
         drop(evicted);
@@ -152,51 +138,45 @@ impl Hub {
     /// be sent now, and the seq it will then have (0: no state yet).
     pub fn catch_up(&self, since: Option<u64>) -> (CatchUp, u64) {
         let h = self.read();
-        let Some(last) = h.back() else { return (CatchUp::Nothing, since.unwrap_or(0)) };
-        let snapshot = |last: &Update| {
-            let m = ServerMessage::Snapshot {
-                seq: last.seq,
-                state: last.state.clone(),
-                sources: Some(last.sources.clone()),
-            };
-            CatchUp::Snapshot(message(&m))
-        };
-        let Some(since) = since else { return (snapshot(last), last.seq) };
-        if since == last.seq {
-            return (CatchUp::Nothing, last.seq);
-        }
-        let oldest = h.front().map_or(last.seq, |u| u.seq);
-        if since < oldest || since > last.seq {
-            // Not a state of this run's history: most often a client of an
-            // earlier run of this cascade.
-            self.metrics.resynced.fetch_add(1, Relaxed);
-            return (snapshot(last), last.seq);
-        }
-        let base = &h[(since - oldest) as usize];
         let started = std::time::Instant::now();
-        let msg = if since + 1 == last.seq {
-            last.patch
-                .get_or_init(|| {
-                    message(&ServerMessage::Patch {
-                        from: None,
-                        seq: last.seq,
-                        ops: diff(&base.state, &last.state),
-                        sources: Some(last.sources.clone()),
-                    })
-                })
-                .clone()
-        } else {
-            self.metrics.coalesced.fetch_add(1, Relaxed);
+        let patch = |base: &Update, last: &Update, from: Option<u64>| {
             message(&ServerMessage::Patch {
-                from: Some(since + 1),
+                from,
                 seq: last.seq,
                 ops: diff(&base.state, &last.state),
                 sources: Some(last.sources.clone()),
             })
         };
+        let (catch_up, seq) = match h.plan(since) {
+            Plan::NoState => return (CatchUp::Nothing, since.unwrap_or(0)),
+            Plan::Nothing => return (CatchUp::Nothing, since.unwrap_or(0)),
+            Plan::Snapshot { last, resync } => {
+                if resync {
+                    // Most often a client of an earlier run of this cascade.
+                    self.metrics.resynced.fetch_add(1, Relaxed);
+                }
+                let msg = self.shared(None, last.seq, || {
+                    let state = last.state.clone();
+                    let sources = Some(last.sources.clone());
+                    message(&ServerMessage::Snapshot { seq: last.seq, state, sources, version: None })
+                });
+                return (CatchUp::Snapshot(msg), last.seq);
+            }
+            Plan::Next { prev, last } => {
+                (CatchUp::Patch(last.patch.get_or_init(|| patch(prev, last, None)).clone()), last.seq)
+            }
+            Plan::Combined { base, last } => {
+                self.metrics.coalesced.fetch_add(1, Relaxed);
+                let msg = self.shared(Some(base.seq), last.seq, || patch(base, last, Some(base.seq + 1)));
+                (CatchUp::Combined(msg), last.seq)
+            }
+        };
         self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
-        let catch_up = if since + 1 == last.seq { CatchUp::Patch(msg) } else { CatchUp::Combined(msg) };
-        (catch_up, last.seq)
+        (catch_up, seq)
+    }
+
+    fn shared(&self, since: Option<u64>, seq: u64, build: impl FnOnce() -> Bytes) -> Bytes {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).get_or_build(since, seq, build)
     }
 
     /// The state as `GET /views/{name}` returns it: now, or at seq `at`
@@ -206,14 +186,7 @@ impl Hub {
     /// An [`AtError`] when there is no such state in memory.
     pub fn view_state(&self, at: Option<u64>) -> Result<ViewState, AtError> {
         let h = self.read();
-        let last = h.back().ok_or(AtError::NoState)?;
-        let oldest = h.front().map_or(last.seq, |u| u.seq);
-        let update = match at {
-            None => last,
-            Some(at) if at > last.seq => return Err(AtError::Ahead { seq: last.seq }),
-            Some(at) if at < oldest => return Err(AtError::Gone { oldest }),
-            Some(at) => &h[(at - oldest) as usize],
-        };
+        let update = h.at(at)?;
         Ok(ViewState {
             seq: update.seq,
             hash: hash(&update.state),
@@ -221,16 +194,6 @@ impl Hub {
             sources: Some(update.sources.clone()),
         })
     }
-}
-
-/// The hex BLAKE3 hash of a state's deterministic serialisation (the same
-/// hash a data view reports, so replicas can be compared).
-pub fn hash(state: &Tree) -> String {
-    blake3::hash(state.to_json_string().as_bytes()).to_hex().to_string()
-}
-
-fn message(m: &ServerMessage) -> Bytes {
-    Bytes::from(serde_json::to_vec(m).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let running = start(vec![in_stock], &upstreams, &Settings::default(), shutdown).expect("valid");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7404").await?;
-//! server::serve(listener, running.state.clone(), None).await?;
+//! let router = server::router(running.state.clone());
+//! nodb_server::serve(listener, router, None, running.state.shutdown.clone()).await?;
 //! running.finish().await;
 //! # Ok(())
 //! # }

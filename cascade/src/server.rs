@@ -469,16 +469,3 @@ async fn metrics(State(s): State<ServerState>, caller: Caller) -> Result<Respons
     );
     Ok(out.into_response())
 }
-
-/// Serves [`router`] on `listener` (over TLS with `tls`) until shutdown.
-///
-/// # Errors
-/// I/O errors of the listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: ServerState,
-    tls: Option<&nodb_server::Tls>,
-) -> std::io::Result<()> {
-    let shutdown = state.shutdown.clone();
-    nodb_server::serve(listener, router(state), tls, shutdown).await
-}

@@ -10,7 +10,8 @@
 //! # Modules
 //!
 //! - [`action`]: actions with raw JSON payloads, validated and committed.
-//! - [`log`]: the storage — records, segments, recovery, group commit, reads.
+//! - [`log`]: the storage — records, segments, recovery, group commit, reads,
+//!   and the index of the seqs `@@nodb/redact` actions redact.
 //! - [`metrics`]: counters and histograms for `GET /metrics`.
 //! - [`server`]: the HTTP API (ingest, stream, health, metrics) over a [`log::Log`].
 

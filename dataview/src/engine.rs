@@ -22,6 +22,7 @@ use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, check_change, disp
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::redaction::{Redaction, Redactions};
 use crate::reducer::Rejection;
 
 /// Makes every view write a snapshot at this seq.
@@ -40,9 +41,13 @@ pub const SET_STATE: &str = "@@nodb/set_state";
 /// action's. It keeps its seq, so every seq still gets its update.
 pub const UNREADABLE: &str = "@@nodb/unreadable";
 
+/// Leaves earlier actions out of the views (or puts them back): see
+/// [`crate::redaction`].
+pub use nodb_shared::protocol::REDACT;
+
 /// Whether `kind` is a control action, which the engine handles itself.
 pub fn is_control(kind: &str) -> bool {
-    kind == SNAPSHOT || kind == SET_STATE || kind == UNREADABLE
+    kind == SNAPSHOT || kind == SET_STATE || kind == UNREADABLE || kind == REDACT
 }
 
 /// What applying one action did.
@@ -100,6 +105,16 @@ pub enum EngineError {
         /// The seq it was given.
         got: u64,
     },
+    /// A redaction the engine's ledger does not hold yet: the views at its
+    /// seq are rebuilt (see [`crate::redaction`]), which the engine alone
+    /// cannot do; it is unchanged.
+    #[error("the redaction at seq {seq} needs the views rebuilt")]
+    Rebuild {
+        /// The redaction's seq.
+        seq: u64,
+        /// The redaction.
+        redaction: Box<Redaction>,
+    },
 }
 
 /// An app's views at one seq.
@@ -112,6 +127,9 @@ pub struct Engine {
     /// `nodb_shared::tree::limits`), kept up to date from each change.
     bytes: Vec<u64>,
     limits: Limits,
+    /// The redactions the states reflect: a seq they redact is passed
+    /// over as if it changed nothing.
+    redactions: Redactions,
 }
 
 impl Engine {
@@ -119,7 +137,7 @@ impl Engine {
     pub fn new(app: App) -> Engine {
         let states = app.initial_states();
         let bytes = states.iter().map(bytes_of).collect();
-        Engine { app, seq: 0, states, bytes, limits: Limits::default() }
+        Engine { app, seq: 0, states, bytes, limits: Limits::default(), redactions: Redactions::default() }
     }
 
     /// The app's views as a snapshot left them at `seq`. Measuring them
@@ -132,7 +150,7 @@ impl Engine {
     pub fn restore(app: App, seq: u64, states: Vec<Tree>) -> Engine {
         let states = Engine::complete(&app, states);
         let bytes = states.iter().map(bytes_of).collect();
-        Engine { app, seq, states, bytes, limits: Limits::default() }
+        Engine { app, seq, states, bytes, limits: Limits::default(), redactions: Redactions::default() }
     }
 
     /// [`Engine::restore`] for states whose sizes are known (`bytes`, as
@@ -140,7 +158,7 @@ impl Engine {
     pub fn restore_measured(app: App, seq: u64, states: Vec<Tree>, bytes: Vec<u64>) -> Engine {
         let states = Engine::complete(&app, states);
         let bytes = if bytes.len() == states.len() { bytes } else { states.iter().map(bytes_of).collect() };
-        Engine { app, seq, states, bytes, limits: Limits::default() }
+        Engine { app, seq, states, bytes, limits: Limits::default(), redactions: Redactions::default() }
     }
 
     fn complete(app: &App, mut states: Vec<Tree>) -> Vec<Tree> {
@@ -149,6 +167,19 @@ impl Engine {
         let have = states.len();
         states.extend(initial.into_iter().skip(have));
         states
+    }
+
+    /// This engine with states that reflect `redactions` (as a snapshot
+    /// recorded them, or as of the seq a replay is to reach).
+    #[must_use]
+    pub fn with_redactions(mut self, redactions: Redactions) -> Engine {
+        self.redactions = redactions;
+        self
+    }
+
+    /// The redactions the states reflect.
+    pub fn redactions(&self) -> &Redactions {
+        &self.redactions
     }
 
     /// This engine with other bounds on its states than the defaults.
@@ -215,8 +246,24 @@ impl Engine {
             panicked: false,
             snapshot_requested: action.kind == SNAPSHOT,
         };
+        if self.redactions.redacted_by(action.seq).is_some() {
+            // Left out: the seq passes, and no view changes.
+            applied.patches = unchanged(diffs, &self.states);
+            self.seq = action.seq;
+            return Ok(applied);
+        }
         let next = match action.kind.as_str() {
             SNAPSHOT => Ok(None),
+            REDACT if self.redactions.has(action.seq) => Ok(None),
+            REDACT => {
+                let made = Redaction::of(action);
+                match made.and_then(|r| self.redactions.with(r.clone()).map(|_| r)) {
+                    Ok(redaction) => {
+                        return Err(EngineError::Rebuild { seq: action.seq, redaction: Box::new(redaction) });
+                    }
+                    Err(refused) => Err(Rejection::new(refused.to_string())),
+                }
+            }
             SET_STATE => self.set_state(action).map(|states| Some(self.pure_changes(states))),
             UNREADABLE => Err(unreadable(action)),
             _ => Ok(Some(self.reduce(action, &mut applied.panicked))),

@@ -66,7 +66,7 @@ proptest! {
         let a: Vec<u64> = batched.rejections("c", 0, last).iter().map(|(s, _)| *s).collect();
         let b: Vec<u64> = one_by_one.rejections("c", 0, last).iter().map(|(s, _)| *s).collect();
         prop_assert_eq!(a, b);
-        let seqs = |hub: &Hub| hub.take_snapshot_requests().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        let seqs = |hub: &Hub| hub.take_snapshot_requests().into_iter().map(|v| v.seq).collect::<Vec<_>>();
         prop_assert_eq!(seqs(&batched), seqs(&one_by_one));
     }
 }

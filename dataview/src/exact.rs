@@ -205,14 +205,13 @@ impl Session<'_> {
         &self,
         socket: &mut WebSocket,
         seq: u64,
-        rejected: Option<RejectedAction>,
+        rejected: impl IntoIterator<Item = RejectedAction>,
     ) -> Result<(), End> {
-        match (rejected, &self.client) {
-            (Some(r), Some(client)) if &r.client == client => {
-                self.send(socket, text(&ServerMessage::Rejected { seq, id: r.id, reason: r.reason })).await
-            }
-            _ => Ok(()),
+        let Some(client) = &self.client else { return Ok(()) };
+        for r in rejected.into_iter().filter(|r| &r.client == client) {
+            self.send(socket, text(&ServerMessage::Rejected { seq, id: r.id, reason: r.reason })).await?;
         }
+        Ok(())
     }
 
     async fn send_bytes(&self, socket: &mut WebSocket, bytes: bytes::Bytes) -> Result<(), End> {

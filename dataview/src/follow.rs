@@ -12,8 +12,10 @@ use nodb_client::{Chronicler, ServiceUrl};
 use nodb_shared::protocol::{CommittedAction, StreamLine};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::UNREADABLE;
-use crate::hub::Hub;
+use crate::engine::{EngineError, REDACT, UNREADABLE};
+use crate::history::{History, HistoryError};
+use crate::hub::{Hub, RejectedAction};
+use crate::redaction::Redaction;
 
 /// What the follower knows about the chronicler.
 #[derive(Debug, Default)]
@@ -83,8 +85,15 @@ async fn log_reaches(chronicler: &Chronicler, seq: u64, anchor: Option<&(u64, St
 /// pauses.
 const MAX_PENDING_SNAPSHOTS: usize = 4;
 
-/// Follows the chronicler at `url` until `shutdown`.
-pub async fn follow(hub: Arc<Hub>, url: ServiceUrl, status: Arc<FollowStatus>, shutdown: CancellationToken) {
+/// Follows the chronicler at `url` until `shutdown`; `past` rebuilds the
+/// views at a redaction.
+pub async fn follow(
+    hub: Arc<Hub>,
+    past: Arc<History>,
+    url: ServiceUrl,
+    status: Arc<FollowStatus>,
+    shutdown: CancellationToken,
+) {
     let chronicler = Chronicler::new(url.clone());
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -173,6 +182,23 @@ pub async fn follow(hub: Arc<Hub>, url: ServiceUrl, status: Arc<FollowStatus>, s
                             () = shutdown.cancelled() => return,
                         }
                     }
+                    if action.kind == REDACT {
+                        // The views are rebuilt at a redaction, after what
+                        // came before it.
+                        if !apply_batch(&hub, &mut batch) {
+                            break;
+                        }
+                        let redacted = tokio::select! {
+                            r = redact(&hub, &past, &action) => r,
+                            () = shutdown.cancelled() => return,
+                        };
+                        if let Err(e) = redacted {
+                            tracing::error!(seq = action.seq, error = %e, "could not apply a redaction; retrying");
+                            break;
+                        }
+                        progress.report(hub.current_seq(), status.head.load(Relaxed));
+                        continue;
+                    }
                     let margin = (hub.history_len() + crate::batch::BATCH) as u64;
                     let far_behind = status.head.load(Relaxed) > action.seq + margin;
                     if far_behind || !batch.is_empty() {
@@ -251,6 +277,48 @@ pub(crate) fn committed(line: StreamLine) -> Option<CommittedAction> {
     }
 }
 
+/// Why a redaction could not be applied (it is tried again).
+#[derive(Debug, thiserror::Error)]
+enum RedactFailed {
+    /// The views could not be rebuilt.
+    #[error(transparent)]
+    Rebuild(#[from] HistoryError),
+    /// It is not the next seq.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Applies the redaction `action`: the views at its seq are rebuilt
+/// without the actions it redacts (or with those it restores), and the
+/// actions the rebuild now rejects are told to their senders. One the
+/// engine refuses (a bad payload, naming a redaction) is rejected like any
+/// action.
+async fn redact(hub: &Hub, past: &History, action: &CommittedAction) -> Result<(), RedactFailed> {
+    let before = hub.redactions();
+    let Ok((after, first)) = Redaction::of(action).and_then(|r| before.with(r)) else {
+        return Ok(hub.apply(action)?);
+    };
+    let Some(first) = first else {
+        // It changes the effect of no seq: the views stay as they are.
+        return Ok(hub.apply_redaction(action, after, None, Vec::new())?);
+    };
+    let started = std::time::Instant::now();
+    let rebuilt = past.rebuild(action.seq, &before, &after, first).await?;
+    tracing::info!(
+        seq = action.seq,
+        first,
+        replayed = rebuilt.replayed,
+        newly_rejected = rebuilt.rejected_total,
+        took = ?started.elapsed(),
+        "redaction: the views are rebuilt"
+    );
+    let rejected = rebuilt.rejected.into_iter().map(|(seq, r)| RejectedAction {
+        reason: format!("the action at seq {seq} is rejected since the redaction at seq {}: {}", action.seq, r.reason),
+        ..r
+    });
+    Ok(hub.apply_redaction(action, after, Some(rebuilt.states), rejected.collect())?)
+}
+
 /// Applies and empties `batch`; `false` to reconnect.
 fn apply_batch(hub: &Hub, batch: &mut Vec<CommittedAction>) -> bool {
     let result = hub.apply_batch(batch);
@@ -320,16 +388,18 @@ mod tests {
         let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
         let status = Arc::new(FollowStatus::default());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(follow(hub.clone(), chronicler().await, status.clone(), shutdown.clone()));
+        let url = chronicler().await;
+        let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
+        let task = tokio::spawn(follow(hub.clone(), Arc::new(past), url, status.clone(), shutdown.clone()));
         let mut seq = hub.seq();
         tokio::time::timeout(Duration::from_secs(10), seq.wait_for(|s| *s >= 3)).await.unwrap().unwrap();
         assert_eq!(hub.current().1[0], nodb_shared::Tree::from(json!({"a": 1, "b": 2})));
         assert_eq!(status.unreadable.load(Relaxed), 1);
         let Exact::Patches(steps) = hub.exact(0, 1, 8) else { panic!("seqs 2 and 3 are in the history") };
-        let rejected = steps[0].rejected.as_ref().expect("seq 2 is rejected");
+        let rejected = steps[0].rejected.first().expect("seq 2 is rejected");
         assert_eq!((steps[0].seq, rejected.id.as_str()), (2, "c:2"));
         assert!(rejected.reason.contains("cannot read this json/patch action"), "{}", rejected.reason);
-        assert!(steps[1].rejected.is_none());
+        assert!(steps[1].rejected.is_empty());
         shutdown.cancel();
         task.await.unwrap();
     }

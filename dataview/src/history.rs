@@ -14,8 +14,8 @@
 //! over for an older one; checkpoints are never pruned.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -27,7 +27,8 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::engine::{Diffs, Engine, EngineError};
 use crate::follow::committed;
-use crate::hub::RejectedAction;
+use crate::hub::{Hub, RejectedAction};
+use crate::redaction::Redactions;
 use crate::snapshot::{SnapshotError, Snapshots};
 
 /// How many actions are read from the chronicler and replayed in one go.
@@ -108,6 +109,8 @@ pub struct History {
     permits: Semaphore,
     /// Recent past states, most recently used first.
     cache: Mutex<VecDeque<(u64, Vec<Tree>)>>,
+    /// The hub whose past this is, for the redactions its views reflect.
+    hub: Option<Arc<Hub>>,
     /// The counters.
     pub metrics: HistoryMetrics,
 }
@@ -125,8 +128,23 @@ impl History {
             permits: Semaphore::new(settings.readers.max(1)),
             settings,
             cache: Mutex::new(VecDeque::new()),
+            hub: None,
             metrics: HistoryMetrics::default(),
         }
+    }
+
+    /// The past of `hub`'s views: reads honour the redactions they reflect
+    /// (a past state is the views as they were then, see
+    /// [`crate::redaction`]).
+    #[must_use]
+    pub fn of_hub(mut self, hub: Arc<Hub>) -> History {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// The redactions the views reflect now.
+    fn redactions(&self) -> Redactions {
+        self.hub.as_ref().map(|h| h.redactions()).unwrap_or_default()
     }
 
     /// The checkpoint interval, which bounds the actions a read replays.
@@ -139,32 +157,101 @@ impl History {
     /// # Errors
     /// [`HistoryError`]: busy, or the snapshots or the chronicler failed.
     pub async fn states_at(&self, at: u64) -> Result<AsOf, HistoryError> {
+        self.states_at_after(at, Turn::Timed).await
+    }
+
+    /// [`History::states_at`], waiting for a reader as `turn` says.
+    async fn states_at_after(&self, at: u64, turn: Turn) -> Result<AsOf, HistoryError> {
         self.metrics.reads.fetch_add(1, Relaxed);
-        if let Some((seq, states)) = self.cached(at)
+        if let Some((seq, states)) = self.cached(at, |_| true)
             && seq == at
         {
             self.metrics.cache_hits.fetch_add(1, Relaxed);
             return Ok(AsOf { states, replayed: 0 });
         }
-        let _turn = self.turn().await?;
-        let mut engine = self.base(at).await?;
-        let from = engine.seq();
+        let _turn = match turn {
+            Turn::Timed => self.turn().await?,
+            Turn::Wait => self.permits.acquire().await.map_err(|_| HistoryError::Busy)?,
+        };
+        let replay = self.replay_to(at, &[self.redactions().as_of(at)], u64::MAX).await?;
+        let states = replay.engines.into_iter().next().map(|e| e.states().to_vec()).unwrap_or_default();
+        self.remember(at, states.clone());
+        Ok(AsOf { states, replayed: replay.replayed })
+    }
+
+    /// The views at seq `at` rebuilt under `redactions` (which hold a
+    /// redaction at `at` that the views do not reflect yet), and the
+    /// actions from `first` on that they now reject but did not under
+    /// `before` (the redactions up to `at - 1`): the latest
+    /// [`REJECTIONS_TOLD`] of them, and how many there are. Both replays
+    /// start from one base that fits both, and run side by side. It takes
+    /// no reader's turn: the follower alone rebuilds, and must not wait
+    /// behind `?at` reads.
+    ///
+    /// # Errors
+    /// As for [`History::states_at`], but never busy.
+    pub async fn rebuild(
+        &self,
+        at: u64,
+        before: &Redactions,
+        redactions: &Redactions,
+        first: u64,
+    ) -> Result<Rebuilt, HistoryError> {
+        // The redaction itself changes no view: the views at `at` are
+        // those at `at - 1` without what it redacts.
+        let ledgers = [redactions.as_of(at), before.as_of(at.saturating_sub(1))];
+        let replay = self.replay_to(at.saturating_sub(1), &ledgers, first).await?;
+        let states = replay.engines.into_iter().next().map(|e| e.states().to_vec()).unwrap_or_default();
+        self.remember(at, states.clone());
+        Ok(Rebuilt {
+            states,
+            rejected: replay.newly_rejected.into(),
+            rejected_total: replay.newly_rejected_total,
+            replayed: replay.replayed,
+        })
+    }
+
+    /// Replays to `at` once per ledger, each engine leaving out what its
+    /// ledger redacts, from one base that fits every ledger (no redaction
+    /// in it after the base changed a seq at or before the base). With
+    /// two ledgers, the actions from `keep_from` on that the first engine
+    /// rejects and the second does not are kept (the latest
+    /// [`REJECTIONS_TOLD`]) and counted, chunk by chunk.
+    async fn replay_to(&self, at: u64, ledgers: &[Redactions], keep_from: u64) -> Result<Replayed, HistoryError> {
+        let fits = |base: u64| ledgers.iter().all(|l| l.base_fits(base, u64::MAX));
+        let base = self.base(at, &fits).await?;
+        let from = base.seq();
+        let mut engines: Vec<Engine> = ledgers.iter().map(|l| base.clone().with_redactions(l.clone())).collect();
+        let mut newly_rejected = VecDeque::new();
+        let mut newly_rejected_total = 0;
         if from < at {
             let mut actions = self.actions(from + 1, Some(at)).await?;
-            while engine.seq() < at {
-                let chunk = actions.next_chunk(at - engine.seq()).await?;
+            let mut seq = from;
+            while seq < at {
+                let chunk = actions.next_chunk(at - seq).await?;
                 if chunk.is_empty() {
                     return Err(HistoryError::Ended(at));
                 }
-                engine = replay(engine, chunk).await?;
+                let stepped = replay(engines, Arc::new(chunk), keep_from).await?;
+                let (next, mut rejections): (Vec<_>, Vec<_>) = stepped.into_iter().unzip();
+                engines = next;
+                if let [now, was] = &mut rejections[..] {
+                    let before: std::collections::BTreeSet<u64> = was.iter().map(|(s, _)| *s).collect();
+                    for r in now.drain(..).filter(|(s, _)| !before.contains(s)) {
+                        newly_rejected_total += 1;
+                        if newly_rejected.len() == REJECTIONS_TOLD {
+                            newly_rejected.pop_front();
+                        }
+                        newly_rejected.push_back(r);
+                    }
+                }
+                seq = engines.first().map_or(at, Engine::seq);
             }
         }
         let replayed = at - from;
         self.metrics.replayed.fetch_add(replayed, Relaxed);
         self.metrics.replayed_max.fetch_max(replayed, Relaxed);
-        let states = engine.states().to_vec();
-        self.remember(at, states.clone());
-        Ok(AsOf { states, replayed })
+        Ok(Replayed { engines, newly_rejected, newly_rejected_total, replayed })
     }
 
     /// A replay positioned at seq `since`, to stream each seq after it.
@@ -173,9 +260,10 @@ impl History {
     /// As for [`History::states_at`].
     pub async fn replayer(&self, since: u64) -> Result<Replayer, HistoryError> {
         let states = self.states_at(since).await?.states;
-        let engine = Engine::restore(self.app.clone(), since, states);
+        let redactions = self.redactions().as_of(since);
+        let engine = Engine::restore(self.app.clone(), since, states).with_redactions(redactions);
         let actions = self.actions(since + 1, None).await?;
-        Ok(Replayer { engine: Some(engine), actions })
+        Ok(Replayer { engine: Some(engine), actions, pending: Vec::new() })
     }
 
     /// Waits for a reader to be free, at most `settings.wait`.
@@ -189,11 +277,12 @@ impl History {
         }
     }
 
-    /// The engine at the nearest base at or before `at`: a cached state,
-    /// the checkpoint at the last multiple of the interval, the newest
+    /// The engine at the nearest base at or before `at` that `fits` (one
+    /// the redactions made since leave as it was): a cached state, the
+    /// checkpoint at the last multiple of the interval, the newest
     /// snapshot at or before `at`, or the initial states.
-    async fn base(&self, at: u64) -> Result<Engine, HistoryError> {
-        let cached = self.cached(at);
+    async fn base(&self, at: u64, fits: &(impl Fn(u64) -> bool + Sync)) -> Result<Engine, HistoryError> {
+        let cached = self.cached(at, fits);
         let restore = |seq: u64, states: Vec<Tree>| Engine::restore(self.app.clone(), seq, states);
         let checkpoint = self.checkpoint_every().map_or(0, |every| at / every * every);
         if let Some((seq, states)) = cached.clone()
@@ -205,8 +294,8 @@ impl History {
             return Ok(cached.map_or_else(|| Engine::new(self.app.clone()), |(seq, states)| restore(seq, states)));
         };
         let found = match snapshots.load(&self.names, checkpoint).await? {
-            Some(states) if checkpoint > 0 => Some((checkpoint, states)),
-            _ => snapshots.load_at_or_before(&self.names, at).await?,
+            Some(states) if checkpoint > 0 && fits(checkpoint) => Some((checkpoint, states)),
+            _ => snapshots.load_newest(&self.names, at, fits).await?.map(|l| (l.seq, l.states)),
         };
         let found = found.map(|(seq, states)| (seq, self.fill(states)));
         let best = match (found, cached) {
@@ -227,10 +316,11 @@ impl History {
         states.into_iter().zip(self.app.initial_states()).map(|(s, i)| s.unwrap_or(i)).collect()
     }
 
-    /// The newest cached state at or before `at`.
-    fn cached(&self, at: u64) -> Option<(u64, Vec<Tree>)> {
+    /// The newest cached state at or before `at` that `fits`.
+    fn cached(&self, at: u64, fits: impl Fn(u64) -> bool) -> Option<(u64, Vec<Tree>)> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (i, _) = cache.iter().enumerate().filter(|(_, (seq, _))| *seq <= at).max_by_key(|(_, (seq, _))| *seq)?;
+        let usable = |seq: u64| seq <= at && fits(seq);
+        let (i, _) = cache.iter().enumerate().filter(|(_, (seq, _))| usable(*seq)).max_by_key(|(_, (seq, _))| *seq)?;
         let hit = cache.remove(i)?;
         cache.push_front(hit.clone());
         Some(hit)
@@ -250,17 +340,77 @@ impl History {
     }
 }
 
-/// Replays `actions` on `engine` on the blocking pool (the reducers are
-/// CPU work that must not hold up the service's tasks).
-async fn replay(mut engine: Engine, actions: Vec<CommittedAction>) -> Result<Engine, HistoryError> {
-    tokio::task::spawn_blocking(move || {
-        for action in &actions {
-            engine.apply_with(action, Diffs::Skip)?;
+/// At most how many actions a rebuild at a redaction tells their senders
+/// it now rejects (the latest; the hub keeps as many for them).
+pub const REJECTIONS_TOLD: usize = 1024;
+
+/// How a read waits for a reader's turn.
+#[derive(Clone, Copy)]
+enum Turn {
+    /// At most `settings.wait`, then [`HistoryError::Busy`].
+    Timed,
+    /// As long as it takes (backpressure).
+    Wait,
+}
+
+/// What [`History::replay_to`] ends with.
+struct Replayed {
+    /// One engine per ledger, at the seq asked for.
+    engines: Vec<Engine>,
+    /// The latest actions the first engine rejects and the second does not.
+    newly_rejected: VecDeque<(u64, RejectedAction)>,
+    /// How many there were.
+    newly_rejected_total: u64,
+    /// Actions replayed.
+    replayed: u64,
+}
+
+/// Replays `actions` on each engine on the blocking pool (the reducers are
+/// CPU work that must not hold up the service's tasks), the engines side
+/// by side; each engine with the rejections it met from seq `keep_from`.
+async fn replay(
+    engines: Vec<Engine>,
+    actions: Arc<Vec<CommittedAction>>,
+    keep_from: u64,
+) -> Result<Vec<(Engine, Vec<(u64, RejectedAction)>)>, HistoryError> {
+    let run = move |mut engine: Engine, actions: &[CommittedAction]| {
+        let mut rejected = Vec::new();
+        for action in actions {
+            let applied = engine.apply_with(action, Diffs::Skip)?;
+            if let Some(r) = applied.rejection
+                && applied.seq >= keep_from
+            {
+                rejected.push((applied.seq, RejectedAction::of(action, r.0)));
+            }
         }
-        Ok(engine)
-    })
-    .await
-    .map_err(|e| HistoryError::Replay(e.to_string()))?
+        Ok::<_, HistoryError>((engine, rejected))
+    };
+    let tasks: Vec<_> = engines
+        .into_iter()
+        .map(|engine| {
+            let actions = actions.clone();
+            tokio::task::spawn_blocking(move || run(engine, &actions))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.map_err(|e| HistoryError::Replay(e.to_string()))??);
+    }
+    Ok(out)
+}
+
+/// The views rebuilt at a redaction (see [`History::rebuild`]).
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// Every view's state.
+    pub states: Vec<Tree>,
+    /// The actions now rejected that were not before, with their seqs:
+    /// the latest [`REJECTIONS_TOLD`].
+    pub rejected: Vec<(u64, RejectedAction)>,
+    /// How many actions are now rejected that were not before.
+    pub rejected_total: u64,
+    /// How many actions were replayed (twice: with and without it).
+    pub replayed: u64,
 }
 
 /// Committed actions read from the chronicler's stream.
@@ -301,6 +451,8 @@ pub struct Replayer {
     /// `None` only while a chunk is being replayed.
     engine: Option<Engine>,
     actions: ActionReader,
+    /// Actions read but not replayed yet (those after a redaction).
+    pending: Vec<CommittedAction>,
 }
 
 impl Replayer {
@@ -311,6 +463,8 @@ impl Replayer {
 
     /// The next seqs, at most `max` and never past `upto`, each with view
     /// `view`'s patch, replayed while holding one of `history`'s readers.
+    /// At a redaction the views are rebuilt as the hub's past has them
+    /// (see [`crate::redaction`]), and its patch is from the views before.
     ///
     /// # Errors
     /// As for [`History::states_at`] (a busy reader is waited for).
@@ -319,30 +473,52 @@ impl Replayer {
         if seq >= upto {
             return Ok(Vec::new());
         }
-        let chunk = self.actions.next_chunk(upto - seq).await?;
+        let mut chunk = std::mem::take(&mut self.pending);
+        if chunk.is_empty() {
+            chunk = self.actions.next_chunk(upto - seq).await?;
+        }
         if chunk.is_empty() {
             return Err(HistoryError::Ended(seq + 1));
         }
         // An exact stream waits for its turn as long as it takes: it is
         // backpressure, not a request to refuse.
-        let _turn = history.permits.acquire().await.map_err(|_| HistoryError::Busy)?;
+        let turn = history.permits.acquire().await.map_err(|_| HistoryError::Busy)?;
         let mut engine = self.engine.take().ok_or(HistoryError::Ended(seq + 1))?;
         let stepped = tokio::task::spawn_blocking(move || {
             let mut steps = Vec::with_capacity(chunk.len());
-            for action in &chunk {
+            for (i, action) in chunk.iter().enumerate() {
                 let old = engine.state(view).cloned().unwrap_or_default();
-                let applied = engine.apply_with(action, Diffs::Skip)?;
+                let applied = match engine.apply_with(action, Diffs::Skip) {
+                    Ok(applied) => applied,
+                    // A redaction: rebuilt below, the rest of the chunk after.
+                    Err(EngineError::Rebuild { .. }) => return Ok((engine, steps, chunk.split_off(i))),
+                    Err(e) => return Err(e.into()),
+                };
                 let new = engine.state(view).cloned().unwrap_or_default();
                 let rejected = applied.rejection.map(|r| RejectedAction::of(action, r.0));
                 steps.push(ReplayStep { seq: applied.seq, ops: nodb_shared::diff::diff(&old, &new), rejected });
             }
-            Ok::<_, HistoryError>((engine, steps))
+            Ok::<_, HistoryError>((engine, steps, Vec::new()))
         })
         .await
         .map_err(|e| HistoryError::Replay(e.to_string()))?;
-        let (engine, steps) = stepped?;
+        drop(turn);
+        let (engine, mut steps, rest) = stepped?;
         history.metrics.replayed.fetch_add(steps.len() as u64, Relaxed);
-        self.engine = Some(engine);
+        self.pending = rest;
+        if steps.is_empty()
+            && let Some(redaction) = self.pending.first().map(|a| a.seq)
+        {
+            let old = engine.state(view).cloned().unwrap_or_default();
+            let states = history.states_at_after(redaction, Turn::Wait).await?.states;
+            let ops = nodb_shared::diff::diff(&old, states.get(view).unwrap_or(&Tree::default()));
+            steps.push(ReplayStep { seq: redaction, ops, rejected: None });
+            let redactions = history.redactions().as_of(redaction);
+            self.engine = Some(Engine::restore(engine.app().clone(), redaction, states).with_redactions(redactions));
+            self.pending.remove(0);
+        } else {
+            self.engine = Some(engine);
+        }
         Ok(steps)
     }
 }

@@ -11,7 +11,7 @@
 //! States are persistent trees, so keeping the recent ones costs only what
 //! changed between them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
@@ -20,9 +20,11 @@ use nodb_shared::Tree;
 use nodb_shared::diff::diff;
 use nodb_shared::draft::RecordedPatch;
 use nodb_shared::protocol::{CommittedAction, ServerMessage, ViewState};
+use nodb_viewserver::{History, Plan, SharedMessages, Versioned, message};
 use tokio::sync::watch;
 
 use crate::engine::{Diffs, Edits, Engine, EngineError};
+use crate::redaction::Redactions;
 
 /// A rejected action, kept to tell the client that sent it.
 #[derive(Clone, Debug)]
@@ -55,11 +57,14 @@ struct Entry {
     /// Every view's patch message for this seq: computed when a client
     /// first needs it (never during a replay nobody watches), then shared.
     patches: std::sync::OnceLock<Vec<Bytes>>,
-    rejected: Option<RejectedAction>,
+    /// The actions rejected at this seq: the seq's own, or (at a
+    /// redaction) those the rebuild now rejects.
+    rejected: Vec<RejectedAction>,
 }
 
-pub use nodb_viewserver::CatchUp;
+pub use nodb_viewserver::{AtError, CatchUp, hash};
 
+mod redact;
 mod scope;
 pub use scope::subtree;
 
@@ -72,6 +77,8 @@ pub struct HubMetrics {
     pub rejected: AtomicU64,
     /// Reducer panics caught.
     pub panics: AtomicU64,
+    /// Redactions applied (`@@nodb/redact`, undos included).
+    pub redactions: AtomicU64,
     /// Messages that covered more than one seq.
     pub coalesced: AtomicU64,
     /// Clients sent a fresh snapshot because they were too far behind.
@@ -86,40 +93,32 @@ pub struct HubMetrics {
     pub diff_nanos: AtomicU64,
 }
 
-/// Messages built for one client that others at the same point can reuse:
-/// clients woken by the same new seq usually ask for the same catch-up.
-#[derive(Default)]
-struct SharedMessages {
-    /// The seq the messages lead to; a new seq empties the map.
-    seq: u64,
-    /// `(view, since)` → the combined patch from `since`, or (`since`
-    /// `None`) the snapshot.
-    messages: HashMap<(usize, Option<u64>), Bytes>,
-}
-
 /// The shared view state.
 pub struct Hub {
     state: RwLock<HubState>,
-    shared: std::sync::Mutex<SharedMessages>,
-    /// Seqs of `@@nodb/snapshot` actions not yet written.
-    /// Each `@@nodb/snapshot` not yet written, with the states at its seq
-    /// (kept here, since the history may move past it first).
-    snapshot_requests: std::sync::Mutex<Vec<(u64, Vec<Tree>)>>,
+    /// `(view, since)` → the combined patch from `since`, or (`since`
+    /// `None`) the snapshot, shared by the clients at that point.
+    shared: std::sync::Mutex<SharedMessages<(usize, Option<u64>)>>,
+    /// Each `@@nodb/snapshot` (and checkpoint) not yet written, with the
+    /// views at its seq (kept here, since the history may move past it).
+    snapshot_requests: std::sync::Mutex<Vec<ViewsAt>>,
     seq_tx: watch::Sender<u64>,
-    history_len: usize,
     /// The checkpoint interval: the states at each multiple of it are
     /// handed to the snapshotter like a `@@nodb/snapshot`'s.
     checkpoint_every: Option<u64>,
     /// Where entries that fall out of the history go to be dropped, on a
     /// thread of their own (see [`Hub::apply`]).
     freer: std::sync::mpsc::SyncSender<Entry>,
+    /// The app's version, sent with every snapshot.
+    version: Option<Arc<str>>,
     /// The counters.
     pub metrics: HubMetrics,
 }
 
 struct HubState {
     engine: Engine,
-    history: VecDeque<Entry>,
+    /// The recent seqs; the last is always the engine's.
+    history: History<Entry>,
     /// The latest rejections, oldest first (at most [`REJECTIONS_KEPT`] or
     /// the history's length): a batch applied in place keeps no entry per
     /// seq, but its senders are still told.
@@ -139,6 +138,17 @@ impl Hub {
     /// `checkpoint_every` to the snapshotter (see
     /// [`Hub::take_snapshot_requests`]).
     pub fn with_checkpoints(engine: Engine, history_len: usize, checkpoint_every: Option<u64>) -> Arc<Hub> {
+        Hub::versioned(engine, history_len, checkpoint_every, None)
+    }
+
+    /// [`Hub::with_checkpoints`] for the app at `version`, which every
+    /// snapshot message names (see [`Hub::version`]).
+    pub fn versioned(
+        engine: Engine,
+        history_len: usize,
+        checkpoint_every: Option<u64>,
+        version: Option<Arc<str>>,
+    ) -> Arc<Hub> {
         let (seq_tx, _) = watch::channel(engine.seq());
         // The history starts with the state the engine starts from, so a
         // client that has it can be sent a patch rather than a snapshot.
@@ -156,20 +166,28 @@ impl Hub {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no thread to free old history entries; they are freed in line");
         }
+        let mut history = History::new(history_len);
+        history.push(base);
         Arc::new(Hub {
-            state: RwLock::new(HubState { engine, history: VecDeque::from([base]), rejections: VecDeque::new() }),
+            state: RwLock::new(HubState { engine, history, rejections: VecDeque::new() }),
             shared: std::sync::Mutex::new(SharedMessages::default()),
             snapshot_requests: std::sync::Mutex::new(Vec::new()),
             seq_tx,
             freer,
-            history_len: history_len.max(1),
             checkpoint_every: checkpoint_every.filter(|e| *e > 0),
+            version,
             metrics: HubMetrics::default(),
         })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HubState> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The version of the app's code, as its snapshots name it: a client
+    /// whose state another version made is sent a snapshot, not a patch.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
     }
 
     /// The seq the views reflect, watchable.
@@ -197,7 +215,7 @@ impl Hub {
         // is released, on the freeing thread: freeing the nodes only it
         // still held takes a while, and neither readers nor the next action
         // need wait for it.
-        let mut evicted = None;
+        let evicted;
         let seq = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
             let applied = s.engine.apply_with(action, Diffs::Skip)?;
@@ -206,21 +224,18 @@ impl Hub {
                 tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
             }
             if applied.snapshot_requested || self.is_checkpoint(applied.seq) {
-                self.request_snapshot(applied.seq, s.engine.states().to_vec());
+                self.request_snapshot(ViewsAt::of(&s.engine));
             }
             if applied.panicked {
                 self.metrics.panics.fetch_add(1, Relaxed);
                 tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
             }
-            let rejected = applied.rejection.map(|r| RejectedAction::of(action, r.0));
-            if let Some(r) = &rejected {
+            let rejected: Vec<_> = applied.rejection.map(|r| RejectedAction::of(action, r.0)).into_iter().collect();
+            if let Some(r) = rejected.first() {
                 self.keep_rejection(&mut s, applied.seq, r.clone());
             }
             let states = s.engine.states().to_vec();
-            if s.history.len() == self.history_len {
-                evicted = s.history.pop_front();
-            }
-            s.history.push_back(Entry { rejected, edits: applied.edits, ..Entry::at(applied.seq, states) });
+            evicted = s.history.push(Entry { rejected, edits: applied.edits, ..Entry::at(applied.seq, states) });
             applied.seq
         };
         if let Some(entry) = evicted {
@@ -247,6 +262,12 @@ impl Hub {
     /// # Errors
     /// As for [`Hub::apply`].
     pub fn apply_batch(&self, actions: &[CommittedAction]) -> Result<(), EngineError> {
+        // A redaction needs the views rebuilt (`Hub::apply_redaction`): the
+        // batch stops before it, and the engine refuses it, unchanged.
+        if let Some(at) = actions.iter().position(|a| a.kind == crate::engine::REDACT) {
+            self.apply_batch(&actions[..at])?;
+            return self.apply(&actions[at]);
+        }
         // A batch ends at each checkpoint, so its states are at hand.
         if let Some(cut) = actions.iter().position(|a| self.is_checkpoint(a.seq))
             && cut + 1 < actions.len()
@@ -259,10 +280,10 @@ impl Hub {
             return self.apply_in_place(actions);
         }
         let started = std::time::Instant::now();
-        let (app, states, seq, bytes, limits) = {
+        let (app, states, seq, bytes, limits, redactions) = {
             let s = self.read();
             let e = &s.engine;
-            (e.app().clone(), e.states().to_vec(), e.seq(), e.bytes().to_vec(), *e.limits())
+            (e.app().clone(), e.states().to_vec(), e.seq(), e.bytes().to_vec(), *e.limits(), e.redactions().clone())
         };
         if let Some(a) = actions.iter().zip(seq + 1..).find(|(a, expected)| a.seq != *expected) {
             return Err(EngineError::OutOfSequence { expected: a.1, got: a.0.seq });
@@ -271,13 +292,14 @@ impl Hub {
             return actions.iter().try_for_each(|a| self.apply(a));
         };
         if self.is_checkpoint(last.seq) {
-            self.request_snapshot(last.seq, next.clone());
+            self.request_snapshot(ViewsAt { seq: last.seq, states: next.clone(), redactions: redactions.clone() });
         }
         let entry = Entry::at(last.seq, next.clone());
         let evicted = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            s.engine = Engine::restore_measured(app, last.seq, next, bytes).with_limits(limits);
-            std::mem::replace(&mut s.history, VecDeque::from([entry]))
+            s.engine =
+                Engine::restore_measured(app, last.seq, next, bytes).with_limits(limits).with_redactions(redactions);
+            s.history.restart(entry)
         };
         drop(evicted);
         self.metrics.applied.fetch_add(actions.len() as u64, Relaxed);
@@ -304,7 +326,7 @@ impl Hub {
             if let Some(a) = actions.iter().zip(seq + 1..).find(|(a, expected)| a.seq != *expected) {
                 return Err(EngineError::OutOfSequence { expected: a.1, got: a.0.seq });
             }
-            drop(std::mem::take(&mut s.history));
+            drop(s.history.take());
             for action in actions {
                 let applied = s.engine.apply_with(action, Diffs::Skip)?;
                 if let Some(r) = applied.rejection {
@@ -317,11 +339,11 @@ impl Hub {
                     tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
                 }
                 if applied.snapshot_requested || self.is_checkpoint(applied.seq) {
-                    self.request_snapshot(applied.seq, s.engine.states().to_vec());
+                    self.request_snapshot(ViewsAt::of(&s.engine));
                 }
             }
             let states = s.engine.states().to_vec();
-            s.history.push_back(Entry::at(last.seq, states));
+            s.history.push(Entry::at(last.seq, states));
         }
         self.metrics.applied.fetch_add(actions.len() as u64, Relaxed);
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
@@ -330,7 +352,7 @@ impl Hub {
     }
 
     fn keep_rejection(&self, s: &mut HubState, seq: u64, rejected: RejectedAction) {
-        if s.rejections.len() >= self.history_len.max(REJECTIONS_KEPT) {
+        if s.rejections.len() >= s.history.capacity().max(REJECTIONS_KEPT) {
             s.rejections.pop_front();
         }
         s.rejections.push_back((seq, rejected));
@@ -338,15 +360,15 @@ impl Hub {
 
     /// How many seqs the history keeps.
     pub fn history_len(&self) -> usize {
-        self.history_len
+        self.read().history.capacity()
     }
 
     fn is_checkpoint(&self, seq: u64) -> bool {
         self.checkpoint_every.is_some_and(|every| seq.is_multiple_of(every))
     }
 
-    fn request_snapshot(&self, seq: u64, states: Vec<Tree>) {
-        self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).push((seq, states));
+    fn request_snapshot(&self, views: ViewsAt) {
+        self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).push(views);
     }
 
     /// How many snapshots wait for the snapshotter. The follower pauses
@@ -364,21 +386,15 @@ impl Hub {
         if since >= s.engine.seq() {
             return Exact::Nothing;
         }
-        let oldest = s.history.front().map_or(u64::MAX, |e| e.seq);
-        let Some(start) = since.checked_sub(oldest).map(|i| i as usize) else { return Exact::NotInHistory };
-        if s.history.get(start).is_none_or(|e| e.seq != since) {
+        if s.history.get(since).is_none() {
             return Exact::NotInHistory;
         }
-        let mut out = Vec::new();
-        for i in start + 1..s.history.len().min(start + 1 + max.max(1)) {
-            let (prev, entry) = (&s.history[i - 1], &s.history[i]);
-            if entry.seq != prev.seq + 1 {
-                break;
-            }
-            let rejected = entry.rejected.clone();
-            out.push(ExactStep { seq: entry.seq, message: self.patches(prev, entry)[view].clone(), rejected });
-        }
-        Exact::Patches(out)
+        let steps = s.history.after(since).take(max.max(1)).map(|(prev, entry)| ExactStep {
+            seq: entry.seq,
+            message: self.patches(prev, entry)[view].clone(),
+            rejected: entry.rejected.clone(),
+        });
+        Exact::Patches(steps.collect())
     }
 
     /// Every view's patch message from `prev` to `entry` (the next seq):
@@ -404,54 +420,40 @@ impl Hub {
     pub fn catch_up(&self, view: usize, since: Option<u64>) -> (CatchUp, u64) {
         let s = self.read();
         let seq = s.engine.seq();
-        let snapshot = |s: &HubState| {
-            CatchUp::Snapshot(self.shared_message(view, None, seq, || {
-                let state = s.engine.state(view).cloned().unwrap_or_default();
-                message(&ServerMessage::Snapshot { seq, state, sources: None })
-            }))
+        let catch_up = match s.history.plan(since) {
+            Plan::NoState | Plan::Nothing => CatchUp::Nothing,
+            Plan::Snapshot { last, resync } => {
+                if resync {
+                    self.metrics.resynced.fetch_add(1, Relaxed);
+                }
+                CatchUp::Snapshot(self.shared_message(view, None, seq, || {
+                    let state = last.states.get(view).cloned().unwrap_or_default();
+                    let version = self.version.as_deref().map(str::to_string);
+                    message(&ServerMessage::Snapshot { seq, state, sources: None, version })
+                }))
+            }
+            Plan::Next { prev, last } => match self.patches(prev, last).get(view) {
+                Some(p) => CatchUp::Patch(p.clone()),
+                None => CatchUp::Nothing,
+            },
+            Plan::Combined { base, last } => {
+                self.metrics.coalesced.fetch_add(1, Relaxed);
+                CatchUp::Combined(self.shared_message(view, Some(base.seq), seq, || {
+                    let started = std::time::Instant::now();
+                    let ops = diff(&base.states[view], &last.states[view]);
+                    let msg = message(&ServerMessage::Patch { from: Some(base.seq + 1), seq, ops, sources: None });
+                    self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+                    msg
+                }))
+            }
         };
-        let Some(since) = since else { return (snapshot(&s), seq) };
-        if since >= seq {
-            return (CatchUp::Nothing, seq);
-        }
-        let oldest = s.history.front().map_or(u64::MAX, |e| e.seq);
-        let n = s.history.len();
-        if since + 1 == seq
-            && n >= 2
-            && let (Some(prev), Some(last)) = (s.history.get(n - 2), s.history.get(n - 1))
-            && prev.seq == since
-            && let Some(p) = self.patches(prev, last).get(view)
-        {
-            return (CatchUp::Patch(p.clone()), seq);
-        }
-        // The client's state is the one after `since`: in the history, or
-        // (since == oldest - 1) not kept.
-        if since >= oldest {
-            self.metrics.coalesced.fetch_add(1, Relaxed);
-            let msg = self.shared_message(view, Some(since), seq, || {
-                let idx = (since - oldest) as usize;
-                let old = &s.history[idx].states[view];
-                let started = std::time::Instant::now();
-                let ops = diff(old, &s.engine.states()[view]);
-                let msg = message(&ServerMessage::Patch { from: Some(since + 1), seq, ops, sources: None });
-                self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
-                msg
-            });
-            return (CatchUp::Combined(msg), seq);
-        }
-        self.metrics.resynced.fetch_add(1, Relaxed);
-        (snapshot(&s), seq)
+        (catch_up, seq)
     }
 
     /// The message for clients of `view` at `since` that are to reach
     /// `seq`: built once by `build`, then shared until the seq moves on.
     fn shared_message(&self, view: usize, since: Option<u64>, seq: u64, build: impl FnOnce() -> Bytes) -> Bytes {
-        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if shared.seq != seq {
-            shared.seq = seq;
-            shared.messages.clear();
-        }
-        shared.messages.entry((view, since)).or_insert_with(build).clone()
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).get_or_build((view, since), seq, build)
     }
 
     /// The rejections of `client`'s actions in seqs `after+1..=upto` that
@@ -463,6 +465,12 @@ impl Hub {
             .filter(|(seq, r)| *seq > after && *seq <= upto && r.client == client)
             .cloned()
             .collect()
+    }
+
+    /// Every rejection in seqs `after+1..=upto` that the hub still keeps
+    /// (the latest thousand or more), oldest first, whoever sent it.
+    pub fn rejections_between(&self, after: u64, upto: u64) -> Vec<(u64, RejectedAction)> {
+        self.read().rejections.iter().filter(|(seq, _)| *seq > after && *seq <= upto).cloned().collect()
     }
 
     /// The app the views belong to.
@@ -489,17 +497,8 @@ impl Hub {
     /// As for [`Hub::view_state`].
     pub fn state_at(&self, view: usize, at: Option<u64>) -> Result<(u64, Tree), AtError> {
         let s = self.read();
-        let seq = s.engine.seq();
-        let state = match at {
-            None => s.engine.state(view).cloned().unwrap_or_default(),
-            Some(at) if at == seq => s.engine.state(view).cloned().unwrap_or_default(),
-            Some(at) if at > seq => return Err(AtError::Ahead(format!("`at` {at} is beyond the view's seq {seq}"))),
-            Some(at) => match s.history.iter().find(|e| e.seq == at) {
-                Some(e) => e.states[view].clone(),
-                None => return Err(AtError::NotInMemory),
-            },
-        };
-        Ok((at.unwrap_or(seq), state))
+        let entry = s.history.at(at)?;
+        Ok((entry.seq, entry.states.get(view).cloned().unwrap_or_default()))
     }
 
     /// The seq and every view's state, consistently (O(1) clones).
@@ -508,14 +507,43 @@ impl Hub {
         (s.engine.seq(), s.engine.states().to_vec())
     }
 
-    /// Takes the snapshots `@@nodb/snapshot` asked for: seq and states.
-    pub fn take_snapshot_requests(&self) -> Vec<(u64, Vec<Tree>)> {
+    /// The views now, with the redactions they reflect (O(1) clones).
+    pub fn current_views(&self) -> ViewsAt {
+        ViewsAt::of(&self.read().engine)
+    }
+
+    /// The redactions the views reflect now.
+    pub fn redactions(&self) -> Redactions {
+        self.read().engine.redactions().clone()
+    }
+
+    /// Takes the snapshots `@@nodb/snapshot` and the checkpoints asked for.
+    pub fn take_snapshot_requests(&self) -> Vec<ViewsAt> {
         std::mem::take(&mut *self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The seq the views reflect.
     pub fn current_seq(&self) -> u64 {
         self.read().engine.seq()
+    }
+}
+
+/// Every view at one seq, with the redactions they reflect: what a
+/// snapshot keeps.
+#[derive(Clone, Debug)]
+pub struct ViewsAt {
+    /// The seq.
+    pub seq: u64,
+    /// Every view's state, in the app's order.
+    pub states: Vec<Tree>,
+    /// The redactions in force.
+    pub redactions: Redactions,
+}
+
+impl ViewsAt {
+    /// The views `engine` holds.
+    pub fn of(engine: &Engine) -> ViewsAt {
+        ViewsAt { seq: engine.seq(), states: engine.states().to_vec(), redactions: engine.redactions().clone() }
     }
 }
 
@@ -537,22 +565,9 @@ pub struct ExactStep {
     pub seq: u64,
     /// Its patch message (`{"type":"patch","seq":…,"ops":[…]}`).
     pub message: Bytes,
-    /// The action at this seq, if a reducer rejected it.
-    pub rejected: Option<RejectedAction>,
-}
-
-/// Why a state at some seq is not at hand.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AtError {
-    /// The seq is beyond the views.
-    Ahead(String),
-    /// Older than the history kept in memory: rebuild it from a snapshot.
-    NotInMemory,
-}
-
-/// The hex BLAKE3 hash of a state's deterministic serialisation.
-pub fn hash(state: &Tree) -> String {
-    blake3::hash(state.to_json_string().as_bytes()).to_hex().to_string()
+    /// The actions rejected at this seq: its own, if a reducer rejected
+    /// it, or (at a redaction) those the rebuild now rejects.
+    pub rejected: Vec<RejectedAction>,
 }
 
 /// The body of `GET /views/{name}` — `{"seq", "hash", "state"}`, what
@@ -562,10 +577,6 @@ pub fn view_body(seq: u64, state: &Tree) -> String {
     let json = state.to_json_string();
     let hash = blake3::hash(json.as_bytes()).to_hex();
     format!("{{\"seq\":{seq},\"hash\":\"{hash}\",\"state\":{json}}}")
-}
-
-fn message(m: &ServerMessage) -> Bytes {
-    Bytes::from(serde_json::to_vec(m).unwrap_or_default())
 }
 
 /// The patch message of one seq.
@@ -592,10 +603,16 @@ pub fn seq_patch_message(seq: u64, edits: Option<&Edits>, old: &Tree, new: &Tree
     }
 }
 
+impl Versioned for Entry {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 impl Entry {
     /// The entry of `seq` with `states`, no edits, no rejection.
     fn at(seq: u64, states: Vec<Tree>) -> Entry {
-        Entry { seq, states, edits: Vec::new(), patches: Default::default(), rejected: None }
+        Entry { seq, states, edits: Vec::new(), patches: Default::default(), rejected: Vec::new() }
     }
 }
 

@@ -34,6 +34,8 @@
 //!   session of `nodb_viewserver`, with rejections and the dispatch relay).
 //! - [`server`]: the HTTP and WebSocket service; [`web`]: the client
 //!   library and the demo page it serves.
+//! - [`inspect`]: the history page `/inspect` and what it reads,
+//!   `GET /history` and `GET /views/{name}/patch?seq=N`.
 
 pub mod app;
 pub mod batch;
@@ -42,7 +44,9 @@ pub mod exact;
 pub mod follow;
 pub mod history;
 pub mod hub;
+pub mod inspect;
 pub mod json_doc;
+pub mod redaction;
 pub mod reducer;
 pub mod replay;
 #[cfg(test)]

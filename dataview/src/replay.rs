@@ -19,8 +19,9 @@ use nodb_shared::Tree;
 use nodb_shared::protocol::{CommittedAction, ServerMessage};
 
 use crate::app::App;
-use crate::engine::{Diffs, Engine};
+use crate::engine::{Diffs, Engine, EngineError};
 use crate::follow::committed;
+use crate::history::{History, HistoryError, HistorySettings};
 
 /// What to replay and compare.
 #[derive(Clone, Debug)]
@@ -97,6 +98,9 @@ pub enum ReplayError {
     /// The stream ended before the last seq.
     #[error("the chronicler's stream ended at seq {0}, before the last seq to replay")]
     Ended(u64),
+    /// The views could not be rebuilt at a redaction.
+    #[error("cannot rebuild the views at a redaction: {0}")]
+    Rebuild(#[from] HistoryError),
 }
 
 /// Replays the history from the chronicler through `app`'s reducers, and
@@ -116,6 +120,9 @@ pub async fn replay(
         None => chronicler.head().await?,
     };
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
+    // A redaction rebuilds the views from the start (there are no
+    // snapshots here), the way a data view does from its checkpoints.
+    let past = History::new(app.clone(), None, chronicler.url().clone(), HistorySettings::default());
     let mut engine = Engine::new(app);
     let from = settings.from.max(1);
     let mut old: Vec<OldView> = Vec::new();
@@ -136,12 +143,26 @@ pub async fn replay(
         let Some(line) = line else { return Err(ReplayError::Ended(engine.seq())) };
         let Some(action) = committed(line?) else { continue };
         let comparing = !old.is_empty();
-        let applied = engine.apply_with(&action, if comparing { Diffs::Compute } else { Diffs::Skip })?;
+        let patches = match engine.apply_with(&action, if comparing { Diffs::Compute } else { Diffs::Skip }) {
+            Ok(applied) => applied.patches,
+            Err(EngineError::Rebuild { redaction, .. }) => {
+                let before = engine.redactions().clone();
+                let (after, first) = before.with(*redaction).map_err(|e| HistoryError::Replay(e.to_string()))?;
+                let states = match first {
+                    Some(first) => past.rebuild(action.seq, &before, &after, first).await?.states,
+                    None => engine.states().to_vec(),
+                };
+                let rebuilt = Engine::restore(engine.app().clone(), action.seq, states).with_redactions(after);
+                let old = std::mem::replace(&mut engine, rebuilt);
+                old.states().iter().zip(engine.states()).map(|(o, n)| nodb_shared::diff::diff(o, n)).collect()
+            }
+            Err(e) => return Err(e.into()),
+        };
         actions += 1;
         for (i, view) in old.iter_mut().enumerate() {
             let ops = view.next(action.seq).await?;
             let new_state = &engine.states()[i];
-            let new_ops = applied.patches.get(i).map_or(&[][..], |p| &p.0[..]);
+            let new_ops = patches.get(i).map_or(&[][..], |p| &p.0[..]);
             if view.differences.after(view.replica.state().unwrap_or(&Tree::Null), new_state, &ops, new_ops) {
                 view.differing += 1;
                 if view.first.is_none() {
@@ -206,7 +227,7 @@ async fn open_old(url: &ServiceUrl, names: &[String], engine: &Engine, seq: u64)
     for (i, name) in names.iter().enumerate() {
         let client = ViewClient::new(url.clone(), name);
         let at = client.state_at(seq).await?;
-        let stream = client.open(&StreamOptions { since: Some(seq), exact: true, client: None }).await?;
+        let stream = client.open(&StreamOptions { since: Some(seq), exact: true, ..StreamOptions::default() }).await?;
         let mut differences = Differences::default();
         differences.start(&at.state, &engine.states()[i]);
         let replica = Replica::at(seq, at.state).exact();

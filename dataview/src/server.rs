@@ -3,12 +3,14 @@
 //! - `GET /views` — the views with their seq.
 //! - `GET /views/{name}[?at=N]` — `{"seq", "hash", "state"}`.
 //! - `GET /views/{name}/state/<JSON pointer>` — a subtree.
-//! - `GET /views/{name}/stream?since=N[&client=ID][&exact=true]` (WebSocket)
+//! - `GET /views/{name}/stream?since=N[&version=V][&client=ID][&exact=true]` (WebSocket)
 //!   — a snapshot or the missed patches, then one patch message per seq (or
 //!   one combined message when the client fell behind), and the client's own
 //!   rejections; with `exact=true`, one message per seq, never combined
 //!   ([`crate::exact`]).
 //! - `GET /health`, `GET /ready` (200 once caught up), `GET /metrics`.
+//! - `GET /history`, `GET /views/{name}/patch?seq=N` and the page
+//!   `/inspect` ([`crate::inspect`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -82,6 +84,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(crate::inspect::routes())
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(ErrorCode::NotFound, format!("no such endpoint: {} (try GET /views)", uri.path()))
         })
@@ -127,8 +130,12 @@ async fn get_view(
     };
     let ((seq, state), replayed) = match s.hub.state_at(view, at) {
         Ok(found) => (found, 0),
-        Err(AtError::Ahead(msg)) => return Err(ApiError::new(ErrorCode::BadRequest, msg)),
-        Err(AtError::NotInMemory) => {
+        Err(AtError::Ahead { seq }) => {
+            let msg = format!("`at` {} is beyond the view's seq {seq}", at.unwrap_or_default());
+            return Err(ApiError::new(ErrorCode::BadRequest, msg));
+        }
+        Err(AtError::NoState) => return Err(ApiError::new(ErrorCode::Unavailable, "the views have no state yet")),
+        Err(AtError::Gone { .. }) => {
             // Older than the history in memory: the checkpoint at or
             // before it (or a cached state), plus a bounded replay.
             let at = at.unwrap_or_default();
@@ -196,6 +203,8 @@ struct StreamQuery {
     since: Option<String>,
     client: Option<String>,
     exact: Option<String>,
+    /// The version named by the snapshot the client's state began from.
+    version: Option<String>,
 }
 
 async fn stream(
@@ -220,6 +229,15 @@ async fn stream(
             t.parse::<u64>()
                 .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("`since` must be a seq, not {t:?}")))?,
         ),
+    };
+    // A state another version of the app made is not one this data view
+    // can patch: such a client starts again from a snapshot.
+    let since = match &q.version {
+        Some(theirs) if since.is_some() && Some(theirs.as_str()) != s.hub.version() => {
+            s.hub.metrics.resynced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
+        _ => since,
     };
     let seq = s.hub.current_seq();
     if let Some(since) = since
@@ -334,17 +352,4 @@ async fn metrics(State(s): State<AppState>, caller: Caller) -> Result<Response, 
         m.diff_nanos.load(Relaxed),
     );
     Ok(out.into_response())
-}
-
-/// Serves `router(state)` on `listener` until shutdown.
-///
-/// # Errors
-/// I/O errors of the listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    tls: Option<&nodb_server::Tls>,
-) -> std::io::Result<()> {
-    let shutdown = state.shutdown.clone();
-    nodb_server::serve(listener, router(state), tls, shutdown).await
 }

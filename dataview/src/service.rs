@@ -1,9 +1,11 @@
 //! Starting a data view: its settings, checked with [`Settings::validate`],
 //! and [`start`], which restores the views from the newest snapshot and
 //! starts the follower and the snapshotter. The caller serves
-//! [`Running::state`] with [`crate::server::serve`] (or merges
-//! [`crate::server::router`] into a router of its own, as `nodb up` does)
-//! and calls [`Running::finish`] once the server has stopped.
+//! [`crate::server::router`] of [`Running::state`] with `nodb_server::serve`
+//! (or `serve_with` and its limits, as `nodb dataview` does; or merges the
+//! router into one of its own, as `nodb up` does) until
+//! `Running::state.shutdown`, and calls [`Running::finish`] once the server
+//! has stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use crate::follow::{FollowStatus, follow};
 use crate::history::{History, HistorySettings};
 use crate::hub::Hub;
 use crate::server::AppState;
-use crate::snapshot::{SnapshotError, SnapshotPolicy, Snapshots, run_snapshotter};
+use crate::snapshot::{Loaded, SnapshotError, SnapshotPolicy, Snapshots, run_snapshotter};
 
 /// What a data view needs to start.
 #[derive(Clone, Debug)]
@@ -100,11 +102,11 @@ pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskT
         settings;
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
     let engine = match snapshots.load_latest(&names).await? {
-        Some((seq, states)) => {
-            tracing::info!(seq, "restored the views from a snapshot");
+        Some(Loaded { seq, states, redactions }) => {
+            tracing::info!(seq, redactions = redactions.ledger().len(), "restored the views from a snapshot");
             let initial = app.initial_states();
             let states = states.into_iter().zip(initial).map(|(s, i)| s.unwrap_or(i)).collect();
-            Engine::restore(app, seq, states)
+            Engine::restore(app, seq, states).with_redactions(redactions)
         }
         None => Engine::new(app),
     };
@@ -116,14 +118,16 @@ pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskT
         seq => snapshots.chain_at(seq).await?.map(|hash| (seq, hash)),
     };
     let snapshots = snapshots.with_anchor(nodb_client::Chronicler::new(chronicler.clone()));
-    let hub = Hub::with_checkpoints(engine, history, Some(policy.every_seqs));
+    let version: Option<Arc<str>> = version.map(Arc::from);
+    let hub = Hub::versioned(engine, history, Some(policy.every_seqs), version.clone());
     let snapshots = snapshots.with_checkpoints(policy.every_seqs);
-    let past = Arc::new(History::new(hub.app(), Some(snapshots.clone()), chronicler.clone(), history_settings));
+    let past = History::new(hub.app(), Some(snapshots.clone()), chronicler.clone(), history_settings);
+    let past = Arc::new(past.of_hub(hub.clone()));
     let status = Arc::new(FollowStatus { anchor, ..FollowStatus::default() });
-    let follower = tokio::spawn(follow(hub.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
+    let follower =
+        tokio::spawn(follow(hub.clone(), past.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
     let snapshotter =
         tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
-    let version = version.map(Arc::from);
     let state =
         AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, assets, access, version };
     Ok(Running { state, follower, snapshotter })

@@ -25,6 +25,9 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::hub::ViewsAt;
+use crate::redaction::{Redaction, Redactions};
+
 /// The snapshot format this code writes and reads.
 pub const FORMAT: u32 = 1;
 
@@ -67,6 +70,22 @@ struct Header {
     /// restored from it can check that it follows the same history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chain: Option<String>,
+    /// The redactions the states reflect (see [`crate::redaction`]); when
+    /// there are any, `blake3` covers them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    redactions: Vec<Redaction>,
+}
+
+/// A snapshot read back: every view at one seq, with the redactions they
+/// reflect.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The seq.
+    pub seq: u64,
+    /// The states of the views asked for (`None`: the snapshot lacks it).
+    pub states: Vec<Option<Tree>>,
+    /// The redactions the states reflect.
+    pub redactions: Redactions,
 }
 
 /// Where an app's snapshots live.
@@ -158,12 +177,18 @@ impl Snapshots {
         StorePath::from(format!("{}/{seq:020}.snapshot", self.app))
     }
 
-    /// Writes the views at `seq`. `Ok(false)` if a snapshot of that seq
-    /// already exists (it is never overwritten).
+    /// Writes the views at `seq`, which reflect `redactions`. `Ok(false)`
+    /// if a snapshot of that seq already exists (it is never overwritten).
     ///
     /// # Errors
     /// If the store fails.
-    pub async fn write(&self, seq: u64, names: &[String], states: &[Tree]) -> Result<bool, SnapshotError> {
+    pub async fn write(
+        &self,
+        seq: u64,
+        names: &[String],
+        states: &[Tree],
+        redactions: &Redactions,
+    ) -> Result<bool, SnapshotError> {
         let chain = match &self.anchor {
             // Never held up for long: a snapshot without it is still good.
             Some(c) if seq > 0 => match tokio::time::timeout(ANCHOR_WAIT, c.anchor(Some(seq))).await {
@@ -176,7 +201,7 @@ impl Snapshots {
             },
             _ => None,
         };
-        let body = encode(&self.app, seq, names, states, chain);
+        let body = encode(&self.app, seq, names, states, chain, redactions);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.store.put_opts(&self.path(seq), PutPayload::from(body), opts).await {
             Ok(_) => Ok(true),
@@ -212,6 +237,14 @@ impl Snapshots {
     /// # Errors
     /// If the store fails.
     pub async fn load(&self, names: &[String], seq: u64) -> Result<Option<Vec<Option<Tree>>>, SnapshotError> {
+        Ok(self.load_at(names, seq).await?.map(|l| l.states))
+    }
+
+    /// [`Snapshots::load`], with the redactions the states reflect.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn load_at(&self, names: &[String], seq: u64) -> Result<Option<Loaded>, SnapshotError> {
         let bytes = match self.store.get(&self.path(seq)).await {
             Ok(found) => match found.bytes().await {
                 Ok(bytes) => bytes,
@@ -222,7 +255,7 @@ impl Snapshots {
             Err(e) => return Err(e.into()),
         };
         match decode(&bytes, &self.app, seq, names) {
-            Ok(states) => Ok(Some(states)),
+            Ok((states, redactions)) => Ok(Some(Loaded { seq, states, redactions })),
             Err(why) => {
                 tracing::warn!(seq, app = %self.app, "skipping a damaged snapshot: {why}");
                 Ok(None)
@@ -251,7 +284,7 @@ impl Snapshots {
     ///
     /// # Errors
     /// If the store fails.
-    pub async fn load_latest(&self, names: &[String]) -> Result<Option<(u64, Vec<Option<Tree>>)>, SnapshotError> {
+    pub async fn load_latest(&self, names: &[String]) -> Result<Option<Loaded>, SnapshotError> {
         self.load_at_or_before(names, u64::MAX).await
     }
 
@@ -260,28 +293,38 @@ impl Snapshots {
     ///
     /// # Errors
     /// If the store fails.
-    pub async fn load_at_or_before(
+    pub async fn load_at_or_before(&self, names: &[String], at: u64) -> Result<Option<Loaded>, SnapshotError> {
+        self.load_newest(names, at, |_| true).await
+    }
+
+    /// The newest valid snapshot at or before `at` whose seq `fits`.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn load_newest(
         &self,
         names: &[String],
         at: u64,
-    ) -> Result<Option<(u64, Vec<Option<Tree>>)>, SnapshotError> {
-        for seq in self.list().await?.into_iter().filter(|s| *s <= at) {
-            if let Some(states) = self.load(names, seq).await? {
-                return Ok(Some((seq, states)));
+        fits: impl Fn(u64) -> bool,
+    ) -> Result<Option<Loaded>, SnapshotError> {
+        for seq in self.list().await?.into_iter().filter(|s| *s <= at && fits(*s)) {
+            if let Some(loaded) = self.load_at(names, seq).await? {
+                return Ok(Some(loaded));
             }
         }
         Ok(None)
     }
 
-    /// Deletes all but the newest `keep` snapshots that are not
-    /// checkpoints; how many were deleted. Checkpoints are never deleted.
+    /// Deletes all but the newest `keep` snapshots that are neither
+    /// checkpoints nor `kept` (the snapshots at redactions, say); how many
+    /// were deleted. Checkpoints are never deleted.
     ///
     /// # Errors
     /// If the store fails.
-    pub async fn prune(&self) -> Result<usize, SnapshotError> {
+    pub async fn prune(&self, kept: impl Fn(u64) -> bool) -> Result<usize, SnapshotError> {
         let seqs = self.list().await?;
         let mut deleted = 0;
-        for seq in seqs.iter().filter(|s| !self.is_checkpoint(**s)).skip(self.keep) {
+        for seq in seqs.iter().filter(|s| !self.is_checkpoint(**s) && !kept(**s)).skip(self.keep) {
             match self.store.delete(&self.path(*seq)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
                 Err(e) => return Err(e.into()),
@@ -324,17 +367,17 @@ pub async fn run_snapshotter(
             _ = tick.tick() => (true, false),
             () = shutdown.cancelled() => (false, true),
         };
-        let mut due: Vec<(u64, Vec<Tree>)> = hub.take_snapshot_requests();
+        let mut due = hub.take_snapshot_requests();
         if ticked || stopping {
-            let (seq, states) = hub.current();
-            if seq > last_written && due.iter().all(|(s, _)| *s != seq) {
-                due.push((seq, states));
+            let now = hub.current_views();
+            if now.seq > last_written && due.iter().all(|v| v.seq != now.seq) {
+                due.push(now);
             }
         }
         let wrote = !due.is_empty();
-        for (seq, states) in due {
+        for ViewsAt { seq, states, redactions } in due {
             let started = std::time::Instant::now();
-            match snapshots.write(seq, &names, &states).await {
+            match snapshots.write(seq, &names, &states, &redactions).await {
                 Ok(written) => {
                     last_written = last_written.max(seq);
                     if written {
@@ -345,7 +388,10 @@ pub async fn run_snapshotter(
                 Err(e) => tracing::error!(seq, error = %e, "could not write a snapshot"),
             }
         }
-        if wrote && let Err(e) = snapshots.prune().await {
+        // The snapshots at redactions stay, like checkpoints: they are the
+        // bases of reads after them (see `crate::redaction`).
+        let redactions = hub.redactions();
+        if wrote && let Err(e) = snapshots.prune(|seq| redactions.has(seq)).await {
             tracing::warn!(error = %e, "could not prune old snapshots");
         }
         summary.report(stopping);
@@ -383,7 +429,26 @@ impl WriteSummary {
     }
 }
 
-fn encode(app: &str, seq: u64, names: &[String], states: &[Tree], chain: Option<String>) -> Vec<u8> {
+/// The checksum of a snapshot's body and the redactions its states reflect
+/// (the body alone when there are none, as before redactions existed).
+fn checksum(body: &[u8], redactions: &[Redaction]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    if !redactions.is_empty() {
+        hasher.update(serde_json::to_string(redactions).unwrap_or_default().as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.update(body);
+    hasher.finalize().to_hex().to_string()
+}
+
+fn encode(
+    app: &str,
+    seq: u64,
+    names: &[String],
+    states: &[Tree],
+    chain: Option<String>,
+    redactions: &Redactions,
+) -> Vec<u8> {
     let mut body = String::from("{");
     for (i, (name, state)) in names.iter().zip(states).enumerate() {
         if i > 0 {
@@ -399,8 +464,9 @@ fn encode(app: &str, seq: u64, names: &[String], states: &[Tree], chain: Option<
         app: app.to_string(),
         seq,
         views: names.to_vec(),
-        blake3: blake3::hash(body.as_bytes()).to_hex().to_string(),
+        blake3: checksum(body.as_bytes(), redactions.ledger()),
         chain,
+        redactions: redactions.ledger().to_vec(),
     };
     let mut out = serde_json::to_vec(&header).unwrap_or_default();
     out.push(b'\n');
@@ -408,7 +474,7 @@ fn encode(app: &str, seq: u64, names: &[String], states: &[Tree], chain: Option<
     out
 }
 
-fn decode(bytes: &[u8], app: &str, seq: u64, names: &[String]) -> Result<Vec<Option<Tree>>, String> {
+fn decode(bytes: &[u8], app: &str, seq: u64, names: &[String]) -> Result<(Vec<Option<Tree>>, Redactions), String> {
     let split = bytes.iter().position(|b| *b == b'\n').ok_or("no header line")?;
     let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|e| format!("bad header: {e}"))?;
     let body = &bytes[split + 1..];
@@ -418,12 +484,13 @@ fn decode(bytes: &[u8], app: &str, seq: u64, names: &[String]) -> Result<Vec<Opt
     if header.app != app || header.seq != seq {
         return Err(format!("it is app {:?} at seq {}, not what its name says", header.app, header.seq));
     }
-    if blake3::hash(body).to_hex().as_str() != header.blake3 {
+    if checksum(body, &header.redactions) != header.blake3 {
         return Err("checksum mismatch".into());
     }
     let mut views: std::collections::BTreeMap<String, Tree> =
         serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
-    Ok(names.iter().map(|n| views.remove(n)).collect())
+    let states = names.iter().map(|n| views.remove(n)).collect();
+    Ok((states, Redactions::from_ledger(header.redactions)))
 }
 
 #[cfg(test)]
@@ -447,16 +514,26 @@ mod fuzz {
 
         /// A written snapshot with one byte changed is refused, or (a change
         /// in the header's whitespace or key order that means the same)
-        /// decodes to the same states; never to other states.
+        /// decodes to the same states and redactions; never to others.
         #[test]
-        fn a_damaged_snapshot_is_refused(at in any::<prop::sample::Index>(), byte in any::<u8>(), n in 0u64..1000) {
+        fn a_damaged_snapshot_is_refused(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            n in 0u64..1000,
+            redacted in any::<bool>(),
+        ) {
             let states = vec![Tree::from(serde_json::json!({"products": {"apple": {"total": n}}})), Tree::from(serde_json::json!([n]))];
-            let mut bytes = encode("warehouse", 7, &names(), &states, None);
+            let redactions = if redacted {
+                Redactions::from_ledger(vec![Redaction { seq: 6, seqs: vec![2, 4], undo: false, reason: "typo".into() }])
+            } else {
+                Redactions::default()
+            };
+            let mut bytes = encode("warehouse", 7, &names(), &states, None, &redactions);
             let i = at.index(bytes.len());
             prop_assume!(bytes[i] != byte);
             bytes[i] = byte;
             if let Ok(decoded) = decode(&bytes, "warehouse", 7, &names()) {
-                prop_assert_eq!(decoded, states.into_iter().map(Some).collect::<Vec<_>>());
+                prop_assert_eq!(decoded, (states.into_iter().map(Some).collect::<Vec<_>>(), redactions));
             }
         }
 
@@ -480,6 +557,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A ledger with one redaction before `seq`.
+    fn ledger(seq: u64) -> Redactions {
+        Redactions::from_ledger(vec![Redaction {
+            seq: seq - 1,
+            seqs: vec![1, seq - 2],
+            undo: false,
+            reason: "r".into(),
+        }])
+    }
+
     #[tokio::test]
     async fn write_load_prune_and_skip_damage() {
         let dir = tempfile::tempdir().unwrap();
@@ -487,21 +574,22 @@ mod tests {
         let names = vec!["stock".to_string(), "activity".to_string()];
         for seq in [10, 20, 30] {
             let states = vec![Tree::from(json!({"seq": seq})), Tree::from(json!([seq]))];
-            assert!(snaps.write(seq, &names, &states).await.unwrap());
+            assert!(snaps.write(seq, &names, &states, &ledger(seq)).await.unwrap());
         }
         // Create-only: an existing snapshot is never overwritten.
-        assert!(!snaps.write(30, &names, &[Tree::Null, Tree::Null]).await.unwrap());
-        let (seq, states) = snaps.load_latest(&names).await.unwrap().unwrap();
+        assert!(!snaps.write(30, &names, &[Tree::Null, Tree::Null], &Redactions::default()).await.unwrap());
+        let Loaded { seq, states, redactions } = snaps.load_latest(&names).await.unwrap().unwrap();
         assert_eq!(seq, 30);
         assert_eq!(states[0], Some(Tree::from(json!({"seq": 30}))));
+        assert_eq!(redactions, ledger(30), "the redactions come back with the states");
         // Damage the newest: the one before it is used.
         let path = dir.path().join("warehouse").join(format!("{:020}.snapshot", 30));
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 3;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(snaps.load_latest(&names).await.unwrap().unwrap().0, 20);
-        assert_eq!(snaps.prune().await.unwrap(), 1);
+        assert_eq!(snaps.load_latest(&names).await.unwrap().unwrap().seq, 20);
+        assert_eq!(snaps.prune(|_| false).await.unwrap(), 1);
         assert_eq!(snaps.list().await.unwrap(), vec![30, 20]);
     }
 
@@ -511,12 +599,16 @@ mod tests {
         let snaps = Snapshots::local(dir.path(), "json", 1).unwrap().with_checkpoints(100);
         let names = vec!["doc".to_string()];
         for seq in [100, 150, 200, 250, 260, 300] {
-            snaps.write(seq, &names, &[Tree::from(json!({"seq": seq}))]).await.unwrap();
+            snaps.write(seq, &names, &[Tree::from(json!({"seq": seq}))], &Redactions::default()).await.unwrap();
         }
-        snaps.prune().await.unwrap();
+        // 150 is kept as the caller asks (a redaction's, say).
+        snaps.prune(|seq| seq == 150).await.unwrap();
+        assert_eq!(snaps.list().await.unwrap(), vec![300, 260, 200, 150, 100]);
+        snaps.prune(|_| false).await.unwrap();
         assert_eq!(snaps.list().await.unwrap(), vec![300, 260, 200, 100]);
         assert_eq!(snaps.load(&names, 200).await.unwrap(), Some(vec![Some(Tree::from(json!({"seq": 200})))]));
         assert_eq!(snaps.load(&names, 150).await.unwrap(), None);
-        assert_eq!(snaps.load_at_or_before(&names, 299).await.unwrap().unwrap().0, 260);
+        assert_eq!(snaps.load_at_or_before(&names, 299).await.unwrap().unwrap().seq, 260);
+        assert_eq!(snaps.load_newest(&names, 299, |seq| seq < 200).await.unwrap().unwrap().seq, 100);
     }
 }

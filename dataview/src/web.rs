@@ -24,6 +24,7 @@ pub const CLIENT_MODULES: &[(&str, &str)] = &[
     ("/nodb/outbox.js", include_str!("../../web/nodb/outbox.js")),
     ("/nodb/store.js", include_str!("../../web/nodb/store.js")),
     ("/nodb/redux.js", include_str!("../../web/nodb/redux.js")),
+    ("/nodb/devtools.js", include_str!("../../web/nodb/devtools.js")),
 ];
 /// Its TypeScript declarations.
 pub const NODB_D_TS: &str = include_str!("../../web/nodb.d.ts");

@@ -46,7 +46,7 @@ async fn a_snapshot_is_written_each_interval_if_anything_changed_and_on_shutdown
     };
     let latest = || {
         let (snapshots, names) = (snapshots.clone(), names.clone());
-        async move { snapshots.load_latest(&names).await.unwrap().map(|(seq, _)| seq) }
+        async move { snapshots.load_latest(&names).await.unwrap().map(|l| l.seq) }
     };
     let shutdown = CancellationToken::new();
     // Checkpoints far apart: only the interval writes.

@@ -512,7 +512,7 @@ impl<'a> Run<'a> {
         .exact();
         let mut condition = replica.state().and_then(|state| Condition::new(&envoy.trigger, state));
         tracing::info!(envoy = %envoy.name, view, since = ?since, next = resume.next_n, "envoy watching a view");
-        let mut socket = dataview.open(&StreamOptions { since, exact: true, client: None }).await?;
+        let mut socket = dataview.open(&StreamOptions { since, exact: true, ..StreamOptions::default() }).await?;
         self.stats.following.store(true, Relaxed);
         let mut pipe = Pipeline::new(self, resume.next_n);
         loop {

@@ -3,10 +3,22 @@
 //! The tests themselves are under `tests/tests/`. [`nodb_bin`] finds the
 //! binary that `cargo test` / `cargo nextest` built for this workspace
 //! (building it if it is missing), and [`run`] runs it to completion.
-//! [`raw`] sends raw HTTP/1.1 requests, for what a client library would
-//! not send.
+//!
+//! How a test talks to a service:
+//! - [`client`]: the protocol, through `nodb-client` (dispatch, view
+//!   streams, the dispatch socket, the action stream) — for ordinary use.
+//! - [`get`], [`post`], [`send`]: plain HTTP requests whose status,
+//!   headers and body a test checks; [`read_ndjson`] reads the
+//!   chronicler's NDJSON stream as it comes, for the tests of that
+//!   endpoint.
+//! - [`raw`]: raw HTTP/1.1 requests and raw WebSockets, for what a client
+//!   library would not send (malformed, hostile or oversized input) and
+//!   close frames.
 
+pub mod client;
 pub mod raw;
+
+pub use client::{block_on, committed_actions, dispatch, read_actions, wait_for_seq};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -255,16 +267,24 @@ impl WaitTimeout for std::process::Child {
     }
 }
 
-/// An HTTP response: status and body text.
-#[derive(Debug)]
+/// An HTTP response: status, headers and body text (from [`send`], or
+/// from a raw exchange, [`raw::request`]).
+#[derive(Debug, Clone)]
 pub struct Response {
     /// The status code.
     pub status: u16,
+    /// The headers, names in lower case, in the order they came.
+    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: String,
 }
 
 impl Response {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
     /// The body parsed as JSON.
     ///
     /// # Panics
@@ -273,9 +293,11 @@ impl Response {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
-    /// The `error.code` of an error body.
+    /// The `error.code` of an error body (empty when there is none, or
+    /// the body is not JSON).
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+        let body: serde_json::Value = serde_json::from_str(&self.body).unwrap_or_default();
+        body["error"]["code"].as_str().unwrap_or("").to_string()
     }
 }
 
@@ -292,36 +314,37 @@ fn agent() -> ureq::Agent {
 /// # Errors
 /// Transport errors (connection refused, reset).
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> Result<Response, String> {
-    let resp = agent().post(url).header("Content-Type", content_type).send(body).map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().with_config().limit(64 * 1024 * 1024).read_to_string().map_err(|e| e.to_string())?;
-    Ok(Response { status, body })
+    send("POST", url, &[("Content-Type", content_type)], body)
 }
 
-/// `method url` with these headers and body (`GET` and `DELETE` send no
-/// body).
+/// `method url` (`GET`, `DELETE`, `PUT` or `POST`) with these headers and
+/// body (`GET` and `DELETE` send none); a body of up to 64 MiB is read.
 ///
 /// # Errors
 /// Transport errors.
 pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, String> {
+    fn with<B>(mut req: ureq::RequestBuilder<B>, headers: &[(&str, &str)]) -> ureq::RequestBuilder<B> {
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req
+    }
     let agent = agent();
-    let resp = if method == "GET" {
-        let mut req = agent.get(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.call()
-    } else {
-        let mut req = agent.post(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send(body)
+    let resp = match method {
+        "GET" => with(agent.get(url), headers).call(),
+        "DELETE" => with(agent.delete(url), headers).call(),
+        "PUT" => with(agent.put(url), headers).send(body),
+        _ => with(agent.post(url), headers).send(body),
     }
     .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
-    Ok(Response { status, body })
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = resp.into_body().with_config().limit(64 * 1024 * 1024).read_to_string().map_err(|e| e.to_string())?;
+    Ok(Response { status, headers, body })
 }
 
 /// `GET url`.
@@ -329,14 +352,13 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> R
 /// # Errors
 /// Transport errors.
 pub fn get(url: &str) -> Result<Response, String> {
-    let resp = agent().get(url).call().map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
-    Ok(Response { status, body })
+    send("GET", url, &[], b"")
 }
 
 /// Reads newline-delimited JSON from `GET url` until `stop` says enough
-/// (or 30 s pass), returning the lines read.
+/// (or 30 s pass), returning the lines read: for the tests of the
+/// chronicler's NDJSON endpoint itself (others read the action stream with
+/// [`read_actions`], through `nodb-client`).
 ///
 /// # Errors
 /// Transport errors.
@@ -361,33 +383,6 @@ pub fn read_ndjson(
         }
     }
     Ok(out)
-}
-
-/// `POST {chronicler}/actions` with `actions`; panics unless all are
-/// acknowledged. Returns the highest seq among the acks (0 when every
-/// action was a duplicate).
-///
-/// # Panics
-/// On a transport error or a status other than 200.
-pub fn dispatch(chronicler: &str, actions: &[serde_json::Value]) -> u64 {
-    let body = serde_json::Value::from(actions.to_vec()).to_string();
-    let r = post(&format!("{chronicler}/actions"), "application/json", body.as_bytes()).expect("POST /actions");
-    assert_eq!(r.status, 200, "{r:?}");
-    r.json()["acks"].as_array().into_iter().flatten().filter_map(|a| a["seq"].as_u64()).max().unwrap_or(0)
-}
-
-/// Waits (up to 10 s) until `view`'s `stock` view is at `seq`.
-///
-/// # Panics
-/// If it does not get there.
-pub fn wait_for_seq(view: &Service, seq: u64) {
-    for _ in 0..400 {
-        if get(&format!("{}/views/stock", view.url())).is_ok_and(|r| r.status == 200 && r.json()["seq"] == seq) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("the view did not reach seq {seq}");
 }
 
 /// A free `127.0.0.1:PORT` to listen on, for a service that must come back
@@ -508,25 +503,6 @@ impl Default for Rng {
     fn default() -> Rng {
         Rng::new()
     }
-}
-
-/// Every action the chronicler at `url` has committed, up to its head when
-/// asked.
-///
-/// # Panics
-/// If the chronicler cannot be read.
-pub fn committed_actions(url: &str) -> Vec<serde_json::Value> {
-    let mut head = None;
-    read_ndjson(&format!("{url}/actions?from=1"), |v| {
-        if let Some(h) = v["heartbeat"]["head"].as_u64() {
-            head.get_or_insert(h);
-        }
-        head.is_some_and(|h| h == 0 || v["seq"].as_u64() == Some(h))
-    })
-    .expect("read the chronicler's actions")
-    .into_iter()
-    .filter(|v| v.get("seq").is_some())
-    .collect()
 }
 
 /// Starts `nodb dataview --app warehouse` following `chronicler`, with its

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use nodb_tests::raw::{self, RawSocket};
 use nodb_tests::{Service, eventually, run, send};
 use serde_json::{Value, json};
 
@@ -85,16 +86,12 @@ fn upgrade(url: &str, path: &str, token: Option<&str>) -> (u16, String) {
     if let Some(t) = token {
         ws = format!("{ws}{sep}token={t}");
     }
-    match tungstenite::connect(ws) {
-        Ok((mut socket, resp)) => {
+    match raw::websocket(&ws, &[]) {
+        Ok(mut socket) => {
             let _ = socket.close(None);
-            (resp.status().as_u16(), String::new())
+            (101, String::new())
         }
-        Err(tungstenite::Error::Http(resp)) => {
-            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap_or_default();
-            (resp.status().as_u16(), body["error"]["code"].as_str().unwrap_or_default().to_string())
-        }
-        Err(e) => panic!("upgrade {path}: {e}"),
+        Err(refused) => (refused.status, refused.error_code()),
     }
 }
 
@@ -218,14 +215,10 @@ fn every_endpoint_answers_each_token_as_its_rights_say() {
     // A dispatch relayed by the data view is checked against the sender's
     // own token: a read-only token is told `forbidden`, not to retry.
     let ws = format!("{}/views/stock/stream?token={}", url.replacen("http://", "ws://", 1), t.get("readonly").unwrap());
-    let (mut socket, _) = tungstenite::connect(ws).unwrap();
-    let dispatch = json!({"type": "dispatch", "action": correct("reader:1")});
-    socket.send(tungstenite::Message::text(dispatch.to_string())).unwrap();
+    let mut socket = raw::websocket(&ws, &[]).unwrap();
+    socket.send(raw::dispatch_message(&correct("reader:1"))).unwrap();
     let error = loop {
-        let m: Value = match socket.read().unwrap() {
-            tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-            _ => continue,
-        };
+        let m = raw::next_json(&mut socket, "the relayed dispatch");
         if m["type"] == "error" {
             break m;
         }
@@ -249,11 +242,9 @@ fn browsers_other_origins_and_hosts_are_refused() {
     assert_eq!((rebound.status, rebound.error_code()), (403, "forbidden".to_string()), "DNS rebinding");
     // A WebSocket from another page is refused at the upgrade.
     let ws = url.replacen("http://", "ws://", 1) + "/views/stock/stream";
-    let mut req = tungstenite::client::IntoClientRequest::into_client_request(ws.as_str()).unwrap();
-    req.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
-    match tungstenite::connect(req) {
-        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
-        other => panic!("a foreign page's WebSocket was not refused: {:?}", other.map(|(_, r)| r.status())),
+    match raw::websocket(&ws, &[("Origin", "https://evil.example")]) {
+        Err(refused) => assert_eq!(refused.status, 403),
+        Ok(_) => panic!("a foreign page's WebSocket was not refused"),
     }
 }
 
@@ -298,16 +289,10 @@ fn keygen_writes_a_private_key_once_and_token_checks_its_claims() {
 }
 
 /// Reads messages until a close frame; its code and reason.
-fn close_of(
-    socket: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
-) -> (u16, String) {
-    loop {
-        match socket.read() {
-            Ok(tungstenite::Message::Close(Some(frame))) => return (frame.code.into(), frame.reason.to_string()),
-            Ok(tungstenite::Message::Close(None)) => return (1005, String::new()),
-            Ok(_) => {}
-            Err(e) => panic!("the stream ended without a close frame: {e}"),
-        }
+fn close_of(socket: &mut RawSocket) -> (u16, String) {
+    match raw::close_frame(socket, std::time::Duration::from_secs(60), "the stream") {
+        Ok(frame) => frame.unwrap_or((1005, String::new())),
+        Err(e) => panic!("the stream ended without a close frame: {e}"),
     }
 }
 
@@ -352,7 +337,7 @@ fn a_stream_closes_when_its_token_expires_and_a_follower_renews_from_its_file() 
     // A reader whose token lives 2 s is closed with 4401 when it expires.
     let short = token(d, key, &["--client", "reader", "--read", "*", "--ttl", "2s"]);
     let ws = format!("{}/views/doc/stream?token={short}", view.url().replacen("http://", "ws://", 1));
-    let (mut socket, _) = tungstenite::connect(ws).unwrap();
+    let mut socket = raw::websocket(&ws, &[]).unwrap();
     let started = std::time::Instant::now();
     assert_eq!(close_of(&mut socket), (4401, "token expired".to_string()));
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "closed after {:?}", started.elapsed());

@@ -11,16 +11,15 @@
 //! the views, and bad command lines get clear errors.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nodb_client::{StreamOptions, ViewClient, ViewStream};
 use nodb_shared::Tree;
-use nodb_tests::{Service, dispatch, eventually, free_addr, get};
+use nodb_tests::client::{apply_patch, next_json, view};
+use nodb_tests::{Service, block_on, dispatch, eventually, free_addr, get};
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
 
-type Ws = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
 type Sources = BTreeMap<String, u64>;
 
 /// One update a client reached: its seq, state and sources.
@@ -33,8 +32,8 @@ struct Seen {
 
 /// A client of one cascaded view, replicating it with `json_patch`.
 struct Client {
-    ws: Ws,
-    url: String,
+    ws: ViewStream,
+    view: ViewClient,
     state: Value,
     seq: u64,
     sources: Sources,
@@ -42,22 +41,14 @@ struct Client {
     snapshots: usize,
 }
 
-fn open(url: &str) -> Result<Ws, String> {
-    let (ws, _) = tungstenite::connect(url).map_err(|e| e.to_string())?;
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    }
-    Ok(ws)
-}
-
 impl Client {
-    /// A client of `view` at the server `base` (`ws://…`), after its
+    /// A client of `name` at the server `base` (`http://…`), after its
     /// snapshot.
-    fn connect(base: &str, view: &str) -> Client {
-        let url = format!("{base}/views/{view}/stream");
-        let ws = open(&url).unwrap();
+    fn connect(base: &str, name: &str) -> Client {
+        let view = view(base, name);
+        let ws = block_on(view.open(&StreamOptions::default())).unwrap();
         let mut c =
-            Client { ws, url, state: Value::Null, seq: 0, sources: Sources::new(), seen: Vec::new(), snapshots: 0 };
+            Client { ws, view, state: Value::Null, seq: 0, sources: Sources::new(), seen: Vec::new(), snapshots: 0 };
         c.read_message();
         assert_eq!(c.snapshots, 1, "a new client starts with a snapshot");
         c
@@ -66,22 +57,19 @@ impl Client {
     /// Reconnects with `since` = the last seq it has (the server may be
     /// restarting: retries for a while).
     fn reconnect(&mut self) {
-        let url = format!("{}?since={}", self.url, self.seq);
+        let options = StreamOptions { since: Some(self.seq), ..StreamOptions::default() };
         let deadline = Instant::now() + Duration::from_secs(30);
         self.ws = loop {
-            match open(&url) {
+            match block_on(self.view.open(&options)) {
                 Ok(ws) => break ws,
-                Err(e) if Instant::now() > deadline => panic!("cannot reconnect to {url}: {e}"),
+                Err(e) if Instant::now() > deadline => panic!("cannot reconnect: {e}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         };
     }
 
     fn read_message(&mut self) {
-        let m: Value = match self.ws.read().unwrap_or_else(|e| panic!("{}: {e}", self.url)) {
-            tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-            _ => return,
-        };
+        let m = next_json(&mut self.ws);
         let sources: Sources = serde_json::from_value(m["sources"].clone())
             .unwrap_or_else(|e| panic!("every message of a cascade has sources ({e}): {m}"));
         match m["type"].as_str().unwrap() {
@@ -90,14 +78,7 @@ impl Client {
                 self.seq = m["seq"].as_u64().unwrap();
                 self.snapshots += 1;
             }
-            "patch" => {
-                let to = m["seq"].as_u64().unwrap();
-                let from = m["from"].as_u64().unwrap_or(to);
-                assert_eq!(from, self.seq + 1, "the next message starts right after the last: {m}");
-                let ops: json_patch::Patch = serde_json::from_value(m["ops"].clone()).unwrap();
-                json_patch::patch(&mut self.state, &ops).unwrap();
-                self.seq = to;
-            }
+            "patch" => self.seq = *apply_patch(&mut self.state, self.seq, &m).end(),
             other => panic!("unexpected message {other}: {m}"),
         }
         self.sources = sources;
@@ -279,8 +260,8 @@ fn cascades_are_their_reducers_of_the_upstream_states_they_report() {
     let view = sys.dataview.url().to_string();
     let args = upstream_args(&[("stock", &view), ("activity", &view)]);
     let cascade = start_cascade("127.0.0.1:0", &as_strs(&args));
-    let mut marketing = Client::connect(&cascade.ws_url(), "marketing");
-    let mut lowstock = Client::connect(&cascade.ws_url(), "lowstock");
+    let mut marketing = Client::connect(cascade.url(), "marketing");
+    let mut lowstock = Client::connect(cascade.url(), "lowstock");
     dispatch(sys.chronicler.url(), &seed());
     let (mut rng, mut n) = (Rng::seeded(), 0);
     for _ in 0..10 {
@@ -308,7 +289,7 @@ fn cascades_are_their_reducers_of_the_upstream_states_they_report() {
         let at = get(&format!("{}/views/marketing?at={}", cascade.url(), s.seq)).unwrap().json();
         assert_eq!((&at["state"], json!(s.sources)), (&s.state, at["sources"].clone()));
     }
-    let late = Client::connect(&cascade.ws_url(), "lowstock");
+    let late = Client::connect(cascade.url(), "lowstock");
     assert_eq!((late.seq, &late.state), (lowstock.seq, &lowstock.state));
     let health = get(&format!("{}/health", cascade.url())).unwrap().json();
     assert_eq!(health["status"], "caught_up", "{health}");
@@ -325,7 +306,7 @@ fn an_upstream_restarted_mid_run_is_resumed_and_the_cascade_stays_exact() {
     let view = sys.dataview.url().to_string();
     let args = upstream_args(&[("stock", &view), ("activity", &view)]);
     let cascade = start_cascade("127.0.0.1:0", &as_strs(&args));
-    let mut lowstock = Client::connect(&cascade.ws_url(), "lowstock");
+    let mut lowstock = Client::connect(cascade.url(), "lowstock");
     dispatch(sys.chronicler.url(), &seed());
     let (mut rng, mut n) = (Rng::seeded(), 0);
     // Enough history that the restarted data view takes a while to replay.
@@ -368,7 +349,7 @@ fn a_restarted_cascade_gives_returning_clients_a_snapshot_and_stays_exact() {
     let args = upstream_args(&[("stock", &view), ("activity", &view)]);
     let listen = free_addr();
     let mut cascade = start_cascade(&listen, &as_strs(&args));
-    let mut marketing = Client::connect(&cascade.ws_url(), "marketing");
+    let mut marketing = Client::connect(cascade.url(), "marketing");
     let (mut rng, mut n) = (Rng::seeded(), 0);
     let head = sys.dispatch_random(&mut rng, &mut n, 30);
     marketing.read_until(|c| c.source("activity") >= head);
@@ -405,7 +386,7 @@ fn a_cascade_of_a_cascade_in_another_process_follows_its_restart() {
     b_args.extend(["--cascade", "lowstock"]);
     let b = start_cascade("127.0.0.1:0", &b_args);
     assert_eq!(get(&format!("{}/views/marketing", b.url())).unwrap().error_code(), "unknown_view");
-    let mut lowstock = Client::connect(&b.ws_url(), "lowstock");
+    let mut lowstock = Client::connect(b.url(), "lowstock");
     dispatch(sys.chronicler.url(), &seed());
     let (mut rng, mut n) = (Rng::seeded(), 0);
     let catch_up = |c: &mut Client, head: u64| {
@@ -513,7 +494,7 @@ fn bad_upstream_data_is_logged_and_resynced_from_a_snapshot_while_serving() {
     let mut args = as_strs(&args);
     args.extend(["--cascade", "lowstock", "--resume-grace", "1"]);
     let cascade = start_cascade("127.0.0.1:0", &args);
-    let mut c = Client::connect(&cascade.ws_url(), "lowstock");
+    let mut c = Client::connect(cascade.url(), "lowstock");
     c.read_until(|c| c.source("stock") == 23);
     let mut stock_paths: Vec<String> =
         paths.lock().unwrap().iter().filter(|p| p.contains("/views/stock/")).cloned().collect();
@@ -579,7 +560,7 @@ fn nodb_up_serves_the_cascades_beside_the_views() {
     let dir = tempfile::tempdir().unwrap();
     let up = Service::start(&["up", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
     let url = up.url().to_string();
-    let mut marketing = Client::connect(&up.ws_url(), "marketing");
+    let mut marketing = Client::connect(up.url(), "marketing");
     let head = dispatch(&url, &seed());
     marketing.read_until(|c| c.source("activity") >= head);
     assert_eq!(marketing.state["products"]["p0"]["hour"], 2, "{}", marketing.state);

@@ -3,9 +3,9 @@
 //! dispatch, the stream (NDJSON and WebSocket, filters, heartbeats), and a
 //! clean shutdown on SIGTERM.
 
-use nodb_tests::{Service, get, post, read_ndjson};
+use nodb_tests::raw::{self, Message};
+use nodb_tests::{Service, get, post, read_actions, read_ndjson};
 use serde_json::{Value, json};
-use tungstenite::Message;
 
 fn start(data: &std::path::Path, extra: &[&str]) -> Service {
     let mut args = vec!["chronicler", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"];
@@ -110,8 +110,8 @@ fn batches_are_all_or_nothing_and_resends_are_acknowledged() {
 fn the_socket_pipelines_and_survives_bad_messages() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), &["--max-payload", "100"]);
-    let (mut ws, _) = tungstenite::connect(format!("{}/ws", s.ws_url())).unwrap();
-    let send = |ws: &mut tungstenite::WebSocket<_>, v: Value| ws.send(Message::text(v.to_string())).unwrap();
+    let mut ws = raw::websocket(&format!("{}/ws", s.ws_url()), &[]).unwrap();
+    let send = |ws: &mut raw::RawSocket, v: Value| ws.send(Message::text(v.to_string())).unwrap();
     // Bad messages first: each gets an error, the socket stays open.
     ws.send(Message::text("{not json")).unwrap();
     ws.send(Message::text(r#"{"type": "shout"}"#)).unwrap();
@@ -120,7 +120,7 @@ fn the_socket_pipelines_and_survives_bad_messages() {
     send(&mut ws, json!({"type": "dispatch", "action": {"id": "w:5", "type": "t"}}));
     let mut errors = Vec::new();
     while errors.len() < 5 {
-        let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+        let m = raw::next_json(&mut ws, "the socket");
         assert_eq!(m["type"], "error", "{m}");
         if m["code"] == "out_of_order" {
             assert_eq!(m["expected"], 1, "the number expected next, as a field: {m}");
@@ -136,7 +136,7 @@ fn the_socket_pipelines_and_survives_bad_messages() {
     }
     let mut acked = std::collections::BTreeMap::new();
     while acked.len() < 200 {
-        let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+        let m = raw::next_json(&mut ws, "the socket");
         assert_eq!(m["type"], "ack", "{m}");
         acked.insert(m["id"].as_str().unwrap().to_string(), m["seq"].as_u64().unwrap());
     }
@@ -148,17 +148,17 @@ fn the_socket_pipelines_and_survives_bad_messages() {
     // than the latest 64 of the client is still never appended, but its
     // ack carries no seq (and its body is no longer compared).
     send(&mut ws, json!({"type": "dispatch", "action": {"id": "w:190", "type": "t", "payload": 190}}));
-    let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    let m = raw::next_json(&mut ws, "the socket");
     assert_eq!(m, json!({"type": "ack", "id": "w:190", "seq": 190, "duplicate": true}));
     send(&mut ws, json!({"type": "dispatch", "action": {"id": "w:190", "type": "t"}}));
-    let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    let m = raw::next_json(&mut ws, "the socket");
     assert_eq!(
         (&m["type"], &m["id"], &m["code"], &m["expected"]),
         (&json!("error"), &json!("w:190"), &json!("id_reused"), &json!(201)),
         "{m}"
     );
     send(&mut ws, json!({"type": "dispatch", "action": {"id": "w:7", "type": "t"}}));
-    let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    let m = raw::next_json(&mut ws, "the socket");
     assert_eq!(m, json!({"type": "ack", "id": "w:7", "duplicate": true}));
     assert_eq!(get(&format!("{}/health", s.url())).unwrap().json()["head"], 200);
 }
@@ -194,14 +194,13 @@ fn the_stream_replays_then_follows_with_filters_and_heartbeats() {
     assert_eq!(seqs, (1..=30).filter(|n| n % 3 == 0).collect::<Vec<_>>());
 
     // The WebSocket form sends one committed action per message.
-    let (mut ws, _) = tungstenite::connect(format!("{}/actions?from=29", s.ws_url())).unwrap();
     let mut got = Vec::new();
-    while got.len() < 3 {
-        let m: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    read_actions(s.url(), 29, None, &[], |m| {
         if let Some(seq) = m["seq"].as_u64() {
             got.push(seq);
         }
-    }
+        got.len() == 3
+    });
     assert_eq!(got, [29, 30, 31]);
 }
 

@@ -7,15 +7,14 @@
 //! own order, and `nodb log verify` passes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use nodb_client::DispatchSocket;
+use nodb_tests::client::{block_on_within, chronicler};
 use nodb_tests::{Service, post, run};
 use serde_json::{Value, json};
-use tungstenite::Message;
-use tungstenite::stream::MaybeTlsStream;
 
 const CYCLES: usize = 22;
 
@@ -97,13 +96,11 @@ fn ws_client(world: Arc<World>, name: String) {
     let mut next = 1u64;
     let mut in_flight: VecDeque<u64> = VecDeque::new();
     while !world.stop.load(Ordering::Relaxed) {
-        let Ok((mut ws, _)) = tungstenite::connect(format!("{}/ws", world.url().replacen("http", "ws", 1))) else {
+        let client = chronicler(&world.url());
+        let Some(Ok(mut ws)) = block_on_within(Duration::from_secs(5), client.dispatcher()) else {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         };
-        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        }
         let resend: Vec<u64> = in_flight.iter().copied().collect();
         let mut ok = resend.iter().all(|n| send(&mut ws, &action(&name, *n)));
         while ok && !world.stop.load(Ordering::Relaxed) {
@@ -112,23 +109,22 @@ fn ws_client(world: Arc<World>, name: String) {
                 in_flight.push_back(next);
                 next += 1;
             }
-            match ws.read() {
-                Ok(Message::Text(t)) => {
-                    let m: Value = serde_json::from_str(t.as_str()).unwrap();
-                    assert_eq!(m["type"], "ack", "the socket answered {m}");
-                    world.ack(&m);
-                    let n: u64 = m["id"].as_str().unwrap().rsplit_once(':').unwrap().1.parse().unwrap();
+            match block_on_within(Duration::from_secs(5), ws.next_reply()) {
+                Some(Ok(reply)) => {
+                    let ack = reply.ack().unwrap_or_else(|| panic!("the socket answered {reply:?}"));
+                    world.ack(&serde_json::to_value(ack).unwrap());
+                    let n: u64 = ack.id.rsplit_once(':').unwrap().1.parse().unwrap();
                     in_flight.retain(|x| *x != n);
                 }
-                Ok(_) => {}
-                Err(_) => ok = false,
+                Some(Err(_)) | None => ok = false,
             }
         }
     }
 }
 
-fn send(ws: &mut tungstenite::WebSocket<MaybeTlsStream<TcpStream>>, action: &Value) -> bool {
-    ws.send(Message::text(json!({"type": "dispatch", "action": action}).to_string())).is_ok()
+fn send(ws: &mut DispatchSocket, action: &Value) -> bool {
+    let action = serde_json::from_value(action.clone()).expect("an action");
+    block_on_within(Duration::from_secs(5), ws.send(&action)).is_some_and(|sent| sent.is_ok())
 }
 
 fn start(data: &str) -> Service {

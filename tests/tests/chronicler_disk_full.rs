@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nodb_tests::{Service, post, run};
+use nodb_tests::client::chronicler;
+use nodb_tests::{Service, block_on, post, run};
 use serde_json::json;
 
 struct Tmpfs(PathBuf);
@@ -69,14 +70,14 @@ fn a_full_disk_refuses_with_503_and_recovers_when_space_returns() {
     // On a socket, each pipelined dispatch gets its own error, with its id:
     // the first cannot be written, and the ones after it (if they were not
     // in the same write) are out of order behind it.
-    let (mut ws, _) = tungstenite::connect(format!("{}/ws", s.ws_url())).unwrap();
+    let mut ws = block_on(chronicler(s.url()).dispatcher()).unwrap();
     for k in 1..=3 {
-        let m = json!({"type": "dispatch", "action": {"id": format!("w:{k}"), "type": "t", "payload": pad}});
-        ws.send(tungstenite::Message::text(m.to_string())).unwrap();
+        let action = json!({"id": format!("w:{k}"), "type": "t", "payload": pad});
+        block_on(ws.send(&serde_json::from_value(action).unwrap())).unwrap();
     }
     let mut ids = Vec::new();
     while ids.len() < 3 {
-        let m: serde_json::Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+        let m = serde_json::to_value(block_on(ws.next_reply()).unwrap()).unwrap();
         assert_eq!(m["type"], "error", "{m}");
         let code = m["code"].as_str().unwrap().to_string();
         assert!(code == "unavailable" || (code == "out_of_order" && m["id"] != "w:1"), "{m}");

@@ -188,7 +188,8 @@ async fn a_replica_follows_a_view_across_a_data_view_restart() {
         view.state_at(25).await.unwrap().state,
         Tree::from(json!({"n": 25, "list": (1..=25).collect::<Vec<_>>()}))
     );
-    let mut exact = view.open(&StreamOptions { since: Some(38), exact: true, client: None }).await.unwrap();
+    let mut exact =
+        view.open(&StreamOptions { since: Some(38), exact: true, ..StreamOptions::default() }).await.unwrap();
     let mut replica = nodb_client::Replica::at(38, view.state_at(38).await.unwrap().state).exact();
     for seq in [39, 40] {
         let update = replica.apply(exact.next_message().await.unwrap()).unwrap().unwrap();

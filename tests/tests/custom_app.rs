@@ -3,7 +3,7 @@
 //! registry and runs `dataview`, `envoy` and `cascade --app counter`
 //! against a real chronicler.
 
-use nodb_tests::{Service, dispatch, eventually, example_bin, get, post, read_ndjson};
+use nodb_tests::{Service, dispatch, eventually, example_bin, get, post, read_actions};
 use serde_json::json;
 
 #[test]
@@ -64,8 +64,7 @@ fn own_envoy_and_cascade(bin: &std::path::Path, chronicler: &Service, view: &Ser
     .unwrap();
 
     let cause = dispatch(chronicler.url(), &[json!({"id": "c:4", "type": "counter/added", "payload": {"by": 7}})]);
-    let log = read_ndjson(&format!("{}/actions?from={cause}", chronicler.url()), |a| a["type"] == "counter/milestone")
-        .unwrap();
+    let log = read_actions(chronicler.url(), cause, None, &[], |a| a["type"] == "counter/milestone");
     let result = log.last().unwrap();
     assert_eq!(result["type"], "counter/milestone", "{log:?}");
     assert_eq!(result["payload"], json!({"milestone": "10", "notified": false}));

@@ -22,17 +22,15 @@
 //! seed is printed (`NODB_TEST_SEED=…` replays a run).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use nodb_tests::{Rng, Service, eventually, get, post};
+use nodb_client::{StreamOptions, ViewStream};
+use nodb_tests::client::{apply_patch, next_json_within, view};
+use nodb_tests::{Rng, Service, block_on, eventually, get, post};
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
-
-type Ws = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// `--snapshot-every`: the checkpoint interval, which bounds a replay.
 const EVERY: u64 = 500;
@@ -136,7 +134,7 @@ impl Writer {
 /// A client of an exact stream of view `stock` that replicates it and
 /// checks every message as it comes.
 struct ExactReplica {
-    ws: Ws,
+    ws: ViewStream,
     seq: u64,
     state: Value,
     /// The seq of the first state kept.
@@ -148,29 +146,28 @@ struct ExactReplica {
 }
 
 impl ExactReplica {
-    fn connect(view: &Service, query: &str) -> Ws {
-        let url = format!("{}/views/stock/stream?exact=true{query}", view.ws_url());
-        let (ws, _) = tungstenite::connect(&url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        }
-        ws
+    fn connect(dataview: &Service, since: Option<u64>, client: &str) -> ViewStream {
+        let options =
+            StreamOptions { since, exact: true, client: Some(client.to_string()), ..StreamOptions::default() };
+        let stock = view(dataview.url(), "stock");
+        block_on(stock.open(&options)).unwrap_or_else(|e| panic!("connect {}: {e}", stock.stream_url(&options)))
+    }
+
+    /// The next message (within a minute).
+    fn next(&mut self) -> Value {
+        next_json_within(&mut self.ws, Duration::from_secs(60))
     }
 
     /// An exact stream after seq `since`, where the client's state is `state`.
     fn since(view: &Service, since: u64, state: Value, client: &str) -> ExactReplica {
-        let ws = ExactReplica::connect(view, &format!("&since={since}&client={client}"));
+        let ws = ExactReplica::connect(view, Some(since), client);
         ExactReplica { ws, seq: since, first: since, states: vec![state.clone()], state, rejected: Vec::new() }
     }
 
     /// An exact stream without `since`: a snapshot first.
     fn fresh(view: &Service, client: &str) -> ExactReplica {
-        let mut ws = ExactReplica::connect(view, &format!("&client={client}"));
-        let m = loop {
-            if let tungstenite::Message::Text(t) = ws.read().expect("the first message") {
-                break serde_json::from_str::<Value>(t.as_str()).unwrap();
-            }
-        };
+        let mut ws = ExactReplica::connect(view, None, client);
+        let m = next_json_within(&mut ws, Duration::from_secs(60));
         assert_eq!(m["type"], "snapshot", "a new exact client gets a snapshot first: {m}");
         let seq = m["seq"].as_u64().unwrap();
         let state = m["state"].clone();
@@ -184,18 +181,12 @@ impl ExactReplica {
     }
 
     fn read_message(&mut self) {
-        let msg = self.ws.read().unwrap_or_else(|e| panic!("reading the exact stream after seq {}: {e}", self.seq));
-        let tungstenite::Message::Text(t) = msg else { return };
-        let m: Value = serde_json::from_str(t.as_str()).unwrap();
+        let m = self.next();
         match m["type"].as_str() {
             Some("patch") => {
                 assert!(m.get("from").is_none(), "an exact stream never combines seqs (after seq {}): {m}", self.seq);
-                let seq = m["seq"].as_u64().unwrap();
-                assert_eq!(seq, self.seq + 1, "every seq once, in order: after seq {} came {m}", self.seq);
-                let ops: json_patch::Patch = serde_json::from_value(m["ops"].clone()).unwrap();
-                json_patch::patch(&mut self.state, &ops)
-                    .unwrap_or_else(|e| panic!("the patch of seq {seq} does not apply: {e}: {m}"));
-                self.seq = seq;
+                // Every seq once, in order: the patch starts right after the last.
+                self.seq = *apply_patch(&mut self.state, self.seq, &m).end();
                 self.states.push(self.state.clone());
             }
             Some("rejected") => {
@@ -235,24 +226,14 @@ struct AtAnswer {
     body: Value,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
 /// `GET {view}/views/stock?at={n}`, once.
 fn at_once(view: &str, n: u64) -> AtAnswer {
-    let resp = agent().get(&format!("{view}/views/stock?at={n}")).call().expect("GET ?at");
-    let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_string());
-    let replayed = header("nodb-replayed").map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("nodb-replayed: {v}")));
-    let retry_after = header("retry-after");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().read_to_string().expect("the body");
-    let body = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    AtAnswer { status, replayed, retry_after, body }
+    let resp = get(&format!("{view}/views/stock?at={n}")).expect("GET ?at");
+    let replayed =
+        resp.header("nodb-replayed").map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("nodb-replayed: {v}")));
+    let retry_after = resp.header("retry-after").map(String::from);
+    let body = serde_json::from_str(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.body));
+    AtAnswer { status: resp.status, replayed, retry_after, body }
 }
 
 /// `GET {view}/views/stock?at={n}`, retried after a 503 (which must carry

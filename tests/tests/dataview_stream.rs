@@ -7,18 +7,35 @@
 //! with `since`; `?at=N` matches what clients had at N; and bad input gets
 //! clear errors.
 
-use std::net::TcpStream;
 use std::time::Duration;
 
-use nodb_tests::{Service, dispatch, get, wait_for_seq};
+use nodb_client::{StreamOptions, ViewStream};
+use nodb_shared::protocol::ClientMessage;
+use nodb_tests::raw::{self, RawSocket};
+use nodb_tests::{Service, block_on, dispatch, get, wait_for_seq};
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
 
-type Ws = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
+/// Where a replica's messages come from.
+enum Socket {
+    /// A stream opened by `nodb-client`.
+    Client(ViewStream),
+    /// A raw socket, which can also send what is not the protocol.
+    Raw(RawSocket),
+}
+
+impl Socket {
+    /// The next message, as the JSON the server sent.
+    fn next(&mut self) -> Value {
+        match self {
+            Socket::Client(stream) => nodb_tests::client::next_json(stream),
+            Socket::Raw(ws) => raw::next_json(ws, "the view stream"),
+        }
+    }
+}
 
 /// A client's replica of one view.
 struct Replica {
-    ws: Ws,
+    ws: Socket,
     state: Value,
     seq: u64,
     /// Every seq covered, in order (a combined message covers several).
@@ -29,14 +46,23 @@ struct Replica {
 }
 
 impl Replica {
-    fn connect(view_url: &str, query: &str) -> Replica {
-        let (ws, _) = tungstenite::connect(format!("{view_url}/stream{query}")).unwrap();
-        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        }
+    /// A replica of view `name` of the data view at `url` over a stream
+    /// opened with `options`.
+    fn connect(url: &str, name: &str, options: StreamOptions) -> Replica {
+        let resumes = options.since.is_some();
+        let stream = block_on(nodb_tests::client::view(url, name).open(&options)).unwrap();
+        Replica::over(Socket::Client(stream), resumes)
+    }
+
+    /// A replica over a raw socket to `stream_url`.
+    fn connect_raw(stream_url: &str) -> Replica {
+        Replica::over(Socket::Raw(raw::websocket(stream_url, &[]).unwrap()), false)
+    }
+
+    fn over(ws: Socket, resumes: bool) -> Replica {
         let mut r =
             Replica { ws, state: Value::Null, seq: 0, covered: Vec::new(), history: Vec::new(), rejected: Vec::new() };
-        if !query.contains("since") {
+        if !resumes {
             // A new client's first message is its snapshot.
             r.read_one();
         }
@@ -59,11 +85,7 @@ impl Replica {
 
     fn read_message(&mut self) {
         {
-            let msg = self.ws.read().unwrap();
-            let m: Value = match msg {
-                tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-                _ => return,
-            };
+            let m = self.ws.next();
             match m["type"].as_str().unwrap() {
                 "snapshot" => {
                     self.state = m["state"].clone();
@@ -72,13 +94,9 @@ impl Replica {
                     self.covered.push(self.seq);
                 }
                 "patch" => {
-                    let to = m["seq"].as_u64().unwrap();
-                    let from = m["from"].as_u64().unwrap_or(to);
-                    assert_eq!(from, self.seq + 1, "the next message starts right after the last: {m}");
-                    let ops: json_patch::Patch = serde_json::from_value(m["ops"].clone()).unwrap();
-                    json_patch::patch(&mut self.state, &ops).unwrap();
-                    self.covered.extend(from..=to);
-                    self.seq = to;
+                    let covered = nodb_tests::client::apply_patch(&mut self.state, self.seq, &m);
+                    self.seq = *covered.end();
+                    self.covered.extend(covered);
                 }
                 "rejected" => {
                     self.rejected.push(m);
@@ -119,10 +137,10 @@ fn clients_replicate_every_seq_and_match_the_server() {
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
     let view = start_dataview(&chronicler, &dir.path().join("snapshots1"));
-    let stock = format!("{}/views/stock", view.ws_url());
-    let mut clients: Vec<Replica> = (0..8).map(|_| Replica::connect(&stock, "")).collect();
-    let mut own = Replica::connect(&stock, "?client=web");
-    let mut slow = Replica::connect(&format!("{}/views/activity", view.ws_url()), "");
+    let fresh = StreamOptions::default;
+    let mut clients: Vec<Replica> = (0..8).map(|_| Replica::connect(view.url(), "stock", fresh())).collect();
+    let mut own = Replica::connect(view.url(), "stock", StreamOptions { client: Some("web".into()), ..fresh() });
+    let mut slow = Replica::connect(view.url(), "activity", fresh());
     // Everybody starts from the snapshot at seq 0, then 200 actions in batches.
     for start in (1..=200).step_by(20) {
         dispatch(chronicler.url(), &actions(start, 20, "web"));
@@ -163,7 +181,7 @@ fn a_restarted_dataview_sends_reconnecting_clients_only_what_they_missed() {
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
     let snapshots = dir.path().join("snapshots2");
     let mut view = start_dataview(&chronicler, &snapshots);
-    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
+    let mut c = Replica::connect(view.url(), "stock", StreamOptions::default());
     dispatch(chronicler.url(), &actions(1, 50, "r"));
     c.read_until(50);
     // A clean stop writes a snapshot; the restart starts from it.
@@ -175,7 +193,8 @@ fn a_restarted_dataview_sends_reconnecting_clients_only_what_they_missed() {
     let log = view.stderr();
     assert!(log.contains("restored the views from a snapshot") && log.contains("seq=50"), "{log}");
     // Reconnect with `since`: one message covering 51..=60, no snapshot.
-    let mut again = Replica::connect(&format!("{}/views/stock", view.ws_url()), "?since=50");
+    let mut again =
+        Replica::connect(view.url(), "stock", StreamOptions { since: Some(50), ..StreamOptions::default() });
     again.state = c.state.clone();
     again.seq = 50;
     again.read_until(60);
@@ -232,10 +251,11 @@ fn bad_requests_get_clear_errors_and_the_view_keeps_serving() {
         assert_eq!((r.status, r.error_code()), (status, code.to_string()), "{path}: {r:?}");
     }
     // A socket that sends garbage gets an error message and stays open.
-    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
+    let mut c = Replica::connect_raw(&format!("{}/views/stock/stream", view.ws_url()));
     c.read_until(3);
-    c.ws.send(tungstenite::Message::text("{garbage")).unwrap();
-    let m: Value = serde_json::from_str(c.ws.read().unwrap().to_text().unwrap()).unwrap();
+    let Socket::Raw(ws) = &mut c.ws else { unreachable!("a raw socket") };
+    ws.send(raw::Message::text("{garbage")).unwrap();
+    let m = c.ws.next();
     assert_eq!(m["type"], "error");
     dispatch(chronicler.url(), &actions(4, 1, "b"));
     c.read_until(4);
@@ -273,18 +293,19 @@ fn one_socket_dispatches_and_sees_its_patch_and_its_rejections() {
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
     let view = start_dataview(&chronicler, &dir.path().join("snapshots7"));
-    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "?client=tab");
+    let mut c =
+        Replica::connect(view.url(), "stock", StreamOptions { client: Some("tab".into()), ..StreamOptions::default() });
     let send = |c: &mut Replica, id: &str, kind: &str, payload: Value| {
-        let m = json!({"type": "dispatch", "action": {"id": id, "type": kind, "payload": payload}});
-        c.ws.send(tungstenite::Message::text(m.to_string())).unwrap();
+        let action = serde_json::from_value(json!({"id": id, "type": kind, "payload": payload})).unwrap();
+        let Socket::Client(stream) = &mut c.ws else { unreachable!("a client's stream") };
+        block_on(stream.send(&ClientMessage::Dispatch { action })).unwrap();
     };
     send(&mut c, "tab:1", "stock/corrected", json!({"product": "apple", "location": "shelf", "quantity": 2}));
     send(&mut c, "tab:2", "stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 5}));
     send(&mut c, "tab:3", "nonsense", json!(null));
     let (mut acks, mut patches, mut rejected) = (Vec::new(), Vec::new(), Vec::new());
     while acks.len() < 3 || patches.len() < 3 || rejected.is_empty() {
-        let tungstenite::Message::Text(t) = c.ws.read().unwrap() else { continue };
-        let m: Value = serde_json::from_str(t.as_str()).unwrap();
+        let m = c.ws.next();
         match m["type"].as_str().unwrap() {
             "ack" => acks.push((m["id"].as_str().unwrap().to_string(), m["seq"].as_u64().unwrap())),
             "patch" => {
@@ -307,7 +328,7 @@ fn one_socket_dispatches_and_sees_its_patch_and_its_rejections() {
     assert!(rejected[0]["reason"].as_str().unwrap().contains("only 2 of apple"), "{}", rejected[0]);
     // A bad dispatch is refused by the chronicler, through the same socket.
     send(&mut c, "tab:9", "t", json!(null));
-    let m: Value = serde_json::from_str(c.ws.read().unwrap().to_text().unwrap()).unwrap();
+    let m = c.ws.next();
     assert_eq!(
         (m["type"].as_str(), m["code"].as_str(), m["id"].as_str()),
         (Some("error"), Some("out_of_order"), Some("tab:9"))
@@ -320,7 +341,7 @@ fn at_n_older_than_the_memory_is_rebuilt_from_a_snapshot_and_the_log() {
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
     let view = start_dataview_with(&chronicler, &dir.path().join("snaps"), &["--history", "10"]);
-    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
+    let mut c = Replica::connect(view.url(), "stock", StreamOptions::default());
     dispatch(chronicler.url(), &actions(1, 30, "t"));
     dispatch(chronicler.url(), &[json!({"id": "ops:1", "type": "@@nodb/snapshot"})]);
     dispatch(chronicler.url(), &actions(31, 70, "t"));
@@ -349,7 +370,7 @@ fn the_view_resumes_after_the_chronicler_restarts() {
     let start = || Service::start(&["chronicler", "--data", data.to_str().unwrap(), "--listen", &listen]).unwrap();
     let mut chronicler = start();
     let view = start_dataview(&chronicler, &dir.path().join("snaps"));
-    let mut c = Replica::connect(&format!("{}/views/stock", view.ws_url()), "");
+    let mut c = Replica::connect(view.url(), "stock", StreamOptions::default());
     dispatch(chronicler.url(), &actions(1, 20, "z"));
     c.read_until(20);
     chronicler.kill();

@@ -6,13 +6,13 @@
 //! body. What hyper answers before nodb sees the request (an over-long
 //! URI) is pinned too, as `docs/protocol.md` describes it.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use nodb_tests::{Service, dispatch, get, post, wait_for_seq};
+use nodb_client::StreamOptions;
+use nodb_tests::client::{chronicler, next_json, view};
+use nodb_tests::raw::{self, RawResponse};
+use nodb_tests::{Service, block_on, dispatch, get, post, wait_for_seq};
 use serde_json::{Value, json};
-use tungstenite::Message;
 
 /// `nodb up` in `data`, once its envoy has recorded its start (so no
 /// `envoy/started` comes between the seqs a test counts on).
@@ -37,45 +37,10 @@ fn post_json(s: &Service, body: &str) -> nodb_tests::Response {
     post(&format!("{}/actions", s.url()), "application/json", body.as_bytes()).unwrap()
 }
 
-/// A raw HTTP/1.1 exchange (`Connection: close`): the status, the headers
-/// (names in lower case) and the body.
-fn raw(s: &Service, method: &str, target: &str) -> (u16, Vec<(String, String)>, String) {
-    raw_with(s, method, target, "")
-}
-
-/// [`raw`] with more header lines (each ending in `\r\n`).
-fn raw_with(s: &Service, method: &str, target: &str, extra: &str) -> (u16, Vec<(String, String)>, String) {
+/// A raw HTTP/1.1 exchange (`Connection: close`) with the extra `headers`.
+fn raw(s: &Service, method: &str, target: &str, headers: &[(&str, &str)]) -> RawResponse {
     let addr = s.url().trim_start_matches("http://");
-    let mut tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let request =
-        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n");
-    tcp.write_all(request.as_bytes()).unwrap();
-    let mut bytes = Vec::new();
-    let _ = tcp.read_to_end(&mut bytes);
-    let text = String::from_utf8_lossy(&bytes).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-fn read_json(ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>) -> Value {
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("the socket closed: {c:?}"),
-            _ => {}
-        }
-    }
+    raw::request(addr, method, target, headers, b"").unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -101,14 +66,15 @@ fn every_error_answer_carries_the_json_error_body() {
         ("POST", "/cascades/health", "GET"),
         ("DELETE", "/envoys/metrics", "GET"),
     ] {
-        let (status, headers, body) = raw(&up, method, path);
-        assert_eq!(status, 405, "{method} {path}: {body}");
+        let r = raw(&up, method, path, &[]);
+        let body = &r.body;
+        assert_eq!(r.status, 405, "{method} {path}: {body}");
         let v: Value =
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body:?}"));
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body:?}"));
         assert_eq!(v["error"]["code"], "method_not_allowed", "{method} {path}: {v}");
         assert!(v["error"]["message"].as_str().unwrap().contains(method), "{method} {path}: {v}");
-        assert_eq!(header(&headers, "content-type"), Some("application/json"), "{method} {path}");
-        let allowed = header(&headers, "allow").unwrap_or_else(|| panic!("{method} {path}: no Allow header"));
+        assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
+        let allowed = r.header("allow").unwrap_or_else(|| panic!("{method} {path}: no Allow header"));
         assert!(allowed.split(',').any(|m| m == allow), "{method} {path}: Allow: {allowed}");
     }
     // `GET /ws` without a WebSocket handshake.
@@ -118,14 +84,15 @@ fn every_error_answer_carries_the_json_error_body() {
     // What hyper answers itself, before nodb sees the request: a URI over
     // 65,534 bytes is 414 with no body (docs/protocol.md, Errors).
     let long = format!("/actions?from=1&x={}", "a".repeat(70_000));
-    let (status, headers, body) = raw(&up, "GET", &long);
-    assert_eq!(status, 414, "{body}");
-    assert_eq!(body, "", "hyper's own answer has no body");
-    assert!(matches!(header(&headers, "content-length"), None | Some("0")), "{headers:?}");
+    let r = raw(&up, "GET", &long, &[]);
+    assert_eq!(r.status, 414, "{}", r.body);
+    assert_eq!(r.body, "", "hyper's own answer has no body");
+    assert!(matches!(r.header("content-length"), None | Some("0")), "{:?}", r.headers);
     // And more than 100 headers is 431, also with no body.
-    let many: String = (0..120).map(|i| format!("x-h{i}: {i}\r\n")).collect();
-    let (status, _, body) = raw_with(&up, "GET", "/chronicler/health", &many);
-    assert_eq!((status, body.as_str()), (431, ""));
+    let names: Vec<(String, String)> = (0..120).map(|i| (format!("x-h{i}"), i.to_string())).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = raw(&up, "GET", "/chronicler/health", &many);
+    assert_eq!((r.status, r.body.as_str()), (431, ""));
     // The service is none the worse.
     assert_eq!(get(&format!("{}/chronicler/health", up.url())).unwrap().status, 200);
 }
@@ -156,21 +123,19 @@ fn a_reused_id_with_another_body_is_refused_over_http_and_the_socket() {
     let batch = json!([{"id": "ana:2", "type": "t"}, {"id": "ana:1", "type": "t"}]);
     assert_eq!(post_json(&up, &batch.to_string()).status, 409);
     // On the socket: an `error` with the id, and the socket stays open.
-    let (mut ws, _) = tungstenite::connect(format!("{}/ws", up.ws_url())).unwrap();
-    let send = |ws: &mut tungstenite::WebSocket<_>, a: Value| {
-        ws.send(Message::text(json!({"type": "dispatch", "action": a}).to_string())).unwrap()
+    let mut ws = block_on(chronicler(up.url()).dispatcher()).unwrap();
+    let mut send = |a: Value| {
+        block_on(ws.send(&serde_json::from_value(a).unwrap())).unwrap();
+        serde_json::to_value(block_on(ws.next_reply()).unwrap()).unwrap()
     };
-    send(&mut ws, json!({"id": "ana:1", "type": "stock/corrected", "payload": 1}));
-    let m = read_json(&mut ws);
+    let m = send(json!({"id": "ana:1", "type": "stock/corrected", "payload": 1}));
     assert_eq!(
         (&m["type"], &m["id"], &m["code"], &m["expected"]),
         (&json!("error"), &json!("ana:1"), &json!("id_reused"), &json!(2)),
         "{m}"
     );
-    send(&mut ws, sale.clone());
-    assert_eq!(read_json(&mut ws), json!({"type": "ack", "id": "ana:1", "seq": seq, "duplicate": true}));
-    send(&mut ws, json!({"id": "ana:2", "type": "t"}));
-    let m = read_json(&mut ws);
+    assert_eq!(send(sale.clone()), json!({"type": "ack", "id": "ana:1", "seq": seq, "duplicate": true}));
+    let m = send(json!({"id": "ana:2", "type": "t"}));
     assert_eq!((&m["type"], &m["id"], &m["duplicate"]), (&json!("ack"), &json!("ana:2"), &json!(false)), "{m}");
 }
 
@@ -202,8 +167,8 @@ fn set_state_is_rejected_unless_the_view_exists_and_the_state_keeps_its_kind() {
     );
     wait_for_seq(&up, first);
     let before = get(&format!("{url}/views/stock")).unwrap().json();
-    let (mut ws, _) =
-        tungstenite::connect(format!("{}/views/stock/stream?client=ops&since={first}", up.ws_url())).unwrap();
+    let options = StreamOptions { since: Some(first), client: Some("ops".into()), ..StreamOptions::default() };
+    let mut ws = block_on(view(up.url(), "stock").open(&options)).unwrap();
     let set = |n: u64, view: &str, state: Value| json!({"id": format!("ops:{n}"), "type": "@@nodb/set_state", "payload": {"view": view, "state": state}});
     let refused = [
         (set(2, "stock", json!([])), "view \"stock\" must be an object, like its initial state, not an array"),
@@ -215,7 +180,7 @@ fn set_state_is_rejected_unless_the_view_exists_and_the_state_keeps_its_kind() {
         let seq = dispatch(&url, std::slice::from_ref(action));
         last = seq;
         let m = loop {
-            let m = read_json(&mut ws);
+            let m = next_json(&mut ws);
             if m["type"] == "rejected" {
                 break m;
             }

@@ -1,7 +1,8 @@
 //! Envoys with the real processes: a chronicler, the warehouse data view,
 //! the demo supplier and `nodb envoy`. The envoy is killed with SIGKILL at
 //! random points and the log still holds exactly one outcome per trigger;
-//! rebuilds, snapshot restores and `@@nodb/set_state` never trigger it; a
+//! rebuilds, snapshot restores, redactions and `@@nodb/set_state` never
+//! trigger it; a
 //! new envoy ignores history; failures are retried, then recorded; and the
 //! webhook envoy delivers in order and resumes after a restart.
 
@@ -184,7 +185,7 @@ fn sigkill_at_random_points_never_records_an_outcome_twice() {
 }
 
 #[test]
-fn rebuilds_restores_and_set_state_never_trigger_the_envoy() {
+fn rebuilds_restores_redactions_and_set_state_never_trigger_the_envoy() {
     let mut sys = system();
     let envoy = sys.envoy("3");
     wait_until("the envoy has started", Duration::from_secs(20), || !sys.envoy_actions("envoy/started").is_empty());
@@ -200,13 +201,23 @@ fn rebuilds_restores_and_set_state_never_trigger_the_envoy() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(sys.dataview.terminate(10_000), Some(0));
     sys.dataview = start_dataview(&sys.chronicler, &sys.dir.path().join("snapshots"), &listen);
+    // Redact apple's recorded order: its reorder is pending again in the
+    // rebuilt view, but a redaction is history corrected, not something
+    // that happened now.
+    let placed = sys.envoy_actions("reorder/placed");
+    let apple = placed.iter().find(|a| a["payload"]["product"] == "apple").unwrap()["seq"].as_u64().unwrap();
+    let redact = json!({"id": "ops:1", "type": "@@nodb/redact", "payload": {"seqs": [apple], "reason": "test"}});
+    let seq = dispatch(sys.chronicler.url(), &[redact]);
+    nodb_tests::wait_for_seq(&sys.dataview, seq);
+    let stock = get(&format!("{}/views/stock", sys.dataview.url())).unwrap().json();
+    assert_eq!(stock["state"]["products"]["apple"]["reorder"]["status"], "pending", "{stock}");
     // Replace the stock with a state where a product is pending: an
     // import, not something that happened.
     let imported = json!({"products": {"kiwi": {"locations": {"shelf": 1}, "total": 1, "threshold": 5,
         "reorder_quantity": 10, "reorder": {"status": "pending", "seq": 1, "quantity": 10}}}, "total": 1});
     dispatch(
         sys.chronicler.url(),
-        &[json!({"id": "ops:1", "type": "@@nodb/set_state", "payload": {"view": "stock", "state": imported}})],
+        &[json!({"id": "ops:2", "type": "@@nodb/set_state", "payload": {"view": "stock", "state": imported}})],
     );
     std::thread::sleep(Duration::from_millis(2500));
     let book = sys.supplier_book();

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use nodb_tests::{Rng, Service, get, post, read_ndjson};
+use nodb_tests::{Rng, Service, get, post, read_actions};
 use serde_json::{Value, json};
 
 /// The products the filler actions spread over.
@@ -84,8 +84,8 @@ impl System {
     /// The envoy's actions (`envoy/…`, `reorder/…`) in the log so far.
     fn envoy_log(&self) -> Vec<Value> {
         let head = get(&format!("{}/health", self.chronicler.url())).unwrap().json()["head"].as_u64().unwrap();
-        let url = format!("{}/actions?from=1&to={head}&types=envoy/,reorder/", self.chronicler.url());
-        read_ndjson(&url, |_| false).unwrap().into_iter().filter(|v| v.get("seq").is_some()).collect()
+        let lines = read_actions(self.chronicler.url(), 1, Some(head), &["envoy/", "reorder/"], |_| false);
+        lines.into_iter().filter(|v| v.get("seq").is_some()).collect()
     }
 
     fn outcomes(&self, kind: &str) -> Vec<Value> {

@@ -31,17 +31,12 @@ mod sockets;
 #[path = "hostile/state.rs"]
 mod state;
 
-use std::net::TcpStream;
 use std::time::Duration;
 
 use nodb_tests::raw::{self, RawResponse};
+pub use nodb_tests::raw::{RawSocket as Socket, dispatch_message, next_json as read_json};
 use nodb_tests::{Service, committed_actions, get, post};
 use serde_json::{Value, json};
-use tungstenite::Message;
-use tungstenite::stream::MaybeTlsStream;
-
-/// A WebSocket client of the services.
-pub type Socket = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// Which service a case is sent to.
 #[derive(Clone, Copy, Debug)]
@@ -196,11 +191,7 @@ impl Services {
     /// A WebSocket to `path` on a service.
     pub fn socket(&self, at: At, path: &str) -> Socket {
         let url = format!("{}{path}", self.service(at).ws_url());
-        let (ws, _) = tungstenite::connect(url.as_str()).unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
-            tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        }
-        ws
+        raw::websocket(&url, &[]).unwrap_or_else(|r| panic!("connect {url}: {r:?}"))
     }
 
     /// Stops the data view (SIGTERM: it writes a snapshot) and waits.
@@ -217,21 +208,6 @@ impl Services {
 fn start_view(dir: &tempfile::TempDir, chronicler: &Service, flags: &[String]) -> Service {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     nodb_tests::start_warehouse_view(chronicler, &dir.path().join("snapshots"), &flags)
-}
-
-/// The next JSON text message on `ws` (pings and pongs skipped).
-///
-/// # Panics
-/// On a close, an error or a timeout.
-pub fn read_json(ws: &mut Socket, case: &str) -> Value {
-    loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).unwrap(),
-            Ok(Message::Close(c)) => panic!("{case}: the socket closed: {c:?}"),
-            Ok(_) => {}
-            Err(e) => panic!("{case}: {e}"),
-        }
-    }
 }
 
 /// The next message on `ws` that is not a patch (a view stream sends
@@ -251,20 +227,7 @@ pub fn read_answer(ws: &mut Socket, case: &str) -> Value {
 /// # Panics
 /// If it is still open after 15 s.
 pub fn read_until_closed(ws: &mut Socket, case: &str) -> Option<(u16, String)> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
-        match ws.read() {
-            Ok(Message::Close(frame)) => return frame.map(|f| (u16::from(f.code), f.reason.to_string())),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    panic!("{case}: the socket is still open");
-}
-
-/// A dispatch message for `action`.
-pub fn dispatch_message(action: &Value) -> Message {
-    Message::text(json!({"type": "dispatch", "action": action}).to_string())
+    raw::close_frame(ws, Duration::from_secs(15), case).ok().flatten()
 }
 
 /// The value of the metric line `series` (name with labels) in a

@@ -6,6 +6,8 @@
 //! shutdown with closed pipes — are cases of the hostile-input suite,
 //! `hostile.rs`, with the answer each gets.
 
+use std::time::Duration;
+
 use nodb_tests::{Service, get};
 
 /// The peak resident memory of process `pid`, in bytes.
@@ -20,14 +22,13 @@ fn peak_memory(pid: u32) -> u64 {
 
 #[test]
 fn a_60_mib_websocket_message_is_refused_and_the_service_still_serves() {
-    use tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tungstenite::protocol::frame::{Frame, coding::CloseCode};
+    use nodb_tests::raw;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let service = Service::start(&["up", "--data", data, "--listen", "127.0.0.1:0"]).unwrap();
     let before = peak_memory(service.pid());
     let ws = format!("{}/views/stock/stream", service.ws_url());
-    let (mut socket, _) = tungstenite::connect(ws.as_str()).unwrap();
+    let mut socket = raw::websocket(&ws, &[]).unwrap();
     let _snapshot = socket.read().unwrap();
     // 60 MiB of text in 8 MiB fragments, as the attacker sent it.
     let fragment = vec![b' '; 8 << 20];
@@ -36,9 +37,7 @@ fn a_60_mib_websocket_message_is_refused_and_the_service_still_serves() {
     for k in 0..8 {
         let last = k == 7;
         let len = if last { (60 << 20) - sent } else { fragment.len() };
-        let opcode = if k == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
-        let frame = Frame::message(fragment[..len].to_vec(), opcode, last);
-        if let Err(e) = socket.send(tungstenite::Message::Frame(frame)) {
+        if let Err(e) = socket.send(raw::text_frame(&fragment[..len], k > 0, last)) {
             eprintln!("sending fragment {k} failed: {e}");
             send_failed = true;
             break;
@@ -49,27 +48,19 @@ fn a_60_mib_websocket_message_is_refused_and_the_service_still_serves() {
     // with the connection, has at least dropped it.
     let mut closed_with = None;
     if !send_failed {
-        loop {
-            match socket.read() {
-                Ok(tungstenite::Message::Close(frame)) => {
-                    closed_with = frame.map(|f| f.code);
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
+        let closed = raw::close_frame(&mut socket, Duration::from_secs(120), "the 60 MiB message");
+        closed_with = closed.ok().flatten().map(|(code, _)| code);
     }
     eprintln!("sent {sent} bytes before the refusal; closed with {closed_with:?}");
     // Refused: the close frame says so, or the connection was dropped
     // before the whole message was sent.
     assert!(
-        closed_with == Some(CloseCode::Size) || (closed_with.is_none() && sent < 60 << 20),
+        closed_with == Some(1009) || (closed_with.is_none() && sent < 60 << 20),
         "sent {sent} bytes, closed with {closed_with:?}"
     );
     let grown = peak_memory(service.pid()).saturating_sub(before);
     assert!(grown < 40 << 20, "the message was buffered: the peak memory grew by {grown} bytes");
     assert_eq!(get(&format!("{}/views/stock", service.url())).unwrap().status, 200);
-    let (mut again, _) = tungstenite::connect(ws.as_str()).unwrap();
+    let mut again = raw::websocket(&ws, &[]).unwrap();
     assert!(again.read().unwrap().is_text(), "a new stream gets its snapshot");
 }

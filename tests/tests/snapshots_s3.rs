@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nodb_tests::{Service, dispatch, get, nodb_bin, wait_for_seq};
+use nodb_tests::{Service, dispatch, get, nodb_bin, send, wait_for_seq};
 use serde_json::json;
 
 /// The S3-compatible server, killed when dropped.
@@ -51,8 +51,8 @@ impl Drop for S3Server {
 #[test]
 fn a_dataview_keeps_its_snapshots_in_s3_and_restarts_from_them() {
     let s3 = S3Server::start();
-    let put = ureq::put(&format!("{}/snaps", s3.url)).send_empty().unwrap();
-    assert_eq!(put.status(), 200, "create the bucket");
+    let put = send("PUT", &format!("{}/snaps", s3.url), &[], b"").unwrap();
+    assert_eq!(put.status, 200, "create the bucket");
     let env = [
         ("AWS_ENDPOINT", s3.url.as_str()),
         ("AWS_ALLOW_HTTP", "true"),

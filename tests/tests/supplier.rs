@@ -2,7 +2,7 @@
 //! their idempotency keys (create, replay, mismatch, missing key), injected
 //! failures and delays, and the call log that tests of envoys read.
 
-use nodb_tests::{Service, get, post};
+use nodb_tests::{Service, get, post, send};
 use serde_json::{Value, json};
 
 /// An answer to `POST /orders`: status, the `Idempotent-Replayed` header,
@@ -15,20 +15,13 @@ struct Answer {
 
 /// `POST {url}/orders` with `body` and, if given, an `Idempotency-Key`.
 fn order(s: &Service, key: Option<&str>, body: &Value) -> Answer {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(30)))
-        .build()
-        .into();
-    let mut req = agent.post(format!("{}/orders", s.url())).header("Content-Type", "application/json");
-    if let Some(key) = key {
-        req = req.header("Idempotency-Key", key);
-    }
-    let mut resp = req.send(body.to_string().as_bytes()).expect("POST /orders");
-    let replayed = resp.headers().get("Idempotent-Replayed").map(|v| v.to_str().expect("an ASCII header").to_string());
-    let text = resp.body_mut().read_to_string().expect("the body");
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    Answer { status: resp.status().as_u16(), replayed, body }
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend(key.map(|key| ("Idempotency-Key", key)));
+    let resp =
+        send("POST", &format!("{}/orders", s.url()), &headers, body.to_string().as_bytes()).expect("POST /orders");
+    let replayed = resp.header("idempotent-replayed").map(String::from);
+    let body = serde_json::from_str(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.body));
+    Answer { status: resp.status, replayed, body }
 }
 
 fn control(s: &Service, body: Value) -> Value {

@@ -220,7 +220,7 @@ async fn a_tls_data_view_follows_a_tls_chronicler_and_streams_over_wss() {
     // posted to the chronicler.
     let base = ServiceUrl::parse(dataview.url()).unwrap();
     let view = ViewClient::with_http(base, "doc", http.clone()).with_ws(pki.ws());
-    let options = StreamOptions { since: None, exact: false, client: Some("c".into()) };
+    let options = StreamOptions { client: Some("c".into()), ..StreamOptions::default() };
     assert_eq!(view.stream_url(&options).scheme(), "wss");
     let mut stream = view.open(&options).await.unwrap();
     match next(&mut stream).await {

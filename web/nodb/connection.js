@@ -1,10 +1,13 @@
-// The WebSocket to one view's stream: connecting with `client`, `since` and
-// the access `token`, reconnecting with exponential back-off and jitter (at
-// once when the browser says it is back online), renewing the token when the
-// server closes for its expiry, and falling back to a fresh snapshot when
-// resuming with `since` keeps failing. The server's pings are WebSocket
-// control frames, answered by the browser (or Node's WebSocket) without any
-// code here.
+// The WebSocket to one view's stream: connecting with `client`, `since` (and
+// the `version` of the code that made the state) and the access `token`,
+// reconnecting with exponential back-off and jitter (at once when the browser
+// says it is back online), renewing the token when the server closes for its
+// expiry, and falling back to a fresh snapshot when resuming with `since`
+// keeps failing. Given several data views (replicas following the same
+// chronicler), it uses one at a time and moves to another when its socket
+// fails or closes, preferring one whose `GET /ready` says it is caught up and
+// not behind the client's seq. The server's pings are WebSocket control
+// frames, answered by the browser (or Node's WebSocket) without any code here.
 
 /** @typedef {'connecting' | 'open' | 'offline'} ConnectionStatus */
 
@@ -12,9 +15,11 @@
  * What a connection tells its owner.
  * @typedef {object} ConnectionHooks
  * @property {() => number | null} since The seq to resume after (`since=`), or null for a snapshot.
+ * @property {() => string | null} version The `version` of the last snapshot, sent with `since` (`version=`).
  * @property {(status: ConnectionStatus) => void} status Called at every change (also when repeated).
  * @property {(data: string) => void} message A text message of the current socket.
  * @property {(error: { code: string, message: string }) => void} error A socket that cannot even be made.
+ * @property {(index: number) => void} [replica] The connection moved to replica `index` (of the URLs given).
  */
 
 /**
@@ -29,6 +34,20 @@
  */
 
 /** @typedef {{ initialMs: number, maxMs: number }} Backoff */
+
+/**
+ * The part of `fetch` used for `GET /ready`.
+ * @typedef {(url: string, init: { headers: Record<string, string>, signal: AbortSignal }) => Promise<{ status: number, json(): Promise<unknown> }>} ReadyFetch
+ */
+
+/**
+ * What a replica's `GET /ready` said: its HTTP status, and the `status`
+ * (`ready`, `recovering`, `refused`) and `seq` of its body when readable.
+ * @typedef {{ code: number, status: string | null, seq: number | null }} ReadyAnswer
+ */
+
+/** How long a `GET /ready` may take before its replica counts as silent. */
+export const READY_TIMEOUT_MS = 1000;
 
 /** The close code of a stream whose token expired (reason "token expired"). */
 export const TOKEN_EXPIRED_CLOSE = 4401;
@@ -163,21 +182,113 @@ export function backoffDelay(attempt, { initialMs, maxMs }) {
 }
 
 /**
+ * `http(s)://host/base/` without its query, fragment and trailing slashes:
+ * where the data view's paths start. Relative URLs work in a page.
+ * @param {string | undefined} url
+ */
+export function serviceBase(url) {
+  const base = new URL(url ?? '', globalThis.location?.href);
+  return base.href.replace(/[?#].*$/, '').replace(/\/+$/, '');
+}
+
+/**
  * `http(s)://host/base/` and a view name: the view's stream URL without its
  * query, `ws(s)://host/base/views/<view>/stream`. Relative URLs work in a page.
  * @param {string | undefined} url
  * @param {string} view
  */
 export function streamUrl(url, view) {
-  const base = new URL(url ?? '', globalThis.location?.href);
-  const ws = base.href.replace(/[?#].*$/, '').replace(/\/+$/, '').replace(/^http/, 'ws');
-  return `${ws}/views/${encodeURIComponent(view)}/stream`;
+  return `${serviceBase(url).replace(/^http/, 'ws')}/views/${encodeURIComponent(view)}/stream`;
+}
+
+/**
+ * Asks `GET <base>/ready`; resolves with what it said, or null when it did
+ * not answer within `timeoutMs` (or not readably: a network failure, a CORS
+ * refusal). Never rejects.
+ * @param {string} base the data view's URL (see {@link serviceBase})
+ * @param {{ fetch: ReadyFetch, timeoutMs: number }} options
+ * @returns {Promise<ReadyAnswer | null>}
+ */
+export async function probeReady(base, { fetch, timeoutMs }) {
+  const abort = new AbortController();
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  /** @type {Promise<null>} */
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(() => { abort.abort(); resolve(null); }, timeoutMs);
+  });
+  const ask = async () => {
+    const res = await fetch(`${base}/ready`, { headers: {}, signal: abort.signal });
+    /** @type {any} */
+    let body = null;
+    try { body = await res.json(); } catch { /* not JSON: the status alone */ }
+    return {
+      code: res.status,
+      status: typeof body?.status === 'string' ? body.status : null,
+      seq: typeof body?.seq === 'number' ? body.seq : null,
+    };
+  };
+  try {
+    return await Promise.race([ask(), timeout]);
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * How good a replica looks for resuming after `since`: 0, ready (200) and
+ * not behind; 1, no readable answer, or not ready (503) but not behind; 2,
+ * behind `since` (it would refuse `since` with 400); 3, refusing its
+ * chronicler's log.
+ * @param {ReadyAnswer | null | undefined} answer
+ * @param {number | null} since
+ */
+export function replicaRank(answer, since) {
+  if (!answer) return 1;
+  if (answer.status === 'refused') return 3;
+  if (since !== null && answer.seq !== null && answer.seq < since) return 2;
+  return answer.code === 200 ? 0 : 1;
+}
+
+/**
+ * The replica to go to: the best {@link replicaRank}, the first in turn from
+ * `start` among equals; null while the answers (`undefined`: not yet in)
+ * cannot tell yet, i.e. until one ranked 0 has answered with every replica
+ * before it in turn, or all have answered.
+ * @param {Array<ReadyAnswer | null | undefined>} answers one per replica
+ * @param {number} start
+ * @param {number | null} since
+ * @returns {number | null}
+ */
+export function pickReplica(answers, start, since) {
+  const n = answers.length;
+  let best = -1;
+  let bestRank = Infinity;
+  let complete = true;
+  for (let k = 0; k < n; k++) {
+    const i = (start + k) % n;
+    if (answers[i] === undefined) { complete = false; continue; }
+    const rank = replicaRank(answers[i], since);
+    if (rank === 0 && complete) return i;
+    if (rank < bestRank) { best = i; bestRank = rank; }
+  }
+  return complete ? best : null;
 }
 
 /** One view's stream socket, reconnected until `close()`. */
 export class Connection {
-  /** @type {string} */
-  #url;
+  /** The stream URL of each replica. @type {string[]} */
+  #urls;
+  /** Where each replica's `/ready` is (null: not asked). @type {string[] | null} */
+  #bases;
+  /** @type {{ fetch: ReadyFetch, timeoutMs: number } | null} */
+  #probe;
+  /** The replica in use (-1 before the first). */
+  #index = -1;
+  /** The next connection goes to another replica (chosen first). */
+  #move = true;
   /** @type {new (url: string) => SocketLike} */
   #WebSocket;
   /** @type {Backoff} */
@@ -213,12 +324,17 @@ export class Connection {
   };
 
   /**
-   * @param {string} url the stream URL (see {@link streamUrl})
-   * @param {{ WebSocket: new (url: string) => SocketLike, backoff: Backoff, token?: Token | null }} options
+   * @param {string | string[]} urls the stream URL (see {@link streamUrl}), or one per replica
+   * @param {{ WebSocket: new (url: string) => SocketLike, backoff: Backoff, token?: Token | null,
+   *   ready?: { bases: string[], fetch: ReadyFetch, timeoutMs: number } | null }} options
+   *   `ready`: with several replicas, where each one's `/ready` is and how to ask it
    * @param {ConnectionHooks} hooks
    */
-  constructor(url, { WebSocket, backoff, token = null }, hooks) {
-    this.#url = url;
+  constructor(urls, { WebSocket, backoff, token = null, ready = null }, hooks) {
+    this.#urls = typeof urls === 'string' ? [urls] : [...urls];
+    if (this.#urls.length === 0) throw new TypeError('Connection: no URL');
+    this.#bases = ready && this.#urls.length > 1 ? ready.bases : null;
+    this.#probe = ready && this.#urls.length > 1 ? { fetch: ready.fetch, timeoutMs: ready.timeoutMs } : null;
     this.#WebSocket = WebSocket;
     this.#backoff = backoff;
     this.#token = token;
@@ -233,6 +349,11 @@ export class Connection {
   start(client) {
     this.#client = client;
     this.#connect();
+  }
+
+  /** The replica in use, or being connected to (its index in the URLs given; 0 before the first). */
+  get index() {
+    return Math.max(0, this.#index);
   }
 
   /** Whether the socket is open (messages sent now go out). */
@@ -292,10 +413,51 @@ export class Connection {
     }
   }
 
-  /** Connects, once the token is at hand (asking `getToken` for one if due). */
+  /**
+   * Connects: to another replica when due (the first, or after a failure),
+   * once the token is at hand (asking `getToken` for one if due).
+   */
   #connect() {
     this.#timer = null;
     if (this.#closed) return;
+    if (!this.#move) return this.#withToken();
+    this.#move = false;
+    const n = this.#urls.length;
+    const start = this.#index < 0 ? 0 : (this.#index + 1) % n;
+    if (!this.#probe || !this.#bases) return this.#moveTo(start);
+    // Several replicas: ask each one's /ready at once, and go to the first
+    // in turn that is ready and not behind, as soon as the answers tell.
+    this.#hooks.status('connecting');
+    const turn = ++this.#turn;
+    const since = this.#hooks.since();
+    /** @type {Array<ReadyAnswer | null | undefined>} */
+    const answers = new Array(n).fill(undefined);
+    let done = false;
+    const decide = () => {
+      if (done || turn !== this.#turn || this.#closed) return;
+      const i = pickReplica(answers, start, since);
+      if (i === null) return;
+      done = true;
+      this.#moveTo(i);
+    };
+    const probe = this.#probe;
+    this.#bases.forEach((base, i) => {
+      probeReady(base, probe).then((a) => { answers[i] = a; decide(); });
+    });
+  }
+
+  /**
+   * Connects to replica `index`, telling the owner when {@link Connection#index} changes.
+   * @param {number} index
+   */
+  #moveTo(index) {
+    const before = this.index;
+    this.#index = index;
+    if (index !== before) this.#hooks.replica?.(index);
+    this.#withToken();
+  }
+
+  #withToken() {
     const token = this.#token?.current() ?? null;
     if (!(token instanceof Promise)) return this.#open(token);
     this.#hooks.status('connecting');
@@ -318,13 +480,18 @@ export class Connection {
     const query = [];
     if (this.#client !== null) query.push(`client=${encodeURIComponent(this.#client)}`);
     if (useSince) query.push(`since=${since}`);
+    // The code that made our state: a data view with other code answers with a snapshot.
+    const version = useSince ? this.#hooks.version() : null;
+    if (version !== null) query.push(`version=${encodeURIComponent(version)}`);
     if (token !== null) query.push(`token=${encodeURIComponent(token)}`);
-    const url = query.length ? `${this.#url}?${query.join('&')}` : this.#url;
+    const base = this.#urls[this.index];
+    const url = query.length ? `${base}?${query.join('&')}` : base;
     this.#hooks.status('connecting');
     /** @type {SocketLike} */
     let ws;
     try { ws = new this.#WebSocket(url); } catch (e) {
       this.#hooks.error({ code: 'connect', message: String(e instanceof Error ? e.message : e) });
+      this.#move = true;
       this.#scheduleReconnect(useSince);
       return;
     }
@@ -352,6 +519,9 @@ export class Connection {
         || (failed && this.#token !== null && this.#token.expiring);
       if (refused) this.#expired();
       else if (failed && ++this.#failures % RENEW_AFTER_FAILURES === 0) this.#token?.refuse();
+      // A socket that failed or was closed by the server: the next replica
+      // in turn (or the best one /ready names) is tried next.
+      this.#move = true;
       this.#scheduleReconnect(failed && useSince && !refused);
     };
   }
@@ -366,8 +536,10 @@ export class Connection {
 
   /**
    * Reconnects after a back-off delay. After two failed connections with
-   * `since` in a row (e.g. the server restarted with a shorter log), the
-   * next asks for a snapshot.
+   * `since` in a row per replica (e.g. the server restarted with a shorter
+   * log; with several replicas, each was tried twice: one behind the client
+   * refuses `since` with a 400 that the browser cannot tell from a failed
+   * connection), the next asks for a snapshot.
    * @param {boolean} failedWithSince
    */
   #scheduleReconnect(failedWithSince) {
@@ -375,7 +547,7 @@ export class Connection {
     this.#timer = null;
     this.#turn++;
     if (this.#closed) return;
-    if (failedWithSince && ++this.#sinceFailures >= 2) { this.#noSince = true; this.#sinceFailures = 0; }
+    if (failedWithSince && ++this.#sinceFailures >= 2 * this.#urls.length) { this.#noSince = true; this.#sinceFailures = 0; }
     this.#hooks.status('offline');
     this.#timer = setTimeout(() => this.#connect(), backoffDelay(this.#attempt++, this.#backoff));
   }

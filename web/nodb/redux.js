@@ -20,6 +20,7 @@ import { prepareAction } from './store.js';
  * @template S
  * @typedef {object} StoreLike
  * @property {() => S} getState
+ * @property {number} [seq]
  * @property {(listener: () => void) => () => void} subscribe
  * @property {(type: string, payload?: unknown, meta?: Record<string, string>) => Dispatched} dispatch
  */
@@ -211,7 +212,8 @@ const byTypes = (types) => (t) => types.some((p) => (p.endsWith('/') ? t.startsW
  * A slice of a Redux (Toolkit) store kept equal to a nodb view: mount
  * `reducer` under `name` and add `middleware`; each change of the view is
  * dispatched as `synced` (`nodb/<name>/synced`, the view's state as its
- * payload, the very object, so unchanged subtrees keep their identity).
+ * payload, the very object, so unchanged subtrees keep their identity, and
+ * the seq it reflects as `meta.seq`, which the store's Redux DevTools show).
  * @template S
  * @template {string} [Name='nodb']
  * @param {StoreLike<S>} store
@@ -221,9 +223,12 @@ const byTypes = (types) => (t) => types.some((p) => (p.endsWith('/') ? t.startsW
 export function createNodbSlice(store, options = {}) {
   const name = /** @type {Name} */ (options.name ?? 'nodb');
   const type = `nodb/${name}/synced`;
-  /** @param {S} state */
-  const synced = (state) => {
-    const action = { type, payload: state };
+  /**
+   * @param {S} state
+   * @param {number} [seq]
+   */
+  const synced = (state, seq) => {
+    const action = seq == null ? { type, payload: state } : { type, payload: state, meta: { seq } };
     syncActions.add(action);
     return action;
   };
@@ -255,7 +260,7 @@ export function createNodbSlice(store, options = {}) {
         const state = store.getState();
         if (state === last) return;
         last = state;
-        api.dispatch(synced(state));
+        api.dispatch(synced(state, store.seq));
       });
       return (/** @type {(action: unknown) => unknown} */ next) => (/** @type {unknown} */ action) => next(action);
     },

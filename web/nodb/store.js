@@ -1,8 +1,9 @@
 // The store: a live, read-only replica of one view (state, seq, sources,
-// status; subscribe and events), and dispatch through the outbox. It reads
-// the stream's messages (docs/protocol.md): snapshot, patch, ack, rejected,
-// error. The socket and its access token are the Connection's job, numbering
-// and storing actions the Outbox's, applying patches applyPatch's.
+// version, status; subscribe and events), and dispatch through the outbox. It
+// reads the stream's messages (docs/protocol.md): snapshot, patch, ack,
+// rejected, error. The socket and its access token are the Connection's job,
+// numbering and storing actions the Outbox's, applying patches applyPatch's,
+// showing the history in Redux DevTools (option `devtools`) the Devtools'.
 
 /**
  * @import { Action, ConnectOptions, Dispatched, Json, LocksLike, Status, StorageLike, StoreEvents } from '../nodb.js'
@@ -10,8 +11,9 @@
  */
 
 import { applyPatch, isObj, shareEqual } from './patch.js';
-import { Connection, Token, backoffDelay, streamUrl, tokenClaims } from './connection.js';
+import { Connection, READY_TIMEOUT_MS, Token, backoffDelay, serviceBase, streamUrl, tokenClaims } from './connection.js';
 import { DEFAULT_PREFIX, Outbox, defaultStorage, idWithoutLocks, mintStoredId, numberOf, pickClientId } from './outbox.js';
+import { connectDevtools } from './devtools.js';
 
 /**
  * Error codes after which an action can never be accepted: it leaves the
@@ -138,6 +140,8 @@ function callSafely(fn, arg) {
 export class Store {
   /** @type {Connection} */
   #connection;
+  /** The data views given to `connect` (replicas of one another). @type {string[]} */
+  #urls;
   /** @type {Outbox} */
   #outbox;
   #readOnly = false;
@@ -150,6 +154,8 @@ export class Store {
   #seq = 0;
   /** @type {Record<string, number> | null} */
   #sources = null;
+  /** The `version` of the last snapshot (the app's code), sent back on resuming. @type {string | null} */
+  #version = null;
   /** @type {Status} */
   #status = 'connecting';
 
@@ -173,13 +179,19 @@ export class Store {
   #unavailable = 0;
   /** Releases the client id's Web Lock. @type {(() => void) | null} */
   #release = null;
+  /** The Redux DevTools connection (option `devtools`, with the extension present). @type {{ close(): void } | null} */
+  #devtools = null;
 
   /**
-   * @param {string} url
+   * @param {string | readonly string[]} url a data view, or several replicas of one
    * @param {ConnectOptions<S>} options
    */
   constructor(url, options) {
     if (!options?.view) throw new Error('connect: options.view is required');
+    const urls = typeof url === 'string' || url == null ? [url] : [...url];
+    if (urls.length === 0) throw new TypeError('connect: give at least one data view URL');
+    if (urls.some((u) => typeof u !== 'string' && u !== undefined)) throw new TypeError('connect: each data view URL must be a string');
+    this.#urls = /** @type {string[]} */ (urls);
     const storage = options.storage ?? defaultStorage();
     const WebSocket = /** @type {(new (url: string) => SocketLike) | undefined} */ (options.WebSocket ?? globalThis.WebSocket);
     if (!WebSocket) throw new Error('connect: no WebSocket; pass options.WebSocket');
@@ -189,12 +201,29 @@ export class Store {
     const token = options.token != null || options.getToken != null
       ? new Token({ token: options.token, getToken: options.getToken })
       : null;
-    this.#connection = new Connection(streamUrl(url, options.view), { WebSocket, backoff: this.#backoff, token }, {
+    // With several replicas, each one's /ready is asked before moving on (option `ready`).
+    const probe = options.ready === false ? null : (options.ready ?? {});
+    const fetch = probe ? (probe.fetch ?? globalThis.fetch) : undefined;
+    const ready = probe && fetch && this.#urls.length > 1
+      ? { bases: this.#urls.map(serviceBase), fetch, timeoutMs: probe.timeoutMs ?? READY_TIMEOUT_MS }
+      : null;
+    this.#connection = new Connection(this.#urls.map((u) => streamUrl(u, options.view)), { WebSocket, backoff: this.#backoff, token, ready }, {
       since: () => (this.#hasState ? this.#seq : null),
+      version: () => this.#version,
       status: (s) => this.#onConnection(s),
       message: (data) => this.#onMessage(data),
-      error: (e) => this.#emit('error', e),
+      error: (e) => this.#emit('error', this.#urls.length > 1 ? { ...e, url: this.url } : e),
+      replica: (index) => this.#emit('replica', { url: this.#urls[index], index }),
     });
+
+    if (options.devtools) {
+      this.#devtools = connectDevtools(this, {
+        name: `nodb ${options.view}`,
+        ...(options.devtools === true ? {} : options.devtools),
+        url: this.#urls[0],
+        token: () => token?.value ?? null,
+      });
+    }
 
     this.#readOnly = !!options.readOnly;
     const locks = options.locks === undefined ? /** @type {LocksLike | undefined} */ (globalThis.navigator?.locks) : options.locks;
@@ -278,6 +307,23 @@ export class Store {
     return this.#sources;
   }
 
+  /**
+   * The `version` of the last snapshot: the name and version of the app's
+   * code that made the state (e.g. "warehouse 0.1.0"); null when the server
+   * sends none.
+   */
+  get version() {
+    return this.#version;
+  }
+
+  /**
+   * The data view in use, or being connected to: one of the URLs given to
+   * `connect`, as given (the first before the first connection).
+   */
+  get url() {
+    return this.#urls[this.#connection.index];
+  }
+
   /** 'connecting', 'open', 'offline' (waiting to reconnect) or 'closed' (after `close()`). */
   get status() {
     return this.#status;
@@ -305,7 +351,7 @@ export class Store {
   }
 
   /**
-   * Listens to 'status', 'rejected', 'error', 'ack' or 'seq'; returns the function that stops it.
+   * Listens to 'status', 'rejected', 'error', 'ack', 'pending', 'seq', 'update' or 'replica'; returns the function that stops it.
    * @template {keyof StoreEvents} E
    * @param {E} event
    * @param {(arg: StoreEvents[E]) => void} fn
@@ -438,16 +484,18 @@ export class Store {
     }
   }
 
-  /** @param {{ seq: number, state: S, sources?: Record<string, number> }} m */
+  /** @param {{ seq: number, state: S, sources?: Record<string, number>, version?: unknown }} m */
   #onSnapshot(m) {
-    // Subtrees equal to the old ones keep their old objects: a resync
-    // re-renders only what changed, and nothing when nothing did.
+    // Subtrees equal to the old ones keep their old objects: a resync (or a
+    // move to a data view with other code) is one change from the old state
+    // to the new, re-rendering only what changed, and nothing when nothing did.
     const state = shareEqual(this.#state, m.state);
     const changed = state !== this.#state || !this.#hasState;
     this.#state = state;
     this.#sources = m.sources ?? null;
+    this.#version = typeof m.version === 'string' ? m.version : null;
     this.#hasState = true;
-    this.#advance(m.seq, changed);
+    this.#advance('snapshot', m.seq, m.seq, changed);
   }
 
   /** @param {{ seq: number, from?: number, ops?: unknown, sources?: Record<string, number> }} m */
@@ -467,16 +515,19 @@ export class Store {
     }
     this.#state = next;
     if (m.sources) this.#sources = m.sources;
-    this.#advance(m.seq, ops.length > 0);
+    this.#advance('patch', first, m.seq, ops.length > 0);
   }
 
   /**
+   * @param {'snapshot' | 'patch'} kind
+   * @param {number} from
    * @param {number} seq
    * @param {boolean} changed
    */
-  #advance(seq, changed) {
+  #advance(kind, from, seq, changed) {
     this.#seq = seq;
     if (changed) for (const l of this.#listeners) callSafely(l, undefined);
+    this.#emit('update', { kind, from, seq, changed });
     this.#emit('seq', seq);
     for (const [id, r] of this.#records) if (r.seq != null && r.seq <= seq) this.#settleApplied(id, r);
   }
@@ -498,8 +549,9 @@ export class Store {
     this.#outbox.remove(m.id);
     this.#pendingChanged();
     this.#unavailable = 0;
-    this.#emit('ack', { id: m.id, seq: m.seq ?? null, duplicate: !!m.duplicate });
     const r = this.#records.get(m.id);
+    const a = r?.action;
+    this.#emit('ack', { id: m.id, seq: m.seq ?? null, duplicate: !!m.duplicate, ...(a ? { type: a.type, payload: a.payload } : {}) });
     if (!r || r.acked) return;
     r.acked = true;
     r.resolve?.(m.seq ?? null);
@@ -586,6 +638,7 @@ export class Store {
   close() {
     if (this.#status === 'closed') return;
     this.#setStatus('closed');
+    this.#devtools?.close();
     this.#stopResend();
     this.#connection.close();
     this.#release?.();

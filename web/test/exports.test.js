@@ -28,7 +28,7 @@ test('every export of nodb.js is declared in nodb.d.ts, and vice versa', () => {
   const exported = Object.keys(nodb).sort();
   const declared = [...declaredValues(read('../nodb.d.ts'))].sort();
   assert.deepEqual(exported, declared);
-  assert.deepEqual(exported, ['applyPatch', 'connect', 'createNodbSlice', 'createReduxStore', 'dispatched', 'nodbMiddleware']);
+  assert.deepEqual(exported, ['applyPatch', 'connect', 'connectDevtools', 'createNodbSlice', 'createReduxStore', 'dispatched', 'nodbMiddleware']);
   for (const name of exported) assert.equal(typeof nodb[name], 'function', name);
 });
 

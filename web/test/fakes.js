@@ -114,3 +114,74 @@ export function jwt(claims, { ttl } = {}) {
   const body = ttl === undefined ? claims : { iat: now, exp: now + ttl, ...claims };
   return `${b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${b64url(JSON.stringify(body))}.c2lnbmF0dXJl`;
 }
+
+/**
+ * A recording fake of the Redux DevTools extension, installed as
+ * `globalThis.__REDUX_DEVTOOLS_EXTENSION__` (`uninstall()` removes it). It
+ * has the documented `connect(options)` interface; `instances` holds each
+ * connection's `options` and `calls` (['init', state], ['send', action,
+ * state], ['error', message], ['unsubscribe']), and `tell(message)` sends a
+ * message from the tool to its subscribers.
+ */
+export function fakeDevtools() {
+  const instances = [];
+  globalThis.__REDUX_DEVTOOLS_EXTENSION__ = {
+    connect(options) {
+      const listeners = new Set();
+      const instance = {
+        options,
+        calls: [],
+        listeners,
+        tell: (message) => { for (const l of [...listeners]) l(message); },
+        get sends() { return this.calls.filter((c) => c[0] === 'send'); },
+      };
+      instances.push(instance);
+      return {
+        init: (state) => instance.calls.push(['init', state]),
+        send: (action, state) => instance.calls.push(['send', action, state]),
+        error: (message) => instance.calls.push(['error', message]),
+        subscribe: (listener) => { listeners.add(listener); return () => listeners.delete(listener); },
+        unsubscribe: () => { listeners.clear(); instance.calls.push(['unsubscribe']); },
+      };
+    },
+  };
+  return {
+    instances,
+    get last() { return instances[instances.length - 1]; },
+    uninstall: () => { delete globalThis.__REDUX_DEVTOOLS_EXTENSION__; },
+  };
+}
+
+/**
+ * A fake `fetch` recording each request (`url`, `headers`, `at`) and
+ * answering with `answer(url, request)`: `{ status, body }`, or a promise of
+ * it, or a thrown error (a network failure).
+ */
+export function fakeFetch(answer) {
+  const requests = [];
+  const fetch = async (url, init = {}) => {
+    const request = { url: new URL(url), headers: init.headers ?? {}, at: Date.now() };
+    requests.push(request);
+    const { status = 200, body = null } = await answer(request.url, request);
+    return { status, ok: status >= 200 && status < 300, json: async () => body };
+  };
+  return { fetch, requests };
+}
+
+/**
+ * An answer of `GET /history` from `log` (seq -> action) for the request's
+ * `from`, `to` and `limit`, in the endpoint's shape.
+ */
+export function historyAnswer(log, url) {
+  const from = Number(url.searchParams.get('from'));
+  const to = Number(url.searchParams.get('to'));
+  const limit = Number(url.searchParams.get('limit'));
+  const actions = [];
+  let next = null;
+  for (let seq = from; seq <= to; seq++) {
+    if (!log.has(seq)) continue;
+    if (actions.length === limit) { next = seq; break; }
+    actions.push({ seq, ...log.get(seq) });
+  }
+  return { status: 200, body: { head: Math.max(0, ...log.keys()), actions, next } };
+}

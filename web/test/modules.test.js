@@ -94,7 +94,7 @@ test("the store's internals are private", () => {
   for (let o = store; o && o !== Object.prototype; o = Object.getPrototypeOf(o)) for (const k of Object.getOwnPropertyNames(o)) names.add(k);
   assert.deepEqual([...names].filter((k) => k.startsWith('_')), []);
   assert.deepEqual([...names].filter((k) => k !== 'constructor').sort(),
-    ['clientId', 'close', 'dispatch', 'getState', 'on', 'pending', 'seq', 'sources', 'status', 'subscribe']);
+    ['clientId', 'close', 'dispatch', 'getState', 'on', 'pending', 'seq', 'sources', 'status', 'subscribe', 'url', 'version']);
   assert.throws(() => { store.seq = 5; }, TypeError, 'seq is read-only');
   store.close();
 });

@@ -137,11 +137,13 @@ function rtkApp(store, middlewareOptions) {
     if (n < 0) throw new Error('negative');
     return n * 2;
   });
+  /** Every action the Redux store's middleware chain saw. */
+  const seen = [];
   const app = configureStore({
     reducer: { stock: stock.reducer, ui: ui.reducer },
-    middleware: (gDM) => gDM().concat(stock.middleware, nodbMiddleware(store, middlewareOptions)),
+    middleware: (gDM) => gDM().concat(stock.middleware, nodbMiddleware(store, middlewareOptions), () => (next) => (a) => { seen.push(a); return next(a); }),
   });
-  return { app, stock, ui, load };
+  return { app, stock, ui, load, seen };
 }
 
 test("nodbMiddleware sends matching actions, returns them, and leaves createAsyncThunk's lifecycle actions alone", () => noUnhandled(async () => {
@@ -197,7 +199,7 @@ test('nodbMiddleware takes a list, a predicate, or options with onError', () => 
 
 test('createNodbSlice keeps a Redux Toolkit slice equal to the view, the very objects', () => {
   const { server, store } = live();
-  const { app, stock } = rtkApp(store, { types: ['stock/'] });
+  const { app, stock, seen } = rtkApp(store, { types: ['stock/'] });
   assert.equal(app.getState().stock, store.getState(), 'the initial state is the view');
   const before = app.getState().stock;
   server.last.deliver({ type: 'patch', seq: 2, ops: [{ op: 'replace', path: '/products/pear/total', value: 5 }] });
@@ -207,6 +209,9 @@ test('createNodbSlice keeps a Redux Toolkit slice equal to the view, the very ob
   assert.equal(stock.selectState(app.getState()), store.getState());
   assert.equal(stock.synced.type, 'nodb/stock/synced');
   assert.ok(stock.synced.match(stock.synced(null)));
+  // The synced action carries the seq (what the Redux store's DevTools show).
+  assert.deepEqual(seen.filter((a) => stock.synced.match(a)).map((a) => [a.payload, a.meta]), [[store.getState(), { seq: 2 }]]);
+  assert.deepEqual(stock.synced(null, 7).meta, { seq: 7 });
   // A resync that changes nothing dispatches nothing.
   let notified = 0;
   app.subscribe(() => notified++);

@@ -112,7 +112,7 @@ test('dispatch: outbox before send, ack resolves with seq, applied after the cov
   store.on('ack', (a) => acks.push(a));
   server.last.deliver({ type: 'ack', id: 'c:1', seq: 11, duplicate: false });
   assert.equal(await p, 11);
-  assert.deepEqual(acks, [{ id: 'c:1', seq: 11, duplicate: false }]);
+  assert.deepEqual(acks, [{ id: 'c:1', seq: 11, duplicate: false, type: 'stock/sold', payload: { product: 'apple', quantity: 1 } }]);
   assert.equal(store.pending, 0);
   assert.equal(storage.getItem('nodb:outbox:c'), null);
   assert.equal(await settled(p.applied), false, 'not applied before the patch covering seq 11');
@@ -509,5 +509,66 @@ test('payloads are checked at run time: JSON only, undefined fields left out', a
   const shared = { x: 1 };
   store.dispatch('t', { a: shared, b: shared, c: undefined, d: [undefined], e: Object.create(null) });
   assert.deepEqual(server.last.sent[0].action.payload, { a: { x: 1 }, b: { x: 1 }, d: [null], e: {} });
+  store.close();
+});
+
+test('moving to a data view with other code: the snapshot\'s version is kept, sent with since, and a new snapshot is one change', async () => {
+  const { server, store } = setup();
+  server.last.open();
+  assert.equal(store.version, null);
+  server.last.deliver({ type: 'snapshot', seq: 7, version: 'warehouse 0.1.0', state: { pear: { n: 1 }, apple: { n: 2 } } });
+  assert.equal(store.version, 'warehouse 0.1.0');
+  server.last.deliver({ type: 'patch', seq: 8, ops: [{ op: 'replace', path: '/pear/n', value: 3 }] });
+  assert.equal(store.version, 'warehouse 0.1.0', 'a patch keeps the version');
+
+  // Resuming sends the version with since.
+  server.last.drop();
+  await waitFor(() => server.sockets.length === 2, 'the reconnect');
+  assert.equal(server.last.params.get('since'), '8');
+  assert.equal(server.last.params.get('version'), 'warehouse 0.1.0');
+  server.last.open();
+
+  // The data view runs other code: it answers with a snapshot at the same
+  // seq, made by its code. Subscribers see one change from the old state to
+  // the new; subtrees equal to the old keep their objects.
+  const old = store.getState();
+  let changes = 0;
+  const seen = [];
+  store.subscribe(() => { changes++; seen.push(store.getState()); });
+  const updates = [];
+  store.on('update', (u) => updates.push(u));
+  server.last.deliver({ type: 'snapshot', seq: 8, version: 'warehouse 0.2.0', state: { pear: { n: 4 }, apple: { n: 2 } } });
+  assert.equal(changes, 1);
+  assert.deepEqual(seen, [{ pear: { n: 4 }, apple: { n: 2 } }]);
+  assert.equal(store.getState().apple, old.apple, 'the unchanged subtree keeps its identity');
+  assert.deepEqual(old, { pear: { n: 3 }, apple: { n: 2 } }, 'the old state is untouched');
+  assert.deepEqual(updates, [{ kind: 'snapshot', from: 8, seq: 8, changed: true }]);
+  assert.equal(store.version, 'warehouse 0.2.0');
+
+  // The next resume sends the new version; a snapshot without one forgets it.
+  server.last.drop();
+  await waitFor(() => server.sockets.length === 3, 'the second reconnect');
+  assert.equal(server.last.params.get('version'), 'warehouse 0.2.0');
+  server.last.open();
+  server.last.deliver({ type: 'snapshot', seq: 9, state: { pear: { n: 4 }, apple: { n: 2 } } });
+  assert.equal(changes, 1, 'a snapshot equal to the state is no change');
+  assert.equal(store.version, null);
+  server.last.drop();
+  await waitFor(() => server.sockets.length === 4, 'the third reconnect');
+  assert.equal(server.last.params.get('since'), '9');
+  assert.equal(server.last.params.has('version'), false);
+  store.close();
+});
+
+test('a version goes only with since: a connection asking for a snapshot sends none', async () => {
+  const { server, store } = setup();
+  server.last.open();
+  server.last.deliver({ type: 'snapshot', seq: 3, version: 'v 1', state: { a: 1 } });
+  // A failed patch: the store asks for a snapshot (no since, so no version).
+  server.last.deliver({ type: 'patch', seq: 4, ops: [{ op: 'remove', path: '/nope' }] });
+  await waitFor(() => server.sockets.length === 2, 'the reconnect');
+  assert.equal(server.last.params.has('since'), false);
+  assert.equal(server.last.params.has('version'), false);
+  assert.match(server.last.url, /^ws:\/\/nodb\.test:7400\/views\/stock\/stream\?client=c$/);
   store.close();
 });

@@ -46,7 +46,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let snapshots = Snapshots::local(dir.path(), "warehouse", 3).expect("snapshots");
     let t = Instant::now();
-    runtime.block_on(snapshots.write(1, &names, &states)).expect("write");
+    runtime.block_on(snapshots.write(1, &names, &states, &Default::default())).expect("write");
     println!("wrote the snapshot (serialise + fsync) in {:.2?}", t.elapsed());
     drop(states);
 
@@ -63,7 +63,8 @@ fn main() {
 
     let replay = |app: App, label: &str| {
         let started = Instant::now();
-        let (seq, loaded) = runtime.block_on(snapshots.load_latest(&names)).expect("load").expect("a snapshot");
+        let found = runtime.block_on(snapshots.load_latest(&names)).expect("load").expect("a snapshot");
+        let (seq, loaded) = (found.seq, found.states);
         let states: Vec<Tree> = loaded
             .into_iter()
             .zip(nodb_warehouse::views::app().initial_states())
@@ -92,7 +93,8 @@ fn main() {
     // What the data view does when far behind the head: batches of actions
     // through the hub, which applies them in place (all views drafted).
     let started = Instant::now();
-    let (seq, loaded) = runtime.block_on(snapshots.load_latest(&names)).expect("load").expect("a snapshot");
+    let found = runtime.block_on(snapshots.load_latest(&names)).expect("load").expect("a snapshot");
+    let (seq, loaded) = (found.seq, found.states);
     let states: Vec<Tree> = loaded.into_iter().zip(app.initial_states()).map(|(s, i)| s.unwrap_or(i)).collect();
     let hub = Hub::new(Engine::restore(app.clone(), seq, states), 4096);
     let loaded_in = started.elapsed();

@@ -17,9 +17,9 @@
 //! - `GET /health`.
 //!
 //! [`Supplier::router`] has no fallback, so it can be nested under
-//! `/supplier` in another server; [`serve`] adds a JSON 404.
+//! `/supplier` in another server; [`Supplier::app`] adds a JSON 404, and
+//! `nodb supplier` serves that with `nodb_server::serve_with`.
 
-use axum::serve::ListenerExt as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,7 +33,6 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 /// The request header that names an order attempt.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -469,27 +468,6 @@ async fn not_found(uri: axum::http::Uri) -> SupplierError {
     SupplierError::NotFound(uri.path().to_string())
 }
 
-/// Serves `supplier`'s routes, with a JSON 404 for any other path, on
-/// `listener` until `shutdown` is cancelled; then waits for the requests in
-/// flight (a delayed answer included).
-///
-/// # Errors
-/// I/O errors of the listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    supplier: Supplier,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let app = supplier.app();
-    axum::serve(listener.tap_io(no_delay), app).with_graceful_shutdown(shutdown.cancelled_owned()).await
-}
-
-/// Turns off Nagle's algorithm on an accepted socket: a stream sends small
-/// messages (an ack, then a patch) that must not wait for the peer's ACK.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,13 +592,14 @@ mod tests {
         assert_eq!(s.control(), Control::default());
     }
 
-    /// The routes over a real socket: statuses, headers and error bodies.
+    /// The routes over a real socket, served as `nodb supplier` serves
+    /// them (through `nodb_server`): statuses, headers and error bodies.
     #[tokio::test]
     async fn the_http_api() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, Supplier::new(), shutdown.clone()));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(nodb_server::serve(listener, Supplier::new().app(), None, shutdown.clone()));
         let http = reqwest::Client::new();
         let post = |path: &str, key: Option<&str>, body: &str| {
             let mut req = http.post(format!("{url}{path}")).body(body.to_string());

@@ -1,11 +1,12 @@
 //! [`FileLog`]: the embedded log in segment files under a data directory.
 //!
 //! Opening runs recovery: scan every segment, check the chain, truncate a
-//! torn tail, finish an interrupted seal, rebuild the exactly-once table and
-//! the head. Then a writer thread ([`group_commit`](super::group_commit))
-//! owns the active segment. Readers get recent actions from an in-memory
-//! tail and older ones from the segment files, so a consumer that falls
-//! behind is served from disk and never holds up the writer.
+//! torn tail, finish an interrupted seal, rebuild the exactly-once table,
+//! the redaction index and the head. Then a writer thread
+//! ([`group_commit`](super::group_commit)) owns the active segment. Readers
+//! get recent actions from an in-memory tail and older ones from the
+//! segment files, so a consumer that falls behind is served from disk and
+//! never holds up the writer.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -22,6 +23,7 @@ use super::group_commit::{Request, Writer};
 use super::head::{HeadFile, Recorded};
 use super::read_state::{Located, SegmentIndex, Shared};
 use super::record::{COMMIT_LEN, Decoded, FRAME_HEADER, GENESIS, Hash, StoredRecord, decode};
+use super::redactions::Redactions;
 use super::scan::{self, SegmentInfo};
 use super::segment::{self, HEADER_LEN};
 use super::{AppendBatch, AppendError, ClientPosition, Log, LogEntry, LogError, PendingAcks, ReadLimits};
@@ -126,10 +128,18 @@ impl FileLog {
         // saved, if it belongs to this log, plus the records after it.
         let mut rebuild = Rebuild::start(dir);
         let mut last_json = None;
+        // The redaction index comes from the same pass: the scan reads every
+        // record anyway, and a record that is no redaction costs one short
+        // search (see `redactions`).
+        let mut redactions = Redactions::default();
         let mut scanned = scan::scan(dir, &mut |rec| {
             rebuild.record(rec);
+            redactions.record(rec.seq, &rec.json);
             last_json = Some(rec.json.clone());
         })?;
+        if !redactions.is_empty() {
+            tracing::info!(redacted = redactions.len(), "seqs redacted by @@nodb/redact actions in the log");
+        }
         let table = match rebuild.finish() {
             Some(table) => table,
             None => {
@@ -204,7 +214,8 @@ impl FileLog {
         let clients = table.lasts().map(|(c, l)| (c.to_string(), l)).collect();
         let shared = Arc::new(
             Shared::new(segments, clients, scanned.head, scanned.hash, config.recent_entries)
-                .with_recent_bytes(config.recent_bytes),
+                .with_recent_bytes(config.recent_bytes)
+                .with_redactions(redactions),
         );
         metrics.head_seq.store(scanned.head, std::sync::atomic::Ordering::Relaxed);
         let writer = Writer {
@@ -276,6 +287,14 @@ impl Log for FileLog {
                 .await
                 .map_err(|e| LogError::Io { path: PathBuf::new(), source: io::Error::other(e) })?
         })
+    }
+
+    fn redacted(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        self.shared.redacted(from, to)
+    }
+
+    fn redaction_among(&self, seqs: &[u64]) -> Option<u64> {
+        self.shared.redaction_among(seqs)
     }
 
     fn read(&self, from: u64, limits: ReadLimits) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>> {

@@ -10,7 +10,10 @@
 //!   makes each batch durable with one `fdatasync`; [`limits`]: the bounds
 //!   of one write, which recovery relies on.
 //! - `read_state`: what the writer publishes for readers (segment indexes,
-//!   the in-memory tail, clients' positions, the durable head).
+//!   the in-memory tail, clients' positions, the redaction index, the
+//!   durable head).
+//! - [`redactions`]: which seqs `@@nodb/redact` actions redact now, built
+//!   by recovery's scan and kept up to date by the writer.
 //! - [`file_log`]: [`FileLog`], the embedded backend tying these together,
 //!   with the in-memory tail and disk reads that serve consumers.
 //!
@@ -26,6 +29,7 @@ mod integrity_tests;
 pub mod limits;
 mod read_state;
 pub mod record;
+pub mod redactions;
 pub mod scan;
 pub mod segment;
 #[cfg(test)]
@@ -244,4 +248,15 @@ pub trait Log: Send + Sync + 'static {
     /// Committed actions from seq `from` on, up to the head and `limits`;
     /// empty when `from` is past the head.
     fn read(&self, from: u64, limits: ReadLimits) -> BoxFuture<'static, Result<Vec<LogEntry>, LogError>>;
+
+    /// The seqs from `from` to `to` (inclusive) that are redacted now,
+    /// each with the seq of the `@@nodb/redact` action in force over it,
+    /// in seq order (see [`redactions`]). Every redaction up to the head a
+    /// reader has seen is included.
+    fn redacted(&self, from: u64, to: u64) -> Vec<(u64, u64)>;
+
+    /// The first of `seqs` that is a `@@nodb/redact` action that took
+    /// effect (a redaction or an undo), up to the head: a redaction may not
+    /// name one (see [`redactions`]).
+    fn redaction_among(&self, seqs: &[u64]) -> Option<u64>;
 }

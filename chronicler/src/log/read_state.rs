@@ -1,6 +1,7 @@
 //! What readers of the log see, published by the writer after each
 //! durable write: each segment's sparse index, the in-memory tail of recent
-//! actions, every client's last number and seq, and the durable head.
+//! actions, every client's last number and seq, the redaction index
+//! ([`Redactions`]) and the durable head.
 //! Readers never touch the writer; the writer only ever publishes here.
 //!
 //! The tail is bounded twice: by count and by bytes (the JSON of its
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::record::Hash;
+use super::redactions::Redactions;
 use super::segment::HEADER_LEN;
 use super::{LogEntry, ReadLimits};
 
@@ -56,6 +58,8 @@ struct ReadState {
     /// Per client, the number and seq of its last durable action (boxed
     /// names: a million clients make every byte of a slot count).
     clients: HashMap<Box<str>, (u64, u64)>,
+    /// Which seqs are redacted now, up to the durable head.
+    redactions: Redactions,
 }
 
 impl Shared {
@@ -76,6 +80,7 @@ impl Shared {
                 recent_bytes: 0,
                 durable_hash: hash,
                 clients: clients.into_iter().map(|(c, last)| (c.into_boxed_str(), last)).collect(),
+                redactions: Redactions::default(),
             }),
             head_tx: watch::channel(head).0,
             recent_cap,
@@ -89,6 +94,25 @@ impl Shared {
     pub(crate) fn with_recent_bytes(mut self, bytes: usize) -> Shared {
         self.recent_bytes_cap = bytes;
         self
+    }
+
+    /// Starts from the redaction index recovery built (up to the head it
+    /// recovered). Set before the first publish.
+    pub(crate) fn with_redactions(self, redactions: Redactions) -> Shared {
+        self.state.write().unwrap_or_else(|e| e.into_inner()).redactions = redactions;
+        self
+    }
+
+    /// The redacted seqs from `from` to `to` and the seqs of their
+    /// redactions, in seq order (see [`Redactions::in_range`]).
+    pub(crate) fn redacted(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).redactions.in_range(from, to)
+    }
+
+    /// The first of `seqs` that is a redaction that took effect (see
+    /// [`Redactions::redaction_among`]).
+    pub(crate) fn redaction_among(&self, seqs: &[u64]) -> Option<u64> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).redactions.redaction_among(seqs)
     }
 
     /// The durable head, watchable.
@@ -134,6 +158,9 @@ impl Shared {
                 seg.index.extend(index);
             }
             for e in entries {
+                // Under the lock that publishes the record, before the head
+                // moves past it: whoever sees its seq sees its effect.
+                s.redactions.record(e.0, &e.1);
                 s.recent_bytes += entry_cost(&e.1);
                 s.recent.push_back(e);
                 while s.recent.len() > self.recent_cap || s.recent_bytes > self.recent_bytes_cap {

@@ -1,10 +1,10 @@
 //! How the chronicler's failures become the one error answer of every nodb
 //! service ([`ApiError`]): JSON that does not parse, actions that break
-//! the contract, and the log's refusals (with `expected` for
-//! `out_of_order`).
+//! the contract, redactions their checks refuse, and the log's refusals
+//! (with `expected` for `out_of_order`).
 
 pub use nodb_server::ApiError;
-use nodb_shared::protocol::{ActionError, ErrorCode};
+use nodb_shared::protocol::{ActionError, ErrorCode, RedactError};
 
 use crate::log::AppendError;
 
@@ -29,6 +29,16 @@ pub fn action_error(e: &ActionError, index: Option<usize>, id: &str) -> ApiError
         None => format!("action {id:?}"),
     };
     ApiError::new(e.code(), format!("{at}: field `{}`: {e}", e.field()))
+}
+
+/// A `@@nodb/redact` action ingest refuses: 400 `bad_request` with the
+/// check's sentence, after `action i ("id"): ` in a batch of several (so
+/// the sender knows which).
+pub fn redact_error(e: &RedactError, index: Option<usize>, id: &str) -> ApiError {
+    match index {
+        Some(i) => ApiError::bad_request(format!("action {i} ({id:?}): {e}")),
+        None => ApiError::bad_request(e.to_string()),
+    }
 }
 
 /// The log's refusal of an append.

@@ -1,8 +1,10 @@
 //! Ingest: `POST /actions` and the `/ws` socket.
 //!
-//! Both validate each action against the wire contract, hand it to the log
-//! and answer only once the log says it is durable. On the socket many
-//! dispatches may be in flight at once; each ack carries its action's id.
+//! Both validate each action against the wire contract (a `@@nodb/redact`
+//! also against its checks: a well-formed payload naming only seqs already
+//! in the log, none of them a redaction), hand it to the log and answer
+//! only once the log says it is durable. On the socket many dispatches may
+//! be in flight at once; each ack carries its action's id.
 //! Dispatches already received travel to the log as one group (each still
 //! accepted or refused on its own), and the socket's answers are written in
 //! bursts with one flush.
@@ -15,12 +17,12 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use nodb_shared::protocol::{Acks, ActionId, ErrorCode, ServerMessage};
+use nodb_shared::protocol::{Acks, ActionId, ErrorCode, REDACT, Redact, RedactError, ServerMessage};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::AppState;
-use super::error::{ApiError, action_error, append_error, json_error};
+use super::error::{ApiError, action_error, append_error, json_error, redact_error};
 use crate::action::IncomingAction;
 use crate::log::{AppendBatch, Atomicity, Outcome, PendingAcks};
 use nodb_auth::Grant;
@@ -105,12 +107,18 @@ fn parse_batch(bytes: &[u8], state: &AppState, grant: &Grant) -> Result<AppendBa
     }
     let many = actions.len() > 1 || first == Some(&b'[');
     let mut out = Vec::with_capacity(actions.len());
+    // The head, read once for the batch's redactions if it has any.
+    let mut head = None;
     for (i, a) in actions.into_iter().enumerate() {
         let id = a.validate(&state.config.limits).map_err(|e| action_error(&e, many.then_some(i), &a.id))?;
         grant.may_dispatch(&id.client, &a.kind).map_err(|d| {
             let at = if many { format!("action {i} ({:?})", a.id) } else { format!("action {:?}", a.id) };
             ApiError::from(nodb_auth::Denied { message: format!("{at}: {}", d.message), ..d })
         })?;
+        if a.kind == REDACT {
+            let head = *head.get_or_insert_with(|| *state.log.head().borrow());
+            check_redaction(&a, head, &*state.log).map_err(|e| redact_error(&e, many.then_some(i), &a.id))?;
+        }
         out.push((id, a));
     }
     Ok(AppendBatch { actions: out, client: None, atomicity: Atomicity::AllOrNothing })
@@ -352,9 +360,35 @@ fn parse_dispatch(
     let action = msg.action;
     match action.validate(&state.config.limits) {
         Ok(id) => match grant.may_dispatch(&id.client, &action.kind) {
+            Ok(()) if action.kind == REDACT => {
+                match check_redaction(&action, *state.log.head().borrow(), &*state.log) {
+                    Ok(()) => Ok((id, action)),
+                    Err(e) => Err((Some(action.id.clone()), redact_error(&e, None, &action.id))),
+                }
+            }
             Ok(()) => Ok((id, action)),
             Err(d) => Err((Some(action.id.clone()), ApiError::from(d))),
         },
         Err(e) => Err((Some(action.id.clone()), action_error(&e, None, &action.id))),
+    }
+}
+
+/// Checks a `@@nodb/redact` action: its payload ([`Redact::parse`]) may
+/// name only seqs already in the log, `head` being the log's head now (its
+/// own seq will be later still), and none of them may be a redaction that
+/// took effect (the data views could not leave it out).
+///
+/// # Errors
+/// The [`RedactError`] naming what is wrong.
+fn check_redaction(action: &IncomingAction, head: u64, log: &dyn crate::log::Log) -> Result<(), RedactError> {
+    let payload = match &action.payload {
+        // Valid JSON with readable numbers: `validate` made sure.
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| RedactError::Shape(e.to_string()))?,
+        None => serde_json::Value::Null,
+    };
+    let redact = Redact::parse(&payload, head)?;
+    match log.redaction_among(&redact.seqs) {
+        Some(seq) => Err(RedactError::NamesARedaction(seq)),
+        None => Ok(()),
     }
 }

@@ -1,5 +1,6 @@
-//! The chronicler's HTTP service: the router, its state and the server
-//! loop with graceful shutdown.
+//! The chronicler's HTTP service: the router and its state. A host serves
+//! [`router`] with `nodb_server::serve` (or `serve_with` and its limits,
+//! as `nodb chronicler` does), which shuts down gracefully.
 //!
 //! - `POST /actions`, `GET /ws` — ingest ([`ingest`]).
 //! - `GET /actions?from=N[&to=M]` — the stream, NDJSON or WebSocket ([`stream`]).
@@ -8,6 +9,8 @@
 
 pub mod error;
 pub mod ingest;
+#[cfg(test)]
+mod redact_tests;
 #[cfg(test)]
 mod router_tests;
 pub mod stream;
@@ -208,18 +211,4 @@ async fn not_found(uri: axum::http::Uri) -> error::ApiError {
         nodb_shared::protocol::ErrorCode::NotFound,
         format!("no such endpoint: {} (try POST /actions, GET /actions?from=1, GET /ws, GET /health)", uri.path()),
     )
-}
-
-/// Serves `router(state)` on `listener` until `state.shutdown` is
-/// cancelled, then waits for in-flight requests.
-///
-/// # Errors
-/// I/O errors of the listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    tls: Option<&nodb_server::Tls>,
-) -> std::io::Result<()> {
-    let shutdown = state.shutdown.clone();
-    nodb_server::serve(listener, router(state), tls, shutdown).await
 }

@@ -20,6 +20,11 @@
 //! `{"heartbeat":{"head":H,"seen":S}}` give the log's head and say that every
 //! seq up to S has been considered for this consumer, so a consumer with a
 //! type filter knows where it is even when nothing matches.
+//!
+//! The line of an action that is redacted when it is read (by a later
+//! `@@nodb/redact` not since undone, see [`crate::log::redactions`]) gets
+//! `"redacted_by": R` added as its last field; every other line is served
+//! as the log stores it.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
@@ -184,6 +189,19 @@ async fn serve_socket(mut socket: WebSocket, producer: Producer, rx: SharedRx, c
     let _ = socket.close().await;
 }
 
+/// Appends a stored action's JSON (`{…}`) with `"redacted_by":by` added
+/// as its last field: only the served line changes, never the log.
+fn push_redacted(chunk: &mut BytesMut, json: &[u8], by: u64) {
+    match json.split_last() {
+        Some((b'}', body)) => {
+            chunk.extend_from_slice(body);
+            chunk.extend_from_slice(format!(",\"redacted_by\":{by}}}").as_bytes());
+        }
+        // Every stored action is an object; anything else is served as is.
+        _ => chunk.extend_from_slice(json),
+    }
+}
+
 /// A type-prefix filter.
 #[derive(Clone, Debug)]
 struct Filter(Vec<String>);
@@ -260,10 +278,16 @@ impl Producer {
                 let Some(last) = entries.iter().map(|e| e.seq).take_while(|s| *s <= self.to).last() else {
                     return Err(format!("the log returned nothing at seq {} below head {head}", self.next));
                 };
+                // Asked after the read: every redaction up to the head it
+                // read to is in the index by now.
+                let redacted = self.state.log.redacted(self.next, last);
                 let mut chunk = BytesMut::new();
                 for e in entries.iter().take_while(|e| e.seq <= self.to) {
                     if self.filter.keeps(&e.json) {
-                        chunk.extend_from_slice(&e.json);
+                        match redacted.binary_search_by_key(&e.seq, |(seq, _)| *seq) {
+                            Ok(i) => push_redacted(&mut chunk, &e.json, redacted[i].1),
+                            Err(_) => chunk.extend_from_slice(&e.json),
+                        }
                         chunk.extend_from_slice(&[separator]);
                     }
                 }

@@ -7,7 +7,7 @@
 //! stops at nodes the two share, so its cost follows the change inside the
 //! subtree). A subtree that does not exist reads as `null`.
 
-use super::{CatchUp, Hub, ServerMessage, Tree, diff, message};
+use super::{CatchUp, Entry, Hub, Plan, ServerMessage, Tree, diff, message};
 
 impl Hub {
     /// What a client of the subtree at `pointer` of view `view` that has
@@ -16,24 +16,23 @@ impl Hub {
     pub fn catch_up_subtree(&self, view: usize, pointer: &str, since: Option<u64>) -> (CatchUp, u64) {
         let s = self.read();
         let seq = s.engine.seq();
-        let now = subtree(s.engine.state(view), pointer);
-        let snapshot = |state: Tree| CatchUp::Snapshot(message(&ServerMessage::Snapshot { seq, state, sources: None }));
-        let Some(since) = since else { return (snapshot(now), seq) };
-        if since >= seq {
-            return (CatchUp::Nothing, seq);
-        }
-        let oldest = s.history.front().map_or(u64::MAX, |e| e.seq);
-        let then = since.checked_sub(oldest).and_then(|i| s.history.get(usize::try_from(i).ok()?));
-        let Some(then) = then.filter(|e| e.seq == since) else {
-            return (snapshot(now), seq);
+        let at = |e: &Entry| subtree(e.states.get(view), pointer);
+        let catch_up = match s.history.plan(since) {
+            Plan::NoState | Plan::Nothing => CatchUp::Nothing,
+            Plan::Snapshot { last, .. } => {
+                let version = self.version().map(str::to_string);
+                CatchUp::Snapshot(message(&ServerMessage::Snapshot { seq, state: at(last), sources: None, version }))
+            }
+            Plan::Next { prev, last } => {
+                let ops = diff(&at(prev), &at(last));
+                CatchUp::Patch(message(&ServerMessage::Patch { from: None, seq, ops, sources: None }))
+            }
+            Plan::Combined { base, last } => {
+                let ops = diff(&at(base), &at(last));
+                CatchUp::Combined(message(&ServerMessage::Patch { from: Some(base.seq + 1), seq, ops, sources: None }))
+            }
         };
-        let ops = diff(&subtree(then.states.get(view), pointer), &now);
-        if since + 1 == seq {
-            (CatchUp::Patch(message(&ServerMessage::Patch { from: None, seq, ops, sources: None })), seq)
-        } else {
-            let m = ServerMessage::Patch { from: Some(since + 1), seq, ops, sources: None };
-            (CatchUp::Combined(message(&m)), seq)
-        }
+        (catch_up, seq)
     }
 }
 

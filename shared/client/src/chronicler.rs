@@ -1,6 +1,6 @@
 //! [`Chronicler`]: the chronicler's public API as a client — dispatch,
 //! the action stream, a client's position, the head, ranges, and the
-//! dispatch socket.
+//! dispatch socket (raw, or as a [`DispatchSocket`]).
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use nodb_shared::protocol::{Ack, Acks, Action, CommittedAction, StreamLine};
 use tokio_util::sync::CancellationToken;
 
 use crate::action_stream::ActionStream;
+use crate::dispatch_socket::DispatchSocket;
 use crate::error::Error;
 use crate::http::{Http, protocol, refusal};
 use crate::service_url::ServiceUrl;
@@ -223,6 +224,17 @@ impl Chronicler {
     /// If the socket cannot be opened.
     pub async fn dispatch_socket(&self) -> Result<WebSocket, Error> {
         Ok(self.ws.connect_with_token(&self.base.ws("ws", &[]), self.base.bearer()?.as_deref()).await?)
+    }
+
+    /// The chronicler's `/ws` as a [`DispatchSocket`]: send actions without
+    /// waiting, read each one's typed [`Reply`](crate::Reply).
+    ///
+    /// # Errors
+    /// If the socket cannot be opened.
+    pub async fn dispatcher(&self) -> Result<DispatchSocket, Error> {
+        let url = self.base.ws("ws", &[]);
+        let ws = self.ws.connect_with_token(&url, self.base.bearer()?.as_deref()).await?;
+        Ok(DispatchSocket::new(ws, &url))
     }
 }
 

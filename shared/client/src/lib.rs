@@ -16,6 +16,8 @@
 //!   [`Position`], the head, ranges, and the action stream
 //!   ([`action_stream::ActionStream`] of
 //!   [`StreamLine`](nodb_shared::protocol::StreamLine)s).
+//! - [`dispatch_socket`]: [`DispatchSocket`], the chronicler's `/ws` —
+//!   actions sent without waiting, each answered by a typed [`Reply`].
 //! - [`view_client`]: [`ViewClient`] — a view's state now or at a seq, and
 //!   its stream ([`ViewStream`]) with `since`, `exact` and `client`.
 //! - [`replica`]: [`Replica`], a view's state kept from snapshot and patch
@@ -28,6 +30,7 @@
 
 pub mod action_stream;
 pub mod chronicler;
+pub mod dispatch_socket;
 pub mod error;
 mod http;
 pub mod replica;
@@ -39,6 +42,7 @@ pub mod websocket;
 
 pub use action_stream::ActionStream;
 pub use chronicler::{Anchor, Chronicler, Position};
+pub use dispatch_socket::{DispatchSocket, Reply};
 pub use error::{ConnectError, Error, Refusal};
 pub use replica::{Change, Replica, ReplicaError, Update};
 pub use service_url::{ServiceUrl, UrlError};

@@ -20,6 +20,9 @@ pub struct Replica {
     expect_snapshot: bool,
     /// Whether each patch must cover one seq (an exact stream).
     exact: bool,
+    /// The version of the code that made the state, as the last snapshot
+    /// named it.
+    version: Option<String>,
 }
 
 /// How a message changed the replica.
@@ -118,6 +121,13 @@ impl Replica {
         self.sources.as_ref()
     }
 
+    /// The version of the code that made the state, as the last snapshot
+    /// named it: sent back when resuming (`version=`), so a data view
+    /// running other code answers with a snapshot.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
     /// Says that the next message must be a snapshot: the stream was
     /// (re)opened without `since`.
     pub fn expect_snapshot(&mut self) {
@@ -132,7 +142,10 @@ impl Replica {
     /// the replica is unchanged and should resync from a snapshot.
     pub fn apply(&mut self, message: ServerMessage) -> Result<Option<Update>, ReplicaError> {
         let (from, seq, state, change, sources) = match message {
-            ServerMessage::Snapshot { seq, state, sources } => (seq, seq, state, Change::Replaced, sources),
+            ServerMessage::Snapshot { seq, state, sources, version } => {
+                self.version = version;
+                (seq, seq, state, Change::Replaced, sources)
+            }
             ServerMessage::Patch { from, seq, ops, sources } => {
                 let Some((at, state)) = self.current.as_ref().filter(|_| !self.expect_snapshot) else {
                     return Err(ReplicaError::PatchBeforeSnapshot { seq });

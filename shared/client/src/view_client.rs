@@ -2,16 +2,14 @@
 //! at a seq (`GET /views/{name}[?at=N]`) and its stream
 //! (`/views/{name}/stream`, a WebSocket, as a [`ViewStream`]).
 
-use futures_util::{SinkExt, StreamExt};
 use nodb_shared::protocol::{ClientMessage, ServerMessage, ViewState};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
-use crate::error::{Error, cut};
+use crate::error::Error;
 use crate::http::{Http, protocol, refusal};
 use crate::service_url::ServiceUrl;
-use crate::websocket::{WebSocket, WsConnector};
+use crate::websocket::{Socket, WsConnector};
 
 /// One view of the service at a base URL.
 #[derive(Clone, Debug)]
@@ -32,6 +30,10 @@ pub struct StreamOptions {
     pub exact: bool,
     /// The client id whose rejected actions to be told of (`client=ID`).
     pub client: Option<String>,
+    /// With `since`: the version named by the snapshot the client's state
+    /// began from (`version=V`), so a data view running other code sends
+    /// a snapshot instead of a patch from a state the client never had.
+    pub version: Option<String>,
 }
 
 impl ViewClient {
@@ -109,6 +111,9 @@ impl ViewClient {
         if let Some(client) = &options.client {
             query.push(("client", client));
         }
+        if let (Some(_), Some(version)) = (&since, &options.version) {
+            query.push(("version", version));
+        }
         let mut url = self.base.ws("views", &query);
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.push(&self.view).push("stream");
@@ -124,28 +129,22 @@ impl ViewClient {
     pub async fn open(&self, options: &StreamOptions) -> Result<ViewStream, Error> {
         let url = self.stream_url(options);
         let ws = self.ws.connect_with_token(&url, self.base.bearer()?.as_deref()).await?;
-        Ok(ViewStream { ws, url: url.to_string(), heard: Instant::now() })
+        Ok(ViewStream { socket: Socket::new(ws, &url), heard: Instant::now() })
     }
 }
 
 /// An open view stream.
+#[derive(Debug)]
 pub struct ViewStream {
-    ws: WebSocket,
-    url: String,
+    socket: Socket,
     /// When the last frame (a ping too) came.
     heard: Instant,
-}
-
-impl std::fmt::Debug for ViewStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewStream").field("url", &self.url).finish_non_exhaustive()
-    }
 }
 
 impl ViewStream {
     /// The stream's URL.
     pub fn url(&self) -> &str {
-        &self.url
+        self.socket.url()
     }
 
     /// When the server was last heard from: the last frame received, pings
@@ -162,28 +161,8 @@ impl ViewStream {
     /// [`Error::Unreachable`] when the connection failed,
     /// [`Error::Protocol`] for a message that is not the protocol.
     pub async fn next_message(&mut self) -> Result<ServerMessage, Error> {
-        loop {
-            let frame = self.ws.next().await;
-            self.heard = Instant::now();
-            let text = match frame {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(frame))) => {
-                    let why = match frame {
-                        Some(f) => format!("the server closed it ({} {})", f.code, f.reason),
-                        None => "the server closed it".to_string(),
-                    };
-                    return Err(Error::Ended { url: self.url.clone(), why });
-                }
-                None => return Err(Error::Ended { url: self.url.clone(), why: "the connection closed".into() }),
-                // Pings are answered by tungstenite.
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(Error::unreachable(&self.url, &e)),
-            };
-            return serde_json::from_str(text.as_str()).map_err(|e| Error::Protocol {
-                url: self.url.clone(),
-                reason: format!("a malformed message ({e}): {}", cut(text.as_str(), 200)),
-            });
-        }
+        let heard = &mut self.heard;
+        self.socket.next("message", || *heard = Instant::now()).await
     }
 
     /// Sends a message (a dispatch, which the data view relays to the
@@ -192,12 +171,11 @@ impl ViewStream {
     /// # Errors
     /// If the connection failed.
     pub async fn send(&mut self, message: &ClientMessage) -> Result<(), Error> {
-        let text = serde_json::to_string(message).unwrap_or_default();
-        self.ws.send(Message::text(text)).await.map_err(|e| Error::unreachable(&self.url, &e))
+        self.socket.send(message).await
     }
 
     /// Closes the stream, waiting at most a second for the server.
     pub async fn close(&mut self) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.ws.close(None)).await;
+        self.socket.close().await;
     }
 }

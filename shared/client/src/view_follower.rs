@@ -223,7 +223,9 @@ impl ViewFollower {
     /// Opens the stream: the event to report, or `None` to go on at once.
     async fn connect(&mut self) -> Option<FollowEvent> {
         let since = if self.resume { self.replica.seq() } else { None };
-        let options = StreamOptions { since, exact: self.settings.exact, client: self.settings.client.clone() };
+        let version = since.and(self.replica.version().map(str::to_string));
+        let options =
+            StreamOptions { since, exact: self.settings.exact, client: self.settings.client.clone(), version };
         match self.view.open(&options).await {
             Ok(socket) => {
                 if since.is_none() {

@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::{Host, Url};
 
-use crate::error::{ConnectError, Refusal, error_chain};
+use crate::error::{ConnectError, Error, Refusal, cut, error_chain};
 
 /// An open WebSocket, over TLS or not.
 pub type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -156,6 +158,80 @@ fn platform_config() -> Result<Arc<rustls::ClientConfig>, &'static String> {
         })
         .as_ref()
         .cloned()
+}
+
+/// An open WebSocket and its URL, carrying JSON text messages: what
+/// [`crate::ViewStream`] and [`crate::DispatchSocket`] read and write
+/// through.
+pub(crate) struct Socket {
+    ws: WebSocket,
+    url: String,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(ws: WebSocket, url: &Url) -> Socket {
+        Socket { ws, url: url.to_string() }
+    }
+
+    /// The socket's URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends `message` as a JSON text message.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`] when the connection failed.
+    pub(crate) async fn send<T: serde::Serialize>(&mut self, message: &T) -> Result<(), Error> {
+        let text = serde_json::to_string(message).unwrap_or_default();
+        self.ws.send(Message::text(text)).await.map_err(|e| Error::unreachable(&self.url, &e))
+    }
+
+    /// The next text message read as a `T`, calling `heard` on every frame
+    /// (pings too, which tungstenite answers). Cancel-safe.
+    ///
+    /// # Errors
+    /// [`Error::Ended`] for a close or the end, [`Error::Unreachable`] for a
+    /// failed connection, [`Error::Protocol`] naming `what` was malformed.
+    pub(crate) async fn next<T: serde::de::DeserializeOwned>(
+        &mut self,
+        what: &str,
+        mut heard: impl FnMut(),
+    ) -> Result<T, Error> {
+        let url = &self.url;
+        loop {
+            let frame = self.ws.next().await;
+            heard();
+            let text = match frame {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(frame))) => {
+                    let why = match frame {
+                        Some(f) => format!("the server closed it ({} {})", f.code, f.reason),
+                        None => "the server closed it".to_string(),
+                    };
+                    return Err(Error::Ended { url: url.clone(), why });
+                }
+                None => return Err(Error::Ended { url: url.clone(), why: "the connection closed".into() }),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(Error::unreachable(url, &e)),
+            };
+            return serde_json::from_str(text.as_str()).map_err(|e| Error::Protocol {
+                url: url.clone(),
+                reason: format!("a malformed {what} ({e}): {}", cut(text.as_str(), 200)),
+            });
+        }
+    }
+
+    /// Closes the socket, waiting at most a second for the server.
+    pub(crate) async fn close(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+    }
 }
 
 /// Opens a WebSocket to `url` with the default [`WsConnector`].

@@ -67,6 +67,12 @@ pub enum ServerMessage {
         /// For a cascaded view, the upstream seqs this state reflects.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sources: Option<Sources>,
+        /// The version of the code that made the state (a data view's
+        /// app version). A client resuming with `since` sends it back as
+        /// `version=`, so a data view running other code sends it a
+        /// snapshot rather than a patch from a state it never had.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
     },
     /// The change of a view over seqs `from..=seq` (`from` absent: just `seq`).
     Patch {
@@ -132,7 +138,7 @@ mod tests {
             json!({"type": "error", "id": "c:9", "code": "out_of_order", "message": "expected c:2"}),
         );
         round_trip(
-            &ServerMessage::Snapshot { seq: 3, state: Tree::from(json!({"a": 1})), sources: None },
+            &ServerMessage::Snapshot { seq: 3, state: Tree::from(json!({"a": 1})), sources: None, version: None },
             json!({"type": "snapshot", "seq": 3, "state": {"a": 1}}),
         );
         round_trip(

@@ -144,16 +144,6 @@ impl BenchKey {
     }
 }
 
-/// `url` with `?token=` (or `&token=`) appended when there is a token, the
-/// way a browser authenticates a WebSocket. Tokens are base64url and dots,
-/// so they need no escaping.
-pub fn with_token(url: String, token: Option<&str>) -> String {
-    match token {
-        None => url,
-        Some(t) => format!("{url}{}token={t}", if url.contains('?') { '&' } else { '?' }),
-    }
-}
-
 /// The cost of one token check: `KeySet::verify`, the service's
 /// `Access::grant`, and the rights checks after it, timed in this process;
 /// then what it costs a whole HTTP request to a chronicler.

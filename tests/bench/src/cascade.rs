@@ -47,7 +47,7 @@ pub struct CascadeArgs {
     burst: u64,
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Socket = nodb_client::WebSocket;
 
 /// One message a client received: when, the seqs it covers, its sources.
 #[derive(Debug, Clone)]
@@ -208,15 +208,13 @@ async fn start_pending(lowstock: &str, shutdown: tokio_util::sync::CancellationT
     let running = nodb_cascade::start(vec![cascade], &upstreams, &nodb_cascade::Settings::default(), shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
-    tokio::spawn(async move { nodb_cascade::server::serve(listener, running.state.clone(), None).await });
+    let router = nodb_cascade::server::router(running.state.clone());
+    tokio::spawn(async move { nodb_server::serve(listener, router, None, shutdown).await });
     Ok(addr)
 }
 
 async fn connect(addr: &str, path: &str) -> anyhow::Result<Socket> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
-    tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), tcp).await?;
-    Ok(ws)
+    super::websocket(addr, path, None).await
 }
 
 fn parse(text: &str, at: Instant) -> Option<Got> {

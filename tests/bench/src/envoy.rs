@@ -611,18 +611,14 @@ async fn poll_health(http: reqwest::Client, url: String, tx: mpsc::UnboundedSend
 async fn follow_view(dataview: String, tx: mpsc::UnboundedSender<(u64, Instant)>) {
     use tokio_tungstenite::tungstenite::Message;
     loop {
-        if let Ok(tcp) = tokio::net::TcpStream::connect(&dataview).await {
-            let _ = tcp.set_nodelay(true);
-            let url = format!("ws://{dataview}/views/stock/stream");
-            if let Ok((mut ws, _)) = tokio_tungstenite::client_async(url, tcp).await {
-                while let Some(Ok(msg)) = ws.next().await {
-                    let at = Instant::now();
-                    if let Message::Text(t) = msg
-                        && let Some(seq) = message_seq(t.as_str())
-                        && tx.send((seq, at)).is_err()
-                    {
-                        return;
-                    }
+        if let Ok(mut ws) = super::websocket(&dataview, "/views/stock/stream", None).await {
+            while let Some(Ok(msg)) = ws.next().await {
+                let at = Instant::now();
+                if let Message::Text(t) = msg
+                    && let Some(seq) = message_seq(t.as_str())
+                    && tx.send((seq, at)).is_err()
+                {
+                    return;
                 }
             }
         }

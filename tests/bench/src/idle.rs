@@ -111,12 +111,11 @@ pub async fn run(args: &IdleArgs) -> anyhow::Result<()> {
     // The streams, 64 handshakes at a time; each then only reads (the
     // library answers the data view's pings).
     let started = Instant::now();
-    let stream_url = format!("ws://{view_addr}/views/stock/stream");
     let opened = futures_util::stream::iter(0..args.streams)
         .map(|_| {
-            let stream_url = stream_url.clone();
+            let view_addr = view_addr.clone();
             async move {
-                let (mut ws, _) = tokio_tungstenite::connect_async(stream_url.as_str()).await?;
+                let mut ws = super::websocket(&view_addr, "/views/stock/stream", None).await?;
                 match ws.next().await {
                     Some(Ok(Message::Text(t))) if t.as_str().contains("\"snapshot\"") => {}
                     other => bail!("expected a snapshot, got {other:?}"),
@@ -155,7 +154,7 @@ pub async fn run(args: &IdleArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let one = serde_json::json!({"id": format!("seed:{}", args.products + 1), "type": "stock/corrected",
         "payload": {"product": "product-00001", "location": "shelf", "quantity": 7}});
-    let mut probe = tokio_tungstenite::connect_async(stream_url.as_str()).await?.0;
+    let mut probe = super::websocket(&view_addr, "/views/stock/stream", None).await?;
     probe.next().await;
     client.post(&url).json(&one).send().await?.error_for_status()?;
     let _ = tokio::time::timeout(Duration::from_secs(30), probe.next()).await;

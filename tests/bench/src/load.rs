@@ -25,10 +25,7 @@ pub async fn ws_client(
     measure_from: Instant,
     stop: Instant,
 ) -> anyhow::Result<RunStats> {
-    let tcp = TcpStream::connect(&addr).await.with_context(|| format!("cannot connect to {addr}"))?;
-    tcp.set_nodelay(true)?;
-    let url = super::auth::with_token(format!("ws://{addr}/ws"), token.as_deref());
-    let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+    let ws = super::websocket(&addr, "/ws", token.as_deref()).await?;
     let (mut sink, mut stream) = ws.split();
     let permits = Arc::new(Semaphore::new(window));
     let ring: Arc<Vec<AtomicU64>> = Arc::new((0..window * 2).map(|_| AtomicU64::new(0)).collect());

@@ -27,6 +27,9 @@
 //! `nodb-bench pipeline` ([`pipeline`]): whether a data view keeps pace
 //! with the chronicler at full ingest, for one `nodb` binary or several
 //! side by side.
+//!
+//! `nodb-bench redact` ([`redact`]): redaction latency by depth, and
+//! `nodb replay` speed, over a long warehouse history.
 
 mod auth;
 mod cascade;
@@ -38,6 +41,7 @@ mod limits;
 mod load;
 mod nats;
 mod pipeline;
+mod redact;
 mod stats;
 mod views;
 
@@ -86,6 +90,8 @@ enum BenchCommand {
     /// The memory of a data view holding many idle streams.
     Idle(idle::IdleArgs),
     Pipeline(pipeline::PipelineArgs),
+    /// Redaction latency by depth, and `nodb replay` speed, over a long history.
+    Redact(redact::RedactArgs),
 }
 
 /// Durable ingest: acks/s and ack latency at 1, 16 and 64 clients, over
@@ -166,6 +172,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         BenchCommand::Token(a) => runtime.block_on(auth::token(a)),
         BenchCommand::Idle(a) => runtime.block_on(idle::run(a)),
         BenchCommand::Pipeline(a) => runtime.block_on(pipeline::run(a)),
+        BenchCommand::Redact(a) => runtime.block_on(redact::run(a)),
     }
 }
 
@@ -517,6 +524,17 @@ fn raw_fdatasync(dir: &Path) -> anyhow::Result<(Duration, Duration)> {
 
 fn start_chronicler(dir: &Path) -> anyhow::Result<(Service, String)> {
     start_chronicler_at(&dir.join("nodb"), None, &[])
+}
+
+/// A WebSocket to `path` at `addr` (`HOST:PORT`), with `?token=` when
+/// there is a token (as a browser sends it), opened by `nodb-client`
+/// (Nagle off; a minute for the handshake, as a loaded machine may need).
+async fn websocket(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<nodb_client::WebSocket> {
+    let base = nodb_client::ServiceUrl::parse(&format!("http://{addr}"))?;
+    let query: Vec<(&str, &str)> = token.map(|t| ("token", t)).into_iter().collect();
+    let url = base.ws(path, &query);
+    let connector = nodb_client::WsConnector::new().timeout(Duration::from_secs(60));
+    Ok(connector.connect(&url).await?)
 }
 
 /// Starts a chronicler with its log in `data`, checking tokens signed with

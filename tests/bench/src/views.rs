@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::auth::{AuthMode, BenchKey, Side, round_order, with_token};
+use super::auth::{AuthMode, BenchKey, Side, round_order};
 use super::cpu::cpu_time;
 use super::limits::{self, LimitsMode};
 use super::stats::{RunStats, fmt_duration};
 use nodb_tests::Service;
 
-use super::{start_chronicler_at, start_nodb_bin};
+use super::{start_chronicler_at, start_nodb_bin, websocket};
 
 /// Fan-out: WebSocket clients of one view against a steady stream of
 /// actions; deliveries per second and dispatch-to-patch latency.
@@ -176,7 +176,7 @@ async fn measure(
 
     // Stock to sell, so that no action is rejected.
     let dispatcher_token = key.map(|k| k.dispatcher("bench", "stock/")).transpose()?;
-    let mut dispatcher = connect(&chronicler_addr, "/ws", dispatcher_token.as_deref()).await?;
+    let mut dispatcher = websocket(&chronicler_addr, "/ws", dispatcher_token.as_deref()).await?;
     let seed = serde_json::json!({"type": "dispatch", "action": {"id": "bench.seed:1", "type": "stock/corrected",
         "payload": {"product": "apple", "location": "shelf", "quantity": 1_000_000_000u64}}});
     dispatcher.send(Message::text(seed.to_string())).await?;
@@ -200,7 +200,7 @@ async fn measure(
     let origin = Instant::now();
     let mut sockets = Vec::with_capacity(args.clients);
     for token in &tokens {
-        let mut ws = connect(&view_addr, "/views/stock/stream", token.as_deref()).await?;
+        let mut ws = websocket(&view_addr, "/views/stock/stream", token.as_deref()).await?;
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t.as_str().contains("\"snapshot\"") => {}
             other => bail!("expected a snapshot, got {other:?}"),
@@ -318,19 +318,6 @@ fn patch_range(text: &str) -> Option<(u64, u64)> {
     };
     let seq = num("\"seq\":")?;
     Some((num("\"from\":").unwrap_or(seq), seq))
-}
-
-/// A WebSocket to `path`, with `?token=` when there is a token.
-async fn connect(
-    addr: &str,
-    path: &str,
-    token: Option<&str>,
-) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
-    tcp.set_nodelay(true)?;
-    let url = with_token(format!("ws://{addr}{path}"), token);
-    let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
-    Ok(ws)
 }
 
 /// The warehouse data view following `chronicler`, with the `extra`

@@ -5,9 +5,7 @@
 //! dispatch on it is acknowledged); one that cannot is closed, with the
 //! code 1009 for a message too big. 13 cases.
 
-use tungstenite::Message;
-use tungstenite::protocol::frame::Frame;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
+use nodb_tests::raw::{Message, text_frame};
 
 use super::{At, Services, Socket, dispatch_message, nested, read_answer, read_until_closed};
 use serde_json::{Value, json};
@@ -27,7 +25,7 @@ enum Expect {
 
 /// A text frame of raw bytes, UTF-8 or not.
 fn raw_text(bytes: &[u8]) -> Message {
-    Message::Frame(Frame::message(bytes.to_vec(), OpCode::Data(Data::Text), true))
+    text_frame(bytes, false, true)
 }
 
 /// One hostile message on a new socket to `path`, the answer checked;

@@ -1,0 +1,65 @@
+//! A redaction reaching the hub: the views at its seq, rebuilt elsewhere
+//! (see [`crate::redaction`]), take the place of the current ones as that
+//! seq's entry — so every client gets one patch at the redaction's seq,
+//! from the views it had to the rebuilt ones — and the actions the rebuild
+//! now rejects are told to their senders with that patch.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use nodb_shared::Tree;
+use nodb_shared::protocol::CommittedAction;
+
+use super::{Entry, Hub, RejectedAction, ViewsAt};
+use crate::engine::{Engine, EngineError};
+use crate::redaction::Redactions;
+
+impl Hub {
+    /// Applies the redaction `action` (the next seq): the views become
+    /// `rebuilt` (`None`: they stay as they are — the redaction changes no
+    /// seq's effect), now reflecting `redactions`; each of `rejected` (an
+    /// action the rebuild now rejects) is kept for its sender at this seq.
+    ///
+    /// # Errors
+    /// [`EngineError::OutOfSequence`] if `action` is not the next seq.
+    pub fn apply_redaction(
+        &self,
+        action: &CommittedAction,
+        redactions: Redactions,
+        rebuilt: Option<Vec<Tree>>,
+        rejected: Vec<RejectedAction>,
+    ) -> Result<(), EngineError> {
+        let evicted = {
+            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let e = &s.engine;
+            if action.seq != e.seq() + 1 {
+                return Err(EngineError::OutOfSequence { expected: e.seq() + 1, got: action.seq });
+            }
+            let (app, limits) = (e.app().clone(), *e.limits());
+            let engine = match rebuilt {
+                Some(states) => Engine::restore(app, action.seq, states),
+                None => Engine::restore_measured(app, action.seq, e.states().to_vec(), e.bytes().to_vec()),
+            };
+            s.engine = engine.with_limits(limits).with_redactions(redactions);
+            for r in &rejected {
+                self.metrics.rejected.fetch_add(1, Relaxed);
+                self.keep_rejection(&mut s, action.seq, r.clone());
+            }
+            // A snapshot at every redaction, kept like a checkpoint: the
+            // base of later reads, which no earlier base fits any more.
+            self.request_snapshot(ViewsAt::of(&s.engine));
+            let states = s.engine.states().to_vec();
+            // No edits: each view's patch at this seq is the diff from the
+            // views before.
+            s.history.push(Entry { rejected, ..Entry::at(action.seq, states) })
+        };
+        if let Some(entry) = evicted
+            && let Err(std::sync::mpsc::SendError(entry)) = self.freer.send(entry)
+        {
+            drop(entry);
+        }
+        self.metrics.applied.fetch_add(1, Relaxed);
+        self.metrics.redactions.fetch_add(1, Relaxed);
+        self.seq_tx.send_replace(action.seq);
+        Ok(())
+    }
+}
