@@ -5,17 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use nodb_cascade::hub::{CascadeStats, Hub};
 use nodb_cascade::server::{Served, ServerState, router};
 use nodb_cascade::upstream::UpstreamStatus;
+use nodb_server::testing::{assert_error, get_json as get};
 use nodb_shared::Tree;
 use nodb_shared::protocol::Sources;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
 /// Two cascades: `ready`, at seq 2 with `{"n": 2, "a": {"b": 1}}`, and
 /// `early`, which has had no state from its upstream yet.
@@ -40,30 +39,6 @@ fn app_with(access: &nodb_server::Access) -> axum::Router {
         ping: Duration::from_secs(15),
         access: access.clone(),
     })
-}
-
-async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    let req = Request::get(uri).body(Body::empty()).unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {:?}", String::from_utf8_lossy(&bytes)));
-    (status, body)
-}
-
-/// Asserts the answer is `{"error": {"code", "message"}}` with this status
-/// and code, and a message that contains `words`.
-#[track_caller]
-fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str, words: &str) {
-    let (got, body) = answer;
-    assert_eq!(*got, status, "{body}");
-    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
-    let err = body["error"].as_object().unwrap_or_else(|| panic!("no `error` in {body}"));
-    assert_eq!(err.len(), 2, "only code and message: {body}");
-    assert_eq!(err["code"], code, "{body}");
-    let message = err["message"].as_str().unwrap();
-    assert!(message.contains(words), "{message:?} should contain {words:?}");
 }
 
 #[tokio::test]

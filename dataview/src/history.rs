@@ -278,11 +278,18 @@ impl History {
     }
 
     /// The engine at the nearest base at or before `at` that `fits` (one
-    /// the redactions made since leave as it was): a cached state, the
+    /// the redactions made since leave as it was): a cached state or one
+    /// in the hub's in-memory history, the
     /// checkpoint at the last multiple of the interval, the newest
     /// snapshot at or before `at`, or the initial states.
     async fn base(&self, at: u64, fits: &(impl Fn(u64) -> bool + Sync)) -> Result<Engine, HistoryError> {
-        let cached = self.cached(at, fits);
+        // The hub's in-memory history is a cache too (a rebuild at a recent
+        // redaction starts just before the first seq it changes).
+        let in_memory = self.hub.as_ref().and_then(|h| h.newest_base(at, fits));
+        let cached = match (self.cached(at, fits), in_memory) {
+            (Some(c), Some(m)) => Some(if m.0 > c.0 { m } else { c }),
+            (c, m) => c.or(m),
+        };
         let restore = |seq: u64, states: Vec<Tree>| Engine::restore(self.app.clone(), seq, states);
         let checkpoint = self.checkpoint_every().map_or(0, |every| at / every * every);
         if let Some((seq, states)) = cached.clone()

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use nodb_server::testing::{assert_error, get_json as get};
 use nodb_shared::protocol::CommittedAction;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -63,30 +64,6 @@ fn app_following(access: nodb_server::Access, follow: Arc<FollowStatus>) -> axum
         access,
         version: Some("1.2.3".into()),
     })
-}
-
-async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    let req = Request::get(uri).body(Body::empty()).unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {:?}", String::from_utf8_lossy(&bytes)));
-    (status, body)
-}
-
-/// Asserts the answer is `{"error": {"code", "message"}}` with this status
-/// and code, and a message that contains `words`.
-#[track_caller]
-fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str, words: &str) {
-    let (got, body) = answer;
-    assert_eq!(*got, status, "{body}");
-    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
-    let err = body["error"].as_object().unwrap_or_else(|| panic!("no `error` in {body}"));
-    assert_eq!(err.len(), 2, "only code and message: {body}");
-    assert_eq!(err["code"], code, "{body}");
-    let message = err["message"].as_str().unwrap();
-    assert!(message.contains(words), "{message:?} should contain {words:?}");
 }
 
 #[tokio::test]

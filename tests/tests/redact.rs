@@ -276,6 +276,8 @@ fn actions_a_redaction_makes_fail_are_told_to_their_senders_and_an_undo_restores
     assert_eq!(dispatch(chronicler.url(), &[undo]), 6);
     wait_for_seq(&view, 6);
     assert_eq!(view_json(&view, "stock", None)["state"], before["state"]);
+    let metrics = get(&format!("{}/metrics", view.url())).unwrap().body;
+    assert!(metrics.contains("nodb_dataview_redactions_total 3"), "{metrics}");
     // A redaction of a redaction is refused at the door.
     let bad = json!({"id": "ops:6", "type": "@@nodb/redact", "payload": {"seqs": [4], "reason": "no"}});
     let resp =

@@ -63,3 +63,23 @@ impl Hub {
         Ok(())
     }
 }
+
+impl Hub {
+    /// The newest views in the in-memory history at or before `at` whose
+    /// seq `fits`: a base for a rebuild or a past read that replays only
+    /// what came after it.
+    pub fn newest_base(&self, at: u64, fits: impl Fn(u64) -> bool) -> Option<(u64, Vec<Tree>)> {
+        let s = self.read();
+        let mut seq = at.min(s.engine.seq());
+        let oldest = s.history.oldest()?;
+        while seq >= oldest {
+            if let Some(entry) = s.history.get(seq)
+                && fits(seq)
+            {
+                return Some((seq, entry.states.clone()));
+            }
+            seq = seq.checked_sub(1)?;
+        }
+        None
+    }
+}

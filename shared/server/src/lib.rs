@@ -19,7 +19,9 @@
 //!   [`DispatchGate`], the extractor a dispatching handler checks;
 //! - [`serve`](mod@serve): [`serve_with()`], a router on a listener within
 //!   an [`Enforcer`]'s limits until shutdown (hyper's HTTP/1 server, for
-//!   the header read timeout), and [`serve()`] with the default limits.
+//!   the header read timeout), and [`serve()`] with the default limits;
+//! - [`testing`]: the router tests' request through `oneshot` and check of
+//!   the error answer.
 
 pub mod access;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod limits;
 pub mod metrics;
 pub mod rate;
 pub mod serve;
+pub mod testing;
 pub mod tls;
 
 pub use access::{Access, Caller};

@@ -13,7 +13,7 @@ fn help(args: &[&str]) -> String {
 fn every_benchmark_explains_itself_with_an_example() {
     let top = help(&["--help"]);
     assert!(top.contains("cargo build --release"), "nodb-bench --help says to build first:\n{top}");
-    for cmd in ["ingest", "views", "envoy", "cascade", "history", "token", "idle", "pipeline"] {
+    for cmd in ["ingest", "views", "envoy", "cascade", "history", "token", "idle", "pipeline", "redact"] {
         assert!(top.contains(cmd), "nodb-bench --help lists {cmd}:\n{top}");
         let text = help(&[cmd, "--help"]);
         assert!(text.contains("Example"), "nodb-bench {cmd} --help has an example:\n{text}");
