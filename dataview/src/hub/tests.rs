@@ -95,3 +95,19 @@ fn rejections_are_kept_for_their_client() {
     assert!(hub.rejections("c0", 0, 2).is_empty());
     assert_eq!(hub.metrics.rejected.load(Relaxed), 1);
 }
+
+/// A rebuild's base from the in-memory history: the newest kept seq at or
+/// before the one asked for that fits, with its states.
+#[test]
+fn the_newest_fitting_base_comes_from_the_history() {
+    let hub = Hub::new(Engine::new(crate::json_doc::app()), 3);
+    for seq in 1..=5 {
+        hub.apply(&act(seq, "json/patch", json!([{"op": "add", "path": format!("/k{seq}"), "value": seq}]))).unwrap();
+    }
+    let (seq, states) = hub.newest_base(10, |_| true).unwrap();
+    assert_eq!((seq, states[0].get("/k5").is_some()), (5, true));
+    let (seq, states) = hub.newest_base(5, |s| s < 5).unwrap();
+    assert_eq!((seq, states[0].get("/k4").is_some(), states[0].get("/k5").is_some()), (4, true, false));
+    assert_eq!(hub.newest_base(5, |s| s < 3), None, "seq 2 is no longer kept");
+    assert_eq!(hub.newest_base(2, |_| true), None);
+}
