@@ -24,7 +24,10 @@
 //!   messages, refusing gaps and patches that do not apply (no I/O).
 //! - [`view_follower`]: [`ViewFollower`], a replica kept up to date over the
 //!   stream: reconnects with `since`, waits for a restarted data view,
-//!   resyncs from a snapshot after bad data.
+//!   resyncs from a snapshot after bad data; given several data views of
+//!   one app (replicas), fails over from one to the next.
+//! - [`failover`]: which replica to go to next, from what each one's
+//!   `GET /ready` says ([`ReadyAnswer`]; no I/O).
 //! - [`error`]: [`Error`], [`ConnectError`] and [`Refusal`] (a service's
 //!   error answer: status, code, message, `expected`).
 
@@ -32,6 +35,7 @@ pub mod action_stream;
 pub mod chronicler;
 pub mod dispatch_socket;
 pub mod error;
+pub mod failover;
 mod http;
 pub mod replica;
 pub mod service_url;
@@ -44,6 +48,7 @@ pub use action_stream::ActionStream;
 pub use chronicler::{Anchor, Chronicler, Position};
 pub use dispatch_socket::{DispatchSocket, Reply};
 pub use error::{ConnectError, Error, Refusal};
+pub use failover::ReadyAnswer;
 pub use replica::{Change, Replica, ReplicaError, Update};
 pub use service_url::{ServiceUrl, UrlError};
 pub use token::{TokenFileError, TokenSource};

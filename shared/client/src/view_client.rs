@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::error::Error;
+use crate::failover::ReadyAnswer;
 use crate::http::{Http, protocol, refusal};
 use crate::service_url::ServiceUrl;
 use crate::websocket::{Socket, WsConnector};
@@ -88,6 +89,21 @@ impl ViewClient {
             return Err(refusal(url.as_str(), resp).await.into());
         }
         resp.json().await.map_err(|e| protocol(url.as_str(), &e))
+    }
+
+    /// What the service's `GET /ready` says, whatever its status. Asked
+    /// without a token: `/ready` needs none.
+    ///
+    /// # Errors
+    /// If the service cannot be asked.
+    pub async fn ready(&self) -> Result<ReadyAnswer, Error> {
+        let url = self.base.http("ready");
+        let resp = self.http.get(&url, None).await?;
+        let code = resp.status().as_u16();
+        // A body that is not JSON leaves the status alone.
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let status = body.get("status").and_then(serde_json::Value::as_str).map(str::to_string);
+        Ok(ReadyAnswer { code, status, seq: body.get("seq").and_then(serde_json::Value::as_u64) })
     }
 
     fn view_url(&self, query: &[(&str, &str)]) -> Url {

@@ -12,13 +12,31 @@
 //! takes a fresh snapshot only when it still refuses after the resume
 //! grace. A connection silent for longer than the idle timeout (data views
 //! ping every 15 s) is dropped and reopened.
+//!
+//! Given several data views of one app following one chronicler (replicas:
+//! the same seqs, byte-identical states; see [`ViewFollower::on_replicas`]),
+//! it uses one at a time, the first to begin with. When a connection fails
+//! or the stream drops, it goes on (after the usual back-off) to the next in
+//! turn, or, better, to the first in turn whose `GET /ready` says 200 with a
+//! `seq` not behind the replica's (all asked at once, without a token, for
+//! at most [`FollowSettings::ready_timeout`]; a replica that does not answer
+//! is still tried, after the ready ones, and one refusing its chronicler's
+//! log last; see [`crate::failover`]). It resumes there with `since` and
+//! `version`, so no seq is lost or applied twice. A replica that has not
+//! reached `since` refuses it: the follower moves on to the next, and takes
+//! a snapshot only when the refusals have lasted the resume grace and
+//! numbered at least one per replica. Bad data resyncs from a snapshot on
+//! the same replica. The browser client does the same (`web/README.md`).
 
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use nodb_shared::protocol::{ErrorCode, ServerMessage};
 use tokio::time::Instant;
 
 use crate::error::{Error, Refusal};
+use crate::failover::{ReadyAnswer, pick};
 use crate::replica::{Replica, Update};
 use crate::view_client::{StreamOptions, ViewClient, ViewStream};
 
@@ -39,6 +57,9 @@ pub struct FollowSettings {
     pub exact: bool,
     /// The client id whose rejections to be told of.
     pub client: Option<String>,
+    /// With several replicas: how long each one's `GET /ready` may take
+    /// when choosing where to go next; `None` never asks (round robin).
+    pub ready_timeout: Option<Duration>,
 }
 
 impl Default for FollowSettings {
@@ -50,6 +71,7 @@ impl Default for FollowSettings {
             max_backoff: Duration::from_secs(5),
             exact: false,
             client: None,
+            ready_timeout: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -59,7 +81,7 @@ impl Default for FollowSettings {
 pub enum FollowEvent {
     /// The stream is open.
     Connected {
-        /// Its URL.
+        /// Its URL (on the replica in use, [`ViewFollower::view`]).
         url: String,
         /// The `since` it was opened with.
         since: Option<u64>,
@@ -83,7 +105,7 @@ pub enum FollowEvent {
         message: String,
     },
     /// The stream ended or could not be opened; the follower resumes with
-    /// `since` after `retry_in`.
+    /// `since` after `retry_in` (on the next replica, when it has several).
     Disconnected {
         /// Why.
         error: Error,
@@ -99,8 +121,9 @@ pub enum FollowEvent {
         retry_in: Duration,
     },
     /// The server refused to resume from the replica's seq (it has not
-    /// reached it). With `retry_in`, the follower waits for it; without,
-    /// the grace is over and it takes a fresh snapshot now.
+    /// reached it). With `retry_in`, the follower waits for it (or, with
+    /// several replicas, tries the next); without, the grace is over and it
+    /// takes a fresh snapshot now.
     ResumeRefused {
         /// The refusal.
         refusal: Refusal,
@@ -115,7 +138,12 @@ pub enum FollowEvent {
 /// [`ViewFollower::next`], which is cancel-safe.
 #[derive(Debug)]
 pub struct ViewFollower {
-    view: ViewClient,
+    /// The replicas of the view: one, or several data views of one app.
+    views: Vec<ViewClient>,
+    /// The one in use, or to be connected to.
+    index: usize,
+    /// Whether the next connection goes to another replica (chosen first).
+    move_on: bool,
     settings: FollowSettings,
     replica: Replica,
     socket: Option<ViewStream>,
@@ -123,6 +151,8 @@ pub struct ViewFollower {
     resume: bool,
     /// Since when the server has refused to resume.
     refused_since: Option<Instant>,
+    /// Refusals to resume since then.
+    refusals: usize,
     backoff: Duration,
     retry_at: Option<Instant>,
     /// Messages applied on the current connection.
@@ -139,16 +169,38 @@ impl ViewFollower {
     /// Follows `view` from `replica`'s seq (resuming with `since`).
     pub fn from_replica(view: ViewClient, settings: FollowSettings, replica: Replica) -> ViewFollower {
         ViewFollower {
-            view,
+            views: vec![view],
+            index: 0,
+            move_on: false,
             backoff: settings.min_backoff,
             settings,
             replica,
             socket: None,
             resume: true,
             refused_since: None,
+            refusals: 0,
             retry_at: None,
             got: 0,
         }
+    }
+
+    /// Follows one view on several replicas (data views of one app following
+    /// one chronicler), from a snapshot, failing over from one to the next
+    /// (see the module docs). The first is used first.
+    ///
+    /// # Panics
+    /// If `views` is empty.
+    pub fn on_replicas(views: Vec<ViewClient>, settings: FollowSettings) -> ViewFollower {
+        let mut views = views.into_iter();
+        let first = views.next().expect("ViewFollower::on_replicas needs at least one view");
+        ViewFollower::new(first, settings).with_replicas(views)
+    }
+
+    /// The same follower, with `others` (replicas of the same view) to fail
+    /// over to after the ones it has.
+    pub fn with_replicas(mut self, others: impl IntoIterator<Item = ViewClient>) -> ViewFollower {
+        self.views.extend(others);
+        self
     }
 
     /// The replica.
@@ -156,9 +208,20 @@ impl ViewFollower {
         &self.replica
     }
 
-    /// The view followed.
+    /// The view followed: on the replica in use (or to be connected to).
     pub fn view(&self) -> &ViewClient {
-        &self.view
+        &self.views[self.index]
+    }
+
+    /// Every replica of the view, in the order given.
+    pub fn views(&self) -> &[ViewClient] {
+        &self.views
+    }
+
+    /// The index in [`ViewFollower::views`] of the replica in use (or to be
+    /// connected to).
+    pub fn replica_index(&self) -> usize {
+        self.index
     }
 
     /// Whether the stream is open.
@@ -223,10 +286,16 @@ impl ViewFollower {
     /// Opens the stream: the event to report, or `None` to go on at once.
     async fn connect(&mut self) -> Option<FollowEvent> {
         let since = if self.resume { self.replica.seq() } else { None };
+        if self.move_on {
+            // Chosen before the flag is cleared: cancelled while asking, the
+            // next call asks again.
+            self.index = self.choose(since).await;
+            self.move_on = false;
+        }
         let version = since.and(self.replica.version().map(str::to_string));
         let options =
             StreamOptions { since, exact: self.settings.exact, client: self.settings.client.clone(), version };
-        match self.view.open(&options).await {
+        match self.views[self.index].open(&options).await {
             Ok(socket) => {
                 if since.is_none() {
                     self.replica.expect_snapshot();
@@ -240,8 +309,12 @@ impl ViewFollower {
                 Some(refusal) => {
                     let first = *self.refused_since.get_or_insert_with(Instant::now);
                     let waited = first.elapsed();
-                    if waited >= self.settings.resume_grace {
+                    self.refusals += 1;
+                    // Another replica may have reached `since`: try it next.
+                    self.move_on = self.views.len() > 1;
+                    if waited >= self.settings.resume_grace && self.refusals >= self.views.len() {
                         self.refused_since = None;
+                        self.refusals = 0;
                         self.resume = false;
                         return Some(FollowEvent::ResumeRefused { refusal, waited, retry_in: None });
                     }
@@ -249,6 +322,7 @@ impl ViewFollower {
                     Some(FollowEvent::ResumeRefused { refusal, waited, retry_in: Some(retry_in) })
                 }
                 None => {
+                    self.move_on = self.views.len() > 1;
                     let retry_in = self.wait(false);
                     Some(FollowEvent::Disconnected { error: e, retry_in })
                 }
@@ -260,6 +334,7 @@ impl ViewFollower {
     fn dropped(&mut self, error: Error) -> FollowEvent {
         self.socket = None;
         self.resume = true;
+        self.move_on = self.views.len() > 1;
         let retry_in = self.wait(true);
         FollowEvent::Disconnected { error, retry_in }
     }
@@ -280,10 +355,33 @@ impl ViewFollower {
         if session_ended && self.got > 0 {
             self.backoff = self.settings.min_backoff;
             self.refused_since = None;
+            self.refusals = 0;
         }
         let wait = self.backoff;
         self.retry_at = Some(Instant::now() + wait);
         self.backoff = (self.backoff * 2).min(self.settings.max_backoff);
         wait
+    }
+
+    /// The replica to connect to next, with the replica at `since`: the
+    /// next in turn, or the best one `/ready` names (see [`pick`]).
+    async fn choose(&self, since: Option<u64>) -> usize {
+        let n = self.views.len();
+        let start = (self.index + 1) % n;
+        let Some(timeout) = self.settings.ready_timeout.filter(|_| n > 1) else { return start };
+        let mut answers: Vec<Option<Option<ReadyAnswer>>> = vec![None; n];
+        let mut asking: FuturesUnordered<_> = self
+            .views
+            .iter()
+            .enumerate()
+            .map(|(i, view)| async move { (i, tokio::time::timeout(timeout, view.ready()).await) })
+            .collect();
+        while let Some((i, answer)) = asking.next().await {
+            answers[i] = Some(answer.ok().and_then(Result::ok));
+            if let Some(chosen) = pick(&answers, start, since) {
+                return chosen;
+            }
+        }
+        start
     }
 }
