@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nodb_shared::Tree;
 use nodb_shared::diff::diff;
-use nodb_shared::draft::{Draft, Op, to_patch};
+use nodb_shared::draft::{Draft, Op, Record, to_patch};
 use nodb_shared::protocol::CommittedAction;
 use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, check_change, dispose};
 use serde::Deserialize;
@@ -90,8 +90,13 @@ struct Change {
 pub enum Diffs {
     /// One patch per view.
     Compute,
-    /// None: only the new states are wanted.
+    /// None; the drafted views' recorded edits are still in
+    /// [`Applied::edits`] (the hub writes its patch messages from them).
     Skip,
+    /// Neither patches nor edits ([`Applied::edits`] stays empty): the
+    /// drafts keep only what undoes them ([`Record::Undo`]). Replays and
+    /// rebuilds that want the new states alone.
+    Nothing,
 }
 
 /// Why an action could not be applied at all.
@@ -229,8 +234,9 @@ impl Engine {
     }
 
     /// Applies the next committed action, computing the patches only if
-    /// asked ([`Diffs::Skip`] leaves [`Applied::patches`] empty: replays and
-    /// the hub, which diffs on demand, need only the states).
+    /// asked ([`Diffs::Skip`] leaves [`Applied::patches`] empty: the hub,
+    /// which writes them on demand; [`Diffs::Nothing`] leaves the edits
+    /// out too: replays, which need only the states).
     ///
     /// # Errors
     /// As for [`Engine::apply`].
@@ -266,7 +272,7 @@ impl Engine {
             }
             SET_STATE => self.set_state(action).map(|states| Some(self.pure_changes(states))),
             UNREADABLE => Err(unreadable(action)),
-            _ => Ok(Some(self.reduce(action, &mut applied.panicked))),
+            _ => Ok(Some(self.reduce(action, diffs, &mut applied.panicked))),
         };
         let next = match next {
             Ok(Some(Ok(changes))) => Ok(Some(changes)),
@@ -276,8 +282,9 @@ impl Engine {
         };
         match next {
             Ok(Some(changes)) => {
-                let mut patches = Vec::with_capacity(changes.len());
-                let mut edits = Vec::with_capacity(changes.len());
+                let wanted = |d: Diffs| if diffs == d { changes.len() } else { 0 };
+                let mut patches = Vec::with_capacity(wanted(Diffs::Compute));
+                let mut edits = Vec::with_capacity(changes.len() - wanted(Diffs::Nothing));
                 for (i, change) in changes.into_iter().enumerate() {
                     self.bytes[i] = change.bytes;
                     let old = std::mem::replace(&mut self.states[i], change.state);
@@ -287,7 +294,9 @@ impl Engine {
                             Edits::Diff => diff(&old, &self.states[i]),
                         });
                     }
-                    edits.push(change.edits);
+                    if diffs != Diffs::Nothing {
+                        edits.push(change.edits);
+                    }
                     // The old state is dropped here (freeing the nodes the
                     // reducers copied) unless the caller kept a clone.
                     drop(old);
@@ -310,8 +319,14 @@ impl Engine {
     /// the others return a new one. If any view rejects the action, panics
     /// or would break the limits, every draft is undone and the states are
     /// as they were.
-    fn reduce(&mut self, action: &CommittedAction, panicked: &mut bool) -> Result<Vec<Change>, Rejection> {
+    fn reduce(
+        &mut self,
+        action: &CommittedAction,
+        diffs: Diffs,
+        panicked: &mut bool,
+    ) -> Result<Vec<Change>, Rejection> {
         let n = self.app.views.len();
+        let record = if diffs == Diffs::Nothing { Record::Undo } else { Record::Patch };
         let mut drafts: Vec<Option<Draft>> = Vec::with_capacity(n);
         let mut pure: Vec<Option<Tree>> = Vec::with_capacity(n);
         let mut failed = None;
@@ -319,7 +334,8 @@ impl Engine {
             let view = &self.app.views[i];
             let result = match &view.draft {
                 Some(reducer) => {
-                    let mut draft = Draft::new(std::mem::take(&mut self.states[i]), self.bytes[i], self.limits);
+                    let state = std::mem::take(&mut self.states[i]);
+                    let mut draft = Draft::new(state, self.bytes[i], self.limits).recording(record);
                     let result = catch_unwind(AssertUnwindSafe(|| reducer(&mut draft, action)));
                     drafts.push(Some(draft));
                     pure.push(None);
@@ -462,7 +478,7 @@ pub fn check_view(old: &Tree, new: &Tree, old_bytes: u64, limits: &Limits) -> Re
 fn unchanged(diffs: Diffs, states: &[Tree]) -> Vec<json_patch::Patch> {
     match diffs {
         Diffs::Compute => states.iter().map(|_| json_patch::Patch(Vec::new())).collect(),
-        Diffs::Skip => Vec::new(),
+        Diffs::Skip | Diffs::Nothing => Vec::new(),
     }
 }
 

@@ -38,6 +38,30 @@ proptest! {
         }
     }
 
+    /// Applied with [`Diffs::Nothing`] (drafts that keep only what undoes
+    /// their edits), the same actions reach the same states and sizes and
+    /// reject (or panic on) the same actions as with patches — under a
+    /// size limit too, so that some drafts are undone — and hand back no
+    /// patches or edits.
+    #[test]
+    fn applying_without_edits_reaches_the_same_states(
+        actions in prop::collection::vec(action(), 1..80),
+        max_bytes in 40u64..400,
+    ) {
+        let limits = nodb_shared::tree::limits::Limits { max_depth: 64, max_bytes };
+        let mut recorded = Engine::new(drafted_app()).with_limits(limits);
+        let mut bare = Engine::new(drafted_app()).with_limits(limits);
+        for a in history(actions) {
+            let mine = bare.apply_with(&a, Diffs::Nothing).unwrap();
+            let theirs = recorded.apply_with(&a, Diffs::Compute).unwrap();
+            prop_assert_eq!(&mine.rejection, &theirs.rejection, "seq {}", a.seq);
+            prop_assert_eq!(mine.panicked, theirs.panicked);
+            prop_assert!(mine.patches.is_empty() && mine.edits.is_empty());
+            prop_assert_eq!(bare.states(), recorded.states(), "seq {}", a.seq);
+            prop_assert_eq!(bare.bytes(), recorded.bytes());
+        }
+    }
+
     /// A hub applying random batches in place ends with the states of one
     /// action at a time, keeps every rejection for its sender, and hands
     /// over the checkpoints inside the batches.

@@ -383,7 +383,7 @@ async fn replay(
     let run = move |mut engine: Engine, actions: &[CommittedAction]| {
         let mut rejected = Vec::new();
         for action in actions {
-            let applied = engine.apply_with(action, Diffs::Skip)?;
+            let applied = engine.apply_with(action, Diffs::Nothing)?;
             if let Some(r) = applied.rejection
                 && applied.seq >= keep_from
             {
@@ -495,7 +495,7 @@ impl Replayer {
             let mut steps = Vec::with_capacity(chunk.len());
             for (i, action) in chunk.iter().enumerate() {
                 let old = engine.state(view).cloned().unwrap_or_default();
-                let applied = match engine.apply_with(action, Diffs::Skip) {
+                let applied = match engine.apply_with(action, Diffs::Nothing) {
                     Ok(applied) => applied,
                     // A redaction: rebuilt below, the rest of the chunk after.
                     Err(EngineError::Rebuild { .. }) => return Ok((engine, steps, chunk.split_off(i))),

@@ -143,7 +143,7 @@ pub async fn replay(
         let Some(line) = line else { return Err(ReplayError::Ended(engine.seq())) };
         let Some(action) = committed(line?) else { continue };
         let comparing = !old.is_empty();
-        let patches = match engine.apply_with(&action, if comparing { Diffs::Compute } else { Diffs::Skip }) {
+        let patches = match engine.apply_with(&action, if comparing { Diffs::Compute } else { Diffs::Nothing }) {
             Ok(applied) => applied.patches,
             Err(EngineError::Rebuild { redaction, .. }) => {
                 let before = engine.redactions().clone();

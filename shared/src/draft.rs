@@ -146,12 +146,29 @@ fn is_container(t: &Tree) -> bool {
     matches!(t, Tree::Object(_) | Tree::Array(_))
 }
 
+/// What a [`Draft`] keeps of its edits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Record {
+    /// Each edit as the operation it performs: the seq's patch, and what
+    /// undoes it.
+    #[default]
+    Patch,
+    /// Only what undoes the edits: the values written are not kept, and
+    /// [`Draft::into_parts`] and [`Draft::finish`] hand back no edits. For
+    /// a caller that wants the new state and no patch (a replay, a
+    /// rebuild). The state, its size, the limits and [`Draft::undo`] are
+    /// as with [`Record::Patch`].
+    Undo,
+}
+
 /// A state being edited in place, with the record of its edits. See the
 /// [module documentation](self).
 #[derive(Debug)]
 pub struct Draft {
     tree: Tree,
+    /// The edits; with [`Record::Undo`], their `value`s are `Null`.
     ops: Vec<Op>,
+    record: Record,
     bytes: u64,
     /// The size before the first edit, for [`Draft::undo`].
     start_bytes: u64,
@@ -162,7 +179,17 @@ impl Draft {
     /// A draft of `tree`, which measures `bytes` (as
     /// [`bytes_of`] gives it), within `limits`.
     pub fn new(tree: Tree, bytes: u64, limits: Limits) -> Draft {
-        Draft { tree, ops: Vec::new(), bytes, start_bytes: bytes, limits }
+        Draft { tree, ops: Vec::new(), record: Record::Patch, bytes, start_bytes: bytes, limits }
+    }
+
+    /// This draft, keeping `record` of its edits from now on.
+    pub fn recording(self, record: Record) -> Draft {
+        Draft { record, ..self }
+    }
+
+    /// What the draft keeps of its edits.
+    pub fn record(&self) -> Record {
+        self.record
     }
 
     /// A draft of `tree` without limits, measuring it first (for tests and
@@ -177,7 +204,8 @@ impl Draft {
         &self.tree
     }
 
-    /// The edits so far, in order.
+    /// The edits so far, in order (with [`Record::Undo`], each written
+    /// value is left out, as `Null`).
     pub fn ops(&self) -> &[Op] {
         &self.ops
     }
@@ -202,13 +230,18 @@ impl Draft {
         self.tree
     }
 
-    /// The state, its size and the edits that made it (the size limit
-    /// unchecked: see [`Draft::finish`]).
+    /// The state, its size and the edits that made it (none with
+    /// [`Record::Undo`]; the size limit unchecked: see [`Draft::finish`]).
     pub fn into_parts(self) -> (Tree, u64, Vec<Op>) {
-        (self.tree, self.bytes, self.ops)
+        let ops = match self.record {
+            Record::Patch => self.ops,
+            Record::Undo => Vec::new(),
+        };
+        (self.tree, self.bytes, ops)
     }
 
-    /// The state, its size and the edits that made it.
+    /// The state, its size and the edits that made it (none with
+    /// [`Record::Undo`]).
     ///
     /// # Errors
     /// [`LimitError::TooLarge`] if the state ended over the size limit (the
@@ -217,7 +250,7 @@ impl Draft {
         if self.bytes > self.limits.max_bytes {
             return Err((LimitError::TooLarge { limit: self.limits.max_bytes }, self));
         }
-        Ok((self.tree, self.bytes, self.ops))
+        Ok(self.into_parts())
     }
 
     /// Puts the state back as it was before the first edit, and returns it
@@ -305,7 +338,7 @@ impl Draft {
         let mut resolved = Vec::with_capacity(segs.len());
         let limits = Limits { max_depth: self.limits.max_depth.saturating_sub(segs.len()), ..self.limits };
         let slot = walk_mut(&mut self.tree, &segs, &mut resolved).map_err(DraftError::from)?;
-        let mut sub = Draft::new(std::mem::take(slot), self.bytes, limits);
+        let mut sub = Draft::new(std::mem::take(slot), self.bytes, limits).recording(self.record);
         // `f` sees only its draft, so the slot stays at hand to put the
         // value back: one walk, whatever happens.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut sub)));
@@ -337,7 +370,7 @@ impl Draft {
     /// [`Draft::undo`], keeping only the tree.
     fn undo_tree(&mut self) -> Tree {
         let draft = Draft::new(std::mem::take(&mut self.tree), self.start_bytes, self.limits);
-        let draft = Draft { ops: std::mem::take(&mut self.ops), ..draft };
+        let draft = Draft { ops: std::mem::take(&mut self.ops), record: self.record, ..draft };
         draft.undo().0
     }
 
@@ -390,10 +423,11 @@ impl Draft {
                 return Ok(());
             }
             let measured = measure_at(&value, 0, &self.limits)?;
-            let old = std::mem::replace(&mut self.tree, value.clone());
+            let kept = kept(self.record, &value);
+            let old = std::mem::replace(&mut self.tree, value);
             // (Within a sub-draft the count is the whole state's.)
             self.bytes = (self.bytes + measured.bytes).saturating_sub(bytes_of(&old));
-            self.ops.push(Op::Replace { path: Vec::new(), value, old });
+            self.ops.push(Op::Replace { path: Vec::new(), value: kept, old });
             return Ok(());
         }
         let (f, missing_error) = match self.write_at(segs, f) {
@@ -422,6 +456,7 @@ impl Draft {
     /// the parent (made unique on the way), one search in it.
     fn write_at<F: FnOnce(Option<&Tree>) -> Tree>(&mut self, segs: &[Segment], f: F) -> Result<(), Write<F>> {
         let (last, parents) = segs.split_last().expect("a non-empty path");
+        let record = self.record;
         let mut resolved = Vec::with_capacity(segs.len());
         let parent = match walk_mut(&mut self.tree, parents, &mut resolved) {
             Ok(parent) => parent,
@@ -449,13 +484,15 @@ impl Draft {
                             return Ok(());
                         }
                         let (added, removed) = account(Some(slot), &value).map_err(Write::Failed)?;
-                        (Some(std::mem::replace(slot, value.clone())), value, added, removed)
+                        let kept = kept(record, &value);
+                        (Some(std::mem::replace(slot, value)), kept, added, removed)
                     }
                     None => {
                         let value = f(None);
                         let (added, removed) = account(None, &value).map_err(Write::Failed)?;
-                        o.insert(key, value.clone());
-                        (None, value, added, removed)
+                        let kept = kept(record, &value);
+                        o.insert(key, value);
+                        (None, kept, added, removed)
                     }
                 }
             }
@@ -474,14 +511,16 @@ impl Draft {
                 let value = f(a.get(i));
                 if i == len {
                     let (added, removed) = account(None, &value).map_err(Write::Failed)?;
-                    Arc::make_mut(a).push_back(value.clone());
-                    (None, value, added, removed)
+                    let kept = kept(record, &value);
+                    Arc::make_mut(a).push_back(value);
+                    (None, kept, added, removed)
                 } else {
                     if same(&a[i], &value) {
                         return Ok(());
                     }
                     let (added, removed) = account(Some(&a[i]), &value).map_err(Write::Failed)?;
-                    (Some(Arc::make_mut(a).set(i, value.clone())), value, added, removed)
+                    let kept = kept(record, &value);
+                    (Some(Arc::make_mut(a).set(i, value)), kept, added, removed)
                 }
             }
             scalar => return Err(Write::Failed(through_scalar(parents, scalar).into())),
@@ -505,6 +544,15 @@ enum Write<F> {
     MissingParent(F, PathError),
     /// Any other failure.
     Failed(DraftError),
+}
+
+/// A written value as the record keeps it: itself, or nothing when only
+/// undoing is kept.
+fn kept(record: Record, value: &Tree) -> Tree {
+    match record {
+        Record::Patch => value.clone(),
+        Record::Undo => Tree::Null,
+    }
 }
 
 /// Whether writing `new` over `old` changes nothing: the same shared node,

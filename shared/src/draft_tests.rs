@@ -36,7 +36,65 @@ fn segments(path: &[String]) -> Vec<Segment> {
     path.iter().map(|k| Segment::Key(k.as_str().into())).collect()
 }
 
+/// Runs `edit` on `draft`, its outcome (`Within` sets the second path
+/// within the first).
+fn perform(draft: &mut Draft, edit: &Edit) -> Result<(), DraftError> {
+    match edit.clone() {
+        Edit::Set(p, v) => draft.set(&*segments(&p), Tree::from(v)),
+        Edit::Push(p, v) => draft.push(&*segments(&p), Tree::from(v)),
+        Edit::Remove(p) => draft.remove(&*segments(&p)).map(|_| ()),
+        Edit::Derive(p, q, v) => {
+            let (p, q) = (segments(&p), segments(&q));
+            let Some(current) = draft.get(&*p).cloned() else { return Ok(()) };
+            let Ok(derived) = current.set(&*q, Tree::from(v)) else { return Ok(()) };
+            draft.set(&*p, derived)
+        }
+        Edit::Within(p, q, v) => {
+            let q = segments(&q);
+            draft.within(&*segments(&p), |sub| sub.set(&*q, Tree::from(v)))
+        }
+    }
+}
+
 proptest! {
+    /// A draft keeping only what undoes its edits ([`Record::Undo`]) edits
+    /// as one keeping the patch: the same outcome of each edit (errors
+    /// included, and within a sub-draft that fails: all or nothing), the
+    /// same state and size after each, under limits tight enough to refuse
+    /// some; undoing puts back the same state before; it hands back no
+    /// edits.
+    #[test]
+    fn keeping_only_the_undo_edits_and_undoes_alike(
+        start in value(),
+        edits in edits(),
+        max_depth in 1usize..6,
+        undo_at in 0usize..8,
+    ) {
+        let before = Tree::from(start);
+        let limits = Limits { max_depth, max_bytes: u64::MAX };
+        let bytes = bytes_of(&before);
+        let mut patch = Draft::new(before.clone(), bytes, limits);
+        let mut undo = Draft::new(before.clone(), bytes, limits).recording(Record::Undo);
+        prop_assert_eq!(undo.record(), Record::Undo);
+        for edit in edits.iter().take(undo_at) {
+            let (mine, theirs) = (perform(&mut undo, edit), perform(&mut patch, edit));
+            prop_assert_eq!(mine, theirs, "{:?}", edit);
+            prop_assert_eq!(undo.state(), patch.state());
+            prop_assert_eq!(undo.bytes(), patch.bytes());
+            prop_assert_eq!(undo.is_changed(), patch.is_changed());
+        }
+        if undo_at % 2 == 0 {
+            let (mine, theirs) = (undo.undo(), patch.undo());
+            prop_assert_eq!(&mine, &theirs);
+            prop_assert_eq!(mine.0.to_json_string(), before.to_json_string());
+        } else {
+            let (state, bytes, ops) = undo.into_parts();
+            let (their_state, their_bytes, _) = patch.into_parts();
+            prop_assert!(ops.is_empty());
+            prop_assert_eq!((state, bytes), (their_state, their_bytes));
+        }
+    }
+
     /// Whatever the edits: each does what the persistent path API does (or
     /// fails as it does, changing nothing); the recorded operations,
     /// applied as an RFC 6902 patch to the state before, give the state

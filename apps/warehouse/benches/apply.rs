@@ -16,11 +16,14 @@
 //!   a live data view's history keeps them: each edit copies the path to
 //!   what it changes;
 //! - **drafted, in place**: the same with nothing else holding the states,
-//!   as in a replay or a catch-up batch: edits copy nothing.
+//!   as in a replay or a catch-up batch: edits copy nothing;
+//! - **drafted, replay**: in place with no patch at all
+//!   (`Diffs::Nothing`: the drafts keep only what undoes their edits), as
+//!   `nodb replay` and a rebuild apply actions.
 //!
 //! Run with `cargo bench -p nodb-warehouse --bench apply [-- PRODUCTS…]`;
-//! `-- --only in-place 100000` runs one way alone (`pure`, `kept` or
-//! `in-place`), for a profiler.
+//! `-- --only in-place 100000` runs one way alone (`pure`, `kept`,
+//! `in-place` or `replay`), for a profiler.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -102,6 +105,17 @@ fn run(engine: &mut Engine, actions: &[CommittedAction], keep: bool) -> Run {
     Run { elapsed, serialise, patch_bytes, rejected }
 }
 
+/// Applies `actions` to `engine` as a replay does: states only, no patch.
+fn replay(engine: &mut Engine, actions: &[CommittedAction]) -> Run {
+    let mut rejected = 0;
+    let t = Instant::now();
+    for a in actions {
+        let applied = engine.apply_with(a, Diffs::Nothing).expect("in sequence");
+        rejected += u64::from(applied.rejection.is_some());
+    }
+    Run { elapsed: t.elapsed(), serialise: Duration::ZERO, patch_bytes: 0, rejected }
+}
+
 fn report(name: &str, r: &Run, baseline: Option<f64>) -> f64 {
     let rate = ACTIONS as f64 / r.elapsed.as_secs_f64();
     let each = r.elapsed / ACTIONS as u32;
@@ -116,6 +130,22 @@ fn report(name: &str, r: &Run, baseline: Option<f64>) -> f64 {
     rate
 }
 
+/// An engine whose `stock` holds `products` products (two locations
+/// each), and the seq it is at.
+fn build(app: &nodb_dataview::app::App, products: u64) -> (Engine, u64) {
+    let mut engine = Engine::new(app.clone());
+    let mut seq = 0;
+    for p in 0..products {
+        for (loc, q) in [("shelf", 40), ("back", 1_000_000)] {
+            seq += 1;
+            let a =
+                act(seq, "stock/corrected", json!({"product": format!("product{p}"), "location": loc, "quantity": q}));
+            engine.apply(&a).expect("in sequence");
+        }
+    }
+    (engine, seq)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
@@ -123,20 +153,8 @@ fn main() {
     let sizes = if sizes.is_empty() { vec![100_000, 1_000_000] } else { sizes };
     for products in sizes {
         let app = nodb_warehouse::views::app();
-        let mut engine = Engine::new(app.clone());
         let t = Instant::now();
-        let mut seq = 0;
-        for p in 0..products {
-            for (loc, q) in [("shelf", 40), ("back", 1_000_000)] {
-                seq += 1;
-                let a = act(
-                    seq,
-                    "stock/corrected",
-                    json!({"product": format!("product{p}"), "location": loc, "quantity": q}),
-                );
-                engine.apply(&a).expect("in sequence");
-            }
-        }
+        let (mut engine, seq) = build(&app, products);
         println!("{products} products: built the state ({seq} actions) in {:.2?}", t.elapsed());
         let actions = workload(products, seq + 1, ACTIONS);
 
@@ -152,11 +170,20 @@ fn main() {
             let mut kept = engine.clone();
             report("drafted, versions kept", &run(&mut kept, &actions, true), base_rate);
         }
+        // The same states built apart, sharing no node with `engine`'s, so
+        // that both are edited in place.
+        let mut replayed = wanted("replay").then(|| build(&app, products).0);
+        if let Some(replayed) = &mut replayed {
+            report("drafted, replay", &replay(replayed, &actions), base_rate);
+        }
         if !wanted("in-place") {
             continue;
         }
         let in_place = run(&mut engine, &actions, false);
         report("drafted, in place", &in_place, base_rate);
+        if let Some(replayed) = &replayed {
+            assert_eq!(replayed.states(), engine.states(), "the same states with or without patches");
+        }
 
         let stock = engine.state(0).expect("stock view");
         let full = stock.to_json_string().len();

@@ -29,6 +29,7 @@
 
 use crate::keys::key;
 use nodb_shared::protocol::CommittedAction;
+use nodb_shared::tree::Key;
 use nodb_shared::{Segment, Tree};
 use serde::Deserialize;
 
@@ -36,8 +37,11 @@ use nodb_dataview::app::App;
 use nodb_dataview::reducer::{Rejection, View, payload};
 use nodb_shared::draft::Draft;
 
+mod names;
 pub mod reorder;
 pub mod sales;
+
+use names as n;
 
 use reorder::{ReorderFailed, ReorderPlaced, ThresholdSet};
 
@@ -197,12 +201,17 @@ struct ProductEdit<'a, 'd> {
 
 impl ProductEdit<'_, '_> {
     fn quantity(&self, location: &str) -> u64 {
-        self.entry.get([key("locations"), key(location)]).and_then(Tree::as_u64).unwrap_or(0)
+        self.entry.get([n::LOCATIONS.clone(), key(location)]).and_then(Tree::as_u64).unwrap_or(0)
     }
 
     fn set(&mut self, location: &str, q: u64) -> Result<(), Rejection> {
         let old = self.quantity(location);
-        self.entry.set([key("locations"), key(location)], q)?;
+        self.put(location, old, q)
+    }
+
+    /// Writes `q` at `location`, where `old` is (as `quantity` read it).
+    fn put(&mut self, location: &str, old: u64, q: u64) -> Result<(), Rejection> {
+        self.entry.set([n::LOCATIONS.clone(), key(location)], q)?;
         // Saturating: a state imported with `@@nodb/set_state` may carry
         // totals that do not add up; they must not wrap around.
         self.total = self.total.saturating_sub(old).checked_add(q).ok_or_else(too_many)?;
@@ -214,7 +223,7 @@ impl ProductEdit<'_, '_> {
         if have < q {
             return Err(Rejection::new(format!("only {have} of {} at {location}, cannot {verb} {q}", self.product)));
         }
-        self.set(location, have - q)
+        self.put(location, have, have - q)
     }
 }
 
@@ -231,20 +240,20 @@ pub(crate) fn too_many() -> Rejection {
 pub fn reduce_stock(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejection> {
     let Some(stock) = Stock::decode(action)? else { return Ok(()) };
     let (product, seq) = (stock.product(), action.seq);
-    let at = [key("products"), key(product)];
+    let at = [n::PRODUCTS.clone(), key(product)];
     let edit = |entry: &mut Draft| -> Result<(u64, u64), Rejection> {
         // A product's entry is an object (one imported otherwise is replaced).
         if !matches!(entry.state(), Tree::Object(_)) {
             entry.set([], Tree::object())?;
         }
-        let before = entry.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0);
+        let before = entry.get([n::TOTAL.clone()]).and_then(Tree::as_u64).unwrap_or(0);
         let mut edit = ProductEdit { product, entry, total: before };
         stock.edit(&mut edit, seq)?;
         let total = edit.total;
-        if entry.get([key("locations")]).is_none() {
-            entry.set([key("locations")], Tree::object())?;
+        if entry.get([n::LOCATIONS.clone()]).is_none() {
+            entry.set([n::LOCATIONS.clone()], Tree::object())?;
         }
-        entry.set([key("total")], total)?;
+        entry.set([n::TOTAL.clone()], total)?;
         reorder::review(entry, seq)?;
         Ok((before, total))
     };
@@ -259,8 +268,8 @@ pub fn reduce_stock(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejec
         }
         done => done?,
     };
-    let total = d.get([key("total")]).and_then(Tree::as_u64).unwrap_or(0);
-    Ok(d.set([key("total")], total.saturating_sub(before).checked_add(after).ok_or_else(too_many)?)?)
+    let total = d.get([n::TOTAL.clone()]).and_then(Tree::as_u64).unwrap_or(0);
+    Ok(d.set([n::TOTAL.clone()], total.saturating_sub(before).checked_add(after).ok_or_else(too_many)?)?)
 }
 
 impl Stock {
@@ -284,7 +293,7 @@ impl Stock {
             Stock::Moved(m) => {
                 e.take(&m.from, m.quantity, "move")?;
                 let there = e.quantity(&m.to);
-                e.set(&m.to, there.checked_add(m.quantity).ok_or_else(too_many)?)
+                e.put(&m.to, there, there.checked_add(m.quantity).ok_or_else(too_many)?)
             }
             Stock::Sold(x) => e.take(&x.location, x.quantity, "sell"),
             Stock::Destroyed(x) => e.take(&x.location, x.quantity, "destroy"),
@@ -314,13 +323,13 @@ impl Stock {
 pub fn reduce_activity(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejection> {
     let Some(stock) = Stock::decode(action)? else { return Ok(()) };
     let Activity { entry, kind, units, sold } = Activity::of(action, &stock);
-    d.push([key("recent")], entry)?;
-    if let Some(Tree::Array(recent)) = d.get([key("recent")])
+    d.push([n::RECENT.clone()], entry)?;
+    if let Some(Tree::Array(recent)) = d.get([n::RECENT.clone()])
         && recent.len() > RECENT
     {
-        d.remove([key("recent"), Segment::Index(0)])?;
+        d.remove([n::RECENT.clone(), Segment::Index(0)])?;
     }
-    d.update([key("counts"), key(kind)], |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(1)))?;
+    d.update([n::COUNTS.clone(), key(kind)], |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(1)))?;
     if let Some((field, n)) = units {
         d.update([key(field)], |v| Tree::from(v.and_then(Tree::as_u64).unwrap_or(0).saturating_add(n)))?;
     }
@@ -340,9 +349,9 @@ pub(crate) struct Activity<'a> {
 impl<'a> Activity<'a> {
     pub(crate) fn of(action: &CommittedAction, stock: &'a Stock) -> Activity<'a> {
         let mut entry = vec![
-            ("seq", Tree::from(action.seq)),
-            ("ts", Tree::from(action.ts)),
-            ("type", Tree::from(action.kind.as_str())),
+            (Key::clone(&n::SEQ), Tree::from(action.seq)),
+            (Key::clone(&n::TS), Tree::from(action.ts)),
+            (Key::clone(&n::TYPE), Tree::from(action.kind.as_str())),
         ];
         let sold = match &stock {
             Stock::Sold(x) => Some((x.product.as_str(), x.quantity)),
@@ -351,52 +360,58 @@ impl<'a> Activity<'a> {
         let (kind, units) = match &stock {
             Stock::Corrected(c) => {
                 entry.extend([
-                    ("product", Tree::from(c.product.as_str())),
-                    ("location", Tree::from(c.location.as_str())),
-                    ("quantity", Tree::from(c.quantity)),
+                    (Key::clone(&n::PRODUCT), Tree::from(c.product.as_str())),
+                    (Key::clone(&n::LOCATION), Tree::from(c.location.as_str())),
+                    (Key::clone(&n::QUANTITY), Tree::from(c.quantity)),
                 ]);
                 ("corrected", None)
             }
             Stock::Moved(m) => {
                 entry.extend([
-                    ("product", Tree::from(m.product.as_str())),
-                    ("from", Tree::from(m.from.as_str())),
-                    ("to", Tree::from(m.to.as_str())),
-                    ("quantity", Tree::from(m.quantity)),
+                    (Key::clone(&n::PRODUCT), Tree::from(m.product.as_str())),
+                    (Key::clone(&n::FROM), Tree::from(m.from.as_str())),
+                    (Key::clone(&n::TO), Tree::from(m.to.as_str())),
+                    (Key::clone(&n::QUANTITY), Tree::from(m.quantity)),
                 ]);
                 ("moved", None)
             }
             Stock::Sold(s) => {
                 entry.extend([
-                    ("product", Tree::from(s.product.as_str())),
-                    ("location", Tree::from(s.location.as_str())),
-                    ("quantity", Tree::from(s.quantity)),
+                    (Key::clone(&n::PRODUCT), Tree::from(s.product.as_str())),
+                    (Key::clone(&n::LOCATION), Tree::from(s.location.as_str())),
+                    (Key::clone(&n::QUANTITY), Tree::from(s.quantity)),
                 ]);
                 ("sold", Some(("sold_units", s.quantity)))
             }
             Stock::Destroyed(d) => {
                 entry.extend([
-                    ("product", Tree::from(d.product.as_str())),
-                    ("location", Tree::from(d.location.as_str())),
-                    ("quantity", Tree::from(d.quantity)),
-                    ("reason", Tree::from(d.reason.as_str())),
+                    (Key::clone(&n::PRODUCT), Tree::from(d.product.as_str())),
+                    (Key::clone(&n::LOCATION), Tree::from(d.location.as_str())),
+                    (Key::clone(&n::QUANTITY), Tree::from(d.quantity)),
+                    (Key::clone(&n::REASON), Tree::from(d.reason.as_str())),
                 ]);
                 ("destroyed", Some(("destroyed_units", d.quantity)))
             }
             Stock::ThresholdSet(t) => {
-                entry.extend([("product", Tree::from(t.product.as_str())), ("threshold", Tree::from(t.threshold))]);
+                entry.extend([
+                    (Key::clone(&n::PRODUCT), Tree::from(t.product.as_str())),
+                    (Key::clone(&n::THRESHOLD_KEY), Tree::from(t.threshold)),
+                ]);
                 ("threshold_set", None)
             }
             Stock::ReorderPlaced(p) => {
                 entry.extend([
-                    ("product", Tree::from(p.product.as_str())),
-                    ("quantity", Tree::from(p.quantity)),
-                    ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
+                    (Key::clone(&n::PRODUCT), Tree::from(p.product.as_str())),
+                    (Key::clone(&n::QUANTITY), Tree::from(p.quantity)),
+                    (Key::clone(&n::SUPPLIER_REF), Tree::from(p.supplier_ref.as_str())),
                 ]);
                 ("reorder_placed", None)
             }
             Stock::ReorderFailed(f) => {
-                entry.extend([("product", Tree::from(f.product.as_str())), ("reason", Tree::from(f.reason.as_str()))]);
+                entry.extend([
+                    (Key::clone(&n::PRODUCT), Tree::from(f.product.as_str())),
+                    (Key::clone(&n::REASON), Tree::from(f.reason.as_str())),
+                ]);
                 ("reorder_failed", None)
             }
         };

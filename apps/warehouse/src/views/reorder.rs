@@ -8,6 +8,7 @@
 //! `{"locations", "total", "threshold", "reorder_quantity", "reorder"}`;
 //! `reorder` is absent while the total is at or above the threshold.
 
+use super::names as n;
 use crate::keys::key;
 use nodb_shared::Tree;
 use serde::Deserialize;
@@ -62,9 +63,9 @@ fn field(entry: &Tree, name: &str) -> Option<u64> {
 /// If the entry is not an object.
 pub fn review(entry: &mut Draft, seq: u64) -> Result<(), Rejection> {
     let e = entry.state();
-    let total = field(e, "total").unwrap_or(0);
-    let below = field(e, "threshold").is_some_and(|t| total < t);
-    let active = e.get([key("reorder")]).is_some_and(|r| !matches!(r, Tree::Null));
+    let total = e.get([n::TOTAL.clone()]).and_then(Tree::as_u64).unwrap_or(0);
+    let below = e.get([n::THRESHOLD.clone()]).and_then(Tree::as_u64).is_some_and(|t| total < t);
+    let active = e.get([n::REORDER.clone()]).is_some_and(|r| !matches!(r, Tree::Null));
     match (below, active) {
         (true, false) => {
             let quantity = field(e, "reorder_quantity").unwrap_or(1);

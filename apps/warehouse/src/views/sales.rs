@@ -9,8 +9,10 @@
 
 use nodb_shared::Tree;
 
+use super::names as n;
 use crate::keys::key;
 use nodb_dataview::reducer::Rejection;
+use nodb_shared::Segment;
 use nodb_shared::draft::Draft;
 
 /// How many minute buckets `activity.sales.minutes` keeps: the last hour.
@@ -38,32 +40,29 @@ pub fn sales_bucket(start: u64) -> String {
 /// If the state or a bucket is not an object.
 pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), Rejection> {
     let object = |t: &Tree| matches!(t, Tree::Object(_));
-    if !d.get([key("sales")]).is_some_and(object) {
-        d.set([key("sales")], Tree::object())?;
+    if !d.get([n::SALES.clone()]).is_some_and(object) {
+        d.set([n::SALES.clone()], Tree::object())?;
     }
-    let latest = d.get([key("sales"), key("latest_ts")]).and_then(Tree::as_u64).unwrap_or(0).max(ts);
-    d.set([key("sales"), key("latest_ts")], latest)?;
-    for (field, width, keep) in [("minutes", 60_000, SALES_MINUTES), ("hours", 3_600_000, SALES_HOURS)] {
-        let at = [key("sales"), key(field)];
-        if !d.get(at.clone()).is_some_and(object) {
-            d.set(at.clone(), Tree::object())?;
+    let latest = d.get([n::SALES.clone(), n::LATEST_TS.clone()]).and_then(Tree::as_u64).unwrap_or(0).max(ts);
+    d.set([n::SALES.clone(), n::LATEST_TS.clone()], latest)?;
+    for (field, width, keep) in [(&n::MINUTES, 60_000, SALES_MINUTES), (&n::HOURS, 3_600_000, SALES_HOURS)] {
+        let at = [n::SALES.clone(), Segment::clone(field)];
+        if !d.get(&at).is_some_and(object) {
+            d.set(&at, Tree::object())?;
         }
         if let Some((product, units)) = sold {
-            let cell = [key("sales"), key(field), key(&sales_bucket(ts - ts % width)), key(product)];
+            let cell = [n::SALES.clone(), Segment::clone(field), key(&sales_bucket(ts - ts % width)), key(product)];
             d.update(cell, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
         }
-        // Keys sort in time order, so the stale ones are at the front.
+        // Keys sort in time order, so the stale ones are at the front:
+        // the first goes while it is stale.
         let oldest_kept = (latest - latest % width).saturating_sub((keep - 1) * width);
-        let stale: Vec<String> = d
-            .get(at.clone())
-            .and_then(Tree::as_object)
-            .into_iter()
-            .flat_map(|o| o.keys())
-            .take_while(|k| k.parse::<u64>().is_ok_and(|start| start < oldest_kept))
-            .map(|k| k.to_string())
-            .collect();
-        for k in stale {
-            d.remove([key("sales"), key(field), key(&k)])?;
+        let stale = |d: &Draft| {
+            let (first, _) = d.get(&at).and_then(Tree::as_object)?.get_min()?;
+            first.parse::<u64>().is_ok_and(|start| start < oldest_kept).then(|| first.clone())
+        };
+        while let Some(first) = stale(d) {
+            d.remove([n::SALES.clone(), Segment::clone(field), Segment::Key(first)])?;
         }
     }
     Ok(())
