@@ -449,7 +449,7 @@ async fn poll(
 }
 
 /// A JSON array of the actions.
-fn batch_body(actions: impl Iterator<Item = String>) -> String {
+pub(crate) fn batch_body(actions: impl Iterator<Item = String>) -> String {
     let mut body = String::from("[");
     for (i, a) in actions.enumerate() {
         if i > 0 {
@@ -462,7 +462,7 @@ fn batch_body(actions: impl Iterator<Item = String>) -> String {
 }
 
 /// `POST /actions` with `body`; the highest seq acknowledged.
-async fn post(http: &reqwest::Client, url: &str, body: String) -> anyhow::Result<u64> {
+pub(crate) async fn post(http: &reqwest::Client, url: &str, body: String) -> anyhow::Result<u64> {
     let resp = http.post(url).header("content-type", "application/json").body(body).send().await?;
     let status = resp.status();
     let text = resp.text().await?;

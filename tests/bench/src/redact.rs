@@ -26,7 +26,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use nodb_client::{ServiceUrl, StreamOptions, ViewClient, ViewStream};
 use nodb_shared::protocol::ServerMessage;
 use nodb_tests::Service;
@@ -34,6 +34,7 @@ use nodb_tests::Service;
 use super::cpu::cpu_time;
 use super::history::wait_for_seq;
 use super::limits::NO_LIMITS;
+use super::pipeline::{batch_body, post};
 use super::stats::fmt_duration;
 use super::{nodb_bin, start_chronicler_bin};
 
@@ -467,34 +468,6 @@ fn history_action(id: &str, i: u64, products: u64) -> String {
     format!(
         r#"{{"id":"{id}","type":"{kind}","payload":{{"product":"p{p}","location":"shelf","quantity":{quantity}}}}}"#
     )
-}
-
-/// A JSON array of the actions.
-fn batch_body(actions: impl Iterator<Item = String>) -> String {
-    let mut body = String::from("[");
-    for (i, a) in actions.enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&a);
-    }
-    body.push(']');
-    body
-}
-
-/// `POST /actions` with `body`; the highest seq acknowledged.
-async fn post(http: &reqwest::Client, url: &str, body: String) -> anyhow::Result<u64> {
-    let resp = http.post(url).header("content-type", "application/json").body(body).send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    if !status.is_success() {
-        bail!("the chronicler answered {status}: {text}");
-    }
-    let acks: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("the acks: {text}"))?;
-    acks["acks"]
-        .as_array()
-        .and_then(|a| a.iter().filter_map(|ack| ack["seq"].as_u64()).max())
-        .with_context(|| format!("no seq in the acks: {text}"))
 }
 
 /// Starts `nodb dataview --app warehouse` following `chronicler`, its
