@@ -526,3 +526,17 @@ pub fn start_warehouse_view(chronicler: &Service, snapshots: &std::path::Path, e
     args.extend_from_slice(extra);
     Service::start(&args).expect("start the data view")
 }
+
+/// Warehouse actions with seqs `from..=to` of client `c` (ids `c:N`):
+/// corrections of three products on even `N`, a sale of one on odd `N`.
+pub fn warehouse_sales(from: u64, to: u64) -> Vec<serde_json::Value> {
+    (from..=to)
+        .map(|k| {
+            let (id, product) = (format!("c:{k}"), format!("p{}", k % 3));
+            match k % 2 {
+                0 => serde_json::json!({"id": id, "type": "stock/corrected", "payload": {"product": product, "location": "shelf", "quantity": 50 + k}}),
+                _ => serde_json::json!({"id": id, "type": "stock/sold", "payload": {"product": product, "location": "shelf", "quantity": 1}}),
+            }
+        })
+        .collect()
+}

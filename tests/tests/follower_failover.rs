@@ -14,7 +14,6 @@ use std::time::Duration;
 use nodb_client::{Change, FollowEvent, FollowSettings, ServiceUrl, ViewClient, ViewFollower};
 use nodb_shared::Tree;
 use nodb_tests::{Service, dispatch, eventually, free_addr, get, wait_for_seq};
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// What the follower did, in order.
@@ -36,19 +35,6 @@ struct Followed {
     at: Option<(u64, Tree)>,
 }
 
-/// Warehouse actions `from..=to` of client `c`: corrections and sales.
-fn sales(from: u64, to: u64) -> Vec<Value> {
-    (from..=to)
-        .map(|k| {
-            let (id, product) = (format!("c:{k}"), format!("p{}", k % 3));
-            match k % 2 {
-                0 => json!({"id": id, "type": "stock/corrected", "payload": {"product": product, "location": "shelf", "quantity": 50 + k}}),
-                _ => json!({"id": id, "type": "stock/sold", "payload": {"product": product, "location": "shelf", "quantity": 1}}),
-            }
-        })
-        .collect()
-}
-
 /// Starts a warehouse data view following `chronicler` on `addr`, its
 /// snapshots in `snapshots`.
 fn start_view(chronicler: &str, addr: &str, snapshots: &std::path::Path) -> Service {
@@ -64,7 +50,7 @@ fn keep_dispatching(chronicler: &str, from: u64, to: u64) -> JoinHandle<()> {
     let url = chronicler.to_string();
     std::thread::spawn(move || {
         for k in from..=to {
-            dispatch(&url, &sales(k, k));
+            dispatch(&url, &nodb_tests::warehouse_sales(k, k));
             std::thread::sleep(Duration::from_millis(10));
         }
     })
@@ -123,7 +109,7 @@ fn a_follower_fails_over_between_two_data_views_without_losing_or_repeating_a_se
     let (snap_a, snap_b) = (dir.path().join("snapshots-a"), dir.path().join("snapshots-b"));
     let mut a = start_view(chronicler.url(), &addr_a, &snap_a);
     let mut b = start_view(chronicler.url(), &addr_b, &snap_b);
-    dispatch(chronicler.url(), &sales(1, 20));
+    dispatch(chronicler.url(), &nodb_tests::warehouse_sales(1, 20));
 
     // The follower runs on a runtime of its own while the test, which is
     // synchronous, starts and kills processes and dispatches.

@@ -19,23 +19,10 @@ use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots};
 use nodb_shared::Tree;
 use nodb_shared::protocol::{CommittedAction, ServerMessage};
 use nodb_tests::{Service, dispatch, wait_for_seq};
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const NEW_VERSION: &str = "0.0.0-fixed";
-
-fn sales(from: u64, to: u64) -> Vec<Value> {
-    (from..=to)
-        .map(|k| {
-            let (id, product) = (format!("c:{k}"), format!("p{}", k % 3));
-            match k % 2 {
-                0 => json!({"id": id, "type": "stock/corrected", "payload": {"product": product, "location": "shelf", "quantity": 50 + k}}),
-                _ => json!({"id": id, "type": "stock/sold", "payload": {"product": product, "location": "shelf", "quantity": 1}}),
-            }
-        })
-        .collect()
-}
 
 /// The warehouse app with a `stock` reducer that applies every sale twice.
 fn changed_app() -> nodb_dataview::app::App {
@@ -104,7 +91,7 @@ async fn a_client_moved_to_other_code_gets_a_snapshot_and_one_of_the_same_code_a
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();
     let old_view = nodb_tests::start_warehouse_view(&chronicler, &dir.path().join("snapshots"), &[]);
-    assert_eq!(dispatch(chronicler.url(), &sales(1, 40)), 40);
+    assert_eq!(dispatch(chronicler.url(), &nodb_tests::warehouse_sales(1, 40)), 40);
     wait_for_seq(&old_view, 40);
 
     // A client of the old code: its replica, from the old view's stream.
@@ -119,7 +106,7 @@ async fn a_client_moved_to_other_code_gets_a_snapshot_and_one_of_the_same_code_a
     let new_url = start_new_view(chronicler.url(), &dir.path().join("new-snapshots"), &shutdown).await;
     let new = ViewClient::new(ServiceUrl::parse(&new_url).unwrap(), "stock");
     wait_until_at(&new, 40).await;
-    assert_eq!(dispatch(chronicler.url(), &sales(41, 45)), 45);
+    assert_eq!(dispatch(chronicler.url(), &nodb_tests::warehouse_sales(41, 45)), 45);
     wait_until_at(&new, 45).await;
     let new_state = new.state().await.unwrap();
     assert_ne!(old.state_at(40).await.unwrap().state, new.state_at(40).await.unwrap().state, "the codes differ");
