@@ -14,8 +14,10 @@
 //! - [`raw`]: raw HTTP/1.1 requests and raw WebSockets, for what a client
 //!   library would not send (malformed, hostile or oversized input) and
 //!   close frames.
+//! - [`nats`]: a real three-node NATS JetStream cluster on loopback.
 
 pub mod client;
+pub mod nats;
 pub mod raw;
 
 pub use client::{block_on, committed_actions, dispatch, read_actions, wait_for_seq};

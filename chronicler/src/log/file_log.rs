@@ -21,11 +21,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::dedup::checkpoint::Rebuild;
 use super::group_commit::{Request, Writer};
 use super::head::{HeadFile, Recorded};
-use super::read_state::{Located, SegmentIndex, Shared};
+use super::read_state::{SegmentIndex, Shared};
 use super::record::{COMMIT_LEN, Decoded, FRAME_HEADER, GENESIS, Hash, StoredRecord, decode};
 use super::redactions::Redactions;
 use super::scan::{self, SegmentInfo};
 use super::segment::{self, HEADER_LEN};
+use super::stage::Stager;
 use super::{AppendBatch, AppendError, ClientPosition, Log, LogEntry, LogError, PendingAcks, ReadLimits};
 use crate::metrics::Metrics;
 
@@ -227,11 +228,9 @@ impl FileLog {
             segment_size: config.segment_size,
             max_batch_bytes: config.max_batch_bytes,
             spin: config.spin,
-            head: scanned.head,
-            hash: scanned.hash,
+            stager: Stager { table, head: scanned.head, hash: scanned.hash, metrics: metrics.clone() },
             last_ts: last_json.as_deref().and_then(stored_ts).unwrap_or(0),
             head_file,
-            table,
             shared: shared.clone(),
             metrics,
         };
@@ -305,12 +304,10 @@ impl Log for FileLog {
                 return Ok(Vec::new());
             }
             match shared.locate(from, head, limits) {
-                Located::Memory(entries) => Ok(entries),
-                Located::Disk { .. } => {
-                    tokio::task::spawn_blocking(move || read_from_disk(&shared, from, head, limits))
-                        .await
-                        .map_err(|e| LogError::Io { path: PathBuf::new(), source: io::Error::other(e) })?
-                }
+                Some(entries) => Ok(entries),
+                None => tokio::task::spawn_blocking(move || read_from_disk(&shared, from, head, limits))
+                    .await
+                    .map_err(|e| LogError::Io { path: PathBuf::new(), source: io::Error::other(e) })?,
             }
         })
     }
@@ -328,8 +325,11 @@ fn read_from_disk(shared: &Shared, from: u64, head: u64, limits: ReadLimits) -> 
         }
         let left = ReadLimits { max_entries: limits.max_entries - out.len(), max_bytes: limits.max_bytes - bytes };
         let more = match shared.locate(next, head, left) {
-            Located::Memory(entries) => entries,
-            Located::Disk { path, offset } => read_segment(&path, offset, next, head, left)?,
+            Some(entries) => entries,
+            None => match shared.on_disk(next) {
+                Some((path, offset)) => read_segment(&path, offset, next, head, left)?,
+                None => Vec::new(),
+            },
         };
         if more.is_empty() {
             return Ok(out);
@@ -425,7 +425,7 @@ fn each_record(
 }
 
 /// The `ts` of a committed record's JSON, which starts `{"seq":N,"ts":T,`.
-fn stored_ts(json: &[u8]) -> Option<u64> {
+pub(crate) fn stored_ts(json: &[u8]) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Ts {
         ts: u64,

@@ -6,6 +6,8 @@
 //! - [`head`]: the head file, recording how far the log has reached.
 //! - [`dedup`]: the exactly-once table of the latest actions per client,
 //!   with their content hashes.
+//! - [`stage`]: deciding a write against the exactly-once table and
+//!   encoding its records, for every backend's writer.
 //! - [`group_commit`]: the writer thread that owns the active segment and
 //!   makes each batch durable with one `fdatasync`; [`limits`]: the bounds
 //!   of one write, which recovery relies on.
@@ -17,13 +19,16 @@
 //! - [`file_log`]: [`FileLog`], the embedded backend tying these together,
 //!   with the in-memory tail and disk reads that serve consumers.
 //!
-//! The service talks to a log only through the [`Log`] trait, so a
-//! replicated backend (NATS JetStream) can stand in for the files.
+//! - [`jetstream`]: [`JetStreamLog`], the replicated backend in a NATS
+//!   JetStream stream that several chroniclers share.
+//!
+//! The service talks to a log only through the [`Log`] trait.
 
 pub mod dedup;
 pub mod file_log;
 pub mod group_commit;
 pub mod head;
+pub mod jetstream;
 #[cfg(test)]
 mod integrity_tests;
 pub mod limits;
@@ -32,6 +37,7 @@ pub mod record;
 pub mod redactions;
 pub mod scan;
 pub mod segment;
+pub mod stage;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +51,7 @@ use nodb_shared::protocol::{Ack, ActionId};
 use tokio::sync::watch;
 
 pub use file_log::{FileLog, LogConfig};
+pub use jetstream::{JetStreamConfig, JetStreamLog};
 
 /// Actions to append with one durable write.
 #[derive(Debug)]
@@ -192,6 +199,15 @@ pub enum LogError {
     Head {
         /// The head file.
         path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The replicated log (NATS JetStream) cannot be used: no server is
+    /// reachable, or its stream is damaged, shortened or not a nodb log.
+    #[error("the JetStream log (stream {stream}): {reason}")]
+    JetStream {
+        /// The stream's name.
+        stream: String,
         /// What is wrong.
         reason: String,
     },

@@ -28,9 +28,10 @@ pub const DEFAULT_RECENT_BYTES: usize = 64 * 1024 * 1024;
 /// the shared buffer's header.
 pub const ENTRY_OVERHEAD: usize = 64;
 
-/// Where readers find records: segment index and the in-memory tail.
-pub struct Shared {
-    state: RwLock<ReadState>,
+/// Where readers find records: the in-memory tail, and `W`, where the
+/// older ones are (the segments' indexes for the file log).
+pub struct Shared<W = Vec<SegmentIndex>> {
+    state: RwLock<ReadState<W>>,
     head_tx: watch::Sender<u64>,
     /// At most this many entries in the tail.
     recent_cap: usize,
@@ -49,8 +50,9 @@ pub(crate) struct SegmentIndex {
     pub index: Vec<(u64, u64)>,
 }
 
-struct ReadState {
-    segments: Vec<SegmentIndex>,
+struct ReadState<W> {
+    /// Where the records older than the tail are.
+    places: W,
     recent: VecDeque<(u64, Bytes)>,
     /// What `recent` costs, counted as [`entry_cost`] does.
     recent_bytes: usize,
@@ -62,20 +64,21 @@ struct ReadState {
     redactions: Redactions,
 }
 
-impl Shared {
-    /// The read state of a log just recovered: its segments, each client's last number and seq, the head
-    /// and its chain hash, keeping up to `recent_cap` actions in memory and
-    /// at most [`DEFAULT_RECENT_BYTES`] of them (see [`Shared::with_recent_bytes`]).
+impl<W> Shared<W> {
+    /// The read state of a log just recovered: where its records are
+    /// (`places`), each client's last number and seq, the head and its
+    /// chain hash, keeping up to `recent_cap` actions in memory and at most
+    /// [`DEFAULT_RECENT_BYTES`] of them (see [`Shared::with_recent_bytes`]).
     pub(crate) fn new(
-        segments: Vec<SegmentIndex>,
+        places: W,
         clients: HashMap<String, (u64, u64)>,
         head: u64,
         hash: Hash,
         recent_cap: usize,
-    ) -> Shared {
+    ) -> Self {
         Shared {
             state: RwLock::new(ReadState {
-                segments,
+                places,
                 recent: VecDeque::new(),
                 recent_bytes: 0,
                 durable_hash: hash,
@@ -91,14 +94,14 @@ impl Shared {
     /// Bounds the in-memory tail to `bytes` (JSON plus [`ENTRY_OVERHEAD`]
     /// per entry) as well as to its count; entries that do not fit are
     /// served from disk. Set before the first publish.
-    pub(crate) fn with_recent_bytes(mut self, bytes: usize) -> Shared {
+    pub(crate) fn with_recent_bytes(mut self, bytes: usize) -> Self {
         self.recent_bytes_cap = bytes;
         self
     }
 
     /// Starts from the redaction index recovery built (up to the head it
     /// recovered). Set before the first publish.
-    pub(crate) fn with_redactions(self, redactions: Redactions) -> Shared {
+    pub(crate) fn with_redactions(self, redactions: Redactions) -> Self {
         self.state.write().unwrap_or_else(|e| e.into_inner()).redactions = redactions;
         self
     }
@@ -130,15 +133,17 @@ impl Shared {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clients.get(client).copied()
     }
 
-    pub(crate) fn add_segment(&self, first_seq: u64, path: PathBuf) {
-        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-        s.segments.push(SegmentIndex { first_seq, path, index: Vec::new() });
+    /// Reads where the older records are.
+    pub(crate) fn places<R>(&self, f: impl FnOnce(&W) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(|e| e.into_inner()).places)
     }
 
+    /// Makes a durable write visible: `place` records where its records
+    /// are, `entries` join the tail (and the redaction index), `clients`
+    /// their new last numbers; then the head moves to `head`.
     pub(crate) fn publish<'a>(
         &self,
-        segment_first: u64,
-        index: Vec<(u64, u64)>,
+        place: impl FnOnce(&mut W),
         entries: impl Iterator<Item = (u64, Bytes)>,
         clients: impl Iterator<Item = (&'a str, (u64, u64))>,
         head: u64,
@@ -154,9 +159,7 @@ impl Shared {
                     }
                 }
             }
-            if let Some(seg) = s.segments.iter_mut().rev().find(|seg| seg.first_seq == segment_first) {
-                seg.index.extend(index);
-            }
+            place(&mut s.places);
             for e in entries {
                 // Under the lock that publishes the record, before the head
                 // moves past it: whoever sees its seq sees its effect.
@@ -173,8 +176,10 @@ impl Shared {
         self.head_tx.send_replace(head);
     }
 
-    /// Entries from `from` in memory, or where on disk to find it.
-    pub(crate) fn locate(&self, from: u64, head: u64, limits: ReadLimits) -> Located {
+    /// Entries from `from` on in memory, up to `head` and `limits`; `None`
+    /// when `from` is older than the tail (read it from where
+    /// [`Shared::places`] says).
+    pub(crate) fn locate(&self, from: u64, head: u64, limits: ReadLimits) -> Option<Vec<LogEntry>> {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
         if let Some((front, _)) = s.recent.front()
             && from >= *front
@@ -189,17 +194,22 @@ impl Shared {
                 bytes += json.len();
                 out.push(LogEntry { seq: *seq, json: json.clone() });
             }
-            return Located::Memory(out);
+            return Some(out);
         }
-        match on_disk(&s.segments, from) {
-            Some((path, offset)) => Located::Disk { path, offset },
-            None => Located::Memory(Vec::new()),
-        }
+        None
+    }
+}
+
+impl Shared<Vec<SegmentIndex>> {
+    /// A new segment from `first_seq` on, in `path`.
+    pub(crate) fn add_segment(&self, first_seq: u64, path: PathBuf) {
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        s.places.push(SegmentIndex { first_seq, path, index: Vec::new() });
     }
 
     /// The segment holding `seq`, and a record boundary at or before it.
     pub(crate) fn on_disk(&self, seq: u64) -> Option<(PathBuf, u64)> {
-        on_disk(&self.state.read().unwrap_or_else(|e| e.into_inner()).segments, seq)
+        self.places(|segments| on_disk(segments, seq))
     }
 }
 
@@ -218,12 +228,6 @@ fn entry_cost(json: &Bytes) -> usize {
     json.len() + ENTRY_OVERHEAD
 }
 
-/// Where a read finds its entries.
-pub(crate) enum Located {
-    Memory(Vec<LogEntry>),
-    Disk { path: PathBuf, offset: u64 },
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +240,7 @@ mod tests {
     fn publish(s: &Shared, seqs: std::ops::RangeInclusive<u64>, size: usize) {
         let head = *seqs.end();
         let entries = seqs.map(|seq| (seq, Bytes::from(vec![b'x'; size])));
-        s.publish(1, Vec::new(), entries, std::iter::empty(), head, [0; 32]);
+        s.publish(|_| {}, entries, std::iter::empty(), head, [0; 32]);
     }
 
     fn tail(s: &Shared) -> (usize, usize, Option<u64>) {
@@ -255,13 +259,10 @@ mod tests {
         assert_eq!((len, front), (10, Some(91)));
         // The newest entries are served from memory, the older from disk.
         let all = ReadLimits { max_entries: 1000, max_bytes: usize::MAX };
-        match s.locate(95, 100, all) {
-            Located::Memory(entries) => {
-                assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (95..=100).collect::<Vec<_>>())
-            }
-            Located::Disk { .. } => panic!("seq 95 should be in memory"),
-        }
-        assert!(matches!(s.locate(90, 100, all), Located::Disk { offset: HEADER_LEN, .. }));
+        let entries = s.locate(95, 100, all).expect("seq 95 should be in memory");
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (95..=100).collect::<Vec<_>>());
+        assert!(s.locate(90, 100, all).is_none());
+        assert_eq!(s.on_disk(90).map(|(_, offset)| offset), Some(HEADER_LEN));
         // Many small entries: the count bound bites first.
         let s = shared(50, 1024 * 1024);
         publish(&s, 1..=1000, 10);
@@ -270,6 +271,6 @@ mod tests {
         let s = shared(100, 1000);
         publish(&s, 1..=3, 5000);
         assert_eq!(tail(&s), (0, 0, None));
-        assert!(matches!(s.locate(3, 3, all), Located::Disk { .. }));
+        assert!(s.locate(3, 3, all).is_none());
     }
 }

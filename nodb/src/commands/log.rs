@@ -1,4 +1,4 @@
-//! `nodb log verify` and `nodb log tail`: looking at a log on disk.
+//! `nodb log verify`, `nodb log tail` and `nodb log set-head`: looking at a log on disk, or (verify) in a JetStream stream.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,7 +45,7 @@ struct SetHeadArgs {
 
 /// Check every record's checksum, the whole hash chain, the commit mark
 /// that ends each write, and that the log reaches as far as its HEAD file
-/// says.
+/// says (with --log: that the JetStream stream has every message).
 ///
 /// Prints the head seq and the chain hash after it, or the first damage:
 /// its segment file, byte offset and seq. With `--expect SEQ:HASH` it also
@@ -60,12 +60,24 @@ struct SetHeadArgs {
   head file: seq 1042 (the log reaches it)
   checkpoint seq 1000: matches
 
+  nodb log verify --log nats://127.0.0.1:4222
+  ok: stream NODB, 310 writes, 1042 records
+  head seq: 1042
+  chain hash: 5f1c…
+
 Exit status: 0 if the log is intact, 2 if it is damaged, does not match a
 checkpoint, or cannot be read.")]
 struct VerifyArgs {
     /// The data directory (the log is in DIR/log).
     #[arg(long, value_name = "DIR", default_value = "./nodb-data")]
     data: PathBuf,
+    /// Verify the replicated log in a NATS JetStream stream instead
+    /// (`nodb chronicler --log`): nats://HOST:PORT, comma-separated.
+    #[arg(long, value_name = "nats://HOST:PORT[,…]")]
+    log: Option<String>,
+    /// The JetStream stream's name (with --log).
+    #[arg(long, value_name = "NAME", default_value = "NODB", requires = "log")]
+    stream: String,
     /// A checkpoint the log must match: the chain hash (hex) at a seq.
     #[arg(long, value_name = "SEQ:HASH", value_parser = parse_checkpoint)]
     expect: Vec<(u64, String)>,
@@ -125,7 +137,6 @@ fn log_dir(data: &std::path::Path) -> anyhow::Result<PathBuf> {
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
-    let dir = log_dir(&args.data)?;
     let mut expect = args.expect.clone();
     if !args.expect_signed.is_empty() {
         let keys = nodb_auth::KeySet::load(&args.auth_key).context("--auth-key")?;
@@ -134,6 +145,10 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
             expect.push((c.chain_seq, c.chain_hash.to_ascii_lowercase()));
         }
     }
+    if let Some(servers) = &args.log {
+        return verify_jetstream(servers, &args.stream, &expect);
+    }
+    let dir = log_dir(&args.data)?;
     let mut records = 0u64;
     let mut found: Vec<Option<String>> = vec![None; expect.len()];
     let pass = |records: &mut u64, found: &mut Vec<Option<String>>| {
@@ -157,21 +172,10 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         }
         other => other?,
     };
-    for ((seq, expected), f) in expect.iter().zip(found.iter_mut()) {
-        if *seq == 0 {
-            *f = Some(hex(&nodb_chronicler::log::record::GENESIS));
-        }
-        match f {
-            None => anyhow::bail!(
-                "the log ends at seq {}, before the checkpoint at seq {seq}: acknowledged history is missing",
-                scanned.head
-            ),
-            Some(h) if h != expected => anyhow::bail!(
-                "the chain hash at seq {seq} is {h}, not {expected} as the checkpoint says: the log was rewritten"
-            ),
-            Some(_) => {}
-        }
+    for f in found.iter_mut().zip(&expect).filter(|(_, (seq, _))| *seq == 0).map(|(f, _)| f) {
+        *f = Some(hex(&nodb_chronicler::log::record::GENESIS));
     }
+    check_expected(&expect, &found, scanned.head)?;
     println!("ok: {} segments, {records} records", scanned.segments.len());
     println!("head seq: {}", scanned.head);
     println!("chain hash: {}", hex(&scanned.hash));
@@ -190,6 +194,40 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
             t.offset,
             t.reason
         );
+    }
+    Ok(())
+}
+
+/// Fails unless each checkpoint's hash is the one `found` at its seq.
+fn check_expected(expect: &[(u64, String)], found: &[Option<String>], head: u64) -> anyhow::Result<()> {
+    for ((seq, expected), f) in expect.iter().zip(found) {
+        match f {
+            None => anyhow::bail!(
+                "the log ends at seq {head}, before the checkpoint at seq {seq}: acknowledged history is missing"
+            ),
+            Some(h) if h != expected => anyhow::bail!(
+                "the chain hash at seq {seq} is {h}, not {expected} as the checkpoint says: the log was rewritten"
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// `verify --log`: reads the stream whole through one connection.
+fn verify_jetstream(servers: &str, stream: &str, expect: &[(u64, String)]) -> anyhow::Result<()> {
+    use nodb_chronicler::log::jetstream::{JetStreamConfig, verify};
+    let config =
+        JetStreamConfig { stream: stream.to_string(), ..JetStreamConfig::parse(servers).map_err(anyhow::Error::msg)? };
+    let seqs: Vec<u64> = expect.iter().map(|(seq, _)| *seq).collect();
+    let (recovered, hashes) = crate::service::runtime()?.block_on(verify(&config, &seqs))?;
+    let found: Vec<Option<String>> = hashes.iter().map(|h| h.as_ref().map(hex)).collect();
+    check_expected(expect, &found, recovered.head)?;
+    println!("ok: stream {stream}, {} writes, {} records", recovered.writes, recovered.head);
+    println!("head seq: {}", recovered.head);
+    println!("chain hash: {}", hex(&recovered.hash));
+    for (seq, _) in expect {
+        println!("checkpoint seq {seq}: matches");
     }
     Ok(())
 }

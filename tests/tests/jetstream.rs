@@ -1,0 +1,238 @@
+//! The replicated log on a real three-node NATS JetStream cluster
+//! (`nats-server` processes on loopback, see `nodb_tests::nats`), with two
+//! chroniclers sharing one R3 stream (`nodb chronicler --log nats://…`):
+//!
+//! - two chroniclers given the same `<client>:<n>` at the same moment
+//!   accept it once, and both answer with the same seq;
+//! - under 21 faults, one at a time at random moments (SIGKILL of the
+//!   stream leader's NATS node, of a chronicler, of a data view, each
+//!   restarted), with clients dispatching to both chroniclers and
+//!   re-sending deliberately, every acknowledged action is in the log
+//!   exactly once at its acknowledged seq, seqs have no gaps, each
+//!   client's order holds, `nodb log verify --log` passes, and two data
+//!   views following different chroniclers reach the same hash.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nodb_tests::nats::NatsCluster;
+use nodb_tests::{Service, committed_actions, free_addr, get, nodb_bin, post, wait_for_seq};
+use serde_json::{Value, json};
+
+/// A chronicler on the cluster's stream, listening on `addr`.
+fn chronicler(nats: &NatsCluster, addr: &str) -> Service {
+    Service::start(&["chronicler", "--log", &nats.urls(), "--replicas", "3", "--listen", addr])
+        .unwrap_or_else(|e| panic!("chronicler on {addr}: {e}\n{}", nats.logs()))
+}
+
+/// A warehouse data view following `chronicler`.
+fn dataview(chronicler: &str, addr: &str, snapshots: &std::path::Path) -> Service {
+    let snapshots = snapshots.to_str().unwrap();
+    Service::start(&[
+        "dataview",
+        "--app",
+        "warehouse",
+        "--chronicler",
+        chronicler,
+        "--listen",
+        addr,
+        "--snapshots",
+        snapshots,
+    ])
+    .unwrap()
+}
+
+/// The ack of a one-action `POST /actions`: `(seq, duplicate)`, or why not.
+fn send(url: &str, action: &Value) -> Result<(u64, bool), String> {
+    let r = post(&format!("{url}/actions"), "application/json", action.to_string().as_bytes())?;
+    if r.status != 200 {
+        return Err(format!("{}: {}", r.status, r.body));
+    }
+    let ack = &r.json()["acks"][0];
+    Ok((ack["seq"].as_u64().ok_or("no seq")?, ack["duplicate"].as_bool().unwrap_or(false)))
+}
+
+/// A small xorshift generator: the faults' order and timing, printed as a
+/// seed so that a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn two_chroniclers_given_the_same_id_at_the_same_moment_accept_it_once() {
+    let nats = NatsCluster::start();
+    let a = chronicler(&nats, "127.0.0.1:0");
+    let b = chronicler(&nats, "127.0.0.1:0");
+    for k in 1..=40u64 {
+        let action = json!({"id": format!("race:{k}"), "type": "race/run", "payload": {"k": k}});
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = [a.url().to_string(), b.url().to_string()]
+            .into_iter()
+            .map(|url| {
+                let (action, barrier) = (action.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    send(&url, &action).unwrap()
+                })
+            })
+            .collect();
+        let acks: Vec<(u64, bool)> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(acks[0].0, acks[1].0, "round {k}: both answer with the same seq: {acks:?}");
+        assert_eq!(acks.iter().filter(|(_, dup)| !dup).count(), 1, "round {k}: exactly one accepts it: {acks:?}");
+    }
+    let log = committed_actions(a.url());
+    assert_eq!(log.len(), 40, "each id once");
+    assert_eq!(committed_actions(b.url()), log, "both chroniclers serve the same history");
+    // A different action under a used id is refused by either.
+    let reused = json!({"id": "race:3", "type": "race/run", "payload": {"k": "other"}});
+    assert!(send(b.url(), &reused).unwrap_err().starts_with("409"));
+}
+
+/// What the dispatching clients were told: per action id, its seq.
+type Acked = Arc<Mutex<HashMap<String, u64>>>;
+
+/// Client `c{t}` dispatches its actions 1, 2, 3, … one at a time until
+/// `stop`, each to a random chronicler, re-sending a quarter of them to the
+/// other (the ack must be the same seq), and retrying through failures
+/// with the same id until acknowledged.
+fn client(t: usize, urls: [String; 2], acked: Acked, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
+        let mut n = 0;
+        while !stop.load(Relaxed) {
+            n += 1;
+            let id = format!("c{t}:{n}");
+            let product = format!("p{}", rng.below(5));
+            let action = match n % 3 {
+                0 => {
+                    json!({"id": id, "type": "stock/sold", "payload": {"product": product, "location": "shelf", "quantity": 1}})
+                }
+                _ => {
+                    json!({"id": id, "type": "stock/corrected", "payload": {"product": product, "location": "shelf", "quantity": 100 + n}})
+                }
+            };
+            let mut which = rng.below(2) as usize;
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let seq = loop {
+                match send(&urls[which], &action) {
+                    Ok((seq, _)) => break seq,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "{id} never acknowledged: {e}");
+                        which = 1 - which;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            };
+            if rng.below(4) == 0
+                && let Ok((again, dup)) = send(&urls[1 - which], &action)
+            {
+                assert_eq!((again, dup), (seq, true), "{id}: a re-send is acknowledged with its seq");
+            }
+            let before = acked.lock().unwrap().insert(id.clone(), seq);
+            assert!(before.is_none(), "{id} acknowledged twice by its sender");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+#[test]
+fn acknowledged_actions_survive_twenty_one_faults_exactly_once_and_in_order() {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("fault seed {seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsCluster::start();
+    let addrs = [free_addr(), free_addr()];
+    let mut chroniclers = [chronicler(&nats, &addrs[0]), chronicler(&nats, &addrs[1])];
+    let urls = [chroniclers[0].url().to_string(), chroniclers[1].url().to_string()];
+    let view_addrs = [free_addr(), free_addr()];
+    let snapshots = [dir.path().join("v0"), dir.path().join("v1")];
+    // Each data view follows its own chronicler.
+    let mut views = [0, 1].map(|i| dataview(&urls[i], &view_addrs[i], &snapshots[i]));
+
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3).map(|t| client(t, urls.clone(), acked.clone(), stop.clone())).collect();
+
+    for fault in 0..21 {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
+        match fault % 3 {
+            0 => {
+                let leader =
+                    nats.wait_until("a leader of the stream", Duration::from_secs(30), |n| n.stream_leader("NODB"));
+                println!("fault {fault}: SIGKILL NATS node {leader}, the stream's leader");
+                nats.kill(leader);
+                std::thread::sleep(Duration::from_millis(500 + rng.below(2000)));
+                nats.restart(leader);
+            }
+            1 => {
+                let i = rng.below(2) as usize;
+                println!("fault {fault}: SIGKILL chronicler {i}");
+                chroniclers[i].kill();
+                std::thread::sleep(Duration::from_millis(rng.below(1000)));
+                chroniclers[i] = chronicler(&nats, &addrs[i]);
+            }
+            _ => {
+                let i = rng.below(2) as usize;
+                println!("fault {fault}: SIGKILL data view {i}");
+                views[i].kill();
+                std::thread::sleep(Duration::from_millis(rng.below(1000)));
+                views[i] = dataview(&urls[i], &view_addrs[i], &snapshots[i]);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Relaxed);
+    for c in clients {
+        c.join().expect("a client failed");
+    }
+
+    let acked = acked.lock().unwrap().clone();
+    let log = committed_actions(&urls[0]);
+    let head = log.len() as u64;
+    println!("{} actions acknowledged, head {head}", acked.len());
+    assert!(acked.len() > 100, "the clients got through: {}", acked.len());
+    // Gap-free seqs, each id once.
+    let mut at: HashMap<String, u64> = HashMap::new();
+    for (i, action) in log.iter().enumerate() {
+        assert_eq!(action["seq"], i as u64 + 1, "seqs have no gaps");
+        let id = action["id"].as_str().unwrap().to_string();
+        assert!(at.insert(id.clone(), i as u64 + 1).is_none(), "{id} is in the log twice");
+    }
+    // Every acknowledged action at its acknowledged seq.
+    for (id, seq) in &acked {
+        assert_eq!(at.get(id), Some(seq), "{id} was acknowledged at seq {seq}");
+    }
+    // Each client's actions in its order, numbered without a gap.
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for action in &log {
+        let (client, n) = action["id"].as_str().unwrap().rsplit_once(':').unwrap();
+        let n: u64 = n.parse().unwrap();
+        let before = last.insert(client.to_string(), n).unwrap_or(0);
+        assert_eq!(n, before + 1, "{client}'s actions in order");
+    }
+    assert_eq!(committed_actions(&urls[1]), log, "both chroniclers serve the same history");
+    let verify = std::process::Command::new(nodb_bin())
+        .args(["log", "verify", "--log", &nats.urls()])
+        .output()
+        .expect("nodb log verify");
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "log verify: {out}{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(out.contains(&format!("head seq: {head}\n")), "{out}");
+    // Both data views at the head, with the same state.
+    for view in &views {
+        wait_for_seq(view, head);
+    }
+    let [a, b] = views.each_ref().map(|v| get(&format!("{}/views/stock", v.url())).unwrap().json());
+    assert_eq!((&a["seq"], &a["hash"]), (&b["seq"], &b["hash"]), "the data views agree");
+}
