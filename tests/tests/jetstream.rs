@@ -236,3 +236,28 @@ fn acknowledged_actions_survive_twenty_one_faults_exactly_once_and_in_order() {
     let [a, b] = views.each_ref().map(|v| get(&format!("{}/views/stock", v.url())).unwrap().json());
     assert_eq!((&a["seq"], &a["hash"]), (&b["seq"], &b["hash"]), "the data views agree");
 }
+
+#[test]
+fn with_every_nats_server_down_health_says_so_and_a_waiting_append_lands_when_they_are_back() {
+    let mut nats = NatsCluster::start();
+    let c = chronicler(&nats, "127.0.0.1:0");
+    assert_eq!(send(c.url(), &json!({"id": "w:1", "type": "t/x", "payload": {}})).unwrap(), (1, false));
+    assert_eq!(get(&format!("{}/health", c.url())).unwrap().status, 200);
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    nodb_tests::eventually("/health answers 503", || {
+        let r = get(&format!("{}/health", c.url())).unwrap();
+        r.status == 503 && r.json()["reason"].as_str().is_some_and(|s| s.contains("NATS"))
+    });
+    // An append sent now waits for the servers (up to 20 s) instead of failing.
+    let url = c.url().to_string();
+    let waiting = std::thread::spawn(move || send(&url, &json!({"id": "w:2", "type": "t/x", "payload": {}})));
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    assert_eq!(waiting.join().unwrap(), Ok((2, false)), "the waiting append lands once the servers are back");
+    nodb_tests::eventually("/health answers 200", || get(&format!("{}/health", c.url())).unwrap().status == 200);
+    assert_eq!(committed_actions(c.url()).len(), 2);
+}

@@ -28,9 +28,9 @@ pub mod dedup;
 pub mod file_log;
 pub mod group_commit;
 pub mod head;
-pub mod jetstream;
 #[cfg(test)]
 mod integrity_tests;
+pub mod jetstream;
 pub mod limits;
 mod read_state;
 pub mod record;
@@ -275,4 +275,10 @@ pub trait Log: Send + Sync + 'static {
     /// effect (a redaction or an undo), up to the head: a redaction may not
     /// name one (see [`redactions`]).
     fn redaction_among(&self, seqs: &[u64]) -> Option<u64>;
+
+    /// Why the log cannot take appends now (its store is unreachable or
+    /// damaged), for `/health`; `None` when it can.
+    fn trouble(&self) -> Option<String> {
+        None
+    }
 }

@@ -196,9 +196,18 @@ pub fn status_router(state: AppState) -> Router {
         .method_not_allowed_fallback(nodb_server::method_not_allowed)
 }
 
+/// `GET /health`: 200 `{"status": "ok", "head"}`, or 503 with `"status":
+/// "unavailable"` and the reason while the log cannot take appends (a
+/// replicated log whose servers are unreachable, or damaged).
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let head = *state.log.head().borrow();
-    axum::Json(serde_json::json!({"status": "ok", "head": head}))
+    match state.log.trouble() {
+        None => (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ok", "head": head}))),
+        Some(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable", "head": head, "reason": reason})),
+        ),
+    }
 }
 
 async fn metrics(State(state): State<AppState>, caller: nodb_server::Caller) -> Result<Response, error::ApiError> {

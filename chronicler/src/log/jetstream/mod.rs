@@ -120,6 +120,8 @@ pub struct Recovered {
 /// The replicated [`Log`] on NATS JetStream.
 pub struct JetStreamLog {
     tx: mpsc::Sender<Request>,
+    client: async_nats::Client,
+    damaged: Arc<Mutex<Option<String>>>,
     shared: Arc<Shared<Places>>,
     stream: stream::Stream,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -139,9 +141,10 @@ impl JetStreamLog {
         let (writer, follow, recovered) = recover(config, metrics, true).await?;
         let shared = writer.shared.clone();
         let stream = writer.stream.clone();
+        let (client, damaged) = (writer.js.client(), writer.damaged.clone());
         let (tx, rx) = mpsc::channel(16 * 1024);
         let handle = tokio::spawn(writer.run(rx, follow));
-        let log = JetStreamLog { tx, shared, stream, writer: Mutex::new(Some(handle)) };
+        let log = JetStreamLog { tx, client, damaged, shared, stream, writer: Mutex::new(Some(handle)) };
         Ok((Arc::new(log), recovered))
     }
 
@@ -292,7 +295,7 @@ async fn try_recover(
         writes: 0,
         // Headers and framing fit in the slack.
         max_write_bytes: config.max_write_bytes.min(max_payload.saturating_sub(4096)).max(4096),
-        damaged: None,
+        damaged: Arc::default(),
     };
     let mut follow =
         writer.follow().await.map_err(|e| unanswered(config.error(format!("cannot read the stream: {e}"))))?;
@@ -392,6 +395,16 @@ impl Log for JetStreamLog {
 
     fn redaction_among(&self, seqs: &[u64]) -> Option<u64> {
         self.shared.redaction_among(seqs)
+    }
+
+    fn trouble(&self) -> Option<String> {
+        if let Some(reason) = self.damaged.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Some(format!("the JetStream log is damaged: {reason}"));
+        }
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => None,
+            _ => Some("no NATS server is reachable: appends wait, then fail".into()),
+        }
     }
 }
 

@@ -59,7 +59,7 @@ pub struct Writer {
     /// The largest write, in bytes (below the server's `max_payload`).
     pub(super) max_write_bytes: usize,
     /// Set once the stream turned out damaged: no more writes.
-    pub(super) damaged: Option<String>,
+    pub(super) damaged: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// What became of one publish.
@@ -241,7 +241,7 @@ impl Writer {
             reason = %reason,
             "the JetStream log is damaged; this chronicler takes no more writes (run `nodb log verify --log nats://…`)"
         );
-        self.damaged = Some(reason);
+        *self.damaged.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
     /// Decides `requests` against the log, publishes the new actions as
@@ -249,7 +249,7 @@ impl Writer {
     async fn write(&mut self, requests: Vec<(AppendBatch, Reply)>) {
         let deadline = Instant::now() + WRITE_DEADLINE;
         loop {
-            if let Some(reason) = &self.damaged {
+            if let Some(reason) = self.damaged.lock().unwrap_or_else(|e| e.into_inner()).clone() {
                 let e = AppendError::Unavailable(format!("the log is damaged: {reason}"));
                 return answer(requests.into_iter().map(|(_, r)| (r, Err(e.clone()))).collect());
             }
