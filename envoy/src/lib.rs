@@ -16,6 +16,9 @@
 //! - [`status`]: each envoy's lag, effects in flight, retries and failures,
 //!   as `/health` and `/metrics`.
 //! - [`webhook`]: the generic webhook envoy, which needs no code.
+//! - [`lease`]: one active instance per envoy name (`--lease`): a lease in
+//!   a NATS JetStream key-value bucket; the envoy runs only while its
+//!   process holds it.
 //!
 //! Applications define their own envoys in their own crates (the demo's
 //! `reorder` is in `apps/warehouse`).
@@ -23,6 +26,7 @@
 mod condition;
 pub mod definition;
 pub mod effects;
+pub mod lease;
 pub mod runtime;
 pub mod status;
 pub mod webhook;

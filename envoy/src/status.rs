@@ -41,6 +41,8 @@ pub struct EnvoyStats {
     /// Committed actions of its trigger it could not read (a payload
     /// nested too deep, a number out of range), reported and skipped.
     pub unreadable: AtomicU64,
+    /// Under `--lease`, whether this process holds the envoy's lease.
+    pub lease: crate::lease::LeaseFlag,
 }
 
 /// One envoy as the status routes see it.
@@ -114,14 +116,24 @@ fn report(w: &Watched, log_head: Option<u64>, view_head: Option<u64>) -> Value {
         "retries": st.retries.load(Relaxed),
         "resumed": st.resumed.load(Relaxed),
         "unreadable": st.unreadable.load(Relaxed),
+        "lease": st.lease.get().map(crate::lease::LeaseState::as_str),
     })
 }
 
 async fn health(State(s): State<StatusState>) -> impl IntoResponse {
     let (log_head, view_head) = heads(&s).await;
     let envoys: Vec<Value> = s.envoys.iter().map(|w| report(w, log_head, view_head)).collect();
-    let ok = s.envoys.iter().all(|w| w.stats.following.load(Relaxed));
-    axum::Json(json!({"status": if ok { "following" } else { "resuming" }, "envoys": envoys}))
+    // A standby is as it should be: it follows nothing until it holds the
+    // lease.
+    let standby = |w: &Watched| w.stats.lease.get() == Some(crate::lease::LeaseState::Waiting);
+    let status = if !s.envoys.is_empty() && s.envoys.iter().all(standby) {
+        "standby"
+    } else if s.envoys.iter().all(|w| w.stats.following.load(Relaxed) || standby(w)) {
+        "following"
+    } else {
+        "resuming"
+    };
+    axum::Json(json!({"status": status, "envoys": envoys}))
 }
 
 /// A counter or gauge per envoy: name, help, and how to read it off the

@@ -35,7 +35,8 @@ use crate::service;
   GET  /actions?from=N       committed actions from seq N, then the live tail (NDJSON,
                              or a WebSocket on upgrade); &types=stock/,order/ filters by prefix
   GET  /clients/{client}     a client's last durable action number and seq
-  GET  /health, /metrics     status (public), and Prometheus metrics (admin)
+  GET  /health, /metrics     status (public; 503 with a reason while the log cannot take
+                             appends), and Prometheus metrics (admin)
 
 With --auth-key, every request but /health needs a token (Authorization: Bearer, or
 ?token= on a WebSocket): dispatching needs the action type's prefix and the action id's

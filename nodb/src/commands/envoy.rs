@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nodb_envoy::Config;
+use nodb_envoy::lease::{LeaseConfig, Leases, Replicas};
 use nodb_envoy::webhook::GiveUp;
 use nodb_envoy::{Effects, Envoy, RetryPolicy, Settings};
 
@@ -33,6 +34,11 @@ Example:
 Calls carry `Idempotency-Key: <envoy>:<cause seq>`; an app envoy's failed calls are retried with
 exponential back-off and jitter (--attempts, --timeout), then recorded as a …/failed action (the
 webhook instead waits for its receiver: see `nodb envoy webhook --help`).
+
+With --lease nats://H:P[,H:P…] each envoy runs only while this process holds its lease (key NAME
+in the JetStream KV bucket nodb_envoy_leases, renewed every --lease-ttl/3): run the same envoys in
+several processes and one acts while the others wait, taking over within --lease-ttl if it dies.
+
 Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM), 2 on any error."
 )]
 pub struct Args {
@@ -70,6 +76,20 @@ struct Common {
     /// (Prometheus text). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR", global = true)]
     listen: Option<std::net::SocketAddr>,
+    /// Run each envoy only while this process holds its lease in the NATS
+    /// JetStream key-value bucket nodb_envoy_leases (comma-separated
+    /// servers); other processes running the same envoy wait and take over.
+    #[arg(long, value_name = "nats://HOST:PORT[,…]", global = true)]
+    lease: Option<String>,
+    /// Seconds a lease outlives its holder's last renewal; it is renewed
+    /// every third of that, and a holder that cannot renew stops its envoy
+    /// before the lease can expire.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, global = true, requires = "lease")]
+    lease_ttl: f64,
+    /// Copies of the lease bucket, if this process creates it: `auto` (3
+    /// when the server is in a cluster of 3 or more, else 1) or 1 to 5.
+    #[arg(long, value_name = "N|auto", default_value = "auto", global = true, requires = "lease")]
+    lease_replicas: String,
     #[command(flatten)]
     guard: crate::guard::Guard,
     #[command(flatten)]
@@ -167,11 +187,12 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     let dataview = dataview.map(|d| d.with_token_source(token));
     let settings = Settings { chronicler, dataview, effects: Effects::new(retry) };
     let guarded = args.common.listen.map(|addr| args.common.guard.load(addr)).transpose()?;
+    let leases = lease_config(&args.common)?.map(Leases::new).transpose()?;
     let enforcer = args.common.limits.enforcer()?;
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal(args.common.limits.shutdown());
         let names: Vec<String> = envoys.iter().map(|e| e.name.clone()).collect();
-        let running = start_all(envoys, settings, None, shutdown.clone());
+        let running = start_all_leased(envoys, settings, None, leases.as_ref(), shutdown.clone());
         let server = match (args.common.listen, guarded) {
             (Some(addr), Some(guarded)) => {
                 let listener =
@@ -207,11 +228,49 @@ pub(crate) struct Running {
     pub status: nodb_envoy::status::StatusState,
 }
 
+/// The lease settings from the command line; `None` without `--lease`.
+///
+/// # Errors
+/// A bad server list, TTL or replica count, named.
+fn lease_config(common: &Common) -> anyhow::Result<Option<LeaseConfig>> {
+    let Some(servers) = &common.lease else { return Ok(None) };
+    if !(common.lease_ttl.is_finite() && common.lease_ttl >= 1.0) {
+        anyhow::bail!("--lease-ttl must be a number of seconds, at least 1");
+    }
+    let replicas = match common.lease_replicas.as_str() {
+        "auto" => Replicas::Auto,
+        n => Replicas::Exactly(
+            n.parse()
+                .map_err(|_| anyhow::anyhow!("--lease-replicas takes `auto` or a number from 1 to 5, not {n:?}"))?,
+        ),
+    };
+    let config = LeaseConfig {
+        servers: servers.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+        ttl: Duration::from_secs_f64(common.lease_ttl),
+        replicas,
+        ..LeaseConfig::default()
+    };
+    config.validate()?;
+    Ok(Some(config))
+}
+
 /// Starts `envoys` as tasks that run until `shutdown`.
 pub(crate) fn start_all(
     envoys: Vec<Envoy>,
     settings: Settings,
     token_for: Option<&dyn Fn(&str) -> nodb_client::TokenSource>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Running {
+    start_all_leased(envoys, settings, token_for, None, shutdown)
+}
+
+/// Like [`start_all`]; with `leases`, each envoy runs only while this
+/// process holds its lease (see [`nodb_envoy::lease`]), each name on its own.
+fn start_all_leased(
+    envoys: Vec<Envoy>,
+    settings: Settings,
+    token_for: Option<&dyn Fn(&str) -> nodb_client::TokenSource>,
+    leases: Option<&Leases>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Running {
     let mut watched = Vec::new();
@@ -231,7 +290,21 @@ pub(crate) fn start_all(
             view: envoy.trigger.view().map(String::from),
             stats: stats.clone(),
         });
-        tasks.push(tokio::spawn(nodb_envoy::runtime::run_with_stats(envoy, settings, stats, shutdown.clone())));
+        let task = match leases {
+            None => tokio::spawn(nodb_envoy::runtime::run_with_stats(envoy, settings, stats, shutdown.clone())),
+            Some(leases) => {
+                let lease = leases.lease(&envoy.name);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let run = |token| {
+                        nodb_envoy::runtime::run_with_stats(envoy.clone(), settings.clone(), stats.clone(), token)
+                    };
+                    // Shut down while waiting for the lease: nothing ran.
+                    lease.hold_while(&stats.lease, &shutdown, run).await.unwrap_or(Ok(()))
+                })
+            }
+        };
+        tasks.push(task);
     }
     let http = settings.effects.http.clone();
     let status = nodb_envoy::status::StatusState {
