@@ -129,8 +129,12 @@ pub fn check(cascades: &[Cascade], upstreams: &BTreeMap<String, String>) -> Resu
             let url = upstreams
                 .get(up)
                 .ok_or_else(|| ConfigError::MissingUpstream { cascade: c.name.clone(), upstream: up.clone() })?;
-            nodb_client::ServiceUrl::parse(url)
-                .map_err(|_| ConfigError::BadUrl { upstream: up.clone(), url: url.clone() })?;
+            // Replicas of one view (data views of one app) are separated by
+            // commas.
+            for one in url.split(',') {
+                nodb_client::ServiceUrl::parse(one.trim())
+                    .map_err(|_| ConfigError::BadUrl { upstream: up.clone(), url: one.to_string() })?;
+            }
         }
     }
     Ok(())

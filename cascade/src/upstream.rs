@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub struct UpstreamStatus {
     /// The upstream view's name.
     pub name: String,
-    /// Its server's base URL.
+    /// Its server's base URL, or several replicas' separated by commas
+    /// (followed one at a time, failing over in turn).
     pub url: String,
     /// Whether the stream is open.
     pub connected: AtomicBool,
@@ -91,15 +92,19 @@ pub(crate) async fn follow(
     (idle_timeout, resume_grace): (Duration, Duration),
     shutdown: CancellationToken,
 ) {
-    let base = match ServiceUrl::parse(&status.url) {
-        Ok(base) => base.with_token_source(token),
-        Err(e) => {
-            tracing::error!(url = %status.url, error = %e, "not an upstream URL");
-            return;
+    let mut views = Vec::new();
+    for url in status.url.split(',').map(str::trim) {
+        match ServiceUrl::parse(url) {
+            Ok(base) => views.push(ViewClient::new(base.with_token_source(token.clone()), &status.name)),
+            Err(e) => {
+                tracing::error!(%url, error = %e, "not an upstream URL");
+                return;
+            }
         }
-    };
+    }
     let settings = FollowSettings { idle_timeout, resume_grace, ..FollowSettings::default() };
-    let mut follower = ViewFollower::new(ViewClient::new(base, &status.name), settings);
+    // Replicas of one view: resumed on the next with `since` when one fails.
+    let mut follower = ViewFollower::on_replicas(views, settings);
     let name = &status.name;
     loop {
         let event = tokio::select! {

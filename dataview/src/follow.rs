@@ -2,9 +2,17 @@
 //! (`/actions?from=N`), from the seq after the views' own, applied in
 //! order; on any failure, reconnect with back-off and resume at the right
 //! seq.
+//!
+//! A data view may be given several chroniclers ([`Chroniclers`]) that
+//! serve one log (chroniclers sharing a replicated JetStream stream have
+//! the same seqs and chain hashes): when the one it follows cannot be
+//! reached, refuses, or its stream fails, the follower moves on to the next
+//! in the list and resumes there from the views' seq. The other readers of
+//! the chronicler (the history replays, the snapshots' chain hashes) start
+//! from the one the follower is on and fall back along the list.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -16,6 +24,85 @@ use crate::engine::{EngineError, REDACT, UNREADABLE};
 use crate::history::{History, HistoryError};
 use crate::hub::{Hub, RejectedAction};
 use crate::redaction::Redaction;
+
+/// The chroniclers a data view may follow, in the order given, all serving
+/// one log, and the one the follower is on now. With one chronicler it is
+/// that one, always.
+#[derive(Debug)]
+pub struct Chroniclers {
+    list: Vec<Chronicler>,
+    current: AtomicUsize,
+}
+
+impl Chroniclers {
+    /// `first`, then `rest` in turn; the follower starts on `first`.
+    pub fn new(first: ServiceUrl, rest: impl IntoIterator<Item = ServiceUrl>) -> Chroniclers {
+        let list = std::iter::once(first).chain(rest).map(Chronicler::new).collect();
+        Chroniclers { list, current: AtomicUsize::new(0) }
+    }
+
+    /// The one chronicler at `url`.
+    pub fn one(url: ServiceUrl) -> Chroniclers {
+        Chroniclers::new(url, [])
+    }
+
+    /// How many there are (at least one).
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Never: there is at least one.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The one the follower is on.
+    pub fn current(&self) -> &Chronicler {
+        &self.list[self.current.load(Relaxed) % self.list.len()]
+    }
+
+    /// Moves the follower on to the next one after `from` (the one it gave
+    /// up on), unless it has moved already; the one it is on now.
+    fn advance(&self, from: &Chronicler) -> &Chronicler {
+        let n = self.list.len();
+        let at = self.current.load(Relaxed) % n;
+        if std::ptr::eq(&self.list[at], from) {
+            self.current.store((at + 1) % n, Relaxed);
+        }
+        self.current()
+    }
+
+    /// Each chronicler once, the follower's first, then the others in turn.
+    pub fn in_turn(&self) -> impl Iterator<Item = &Chronicler> {
+        let n = self.list.len();
+        let at = self.current.load(Relaxed) % n;
+        (0..n).map(move |k| &self.list[(at + k) % n])
+    }
+
+    /// The first answer of `ask`, put to each chronicler in turn (see
+    /// [`Chroniclers::in_turn`]) until one answers.
+    ///
+    /// # Errors
+    /// The last chronicler's error, if none answers.
+    pub async fn ask<T, F>(&self, ask: impl Fn(Chronicler) -> F) -> Result<T, nodb_client::Error>
+    where
+        F: Future<Output = Result<T, nodb_client::Error>>,
+    {
+        let mut failed = None;
+        for chronicler in self.in_turn() {
+            match ask(chronicler.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    if self.len() > 1 {
+                        tracing::debug!(chronicler = %chronicler.url(), error = %e, "trying the next chronicler");
+                    }
+                    failed = Some(e);
+                }
+            }
+        }
+        Err(failed.expect("at least one chronicler"))
+    }
+}
 
 /// What the follower knows about the chronicler.
 #[derive(Debug, Default)]
@@ -85,22 +172,29 @@ async fn log_reaches(chronicler: &Chronicler, seq: u64, anchor: Option<&(u64, St
 /// pauses.
 const MAX_PENDING_SNAPSHOTS: usize = 4;
 
-/// Follows the chronicler at `url` until `shutdown`; `past` rebuilds the
-/// views at a redaction.
+/// Follows the chroniclers until `shutdown`, one at a time: the one it is
+/// on until it cannot be reached, refuses, or its stream fails, then the
+/// next in turn (see [`Chroniclers`]); `past` rebuilds the views at a
+/// redaction. The back-off (100 ms doubling to 5 s, or 5 s after a
+/// refusal) applies once every chronicler has failed in a row; moving on
+/// to the next waits 100 ms.
 pub async fn follow(
     hub: Arc<Hub>,
     past: Arc<History>,
-    url: ServiceUrl,
+    chroniclers: Arc<Chroniclers>,
     status: Arc<FollowStatus>,
     shutdown: CancellationToken,
 ) {
-    let chronicler = Chronicler::new(url.clone());
     let mut backoff = Duration::from_millis(100);
+    // Chroniclers that failed in a row since the last stream was opened.
+    let mut failed = 0usize;
     loop {
+        let chronicler = chroniclers.current();
+        let url = chronicler.url();
         let seq = hub.current_seq();
         let from = seq.saturating_add(1);
         let checked = tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(10), log_reaches(&chronicler, seq, status.anchor.as_ref())) => {
+            r = tokio::time::timeout(Duration::from_secs(10), log_reaches(chronicler, seq, status.anchor.as_ref())) => {
                 // A chronicler too slow to answer is the stream's business.
                 r.unwrap_or(Ok(()))
             }
@@ -111,8 +205,11 @@ pub async fn follow(
                 tracing::error!(chronicler = %url, "{why}");
             }
             status.set_refusal(Some(why));
+            failed += 1;
+            let wait = if failed.is_multiple_of(chroniclers.len()) { Duration::from_secs(5) } else { NEXT };
+            move_on(&chroniclers, chronicler);
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                () = tokio::time::sleep(wait) => continue,
                 () = shutdown.cancelled() => return,
             }
         }
@@ -127,6 +224,7 @@ pub async fn follow(
                 status.connects.fetch_add(1, Relaxed);
                 tracing::info!(from, chronicler = %url, "following the chronicler");
                 backoff = Duration::from_millis(100);
+                failed = 0;
                 let mut progress = Progress::new(hub.current_seq());
                 // Far behind the head, actions are gathered into batches
                 // and replayed view by view (see `crate::batch`); a batch
@@ -214,13 +312,37 @@ pub async fn follow(
                 }
                 status.connected.store(false, Relaxed);
             }
-            Err(e) => tracing::warn!(error = %e, chronicler = %url, retry_in = ?backoff, "cannot reach the chronicler"),
+            Err(e) => {
+                let retry_in = if (failed + 1).is_multiple_of(chroniclers.len()) { backoff } else { NEXT };
+                tracing::warn!(error = %e, chronicler = %url, ?retry_in, "cannot reach the chronicler");
+            }
         }
+        failed += 1;
+        move_on(&chroniclers, chronicler);
+        // Once every chronicler has failed in a row, back off.
+        let wait = if failed.is_multiple_of(chroniclers.len()) {
+            let wait = backoff;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            wait
+        } else {
+            NEXT
+        };
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How long the follower waits before it tries the next chronicler.
+const NEXT: Duration = Duration::from_millis(100);
+
+/// After `from` failed, moves the follower on to the next chronicler (if
+/// there are others), saying so.
+fn move_on(chroniclers: &Chroniclers, from: &Chronicler) {
+    if chroniclers.len() > 1 {
+        let next = chroniclers.advance(from);
+        tracing::warn!(from = %from.url(), to = %next.url(), "moving on to the next chronicler");
     }
 }
 
@@ -390,7 +512,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let url = chronicler().await;
         let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
-        let task = tokio::spawn(follow(hub.clone(), Arc::new(past), url, status.clone(), shutdown.clone()));
+        let chroniclers = Arc::new(Chroniclers::one(url));
+        let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
         let mut seq = hub.seq();
         tokio::time::timeout(Duration::from_secs(10), seq.wait_for(|s| *s >= 3)).await.unwrap().unwrap();
         assert_eq!(hub.current().1[0], nodb_shared::Tree::from(json!({"a": 1, "b": 2})));
@@ -402,5 +525,49 @@ mod tests {
         assert!(steps[1].rejected.is_empty());
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    /// A chronicler nobody listens on.
+    fn dead() -> ServiceUrl {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        format!("http://127.0.0.1:{port}").parse().unwrap()
+    }
+
+    /// With two chroniclers, the first unreachable, the follower moves on
+    /// to the second and follows it; the history reads go there too.
+    #[tokio::test]
+    async fn an_unreachable_chronicler_is_passed_for_the_next() {
+        let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
+        let status = Arc::new(FollowStatus::default());
+        let shutdown = CancellationToken::new();
+        let (dead, live) = (dead(), chronicler().await);
+        let chroniclers = Arc::new(Chroniclers::new(dead.clone(), [live.clone()]));
+        let past = History::new(hub.app(), None, dead, Default::default()).with_chroniclers(chroniclers.clone());
+        let past = Arc::new(past.of_hub(hub.clone()));
+        let task =
+            tokio::spawn(follow(hub.clone(), past.clone(), chroniclers.clone(), status.clone(), shutdown.clone()));
+        let mut seq = hub.seq();
+        tokio::time::timeout(Duration::from_secs(10), seq.wait_for(|s| *s >= 3)).await.unwrap().unwrap();
+        assert_eq!(hub.current().1[0], nodb_shared::Tree::from(json!({"a": 1, "b": 2})));
+        assert_eq!(chroniclers.current().url(), &live, "the follower is on the live one");
+        assert_eq!(status.connects.load(Relaxed), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    /// The follower moves on only from the chronicler it is on: a reader
+    /// that gave up on one the follower already left does not move it.
+    #[test]
+    fn advance_moves_on_from_the_current_only() {
+        let urls: Vec<ServiceUrl> = (1..=3).map(|p| format!("http://127.0.0.1:{p}").parse().unwrap()).collect();
+        let c = Chroniclers::new(urls[0].clone(), urls[1..].to_vec());
+        let first = c.current();
+        assert_eq!(c.advance(first).url(), &urls[1]);
+        assert_eq!(c.advance(first).url(), &urls[1], "already moved on from the first");
+        let turn: Vec<&ServiceUrl> = c.in_turn().map(Chronicler::url).collect();
+        assert_eq!(turn, [&urls[1], &urls[2], &urls[0]]);
+        assert_eq!(c.advance(c.current()).url(), &urls[2]);
+        assert_eq!(c.advance(c.current()).url(), &urls[0], "around to the first again");
+        assert_eq!(Chroniclers::one(urls[2].clone()).in_turn().count(), 1);
     }
 }

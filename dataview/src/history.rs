@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use nodb_client::{ActionStream, Chronicler, ServiceUrl};
+use nodb_client::{ActionStream, ServiceUrl};
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;
 use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::engine::{Diffs, Engine, EngineError};
-use crate::follow::committed;
+use crate::follow::{Chroniclers, committed};
 use crate::hub::{Hub, RejectedAction};
 use crate::redaction::Redactions;
 use crate::snapshot::{SnapshotError, Snapshots};
@@ -103,8 +103,8 @@ pub struct History {
     app: App,
     names: Vec<String>,
     snapshots: Option<Snapshots>,
-    /// The chronicler.
-    chronicler: Chronicler,
+    /// The chroniclers: the follower's first, then the others in turn.
+    chroniclers: Arc<Chroniclers>,
     settings: HistorySettings,
     permits: Semaphore,
     /// Recent past states, most recently used first.
@@ -124,13 +124,22 @@ impl History {
             app,
             names,
             snapshots,
-            chronicler: Chronicler::new(chronicler),
+            chroniclers: Arc::new(Chroniclers::one(chronicler)),
             permits: Semaphore::new(settings.readers.max(1)),
             settings,
             cache: Mutex::new(VecDeque::new()),
             hub: None,
             metrics: HistoryMetrics::default(),
         }
+    }
+
+    /// Reads the history from the chronicler the follower is on, falling
+    /// back on the others in turn (see [`Chroniclers`]), instead of the one
+    /// given to [`History::new`].
+    #[must_use]
+    pub fn with_chroniclers(mut self, chroniclers: Arc<Chroniclers>) -> History {
+        self.chroniclers = chroniclers;
+        self
     }
 
     /// The past of `hub`'s views: reads honour the redactions they reflect
@@ -342,8 +351,8 @@ impl History {
 
     /// The chronicler's actions from seq `from` (to `to`, or on).
     async fn actions(&self, from: u64, to: Option<u64>) -> Result<ActionReader, HistoryError> {
-        let chronicler = &self.chronicler;
-        Ok(ActionReader { stream: chronicler.stream(from, to, &[]).await? })
+        let stream = self.chroniclers.ask(|c| async move { c.stream(from, to, &[]).await }).await?;
+        Ok(ActionReader { stream })
     }
 }
 

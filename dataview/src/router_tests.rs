@@ -58,7 +58,7 @@ fn app_following(access: nodb_server::Access, follow: Arc<FollowStatus>) -> axum
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         ping: Duration::from_secs(15),
-        chronicler: NOWHERE.parse().unwrap(),
+        chroniclers: Arc::new(crate::follow::Chroniclers::one(NOWHERE.parse().unwrap())),
         history,
         assets: &[],
         access,

@@ -46,9 +46,10 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// How often to ping a client, and how long a pong may take.
     pub ping: Duration,
-    /// The chronicler, for relaying dispatches (with each client's token)
-    /// and reading history (with the data view's).
-    pub chronicler: nodb_client::ServiceUrl,
+    /// The chroniclers of the log, for relaying dispatches (with each
+    /// client's token) and reading history (with the data view's): the one
+    /// the follower is on.
+    pub chroniclers: Arc<crate::follow::Chroniclers>,
     /// Past states, for `?at=N` and exact streams.
     pub history: Arc<crate::history::History>,
     /// The application's own files (its page), served beside the client.

@@ -5,7 +5,8 @@
 //! (or `serve_with` and its limits, as `nodb dataview` does; or merges the
 //! router into one of its own, as `nodb up` does) until
 //! `Running::state.shutdown`, and calls [`Running::finish`] once the server
-//! has stopped.
+//! has stopped. [`start_following`] takes more chroniclers of the same log
+//! to fall back on (see [`crate::follow::Chroniclers`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::engine::Engine;
-use crate::follow::{FollowStatus, follow};
+use crate::follow::{Chroniclers, FollowStatus, follow};
 use crate::history::{History, HistorySettings};
 use crate::hub::Hub;
 use crate::server::AppState;
@@ -97,39 +98,57 @@ pub struct Running {
 /// # Errors
 /// A bad setting, or snapshots that cannot be read.
 pub async fn start(settings: Settings, shutdown: CancellationToken, tasks: TaskTracker) -> Result<Running, StartError> {
+    start_following(settings, Vec::new(), shutdown, tasks).await
+}
+
+/// [`start`], with `more` chroniclers of the same log to fall back on after
+/// `settings.chronicler`, in turn: the follower moves on to the next when
+/// the one it is on cannot be reached or its stream fails; the history
+/// replays and the snapshots' chain hashes ask the one it is on first, and
+/// dispatches relayed from client sockets (and inspections) go to it.
+///
+/// # Errors
+/// A bad setting, or snapshots that cannot be read.
+pub async fn start_following(
+    settings: Settings,
+    more: Vec<nodb_client::ServiceUrl>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<Running, StartError> {
     settings.validate()?;
     let Settings { app, chronicler, history, ping, snapshots, policy, history_settings, assets, access, version } =
         settings;
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
-    let engine = match snapshots.load_latest(&names).await? {
-        Some(Loaded { seq, states, redactions }) => {
+    let (engine, chain) = match snapshots.load_latest(&names).await? {
+        Some(Loaded { seq, states, redactions, chain }) => {
             tracing::info!(seq, redactions = redactions.ledger().len(), "restored the views from a snapshot");
             let initial = app.initial_states();
             let states = states.into_iter().zip(initial).map(|(s, i)| s.unwrap_or(i)).collect();
-            Engine::restore(app, seq, states).with_redactions(redactions)
+            (Engine::restore(app, seq, states).with_redactions(redactions), chain)
         }
-        None => Engine::new(app),
+        None => (Engine::new(app), None),
     };
     let restored_at = engine.seq();
     // The chronicler must reach the restored seq with the chain hash the
     // snapshot recorded there, or it is not the history the views hold.
-    let anchor = match restored_at {
-        0 => None,
-        seq => snapshots.chain_at(seq).await?.map(|hash| (seq, hash)),
-    };
-    let snapshots = snapshots.with_anchor(nodb_client::Chronicler::new(chronicler.clone()));
+    // (Read with the snapshot: another data view sharing the store may
+    // prune it meanwhile.)
+    let anchor = chain.filter(|_| restored_at > 0).map(|hash| (restored_at, hash));
+    let chroniclers = Arc::new(Chroniclers::new(chronicler.clone(), more));
+    let snapshots = snapshots.with_anchor(chroniclers.clone());
     let version: Option<Arc<str>> = version.map(Arc::from);
     let hub = Hub::versioned(engine, history, Some(policy.every_seqs), version.clone());
     let snapshots = snapshots.with_checkpoints(policy.every_seqs);
-    let past = History::new(hub.app(), Some(snapshots.clone()), chronicler.clone(), history_settings);
+    let past = History::new(hub.app(), Some(snapshots.clone()), chronicler.clone(), history_settings)
+        .with_chroniclers(chroniclers.clone());
     let past = Arc::new(past.of_hub(hub.clone()));
     let status = Arc::new(FollowStatus { anchor, ..FollowStatus::default() });
     let follower =
-        tokio::spawn(follow(hub.clone(), past.clone(), chronicler.clone(), status.clone(), shutdown.clone()));
+        tokio::spawn(follow(hub.clone(), past.clone(), chroniclers.clone(), status.clone(), shutdown.clone()));
     let snapshotter =
         tokio::spawn(run_snapshotter(hub.clone(), snapshots.clone(), policy, restored_at, shutdown.clone()));
     let state =
-        AppState { hub, follow: status, shutdown, tasks, ping, chronicler, history: past, assets, access, version };
+        AppState { hub, follow: status, shutdown, tasks, ping, chroniclers, history: past, assets, access, version };
     Ok(Running { state, follower, snapshotter })
 }
 

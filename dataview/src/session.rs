@@ -189,7 +189,7 @@ async fn relay_dispatch(
     // sees them on the relay.
     gate.check_address(1).map_err(|e| ServerMessage::Error { id: id.clone(), code: e.code, message: e.message })?;
     if relay.is_none() {
-        *relay = Some(open_relay(&s.chronicler, token).await.map_err(|e| {
+        *relay = Some(open_relay(s.chroniclers.current().url(), token).await.map_err(|e| {
             // The chronicler's refusal (a token that may not dispatch, or
             // has expired) is passed on as it is: retrying would not help.
             match e.refusal().and_then(|r| r.code.map(|code| (code, r.message.clone()))) {

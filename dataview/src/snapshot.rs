@@ -7,8 +7,17 @@
 //! one seq: `{app}/{seq:020}.snapshot`. The first line is a header with the
 //! format version, the app, the seq, the view names and the BLAKE3 hash of
 //! the rest; the rest is `{"view": state, …}`. Objects are written with
-//! create-only semantics, so an existing snapshot is never overwritten; a
+//! create-only semantics, so an existing snapshot is never overwritten
+//! (unless it is damaged: then the next write at its seq replaces it); a
 //! snapshot that fails its checksum is skipped with a warning at start-up.
+//!
+//! Data views of one app may share a store (several replicas on one
+//! `s3://bucket/prefix`): they write the same bytes at the same seq (the
+//! states serialize with sorted keys; only the chain hash may be missing
+//! from one), so the one that finds a valid snapshot at its seq keeps it
+//! as its own. A data view prunes only snapshots at or before its own seq,
+//! and a restart passes over a snapshot pruned between the listing and the
+//! read, so one's pruning never breaks another's restart.
 //!
 //! Snapshots at every multiple of the checkpoint interval (`--snapshot-every`)
 //! are *checkpoints*, kept for good: an as-of read (`?at=N`) starts from the
@@ -86,6 +95,9 @@ pub struct Loaded {
     pub states: Vec<Option<Tree>>,
     /// The redactions the states reflect.
     pub redactions: Redactions,
+    /// The chronicler's chain hash after `seq` the snapshot recorded, if
+    /// it did.
+    pub chain: Option<String>,
 }
 
 /// Where an app's snapshots live.
@@ -96,8 +108,8 @@ pub struct Snapshots {
     keep: usize,
     /// Snapshots at multiples of this are checkpoints, never pruned.
     checkpoint_every: Option<u64>,
-    /// The chronicler, asked for the chain hash at each snapshot's seq.
-    anchor: Option<nodb_client::Chronicler>,
+    /// The chroniclers, asked for the chain hash at each snapshot's seq.
+    anchor: Option<Arc<crate::follow::Chroniclers>>,
 }
 
 impl Snapshots {
@@ -155,11 +167,12 @@ impl Snapshots {
         self
     }
 
-    /// Records in each snapshot the chain hash the `chronicler` gives for
-    /// its seq (`GET /head?at=`), checked when a data view restores it.
+    /// Records in each snapshot the chain hash the chroniclers give for its
+    /// seq (`GET /head?at=`; the follower's chronicler first, then the
+    /// others in turn), checked when a data view restores it.
     #[must_use]
-    pub fn with_anchor(mut self, chronicler: nodb_client::Chronicler) -> Snapshots {
-        self.anchor = Some(chronicler);
+    pub fn with_anchor(mut self, chroniclers: Arc<crate::follow::Chroniclers>) -> Snapshots {
+        self.anchor = Some(chroniclers);
         self
     }
 
@@ -191,23 +204,81 @@ impl Snapshots {
     ) -> Result<bool, SnapshotError> {
         let chain = match &self.anchor {
             // Never held up for long: a snapshot without it is still good.
-            Some(c) if seq > 0 => match tokio::time::timeout(ANCHOR_WAIT, c.anchor(Some(seq))).await {
-                Ok(Ok(found)) => found.map(|a| a.hash),
-                Ok(Err(e)) => {
-                    tracing::debug!(seq, error = %e, "no chain hash for a snapshot");
-                    None
+            Some(c) if seq > 0 => {
+                match tokio::time::timeout(ANCHOR_WAIT, c.ask(|c| async move { c.anchor(Some(seq)).await })).await {
+                    Ok(Ok(found)) => found.map(|a| a.hash),
+                    Ok(Err(e)) => {
+                        tracing::debug!(seq, error = %e, "no chain hash for a snapshot");
+                        None
+                    }
+                    Err(_) => None,
                 }
-                Err(_) => None,
-            },
+            }
             _ => None,
         };
         let body = encode(&self.app, seq, names, states, chain, redactions);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.store.put_opts(&self.path(seq), PutPayload::from(body), opts).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+        let path = self.path(seq);
+        // Data views of one app may share the store: they reach the same
+        // seqs and write the same states there, so a snapshot another one
+        // wrote first is as good as this one (create-only: neither is
+        // overwritten), unless it is damaged.
+        for _ in 0..3 {
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.store.put_opts(&path, PutPayload::from(body.clone()), opts).await {
+                Ok(_) => return Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match self.there(&path, seq, names, &body).await? {
+                There::Good => return Ok(false),
+                // A create that lost a race with one that failed (S3
+                // answers 409 while another conditional write is under
+                // way): try again.
+                There::Missing => continue,
+                There::Damaged(why) => {
+                    tracing::warn!(seq, app = %self.app, "replacing a damaged snapshot: {why}");
+                    let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
+                    self.store.put_opts(&path, PutPayload::from(body), opts).await?;
+                    return Ok(true);
+                }
+            }
         }
+        Ok(false)
+    }
+
+    /// What is in the store at `path` (the snapshot at `seq`), where this
+    /// data view meant to write `ours`.
+    async fn there(&self, path: &StorePath, seq: u64, names: &[String], ours: &[u8]) -> Result<There, SnapshotError> {
+        let bytes = match self.store.get(path).await {
+            Ok(found) => match found.bytes().await {
+                Ok(bytes) => bytes,
+                Err(object_store::Error::NotFound { .. }) => return Ok(There::Missing),
+                Err(e) => return Err(e.into()),
+            },
+            Err(object_store::Error::NotFound { .. }) => return Ok(There::Missing),
+            Err(e) => return Err(e.into()),
+        };
+        // One a newer data view wrote in a format this one cannot read is
+        // theirs to keep.
+        if let Some(h) = header(&bytes)
+            && h.format != FORMAT
+        {
+            tracing::warn!(seq, app = %self.app, format = h.format, "a snapshot in another format is already at this seq");
+            return Ok(There::Good);
+        }
+        if let Err(why) = decode(&bytes, &self.app, seq, names) {
+            return Ok(There::Damaged(why));
+        }
+        // The same states give the same bytes (object keys are sorted, the
+        // views in the app's order); only the chain hash may be missing
+        // from one of them. Different states at one seq mean data views of
+        // different histories or app versions share the store.
+        if header(&bytes).map(|h| h.blake3) != header(ours).map(|h| h.blake3) {
+            tracing::warn!(seq, app = %self.app, "another data view wrote different states at this seq; keeping theirs");
+        } else {
+            tracing::debug!(seq, "the same snapshot is already there");
+        }
+        Ok(There::Good)
     }
 
     /// The seqs of the snapshots kept, newest first.
@@ -255,7 +326,9 @@ impl Snapshots {
             Err(e) => return Err(e.into()),
         };
         match decode(&bytes, &self.app, seq, names) {
-            Ok((states, redactions)) => Ok(Some(Loaded { seq, states, redactions })),
+            Ok((states, redactions)) => {
+                Ok(Some(Loaded { seq, states, redactions, chain: header(&bytes).and_then(|h| h.chain) }))
+            }
             Err(why) => {
                 tracing::warn!(seq, app = %self.app, "skipping a damaged snapshot: {why}");
                 Ok(None)
@@ -274,8 +347,7 @@ impl Snapshots {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-        Ok(serde_json::from_slice::<Header>(line).ok().and_then(|h| h.chain))
+        Ok(header(&bytes).and_then(|h| h.chain))
     }
 
     /// The newest valid snapshot: its seq and the states of `names` (a view
@@ -334,6 +406,22 @@ impl Snapshots {
     }
 }
 
+/// What [`Snapshots::write`] found at a seq another writer took first.
+enum There {
+    /// A valid snapshot.
+    Good,
+    /// Nothing (any more).
+    Missing,
+    /// A snapshot that fails to decode, and why.
+    Damaged(String),
+}
+
+/// The header line of a snapshot, if it can be read.
+fn header(bytes: &[u8]) -> Option<Header> {
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    serde_json::from_slice(line).ok()
+}
+
 /// When the snapshotter writes.
 #[derive(Clone, Debug)]
 pub struct SnapshotPolicy {
@@ -389,9 +477,13 @@ pub async fn run_snapshotter(
             }
         }
         // The snapshots at redactions stay, like checkpoints: they are the
-        // bases of reads after them (see `crate::redaction`).
+        // bases of reads after them (see `crate::redaction`). Those past
+        // the views' seq, which other data views sharing the store wrote,
+        // stay too: this one cannot know yet whether they are at
+        // redactions.
+        let at = hub.current_seq();
         let redactions = hub.redactions();
-        if wrote && let Err(e) = snapshots.prune(|seq| redactions.has(seq)).await {
+        if wrote && let Err(e) = snapshots.prune(|seq| seq > at || redactions.has(seq)).await {
             tracing::warn!(error = %e, "could not prune old snapshots");
         }
         summary.report(stopping);
@@ -578,7 +670,7 @@ mod tests {
         }
         // Create-only: an existing snapshot is never overwritten.
         assert!(!snaps.write(30, &names, &[Tree::Null, Tree::Null], &Redactions::default()).await.unwrap());
-        let Loaded { seq, states, redactions } = snaps.load_latest(&names).await.unwrap().unwrap();
+        let Loaded { seq, states, redactions, .. } = snaps.load_latest(&names).await.unwrap().unwrap();
         assert_eq!(seq, 30);
         assert_eq!(states[0], Some(Tree::from(json!({"seq": 30}))));
         assert_eq!(redactions, ledger(30), "the redactions come back with the states");
@@ -610,5 +702,31 @@ mod tests {
         assert_eq!(snaps.load(&names, 150).await.unwrap(), None);
         assert_eq!(snaps.load_at_or_before(&names, 299).await.unwrap().unwrap().seq, 260);
         assert_eq!(snaps.load_newest(&names, 299, |seq| seq < 200).await.unwrap().unwrap().seq, 100);
+    }
+
+    /// Issue 17: data views of one app sharing a store write the same
+    /// snapshot at the same seq. The second write finds the first's, which
+    /// is the same states (the same bytes but perhaps the chain hash), and
+    /// keeps it; a damaged one there is replaced.
+    #[tokio::test]
+    async fn data_views_sharing_a_store_write_each_seq_once_and_replace_a_damaged_one() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let (one, two) = (Snapshots::new(store.clone(), "warehouse", 2), Snapshots::new(store.clone(), "warehouse", 2));
+        let names = vec!["stock".to_string(), "activity".to_string()];
+        let states = vec![Tree::from(json!({"b": 2, "a": [1, {"z": 0, "y": 1}]})), Tree::from(json!([7]))];
+        let ledger = ledger(7);
+        let a = encode("warehouse", 7, &names, &states, None, &ledger);
+        // Keys in another order (as another data view may have built them):
+        // the same bytes.
+        let built_otherwise = vec![Tree::from(json!({"a": [1, {"y": 1, "z": 0}], "b": 2})), Tree::from(json!([7]))];
+        assert_eq!(a, encode("warehouse", 7, &names, &built_otherwise, None, &ledger), "the same bytes");
+        let (x, y) = tokio::join!(one.write(7, &names, &states, &ledger), two.write(7, &names, &states, &ledger));
+        assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|w| **w).count(), 1, "one write wins, the other is fine");
+        assert_eq!(store.get(&one.path(7)).await.unwrap().bytes().await.unwrap().as_ref(), a.as_slice());
+        // Damage it: the next write replaces it.
+        store.put(&one.path(7), PutPayload::from(b"{} damaged".to_vec())).await.unwrap();
+        assert!(one.load_latest(&names).await.unwrap().is_none());
+        assert!(two.write(7, &names, &states, &ledger).await.unwrap(), "a damaged snapshot is replaced");
+        assert_eq!(one.load_latest(&names).await.unwrap().unwrap().states[0], Some(states[0].clone()));
     }
 }

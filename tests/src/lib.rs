@@ -19,6 +19,7 @@
 pub mod client;
 pub mod nats;
 pub mod raw;
+pub mod s3;
 
 pub use client::{block_on, committed_actions, dispatch, read_actions, wait_for_seq};
 

@@ -343,6 +343,37 @@ fn an_upstream_restarted_mid_run_is_resumed_and_the_cascade_stays_exact() {
 }
 
 #[test]
+fn a_cascade_on_two_replicas_of_its_upstreams_moves_to_the_other_when_one_dies() {
+    let mut sys = System::start();
+    let second_dir = sys.dir.path().join("second");
+    let second = start_dataview(&sys.chronicler, &second_dir, "127.0.0.1:0");
+    let both = format!("{},{}", sys.dataview.url(), second.url());
+    let args = upstream_args(&[("stock", &both), ("activity", &both)]);
+    let cascade = start_cascade("127.0.0.1:0", &as_strs(&args));
+    let mut lowstock = Client::connect(cascade.url(), "lowstock");
+    dispatch(sys.chronicler.url(), &seed());
+    let (mut rng, mut n) = (Rng::seeded(), 0);
+    let head = sys.dispatch_random(&mut rng, &mut n, 60);
+    lowstock.read_until(|c| c.source("stock") >= head);
+    // The first replica dies for good; history goes on.
+    sys.dataview.kill();
+    for _ in 0..3 {
+        let head = sys.dispatch_random(&mut rng, &mut n, 30);
+        nodb_tests::wait_for_seq(&second, head);
+        lowstock.read_until(|c| c.source("stock") >= head);
+    }
+    let marketing_seq = get(&format!("{}/views/marketing", cascade.url())).unwrap().json()["seq"].as_u64().unwrap();
+    lowstock.read_until(|c| c.source("marketing") >= marketing_seq);
+    // Every state is the reducer of the upstream states it reported, read
+    // back from the surviving replica.
+    let upstreams = BTreeMap::from([("stock", second.url().to_string()), ("marketing", cascade.url().to_string())]);
+    assert_eq!(check_reducer("lowstock", &lowstock.seen, &upstreams), lowstock.seen.len());
+    assert_matches_get(&lowstock, cascade.url(), "lowstock");
+    let stock_sources: Vec<u64> = lowstock.seen.iter().map(|s| s.sources["stock"]).collect();
+    assert!(stock_sources.is_sorted(), "the stock source never goes backwards: {stock_sources:?}");
+}
+
+#[test]
 fn a_restarted_cascade_gives_returning_clients_a_snapshot_and_stays_exact() {
     let sys = System::start();
     let view = sys.dataview.url().to_string();

@@ -3,63 +3,15 @@
 //! `.ci/run` from PyPI) writes its snapshots there, never overwrites one,
 //! and restarts from the newest.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use nodb_tests::{Service, dispatch, get, nodb_bin, send, wait_for_seq};
+use nodb_tests::s3::S3Server;
+use nodb_tests::{Service, dispatch, get, nodb_bin, wait_for_seq};
 use serde_json::json;
-
-/// The S3-compatible server, killed when dropped.
-struct S3Server {
-    child: Child,
-    url: String,
-}
-
-impl S3Server {
-    fn start() -> S3Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (pip install 'moto[server]'; .ci/run installs it)");
-        let server = S3Server { child, url: format!("http://127.0.0.1:{port}") };
-        for _ in 0..200 {
-            if get(&server.url).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("moto_server did not start on port {port}");
-    }
-
-    /// The keys in `bucket`, from a ListObjectsV2 answer.
-    fn keys(&self, bucket: &str) -> Vec<String> {
-        let body = get(&format!("{}/{bucket}?list-type=2", self.url)).unwrap().body;
-        body.split("<Key>").skip(1).filter_map(|s| s.split_once("</Key>")).map(|(k, _)| k.to_string()).collect()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn a_dataview_keeps_its_snapshots_in_s3_and_restarts_from_them() {
     let s3 = S3Server::start();
-    let put = send("PUT", &format!("{}/snaps", s3.url), &[], b"").unwrap();
-    assert_eq!(put.status, 200, "create the bucket");
-    let env = [
-        ("AWS_ENDPOINT", s3.url.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ];
+    s3.create_bucket("snaps");
+    let env = s3.env();
     let dir = tempfile::tempdir().unwrap();
     let chronicler =
         Service::start(&["chronicler", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).unwrap();

@@ -4,7 +4,7 @@
 
 import { execFile, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,9 +34,22 @@ export function freePort() {
   });
 }
 
-/** A fresh data directory. */
+/** The temporary directories made here, removed when the test process exits. */
+const made = new Set();
+process.on('exit', () => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh temporary directory named `prefix…`, removed at exit. */
+function tempDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.add(dir);
+  return dir;
+}
+
+/** A fresh data directory (removed when the test process exits). */
 export function dataDir() {
-  return mkdtempSync(join(tmpdir(), 'nodb-web-'));
+  return tempDir('nodb-web-');
 }
 
 /**
@@ -84,7 +97,7 @@ export function nodb(...args) {
 
 /** A new signing key in a fresh directory (`nodb keygen FILE`); resolves with its path. */
 export async function keygen() {
-  const file = join(mkdtempSync(join(tmpdir(), 'nodb-key-')), 'nodb.key');
+  const file = join(tempDir('nodb-key-'), 'nodb.key');
   await nodb('keygen', file);
   return file;
 }

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use nodb_client::Chronicler;
 use nodb_shared::protocol::{CommittedAction, ErrorCode, StreamLine};
 use nodb_viewserver::ApiError;
 use serde::Serialize;
@@ -189,7 +188,7 @@ pub async fn scan(s: &AppState, r: &HistoryRequest) -> Result<HistoryPage, Inspe
     };
     let deadline = Instant::now() + SCAN_TIME;
     let types: Vec<&str> = r.kind.as_ref().and_then(Match::chronicler_prefix).into_iter().collect();
-    let chronicler = Chronicler::new(s.chronicler.clone());
+    let chronicler = s.chroniclers.current().clone();
     let mut stream = timeout_at(deadline, chronicler.stream(r.from, Some(window_end), &types))
         .await
         .map_err(|_| InspectError::Timeout { from: r.from })??;

@@ -53,8 +53,10 @@ pub struct Args {
     #[arg(long, default_value = "warehouse")]
     app: String,
     /// Where an upstream view is: its name and the base URL of the data view
-    /// or cascade server that has it (repeatable).
-    #[arg(long = "upstream", value_name = "NAME=URL")]
+    /// or cascade server that has it (repeatable). Replicas of one view (data
+    /// views of one app) may be listed with commas: NAME=URL,URL; the
+    /// cascade follows one and resumes on the next when it fails.
+    #[arg(long = "upstream", value_name = "NAME=URL[,URL…]")]
     upstreams: Vec<String>,
     /// Run only this cascade of the app (repeatable; default: all of them).
     #[arg(long = "cascade", value_name = "NAME")]
@@ -153,7 +155,8 @@ fn parse_upstreams(specs: &[String]) -> anyhow::Result<BTreeMap<String, String>>
         let Some((name, url)) = spec.split_once('=').filter(|(n, u)| !n.is_empty() && !u.is_empty()) else {
             anyhow::bail!("--upstream takes NAME=URL, like stock=http://127.0.0.1:7402 (got {spec:?})");
         };
-        if map.insert(name.to_string(), url.trim_end_matches('/').to_string()).is_some() {
+        let urls: Vec<&str> = url.split(',').map(|u| u.trim().trim_end_matches('/')).collect();
+        if map.insert(name.to_string(), urls.join(",")).is_some() {
             anyhow::bail!("--upstream {name}=… is given twice");
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::Registry;
 use anyhow::Context;
 use nodb_dataview::history::HistorySettings;
-use nodb_dataview::service::{Settings, start};
+use nodb_dataview::service::{Settings, start_following};
 use nodb_dataview::snapshot::{SnapshotPolicy, Snapshots};
 
 use crate::service;
@@ -16,7 +16,8 @@ use crate::service;
 /// history by pure reducers, streamed to clients as RFC 6902 patches.
 ///
 /// The view follows the chronicler's action stream (reconnecting with
-/// back-off and resuming at the right seq), applies each action to every
+/// back-off and resuming at the right seq; given several chroniclers of one
+/// log, moving on to the next when one fails), applies each action to every
 /// view, and sends each client exactly one update per seq: a patch (empty
 /// when the view did not change), or one combined patch when the client fell
 /// behind, or a fresh snapshot when it fell too far behind.
@@ -42,6 +43,17 @@ Example:
   nodb dataview --app warehouse --chronicler http://127.0.0.1:7401 --listen 127.0.0.1:7402
   curl -s http://127.0.0.1:7402/views/stock
 
+Several chroniclers sharing one replicated log (`nodb chronicler --log nats://… --replicas 3`)
+have the same seqs, so a data view may follow any of them:
+  nodb dataview --app warehouse --chronicler http://10.0.0.1:7401,http://10.0.0.2:7401 \\
+    --snapshots s3://bucket/views --listen 127.0.0.1:7402
+It follows the first; when the one it follows cannot be reached, refuses, or its stream fails,
+it moves on to the next in the list and resumes at its own seq. History replays (?at) ask the
+one it follows first, then the others; dispatches relayed from client sockets go to the one it
+follows.
+Data views of one app may share a --snapshots location: each writes the same snapshot at the
+same seq (an existing one is kept), and each restarts from the newest valid one.
+
 Start-up is the newest valid snapshot plus the tail of the history from the chronicler.
 Snapshots are written at every multiple of --snapshot-every (checkpoints, kept for good, one
 per --snapshot-every actions), every --snapshot-interval seconds, at each @@nodb/snapshot
@@ -57,8 +69,9 @@ pub struct Args {
     /// one an application binary added.
     #[arg(long, default_value = "warehouse")]
     app: String,
-    /// The chronicler's URL.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7401")]
+    /// The chronicler's URL, or several chroniclers of one log separated by
+    /// commas: followed one at a time, in turn.
+    #[arg(long, value_name = "URL[,URL…]", default_value = "http://127.0.0.1:7401")]
     chronicler: String,
     /// The address to listen on; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7402")]
@@ -110,9 +123,17 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         anyhow::bail!("--ping and --snapshot-interval must be positive numbers of seconds");
     }
     let guarded = args.guard.load(args.listen)?;
-    let chronicler = nodb_client::ServiceUrl::parse(&args.chronicler)
-        .context("--chronicler")?
-        .with_token_source(args.token.source()?);
+    let token = args.token.source()?;
+    let mut chroniclers = Vec::new();
+    for url in args.chronicler.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let url = nodb_client::ServiceUrl::parse(url).context("--chronicler")?;
+        chroniclers.push(url.with_token_source(token.clone()));
+    }
+    if chroniclers.is_empty() {
+        anyhow::bail!("--chronicler needs at least one URL, like http://127.0.0.1:7401");
+    }
+    let more = chroniclers.split_off(1);
+    let chronicler = chroniclers.remove(0);
     let settings = Settings {
         app,
         chronicler,
@@ -133,7 +154,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
     service::runtime()?.block_on(async move {
         let shutdown = service::shutdown_on_signal(args.limits.shutdown());
         let tasks = tokio_util::task::TaskTracker::new();
-        let running = start(settings, shutdown.clone(), tasks).await?;
+        let running = start_following(settings, more, shutdown.clone(), tasks).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -103,7 +103,13 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         let shutdown = service::shutdown_on_signal(args.limits.shutdown());
         let log_config = LogConfig::new(args.data.join("log"));
         let access = guarded.access.clone();
-        let history = chronicler::open(chronicler::LogChoice::File(log_config), ServerConfig::default(), access.clone(), shutdown.clone()).await?;
+        let history = chronicler::open(
+            chronicler::LogChoice::File(log_config),
+            ServerConfig::default(),
+            access.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

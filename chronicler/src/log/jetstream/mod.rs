@@ -253,17 +253,25 @@ async fn try_recover(
     if !info.config.subjects.contains(&subject) {
         return Err(damage(config.error(format!("the stream exists but does not take the subject {subject}"))));
     }
-    if info.config.num_replicas != config.replicas {
-        tracing::warn!(
-            stream = %config.stream, replicas = info.config.num_replicas,
-            "the stream exists with another replica count; keeping it"
-        );
+    if create {
+        keeps_history(&info.config, config.replicas).map_err(|e| damage(config.error(e)))?;
     }
     let mut last = info.state.last_sequence;
     if last == 0 && create {
-        let genesis = jetstream::message::PublishMessage::build().payload(GENESIS_BODY.into()).message_id(GENESIS_ID);
+        // Two chroniclers creating the stream at once write it once: by its
+        // id (within the deduplication window), and by the expected last
+        // sequence where the server honours 0.
+        let genesis = jetstream::message::PublishMessage::build()
+            .payload(GENESIS_BODY.into())
+            .message_id(GENESIS_ID)
+            .expected_last_sequence(0);
         let ack = js.send_publish(subject.clone(), genesis).await.map_err(|e| unanswered(config.error(e)))?;
-        ack.await.map_err(|e| unanswered(config.error(format!("cannot write the first message: {e}"))))?;
+        match ack.await {
+            Ok(_) => {}
+            // Another chronicler wrote it first.
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {}
+            Err(e) => return Err(unanswered(config.error(format!("cannot write the first message: {e}")))),
+        }
         last = stream.get_info().await.map_err(|e| unanswered(config.error(e)))?.state.last_sequence;
     }
     let state = stream.get_info().await.map_err(|e| unanswered(config.error(e)))?.state;
@@ -317,6 +325,48 @@ async fn try_recover(
         clients: writer.stager.table.len(),
     };
     Ok((writer, follow, recovered))
+}
+
+/// Checks that an existing stream keeps what is acknowledged on it: file
+/// storage, at least `replicas` copies, and no limit that would drop
+/// messages (age, count, bytes, per subject, or a retention other than
+/// limits). Deletes and purges allowed are only warned about.
+///
+/// # Errors
+/// What about the stream would lose or weaken acknowledged history.
+fn keeps_history(c: &stream::Config, replicas: usize) -> Result<(), String> {
+    if c.storage != stream::StorageType::File {
+        return Err("the stream keeps its messages in memory, not in files: a restart of its servers loses them. \
+                    Give the chronicler a stream with file storage"
+            .into());
+    }
+    if c.num_replicas < replicas {
+        return Err(format!(
+            "the stream has {} copies, fewer than --replicas {replicas}: start with --replicas {} or add copies \
+             to the stream",
+            c.num_replicas, c.num_replicas
+        ));
+    }
+    let limits = [
+        (!c.max_age.is_zero()).then(|| format!("max age {:?}", c.max_age)),
+        (c.max_messages > 0).then(|| format!("max messages {}", c.max_messages)),
+        (c.max_bytes > 0).then(|| format!("max bytes {}", c.max_bytes)),
+        (c.max_messages_per_subject > 0).then(|| format!("max messages per subject {}", c.max_messages_per_subject)),
+        (c.retention != stream::RetentionPolicy::Limits).then(|| format!("retention {:?}", c.retention)),
+    ];
+    let limits: Vec<String> = limits.into_iter().flatten().collect();
+    if !limits.is_empty() {
+        return Err(format!(
+            "the stream drops messages by its limits ({}): acknowledged history would be lost. Remove them",
+            limits.join(", ")
+        ));
+    }
+    if !c.deny_delete || !c.deny_purge {
+        tracing::warn!(
+            "the stream allows deleting or purging messages: anyone with that right can shorten the history"
+        );
+    }
+    Ok(())
 }
 
 impl Log for JetStreamLog {

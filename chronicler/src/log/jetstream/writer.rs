@@ -212,7 +212,7 @@ impl Writer {
                 }
                 if seq > self.msg_seq + 1 {
                     // Behind the consumer (it should not be): read the gap.
-                    if let Err(e) = self.catch_up(None).await {
+                    if let Err(e) = self.catch_up::<()>(&[]).await {
                         tracing::warn!(error = %e, "could not read the stream");
                     }
                     return;
@@ -228,7 +228,6 @@ impl Writer {
             None => *follow = None,
         }
         if follow.is_none() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
             match self.follow().await {
                 Ok(f) => *follow = Some(f),
                 Err(e) => tracing::warn!(error = %e, "cannot follow the JetStream log yet"),
@@ -248,10 +247,20 @@ impl Writer {
     /// one message, and answers once JetStream has stored it.
     async fn write(&mut self, requests: Vec<(AppendBatch, Reply)>) {
         let deadline = Instant::now() + WRITE_DEADLINE;
+        // Every attempt published for these requests, with its decisions:
+        // an earlier one may turn out to have landed.
+        let mut attempts: Vec<(String, Vec<AckResult>)> = Vec::new();
+        let mut fresh = false;
+        let unavailable = |requests: Vec<(AppendBatch, Reply)>, e: AppendError| {
+            answer(requests.into_iter().map(|(_, r)| (r, Err(e.clone()))).collect())
+        };
         loop {
             if let Some(reason) = self.damaged.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-                let e = AppendError::Unavailable(format!("the log is damaged: {reason}"));
-                return answer(requests.into_iter().map(|(_, r)| (r, Err(e.clone()))).collect());
+                return unavailable(requests, AppendError::Unavailable(format!("the log is damaged: {reason}")));
+            }
+            if Instant::now() > deadline {
+                let e = "the replicated log stayed busy with other chroniclers' writes; retry with the same ids";
+                return unavailable(requests, AppendError::Unavailable(e.into()));
             }
             let mut batch = self.stager.begin();
             let ts = now_ms().max(self.last_ts);
@@ -266,6 +275,22 @@ impl Writer {
                     }
                 })
                 .collect();
+            // A number that looks skipped ahead may be the next one after
+            // an action another chronicler has just written: refuse it
+            // only against the stream as it is now.
+            if !fresh && results.iter().any(refuses_out_of_order) {
+                self.stager.undo(&mut batch);
+                fresh = true;
+                match self.catch_up(&attempts).await {
+                    Ok(Some(k)) => {
+                        return answer(requests.into_iter().map(|(_, r)| r).zip(attempts.swap_remove(k).1).collect());
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        return unavailable(requests, AppendError::Unavailable(format!("the log cannot be read: {e}")));
+                    }
+                }
+            }
             if batch.records.is_empty() {
                 return answer(requests.into_iter().map(|(_, r)| r).zip(results).collect());
             }
@@ -285,13 +310,20 @@ impl Writer {
                 }
                 Published::At(_) | Published::Conflict => {
                     self.stager.undo(&mut batch);
-                    match self.catch_up(Some(&id)).await {
-                        // Ours landed after all: the decisions stand.
-                        Ok(true) => return answer(requests.into_iter().map(|(_, r)| r).zip(results).collect()),
-                        Ok(false) => continue,
+                    attempts.push((id, results));
+                    match self.catch_up(&attempts).await {
+                        // One of ours landed after all: its decisions stand.
+                        Ok(Some(k)) => {
+                            return answer(
+                                requests.into_iter().map(|(_, r)| r).zip(attempts.swap_remove(k).1).collect(),
+                            );
+                        }
+                        Ok(None) => continue,
                         Err(e) => {
-                            let e = AppendError::Unavailable(format!("the log cannot be read: {e}"));
-                            return answer(requests.into_iter().map(|(_, r)| (r, Err(e.clone()))).collect());
+                            return unavailable(
+                                requests,
+                                AppendError::Unavailable(format!("the log cannot be read: {e}")),
+                            );
                         }
                     }
                 }
@@ -302,7 +334,7 @@ impl Writer {
                     let e = AppendError::Unavailable(format!(
                         "the replicated log did not confirm the write ({e}); it may or may not have been recorded"
                     ));
-                    return answer(requests.into_iter().map(|(_, r)| (r, Err(e.clone()))).collect());
+                    return unavailable(requests, e);
                 }
             }
         }
@@ -336,9 +368,9 @@ impl Writer {
     }
 
     /// Reads and applies every message after the last applied one.
-    /// Answers whether one of them is the write `ours` (by its id).
-    async fn catch_up(&mut self, ours: Option<&str>) -> Result<bool, String> {
-        let mut found = false;
+    /// Answers which of `ours` (by their ids) is among them, if one is.
+    async fn catch_up<T>(&mut self, ours: &[(String, T)]) -> Result<Option<usize>, String> {
+        let mut found = None;
         let deadline = Instant::now() + WRITE_DEADLINE;
         let mut delay = Duration::from_millis(25);
         loop {
@@ -346,7 +378,9 @@ impl Writer {
             match self.stream.get_raw_message(next).await {
                 Ok(msg) => {
                     let id = msg.headers.get(NATS_MESSAGE_ID).map(|v| v.as_str().to_string());
-                    found |= ours.is_some() && id.as_deref() == ours;
+                    if let Some(id) = id {
+                        found = found.or(ours.iter().position(|(mine, _)| *mine == id));
+                    }
                     if let Err(e) = self.apply(next, &msg.payload) {
                         self.damage(e.clone());
                         return Err(e);
@@ -354,14 +388,31 @@ impl Writer {
                     delay = Duration::from_millis(25);
                 }
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
-                    // The end of the stream, unless the message is missing.
-                    let last = self.stream.get_info().await.map(|i| i.state.last_sequence).unwrap_or(0);
-                    if last >= next {
-                        let e = format!("message {next} is missing (deleted?) though the stream reaches {last}");
+                    // The end of the stream, unless the message is missing,
+                    // or another chronicler's write landed since.
+                    let state = match self.stream.get_info().await {
+                        Ok(info) => info.state,
+                        Err(e) if Instant::now() + delay > deadline => return Err(e.to_string()),
+                        Err(_) => {
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                    };
+                    if state.last_sequence < next {
+                        return Ok(found);
+                    }
+                    if state.first_sequence > next || state.deleted_count.unwrap_or(0) > 0 {
+                        let e = format!(
+                            "message {next} is missing: the stream holds {} messages of 1..={} (first {}, {} deleted)",
+                            state.messages,
+                            state.last_sequence,
+                            state.first_sequence,
+                            state.deleted_count.unwrap_or(0)
+                        );
                         self.damage(e.clone());
                         return Err(e);
                     }
-                    return Ok(found);
+                    // It landed meanwhile: read it.
                 }
                 Err(e) => {
                     if Instant::now() + delay > deadline {
@@ -375,12 +426,24 @@ impl Writer {
     }
 }
 
-/// The next message from the consumer, or never when there is none.
+/// The next message from the consumer; without one, `None` after a pause
+/// (then a new consumer is made).
 async fn next_message(
     follow: &mut Option<consumer::pull::Ordered>,
 ) -> Option<Result<jetstream::Message, consumer::pull::OrderedError>> {
     match follow {
         Some(f) => f.next().await,
-        None => None,
+        None => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            None
+        }
+    }
+}
+
+/// Whether a request's answer refuses an action as out of order.
+fn refuses_out_of_order(result: &AckResult) -> bool {
+    match result {
+        Err(e) => matches!(e, AppendError::OutOfOrder { .. }),
+        Ok(outcomes) => outcomes.iter().any(|o| matches!(o, Err(AppendError::OutOfOrder { .. }))),
     }
 }
