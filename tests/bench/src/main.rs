@@ -30,9 +30,14 @@
 //!
 //! `nodb-bench redact` ([`redact`]): redaction latency by depth, and
 //! `nodb replay` speed, over a long warehouse history.
+//!
+//! `nodb-bench cluster` ([`cluster`]): the chronicler on a three-node
+//! JetStream cluster (R3) beside raw R3 publishes and the local log, and
+//! the time from a stream leader's kill to the next ack.
 
 mod auth;
 mod cascade;
+mod cluster;
 mod cpu;
 mod envoy;
 mod history;
@@ -92,6 +97,7 @@ enum BenchCommand {
     Pipeline(pipeline::PipelineArgs),
     /// Redaction latency by depth, and `nodb replay` speed, over a long history.
     Redact(redact::RedactArgs),
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Durable ingest: acks/s and ack latency at 1, 16 and 64 clients, over
@@ -173,6 +179,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         BenchCommand::Idle(a) => runtime.block_on(idle::run(a)),
         BenchCommand::Pipeline(a) => runtime.block_on(pipeline::run(a)),
         BenchCommand::Redact(a) => runtime.block_on(redact::run(a)),
+        BenchCommand::Cluster(a) => runtime.block_on(cluster::run(a)),
     }
 }
 

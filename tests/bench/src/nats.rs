@@ -56,8 +56,13 @@ impl Conn {
     /// Creates (or keeps) the stream `name` on `subject`, file storage, one
     /// replica, with JetStream's default sync interval.
     pub async fn create_stream(&mut self, name: &str, subject: &str) -> anyhow::Result<()> {
+        self.create_stream_replicated(name, subject, 1).await
+    }
+
+    /// [`Conn::create_stream`] with `replicas` copies (on a cluster).
+    pub async fn create_stream_replicated(&mut self, name: &str, subject: &str, replicas: usize) -> anyhow::Result<()> {
         let config = serde_json::json!({
-            "name": name, "subjects": [subject], "storage": "file", "num_replicas": 1,
+            "name": name, "subjects": [subject], "storage": "file", "num_replicas": replicas,
             "retention": "limits", "discard": "old", "duplicate_window": 120_000_000_000u64
         })
         .to_string();

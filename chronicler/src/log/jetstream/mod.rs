@@ -179,6 +179,14 @@ pub async fn verify(config: &JetStreamConfig, seqs: &[u64]) -> Result<(Recovered
     Ok((recovered, hashes))
 }
 
+/// How long one JetStream request (a publish's ack, a read) may take
+/// before it is sent again. Acks take milliseconds, and under heavy load
+/// well under a second; a request in flight to a server that just died
+/// waits this long, so it bounds the time to the next ack after a leader's
+/// crash (beside the election). Sending again is safe: the same id and
+/// expected sequence land once.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long opening waits for JetStream to answer (a cluster electing a
 /// leader, a server restarting) before it gives up.
 const OPEN_PATIENCE: Duration = Duration::from_secs(60);
@@ -229,7 +237,8 @@ async fn try_recover(
         .await
         .map_err(|e| unanswered(config.error(format!("cannot connect to {}: {e}", config.servers.join(",")))))?;
     let max_payload = client.server_info().max_payload;
-    let js = jetstream::new(client);
+    let mut js = jetstream::new(client);
+    js.set_timeout(REQUEST_TIMEOUT);
     let subject = config.subject();
     let mut stream = if create {
         let wanted = stream::Config {

@@ -40,6 +40,11 @@ pub type Places = Vec<(u64, u64)>;
 /// before its actions are answered "unavailable, retry".
 const WRITE_DEADLINE: Duration = Duration::from_secs(20);
 
+/// The longest pause between two tries of a publish or a read: short, so a
+/// write lands soon after a new stream leader is elected (the election
+/// itself takes seconds).
+const RETRY_CAP: Duration = Duration::from_millis(250);
+
 /// The writer's state.
 pub struct Writer {
     pub(super) js: jetstream::Context,
@@ -363,7 +368,7 @@ impl Writer {
             }
             tracing::debug!(error = %error, "publish not confirmed; sending it again");
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+            delay = (delay * 2).min(RETRY_CAP);
         }
     }
 
@@ -419,7 +424,7 @@ impl Writer {
                         return Err(e.to_string());
                     }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    delay = (delay * 2).min(RETRY_CAP);
                 }
             }
         }
