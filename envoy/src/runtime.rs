@@ -44,6 +44,10 @@ use crate::status::EnvoyStats;
 pub struct Settings {
     /// The chronicler.
     pub chronicler: ServiceUrl,
+    /// More chroniclers of the same replicated log, tried in turn after
+    /// `chronicler` when the one in use fails (the envoy resumes from the
+    /// log on each, so nothing is done twice in the log).
+    pub more_chroniclers: Vec<ServiceUrl>,
     /// The data view, for envoys triggered by a view condition.
     pub dataview: Option<ServiceUrl>,
     /// HTTP and retries for the effects.
@@ -109,14 +113,19 @@ pub async fn run_with_stats(
     if envoy.trigger.view().is_some() && settings.dataview.is_none() {
         return Err(EnvoyError::NoDataview(envoy.name.clone()));
     }
-    let log = Chronicler::with_http(settings.chronicler.clone(), settings.effects.http.clone());
+    let logs: Vec<Chronicler> = std::iter::once(&settings.chronicler)
+        .chain(&settings.more_chroniclers)
+        .map(|url| Chronicler::with_http(url.clone(), settings.effects.http.clone()))
+        .collect();
+    let mut at = 0;
     let settings = Settings { effects: settings.effects.clone().counting_retries(stats.retries.clone()), ..settings };
-    let run = Run { envoy: &envoy, log: &log, settings: &settings, stats: &stats, shutdown: &shutdown };
     let mut wait = Duration::from_millis(100);
     // The same failure is logged once, with how often it repeated when it
     // changes or clears, not at every reconnect.
     let mut failing: Option<(String, u32)> = None;
     while !shutdown.is_cancelled() {
+        let run =
+            Run { envoy: &envoy, log: &logs[at % logs.len()], settings: &settings, stats: &stats, shutdown: &shutdown };
         let result = match &envoy.trigger {
             Trigger::Types(types) => run.types(types).await,
             Trigger::View { view, .. } | Trigger::Entries { view, .. } => run.view(view).await,
@@ -127,6 +136,8 @@ pub async fn run_with_stats(
             Err(Stopped::ShuttingDown | Stopped::Client(nodb_client::Error::Cancelled)) => break,
             Err(e) => {
                 stats.resumed.fetch_add(1, Relaxed);
+                // The next chronicler of the log, if there are several.
+                at += 1;
                 let why = e.to_string();
                 match &mut failing {
                     Some((last, times)) if *last == why => *times += 1,

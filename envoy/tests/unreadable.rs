@@ -94,6 +94,7 @@ async fn an_unreadable_action_is_reported_once_and_skipped_with_its_seq() {
     );
     let settings = Settings {
         chronicler: url.parse().unwrap(),
+        more_chroniclers: Vec::new(),
         dataview: None,
         effects: Effects::new(RetryPolicy { base: Duration::from_millis(10), ..Default::default() }),
     };

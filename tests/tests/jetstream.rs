@@ -261,3 +261,44 @@ fn with_every_nats_server_down_health_says_so_and_a_waiting_append_lands_when_th
     nodb_tests::eventually("/health answers 200", || get(&format!("{}/health", c.url())).unwrap().status == 200);
     assert_eq!(committed_actions(c.url()).len(), 2);
 }
+
+#[test]
+fn an_envoy_given_both_chroniclers_moves_to_the_other_when_its_own_dies() {
+    let nats = NatsCluster::start();
+    let (mut a, b) = (chronicler(&nats, "127.0.0.1:0"), chronicler(&nats, "127.0.0.1:0"));
+    let (hook, got) = nodb_tests::webhook_receiver("127.0.0.1:0");
+    let both = format!("{},{}", a.url(), b.url());
+    let hook = format!("{hook}/hook");
+    let args = ["envoy", "webhook", "--name", "hook", "--types", "stock/", "--url", &hook, "--chronicler", &both];
+    let _envoy = Service::start(&args).unwrap();
+    let sale = |k: u64| json!({"id": format!("shop:{k}"), "type": "stock/corrected", "payload": {"quantity": k}});
+    let receipts = |url: &str| -> Vec<u64> {
+        committed_actions(url)
+            .iter()
+            .filter(|x| x["type"] == "webhook/delivered")
+            .map(|x| x["payload"]["seq"].as_u64().unwrap())
+            .collect()
+    };
+    // A new envoy starts at the head: wait for it to say where.
+    nodb_tests::eventually("the envoy started", || {
+        committed_actions(b.url()).iter().any(|x| x["type"] == "envoy/started")
+    });
+    let mut seqs = Vec::new();
+    for k in 1..=5 {
+        seqs.push(send(b.url(), &sale(k)).unwrap().0);
+    }
+    nodb_tests::eventually("the first five delivered", || receipts(b.url()).len() == 5);
+    // The envoy's chronicler dies for good; the envoy goes on through B.
+    a.kill();
+    for k in 6..=10 {
+        seqs.push(send(b.url(), &sale(k)).unwrap().0);
+    }
+    nodb_tests::eventually("all ten delivered through the other chronicler", || receipts(b.url()).len() == 10);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut recorded = receipts(b.url());
+    recorded.sort_unstable();
+    assert_eq!(recorded, seqs, "one receipt per action, none twice");
+    let delivered: std::collections::BTreeSet<u64> =
+        got.lock().unwrap().iter().map(|(_, body)| body["seq"].as_u64().unwrap()).collect();
+    assert_eq!(delivered, seqs.iter().copied().collect(), "every action reached the receiver");
+}

@@ -61,8 +61,10 @@ pub struct Args {
 /// Options every envoy takes.
 #[derive(clap::Args)]
 struct Common {
-    /// The chronicler's URL.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7401", global = true)]
+    /// The chronicler's URL, or several chroniclers of one replicated log
+    /// separated by commas: when the one in use fails, the envoy resumes
+    /// from the log on the next.
+    #[arg(long, value_name = "URL[,URL…]", default_value = "http://127.0.0.1:7401", global = true)]
     chronicler: String,
     /// Attempts per outside call, the first included.
     #[arg(long, value_name = "N", default_value_t = 5, global = true)]
@@ -183,9 +185,17 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         }
     };
     let token = args.common.token.source()?;
-    let chronicler = parse_url("--chronicler", &args.common.chronicler)?.with_token_source(token.clone());
+    let mut chroniclers = Vec::new();
+    for url in args.common.chronicler.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        chroniclers.push(parse_url("--chronicler", url)?.with_token_source(token.clone()));
+    }
+    if chroniclers.is_empty() {
+        anyhow::bail!("--chronicler needs at least one URL, like http://127.0.0.1:7401");
+    }
+    let more_chroniclers = chroniclers.split_off(1);
+    let chronicler = chroniclers.remove(0);
     let dataview = dataview.map(|d| d.with_token_source(token));
-    let settings = Settings { chronicler, dataview, effects: Effects::new(retry) };
+    let settings = Settings { chronicler, more_chroniclers, dataview, effects: Effects::new(retry) };
     let guarded = args.common.listen.map(|addr| args.common.guard.load(addr)).transpose()?;
     let leases = lease_config(&args.common)?.map(Leases::new).transpose()?;
     let enforcer = args.common.limits.enforcer()?;
@@ -282,6 +292,8 @@ fn start_all_leased(
         if let Some(token_for) = token_for {
             let token = token_for(&envoy.name);
             settings.chronicler = settings.chronicler.with_token_source(Some(token.clone()));
+            settings.more_chroniclers =
+                settings.more_chroniclers.into_iter().map(|c| c.with_token_source(Some(token.clone()))).collect();
             settings.dataview = settings.dataview.map(|d| d.with_token_source(Some(token)));
         }
         let stats = std::sync::Arc::new(nodb_envoy::status::EnvoyStats::default());

@@ -165,6 +165,7 @@ pub fn run(args: &Args, apps: &Registry) -> anyhow::Result<()> {
         let status_token = mint.source(part("nodb-envoys", true));
         let envoy_settings = nodb_envoy::Settings {
             chronicler: here_url.clone().with_token_source(status_token.clone()),
+            more_chroniclers: Vec::new(),
             dataview: Some(here_url.clone().with_token_source(status_token)),
             effects: nodb_envoy::Effects::new(super::envoy::retry_policy(args.attempts, 10.0)?),
         };
