@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::dedup::checkpoint::Rebuild;
 use super::group_commit::{Request, Writer};
@@ -256,13 +256,7 @@ impl FileLog {
 
 impl Log for FileLog {
     fn submit(&self, batch: AppendBatch) -> BoxFuture<'static, Result<PendingAcks, AppendError>> {
-        let tx = self.tx.clone();
-        Box::pin(async move {
-            let (reply_tx, reply_rx) = oneshot::channel();
-            tx.send(Request::Append(batch, reply_tx)).await.map_err(|_| AppendError::ShuttingDown)?;
-            let pending: PendingAcks = Box::pin(async move { reply_rx.await.map_err(|_| AppendError::ShuttingDown)? });
-            Ok(pending)
-        })
+        super::group_commit::submit(self.tx.clone(), batch)
     }
 
     fn head(&self) -> watch::Receiver<u64> {

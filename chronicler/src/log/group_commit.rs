@@ -240,6 +240,21 @@ impl Writer {
     }
 }
 
+/// [`Log::submit`](super::Log::submit) for a log whose writer takes
+/// [`Request`]s on `tx`: queued once sent, answered once durable.
+pub(crate) fn submit(
+    tx: mpsc::Sender<Request>,
+    batch: AppendBatch,
+) -> futures_util::future::BoxFuture<'static, Result<super::PendingAcks, AppendError>> {
+    Box::pin(async move {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tx.send(Request::Append(batch, reply_tx)).await.map_err(|_| AppendError::ShuttingDown)?;
+        let pending: super::PendingAcks =
+            Box::pin(async move { reply_rx.await.map_err(|_| AppendError::ShuttingDown)? });
+        Ok(pending)
+    })
+}
+
 /// Sends each requester its answer.
 pub(crate) fn answer(replies: Vec<(Reply, AckResult)>) {
     for (tx, result) in replies {

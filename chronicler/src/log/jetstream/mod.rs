@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::dedup::DedupTable;
@@ -380,13 +380,7 @@ fn keeps_history(c: &stream::Config, replicas: usize) -> Result<(), String> {
 
 impl Log for JetStreamLog {
     fn submit(&self, batch: AppendBatch) -> BoxFuture<'static, Result<PendingAcks, AppendError>> {
-        let tx = self.tx.clone();
-        Box::pin(async move {
-            let (reply_tx, reply_rx) = oneshot::channel();
-            tx.send(Request::Append(batch, reply_tx)).await.map_err(|_| AppendError::ShuttingDown)?;
-            let pending: PendingAcks = Box::pin(async move { reply_rx.await.map_err(|_| AppendError::ShuttingDown)? });
-            Ok(pending)
-        })
+        super::group_commit::submit(self.tx.clone(), batch)
     }
 
     fn head(&self) -> watch::Receiver<u64> {
