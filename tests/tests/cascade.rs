@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nodb_client::{StreamOptions, ViewClient, ViewStream};
 use nodb_shared::Tree;
 use nodb_tests::client::{apply_patch, next_json, view};
-use nodb_tests::{Service, block_on, dispatch, eventually, free_addr, get};
+use nodb_tests::{Rng, Service, block_on, dispatch, eventually, free_addr, get};
 use serde_json::{Value, json};
 
 type Sources = BTreeMap<String, u64>;
@@ -153,28 +153,6 @@ fn assert_matches_get(c: &Client, base: &str, view: &str) {
     }
 }
 
-/// A small deterministic generator, so a failing history can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    /// Seeded from `NODB_TEST_SEED`, or from the clock (and printed, so a
-    /// failing history can be run again).
-    fn seeded() -> Rng {
-        let seed = std::env::var("NODB_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-        });
-        eprintln!("NODB_TEST_SEED={seed}");
-        Rng(seed | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// `count` random warehouse actions of `client`, numbered from `*n + 1`.
 fn random_actions(rng: &mut Rng, client: &str, n: &mut u64, count: u64) -> Vec<Value> {
     (0..count)
@@ -263,7 +241,7 @@ fn cascades_are_their_reducers_of_the_upstream_states_they_report() {
     let mut marketing = Client::connect(cascade.url(), "marketing");
     let mut lowstock = Client::connect(cascade.url(), "lowstock");
     dispatch(sys.chronicler.url(), &seed());
-    let (mut rng, mut n) = (Rng::seeded(), 0);
+    let (mut rng, mut n) = (Rng::new(), 0);
     for _ in 0..10 {
         let head = sys.dispatch_random(&mut rng, &mut n, 25);
         marketing.read_until(|c| c.source("activity") >= head);
@@ -308,7 +286,7 @@ fn an_upstream_restarted_mid_run_is_resumed_and_the_cascade_stays_exact() {
     let cascade = start_cascade("127.0.0.1:0", &as_strs(&args));
     let mut lowstock = Client::connect(cascade.url(), "lowstock");
     dispatch(sys.chronicler.url(), &seed());
-    let (mut rng, mut n) = (Rng::seeded(), 0);
+    let (mut rng, mut n) = (Rng::new(), 0);
     // Enough history that the restarted data view takes a while to replay.
     for _ in 0..5 {
         sys.dispatch_random(&mut rng, &mut n, 400);
@@ -352,7 +330,7 @@ fn a_cascade_on_two_replicas_of_its_upstreams_moves_to_the_other_when_one_dies()
     let cascade = start_cascade("127.0.0.1:0", &as_strs(&args));
     let mut lowstock = Client::connect(cascade.url(), "lowstock");
     dispatch(sys.chronicler.url(), &seed());
-    let (mut rng, mut n) = (Rng::seeded(), 0);
+    let (mut rng, mut n) = (Rng::new(), 0);
     let head = sys.dispatch_random(&mut rng, &mut n, 60);
     lowstock.read_until(|c| c.source("stock") >= head);
     // The first replica dies for good; history goes on.
@@ -381,7 +359,7 @@ fn a_restarted_cascade_gives_returning_clients_a_snapshot_and_stays_exact() {
     let listen = free_addr();
     let mut cascade = start_cascade(&listen, &as_strs(&args));
     let mut marketing = Client::connect(cascade.url(), "marketing");
-    let (mut rng, mut n) = (Rng::seeded(), 0);
+    let (mut rng, mut n) = (Rng::new(), 0);
     let head = sys.dispatch_random(&mut rng, &mut n, 30);
     marketing.read_until(|c| c.source("activity") >= head);
     let before = marketing.seq;
@@ -419,7 +397,7 @@ fn a_cascade_of_a_cascade_in_another_process_follows_its_restart() {
     assert_eq!(get(&format!("{}/views/marketing", b.url())).unwrap().error_code(), "unknown_view");
     let mut lowstock = Client::connect(b.url(), "lowstock");
     dispatch(sys.chronicler.url(), &seed());
-    let (mut rng, mut n) = (Rng::seeded(), 0);
+    let (mut rng, mut n) = (Rng::new(), 0);
     let catch_up = |c: &mut Client, head: u64| {
         let m = get(&format!("{a_url}/views/marketing")).unwrap().json();
         let target = if m["sources"]["activity"].as_u64() >= Some(head) { m["seq"].as_u64().unwrap() } else { 0 };

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nodb_tests::nats::NatsCluster;
-use nodb_tests::{Service, committed_actions, free_addr, get, nodb_bin, post, wait_for_seq};
+use nodb_tests::{Rng, Service, committed_actions, free_addr, get, nodb_bin, post, wait_for_seq};
 use serde_json::{Value, json};
 
 /// A chronicler on the cluster's stream, listening on `addr`.
@@ -53,19 +53,6 @@ fn send(url: &str, action: &Value) -> Result<(u64, bool), String> {
     }
     let ack = &r.json()["acks"][0];
     Ok((ack["seq"].as_u64().ok_or("no seq")?, ack["duplicate"].as_bool().unwrap_or(false)))
-}
-
-/// A small xorshift generator: the faults' order and timing, printed as a
-/// seed so that a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[test]
@@ -147,9 +134,8 @@ fn client(t: usize, urls: [String; 2], acked: Acked, stop: Arc<AtomicBool>) -> J
 
 #[test]
 fn acknowledged_actions_survive_twenty_one_faults_exactly_once_and_in_order() {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    println!("fault seed {seed}");
-    let mut rng = Rng(seed);
+    // The faults' order and timing (the seed is printed: NODB_TEST_SEED replays it).
+    let mut rng = Rng::new();
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsCluster::start();
     let addrs = [free_addr(), free_addr()];
