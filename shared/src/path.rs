@@ -370,7 +370,7 @@ mod tests {
         assert_eq!(Segment::from("").slot(), None);
         assert_eq!(Segment::from("1e2").slot(), None);
         assert_eq!(Segment::from("+1").slot(), None);
-        assert_eq!(Segment::from(3).key().as_ref(), "3");
+        assert_eq!(Segment::from(3).key().as_str(), "3");
     }
 
     proptest! {

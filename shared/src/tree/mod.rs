@@ -1,7 +1,7 @@
 //! The persistent JSON tree that reducers transform.
 //!
 //! [`Tree`] is a JSON value built from `imbl`'s persistent collections:
-//! objects are [`OrdMap`]s keyed by shared strings (so iteration, and with it
+//! objects are [`OrdMap`]s keyed by [`Key`]s (short strings inline) (so iteration, and with it
 //! serialisation, is in key order and deterministic), arrays are
 //! [`Vector`]s. Cloning a tree is O(1); changing one leaf copies only the
 //! path to it and shares everything else, which is what makes
@@ -23,8 +23,11 @@ use imbl::{OrdMap, Vector};
 
 pub use number::Number;
 
-/// An object key: a shared, immutable string.
-pub type Key = Arc<str>;
+/// An object key: an immutable string, stored inline up to 23 bytes (so a
+/// search of a big object compares keys without following a pointer to
+/// each, and making a short key allocates nothing), shared behind an `Arc`
+/// when longer. Cloning is O(1) either way.
+pub type Key = smol_str::SmolStr;
 
 /// The map behind a JSON object.
 pub type Object = OrdMap<Key, Tree>;
