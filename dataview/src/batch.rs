@@ -10,12 +10,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nodb_shared::Tree;
-use nodb_shared::draft::Draft;
+use nodb_shared::draft::{Draft, Record, Undo};
 use nodb_shared::protocol::CommittedAction;
 use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, dispose};
 
 use crate::app::App;
-use crate::engine::{check_view, is_control};
+use crate::engine::{Applied, check_view, is_control, panic_text};
+use crate::reducer::Rejection;
 
 /// How many actions a batch holds.
 pub const BATCH: usize = 1024;
@@ -84,6 +85,142 @@ pub fn replay_views_within(
         let all: Option<Vec<(Tree, u64)>> = std::iter::once(first).chain(rest).collect();
         all.map(|all| all.into_iter().unzip())
     })
+}
+
+/// How one view took one action of [`apply_views_in_place`]'s run.
+enum Step {
+    /// Taken: what undoes it.
+    Took(Undo),
+    /// Refused by the reducer (or a panic in it), then undone.
+    Refused { rejection: Rejection, panicked: bool },
+    /// Taken, but the state grew past the size limit, then undone.
+    TooLarge,
+}
+
+/// One view's run: its state and size after it, and each action's step.
+struct ViewRun {
+    state: Tree,
+    bytes: u64,
+    steps: Vec<Step>,
+}
+
+/// Runs view `i`'s drafted reducer over `actions`, editing `state` in
+/// place, each action in a draft of its own that is undone if the
+/// reducer refuses it, panics, or leaves the state over the size limit.
+fn run_view(
+    app: &App,
+    i: usize,
+    mut state: Tree,
+    mut bytes: u64,
+    limits: &Limits,
+    actions: &[CommittedAction],
+) -> ViewRun {
+    let reducer = app.views[i].draft.as_ref().expect("every view is drafted");
+    let mut steps = Vec::with_capacity(actions.len());
+    for action in actions {
+        let mut draft = Draft::new(state, bytes, *limits).recording(Record::Undo);
+        let result = catch_unwind(AssertUnwindSafe(|| reducer(&mut draft, action)));
+        let step = match result {
+            Ok(Ok(())) if draft.bytes() <= limits.max_bytes => {
+                let undo;
+                (state, bytes, undo) = draft.into_undo();
+                steps.push(Step::Took(undo));
+                continue;
+            }
+            Ok(Ok(())) => Step::TooLarge,
+            Ok(Err(rejection)) => Step::Refused { rejection, panicked: false },
+            Err(panic) => Step::Refused {
+                rejection: Rejection::new(format!("the reducer failed on this action: {}", panic_text(&*panic))),
+                panicked: true,
+            },
+        };
+        (state, bytes) = draft.undo();
+        steps.push(step);
+    }
+    ViewRun { state, bytes, steps }
+}
+
+/// Applies `actions` — ordinary actions (no control action, none
+/// redacted), the consecutive seqs after `states` — to an app whose views
+/// are all drafted, each view over the whole run on a thread of its own,
+/// in place. The views of an app change together: an action that one view
+/// refuses changes none. So the runs are compared afterwards: up to the
+/// first action that some views took and others refused, every view made
+/// the same decisions as the one-at-a-time engine would have, and those
+/// actions stand; from it on, every view is undone. Pushes an [`Applied`]
+/// for each action that stands (with the rejection the engine would give:
+/// the first refusing reducer's in view order, else the first view over
+/// its size limit) and returns how many stood; `states` and `bytes` are
+/// at the last of them.
+pub(crate) fn apply_views_in_place(
+    app: &App,
+    states: &mut [Tree],
+    bytes: &mut [u64],
+    limits: &Limits,
+    actions: &[CommittedAction],
+    applied: &mut Vec<Applied>,
+) -> usize {
+    let n = states.len();
+    let taken: Vec<Tree> = states.iter_mut().map(std::mem::take).collect();
+    let mut runs: Vec<ViewRun> = if n == 1 {
+        taken.into_iter().map(|state| run_view(app, 0, state, bytes[0], limits, actions)).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let mut taken = taken.into_iter().enumerate();
+            let (_, first) = taken.next().expect("an app has views");
+            let others: Vec<_> = taken
+                .map(|(i, state)| {
+                    let b = bytes[i];
+                    scope.spawn(move || run_view(app, i, state, b, limits, actions))
+                })
+                .collect();
+            // The first view on this thread, the others beside it.
+            let first = run_view(app, 0, first, bytes[0], limits, actions);
+            std::iter::once(first)
+                .chain(others.into_iter().map(|h| h.join().expect("a view's run catches its reducer's panics")))
+                .collect()
+        })
+    };
+    let took = |run: &ViewRun, k: usize| matches!(run.steps[k], Step::Took(_));
+    let agreed = (0..actions.len())
+        .find(|&k| {
+            let count = runs.iter().filter(|r| took(r, k)).count();
+            count != 0 && count != n
+        })
+        .unwrap_or(actions.len());
+    for (k, action) in actions[..agreed].iter().enumerate() {
+        let refused = runs.iter().find_map(|r| match &r.steps[k] {
+            Step::Refused { rejection, panicked } => Some((rejection.clone(), *panicked)),
+            _ => None,
+        });
+        let rejection = if took(&runs[0], k) {
+            None
+        } else {
+            Some(refused.unwrap_or_else(|| {
+                let name = &app.views[runs.iter().position(|r| matches!(r.steps[k], Step::TooLarge)).unwrap_or(0)].name;
+                (Rejection::new(format!("view {name:?}: {}", LimitError::TooLarge { limit: limits.max_bytes })), false)
+            }))
+        };
+        applied.push(Applied {
+            seq: action.seq,
+            patches: Vec::new(),
+            edits: Vec::new(),
+            panicked: rejection.as_ref().is_some_and(|(_, p)| *p),
+            rejection: rejection.map(|(r, _)| r),
+            snapshot_requested: false,
+        });
+    }
+    for (i, run) in runs.iter_mut().enumerate() {
+        // Back to before `actions[agreed]`, newest first.
+        while run.steps.len() > agreed {
+            if let Some(Step::Took(undo)) = run.steps.pop() {
+                run.bytes = undo.apply(&mut run.state);
+            }
+        }
+        states[i] = std::mem::take(&mut run.state);
+        bytes[i] = run.bytes;
+    }
+    agreed
 }
 
 #[cfg(test)]

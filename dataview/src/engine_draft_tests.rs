@@ -62,6 +62,48 @@ proptest! {
         }
     }
 
+    /// [`Engine::apply_run`] — each view over a run on a thread of its
+    /// own, undone from the first action the views disagree on — gives
+    /// what applying one action at a time gives: the same rejection (its
+    /// reason too) and panic flag for every seq, and the same states,
+    /// sizes and seq after every run. The histories mix actions one view
+    /// refuses and the other takes (`take` of too many), panics after an
+    /// edit (`boom`), views over the size limit (`big`), snapshot
+    /// requests and actions no view knows.
+    #[test]
+    fn runs_on_threads_equal_one_action_at_a_time(
+        actions in prop::collection::vec(prop_oneof![6 => action(), 1 => Just(("tally/big".to_string(), json!({})))], 1..150),
+        cuts in prop::collection::vec(1usize..60, 1..8),
+        max_bytes in 200u64..2_000,
+    ) {
+        let limits = nodb_shared::tree::limits::Limits { max_depth: 64, max_bytes };
+        let actions = history(actions);
+        let mut one = Engine::new(drafted_app()).with_limits(limits);
+        let mut runs = Engine::new(drafted_app()).with_limits(limits);
+        let mut rest = actions.as_slice();
+        for cut in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (run, after) = rest.split_at((*cut).min(rest.len()));
+            rest = after;
+            let got = runs.apply_run(run).unwrap();
+            prop_assert_eq!(got.len(), run.len());
+            for (a, mine) in run.iter().zip(got) {
+                let theirs = one.apply_with(a, Diffs::Nothing).unwrap();
+                prop_assert_eq!(mine.seq, a.seq);
+                prop_assert_eq!(&mine.rejection, &theirs.rejection, "seq {}", a.seq);
+                prop_assert_eq!(mine.panicked, theirs.panicked, "seq {}", a.seq);
+                prop_assert_eq!(mine.snapshot_requested, theirs.snapshot_requested);
+            }
+            prop_assert_eq!(runs.seq(), one.seq());
+            prop_assert_eq!(runs.bytes(), one.bytes());
+            for (x, y) in runs.states().iter().zip(one.states()) {
+                prop_assert_eq!(x.to_json_string(), y.to_json_string());
+            }
+        }
+    }
+
     /// A hub applying random batches in place ends with the states of one
     /// action at a time, keeps every rejection for its sender, and hands
     /// over the checkpoints inside the batches.
@@ -87,8 +129,10 @@ proptest! {
         }
         let last = actions.len() as u64;
         // Every action's client is `c`.
-        let a: Vec<u64> = batched.rejections("c", 0, last).iter().map(|(s, _)| *s).collect();
-        let b: Vec<u64> = one_by_one.rejections("c", 0, last).iter().map(|(s, _)| *s).collect();
+        let reasons = |hub: &Hub| -> Vec<(u64, String)> {
+            hub.rejections("c", 0, last).into_iter().map(|(s, r)| (s, r.reason)).collect()
+        };
+        let (a, b) = (reasons(&batched), reasons(&one_by_one));
         prop_assert_eq!(a, b);
         let seqs = |hub: &Hub| hub.take_snapshot_requests().into_iter().map(|v| v.seq).collect::<Vec<_>>();
         prop_assert_eq!(seqs(&batched), seqs(&one_by_one));

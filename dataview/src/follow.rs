@@ -239,7 +239,7 @@ pub async fn follow(
                         () = shutdown.cancelled() => return,
                     };
                     let Some(next) = next else {
-                        if !apply_batch(&hub, &mut batch) {
+                        if !apply_batch(&hub, &mut batch).await {
                             break;
                         }
                         continue;
@@ -283,7 +283,7 @@ pub async fn follow(
                     if action.kind == REDACT {
                         // The views are rebuilt at a redaction, after what
                         // came before it.
-                        if !apply_batch(&hub, &mut batch) {
+                        if !apply_batch(&hub, &mut batch).await {
                             break;
                         }
                         let redacted = tokio::select! {
@@ -301,7 +301,7 @@ pub async fn follow(
                     let far_behind = status.head.load(Relaxed) > action.seq + margin;
                     if far_behind || !batch.is_empty() {
                         batch.push(action);
-                        if (batch.len() >= crate::batch::BATCH || !far_behind) && !apply_batch(&hub, &mut batch) {
+                        if (batch.len() >= crate::batch::BATCH || !far_behind) && !apply_batch(&hub, &mut batch).await {
                             break;
                         }
                     } else if let Err(e) = hub.apply(&action) {
@@ -441,10 +441,25 @@ async fn redact(hub: &Hub, past: &History, action: &CommittedAction) -> Result<(
     Ok(hub.apply_redaction(action, after, Some(rebuilt.states), rejected.collect())?)
 }
 
-/// Applies and empties `batch`; `false` to reconnect.
-fn apply_batch(hub: &Hub, batch: &mut Vec<CommittedAction>) -> bool {
-    let result = hub.apply_batch(batch);
-    batch.clear();
+/// Applies and empties `batch`; `false` to reconnect. On the blocking
+/// pool: a batch takes tens of milliseconds, and a runtime worker held that
+/// long leaves the tasks queued on it (`/health` among them) waiting.
+async fn apply_batch(hub: &Arc<Hub>, batch: &mut Vec<CommittedAction>) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let (hub, taken) = (hub.clone(), std::mem::take(batch));
+    let result = match tokio::task::spawn_blocking(move || (hub.apply_batch(&taken), taken)).await {
+        Ok((result, mut taken)) => {
+            taken.clear();
+            *batch = taken;
+            result
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "applying a batch failed; reconnecting to resume");
+            return false;
+        }
+    };
     match result {
         Ok(()) => true,
         Err(e) => {

@@ -104,8 +104,7 @@ async fn list_views(State(s): State<AppState>, caller: Caller) -> impl IntoRespo
         .filter(|name| caller.grant.may_read(name).is_ok())
         .map(|name| serde_json::json!({"name": name, "seq": seq}))
         .collect();
-    let app = s.hub.app().name;
-    axum::Json(serde_json::json!({"app": app, "version": s.version.as_deref(), "views": views}))
+    axum::Json(serde_json::json!({"app": s.hub.app_name(), "version": s.version.as_deref(), "views": views}))
 }
 
 #[derive(Deserialize)]
@@ -289,7 +288,7 @@ async fn health(State(s): State<AppState>) -> Response {
     let caught_up = connected && seq >= head;
     axum::Json(serde_json::json!({
         "status": if caught_up { "caught_up" } else { "recovering" },
-        "app": s.hub.app().name,
+        "app": s.hub.app_name(),
         "version": s.version.as_deref(),
         "seq": seq,
         "chronicler_head": head,

@@ -161,6 +161,35 @@ pub enum Record {
     Undo,
 }
 
+/// What undoes a finished draft's edits ([`Draft::into_undo`]).
+#[derive(Debug)]
+pub struct Undo {
+    ops: Vec<Op>,
+    /// The size before the edits.
+    bytes: u64,
+}
+
+impl Undo {
+    /// Puts `tree` — the draft's state, or one edited since only by drafts
+    /// whose own undos have already been applied — back as it was before
+    /// the draft's first edit, and returns its size then.
+    pub fn apply(self, tree: &mut Tree) -> u64 {
+        for op in self.ops.into_iter().rev() {
+            match op {
+                Op::Add { path, .. } => raw_remove(tree, &path),
+                Op::Replace { path, old, .. } => raw_write(tree, &path, old, false),
+                Op::Remove { path, old } => raw_write(tree, &path, old, true),
+            }
+        }
+        self.bytes
+    }
+
+    /// The size of the state before the edits.
+    pub fn bytes_before(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// A state being edited in place, with the record of its edits. See the
 /// [module documentation](self).
 #[derive(Debug)]
@@ -255,15 +284,17 @@ impl Draft {
 
     /// Puts the state back as it was before the first edit, and returns it
     /// with its size then.
-    pub fn undo(mut self) -> (Tree, u64) {
-        while let Some(op) = self.ops.pop() {
-            match op {
-                Op::Add { path, .. } => raw_remove(&mut self.tree, &path),
-                Op::Replace { path, old, .. } => raw_write(&mut self.tree, &path, old, false),
-                Op::Remove { path, old } => raw_write(&mut self.tree, &path, old, true),
-            }
-        }
-        (self.tree, self.start_bytes)
+    pub fn undo(self) -> (Tree, u64) {
+        let (mut tree, _, undo) = self.into_undo();
+        let bytes = undo.apply(&mut tree);
+        (tree, bytes)
+    }
+
+    /// The state, its size, and what undoes the edits later (whatever the
+    /// record), for a caller that decides after the draft is finished —
+    /// the engine running each view over a batch on its own thread.
+    pub fn into_undo(self) -> (Tree, u64, Undo) {
+        (self.tree, self.bytes, Undo { ops: self.ops, bytes: self.start_bytes })
     }
 
     /// Writes `value` at `path`: a new key of an object (missing objects on

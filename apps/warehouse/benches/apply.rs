@@ -5,7 +5,7 @@
 //! a "send the whole state each time" server such as the Full-Stack Redux
 //! tutorial's would send).
 //!
-//! Three ways, side by side in one run, over the same actions from the
+//! The ways, side by side in one run, over the same actions from the
 //! same state:
 //! - **pure + diff**: the reducers as functions from the state before to
 //!   the state after (`App::without_drafts`), each patch a structural diff and each
@@ -19,11 +19,18 @@
 //!   as in a replay or a catch-up batch: edits copy nothing;
 //! - **drafted, replay**: in place with no patch at all
 //!   (`Diffs::Nothing`: the drafts keep only what undoes their edits), as
-//!   `nodb replay` and a rebuild apply actions.
+//!   `nodb replay` and a rebuild apply actions;
+//! - **drafted, replay, threads** (not on one core): the replay in
+//!   batches of 1,024 through `Engine::apply_run`, each view on a thread
+//!   of its own, as a data view applies a batch when it is behind.
 //!
 //! Run with `cargo bench -p nodb-warehouse --bench apply [-- PRODUCTS…]`;
 //! `-- --only in-place 100000` runs one way alone (`pure`, `kept`,
-//! `in-place` or `replay`), for a profiler.
+//! `in-place`, `replay` or `threads`), for a profiler.
+
+/// The allocator the `nodb` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -116,6 +123,18 @@ fn replay(engine: &mut Engine, actions: &[CommittedAction]) -> Run {
     Run { elapsed: t.elapsed(), serialise: Duration::ZERO, patch_bytes: 0, rejected }
 }
 
+/// [`replay`] in batches of 1,024 through `Engine::apply_run`, as a data
+/// view catching up applies them: each view on a thread of its own.
+fn replay_on_threads(engine: &mut Engine, actions: &[CommittedAction]) -> Run {
+    let mut rejected = 0;
+    let t = Instant::now();
+    for batch in actions.chunks(1024) {
+        let applied = engine.apply_run(batch).expect("in sequence");
+        rejected += applied.iter().filter(|a| a.rejection.is_some()).count() as u64;
+    }
+    Run { elapsed: t.elapsed(), serialise: Duration::ZERO, patch_bytes: 0, rejected }
+}
+
 fn report(name: &str, r: &Run, baseline: Option<f64>) -> f64 {
     let rate = ACTIONS as f64 / r.elapsed.as_secs_f64();
     let each = r.elapsed / ACTIONS as u32;
@@ -175,6 +194,13 @@ fn main() {
         let mut replayed = wanted("replay").then(|| build(&app, products).0);
         if let Some(replayed) = &mut replayed {
             report("drafted, replay", &replay(replayed, &actions), base_rate);
+        }
+        if wanted("threads") {
+            let mut threaded = build(&app, products).0;
+            report("drafted, replay, threads", &replay_on_threads(&mut threaded, &actions), base_rate);
+            if let Some(replayed) = &replayed {
+                assert_eq!(replayed.states(), threaded.states(), "the same states with the views on threads");
+            }
         }
         if !wanted("in-place") {
             continue;

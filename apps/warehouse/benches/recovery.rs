@@ -10,6 +10,10 @@
 
 use std::time::Instant;
 
+/// The allocator the `nodb` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use nodb_dataview::app::App;
 use nodb_dataview::batch::BATCH;
 use nodb_dataview::engine::{Diffs, Engine};
