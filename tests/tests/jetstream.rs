@@ -207,7 +207,19 @@ fn acknowledged_actions_survive_twenty_one_faults_exactly_once_and_in_order() {
         let before = last.insert(client.to_string(), n).unwrap_or(0);
         assert_eq!(n, before + 1, "{client}'s actions in order");
     }
-    assert_eq!(committed_actions(&urls[1]), log, "both chroniclers serve the same history");
+    // A chronicler's reads trail another's writes by a consumer round trip
+    // (docs/ARCHITECTURE.md, "Following"): the other is given time to reach the
+    // head, then must serve exactly the same history.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut theirs = committed_actions(&urls[1]);
+    while (theirs.len() as u64) < head && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        theirs = committed_actions(&urls[1]);
+    }
+    assert_eq!(theirs.len(), log.len(), "both chroniclers reach the same head");
+    if let Some(i) = (0..log.len()).find(|&i| theirs[i] != log[i]) {
+        panic!("the chroniclers serve different histories at seq {}: {} and {}", i + 1, log[i], theirs[i]);
+    }
     let verify = std::process::Command::new(nodb_bin())
         .args(["log", "verify", "--log", &nats.urls()])
         .output()
