@@ -340,7 +340,8 @@ impl Engine {
                 .iter()
                 .take_while(|a| !is_control(&a.kind) && self.redactions.redacted_by(a.seq).is_none())
                 .count();
-            if !drafted || ordinary < 2 {
+            // A thread per view costs tens of microseconds: not for a few.
+            if !drafted || ordinary < 8 {
                 applied.push(self.apply_with(&actions[at], Diffs::Nothing)?);
                 at += 1;
                 continue;
