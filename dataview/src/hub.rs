@@ -152,7 +152,7 @@ impl Hub {
         version: Option<Arc<str>>,
     ) -> Arc<Hub> {
         let (seq_tx, _) = watch::channel(engine.seq());
-        let engine_name = engine.app().name.clone();
+        let app_name = engine.app().name.clone();
         // The history starts with the state the engine starts from, so a
         // client that has it can be sent a patch rather than a snapshot.
         let base = Entry::at(engine.seq(), engine.states().to_vec());
@@ -179,7 +179,7 @@ impl Hub {
             freer,
             checkpoint_every: checkpoint_every.filter(|e| *e > 0),
             version,
-            app_name: engine_name,
+            app_name,
             metrics: HubMetrics::default(),
         })
     }
