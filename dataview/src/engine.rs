@@ -317,8 +317,8 @@ impl Engine {
     /// Applies `actions`, the consecutive seqs after the current one, as
     /// [`Engine::apply_with`] with [`Diffs::Nothing`] would one after
     /// another, and returns what each did. When every view is drafted,
-    /// each run of ordinary actions (no control action, nothing redacted)
-    /// goes through each view on a thread of its own
+    /// each run of at least 8 ordinary actions (no control action, nothing
+    /// redacted) goes through each view on a thread of its own
     /// ([`crate::batch::apply_views_in_place`]): the views' decisions are
     /// compared afterwards, and from the first action that some views took
     /// and others did not, the views are undone and the rest of the run is
