@@ -319,7 +319,7 @@ impl Engine {
     /// another, and returns what each did. When every view is drafted,
     /// each run of at least 8 ordinary actions (no control action, nothing
     /// redacted) goes through each view on a thread of its own
-    /// ([`crate::batch::apply_views_in_place`]): the views' decisions are
+    /// (`batch::apply_views_in_place`): the views' decisions are
     /// compared afterwards, and from the first action that some views took
     /// and others did not, the views are undone and the rest of the run is
     /// applied one action at a time.
