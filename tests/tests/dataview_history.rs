@@ -280,6 +280,14 @@ fn wait_for_head(view: &Service, seq: u64) {
     eventually(&format!("the view reaches seq {seq}"), || get(&url).is_ok_and(|r| r.json()["seq"] == seq));
 }
 
+/// Waits until every checkpoint (a snapshot every [`EVERY`] seqs) up to
+/// `head` is in `dir`: checkpoints are written off the apply path, so they
+/// can trail the view's seq.
+fn wait_for_checkpoints(dir: &Path, head: u64) {
+    let wanted: BTreeSet<u64> = (EVERY..=head).step_by(EVERY as usize).collect();
+    eventually("every checkpoint up to the head is written", || snapshot_seqs(dir).is_superset(&wanted));
+}
+
 /// The `stock` view's initial state.
 fn initial_stock() -> Value {
     json!({"products": {}, "total": 0})
@@ -396,8 +404,7 @@ fn as_of_reads_at_random_seqs_are_exact_and_bounded_while_snapshots_are_pruned()
     let head = w.head;
     wait_for_head(&view, head);
 
-    let wanted: BTreeSet<u64> = (EVERY..=head).step_by(EVERY as usize).collect();
-    eventually("the checkpoints are written", || snapshot_seqs(&snapshot_dir).is_superset(&wanted));
+    wait_for_checkpoints(&snapshot_dir, head);
 
     // The seqs to read: `None` is the head at the time of the read.
     let mut targets: Vec<Option<u64>> = (0..34).map(|_| Some(1 + rng.below(head))).collect();
@@ -495,8 +502,7 @@ fn as_of_reads_at_random_seqs_are_exact_and_bounded_while_snapshots_are_pruned()
     assert!(metric(&view, "nodb_dataview_history_replayed_max") < EVERY);
 
     // Every checkpoint up to the head is kept; the other snapshots stay few.
-    let wanted: BTreeSet<u64> = (EVERY..=w.head).step_by(EVERY as usize).collect();
-    eventually("every checkpoint up to the head is written", || snapshot_seqs(&snapshot_dir).is_superset(&wanted));
+    wait_for_checkpoints(&snapshot_dir, w.head);
     let seqs = snapshot_seqs(&snapshot_dir);
     let others: Vec<&u64> = seqs.iter().filter(|s| *s % EVERY != 0).collect();
     println!(
@@ -517,6 +523,7 @@ fn with_one_history_reader_concurrent_reads_far_back_wait_their_turn() {
         w.post(500);
     }
     wait_for_head(&view, w.head);
+    wait_for_checkpoints(&dir.path().join("snapshots").join("warehouse"), w.head);
     let ns = [137u64, 388, 499, 730, 1001, 1234, 1499, 1777];
     let barrier = Arc::new(Barrier::new(ns.len()));
     let readers: Vec<_> = ns
