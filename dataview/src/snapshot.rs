@@ -54,6 +54,9 @@ pub enum SnapshotError {
         /// Why.
         reason: String,
     },
+    /// Serialising the states failed (the task writing them panicked).
+    #[error("could not serialise the snapshot: {0}")]
+    Encode(String),
     /// The snapshot directory could not be created.
     #[error("cannot create the snapshot directory {path}: {source}")]
     Dir {
@@ -216,7 +219,12 @@ impl Snapshots {
             }
             _ => None,
         };
-        let body = encode(&self.app, seq, names, states, chain, redactions);
+        // Serialising whole states takes tens of milliseconds: off the
+        // runtime's workers, which serve `/health` and the clients.
+        let (app, owned, states, redactions) = (self.app.clone(), names.to_vec(), states.to_vec(), redactions.clone());
+        let body = tokio::task::spawn_blocking(move || encode(&app, seq, &owned, &states, chain, &redactions))
+            .await
+            .map_err(|e| SnapshotError::Encode(e.to_string()))?;
         let path = self.path(seq);
         // Data views of one app may share the store: they reach the same
         // seqs and write the same states there, so a snapshot another one
@@ -465,7 +473,11 @@ pub async fn run_snapshotter(
         let wrote = !due.is_empty();
         for ViewsAt { seq, states, redactions } in due {
             let started = std::time::Instant::now();
-            match snapshots.write(seq, &names, &states, &redactions).await {
+            let written = snapshots.write(seq, &names, &states, &redactions).await;
+            // The states may be the last holders of a version the views
+            // have since moved on from: freeing it is as long as writing it.
+            tokio::task::spawn_blocking(move || drop(states));
+            match written {
                 Ok(written) => {
                     last_written = last_written.max(seq);
                     if written {

@@ -61,6 +61,7 @@ impl fmt::Display for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Segment::Index(i) => write!(f, "{i}"),
+            Segment::Key(k) if !needs_escape(k) => f.write_str(k),
             Segment::Key(k) => {
                 for c in k.chars() {
                     match c {
@@ -186,12 +187,23 @@ impl Path {
 
 /// The JSON Pointer string of a list of segments.
 pub(crate) fn pointer_of(segments: &[Segment]) -> String {
-    let mut s = String::new();
+    let room = segments.iter().map(|seg| 1 + if let Segment::Key(k) = seg { k.len() } else { 4 }).sum();
+    let mut s = String::with_capacity(room);
     for seg in segments {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "/{seg}");
+        s.push('/');
+        match seg {
+            // The common case, without the formatting machinery.
+            Segment::Key(k) if !needs_escape(k) => s.push_str(k),
+            // Writing to a String cannot fail.
+            seg => _ = write!(s, "{seg}"),
+        }
     }
     s
+}
+
+/// Whether a key holds a character a JSON Pointer token escapes.
+fn needs_escape(key: &str) -> bool {
+    key.bytes().any(|b| b == b'~' || b == b'/')
 }
 
 impl fmt::Display for Path {
