@@ -256,6 +256,11 @@ pub async fn follow(
                             break;
                         }
                     };
+                    // Lines already read arrive without a wait, and a run of
+                    // them applied one at a time would hold this runtime
+                    // worker (and `/health`, and the clients queued on it)
+                    // for seconds: yield whenever the task's budget is spent.
+                    tokio::task::coop::consume_budget().await;
                     status.head.fetch_max(line.head(), Relaxed);
                     let unreadable = match &line {
                         StreamLine::Unreadable { error, .. } => Some(error.clone()),
