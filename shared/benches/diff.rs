@@ -35,11 +35,11 @@ fn build_tree(outer: usize, middle: usize, inner: usize) -> Tree {
             for c in 0..inner {
                 leaves.insert(format!("item{c}").into(), Tree::from((a * b + c) as u64));
             }
-            m.insert(format!("loc{b}").into(), Tree::Object(leaves));
+            m.insert(format!("loc{b}").into(), Tree::Object(leaves.into()));
         }
-        root.insert(format!("product{a}").into(), Tree::Object(m));
+        root.insert(format!("product{a}").into(), Tree::Object(m.into()));
     }
-    Tree::Object(root)
+    Tree::Object(root.into())
 }
 
 fn build_value(outer: usize, middle: usize, inner: usize) -> Value {

@@ -42,7 +42,8 @@ fn main() {
         ]);
         products.insert(format!("product{p}").into(), entry);
     }
-    let stock = Tree::from_entries([("products", Tree::Object(products)), ("total", Tree::from(keys * 1_000_000))]);
+    let stock =
+        Tree::from_entries([("products", Tree::Object(products.into())), ("total", Tree::from(keys * 1_000_000))]);
     let mut states = app.initial_states();
     states[0] = stock;
     println!("built a state of {keys} products in {:.2?}", t.elapsed());

@@ -1,7 +1,7 @@
 //! Structural diff: the RFC 6902 patch that turns one [`Tree`] into another.
 //!
-//! The walk skips every subtree the two trees share (`imbl`'s
-//! `OrdMap::diff` skips shared B-tree nodes; equal pointers end the descent
+//! The walk skips every subtree the two trees share ([`Object::diff`]
+//! skips shared B-tree nodes; equal pointers end the descent
 //! at once), so when `new` was made from `old` by a reducer, the cost is
 //! proportional to the change, not to the size of the state.
 //!
@@ -54,17 +54,17 @@ fn diff_into(old: &Tree, new: &Tree, path: &mut Vec<Segment>, ops: &mut Vec<Patc
 }
 
 /// Objects with at most this many entries between them are diffed by
-/// walking both in key order. `OrdMap::diff` would compare every pair of
+/// walking both in key order. [`Object::diff`] would compare every pair of
 /// values under the same key with `==` before handing it back (and the
 /// recursive diff then walks the pair a second time), so a small object
 /// above a big one (the root of a state over a map of 100k entries) would
 /// have the big one walked twice; the merge walk hands each pair straight to
 /// [`diff_into`], whose pointer test skips shared values. Bigger objects use
-/// `OrdMap::diff`, which skips the B-tree nodes the two maps share.
+/// [`Object::diff`], which skips the B-tree nodes two maps share.
 const SMALL_OBJECT: usize = 64;
 
 fn diff_objects(a: &Object, b: &Object, path: &mut Vec<Segment>, ops: &mut Vec<PatchOperation>) {
-    use imbl::ordmap::DiffItem;
+    use crate::tree::object::DiffItem;
     use std::cmp::Ordering;
     if a.len() + b.len() <= SMALL_OBJECT {
         // The same operations in the same (key) order as below: keys only

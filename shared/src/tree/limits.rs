@@ -419,7 +419,7 @@ impl Change<'_> {
         }
         match (old, new) {
             (Tree::Object(a), Tree::Object(b)) => {
-                use imbl::ordmap::DiffItem;
+                use crate::tree::object::DiffItem;
                 if a.len() + b.len() <= SMALL_OBJECT {
                     let (mut ia, mut ib) = (a.iter().peekable(), b.iter().peekable());
                     loop {

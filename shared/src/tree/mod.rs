@@ -1,8 +1,9 @@
 //! The persistent JSON tree that reducers transform.
 //!
-//! [`Tree`] is a JSON value built from `imbl`'s persistent collections:
-//! objects are [`OrdMap`]s keyed by [`Key`]s (short strings inline) (so iteration, and with it
-//! serialisation, is in key order and deterministic), arrays are
+//! [`Tree`] is a JSON value built from persistent collections: objects are
+//! [`Object`]s keyed by [`Key`]s (short strings inline) — a shared sorted
+//! slice while small, an `imbl::OrdMap` past that — so iteration, and with
+//! it serialisation, is in key order and deterministic; arrays are `imbl`
 //! [`Vector`]s. Cloning a tree is O(1); changing one leaf copies only the
 //! path to it and shares everything else, which is what makes
 //! [`crate::diff`] cost time proportional to the change.
@@ -14,23 +15,22 @@
 
 pub mod limits;
 mod number;
+pub mod object;
 mod serde_impl;
 
 use std::fmt;
 use std::sync::Arc;
 
-use imbl::{OrdMap, Vector};
+use imbl::Vector;
 
 pub use number::Number;
+pub use object::Object;
 
 /// An object key: an immutable string, stored inline up to 23 bytes (so a
 /// search of a big object compares keys without following a pointer to
 /// each, and making a short key allocates nothing), shared behind an `Arc`
 /// when longer. Cloning is O(1) either way.
 pub type Key = smol_str::SmolStr;
-
-/// The map behind a JSON object.
-pub type Object = OrdMap<Key, Tree>;
 
 /// The vector behind a JSON array.
 pub type Array = Vector<Tree>;
@@ -93,7 +93,7 @@ impl fmt::Display for Kind {
 impl Tree {
     /// An empty object.
     pub fn object() -> Self {
-        Tree::Object(OrdMap::new())
+        Tree::Object(Object::new())
     }
 
     /// An empty array.
@@ -113,11 +113,7 @@ impl Tree {
 
     /// An object holding `entries` (a later duplicate key wins).
     pub fn from_entries<K: Into<Key>>(entries: impl IntoIterator<Item = (K, Tree)>) -> Self {
-        let mut map = OrdMap::new();
-        for (k, v) in entries {
-            map.insert(k.into(), v);
-        }
-        Tree::Object(map)
+        Tree::Object(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 
     /// What kind of value this is.
@@ -233,18 +229,7 @@ impl PartialEq for Tree {
             (Tree::Bool(a), Tree::Bool(b)) => a == b,
             (Tree::Number(a), Tree::Number(b)) => a == b,
             (Tree::String(a), Tree::String(b)) => a == b,
-            // `OrdMap`'s equality walks its diff, which skips shared nodes;
-            // small objects (a single B-tree leaf) are cheaper to walk side
-            // by side than to set up that walk for.
-            (Tree::Object(a), Tree::Object(b)) => {
-                a.ptr_eq(b)
-                    || (a.len() == b.len()
-                        && if a.len() <= 16 {
-                            a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && va == vb)
-                        } else {
-                            a == b
-                        })
-            }
+            (Tree::Object(a), Tree::Object(b)) => a == b,
             (Tree::Array(a), Tree::Array(b)) => {
                 Arc::ptr_eq(a, b) || a.ptr_eq(b) || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x == y))
             }

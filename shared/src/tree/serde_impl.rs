@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use imbl::{OrdMap, Vector};
+use imbl::Vector;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -95,13 +95,12 @@ impl<'de> Visitor<'de> for TreeVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
-        let mut o = OrdMap::new();
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
         while let Some(k) = map.next_key::<KeyDe>()? {
-            let v = map.next_value::<Tree>()?;
-            // As with serde_json's own Value, a later duplicate key wins.
-            o.insert(k.0, v);
+            entries.push((k.0, map.next_value::<Tree>()?));
         }
-        Ok(Tree::Object(o))
+        // As with serde_json's own Value, a later duplicate key wins.
+        Ok(Tree::Object(entries.into_iter().collect()))
     }
 }
 

@@ -1,0 +1,138 @@
+//! [`Object`] against a `BTreeMap` model: the same entries in the same
+//! order through any mix of edits, in both forms and across the change
+//! from one to the other, with shared versions left untouched.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// An edit of an object.
+#[derive(Clone, Debug)]
+enum Edit {
+    Insert(String, u64),
+    Remove(String),
+    /// Change the value under a key in place (`get_mut`).
+    Bump(String),
+    /// Keep a clone of this version: later edits must not change it.
+    Share,
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    // Few keys, so that inserts, removes and hits on existing keys mix,
+    // and objects cross the size where they change form both ways.
+    let key = || (0u8..24).prop_map(|k| format!("k{k:02}"));
+    prop_oneof![
+        4 => (key(), any::<u64>()).prop_map(|(k, v)| Edit::Insert(k, v)),
+        2 => key().prop_map(Edit::Remove),
+        2 => key().prop_map(Edit::Bump),
+        1 => Just(Edit::Share),
+    ]
+}
+
+fn entries(o: &Object) -> Vec<(String, Tree)> {
+    o.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn model_entries(m: &BTreeMap<String, u64>) -> Vec<(String, Tree)> {
+    m.iter().map(|(k, v)| (k.clone(), Tree::from(*v))).collect()
+}
+
+/// The changes `diff` reports, applied to `from`, give `to`.
+fn apply_diff(from: &Object, to: &Object) -> Object {
+    let mut out = from.clone();
+    for d in from.diff(to) {
+        match d {
+            DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } => {
+                out.insert(k.clone(), v.clone());
+            }
+            DiffItem::Remove(k, _) => {
+                out.remove(k);
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #[test]
+    fn edits_give_what_a_btreemap_gives(edits in prop::collection::vec(edit(), 0..80)) {
+        let mut o = Object::new();
+        let mut model = BTreeMap::new();
+        let mut shared: Vec<(Object, BTreeMap<String, u64>)> = Vec::new();
+        for e in edits {
+            match e {
+                Edit::Insert(k, v) => {
+                    let old = o.insert(Key::from(k.as_str()), Tree::from(v));
+                    prop_assert_eq!(old, model.insert(k, v).map(Tree::from));
+                }
+                Edit::Remove(k) => {
+                    prop_assert_eq!(o.remove(k.as_str()), model.remove(&k).map(Tree::from));
+                }
+                Edit::Bump(k) => {
+                    let slot = o.get_mut(k.as_str());
+                    prop_assert_eq!(slot.is_some(), model.contains_key(&k));
+                    if let (Some(slot), Some(m)) = (slot, model.get_mut(&k)) {
+                        *m = m.wrapping_add(1);
+                        *slot = Tree::from(*m);
+                    }
+                }
+                Edit::Share => shared.push((o.clone(), model.clone())),
+            }
+            prop_assert_eq!(o.len(), model.len());
+            prop_assert_eq!(entries(&o), model_entries(&model));
+            for k in ["k00", "k07", "k13", "k23", "zz"] {
+                prop_assert_eq!(o.get(k).cloned(), model.get(k).map(|v| Tree::from(*v)));
+            }
+            prop_assert_eq!(o.get_min().map(|(k, _)| k.to_string()), model.keys().next().cloned());
+            prop_assert_eq!(o.get_max().map(|(k, _)| k.to_string()), model.keys().next_back().cloned());
+        }
+        // Versions kept along the way were not changed by later edits.
+        for (version, model) in &shared {
+            prop_assert_eq!(entries(version), model_entries(model));
+            // Built again from its entries (a snapshot load): equal, and
+            // each diff between versions turns one into the other.
+            let rebuilt: Object = version.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            prop_assert_eq!(&rebuilt, version);
+            prop_assert_eq!(&apply_diff(version, &o), &o);
+            prop_assert_eq!(&apply_diff(&o, version), version);
+            prop_assert_eq!(&apply_diff(&rebuilt, &o), &o);
+            prop_assert_eq!(version == &o, model_entries(model) == entries(&o));
+        }
+    }
+
+    #[test]
+    fn built_from_entries_a_later_duplicate_wins(pairs in prop::collection::vec((0u8..12, any::<u64>()), 0..40)) {
+        let o: Object = pairs.iter().map(|(k, v)| (Key::from(format!("k{k:02}")), Tree::from(*v))).collect();
+        let model: BTreeMap<String, u64> = pairs.iter().map(|(k, v)| (format!("k{k:02}"), *v)).collect();
+        prop_assert_eq!(entries(&o), model_entries(&model));
+    }
+
+    #[test]
+    fn union_keeps_the_first_objects_values(
+        a in prop::collection::btree_map(0u8..20, any::<u64>(), 0..14),
+        b in prop::collection::btree_map(0u8..20, any::<u64>(), 0..14),
+    ) {
+        let object = |m: &BTreeMap<u8, u64>| -> Object {
+            m.iter().map(|(k, v)| (Key::from(format!("k{k:02}")), Tree::from(*v))).collect()
+        };
+        let mut model: BTreeMap<String, u64> = b.iter().map(|(k, v)| (format!("k{k:02}"), *v)).collect();
+        model.extend(a.iter().map(|(k, v)| (format!("k{k:02}"), *v)));
+        prop_assert_eq!(entries(&object(&a).union(object(&b))), model_entries(&model));
+    }
+}
+
+#[test]
+fn small_objects_stay_slices_and_grow_into_maps() {
+    let mut o = Object::new();
+    for i in 0..SMALL {
+        o.insert(Key::from(format!("k{i}")), Tree::from(i as u64));
+        assert!(matches!(o.0, Repr::Small(_)), "{i}");
+    }
+    o.insert(Key::from("z"), Tree::Null);
+    assert!(matches!(o.0, Repr::Big(_)));
+    let rebuilt: Object = o.iter().take(3).map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert!(matches!(rebuilt.0, Repr::Small(_)));
+    assert_eq!(std::mem::size_of::<Tree>(), 24, "a tree stays three words");
+}
