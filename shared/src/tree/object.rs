@@ -356,10 +356,19 @@ impl<'a> IntoIterator for &'a Object {
 }
 
 impl PartialEq for Object {
+    /// The same entries. Two maps walk their diff, which skips the nodes
+    /// they share; otherwise the entries are compared side by side.
     fn eq(&self, other: &Object) -> bool {
-        self.ptr_eq(other)
-            || (self.len() == other.len()
-                && self.diff(other).all(|d| matches!(d, DiffItem::Update { old, new } if old.1 == new.1)))
+        if self.ptr_eq(other) {
+            return true;
+        }
+        if self.len() != other.len() {
+            return false;
+        }
+        match (&self.0, &other.0) {
+            (Repr::Big(a), Repr::Big(b)) => a == b,
+            _ => self.iter().zip(other.iter()).all(|((ka, va), (kb, vb))| ka == kb && va == vb),
+        }
     }
 }
 
