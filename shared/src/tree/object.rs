@@ -259,7 +259,7 @@ fn find<Q: Ord + ?Sized>(entries: &[(Key, Tree)], key: &Q) -> Result<usize, usiz
 where
     Key: Borrow<Q>,
 {
-    // A linear scan: at most `SMALL` keys, one cache line apart.
+    // A linear scan: at most `SMALL` keys, side by side in one allocation.
     for (i, (k, _)) in entries.iter().enumerate() {
         match k.borrow().cmp(key) {
             std::cmp::Ordering::Less => {}
