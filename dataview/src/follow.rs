@@ -232,6 +232,7 @@ pub async fn follow(
                 // the stream pauses. On a reconnect an unapplied batch is
                 // dropped: the stream resumes after the last applied seq.
                 let mut batch: Vec<CommittedAction> = Vec::new();
+                let mut head = HeadProbe::default();
                 loop {
                     let next = tokio::select! {
                         line = stream.next() => Some(line),
@@ -312,9 +313,12 @@ pub async fn follow(
                     } else if let Err(e) = hub.apply(&action) {
                         tracing::error!(error = %e, "the stream skipped a seq; reconnecting to resume");
                         break;
+                    } else {
+                        head.applied_alone(chronicler, &status);
                     }
                     progress.report(hub.current_seq(), status.head.load(Relaxed));
                 }
+                head.stop();
                 status.connected.store(false, Relaxed);
             }
             Err(e) => {
@@ -335,6 +339,49 @@ pub async fn follow(
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The follower's check on the log's head while it applies actions one at
+/// a time. The head a stream line tells is as old as the line: when the
+/// view falls behind a fast writer, tens of thousands of lines wait in the
+/// stream's buffers and sockets, each saying the head is about where the
+/// view is, so the follower would go on applying one at a time (keeping a
+/// version per seq, about twice the cost of a catch-up batch) while the
+/// log runs away. So after every [`HEAD_PROBE_EVERY`] actions applied
+/// alone it asks the chronicler its head (`GET /head`), one question at a
+/// time, and batches once that shows it far behind.
+#[derive(Default)]
+struct HeadProbe {
+    alone: usize,
+    asking: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// After how many actions applied one at a time the follower asks the
+/// chronicler its head.
+const HEAD_PROBE_EVERY: usize = 1024;
+
+impl HeadProbe {
+    /// Counts an action applied alone; asks the head when it is time.
+    fn applied_alone(&mut self, chronicler: &Chronicler, status: &Arc<FollowStatus>) {
+        self.alone += 1;
+        if self.alone < HEAD_PROBE_EVERY || self.asking.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        self.alone = 0;
+        let (chronicler, status) = (chronicler.clone(), status.clone());
+        self.asking = Some(tokio::spawn(async move {
+            if let Ok(Ok(Some(anchor))) = tokio::time::timeout(Duration::from_secs(5), chronicler.anchor(None)).await {
+                status.head.fetch_max(anchor.head, Relaxed);
+            }
+        }));
+    }
+
+    /// Drops a question still open (the stream it was for has ended).
+    fn stop(&mut self) {
+        if let Some(t) = self.asking.take() {
+            t.abort();
         }
     }
 }
@@ -475,119 +522,5 @@ async fn apply_batch(hub: &Arc<Hub>, batch: &mut Vec<CommittedAction>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use axum::extract::Query;
-    use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-    use serde_json::json;
-
-    use super::*;
-    use crate::engine::Engine;
-    use crate::hub::Exact;
-
-    /// The lines of a log whose seq 2 no reader can parse: its payload is
-    /// nested 127 deep, 128 with the committed action around it (issue 15;
-    /// the chronicler now refuses such payloads, but older logs hold them).
-    fn lines() -> Vec<String> {
-        let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
-        vec![
-            r#"{"seq":1,"ts":1,"id":"c:1","type":"json/patch","payload":[{"op":"add","path":"/a","value":1}]}"#.into(),
-            format!(r#"{{"seq":2,"ts":2,"id":"c:2","type":"json/patch","payload":{deep}}}"#),
-            r#"{"seq":3,"ts":3,"id":"c:3","type":"json/patch","payload":[{"op":"add","path":"/b","value":2}]}"#.into(),
-        ]
-    }
-
-    /// A chronicler serving `lines()` from `from` on its action stream,
-    /// then holding the stream open.
-    async fn chronicler() -> ServiceUrl {
-        async fn actions(
-            ws: WebSocketUpgrade,
-            Query(q): Query<std::collections::HashMap<String, String>>,
-        ) -> axum::response::Response {
-            let from: usize = q.get("from").and_then(|f| f.parse().ok()).unwrap_or(1);
-            ws.on_upgrade(move |mut socket: WebSocket| async move {
-                for line in lines().into_iter().skip(from.saturating_sub(1)) {
-                    if socket.send(Message::Text(line.into())).await.is_err() {
-                        return;
-                    }
-                }
-                while let Some(Ok(_)) = socket.recv().await {}
-            })
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = axum::Router::new().route("/actions", axum::routing::get(actions));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url.parse().unwrap()
-    }
-
-    /// Issue 15: an action the view cannot read was applied with a `null`
-    /// payload. It is now reported once, rejected at its seq without a
-    /// reducer seeing it, and the next action applies.
-    #[tokio::test]
-    async fn an_unreadable_action_is_reported_once_and_skipped_with_its_seq() {
-        let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
-        let status = Arc::new(FollowStatus::default());
-        let shutdown = CancellationToken::new();
-        let url = chronicler().await;
-        let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
-        let chroniclers = Arc::new(Chroniclers::one(url));
-        let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
-        let mut seq = hub.seq();
-        tokio::time::timeout(Duration::from_secs(10), seq.wait_for(|s| *s >= 3)).await.unwrap().unwrap();
-        assert_eq!(hub.current().1[0], nodb_shared::Tree::from(json!({"a": 1, "b": 2})));
-        assert_eq!(status.unreadable.load(Relaxed), 1);
-        let Exact::Patches(steps) = hub.exact(0, 1, 8) else { panic!("seqs 2 and 3 are in the history") };
-        let rejected = steps[0].rejected.first().expect("seq 2 is rejected");
-        assert_eq!((steps[0].seq, rejected.id.as_str()), (2, "c:2"));
-        assert!(rejected.reason.contains("cannot read this json/patch action"), "{}", rejected.reason);
-        assert!(steps[1].rejected.is_empty());
-        shutdown.cancel();
-        task.await.unwrap();
-    }
-
-    /// A chronicler nobody listens on.
-    fn dead() -> ServiceUrl {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        format!("http://127.0.0.1:{port}").parse().unwrap()
-    }
-
-    /// With two chroniclers, the first unreachable, the follower moves on
-    /// to the second and follows it; the history reads go there too.
-    #[tokio::test]
-    async fn an_unreachable_chronicler_is_passed_for_the_next() {
-        let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
-        let status = Arc::new(FollowStatus::default());
-        let shutdown = CancellationToken::new();
-        let (dead, live) = (dead(), chronicler().await);
-        let chroniclers = Arc::new(Chroniclers::new(dead.clone(), [live.clone()]));
-        let past = History::new(hub.app(), None, dead, Default::default()).with_chroniclers(chroniclers.clone());
-        let past = Arc::new(past.of_hub(hub.clone()));
-        let task =
-            tokio::spawn(follow(hub.clone(), past.clone(), chroniclers.clone(), status.clone(), shutdown.clone()));
-        let mut seq = hub.seq();
-        tokio::time::timeout(Duration::from_secs(10), seq.wait_for(|s| *s >= 3)).await.unwrap().unwrap();
-        assert_eq!(hub.current().1[0], nodb_shared::Tree::from(json!({"a": 1, "b": 2})));
-        assert_eq!(chroniclers.current().url(), &live, "the follower is on the live one");
-        assert_eq!(status.connects.load(Relaxed), 1);
-        shutdown.cancel();
-        task.await.unwrap();
-    }
-
-    /// The follower moves on only from the chronicler it is on: a reader
-    /// that gave up on one the follower already left does not move it.
-    #[test]
-    fn advance_moves_on_from_the_current_only() {
-        let urls: Vec<ServiceUrl> = (1..=3).map(|p| format!("http://127.0.0.1:{p}").parse().unwrap()).collect();
-        let c = Chroniclers::new(urls[0].clone(), urls[1..].to_vec());
-        let first = c.current();
-        assert_eq!(c.advance(first).url(), &urls[1]);
-        assert_eq!(c.advance(first).url(), &urls[1], "already moved on from the first");
-        let turn: Vec<&ServiceUrl> = c.in_turn().map(Chronicler::url).collect();
-        assert_eq!(turn, [&urls[1], &urls[2], &urls[0]]);
-        assert_eq!(c.advance(c.current()).url(), &urls[2]);
-        assert_eq!(c.advance(c.current()).url(), &urls[0], "around to the first again");
-        assert_eq!(Chroniclers::one(urls[2].clone()).in_turn().count(), 1);
-    }
-}
+#[path = "follow_tests.rs"]
+mod tests;

@@ -73,6 +73,9 @@ pub use scope::subtree;
 pub struct HubMetrics {
     /// Actions applied.
     pub applied: AtomicU64,
+    /// Of those, actions applied in catch-up batches (in place, without
+    /// an entry per seq in the history).
+    pub batched: AtomicU64,
     /// Actions rejected by a reducer.
     pub rejected: AtomicU64,
     /// Reducer panics caught.
@@ -307,6 +310,7 @@ impl Hub {
         };
         drop(evicted);
         self.metrics.applied.fetch_add(actions.len() as u64, Relaxed);
+        self.metrics.batched.fetch_add(actions.len() as u64, Relaxed);
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.seq_tx.send_replace(last.seq);
         Ok(())
@@ -353,6 +357,7 @@ impl Hub {
             s.history.push(Entry::at(last.seq, states));
         }
         self.metrics.applied.fetch_add(actions.len() as u64, Relaxed);
+        self.metrics.batched.fetch_add(actions.len() as u64, Relaxed);
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.seq_tx.send_replace(last.seq);
         Ok(())

@@ -326,6 +326,7 @@ async fn metrics(State(s): State<AppState>, caller: Caller) -> Result<Response, 
     out.gauge("nodb_dataview_lag", "Seqs the views are behind the chronicler.", head - seq);
     for (name, help, v) in [
         ("nodb_dataview_applied", "Actions applied.", &m.applied),
+        ("nodb_dataview_batched", "Of those, actions applied in catch-up batches.", &m.batched),
         ("nodb_dataview_rejections", "Actions rejected by a reducer.", &m.rejected),
         ("nodb_dataview_panics", "Reducer panics caught.", &m.panics),
         ("nodb_dataview_redactions", "Redactions applied (undos included).", &m.redactions),

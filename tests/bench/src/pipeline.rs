@@ -42,7 +42,8 @@ use super::{nodb_bin, start_chronicler_bin};
 /// to last ack) and actions/s, the view time (first post until the view's
 /// seq reached the last acknowledged seq) and actions/s, the ratio view /
 /// ingest (target <= 1.25), the peak lag (highest acknowledged seq minus
-/// the view's seq, at the polls) and each process's CPU per action.
+/// the view's seq, at the polls), each process's CPU per action, and the
+/// share of the actions the view applied in catch-up batches.
 ///
 /// With --nodb given more than once, measures each binary in every round,
 /// alternating which goes first, and prints the ratios between them.
@@ -104,6 +105,9 @@ struct Outcome {
     chronicler_cpu: Option<Duration>,
     /// Actions the data view's reducers rejected (should be 0), if known.
     rejections: Option<u64>,
+    /// Of the measured actions, how many the data view applied in
+    /// catch-up batches (`nodb_dataview_batched_total`), if it counts them.
+    batched: Option<u64>,
 }
 
 impl Outcome {
@@ -194,6 +198,10 @@ pub async fn run(args: &PipelineArgs) -> anyhow::Result<()> {
         ("data view CPU per action, µs", Box::new(move |o: &Outcome| Outcome::per_action(o.view_cpu, actions))),
         ("chronicler CPU per action, µs", Box::new(move |o: &Outcome| Outcome::per_action(o.chronicler_cpu, actions))),
         ("slowest /health answer, ms", Box::new(|o: &Outcome| Some(o.slowest_poll.as_secs_f64() * 1e3))),
+        (
+            "applied in catch-up batches, %",
+            Box::new(move |o: &Outcome| Some(o.batched? as f64 * 100.0 / actions as f64)),
+        ),
     ];
     println!("\nmedian of {} rounds [min, max]:", args.rounds);
     for (i, bin) in binaries.iter().enumerate() {
@@ -350,6 +358,7 @@ async fn measure(args: &PipelineArgs, bin: &Path, dir: &Path, index: usize, roun
 
     let head = Arc::new(AtomicU64::new(seed_head));
     let cpu_before = (cpu_time(view.pid()), cpu_time(chronicler.pid()));
+    let batched_before = counter(&http, &dataview, "nodb_dataview_batched_total").await;
     let started = Instant::now();
     let poller = {
         let (head, health) = (head.clone(), format!("{dataview}/health"));
@@ -396,7 +405,9 @@ async fn measure(args: &PipelineArgs, bin: &Path, dir: &Path, index: usize, roun
     let (view_time, lag_peak, polls, slowest_poll) = poller.await??;
     let cpu_after = (cpu_time(view.pid()), cpu_time(chronicler.pid()));
     let used = |before: Option<Duration>, after: Option<Duration>| Some(after?.saturating_sub(before?));
-    let rejections = rejections(&http, &dataview).await;
+    let rejections = counter(&http, &dataview, "nodb_dataview_rejections_total").await;
+    let batched_after = counter(&http, &dataview, "nodb_dataview_batched_total").await;
+    let batched = batched_after.map(|after| after.saturating_sub(batched_before.unwrap_or(0)));
     Ok(Outcome {
         bin: index,
         round,
@@ -408,6 +419,7 @@ async fn measure(args: &PipelineArgs, bin: &Path, dir: &Path, index: usize, roun
         view_cpu: used(cpu_before.0, cpu_after.0),
         chronicler_cpu: used(cpu_before.1, cpu_after.1),
         rejections,
+        batched,
     })
     // `view` and `chronicler` drop here, and on every early return: both
     // processes are killed.
@@ -498,11 +510,11 @@ fn supported_flags(bin: &Path, subcommand: &str, flags: &[&'static str]) -> Vec<
         .collect()
 }
 
-/// The data view's `nodb_dataview_rejections_total`, where it has one.
-async fn rejections(http: &reqwest::Client, dataview: &str) -> Option<u64> {
+/// The data view's counter `name` (summed over its labels), where it has one.
+async fn counter(http: &reqwest::Client, dataview: &str, name: &str) -> Option<u64> {
     let text = http.get(format!("{dataview}/metrics")).send().await.ok()?.text().await.ok()?;
     text.lines()
-        .filter(|l| l.starts_with("nodb_dataview_rejections_total"))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .reduce(|a, b| a + b)
