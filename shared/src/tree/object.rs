@@ -14,9 +14,10 @@
 //! shrinks stays a map until it is built again (a snapshot load, an
 //! import), which changes nothing but the memory it takes.
 
-use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::sync::Arc;
 
+use equivalent::{Comparable, Equivalent};
 use imbl::OrdMap;
 
 use super::{Key, Tree};
@@ -80,36 +81,29 @@ impl Object {
     }
 
     /// The value under `key`.
-    pub fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&Tree>
-    where
-        Key: Borrow<Q>,
-    {
+    pub fn get<Q: AsRef<str> + ?Sized>(&self, key: &Q) -> Option<&Tree> {
+        let key = key.as_ref();
         match &self.0 {
             Repr::Small(s) => find(s, key).ok().map(|i| &s[i].1),
-            Repr::Big(m) => m.get(key),
+            Repr::Big(m) => m.get(&Probe(key)),
         }
     }
 
     /// Whether there is a value under `key`.
-    pub fn contains_key<Q: Ord + ?Sized>(&self, key: &Q) -> bool
-    where
-        Key: Borrow<Q>,
-    {
+    pub fn contains_key<Q: AsRef<str> + ?Sized>(&self, key: &Q) -> bool {
         self.get(key).is_some()
     }
 
     /// The value under `key`, to change where it is (the object is made
     /// unique first: copied only while another version shares it).
-    pub fn get_mut<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<&mut Tree>
-    where
-        Key: Borrow<Q>,
-    {
+    pub fn get_mut<Q: AsRef<str> + ?Sized>(&mut self, key: &Q) -> Option<&mut Tree> {
+        let key = key.as_ref();
         match &mut self.0 {
             Repr::Small(s) => {
                 let i = find(s, key).ok()?;
                 Some(&mut Arc::make_mut(s)[i].1)
             }
-            Repr::Big(m) => m.get_mut(key),
+            Repr::Big(m) => m.get_mut(&Probe(key)),
         }
     }
 
@@ -131,12 +125,10 @@ impl Object {
     }
 
     /// Removes the entry under `key`, returning its value.
-    pub fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<Tree>
-    where
-        Key: Borrow<Q>,
-    {
+    pub fn remove<Q: AsRef<str> + ?Sized>(&mut self, key: &Q) -> Option<Tree> {
+        let key = key.as_ref();
         match &mut self.0 {
-            Repr::Big(m) => m.remove(key),
+            Repr::Big(m) => m.remove(&Probe(key)),
             Repr::Small(s) => {
                 let i = find(s, key).ok()?;
                 let mut entries = take_entries(s);
@@ -157,10 +149,7 @@ impl Object {
 
     /// A copy without the entry under `key`.
     #[must_use]
-    pub fn without<Q: Ord + ?Sized>(&self, key: &Q) -> Object
-    where
-        Key: Borrow<Q>,
-    {
+    pub fn without<Q: AsRef<str> + ?Sized>(&self, key: &Q) -> Object {
         let mut o = self.clone();
         o.remove(key);
         o
@@ -255,19 +244,60 @@ impl Object {
 }
 
 /// Where `key` is in the sorted `entries`, or where it would go.
-fn find<Q: Ord + ?Sized>(entries: &[(Key, Tree)], key: &Q) -> Result<usize, usize>
-where
-    Key: Borrow<Q>,
-{
+fn find(entries: &[(Key, Tree)], key: &str) -> Result<usize, usize> {
     // A linear scan: at most `SMALL` keys, side by side in one allocation.
     for (i, (k, _)) in entries.iter().enumerate() {
-        match k.borrow().cmp(key) {
-            std::cmp::Ordering::Less => {}
-            std::cmp::Ordering::Equal => return Ok(i),
-            std::cmp::Ordering::Greater => return Err(i),
+        match compare(k, key) {
+            Ordering::Less => {}
+            Ordering::Equal => return Ok(i),
+            Ordering::Greater => return Err(i),
         }
     }
     Err(entries.len())
+}
+
+/// `a.cmp(b)`, for the short keys of a state: eight bytes at a time as
+/// big-endian words, inline. (`str`'s own order calls `memcmp`, whose
+/// call and dispatch cost more than the compare for keys of a dozen
+/// bytes; searches of big objects are mostly key comparisons.)
+#[inline]
+pub(crate) fn compare(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len().min(b.len());
+    if n > 64 {
+        return a.cmp(b);
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_be_bytes(a[i..i + 8].try_into().expect("eight bytes"));
+        let y = u64::from_be_bytes(b[i..i + 8].try_into().expect("eight bytes"));
+        if x != y {
+            return x.cmp(&y);
+        }
+        i += 8;
+    }
+    while i < n {
+        if a[i] != b[i] {
+            return a[i].cmp(&b[i]);
+        }
+        i += 1;
+    }
+    a.len().cmp(&b.len())
+}
+
+/// A key looked up in a big object, compared with [`compare`].
+struct Probe<'a>(&'a str);
+
+impl Equivalent<Key> for Probe<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.0 == key.as_str()
+    }
+}
+
+impl Comparable<Key> for Probe<'_> {
+    fn compare(&self, key: &Key) -> Ordering {
+        compare(self.0, key)
+    }
 }
 
 /// The entries of a slice, moved out when nothing else shares it.

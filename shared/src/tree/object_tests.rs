@@ -136,3 +136,28 @@ fn small_objects_stay_slices_and_grow_into_maps() {
     assert!(matches!(rebuilt.0, Repr::Small(_)));
     assert_eq!(std::mem::size_of::<Tree>(), 24, "a tree stays three words");
 }
+
+/// Pairs of keys that share a prefix of any length (so that the word-wise
+/// comparison meets its differences in every position of a word and in the
+/// tail), with bytes from the whole range, a NUL among them, and lengths on
+/// both sides of 64, where it hands over to `str`'s own order.
+fn key_pair() -> impl Strategy<Value = (String, String)> {
+    let part = || {
+        prop_oneof![
+            prop::collection::vec(prop_oneof![Just('\0'), Just('a'), Just('b'), Just('é'), any::<char>()], 0..12)
+                .prop_map(|c| c.into_iter().collect::<String>()),
+            "[a-c]{0,3}",
+        ]
+    };
+    ("[a-z0-9]{0,70}", part(), part()).prop_map(|(prefix, a, b)| (format!("{prefix}{a}"), format!("{prefix}{b}")))
+}
+
+proptest! {
+    /// `compare` is `str`'s order.
+    #[test]
+    fn compare_is_the_order_of_strings((a, b) in key_pair()) {
+        prop_assert_eq!(compare(&a, &b), a.cmp(&b));
+        prop_assert_eq!(compare(&b, &a), b.cmp(&a));
+        prop_assert_eq!(compare(&a, &a), std::cmp::Ordering::Equal);
+    }
+}
