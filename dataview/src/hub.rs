@@ -616,7 +616,13 @@ pub fn seq_patch_message(seq: u64, edits: Option<&Edits>, old: &Tree, new: &Tree
     }
     match edits {
         Some(Edits::Recorded(ops)) => {
-            Bytes::from(serde_json::to_vec(&Recorded { seq, ops: RecordedPatch(ops) }).unwrap_or_default())
+            // Room for a typical seq's message at once: growing from
+            // `to_vec`'s 128 bytes copied it twice.
+            let mut out = Vec::with_capacity(512);
+            match serde_json::to_writer(&mut out, &Recorded { seq, ops: RecordedPatch(ops) }) {
+                Ok(()) => Bytes::from(out),
+                Err(_) => Bytes::new(),
+            }
         }
         _ => patch_message(seq, diff(old, new)),
     }
