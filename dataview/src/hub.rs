@@ -607,20 +607,20 @@ pub(crate) fn patch_message(seq: u64, ops: json_patch::Patch) -> Bytes {
 /// straight from the edits its draft recorded (the same bytes as
 /// [`ServerMessage::Patch`] with their patch), or a diff of the two states.
 pub fn seq_patch_message(seq: u64, edits: Option<&Edits>, old: &Tree, new: &Tree) -> Bytes {
-    /// [`ServerMessage::Patch`] of one seq, its ops written from a record.
-    #[derive(serde::Serialize)]
-    #[serde(tag = "type", rename = "patch")]
-    struct Recorded<'a> {
-        seq: u64,
-        ops: RecordedPatch<'a>,
-    }
     match edits {
         Some(Edits::Recorded(ops)) => {
-            // Room for a typical seq's message at once: growing from
-            // `to_vec`'s 128 bytes copied it twice.
+            // [`ServerMessage::Patch`] of one seq, written by hand around
+            // the recorded ops, in a buffer with room for a typical seq's
+            // message (growing from 128 bytes copied it twice).
             let mut out = Vec::with_capacity(512);
-            match serde_json::to_writer(&mut out, &Recorded { seq, ops: RecordedPatch(ops) }) {
-                Ok(()) => Bytes::from(out),
+            out.extend_from_slice(b"{\"type\":\"patch\",\"seq\":");
+            out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+            out.extend_from_slice(b",\"ops\":");
+            match RecordedPatch(ops).write_json(&mut out) {
+                Ok(()) => {
+                    out.push(b'}');
+                    Bytes::from(out)
+                }
                 Err(_) => Bytes::new(),
             }
         }

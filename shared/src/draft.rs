@@ -25,6 +25,10 @@ use std::sync::Arc;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 
 use crate::diff::{diff_at, pointer};
+pub use json::RecordedPatch;
+
+#[path = "draft_json.rs"]
+mod json;
 use crate::edit::{bad_index, child, not_found, through_scalar};
 use crate::path::{PathError, Segment, Slot, ToPath, pointer_of};
 use crate::tree::limits::{LimitError, Limits, bytes_of, change_at, entry_bytes, measure_at};
@@ -100,49 +104,7 @@ pub fn to_patch(ops: &[Op]) -> Patch {
     Patch(out)
 }
 
-/// Recorded edits serialised as the RFC 6902 patch they make — the same
-/// bytes as serialising [`to_patch`]'s result — without building it: paths
-/// are written as pointers straight from their segments, values straight
-/// from the tree.
-#[derive(Clone, Copy, Debug)]
-pub struct RecordedPatch<'a>(pub &'a [Op]);
-
-/// One operation as [`RecordedPatch`] writes it.
-#[derive(serde::Serialize)]
-struct OpOut<'a> {
-    op: &'static str,
-    path: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<&'a Tree>,
-}
-
-impl serde::Serialize for RecordedPatch<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = s.serialize_seq(None)?;
-        for op in self.0 {
-            match op {
-                Op::Add { path, value } => {
-                    seq.serialize_element(&OpOut { op: "add", path: &pointer_of(path), value: Some(value) })?;
-                }
-                Op::Replace { path, value, old } if is_container(old) && is_container(value) => {
-                    for d in diff_at(old, value, path) {
-                        seq.serialize_element(&d)?;
-                    }
-                }
-                Op::Replace { path, value, .. } => {
-                    seq.serialize_element(&OpOut { op: "replace", path: &pointer_of(path), value: Some(value) })?;
-                }
-                Op::Remove { path, .. } => {
-                    seq.serialize_element(&OpOut { op: "remove", path: &pointer_of(path), value: None })?;
-                }
-            }
-        }
-        seq.end()
-    }
-}
-
-fn is_container(t: &Tree) -> bool {
+pub(crate) fn is_container(t: &Tree) -> bool {
     matches!(t, Tree::Object(_) | Tree::Array(_))
 }
 

@@ -18,7 +18,10 @@ enum Edit {
 }
 
 fn path() -> impl Strategy<Value = Vec<String>> {
-    prop::collection::vec("[a-c0-2-]{1,2}", 0..4)
+    // Keys with the characters a JSON Pointer (`~`, `/`) or a JSON string
+    // (`"`, `\`, control characters) escapes, now and then.
+    let key = prop_oneof![4 => "[a-c0-2-]{1,2}", 1 => r#"[a~/"\\\n\x01é]{1,2}"#];
+    prop::collection::vec(key, 0..4)
 }
 
 fn edits() -> impl Strategy<Value = Vec<Edit>> {
@@ -152,10 +155,9 @@ proptest! {
             prop_assert_eq!(draft.bytes(), bytes_of(draft.state()));
         }
         let patch = to_patch(draft.ops());
-        prop_assert_eq!(
-            serde_json::to_string(&RecordedPatch(draft.ops())).unwrap(),
-            serde_json::to_string(&patch).unwrap()
-        );
+        let mut written = Vec::new();
+        RecordedPatch(draft.ops()).write_json(&mut written).unwrap();
+        prop_assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&patch).unwrap());
         let patched = crate::patch::apply(&before, &patch).expect("the record applies");
         prop_assert_eq!(patched.to_json_string(), expected.to_json_string());
         let (undone, bytes) = draft.undo();

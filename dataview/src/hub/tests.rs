@@ -111,3 +111,27 @@ fn the_newest_fitting_base_comes_from_the_history() {
     assert_eq!(hub.newest_base(5, |s| s < 3), None, "seq 2 is no longer kept");
     assert_eq!(hub.newest_base(2, |_| true), None);
 }
+
+/// A seq's patch message written from recorded edits is byte for byte the
+/// `ServerMessage::Patch` of their patch, escapes and all.
+#[test]
+fn a_recorded_patch_message_is_the_bytes_of_the_patch_message() {
+    use nodb_shared::draft::{Draft, to_patch};
+    use nodb_shared::path;
+    let before = Tree::from(json!({"a/b": {"x~y": [1, 2]}, "q\"": 1, "list": [0], "o": {"k": 1}}));
+    let mut d = Draft::of(before.clone());
+    d.set(path!["a/b", "x~y"], Tree::from(json!({"deep": "line\nbreak \"quoted\" \u{7f}"}))).unwrap();
+    for key in ["q\"", "b\\s", "n\n", "c\u{1}", "é", "t~", "s/"] {
+        d.set(path![key], 2u64).unwrap();
+    }
+    d.push(path!["list"], Tree::from("tab\t")).unwrap();
+    d.remove(path!["list", 0]).unwrap();
+    d.set(path!["o"], Tree::from(json!({"k": 2, "n": null}))).unwrap();
+    d.set(path!["new", "nested"], 3u64).unwrap();
+    let (state, ops) = (d.state().clone(), d.ops().to_vec());
+    for seq in [0, 7, u64::MAX] {
+        let written = seq_patch_message(seq, Some(&Edits::Recorded(ops.clone())), &before, &state);
+        let expected = patch_message(seq, to_patch(&ops));
+        assert_eq!(std::str::from_utf8(&written).unwrap(), std::str::from_utf8(&expected).unwrap());
+    }
+}
