@@ -228,19 +228,23 @@ pub async fn follow(
                 let mut progress = Progress::new(hub.current_seq());
                 // Far behind the head, actions are gathered into batches
                 // and replayed view by view (see `crate::batch`); a batch
-                // is applied when full, when the head comes near, or when
-                // the stream pauses. On a reconnect an unapplied batch is
-                // dropped: the stream resumes after the last applied seq.
-                let mut batch: Vec<CommittedAction> = Vec::new();
+                // is applied when full (while the next is read), when the
+                // head comes near, or when the stream pauses. On a
+                // reconnect an unapplied batch is dropped: the stream
+                // resumes after the last applied seq.
+                let mut batches = Batches::default();
                 let mut head = HeadProbe::default();
+                // Asked once: it takes the hub's lock, which a batch being
+                // applied holds.
+                let margin = (hub.history_len() + crate::batch::BATCH) as u64;
                 loop {
                     let next = tokio::select! {
                         line = stream.next() => Some(line),
-                        () = tokio::time::sleep(Duration::from_millis(20)), if !batch.is_empty() => None,
+                        () = tokio::time::sleep(Duration::from_millis(20)), if !batches.is_empty() => None,
                         () = shutdown.cancelled() => return,
                     };
                     let Some(next) = next else {
-                        if !apply_batch(&hub, &mut batch).await {
+                        if !batches.flush(&hub).await {
                             break;
                         }
                         continue;
@@ -268,7 +272,7 @@ pub async fn follow(
                         _ => None,
                     };
                     let Some(action) = committed(line) else { continue };
-                    if action.seq <= hub.current_seq() + batch.len() as u64 {
+                    if action.seq <= hub.current_seq().max(batches.last_seq()) {
                         continue; // already applied (a resumed stream may overlap)
                     }
                     if let Some(error) = unreadable {
@@ -289,7 +293,7 @@ pub async fn follow(
                     if action.kind == REDACT {
                         // The views are rebuilt at a redaction, after what
                         // came before it.
-                        if !apply_batch(&hub, &mut batch).await {
+                        if !batches.flush(&hub).await {
                             break;
                         }
                         let redacted = tokio::select! {
@@ -303,13 +307,21 @@ pub async fn follow(
                         progress.report(hub.current_seq(), status.head.load(Relaxed));
                         continue;
                     }
-                    let margin = (hub.history_len() + crate::batch::BATCH) as u64;
                     let far_behind = status.head.load(Relaxed) > action.seq + margin;
-                    if far_behind || !batch.is_empty() {
-                        batch.push(action);
-                        if (batch.len() >= crate::batch::BATCH || !far_behind) && !apply_batch(&hub, &mut batch).await {
+                    if far_behind || !batches.gathering.is_empty() {
+                        batches.gathering.push(action);
+                        let applied = if !far_behind {
+                            batches.flush(&hub).await
+                        } else if batches.gathering.len() >= crate::batch::BATCH {
+                            batches.launch(&hub).await
+                        } else {
+                            true
+                        };
+                        if !applied {
                             break;
                         }
+                    } else if !batches.settle().await {
+                        break;
                     } else if let Err(e) = hub.apply(&action) {
                         tracing::error!(error = %e, "the stream skipped a seq; reconnecting to resume");
                         break;
@@ -319,6 +331,9 @@ pub async fn follow(
                     progress.report(hub.current_seq(), status.head.load(Relaxed));
                 }
                 head.stop();
+                // The batch being applied ends before the stream resumes
+                // after it.
+                batches.settle().await;
                 status.connected.store(false, Relaxed);
             }
             Err(e) => {
@@ -493,31 +508,65 @@ async fn redact(hub: &Hub, past: &History, action: &CommittedAction) -> Result<(
     Ok(hub.apply_redaction(action, after, Some(rebuilt.states), rejected.collect())?)
 }
 
-/// Applies and empties `batch`; `false` to reconnect. On the blocking
-/// pool: a batch takes tens of milliseconds, and a runtime worker held that
-/// long leaves the tasks queued on it (`/health` among them) waiting.
-async fn apply_batch(hub: &Arc<Hub>, batch: &mut Vec<CommittedAction>) -> bool {
-    if batch.is_empty() {
-        return true;
+/// The follower's batches: the one it gathers, and the one before it,
+/// applied on tokio's blocking pool meanwhile — a batch takes milliseconds,
+/// and a runtime worker held that long leaves the tasks queued on it
+/// (`/health` among them) waiting; and reading and parsing the next batch
+/// overlaps applying this one (with the views on threads of their own, the
+/// slowest view leaves a core to it).
+#[derive(Default)]
+struct Batches {
+    gathering: Vec<CommittedAction>,
+    /// The batch being applied: its last seq, and the task.
+    applying: Option<(u64, tokio::task::JoinHandle<Result<(), EngineError>>)>,
+}
+
+impl Batches {
+    /// Whether every action received is applied.
+    fn is_empty(&self) -> bool {
+        self.gathering.is_empty() && self.applying.is_none()
     }
-    let (hub, taken) = (hub.clone(), std::mem::take(batch));
-    let result = match tokio::task::spawn_blocking(move || (hub.apply_batch(&taken), taken)).await {
-        Ok((result, mut taken)) => {
-            taken.clear();
-            *batch = taken;
-            result
+
+    /// The last seq received into a batch (gathered, or being applied —
+    /// possibly applied by now); 0 if none is.
+    fn last_seq(&self) -> u64 {
+        let applying = self.applying.as_ref().map(|(last, _)| *last);
+        self.gathering.last().map(|a| a.seq).or(applying).unwrap_or(0)
+    }
+
+    /// Waits for the batch being applied; `false` to reconnect.
+    async fn settle(&mut self) -> bool {
+        let Some((_, task)) = self.applying.take() else { return true };
+        match task.await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the stream skipped a seq; reconnecting to resume");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "applying a batch failed; reconnecting to resume");
+                false
+            }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "applying a batch failed; reconnecting to resume");
+    }
+
+    /// Once the batch before is applied, starts applying the gathered one
+    /// and returns; `false` to reconnect.
+    async fn launch(&mut self, hub: &Arc<Hub>) -> bool {
+        if !self.settle().await {
             return false;
         }
-    };
-    match result {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "the stream skipped a seq; reconnecting to resume");
-            false
+        if !self.gathering.is_empty() {
+            let (hub, taken) = (hub.clone(), std::mem::take(&mut self.gathering));
+            let last = taken.last().map_or(0, |a| a.seq);
+            self.applying = Some((last, tokio::task::spawn_blocking(move || hub.apply_batch(&taken))));
         }
+        true
+    }
+
+    /// Applies every action received; `false` to reconnect.
+    async fn flush(&mut self, hub: &Arc<Hub>) -> bool {
+        self.launch(hub).await && self.settle().await
     }
 }
 

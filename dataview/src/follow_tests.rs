@@ -86,6 +86,9 @@ async fn a_view_behind_asks_the_head_and_catches_up_in_batches() {
     // was asked), and the last history's length plus a batch.
     let batched = hub.metrics.batched.load(Relaxed);
     assert!(batched >= N / 2, "only {batched} of {N} actions were applied in batches");
+    // In one stream: no batch was dropped or applied twice on the way
+    // (either would be a gap, and a reconnect).
+    assert_eq!(status.connects.load(Relaxed), 1);
     shutdown.cancel();
     task.await.unwrap();
 }
