@@ -94,6 +94,18 @@ pub struct HubMetrics {
     pub apply_nanos: AtomicU64,
     /// Nanoseconds spent diffing states and serialising patches.
     pub diff_nanos: AtomicU64,
+    /// Checkpoints not written: a newer one came while they waited for the
+    /// snapshotter (see [`Hub::request_snapshot`]).
+    pub checkpoints_skipped: AtomicU64,
+}
+
+/// Whether a snapshot request may give way to a newer one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// A checkpoint: a newer checkpoint replaces it while it waits.
+    Checkpoint,
+    /// An `@@nodb/snapshot`, or a redaction's: always written.
+    Always,
 }
 
 /// The shared view state.
@@ -102,9 +114,10 @@ pub struct Hub {
     /// `(view, since)` → the combined patch from `since`, or (`since`
     /// `None`) the snapshot, shared by the clients at that point.
     shared: std::sync::Mutex<SharedMessages<(usize, Option<u64>)>>,
-    /// Each `@@nodb/snapshot` (and checkpoint) not yet written, with the
-    /// views at its seq (kept here, since the history may move past it).
-    snapshot_requests: std::sync::Mutex<Vec<ViewsAt>>,
+    /// Each `@@nodb/snapshot` (and checkpoint) not yet taken by the
+    /// snapshotter, with the views at its seq (kept here, since the history
+    /// may move past it).
+    snapshot_requests: std::sync::Mutex<Vec<(Keep, ViewsAt)>>,
     seq_tx: watch::Sender<u64>,
     /// The checkpoint interval: the states at each multiple of it are
     /// handed to the snapshotter like a `@@nodb/snapshot`'s.
@@ -230,8 +243,10 @@ impl Hub {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
             }
-            if applied.snapshot_requested || self.is_checkpoint(applied.seq) {
-                self.request_snapshot(ViewsAt::of(&s.engine));
+            if applied.snapshot_requested {
+                self.request_snapshot(ViewsAt::of(&s.engine), Keep::Always);
+            } else if self.is_checkpoint(applied.seq) {
+                self.request_snapshot(ViewsAt::of(&s.engine), Keep::Checkpoint);
             }
             if applied.panicked {
                 self.metrics.panics.fetch_add(1, Relaxed);
@@ -299,7 +314,8 @@ impl Hub {
             return actions.iter().try_for_each(|a| self.apply(a));
         };
         if self.is_checkpoint(last.seq) {
-            self.request_snapshot(ViewsAt { seq: last.seq, states: next.clone(), redactions: redactions.clone() });
+            let views = ViewsAt { seq: last.seq, states: next.clone(), redactions: redactions.clone() };
+            self.request_snapshot(views, Keep::Checkpoint);
         }
         let entry = Entry::at(last.seq, next.clone());
         let evicted = {
@@ -349,8 +365,14 @@ impl Hub {
                         tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
                     }
                 }
-                if part.last().is_some_and(snapshot_at) {
-                    self.request_snapshot(ViewsAt::of(&s.engine));
+                match part.last() {
+                    Some(a) if a.kind == crate::engine::SNAPSHOT => {
+                        self.request_snapshot(ViewsAt::of(&s.engine), Keep::Always);
+                    }
+                    Some(a) if self.is_checkpoint(a.seq) => {
+                        self.request_snapshot(ViewsAt::of(&s.engine), Keep::Checkpoint);
+                    }
+                    _ => {}
                 }
             }
             let states = s.engine.states().to_vec();
@@ -379,8 +401,21 @@ impl Hub {
         self.checkpoint_every.is_some_and(|every| seq.is_multiple_of(every))
     }
 
-    fn request_snapshot(&self, views: ViewsAt) {
-        self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()).push(views);
+    /// Hands `views` to the snapshotter. A checkpoint it has not taken
+    /// yet gives way to a newer one: while it writes one (a second or more
+    /// for a state of a million keys), a view catching up passes many
+    /// more, and writing each would hold the view to the snapshotter's
+    /// pace. The newest is written; `?at=N` for a seq between replays from
+    /// an older base. `@@nodb/snapshot`s and redactions' snapshots are
+    /// always written.
+    pub(crate) fn request_snapshot(&self, views: ViewsAt, keep: Keep) {
+        let mut requests = self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner());
+        if keep == Keep::Checkpoint {
+            let before = requests.len();
+            requests.retain(|(k, _)| *k == Keep::Always);
+            self.metrics.checkpoints_skipped.fetch_add((before - requests.len()) as u64, Relaxed);
+        }
+        requests.push((keep, views));
     }
 
     /// How many snapshots wait for the snapshotter. The follower pauses
@@ -531,7 +566,8 @@ impl Hub {
 
     /// Takes the snapshots `@@nodb/snapshot` and the checkpoints asked for.
     pub fn take_snapshot_requests(&self) -> Vec<ViewsAt> {
-        std::mem::take(&mut *self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()))
+        let taken = std::mem::take(&mut *self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner()));
+        taken.into_iter().map(|(_, views)| views).collect()
     }
 
     /// The seq the views reflect.

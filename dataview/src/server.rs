@@ -159,8 +159,8 @@ async fn get_view(
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("serialising the state failed: {e}")))?;
     let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     if at.is_some() {
-        // How many actions this answer replayed: at most the checkpoint
-        // interval (`--snapshot-every`).
+        // How many actions this answer replayed: less than the checkpoint
+        // interval (`--snapshot-every`) unless checkpoints were skipped.
         response.headers_mut().insert("nodb-replayed", replayed.into());
     }
     Ok(response)
@@ -337,6 +337,11 @@ async fn metrics(State(s): State<AppState>, caller: Caller) -> Result<Response, 
         ("nodb_dataview_history_busy", "Past state reads refused while every reader was busy.", &h.busy),
         ("nodb_dataview_coalesced", "Messages that covered several seqs.", &m.coalesced),
         ("nodb_dataview_resynced", "Clients resent a snapshot after falling behind.", &m.resynced),
+        (
+            "nodb_dataview_checkpoints_skipped",
+            "Checkpoints not written: a newer one came while they waited for the snapshotter.",
+            &m.checkpoints_skipped,
+        ),
     ] {
         out.counter(name, help, v.load(Relaxed));
     }

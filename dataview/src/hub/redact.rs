@@ -46,7 +46,7 @@ impl Hub {
             }
             // A snapshot at every redaction, kept like a checkpoint: the
             // base of later reads, which no earlier base fits any more.
-            self.request_snapshot(ViewsAt::of(&s.engine));
+            self.request_snapshot(ViewsAt::of(&s.engine), super::Keep::Always);
             let states = s.engine.states().to_vec();
             // No edits: each view's patch at this seq is the diff from the
             // views before.

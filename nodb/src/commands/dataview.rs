@@ -25,7 +25,7 @@ use crate::service;
 #[command(after_help = "Endpoints:
   GET /views                              the views and their seq
   GET /views/{name}[?at=N]                {\"seq\", \"hash\", \"state\"}; an ?at older than the memory
-                                          replays fewer than --snapshot-every actions (header nodb-replayed)
+                                          replays from the checkpoint before N (header nodb-replayed)
   GET /views/{name}/state/<pointer>       a subtree
   GET /views/{name}/stream?since=N&client=ID   WebSocket: snapshot or missed patches, then a patch per seq;
                                           it also takes {\"type\":\"dispatch\",\"action\":{...}} and relays the
@@ -57,11 +57,15 @@ same seq (an existing one is kept), and each restarts from the newest valid one.
 Start-up is the newest valid snapshot plus the tail of the history from the chronicler.
 Snapshots are written at every multiple of --snapshot-every (checkpoints, kept for good, one
 per --snapshot-every actions), every --snapshot-interval seconds, at each @@nodb/snapshot
-action, and on shutdown; of those not checkpoints the newest --keep-snapshots are kept.
+action, and on shutdown; of those not checkpoints the newest --keep-snapshots are kept. A
+checkpoint still waiting while the snapshotter writes another gives way to a newer one (a view
+catching up on a large state passes checkpoints faster than they can be written);
+nodb_dataview_checkpoints_skipped counts them.
 
 As-of reads: GET /views/{name}?at=N older than the --history seqs in memory starts from the
 checkpoint at or before N (or a cached state) and replays at most --snapshot-every - 1
-actions; at most --history-readers such replays run at once.
+actions (more where checkpoints were skipped: from the newest snapshot before N); at most
+--history-readers such replays run at once.
 
 Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM), 2 on any error.")]
 pub struct Args {
@@ -91,7 +95,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR|URL", default_value = "./nodb-data/snapshots")]
     snapshots: String,
     /// Write a checkpoint snapshot at every multiple of this seq, kept for
-    /// good: `?at=N` replays fewer actions than this.
+    /// good: `?at=N` replays fewer actions than this (unless checkpoints
+    /// were skipped while the view caught up faster than they were written).
     #[arg(long, value_name = "SEQS", default_value_t = 10_000)]
     snapshot_every: u64,
     /// Write a snapshot after this many seconds, if anything changed.

@@ -72,7 +72,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 5)]
     attempts: u32,
     /// Write a checkpoint snapshot at every multiple of this seq, kept for
-    /// good: `?at=N` replays fewer actions than this.
+    /// good: `?at=N` replays fewer actions than this (unless checkpoints
+    /// were skipped while the view caught up faster than they were written).
     #[arg(long, value_name = "SEQS", default_value_t = 10_000)]
     snapshot_every: u64,
     /// Write a snapshot after this many seconds, if anything changed.
