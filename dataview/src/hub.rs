@@ -94,17 +94,20 @@ pub struct HubMetrics {
     pub apply_nanos: AtomicU64,
     /// Nanoseconds spent diffing states and serialising patches.
     pub diff_nanos: AtomicU64,
-    /// Checkpoints not written: a newer one came while they waited for the
-    /// snapshotter (see [`Hub::request_snapshot`]).
+    /// Checkpoints not written: reached in catch-up batches, a newer one
+    /// came while they waited for the snapshotter (see
+    /// [`Hub::request_snapshot`]).
     pub checkpoints_skipped: AtomicU64,
 }
 
 /// Whether a snapshot request may give way to a newer one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Keep {
-    /// A checkpoint: a newer checkpoint replaces it while it waits.
-    Checkpoint,
-    /// An `@@nodb/snapshot`, or a redaction's: always written.
+    /// A checkpoint reached in a catch-up batch: a newer one of these
+    /// replaces it while it waits.
+    UntilNewer,
+    /// A checkpoint reached one action at a time, an `@@nodb/snapshot`, or
+    /// a redaction's snapshot: always written.
     Always,
 }
 
@@ -243,10 +246,8 @@ impl Hub {
                 self.metrics.rejected.fetch_add(1, Relaxed);
                 tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
             }
-            if applied.snapshot_requested {
+            if applied.snapshot_requested || self.is_checkpoint(applied.seq) {
                 self.request_snapshot(ViewsAt::of(&s.engine), Keep::Always);
-            } else if self.is_checkpoint(applied.seq) {
-                self.request_snapshot(ViewsAt::of(&s.engine), Keep::Checkpoint);
             }
             if applied.panicked {
                 self.metrics.panics.fetch_add(1, Relaxed);
@@ -315,7 +316,7 @@ impl Hub {
         };
         if self.is_checkpoint(last.seq) {
             let views = ViewsAt { seq: last.seq, states: next.clone(), redactions: redactions.clone() };
-            self.request_snapshot(views, Keep::Checkpoint);
+            self.request_snapshot(views, Keep::UntilNewer);
         }
         let entry = Entry::at(last.seq, next.clone());
         let evicted = {
@@ -370,7 +371,7 @@ impl Hub {
                         self.request_snapshot(ViewsAt::of(&s.engine), Keep::Always);
                     }
                     Some(a) if self.is_checkpoint(a.seq) => {
-                        self.request_snapshot(ViewsAt::of(&s.engine), Keep::Checkpoint);
+                        self.request_snapshot(ViewsAt::of(&s.engine), Keep::UntilNewer);
                     }
                     _ => {}
                 }
@@ -401,16 +402,17 @@ impl Hub {
         self.checkpoint_every.is_some_and(|every| seq.is_multiple_of(every))
     }
 
-    /// Hands `views` to the snapshotter. A checkpoint it has not taken
-    /// yet gives way to a newer one: while it writes one (a second or more
-    /// for a state of a million keys), a view catching up passes many
-    /// more, and writing each would hold the view to the snapshotter's
-    /// pace. The newest is written; `?at=N` for a seq between replays from
-    /// an older base. `@@nodb/snapshot`s and redactions' snapshots are
-    /// always written.
+    /// Hands `views` to the snapshotter. A checkpoint reached in a
+    /// catch-up batch that it has not taken yet gives way to a newer one:
+    /// while it writes one (most of a second for a state of a million
+    /// keys), a view catching up passes many more, and writing each would
+    /// hold the view to the snapshotter's pace. The newest is written, and
+    /// `?at=N` for a seq between replays from an older base. Checkpoints
+    /// reached one action at a time (near the head), `@@nodb/snapshot`s
+    /// and redactions' snapshots are always written.
     pub(crate) fn request_snapshot(&self, views: ViewsAt, keep: Keep) {
         let mut requests = self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner());
-        if keep == Keep::Checkpoint {
+        if keep == Keep::UntilNewer {
             let before = requests.len();
             requests.retain(|(k, _)| *k == Keep::Always);
             self.metrics.checkpoints_skipped.fetch_add((before - requests.len()) as u64, Relaxed);

@@ -22,8 +22,9 @@
 //! Snapshots at every multiple of the checkpoint interval (`--snapshot-every`)
 //! are *checkpoints*, kept for good: an as-of read (`?at=N`) starts from the
 //! checkpoint at or before N, so it replays fewer actions than the interval
-//! (see [`crate::history`]) — unless that checkpoint gave way to a newer
-//! one while the snapshotter was busy (see `Hub::request_snapshot`). Of the other snapshots (timed, requested by
+//! (see [`crate::history`]) — unless that checkpoint, reached in a catch-up
+//! batch, gave way to a newer one while the snapshotter was busy (see
+//! `Hub::request_snapshot`). Of the other snapshots (timed, requested by
 //! `@@nodb/snapshot`, at shutdown) only the newest few are kept.
 
 use std::sync::Arc;
