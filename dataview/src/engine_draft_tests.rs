@@ -9,6 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::hub::Hub;
 use crate::test_app::{act, action, app, drafted_app};
+use std::sync::atomic::Ordering::Relaxed;
 
 fn history(actions: Vec<(String, serde_json::Value)>) -> Vec<CommittedAction> {
     actions.into_iter().enumerate().map(|(i, (kind, payload))| act(i as u64 + 1, &kind, payload)).collect()
@@ -106,7 +107,10 @@ proptest! {
 
     /// A hub applying random batches in place ends with the states of one
     /// action at a time, keeps every rejection for its sender, and hands
-    /// over the checkpoints inside the batches.
+    /// over the snapshots inside the batches: every `@@nodb/snapshot` and
+    /// the newest checkpoint, each with the states one action at a time
+    /// has at its seq (older checkpoints not taken yet gave way to newer
+    /// ones, and are counted).
     #[test]
     fn batches_in_place_equal_one_action_at_a_time(
         actions in prop::collection::vec(action(), 1..120),
@@ -134,8 +138,21 @@ proptest! {
         };
         let (a, b) = (reasons(&batched), reasons(&one_by_one));
         prop_assert_eq!(a, b);
-        let seqs = |hub: &Hub| hub.take_snapshot_requests().into_iter().map(|v| v.seq).collect::<Vec<_>>();
-        prop_assert_eq!(seqs(&batched), seqs(&one_by_one));
+        let (all, kept) = (one_by_one.take_snapshot_requests(), batched.take_snapshot_requests());
+        let asked = |seq: u64| actions[seq as usize - 1].kind == crate::engine::SNAPSHOT;
+        let must: Vec<u64> = all
+            .iter()
+            .map(|v| v.seq)
+            .filter(|seq| asked(*seq) || Some(*seq) == all.iter().map(|v| v.seq).filter(|s| !asked(*s)).max())
+            .collect();
+        prop_assert_eq!(kept.iter().map(|v| v.seq).collect::<Vec<_>>(), must);
+        for v in &kept {
+            let same = all.iter().find(|w| w.seq == v.seq).expect("asked one at a time too");
+            for (x, y) in v.states.iter().zip(&same.states) {
+                prop_assert_eq!(x.to_json_string(), y.to_json_string());
+            }
+        }
+        prop_assert_eq!(batched.metrics.checkpoints_skipped.load(Relaxed), (all.len() - kept.len()) as u64);
     }
 }
 
