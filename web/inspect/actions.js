@@ -47,6 +47,8 @@ export class ActionList {
     this.resumeBefore = null;
     /** The selected seq (marked in the table when it is on the page). */
     this.selected = null;
+    /** Where live mode's next poll reads from (null: after the page). */
+    this.liveFrom = null;
   }
 
   #query(from, to, limit) {
@@ -123,6 +125,7 @@ export class ActionList {
   /** The first page of matches from seq `from` (the `from` filter, or 1). */
   async loadFrom(from = this.lowest) {
     this.searched = null;
+    this.liveFrom = null;
     this.resumeBefore = null;
     const { found, next } = await this.#forward(Math.max(from, this.lowest), PAGE);
     this.rows = found;
@@ -135,6 +138,7 @@ export class ActionList {
   /** The page of matches ending at or before seq `to` (the newest by default). */
   async loadBefore(to = null) {
     this.searched = null;
+    this.liveFrom = null;
     if (to === null) await this.#refreshHead();
     const upto = to ?? this.highest;
     const { found, earlier } = await this.#backward(upto, PAGE);
@@ -163,9 +167,14 @@ export class ActionList {
    * oldest let go beyond LIVE_KEEP). Returns the new actions.
    */
   async poll() {
-    const from = Math.max(this.head + 1, (this.rows.at(-1)?.seq ?? 0) + 1, this.lowest);
+    // Not from the head a page told: a page read up to a `to` (the newest
+    // page, read back from the head it knew) may tell a head that moved on
+    // meanwhile, past seqs no page has read.
+    const after = this.liveFrom ?? this.next ?? this.head + 1;
+    const from = Math.max(after, (this.rows.at(-1)?.seq ?? 0) + 1, this.lowest);
     const page = await history({ ...this.#query(from, null, 1000) });
     this.#seen(page);
+    this.liveFrom = page.next ?? page.head + 1;
     if (page.actions.length === 0) return [];
     this.rows.push(...page.actions);
     if (this.rows.length > LIVE_KEEP) {
