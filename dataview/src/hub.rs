@@ -95,14 +95,13 @@ pub struct HubMetrics {
     /// Nanoseconds spent diffing states and serialising patches.
     pub diff_nanos: AtomicU64,
     /// Checkpoints not written: reached in catch-up batches, a newer one
-    /// came while they waited for the snapshotter (see
-    /// [`Hub::request_snapshot`]).
+    /// came while they waited for the snapshotter.
     pub checkpoints_skipped: AtomicU64,
 }
 
 /// Whether a snapshot request may give way to a newer one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Keep {
+enum Keep {
     /// A checkpoint reached in a catch-up batch: a newer one of these
     /// replaces it while it waits.
     UntilNewer,
@@ -410,7 +409,7 @@ impl Hub {
     /// `?at=N` for a seq between replays from an older base. Checkpoints
     /// reached one action at a time (near the head), `@@nodb/snapshot`s
     /// and redactions' snapshots are always written.
-    pub(crate) fn request_snapshot(&self, views: ViewsAt, keep: Keep) {
+    fn request_snapshot(&self, views: ViewsAt, keep: Keep) {
         let mut requests = self.snapshot_requests.lock().unwrap_or_else(|e| e.into_inner());
         if keep == Keep::UntilNewer {
             let before = requests.len();
