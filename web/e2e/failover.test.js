@@ -177,6 +177,9 @@ function assertEachSeqOnce(updates, to) {
 
 /** Waits until the page is open on `url` at the chronicler's head, then checks it against `url`. */
 async function assertCaughtUpOn(page, url, clientActions) {
+  // The head once the page's own actions are acknowledged: read before,
+  // it can miss the page's last ones still on their way.
+  await page.waitForFunction(([u]) => window.store.url === u && window.store.status === 'open' && window.store.pending === 0, [url], WAIT);
   const h = await head();
   await page.waitForFunction(([u, h]) => window.store.url === u && window.store.status === 'open' && window.store.seq >= h && window.store.pending === 0, [url, h], WAIT);
   await page.evaluate(() => window.allApplied());
