@@ -10,7 +10,9 @@
 //!   re-sending deliberately, every acknowledged action is in the log
 //!   exactly once at its acknowledged seq, seqs have no gaps, each
 //!   client's order holds, `nodb log verify --log` passes, and two data
-//!   views following different chroniclers reach the same hash.
+//!   views following different chroniclers reach the same hash;
+//! - a chronicler whose consumer's NATS node dies sees the other's writes
+//!   within seconds, not after the client's minute of missed heartbeats.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -299,4 +301,59 @@ fn an_envoy_given_both_chroniclers_moves_to_the_other_when_its_own_dies() {
     let delivered: std::collections::BTreeSet<u64> =
         got.lock().unwrap().iter().map(|(_, body)| body["seq"].as_u64().unwrap()).collect();
     assert_eq!(delivered, seqs.iter().copied().collect(), "every action reached the receiver");
+}
+
+/// The names of the consumers on the stream `NODB` that node `i` hosts
+/// (`/jsz?consumers=true` lists a consumer only on its server).
+fn consumers_on(nats: &NatsCluster, i: usize) -> Vec<String> {
+    let Some(jsz) = nats.jsz(i, "?consumers=true") else { return Vec::new() };
+    let streams = jsz["account_details"].as_array().into_iter().flatten().filter_map(|a| a["stream_detail"].as_array());
+    let nodb = streams.flatten().filter(|s| s["name"] == "NODB");
+    let consumers = nodb.filter_map(|s| s["consumer_detail"].as_array()).flatten();
+    consumers.filter_map(|c| c["name"].as_str().map(String::from)).collect()
+}
+
+/// Regression: a chronicler whose consumer (the one it follows the stream
+/// with) was on a NATS node that died, while its own connection was to
+/// another node, saw no other chronicler's write for about a minute: the
+/// client library notices a silent consumer only after two missed 15 s
+/// heartbeats. A chronicler that was not writing itself stayed behind the
+/// head that long (the 21-fault test once ended with the second chronicler
+/// at 5,511 of 5,512).
+#[test]
+fn a_chronicler_follows_the_others_writes_within_seconds_after_its_consumers_server_dies() {
+    let mut nats = NatsCluster::start();
+    // Both chroniclers talk to node 0 only; B's consumer must be elsewhere
+    // (the server places it on one of the stream's three nodes at random).
+    let start = || Service::start(&["chronicler", "--log", &nats.url(0), "--replicas", "3", "--listen", "127.0.0.1:0"]);
+    let known = |nats: &NatsCluster| (0..3).flat_map(|i| consumers_on(nats, i)).collect::<Vec<_>>();
+    let mut attempts = 0;
+    let (b, host) = loop {
+        attempts += 1;
+        assert!(attempts <= 20, "B's consumer was on node 0 twenty times");
+        let before = known(&nats);
+        let b = start().unwrap();
+        let host = nats.wait_until("B's consumer", Duration::from_secs(10), |n| {
+            (0..3).find(|&i| consumers_on(n, i).iter().any(|c| !before.contains(c)))
+        });
+        if host != 0 {
+            break (b, host);
+        }
+    };
+    let a = start().unwrap();
+    assert_eq!(send(a.url(), &json!({"id": "w:1", "type": "t/x", "payload": {}})).unwrap(), (1, false));
+    nodb_tests::eventually("B at seq 1", || committed_actions(b.url()).len() == 1);
+
+    nats.kill(host);
+    assert_eq!(send(a.url(), &json!({"id": "w:2", "type": "t/x", "payload": {}})).unwrap(), (2, false));
+    let acked = Instant::now();
+    while committed_actions(b.url()).len() < 2 {
+        assert!(
+            acked.elapsed() < Duration::from_secs(15),
+            "B never saw A's write after its consumer's server (n{host}) died\n{}",
+            b.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("B saw A's write {:?} after its consumer's server died", acked.elapsed());
 }

@@ -45,6 +45,15 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(20);
 /// itself takes seconds).
 const RETRY_CAP: Duration = Duration::from_millis(250);
 
+/// How long the consumer that follows the stream may yield nothing before
+/// the writer asks the stream whether it has missed a message. A consumer
+/// whose NATS server died stays silent, and the client notices only after
+/// two missed idle heartbeats, 15 s apart and 30 s late each (about a
+/// minute); meanwhile a chronicler that does not write would not see the
+/// others' writes. While the stream is quiet this costs one stream info
+/// request per period.
+const FOLLOW_CHECK: Duration = Duration::from_secs(2);
+
 /// The writer's state.
 pub struct Writer {
     pub(super) js: jetstream::Context,
@@ -152,13 +161,21 @@ impl Writer {
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Request>, follow: consumer::pull::Ordered) {
         let mut follow = Some(follow);
         let mut carried: Option<(AppendBatch, Reply)> = None;
+        // When the consumer last yielded something (or was checked).
+        let mut heard = tokio::time::Instant::now();
         loop {
             let first = match carried.take() {
                 Some(r) => Some(Request::Append(r.0, r.1)),
                 None => tokio::select! {
                     r = rx.recv() => r,
                     m = next_message(&mut follow) => {
+                        heard = tokio::time::Instant::now();
                         self.on_message(m, &mut follow).await;
+                        continue;
+                    }
+                    () = tokio::time::sleep_until(heard + FOLLOW_CHECK) => {
+                        self.check_follow(&mut follow).await;
+                        heard = tokio::time::Instant::now();
                         continue;
                     }
                 },
@@ -237,6 +254,31 @@ impl Writer {
                 Ok(f) => *follow = Some(f),
                 Err(e) => tracing::warn!(error = %e, "cannot follow the JetStream log yet"),
             }
+        }
+    }
+
+    /// The consumer has yielded nothing for [`FOLLOW_CHECK`]: if the stream
+    /// holds a message after the last one applied, the consumer has lost
+    /// it (its server died), so follow anew from there.
+    async fn check_follow(&mut self, follow: &mut Option<consumer::pull::Ordered>) {
+        // Appends wait meanwhile: a second at most.
+        let last = match tokio::time::timeout(Duration::from_secs(1), self.stream.get_info()).await {
+            Ok(Ok(info)) => info.state.last_sequence,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "cannot check the consumer that follows the stream"),
+            Err(_) => return tracing::debug!("no answer within a second about the stream's last message"),
+        };
+        if last <= self.msg_seq {
+            return;
+        }
+        tracing::warn!(
+            applied = self.msg_seq,
+            last,
+            "the consumer that follows the stream went silent; following again"
+        );
+        *follow = None;
+        match self.follow().await {
+            Ok(f) => *follow = Some(f),
+            Err(e) => tracing::warn!(error = %e, "cannot follow the JetStream log yet"),
         }
     }
 
