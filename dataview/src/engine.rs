@@ -318,8 +318,8 @@ impl Engine {
     /// [`Engine::apply_with`] with [`Diffs::Nothing`] would one after
     /// another, and returns what each did. When every view is drafted,
     /// each run of at least 8 ordinary actions (no control action, nothing
-    /// redacted) goes through each view on a thread of its own
-    /// (`batch::apply_views_in_place`): the views' decisions are
+    /// redacted) goes through each view on a thread of its own (the view
+    /// threads, kept between batches: `batch::apply_views_in_place`): the views' decisions are
     /// compared afterwards, and from the first action that some views took
     /// and others did not, the views are undone and the rest of the run is
     /// applied one action at a time.
