@@ -135,6 +135,8 @@ pub struct Engine {
     /// The redactions the states reflect: a seq they redact is passed
     /// over as if it changed nothing.
     redactions: Redactions,
+    /// The last batch's undo records, freed during the next batch.
+    leftovers: crate::batch::Leftovers,
 }
 
 impl Engine {
@@ -142,7 +144,15 @@ impl Engine {
     pub fn new(app: App) -> Engine {
         let states = app.initial_states();
         let bytes = states.iter().map(bytes_of).collect();
-        Engine { app, seq: 0, states, bytes, limits: Limits::default(), redactions: Redactions::default() }
+        Engine {
+            app,
+            seq: 0,
+            states,
+            bytes,
+            limits: Limits::default(),
+            redactions: Redactions::default(),
+            leftovers: Default::default(),
+        }
     }
 
     /// The app's views as a snapshot left them at `seq`. Measuring them
@@ -155,7 +165,15 @@ impl Engine {
     pub fn restore(app: App, seq: u64, states: Vec<Tree>) -> Engine {
         let states = Engine::complete(&app, states);
         let bytes = states.iter().map(bytes_of).collect();
-        Engine { app, seq, states, bytes, limits: Limits::default(), redactions: Redactions::default() }
+        Engine {
+            app,
+            seq,
+            states,
+            bytes,
+            limits: Limits::default(),
+            redactions: Redactions::default(),
+            leftovers: Default::default(),
+        }
     }
 
     /// [`Engine::restore`] for states whose sizes are known (`bytes`, as
@@ -163,7 +181,15 @@ impl Engine {
     pub fn restore_measured(app: App, seq: u64, states: Vec<Tree>, bytes: Vec<u64>) -> Engine {
         let states = Engine::complete(&app, states);
         let bytes = if bytes.len() == states.len() { bytes } else { states.iter().map(bytes_of).collect() };
-        Engine { app, seq, states, bytes, limits: Limits::default(), redactions: Redactions::default() }
+        Engine {
+            app,
+            seq,
+            states,
+            bytes,
+            limits: Limits::default(),
+            redactions: Redactions::default(),
+            leftovers: Default::default(),
+        }
     }
 
     fn complete(app: &App, mut states: Vec<Tree>) -> Vec<Tree> {
@@ -354,6 +380,7 @@ impl Engine {
                 &self.limits,
                 run,
                 &mut applied,
+                &mut self.leftovers,
             );
             if agreed > 0 {
                 self.seq = run[agreed - 1].seq;
