@@ -144,15 +144,7 @@ impl Engine {
     pub fn new(app: App) -> Engine {
         let states = app.initial_states();
         let bytes = states.iter().map(bytes_of).collect();
-        Engine {
-            app,
-            seq: 0,
-            states,
-            bytes,
-            limits: Limits::default(),
-            redactions: Redactions::default(),
-            leftovers: Default::default(),
-        }
+        Engine::at(app, 0, states, bytes)
     }
 
     /// The app's views as a snapshot left them at `seq`. Measuring them
@@ -165,15 +157,7 @@ impl Engine {
     pub fn restore(app: App, seq: u64, states: Vec<Tree>) -> Engine {
         let states = Engine::complete(&app, states);
         let bytes = states.iter().map(bytes_of).collect();
-        Engine {
-            app,
-            seq,
-            states,
-            bytes,
-            limits: Limits::default(),
-            redactions: Redactions::default(),
-            leftovers: Default::default(),
-        }
+        Engine::at(app, seq, states, bytes)
     }
 
     /// [`Engine::restore`] for states whose sizes are known (`bytes`, as
@@ -181,15 +165,14 @@ impl Engine {
     pub fn restore_measured(app: App, seq: u64, states: Vec<Tree>, bytes: Vec<u64>) -> Engine {
         let states = Engine::complete(&app, states);
         let bytes = if bytes.len() == states.len() { bytes } else { states.iter().map(bytes_of).collect() };
-        Engine {
-            app,
-            seq,
-            states,
-            bytes,
-            limits: Limits::default(),
-            redactions: Redactions::default(),
-            leftovers: Default::default(),
-        }
+        Engine::at(app, seq, states, bytes)
+    }
+
+    /// The engine at `seq` with `states` of sizes `bytes`, the default
+    /// limits and no redactions.
+    fn at(app: App, seq: u64, states: Vec<Tree>, bytes: Vec<u64>) -> Engine {
+        let (limits, redactions, leftovers) = Default::default();
+        Engine { app, seq, states, bytes, limits, redactions, leftovers }
     }
 
     fn complete(app: &App, mut states: Vec<Tree>) -> Vec<Tree> {
