@@ -1,5 +1,5 @@
 //! The chronicler's counters and histograms, read into a
-//! [`Scrape`](nodb_server::Scrape) on `GET /metrics`.
+//! [`nodb_server::Scrape`] on `GET /metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

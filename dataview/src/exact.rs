@@ -3,7 +3,7 @@
 //! transition — envoys, cascades and audit tools.
 //!
 //! Within the history in memory each seq's message is the shared,
-//! pre-serialised one ([`Hub::exact`]). A client older than that history
+//! pre-serialised one ([`crate::hub::Hub::exact`]). A client older than that history
 //! is fed by a replay from the checkpoint before its seq
 //! ([`crate::history::Replayer`]), seq by seq, until it reaches the
 //! history again. Either way the session sends one chunk at a time and

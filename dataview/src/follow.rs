@@ -113,8 +113,8 @@ pub struct FollowStatus {
     pub connected: AtomicBool,
     /// Times the stream was (re)connected.
     pub connects: AtomicU64,
-    /// Committed actions this view could not read, reported and skipped
-    /// (see [`committed`]).
+    /// Committed actions this view could not read (a payload or meta it
+    /// cannot decode), reported and rejected without running a reducer.
     pub unreadable: AtomicU64,
     /// Why the view will not follow this chronicler (its log is behind the
     /// views, or differs from theirs), while that is so.

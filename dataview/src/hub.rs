@@ -530,7 +530,7 @@ impl Hub {
     /// history) at seq `at`.
     ///
     /// # Errors
-    /// [`AtError::Ahead`] for a seq beyond the views, [`AtError::NotInMemory`]
+    /// [`AtError::Ahead`] for a seq beyond the views, [`AtError::Gone`]
     /// for one older than the history kept.
     pub fn view_state(&self, view: usize, at: Option<u64>) -> Result<ViewState, AtError> {
         let (seq, state) = self.state_at(view, at)?;

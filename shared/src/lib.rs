@@ -5,7 +5,7 @@
 //! - [`tree`]: [`Tree`], the persistent JSON value (on `imbl`) that
 //!   reducers transform; O(1) clones, structural sharing, deterministic
 //!   serialisation.
-//! - [`path`] and [`edit`]: JSON Pointers and lists of keys, and the
+//! - [`mod@path`] and [`edit`]: JSON Pointers and lists of keys, and the
 //!   Immutable.js-style path API (`get`, `set`, `update`, `remove`,
 //!   `merge`, `push`) that returns new trees sharing what they did not touch.
 //! - [`diff`]: the RFC 6902 patch between two trees, in time proportional to

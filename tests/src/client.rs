@@ -65,7 +65,7 @@ fn service_url(url: &str) -> ServiceUrl {
 /// A client of the chronicler at `url`.
 ///
 /// # Panics
-/// As for [`service_url`].
+/// If `url` is not a service URL (`http://HOST:PORT`).
 pub fn chronicler(url: &str) -> Chronicler {
     Chronicler::new(service_url(url))
 }
@@ -73,7 +73,7 @@ pub fn chronicler(url: &str) -> Chronicler {
 /// A client of view `name` of the data view (or cascade) at `url`.
 ///
 /// # Panics
-/// As for [`service_url`].
+/// If `url` is not a service URL (`http://HOST:PORT`).
 pub fn view(url: &str, name: &str) -> ViewClient {
     ViewClient::new(service_url(url), name)
 }

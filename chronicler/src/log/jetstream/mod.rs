@@ -3,13 +3,13 @@
 //!
 //! - The stream (default `NODB`, subject `<stream>.log`, file storage,
 //!   `--replicas` copies, deletes and purges denied) holds one message
-//!   per write ([`message`]): the write's framed, checksummed,
+//!   per write (`message.rs`): the write's framed, checksummed,
 //!   hash-chained records and its commit mark, exactly as a segment file
 //!   holds them. Message 1 is the genesis message.
 //! - Seqs are gap-free and in the stream's order: a write is published
 //!   with `Nats-Expected-Last-Sequence` naming the last message its
 //!   chronicler applied, so it lands only right after the history it was
-//!   decided against ([`writer`]). That is also what makes exactly-once
+//!   decided against (`writer.rs`). That is also what makes exactly-once
 //!   acceptance hold across chroniclers, forever and not only within
 //!   JetStream's deduplication window: the exactly-once table is the
 //!   whole history's.
