@@ -6,7 +6,8 @@
 //! snapshot, then parse and apply every committed action of the tail (as
 //! JSON lines, as they arrive from the chronicler; the network itself is
 //! not included). Run with `cargo bench -p nodb-warehouse --bench recovery`;
-//! `NODB_BENCH_KEYS` and `NODB_BENCH_TAIL` change the sizes.
+//! `NODB_BENCH_KEYS` and `NODB_BENCH_TAIL` change the sizes, and
+//! `NODB_BENCH_ONLY` (`one`, `batches` or `alone`) runs one part.
 
 use std::time::Instant;
 
@@ -29,6 +30,8 @@ fn size(var: &str, default: u64) -> u64 {
 fn main() {
     let keys = size("NODB_BENCH_KEYS", 1_000_000);
     let tail = size("NODB_BENCH_TAIL", 1_000_000);
+    let only = std::env::var("NODB_BENCH_ONLY").ok();
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let app = nodb_warehouse::views::app();
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
@@ -93,13 +96,15 @@ fn main() {
             tail as f64 / replayed_in.as_secs_f64()
         );
     };
-    replay(app.without_drafts(), "(c) recovery, one action at a time, both views, pure reducers (before drafts)");
-    replay(app.clone(), "(c) recovery, one action at a time, both views, drafted (target <= 3 s)");
+    if wanted("one") {
+        replay(app.without_drafts(), "(c) recovery, one action at a time, both views, pure reducers (before drafts)");
+        replay(app.clone(), "(c) recovery, one action at a time, both views, drafted (target <= 3 s)");
+    }
     // What the data view does when far behind the head: batches of actions
     // through the hub, which applies them in place (all views drafted),
     // each parsed then applied, or (as the follower does) each applied on
     // a thread while the next is parsed.
-    for overlap in [false, true] {
+    for overlap in [false, true].into_iter().filter(|_| wanted("batches")) {
         let started = Instant::now();
         let found = runtime.block_on(snapshots.load_latest(&names)).expect("load").expect("a snapshot");
         let (seq, loaded) = (found.seq, found.states);
@@ -136,9 +141,31 @@ fn main() {
             started.elapsed()
         );
         assert_eq!(hub.current_seq(), 1 + tail);
+        if !overlap {
+            // The ledger folds an hour's minute buckets into its hour bucket
+            // when the next hour begins: the tail's hour, once.
+            let (_, states) = hub.current();
+            let entries: usize = states[1]
+                .get("/sales/minutes")
+                .and_then(Tree::as_object)
+                .map_or(0, |m| m.values().filter_map(Tree::as_object).map(|b| b.len()).sum());
+            drop(states);
+            let next_hour = (1_700_000_000_000u64 + 1 + tail) / 3_600_000 * 3_600_000 + 3_600_000;
+            let line = format!(
+                r#"{{"seq":{},"ts":{next_hour},"id":"bench:fold","type":"stock/sold","payload":{{"product":"product0","location":"shelf","quantity":1}}}}"#,
+                2 + tail
+            );
+            let action: CommittedAction = serde_json::from_str(&line).expect("valid line");
+            let t = Instant::now();
+            hub.apply_batch(&[action]).expect("in sequence");
+            println!(
+                "    the next hour's first sale, folding {entries} minute entries into the hour: {:.2?}",
+                t.elapsed()
+            );
+        }
     }
     // Where the time goes: each view on its own.
-    for view in &app.views {
+    for view in app.views.iter().filter(|_| wanted("alone")) {
         let alone = App { name: app.name.clone(), views: vec![view.clone()] };
         replay(alone, &format!("    the `{}` view alone", view.name));
     }

@@ -9,7 +9,9 @@
 //! clock — so the same activity state always gives the same marketing
 //! state. Windows are whole buckets ending with the current one: the last
 //! hour is the latest 60 minute buckets, the last day the latest 24 hour
-//! buckets, the last week the latest 168.
+//! buckets, the last week the latest 168. The current hour has no hour
+//! bucket until it ends (the ledger folds its minutes then), so the day and
+//! the week count it from its minute buckets.
 //!
 //! State: `{"now": T, "windows": {"hour": START, "day": START, "week": START},
 //! "products": {P: {"hour": n, "day": n, "week": n}}, "totals": {…},
@@ -26,10 +28,7 @@ use super::{count, entries};
 use crate::keys::key;
 use nodb_cascade::{Cascade, Change};
 
-/// A minute in milliseconds.
-pub const MINUTE: u64 = 60_000;
-/// An hour in milliseconds.
-pub const HOUR: u64 = 3_600_000;
+pub use crate::views::sales::{HOUR, MINUTE};
 /// How many fastest movers are listed.
 pub const TOP: usize = 5;
 
@@ -98,16 +97,21 @@ impl Windows {
     /// bucket's units of it).
     fn sold(&self, sales: &Tree, mut units: impl FnMut(&Tree, &mut dyn FnMut(&str, u64))) -> BTreeMap<String, Sold> {
         let mut sold: BTreeMap<String, Sold> = BTreeMap::new();
+        let current_hour = self.now - self.now % HOUR;
         for (start, bucket) in entries(sales, "minutes") {
-            if self.start(start, self.hour).is_some() {
-                units(bucket, &mut |p, n| {
-                    let e = sold.entry(p.to_string()).or_default();
-                    e.hour = e.hour.saturating_add(n);
-                });
-            }
+            let Some(start) = self.start(start, self.hour) else { continue };
+            units(bucket, &mut |p, n| {
+                let e = sold.entry(p.to_string()).or_default();
+                e.hour = e.hour.saturating_add(n);
+                if start >= current_hour {
+                    e.day = e.day.saturating_add(n);
+                    e.week = e.week.saturating_add(n);
+                }
+            });
         }
         for (start, bucket) in entries(sales, "hours") {
-            let Some(start) = self.start(start, self.week) else { continue };
+            // The current hour is counted from its minutes (above).
+            let Some(start) = self.start(start, self.week).filter(|s| *s < current_hour) else { continue };
             units(bucket, &mut |p, n| {
                 let e = sold.entry(p.to_string()).or_default();
                 e.week = e.week.saturating_add(n);
@@ -223,6 +227,10 @@ mod tests {
 
     const T0: u64 = 1_794_999_600_000; // a whole hour
 
+    fn count_of(payload: &Value) -> u64 {
+        payload["quantity"].as_u64().unwrap()
+    }
+
     fn bucket(start: u64) -> String {
         format!("{start:013}")
     }
@@ -241,18 +249,21 @@ mod tests {
         minutes.insert(bucket(T0 + 30 * MINUTE - 59 * MINUTE), json!({"apple": 1, "pear": 4}));
         minutes.insert(bucket(T0 + 30 * MINUTE - 60 * MINUTE), json!({"apple": 100}));
         let mut hours = serde_json::Map::new();
-        hours.insert(bucket(T0), json!({"apple": 3, "pear": 4}));
+        // The current hour counts from its minutes: a bucket of it (as a
+        // ledger from before the fold has) is not counted twice.
+        hours.insert(bucket(T0), json!({"apple": 2}));
+        hours.insert(bucket(T0 - HOUR), json!({"apple": 101, "pear": 4}));
         hours.insert(bucket(T0 - 23 * HOUR), json!({"apple": 10}));
         hours.insert(bucket(T0 - 24 * HOUR), json!({"apple": 20, "kiwi": 1}));
         hours.insert(bucket(T0 - 167 * HOUR), json!({"kiwi": 5}));
         hours.insert(bucket(T0 - 168 * HOUR), json!({"fig": 9}));
         let m = reduce(&activity(now, Value::Object(minutes), Value::Object(hours))).to_value();
         assert_eq!(m["now"], json!(now));
-        assert_eq!(m["products"]["apple"], json!({"hour": 3, "day": 13, "week": 33}));
+        assert_eq!(m["products"]["apple"], json!({"hour": 3, "day": 113, "week": 133}));
         assert_eq!(m["products"]["pear"], json!({"hour": 4, "day": 4, "week": 4}));
         assert_eq!(m["products"]["kiwi"], json!({"hour": 0, "day": 0, "week": 6}));
         assert_eq!(m["products"].get("fig"), None, "older than a week");
-        assert_eq!(m["totals"], json!({"hour": 7, "day": 17, "week": 43}));
+        assert_eq!(m["totals"], json!({"hour": 7, "day": 117, "week": 143}));
         let fastest: Vec<&str> =
             m["fastest"].as_array().unwrap().iter().map(|f| f["product"].as_str().unwrap()).collect();
         assert_eq!(fastest, ["pear", "apple", "kiwi"]);
@@ -281,6 +292,28 @@ mod tests {
         assert_eq!(m["products"], json!({}));
     }
 
+    /// The figures counted straight from every sale made: what the ledger,
+    /// minutes folded into hours, must give.
+    fn counted(sales: &[(u64, String, u64)], now: u64) -> Value {
+        let w = Windows::at(now);
+        let mut sold = BTreeMap::<&str, Sold>::new();
+        for (ts, p, n) in sales {
+            let (minute, hour) = (ts - ts % MINUTE, ts - ts % HOUR);
+            let e = sold.entry(p).or_default();
+            if minute >= w.hour {
+                e.hour += n;
+            }
+            if hour >= w.day {
+                e.day += n;
+            }
+            if hour >= w.week {
+                e.week += n;
+            }
+        }
+        sold.retain(|_, s| *s != Sold::default());
+        sold.into_iter().map(|(p, s)| (p.to_string(), s.tree().to_value())).collect()
+    }
+
     #[test]
     fn the_incremental_reducer_gives_what_the_full_one_gives_over_the_real_activity_view() {
         use nodb_shared::diff::diff;
@@ -297,13 +330,16 @@ mod tests {
         let mut ts = T0;
         let mut previous = reduce(&states[1]);
         let mut incremental_steps = 0;
+        let (mut sales, mut now) = (Vec::new(), 0);
         for seq in 1..=3000u64 {
-            // Mostly seconds apart; now and then a jump of minutes or hours.
+            // Mostly seconds apart; now and then a jump of minutes or hours,
+            // or a late action, up to three hours behind.
             ts += match below(100) {
                 0 => below(30) * HOUR,
                 1..=4 => below(90) * MINUTE,
                 _ => below(20_000),
             };
+            let at = if below(40) == 0 { ts - below(3 * HOUR) } else { ts };
             let p = format!("p{}", below(8));
             let (kind, payload) = if below(4) == 0 {
                 ("stock/corrected", json!({"product": p, "location": "s", "quantity": 50}))
@@ -312,7 +348,7 @@ mod tests {
             };
             let action = CommittedAction {
                 seq,
-                ts,
+                ts: at,
                 id: format!("c:{seq}"),
                 kind: kind.into(),
                 payload,
@@ -320,8 +356,13 @@ mod tests {
                 client: None,
             };
             let Ok(next) = app.reduce(&states, &action) else { continue };
+            now = now.max(at);
+            if kind == "stock/sold" {
+                sales.push((at, action.payload["product"].as_str().unwrap().to_string(), count_of(&action.payload)));
+            }
             let ops = diff(&states[1], &next[1]);
             let full = reduce(&next[1]);
+            assert_eq!(full.to_value()["products"], counted(&sales, now), "seq {seq}");
             let next_state = match update(&previous, &next[1], Change::Patched(&ops.0)) {
                 Some(incremental) => {
                     incremental_steps += 1;

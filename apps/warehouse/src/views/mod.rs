@@ -21,8 +21,9 @@
 //!   (`recent`, oldest first), counts per kind, units sold and destroyed,
 //!   and a compact sales ledger (`sales`: units sold per product in minute
 //!   buckets for the last hour and hour buckets for the last week, by the
-//!   actions' own `ts`), from which the `marketing` cascade derives its
-//!   figures (see [`sales`]).
+//!   actions' own `ts`, an hour's bucket folded from its minutes when it
+//!   ends), from which the `marketing` cascade derives its figures (see
+//!   [`sales`]).
 //!
 //! Moving, selling or destroying more than is at a location is rejected:
 //! the chronicler records the intention, the reducer decides what it means.

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::reorder::ThresholdSet;
-use super::sales::{SALES_HOURS, SALES_MINUTES, sales_bucket};
+use super::sales::{HOUR, MINUTE, SALES_HOURS, SALES_MINUTES, fold_hour, sales_bucket};
 use super::{Activity, RECENT, Stock, too_many};
 use crate::keys::key;
 
@@ -216,11 +216,22 @@ fn reduce_activity(state: &Tree, action: &CommittedAction) -> Reduced {
 fn record_sale(state: Tree, ts: u64, sold: Option<(&str, u64)>) -> Reduced {
     let object = |t: &&Tree| matches!(t, Tree::Object(_));
     let sales = state.get([key("sales")]).filter(object).cloned().unwrap_or_else(Tree::object);
-    let latest = sales.get([key("latest_ts")]).and_then(Tree::as_u64).unwrap_or(0).max(ts);
+    let before = sales.get([key("latest_ts")]).and_then(Tree::as_u64).unwrap_or(0);
+    let latest = before.max(ts);
     let mut sales = sales.set([key("latest_ts")], latest)?;
-    for (field, width, keep) in [("minutes", 60_000, SALES_MINUTES), ("hours", 3_600_000, SALES_HOURS)] {
-        let mut buckets = sales.get([key(field)]).filter(object).cloned().unwrap_or_else(Tree::object);
-        if let Some((product, units)) = sold {
+    let minutes = sales.get([key("minutes")]).filter(object).cloned().unwrap_or_else(Tree::object);
+    let mut hours = sales.get([key("hours")]).filter(object).cloned().unwrap_or_else(Tree::object);
+    // The hour `latest_ts` leaves: its minutes become its hour bucket.
+    if before / HOUR < latest / HOUR
+        && let Some(hour) = fold_hour(&minutes, before - before % HOUR)
+    {
+        hours = hours.set([key(&sales_bucket(before - before % HOUR))], hour)?;
+    }
+    for (field, mut buckets, width, keep) in
+        [("minutes", minutes, MINUTE, SALES_MINUTES), ("hours", hours, HOUR, SALES_HOURS)]
+    {
+        // A sale of the current hour is in its minute alone until the fold.
+        if let Some((product, units)) = sold.filter(|_| width == MINUTE || ts / HOUR < latest / HOUR) {
             let at = [key(&sales_bucket(ts - ts % width)), key(product)];
             buckets =
                 buckets.update(at, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;

@@ -6,19 +6,40 @@
 //! `{"latest_ts": ms, "minutes": {BUCKET: {P: units}}, "hours": {BUCKET: {P: units}}}`,
 //! where `BUCKET` is the bucket's start in unix ms as 13 digits, so keys
 //! sort in time order.
+//!
+//! Every sale goes into its minute's bucket. The hour of `latest_ts`, the
+//! current hour, has no hour bucket yet: its sales are its minute buckets.
+//! When `latest_ts` enters a later hour, the hour it leaves is folded into
+//! its hour bucket in one write, a merge of its minute buckets in key
+//! order. So a sale searches one big map (its minute's bucket), not two,
+//! and an hour's bucket is built once, in order, rather than by a random
+//! insert per product sold. A late sale, for an hour before the current
+//! one, goes into that hour's bucket too.
+//!
+//! A ledger written before hours were folded (an older snapshot) has the
+//! current hour's bucket as well, with the same sales as its minutes: the
+//! fold overwrites it with the same figures, and `marketing` counts the
+//! current hour from the minutes either way.
 
-use nodb_shared::Tree;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use nodb_shared::tree::{Key, Object};
+use nodb_shared::{Segment, Tree};
 
 use super::names as n;
 use crate::keys::key;
 use nodb_dataview::reducer::Rejection;
-use nodb_shared::Segment;
 use nodb_shared::draft::Draft;
 
 /// How many minute buckets `activity.sales.minutes` keeps: the last hour.
 pub const SALES_MINUTES: u64 = 60;
 /// How many hour buckets `activity.sales.hours` keeps: the last week.
 pub const SALES_HOURS: u64 = 168;
+/// A minute in milliseconds: the width of a minute bucket.
+pub const MINUTE: u64 = 60_000;
+/// An hour in milliseconds: the width of an hour bucket.
+pub const HOUR: u64 = 3_600_000;
 
 /// An empty ledger.
 pub fn initial() -> Tree {
@@ -31,10 +52,44 @@ pub fn sales_bucket(start: u64) -> String {
     format!("{start:013}")
 }
 
+/// The hour bucket of the hour starting at `start`, from the minute
+/// buckets of `minutes` in that hour: each product's units summed
+/// (saturating; a value that is not a count adds 0), or `None` when no
+/// minute of the hour sold anything. A merge of the buckets in key order,
+/// so the map is built in order.
+pub fn fold_hour(minutes: &Tree, start: u64) -> Option<Tree> {
+    let buckets: Vec<&Object> = minutes
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| k.parse::<u64>().is_ok_and(|s| s >= start && s - start < HOUR))
+        .filter_map(|(_, bucket)| bucket.as_object())
+        .collect();
+    let mut iters: Vec<_> = buckets.iter().map(|b| b.iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0)))).collect();
+    // The next entry of each bucket, smallest key first.
+    let mut heads = BinaryHeap::new();
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some((k, units)) = it.next() {
+            heads.push(Reverse((k, i, units)));
+        }
+    }
+    let mut sums: Vec<(Key, u64)> = Vec::new();
+    while let Some(Reverse((k, i, units))) = heads.pop() {
+        match sums.last_mut() {
+            Some((last, sum)) if last == k => *sum = sum.saturating_add(units),
+            _ => sums.push((k.clone(), units)),
+        }
+        if let Some((k, units)) = iters[i].next() {
+            heads.push(Reverse((k, i, units)));
+        }
+    }
+    (!sums.is_empty()).then(|| Tree::Object(sums.into_iter().map(|(k, n)| (k, Tree::from(n))).collect()))
+}
+
 /// Records `sold` (product, units) at `ts` in the draft's sales ledger,
-/// moves its `latest_ts` on, and drops the buckets that fell out of the
-/// hour and the week before it. Time is the actions' own `ts`, never a
-/// clock. Writes only what changes: the ledger's buckets are big maps.
+/// moves its `latest_ts` on, folds the hour it leaves (see the module
+/// doc), and drops the buckets that fell out of the hour and the week
+/// before it. Time is the actions' own `ts`, never a clock. Writes only
+/// what changes: the ledger's buckets are big maps.
 ///
 /// # Errors
 /// If the state or a bucket is not an object.
@@ -43,14 +98,25 @@ pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), R
     if !d.get([n::SALES.clone()]).is_some_and(object) {
         d.set([n::SALES.clone()], Tree::object())?;
     }
-    let latest = d.get([n::SALES.clone(), n::LATEST_TS.clone()]).and_then(Tree::as_u64).unwrap_or(0).max(ts);
+    let before = d.get([n::SALES.clone(), n::LATEST_TS.clone()]).and_then(Tree::as_u64).unwrap_or(0);
+    let latest = before.max(ts);
     d.set([n::SALES.clone(), n::LATEST_TS.clone()], latest)?;
-    for (field, width, keep) in [(&n::MINUTES, 60_000, SALES_MINUTES), (&n::HOURS, 3_600_000, SALES_HOURS)] {
+    for field in [&n::MINUTES, &n::HOURS] {
         let at = [n::SALES.clone(), Segment::clone(field)];
         if !d.get(&at).is_some_and(object) {
             d.set(&at, Tree::object())?;
         }
-        if let Some((product, units)) = sold {
+    }
+    let ended = before - before % HOUR;
+    if ended < latest - latest % HOUR
+        && let Some(hour) = d.get([n::SALES.clone(), n::MINUTES.clone()]).and_then(|m| fold_hour(m, ended))
+    {
+        d.set([n::SALES.clone(), n::HOURS.clone(), key(&sales_bucket(ended))], hour)?;
+    }
+    for (field, width, keep) in [(&n::MINUTES, MINUTE, SALES_MINUTES), (&n::HOURS, HOUR, SALES_HOURS)] {
+        let at = [n::SALES.clone(), Segment::clone(field)];
+        // A sale in the current hour waits in its minute for the fold.
+        if let Some((product, units)) = sold.filter(|_| width == MINUTE || ts / HOUR < latest / HOUR) {
             let cell = [n::SALES.clone(), Segment::clone(field), key(&sales_bucket(ts - ts % width)), key(product)];
             d.update(cell, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
         }
@@ -106,10 +172,16 @@ mod tests {
         let b = |start: u64| sales_bucket(start);
         assert_eq!(sales["latest_ts"], json!(t0 + 40_000));
         assert_eq!(sales["minutes"], json!({ b(t0 - 59 * 60_000): {"b": 4}, b(t0): {"a": 11} }));
-        assert_eq!(
-            sales["hours"],
-            json!({ b(t0 - 167 * H): {"a": 2}, b(t0 - 2 * H): {"b": 3}, b(t0 - H): {"b": 4}, b(t0): {"a": 11} })
-        );
+        // The current hour (t0's) is in its minutes until it ends.
+        assert_eq!(sales["hours"], json!({ b(t0 - 167 * H): {"a": 2}, b(t0 - 2 * H): {"b": 3}, b(t0 - H): {"b": 4} }));
+        // A late sale, for an hour before the current one, goes into that
+        // hour's bucket as well as its minute's.
+        let mut late = actions.clone();
+        late.push(sale(9, t0 - 30 * 60_000, "b", 1));
+        let sales = run(&late).0[1].to_value()["sales"].clone();
+        assert_eq!(sales["hours"][b(t0 - H)], json!({"b": 5}));
+        assert_eq!(sales["minutes"][b(t0 - 30 * 60_000)], json!({"b": 1}));
+        assert_eq!(sales["latest_ts"], json!(t0 + 40_000));
         // Any later action moves "now" on and prunes, sale or not.
         let mut later = actions.clone();
         later.push(CommittedAction {
@@ -124,6 +196,60 @@ mod tests {
         let mut d = Draft::of(bare);
         warehouse::reduce_activity(&mut d, &sale(10, t0, "a", 1)).unwrap();
         let next = d.into_state().to_value();
-        assert_eq!(next["sales"]["hours"], json!({ b(t0): {"a": 1} }));
+        assert_eq!(next["sales"]["minutes"], json!({ b(t0): {"a": 1} }));
+        assert_eq!(next["sales"]["hours"], json!({}));
+    }
+
+    #[test]
+    fn a_ledger_from_before_the_fold_keeps_its_figures() {
+        // An older ledger has the current hour's bucket beside its minutes,
+        // with the same sales: the fold overwrites it with the same sums.
+        const H: u64 = 3_600_000;
+        let t0 = 1_794_999_600_000;
+        let b = |start: u64| sales_bucket(start);
+        let old = json!({"latest_ts": t0 + 90_000, "hours": {b(t0): {"a": 3, "b": 1}},
+            "minutes": {b(t0): {"a": 1}, b(t0 + 60_000): {"a": 2, "b": 1}}});
+        let mut d = Draft::of(Tree::from(json!({ "sales": old })));
+        record(&mut d, t0 + H, Some(("a", 5))).unwrap();
+        let sales = d.into_state().to_value()["sales"].clone();
+        assert_eq!(sales["hours"], json!({ b(t0): {"a": 3, "b": 1} }));
+        assert_eq!(sales["minutes"], json!({ b(t0 + 60_000): {"a": 2, "b": 1}, b(t0 + H): {"a": 5} }));
+    }
+
+    proptest::proptest! {
+        /// The fold of an hour is its minutes' units summed per product,
+        /// whatever else the minutes hold.
+        #[test]
+        fn the_fold_of_an_hour_sums_its_minute_buckets(
+            buckets in proptest::collection::vec(
+                (-3i64..65, proptest::collection::btree_map("p[0-9]{1,2}", 0u64..5, 0..12)), 0..40),
+            huge in proptest::bool::ANY,
+        ) {
+            let start = 1_794_999_600_000u64;
+            let mut minutes = serde_json::Map::new();
+            let mut want = std::collections::BTreeMap::<String, u64>::new();
+            for (minute, bucket) in buckets {
+                let at = start.checked_add_signed(minute * 60_000).unwrap();
+                let mut bucket: serde_json::Map<String, serde_json::Value> =
+                    bucket.into_iter().map(|(p, n)| (p, json!(n))).collect();
+                if huge && !bucket.is_empty() {
+                    bucket.insert("p0".into(), json!(u64::MAX));
+                }
+                if minutes.contains_key(&sales_bucket(at)) {
+                    continue;
+                }
+                if (0..60).contains(&minute) {
+                    for (p, n) in &bucket {
+                        let sum = want.entry(p.clone()).or_default();
+                        *sum = sum.saturating_add(n.as_u64().unwrap());
+                    }
+                }
+                minutes.insert(sales_bucket(at), serde_json::Value::Object(bucket));
+            }
+            minutes.insert("not a time".into(), json!({"p1": 7}));
+            let folded = fold_hour(&Tree::from(serde_json::Value::Object(minutes)), start);
+            let want = (!want.is_empty()).then(|| json!(want));
+            proptest::prop_assert_eq!(folded.map(|t| t.to_value()), want);
+        }
     }
 }
