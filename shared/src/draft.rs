@@ -164,13 +164,17 @@ pub struct Draft {
     /// The size before the first edit, for [`Draft::undo`].
     start_bytes: u64,
     limits: Limits,
+    /// How many segments the [`Draft::within`]s around this draft put in
+    /// front of each path it records: room reserved up front, so that
+    /// doing so moves the segments and allocates nothing.
+    prefix_room: usize,
 }
 
 impl Draft {
     /// A draft of `tree`, which measures `bytes` (as
     /// [`bytes_of`] gives it), within `limits`.
     pub fn new(tree: Tree, bytes: u64, limits: Limits) -> Draft {
-        Draft { tree, ops: Vec::new(), record: Record::Patch, bytes, start_bytes: bytes, limits }
+        Draft { tree, ops: Vec::new(), record: Record::Patch, bytes, start_bytes: bytes, limits, prefix_room: 0 }
     }
 
     /// This draft, keeping `record` of its edits from now on.
@@ -331,7 +335,10 @@ impl Draft {
         let mut resolved = Vec::with_capacity(segs.len());
         let limits = Limits { max_depth: self.limits.max_depth.saturating_sub(segs.len()), ..self.limits };
         let slot = walk_mut(&mut self.tree, &segs, &mut resolved).map_err(DraftError::from)?;
-        let mut sub = Draft::new(std::mem::take(slot), self.bytes, limits).recording(self.record);
+        let mut sub = Draft {
+            prefix_room: self.prefix_room + resolved.len(),
+            ..Draft::new(std::mem::take(slot), self.bytes, limits).recording(self.record)
+        };
         // `f` sees only its draft, so the slot stays at hand to put the
         // value back: one walk, whatever happens.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut sub)));
@@ -379,7 +386,7 @@ impl Draft {
         let Some((last, parents)) = segs.split_last() else {
             return Err(PathError::Root { op: "remove" }.into());
         };
-        let mut resolved = Vec::with_capacity(segs.len());
+        let mut resolved = Vec::with_capacity(self.prefix_room + segs.len());
         let parent = match walk_mut(&mut self.tree, parents, &mut resolved) {
             Ok(parent) => parent,
             Err(PathError::NotFound { .. } | PathError::IndexOutOfRange { .. }) => return Ok(None),
@@ -450,7 +457,7 @@ impl Draft {
     fn write_at<F: FnOnce(Option<&Tree>) -> Tree>(&mut self, segs: &[Segment], f: F) -> Result<(), Write<F>> {
         let (last, parents) = segs.split_last().expect("a non-empty path");
         let record = self.record;
-        let mut resolved = Vec::with_capacity(segs.len());
+        let mut resolved = Vec::with_capacity(self.prefix_room + segs.len());
         let parent = match walk_mut(&mut self.tree, parents, &mut resolved) {
             Ok(parent) => parent,
             Err(e @ PathError::NotFound { .. }) => return Err(Write::MissingParent(f, e)),

@@ -40,7 +40,8 @@ fn segments(path: &[String]) -> Vec<Segment> {
 }
 
 /// Runs `edit` on `draft`, its outcome (`Within` sets the second path
-/// within the first).
+/// within the first; a second path of two segments or more, through a
+/// `within` of its first segment nested in the first).
 fn perform(draft: &mut Draft, edit: &Edit) -> Result<(), DraftError> {
     match edit.clone() {
         Edit::Set(p, v) => draft.set(&*segments(&p), Tree::from(v)),
@@ -54,7 +55,12 @@ fn perform(draft: &mut Draft, edit: &Edit) -> Result<(), DraftError> {
         }
         Edit::Within(p, q, v) => {
             let q = segments(&q);
-            draft.within(&*segments(&p), |sub| sub.set(&*q, Tree::from(v)))
+            draft.within(&*segments(&p), |sub| match q.split_first() {
+                Some((first, rest)) if !rest.is_empty() => {
+                    sub.within([first.clone()], |inner| inner.set(rest, Tree::from(v)))
+                }
+                _ => sub.set(&*q, Tree::from(v)),
+            })
         }
     }
 }
