@@ -210,6 +210,12 @@ impl Draft {
         self.bytes
     }
 
+    /// Whether the state is now over its size limit, so that
+    /// [`Draft::finish`] would refuse it: for a reducer that can make room.
+    pub fn is_over_limit(&self) -> bool {
+        self.bytes > self.limits.max_bytes
+    }
+
     /// Whether any edit was recorded.
     pub fn is_changed(&self) -> bool {
         !self.ops.is_empty()

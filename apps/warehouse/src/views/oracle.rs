@@ -220,22 +220,29 @@ fn record_sale(state: Tree, ts: u64, sold: Option<(&str, u64)>) -> Reduced {
     let latest = before.max(ts);
     let mut sales = sales.set([key("latest_ts")], latest)?;
     let minutes = sales.get([key("minutes")]).filter(object).cloned().unwrap_or_else(Tree::object);
-    let mut hours = sales.get([key("hours")]).filter(object).cloned().unwrap_or_else(Tree::object);
-    // The hour `latest_ts` leaves: its minutes become its hour bucket.
-    if before / HOUR < latest / HOUR
-        && let Some(hour) = fold_hour(&minutes, before - before % HOUR)
-    {
-        hours = hours.set([key(&sales_bucket(before - before % HOUR))], hour)?;
+    let hours = sales.get([key("hours")]).filter(object).cloned().unwrap_or_else(Tree::object);
+    let mut buckets = [minutes, hours];
+    for (buckets, width) in buckets.iter_mut().zip([MINUTE, HOUR]) {
+        // A sale of the current hour is in its minute alone until the fold.
+        if let Some((product, units)) = sold.filter(|_| width == MINUTE || ts / HOUR < latest / HOUR) {
+            let at = [key(&sales_bucket(ts - ts % width)), key(product)];
+            *buckets =
+                buckets.update(at, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
+        }
+    }
+    // The hour `latest_ts` leaves: its minutes become its hour bucket (the
+    // size limit, which makes room, is the engine's: not reached here).
+    let [minutes, mut hours] = buckets;
+    if before / HOUR < latest / HOUR {
+        let ended = key(&sales_bucket(before - before % HOUR));
+        hours = match fold_hour(&minutes, before - before % HOUR) {
+            Some(hour) => hours.set([ended], hour)?,
+            None => hours.remove([ended]).unwrap_or(hours),
+        };
     }
     for (field, mut buckets, width, keep) in
         [("minutes", minutes, MINUTE, SALES_MINUTES), ("hours", hours, HOUR, SALES_HOURS)]
     {
-        // A sale of the current hour is in its minute alone until the fold.
-        if let Some((product, units)) = sold.filter(|_| width == MINUTE || ts / HOUR < latest / HOUR) {
-            let at = [key(&sales_bucket(ts - ts % width)), key(product)];
-            buckets =
-                buckets.update(at, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
-        }
         let oldest_kept = (latest - latest % width).saturating_sub((keep - 1) * width);
         let stale: Vec<String> = buckets
             .as_object()

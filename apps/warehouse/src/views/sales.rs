@@ -18,8 +18,14 @@
 //!
 //! A ledger written before hours were folded (an older snapshot) has the
 //! current hour's bucket as well, with the same sales as its minutes: the
-//! fold overwrites it with the same figures, and `marketing` counts the
-//! current hour from the minutes either way.
+//! fold overwrites it (or removes it, if the hour has no minute bucket),
+//! and `marketing` counts the current hour from the minutes either way.
+//!
+//! The hour's bucket sits beside its minutes until they age out, so the
+//! fold grows the state. Where that would take `activity` over its size
+//! limit, the ended hour's minute buckets go at the fold instead of over
+//! the next hour (the last hour's figures lose them early): otherwise every
+//! action, of any view, would be refused until they aged out.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -85,6 +91,41 @@ pub fn fold_hour(minutes: &Tree, start: u64) -> Option<Tree> {
     (!sums.is_empty()).then(|| Tree::Object(sums.into_iter().map(|(k, n)| (k, Tree::from(n))).collect()))
 }
 
+/// Folds the hour starting at `ended` into its hour bucket, or removes a
+/// bucket of it when none of its minutes sold anything (the minutes are
+/// its figures).
+fn fold(d: &mut Draft, ended: u64) -> Result<(), Rejection> {
+    let at = [n::SALES.clone(), n::HOURS.clone(), key(&sales_bucket(ended))];
+    match d.get([n::SALES.clone(), n::MINUTES.clone()]).and_then(|m| fold_hour(m, ended)) {
+        Some(hour) => d.set(at, hour)?,
+        None => {
+            d.remove(at)?;
+        }
+    }
+    Ok(())
+}
+
+/// After a fold that took the state over its size limit, drops the ended
+/// hour's minute buckets now rather than over the next hour: the hour's
+/// bucket is no larger than its minutes, so the fold then never grows the
+/// state, and an action that fits without it is not refused for it (which
+/// would refuse every action until those minutes went). The last hour's
+/// figures lose those minutes early.
+fn make_room(d: &mut Draft, ended: u64) -> Result<(), Rejection> {
+    let minutes: Vec<Key> = d
+        .get([n::SALES.clone(), n::MINUTES.clone()])
+        .and_then(Tree::as_object)
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter(|k| k.parse::<u64>().is_ok_and(|s| s >= ended && s - ended < HOUR))
+        .cloned()
+        .collect();
+    for minute in minutes {
+        d.remove([n::SALES.clone(), n::MINUTES.clone(), Segment::Key(minute)])?;
+    }
+    Ok(())
+}
+
 /// Records `sold` (product, units) at `ts` in the draft's sales ledger,
 /// moves its `latest_ts` on, folds the hour it leaves (see the module
 /// doc), and drops the buckets that fell out of the hour and the week
@@ -107,19 +148,20 @@ pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), R
             d.set(&at, Tree::object())?;
         }
     }
-    let ended = before - before % HOUR;
-    if ended < latest - latest % HOUR
-        && let Some(hour) = d.get([n::SALES.clone(), n::MINUTES.clone()]).and_then(|m| fold_hour(m, ended))
-    {
-        d.set([n::SALES.clone(), n::HOURS.clone(), key(&sales_bucket(ended))], hour)?;
-    }
-    for (field, width, keep) in [(&n::MINUTES, MINUTE, SALES_MINUTES), (&n::HOURS, HOUR, SALES_HOURS)] {
-        let at = [n::SALES.clone(), Segment::clone(field)];
+    for (field, width) in [(&n::MINUTES, MINUTE), (&n::HOURS, HOUR)] {
         // A sale in the current hour waits in its minute for the fold.
         if let Some((product, units)) = sold.filter(|_| width == MINUTE || ts / HOUR < latest / HOUR) {
             let cell = [n::SALES.clone(), Segment::clone(field), key(&sales_bucket(ts - ts % width)), key(product)];
             d.update(cell, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
         }
+    }
+    let ended = before - before % HOUR;
+    let crossed = ended < latest - latest % HOUR;
+    if crossed {
+        fold(d, ended)?;
+    }
+    for (field, width, keep) in [(&n::MINUTES, MINUTE, SALES_MINUTES), (&n::HOURS, HOUR, SALES_HOURS)] {
+        let at = [n::SALES.clone(), Segment::clone(field)];
         // Keys sort in time order, so the stale ones are at the front:
         // the first goes while it is stale.
         let oldest_kept = (latest - latest % width).saturating_sub((keep - 1) * width);
@@ -130,6 +172,9 @@ pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), R
         while let Some(first) = stale(d) {
             d.remove([n::SALES.clone(), Segment::clone(field), Segment::Key(first)])?;
         }
+    }
+    if crossed && d.is_over_limit() {
+        make_room(d, ended)?;
     }
     Ok(())
 }
@@ -210,10 +255,70 @@ mod tests {
         let old = json!({"latest_ts": t0 + 90_000, "hours": {b(t0): {"a": 3, "b": 1}},
             "minutes": {b(t0): {"a": 1}, b(t0 + 60_000): {"a": 2, "b": 1}}});
         let mut d = Draft::of(Tree::from(json!({ "sales": old })));
+        // A sale after the upgrade, in the same hour: in its minute alone.
+        record(&mut d, t0 + 100_000, Some(("b", 2))).unwrap();
         record(&mut d, t0 + H, Some(("a", 5))).unwrap();
         let sales = d.into_state().to_value()["sales"].clone();
-        assert_eq!(sales["hours"], json!({ b(t0): {"a": 3, "b": 1} }));
-        assert_eq!(sales["minutes"], json!({ b(t0 + 60_000): {"a": 2, "b": 1}, b(t0 + H): {"a": 5} }));
+        assert_eq!(sales["hours"], json!({ b(t0): {"a": 3, "b": 3} }));
+        assert_eq!(sales["minutes"], json!({ b(t0 + 60_000): {"a": 2, "b": 3}, b(t0 + H): {"a": 5} }));
+        // An hour bucket of the current hour without minutes (an imported
+        // state): the minutes are the hour's figures, so it goes.
+        let imported = json!({"latest_ts": t0 + 600_000, "minutes": {}, "hours": {b(t0): {"a": 5}}});
+        let mut d = Draft::of(Tree::from(json!({ "sales": imported })));
+        record(&mut d, t0 + H, None).unwrap();
+        assert_eq!(d.into_state().to_value()["sales"]["hours"], json!({}));
+    }
+
+    #[test]
+    fn a_fold_over_the_size_limit_makes_room_instead_of_refusing_the_next_hour() {
+        use nodb_dataview::engine::Engine;
+        use nodb_shared::tree::limits::Limits;
+        const C: u64 = 1_794_999_600_000; // a whole hour
+        const H: u64 = HOUR;
+        let name = |i: u64| format!("product-with-a-rather-long-name-{i:04}");
+        let mut seq = 0;
+        let mut at = |ts: u64, kind: &str, payload: serde_json::Value| {
+            seq += 1;
+            CommittedAction { ts, ..act(seq, kind, payload) }
+        };
+        let corrections: Vec<_> = (0..200)
+            .map(|i| at(C - 2 * H, "stock/corrected", json!({"product": name(i), "location": "s", "quantity": 10})))
+            .collect();
+        // Each product sold once in hour C, then actions of the next hour.
+        let sales: Vec<_> = (0..200)
+            .map(|i| at(C + i * 17_000, "stock/sold", json!({"product": name(i), "location": "s", "quantity": 1})))
+            .collect();
+        let next: Vec<_> = [0u64, 1, 5, 10, 20, 30, 40, 50, 59, 61]
+            .map(|m| {
+                at(
+                    C + H + m * 60_000 + 1,
+                    "stock/corrected",
+                    json!({"product": name(0), "location": "s", "quantity": 5}),
+                )
+            })
+            .to_vec();
+        // Unlimited: the size of `activity` when hour C ends.
+        let mut free = Engine::new(warehouse::app());
+        for a in corrections.iter().chain(&sales) {
+            assert!(free.apply(a).unwrap().rejection.is_none());
+        }
+        let end_of_hour = free.bytes()[1];
+        assert!(free.apply(&next[0]).unwrap().rejection.is_none());
+        assert!(free.bytes()[1] > end_of_hour + 200, "the fold alone would go over the limit below");
+        // Room for every sale of hour C, not for the fold beside its minutes.
+        let mut tight =
+            Engine::new(warehouse::app()).with_limits(Limits { max_bytes: end_of_hour + 200, ..Limits::default() });
+        for a in corrections.iter().chain(&sales) {
+            assert!(tight.apply(a).unwrap().rejection.is_none(), "seq {}", a.seq);
+        }
+        for a in &next {
+            let applied = tight.apply(a).unwrap();
+            assert_eq!(applied.rejection, None, "ts C+1h+{} min", (a.ts - C - H) / 60_000);
+        }
+        // The hour's figures are kept, in its hour bucket.
+        let activity = tight.states()[1].to_value();
+        assert_eq!(activity["sales"]["hours"][sales_bucket(C)].as_object().map(|o| o.len()), Some(200));
+        assert!(tight.bytes()[1] <= end_of_hour + 200);
     }
 
     proptest::proptest! {
