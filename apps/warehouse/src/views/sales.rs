@@ -42,6 +42,8 @@ use nodb_shared::draft::Draft;
 pub const SALES_MINUTES: u64 = 60;
 /// How many hour buckets `activity.sales.hours` keeps: the last week.
 pub const SALES_HOURS: u64 = 168;
+// The fold reads the whole ended hour from the minute buckets kept.
+const _: () = assert!(SALES_MINUTES * 60_000 >= 3_600_000, "the minutes must cover an hour");
 /// A minute in milliseconds: the width of a minute bucket.
 pub const MINUTE: u64 = 60_000;
 /// An hour in milliseconds: the width of an hour bucket.
