@@ -43,7 +43,7 @@ pub const SALES_MINUTES: u64 = 60;
 /// How many hour buckets `activity.sales.hours` keeps: the last week.
 pub const SALES_HOURS: u64 = 168;
 // The fold reads the whole ended hour from the minute buckets kept.
-const _: () = assert!(SALES_MINUTES * 60_000 >= 3_600_000, "the minutes must cover an hour");
+const _: () = assert!(SALES_MINUTES * MINUTE >= HOUR, "the minutes must cover an hour");
 /// A minute in milliseconds: the width of a minute bucket.
 pub const MINUTE: u64 = 60_000;
 /// An hour in milliseconds: the width of an hour bucket.
@@ -60,6 +60,11 @@ pub fn sales_bucket(start: u64) -> String {
     format!("{start:013}")
 }
 
+/// Whether the bucket keyed `key` starts in the hour starting at `start`.
+fn in_hour(key: &str, start: u64) -> bool {
+    key.parse::<u64>().is_ok_and(|s| s >= start && s - start < HOUR)
+}
+
 /// The hour bucket of the hour starting at `start`, from the minute
 /// buckets of `minutes` in that hour: each product's units summed
 /// (saturating; a value that is not a count adds 0), or `None` when no
@@ -69,7 +74,7 @@ pub fn fold_hour(minutes: &Tree, start: u64) -> Option<Tree> {
     let buckets: Vec<&Object> = minutes
         .as_object()?
         .iter()
-        .filter(|(k, _)| k.parse::<u64>().is_ok_and(|s| s >= start && s - start < HOUR))
+        .filter(|(k, _)| in_hour(k, start))
         .filter_map(|(_, bucket)| bucket.as_object())
         .collect();
     let mut iters: Vec<_> = buckets.iter().map(|b| b.iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0)))).collect();
@@ -119,7 +124,7 @@ fn make_room(d: &mut Draft, ended: u64) -> Result<(), Rejection> {
         .and_then(Tree::as_object)
         .into_iter()
         .flat_map(|m| m.keys())
-        .filter(|k| k.parse::<u64>().is_ok_and(|s| s >= ended && s - ended < HOUR))
+        .filter(|k| in_hour(k, ended))
         .cloned()
         .collect();
     for minute in minutes {
