@@ -103,6 +103,31 @@ proptest! {
     }
 
     #[test]
+    fn a_big_object_built_from_entries_then_edited_gives_what_a_btreemap_gives(
+        n in 0u32..3000,
+        edits in prop::collection::vec((0u32..3200, any::<bool>()), 0..300),
+    ) {
+        // Built from sorted entries (as a snapshot load or the sales ledger's
+        // fold does): B-tree nodes laid out by `map_of_sorted`, then edited.
+        let key = |i: u32| Key::from(format!("p{i:05}"));
+        let mut o: Object = (0..n).map(|i| (key(i), Tree::from(u64::from(i)))).collect();
+        let mut model: BTreeMap<String, u64> = (0..n).map(|i| (key(i).to_string(), u64::from(i))).collect();
+        prop_assert_eq!(entries(&o), model_entries(&model));
+        let before = o.clone();
+        for (i, insert) in edits {
+            if insert {
+                o.insert(key(i), Tree::from(7u64));
+                model.insert(key(i).to_string(), 7);
+            } else {
+                prop_assert_eq!(o.remove(key(i).as_str()), model.remove(key(i).as_str()).map(Tree::from));
+            }
+            prop_assert_eq!(o.get(key(i).as_str()).cloned(), model.get(key(i).as_str()).map(|v| Tree::from(*v)));
+        }
+        prop_assert_eq!(entries(&o), model_entries(&model));
+        prop_assert_eq!(&apply_diff(&before, &o), &o);
+    }
+
+    #[test]
     fn built_from_entries_a_later_duplicate_wins(pairs in prop::collection::vec((0u8..12, any::<u64>()), 0..40)) {
         let o: Object = pairs.iter().map(|(k, v)| (Key::from(format!("k{k:02}")), Tree::from(*v))).collect();
         let model: BTreeMap<String, u64> = pairs.iter().map(|(k, v)| (format!("k{k:02}"), *v)).collect();
