@@ -7,7 +7,10 @@
 //! JSON lines, as they arrive from the chronicler; the network itself is
 //! not included). Run with `cargo bench -p nodb-warehouse --bench recovery`;
 //! `NODB_BENCH_KEYS` and `NODB_BENCH_TAIL` change the sizes, and
-//! `NODB_BENCH_ONLY` (`one`, `batches` or `alone`) runs one part.
+//! `NODB_BENCH_ONLY` (`fresh`, `one`, `batches` or `alone`) runs one part.
+//! `fresh` loads the snapshot in new processes (this bench run again), as
+//! a data view that starts does: in this one, the load reuses memory the
+//! bench freed before it, and pays no page faults for it.
 
 use std::time::Instant;
 
@@ -27,7 +30,14 @@ fn size(var: &str, default: u64) -> u64 {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Set in the processes the `fresh` part starts: the snapshot folder to
+/// load from, after which the process ends.
+const LOAD_DIR: &str = "NODB_BENCH_LOAD_DIR";
+
 fn main() {
+    if let Ok(dir) = std::env::var(LOAD_DIR) {
+        return load_fresh(std::path::Path::new(&dir));
+    }
     let keys = size("NODB_BENCH_KEYS", 1_000_000);
     let tail = size("NODB_BENCH_TAIL", 1_000_000);
     let only = std::env::var("NODB_BENCH_ONLY").ok();
@@ -57,6 +67,17 @@ fn main() {
     runtime.block_on(snapshots.write(1, &names, &states, &Default::default())).expect("write");
     println!("wrote the snapshot (serialise + fsync) in {:.2?}", t.elapsed());
     drop(states);
+
+    if wanted("fresh") {
+        for _ in 0..3 {
+            let out = std::process::Command::new(std::env::current_exe().expect("this bench"))
+                .env(LOAD_DIR, dir.path())
+                .output()
+                .expect("the bench, run again");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
 
     let lines: Vec<String> = (0..tail)
         .map(|i| {
@@ -169,4 +190,19 @@ fn main() {
         let alone = App { name: app.name.clone(), views: vec![view.clone()] };
         replay(alone, &format!("    the `{}` view alone", view.name));
     }
+}
+
+/// Loads and verifies the newest snapshot in `dir` in this new process,
+/// and says how long that took and the memory it holds then.
+fn load_fresh(dir: &std::path::Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let names: Vec<String> = nodb_warehouse::views::app().views.iter().map(|v| v.name.clone()).collect();
+    let snapshots = Snapshots::local(dir, "warehouse", 3).expect("snapshots");
+    let t = Instant::now();
+    let found = runtime.block_on(snapshots.load_latest(&names)).expect("load").expect("a snapshot");
+    let took = t.elapsed();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let resident = status.lines().find(|l| l.starts_with("VmRSS:")).map_or("", |l| l["VmRSS:".len()..].trim());
+    println!("(c) the snapshot loaded + verified in a new process: {took:.2?}, resident {resident}");
+    drop(found);
 }
