@@ -69,8 +69,8 @@ mod scope;
 mod snapshots;
 
 pub use scope::subtree;
-use snapshots::Keep;
-pub use snapshots::ViewsAt;
+pub use snapshots::{CHECKPOINT_REST, ViewsAt};
+use snapshots::{CheckpointPause, Keep};
 
 /// Counters of the hub.
 #[derive(Debug, Default)]
@@ -98,8 +98,9 @@ pub struct HubMetrics {
     pub apply_nanos: AtomicU64,
     /// Nanoseconds spent diffing states and serialising patches.
     pub diff_nanos: AtomicU64,
-    /// Checkpoints not written: reached in catch-up batches, a newer one
-    /// came while they waited for the snapshotter.
+    /// Checkpoints not written: reached in catch-up batches while the
+    /// snapshotter wrote or rested, or a newer one came while they waited
+    /// for it.
     pub checkpoints_skipped: AtomicU64,
 }
 
@@ -113,6 +114,9 @@ pub struct Hub {
     /// snapshotter, with the views at its seq (kept here, since the history
     /// may move past it).
     snapshot_requests: std::sync::Mutex<Vec<(Keep, ViewsAt)>>,
+    /// Whether checkpoints reached in catch-up batches are skipped now
+    /// (see [`Hub::snapshot_written`]).
+    checkpoint_pause: std::sync::Mutex<CheckpointPause>,
     seq_tx: watch::Sender<u64>,
     /// The checkpoint interval: the states at each multiple of it are
     /// handed to the snapshotter like a `@@nodb/snapshot`'s.
@@ -186,6 +190,7 @@ impl Hub {
             state: RwLock::new(HubState { engine, history, rejections: VecDeque::new() }),
             shared: std::sync::Mutex::new(SharedMessages::default()),
             snapshot_requests: std::sync::Mutex::new(Vec::new()),
+            checkpoint_pause: std::sync::Mutex::default(),
             seq_tx,
             freer,
             checkpoint_every: checkpoint_every.filter(|e| *e > 0),

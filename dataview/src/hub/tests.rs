@@ -115,6 +115,33 @@ fn a_waiting_checkpoint_of_a_batch_gives_way_to_a_newer_one() {
     assert_eq!(hub.metrics.checkpoints_skipped.load(Relaxed), 2);
 }
 
+/// While the snapshotter writes, and for `CHECKPOINT_REST` times as long
+/// after, the checkpoints a batch reaches are skipped (so they share no
+/// state with the batches after them); `@@nodb/snapshot`s and checkpoints
+/// reached one action at a time are not.
+#[test]
+fn checkpoints_of_batches_are_skipped_while_the_snapshotter_writes_and_rests() {
+    let hub = Hub::with_checkpoints(Engine::new(crate::json_doc::app()), 8, Some(4));
+    let patch = |seq| act(seq, "json/patch", json!([{"op": "add", "path": "/n", "value": seq}]));
+    let mut actions: Vec<_> = (1..=16).map(patch).collect();
+    actions[5] = act(6, crate::engine::SNAPSHOT, json!({}));
+    hub.snapshot_writing();
+    hub.apply_batch(&actions[..7]).unwrap();
+    assert_eq!(hub.metrics.checkpoints_skipped.load(Relaxed), 1, "4, while it writes");
+    // A write of an hour: a rest of hours.
+    hub.snapshot_written(std::time::Duration::from_secs(3600));
+    hub.apply_batch(&actions[7..11]).unwrap();
+    hub.apply(&actions[11]).unwrap();
+    assert_eq!(hub.metrics.checkpoints_skipped.load(Relaxed), 2, "8 in a batch; 12 one at a time stays");
+    // Rested: taken again.
+    hub.snapshot_written(std::time::Duration::ZERO);
+    hub.apply_batch(&actions[12..]).unwrap();
+    let taken = hub.take_snapshot_requests();
+    assert_eq!(taken.iter().map(|v| v.seq).collect::<Vec<_>>(), [6, 12, 16]);
+    assert_eq!(taken[1].states[0], Tree::from(json!({"n": 12})));
+    assert_eq!(hub.metrics.checkpoints_skipped.load(Relaxed), 2);
+}
+
 #[test]
 fn rejections_are_kept_for_their_client() {
     let hub = Hub::new(Engine::new(crate::json_doc::app()), 10);

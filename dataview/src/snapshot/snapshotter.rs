@@ -17,8 +17,10 @@ pub struct SnapshotPolicy {
 }
 
 /// Writes snapshots of the hub's views: the checkpoints and the
-/// `@@nodb/snapshot`s the hub hands over (each at exactly its seq), one
-/// every `policy.every` if anything changed, and a last one at shutdown;
+/// `@@nodb/snapshot`s the hub hands over (each at exactly its seq; while
+/// it writes, and for [`crate::hub::CHECKPOINT_REST`] times as long after,
+/// the hub skips the checkpoints a view catching up reaches), one every
+/// `policy.every` if anything changed, and a last one at shutdown;
 /// prunes old ones after each round. Each write is logged at debug level,
 /// with a summary line at most once a minute.
 pub async fn run_snapshotter(
@@ -49,7 +51,11 @@ pub async fn run_snapshotter(
         let wrote = !due.is_empty();
         for ViewsAt { seq, states, redactions } in due {
             let started = std::time::Instant::now();
+            // Meanwhile, and for a while after, a view catching up skips
+            // its checkpoints (see `Hub::request_snapshot`).
+            hub.snapshot_writing();
             let written = snapshots.write(seq, &names, &states, &redactions).await;
+            hub.snapshot_written(started.elapsed());
             // The states may be the last holders of a version the views
             // have since moved on from: freeing it is as long as writing it.
             tokio::task::spawn_blocking(move || drop(states));

@@ -28,6 +28,9 @@
 //! with the chronicler at full ingest, for one `nodb` binary or several
 //! side by side.
 //!
+//! `nodb-bench recovery` ([`recovery`]): how long a data view that starts
+//! takes to serve the head: its snapshot loaded, a long tail applied.
+//!
 //! `nodb-bench redact` ([`redact`]): redaction latency by depth, and
 //! `nodb replay` speed, over a long warehouse history.
 //!
@@ -46,6 +49,7 @@ mod limits;
 mod load;
 mod nats;
 mod pipeline;
+mod recovery;
 mod redact;
 mod stats;
 mod views;
@@ -95,6 +99,7 @@ enum BenchCommand {
     /// The memory of a data view holding many idle streams.
     Idle(idle::IdleArgs),
     Pipeline(pipeline::PipelineArgs),
+    Recovery(recovery::RecoveryArgs),
     /// Redaction latency by depth, and `nodb replay` speed, over a long history.
     Redact(redact::RedactArgs),
     Cluster(cluster::ClusterArgs),
@@ -178,6 +183,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         BenchCommand::Token(a) => runtime.block_on(auth::token(a)),
         BenchCommand::Idle(a) => runtime.block_on(idle::run(a)),
         BenchCommand::Pipeline(a) => runtime.block_on(pipeline::run(a)),
+        BenchCommand::Recovery(a) => runtime.block_on(recovery::run(a)),
         BenchCommand::Redact(a) => runtime.block_on(redact::run(a)),
         BenchCommand::Cluster(a) => runtime.block_on(cluster::run(a)),
     }

@@ -496,7 +496,7 @@ fn last_seq(acks: &str) -> Option<u64> {
 
 /// The pairs of `flags` (flag, value) that `nodb SUBCOMMAND --help` lists,
 /// so that an older binary without some of them still starts.
-fn supported_flags(bin: &Path, subcommand: &str, flags: &[&'static str]) -> Vec<&'static str> {
+pub(crate) fn supported_flags(bin: &Path, subcommand: &str, flags: &[&'static str]) -> Vec<&'static str> {
     let help = std::process::Command::new(bin)
         .args([subcommand, "--help"])
         .output()
