@@ -112,6 +112,10 @@ pub struct Loaded {
 pub struct Snapshots {
     store: Arc<dyn ObjectStore>,
     app: String,
+    /// The body of the last snapshot written, in bytes: the next one's
+    /// buffer is made about that large at once, rather than grown (each
+    /// growth copies it, into fresh memory).
+    last_body: Arc<std::sync::atomic::AtomicUsize>,
     keep: usize,
     /// Snapshots at multiples of this are checkpoints, never pruned.
     checkpoint_every: Option<u64>,
@@ -163,7 +167,14 @@ impl Snapshots {
 
     /// Snapshots of `app` in any object store.
     pub fn new(store: Arc<dyn ObjectStore>, app: &str, keep: usize) -> Snapshots {
-        Snapshots { store, app: app.to_string(), keep: keep.max(1), checkpoint_every: None, anchor: None }
+        Snapshots {
+            store,
+            app: app.to_string(),
+            last_body: Arc::default(),
+            keep: keep.max(1),
+            checkpoint_every: None,
+            anchor: None,
+        }
     }
 
     /// Keeps the snapshots at every multiple of `every` (the checkpoints)
@@ -226,9 +237,14 @@ impl Snapshots {
         // Serialising whole states takes tens of milliseconds: off the
         // runtime's workers, which serve `/health` and the clients.
         let (app, owned, states, redactions) = (self.app.clone(), names.to_vec(), states.to_vec(), redactions.clone());
-        let body = tokio::task::spawn_blocking(move || encode(&app, seq, &owned, &states, chain, &redactions))
-            .await
-            .map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        let room = self.last_body.load(std::sync::atomic::Ordering::Relaxed);
+        let (head, body) =
+            tokio::task::spawn_blocking(move || encode_parts(&app, seq, &owned, &states, chain, &redactions, room))
+                .await
+                .map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        self.last_body.store(body.len(), std::sync::atomic::Ordering::Relaxed);
+        // The header line and the body, as two chunks: neither is copied.
+        let payload = PutPayload::from_iter([head.clone(), body]);
         let path = self.path(seq);
         // Data views of one app may share the store: they reach the same
         // seqs and write the same states there, so a snapshot another one
@@ -236,12 +252,12 @@ impl Snapshots {
         // overwritten), unless it is damaged.
         for _ in 0..3 {
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.store.put_opts(&path, PutPayload::from(body.clone()), opts).await {
+            match self.store.put_opts(&path, payload.clone(), opts).await {
                 Ok(_) => return Ok(true),
                 Err(object_store::Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            match self.there(&path, seq, names, &body).await? {
+            match self.there(&path, seq, names, &head).await? {
                 There::Good => return Ok(false),
                 // A create that lost a race with one that failed (S3
                 // answers 409 while another conditional write is under
@@ -250,7 +266,7 @@ impl Snapshots {
                 There::Damaged(why) => {
                     tracing::warn!(seq, app = %self.app, "replacing a damaged snapshot: {why}");
                     let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
-                    self.store.put_opts(&path, PutPayload::from(body), opts).await?;
+                    self.store.put_opts(&path, payload, opts).await?;
                     return Ok(true);
                 }
             }
@@ -446,6 +462,46 @@ fn checksum(body: &[u8], redactions: &[Redaction]) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
+/// A snapshot's bytes: its header line (with the newline), then its
+/// body, the views serialised once into a buffer of `room` bytes (the last
+/// body's size: a body grown by doubling is copied again at each step).
+fn encode_parts(
+    app: &str,
+    seq: u64,
+    names: &[String],
+    states: &[Tree],
+    chain: Option<String>,
+    redactions: &Redactions,
+    room: usize,
+) -> (bytes::Bytes, bytes::Bytes) {
+    let mut body = Vec::with_capacity(room.saturating_add(room / 8));
+    body.push(b'{');
+    for (i, (name, state)) in names.iter().zip(states).enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        // Writing into a `Vec` cannot fail: keys are strings, numbers finite.
+        let _ = serde_json::to_writer(&mut body, name);
+        body.push(b':');
+        let _ = serde_json::to_writer(&mut body, state);
+    }
+    body.push(b'}');
+    let header = Header {
+        format: FORMAT,
+        app: app.to_string(),
+        seq,
+        views: names.to_vec(),
+        blake3: checksum(&body, redactions.ledger()),
+        chain,
+        redactions: redactions.ledger().to_vec(),
+    };
+    let mut head = serde_json::to_vec(&header).unwrap_or_default();
+    head.push(b'\n');
+    (head.into(), body.into())
+}
+
+/// [`encode_parts`] in one buffer, as the store keeps it.
+#[cfg(test)]
 fn encode(
     app: &str,
     seq: u64,
@@ -454,29 +510,8 @@ fn encode(
     chain: Option<String>,
     redactions: &Redactions,
 ) -> Vec<u8> {
-    let mut body = String::from("{");
-    for (i, (name, state)) in names.iter().zip(states).enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&serde_json::to_string(name).unwrap_or_default());
-        body.push(':');
-        body.push_str(&state.to_json_string());
-    }
-    body.push('}');
-    let header = Header {
-        format: FORMAT,
-        app: app.to_string(),
-        seq,
-        views: names.to_vec(),
-        blake3: checksum(body.as_bytes(), redactions.ledger()),
-        chain,
-        redactions: redactions.ledger().to_vec(),
-    };
-    let mut out = serde_json::to_vec(&header).unwrap_or_default();
-    out.push(b'\n');
-    out.extend_from_slice(body.as_bytes());
-    out
+    let (head, body) = encode_parts(app, seq, names, states, chain, redactions, 0);
+    [head, body].concat()
 }
 
 fn decode(bytes: &[u8], app: &str, seq: u64, names: &[String]) -> Result<(Vec<Option<Tree>>, Redactions), String> {
