@@ -512,11 +512,15 @@ pub(crate) fn supported_flags(bin: &Path, subcommand: &str, flags: &[&'static st
 
 /// The data view's counter `name` (summed over its labels), where it has one.
 async fn counter(http: &reqwest::Client, dataview: &str, name: &str) -> Option<u64> {
+    metric(http, dataview, name).await.map(|v| v as u64)
+}
+
+/// The data view's metric `name` (summed over its labels), where it has one.
+pub(crate) async fn metric(http: &reqwest::Client, dataview: &str, name: &str) -> Option<f64> {
     let text = http.get(format!("{dataview}/metrics")).send().await.ok()?.text().await.ok()?;
     text.lines()
         .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
         .reduce(|a, b| a + b)
 }
 

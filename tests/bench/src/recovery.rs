@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use super::cpu::cpu_time;
 use super::history::wait_for_seq;
 use super::limits::NO_LIMITS;
-use super::pipeline::{batch_body, post, supported_flags};
+use super::pipeline::{batch_body, metric, post, supported_flags};
 use super::views::start_dataview_bin;
 use super::{nodb_bin, start_chronicler_bin};
 
@@ -34,8 +34,8 @@ use super::{nodb_bin, start_chronicler_bin};
 /// products and waits for the view's checkpoint at the seed's last seq;
 /// kills the view; posts --tail sales; starts the view again and reports
 /// the time from its spawn until `GET /health` shows the tail's last seq,
-/// with the view's CPU time over it and the first `/health` answer's time
-/// and seq.
+/// with the view's CPU time over it, the time its reducers took, the
+/// checkpoints it skipped, and the first `/health` answer's time and seq.
 #[derive(clap::Args)]
 #[command(after_help = "Example:
   cargo build --release -p nodb -p nodb-bench && target/release/nodb-bench recovery
@@ -83,6 +83,10 @@ struct Restart {
     first_seq: u64,
     /// The view's CPU time from its spawn to the head.
     cpu: Option<Duration>,
+    /// Of that, the time its reducers took, counted as each batch's wall
+    /// time (`nodb_dataview_apply_seconds`), and the checkpoints it skipped.
+    apply: Option<f64>,
+    skipped: Option<f64>,
 }
 
 /// Runs the benchmark.
@@ -109,8 +113,8 @@ pub async fn run(args: &RecoveryArgs) -> anyhow::Result<()> {
         println!("  [{}] {}", i + 1, bin.display());
     }
     println!(
-        "\n{:<5} {:>5} {:>12} {:>22} {:>12} {:>12}",
-        "nodb", "round", "to the head", "first /health (seq)", "tail a/s", "view CPU"
+        "\n{:<5} {:>5} {:>12} {:>22} {:>12} {:>10} {:>10} {:>8}",
+        "nodb", "round", "to the head", "first /health (seq)", "tail a/s", "view CPU", "applying", "skipped"
     );
     let mut totals: Vec<Vec<f64>> = vec![Vec::new(); binaries.len()];
     for round in 0..args.rounds {
@@ -124,14 +128,17 @@ pub async fn run(args: &RecoveryArgs) -> anyhow::Result<()> {
             let r = measure(args, &binaries[bin], &dir)
                 .await
                 .with_context(|| format!("[{}] {}, round {}", bin + 1, binaries[bin].display(), round + 1))?;
+            let secs = |s: Option<f64>| s.map_or_else(|| "-".into(), |s| format!("{s:.2} s"));
             println!(
-                "{:<5} {:>5} {:>12} {:>22} {:>12.0} {:>12}",
+                "{:<5} {:>5} {:>12} {:>22} {:>12.0} {:>10} {:>10} {:>8}",
                 format!("[{}]", bin + 1),
                 round + 1,
                 format!("{:.2} s", r.total.as_secs_f64()),
                 format!("{:.2} s ({})", r.first_answer.as_secs_f64(), r.first_seq),
                 args.tail as f64 / r.total.as_secs_f64(),
-                r.cpu.map_or_else(|| "-".into(), |c| format!("{:.2} s", c.as_secs_f64())),
+                secs(r.cpu.map(|c| c.as_secs_f64())),
+                secs(r.apply),
+                r.skipped.map_or_else(|| "-".into(), |n| format!("{n:.0}")),
             );
             totals[bin].push(r.total.as_secs_f64());
             let _ = std::fs::remove_dir_all(&dir);
@@ -218,7 +225,11 @@ async fn measure(args: &RecoveryArgs, bin: &Path, dir: &Path) -> anyhow::Result<
         let seq = body["seq"].as_u64().unwrap_or(0);
         let (first_answer, first_seq) = *first.get_or_insert((at, seq));
         if seq >= head {
-            return Ok(Restart { total: at, first_answer, first_seq, cpu: cpu_time(view.pid()) });
+            let cpu = cpu_time(view.pid());
+            let dataview = format!("http://{view_addr}");
+            let apply = metric(&poll, &dataview, "nodb_dataview_apply_seconds_total").await;
+            let skipped = metric(&poll, &dataview, "nodb_dataview_checkpoints_skipped_total").await;
+            return Ok(Restart { total: at, first_answer, first_seq, cpu, apply, skipped });
         }
         if at > LIMIT {
             bail!("the restarted data view is at seq {seq}, not {head}, after {} s", at.as_secs());
