@@ -129,6 +129,18 @@ impl Outcome {
     }
 }
 
+/// The `nodb` binaries to measure: those given with `--nodb`, checked to
+/// exist, or else the one next to nodb-bench.
+pub(crate) fn binaries(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let binaries = if given.is_empty() { vec![nodb_bin()?] } else { given.to_vec() };
+    for bin in &binaries {
+        if !bin.is_file() {
+            bail!("no nodb binary at {}", bin.display());
+        }
+    }
+    Ok(binaries)
+}
+
 /// A figure of an [`Outcome`], for the summaries: its name and how to read it.
 type Figure<'a> = (&'a str, Box<dyn Fn(&Outcome) -> Option<f64> + 'a>);
 
@@ -140,12 +152,7 @@ pub async fn run(args: &PipelineArgs) -> anyhow::Result<()> {
     if args.poll_ms == 0 {
         bail!("--poll-ms must be positive");
     }
-    let binaries = if args.binaries.is_empty() { vec![nodb_bin()?] } else { args.binaries.clone() };
-    for bin in &binaries {
-        if !bin.is_file() {
-            bail!("no nodb binary at {}", bin.display());
-        }
-    }
+    let binaries = binaries(&args.binaries)?;
     let tmp = tempfile::Builder::new().prefix("nodb-bench-").tempdir_in(&args.dir)?;
     println!(
         "pipeline: {} products seeded, then {} stock/sold actions from {} clients (HTTP batches of {}), \

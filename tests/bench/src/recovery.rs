@@ -23,9 +23,9 @@ use anyhow::{Context, bail};
 use super::cpu::cpu_time;
 use super::history::wait_for_seq;
 use super::limits::NO_LIMITS;
-use super::pipeline::{batch_body, metric, post, supported_flags};
+use super::pipeline::{batch_body, binaries, metric, post, supported_flags};
+use super::start_chronicler_bin;
 use super::views::start_dataview_bin;
-use super::{nodb_bin, start_chronicler_bin};
 
 /// A data view's restart: its snapshot loaded, then a long tail applied.
 ///
@@ -97,12 +97,7 @@ pub async fn run(args: &RecoveryArgs) -> anyhow::Result<()> {
     if args.checkpoint_every == 0 || !args.products.is_multiple_of(args.checkpoint_every) {
         bail!("--products must be a multiple of --checkpoint-every, so that the seed ends on a checkpoint");
     }
-    let binaries = if args.binaries.is_empty() { vec![nodb_bin()?] } else { args.binaries.clone() };
-    for bin in &binaries {
-        if !bin.is_file() {
-            bail!("no nodb binary at {}", bin.display());
-        }
-    }
+    let binaries = binaries(&args.binaries)?;
     let tmp = tempfile::Builder::new().prefix("nodb-bench-").tempdir_in(&args.dir)?;
     println!(
         "recovery: a snapshot of {} products, then {} stock/sold actions after it; the data view restarted \
