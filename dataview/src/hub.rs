@@ -69,7 +69,7 @@ mod scope;
 mod snapshots;
 
 pub use scope::subtree;
-pub use snapshots::{CHECKPOINT_REST, ViewsAt};
+pub use snapshots::{CHECKPOINT_REST, SLOW_WRITE, ViewsAt};
 use snapshots::{CheckpointPause, Keep};
 
 /// Counters of the hub.

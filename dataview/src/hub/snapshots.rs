@@ -22,22 +22,33 @@ pub(super) enum Keep {
     Always,
 }
 
-/// After the snapshotter wrote a snapshot, for how many times as long as
-/// that took the checkpoints reached in catch-up batches are skipped: so
-/// that, catching up, it spends at most about a fifth of the time
-/// writing.
+/// After the snapshotter wrote a snapshot that took [`SLOW_WRITE`] or
+/// more, for how many times as long as that took the checkpoints reached
+/// in catch-up batches are skipped: so that, catching up on a large state,
+/// it spends at most about a fifth of the time writing.
 pub const CHECKPOINT_REST: u32 = 4;
+
+/// A snapshot write this long or longer makes the checkpoints of catch-up
+/// batches wait out the next write and the rest after it. Below it,
+/// writing costs the batches little, and every checkpoint is kept, so a
+/// read `?at=N` replays fewer than `--snapshot-every` actions.
+pub const SLOW_WRITE: Duration = Duration::from_millis(100);
 
 /// Whether checkpoints reached in catch-up batches are skipped now.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) enum CheckpointPause {
-    /// They are taken.
-    #[default]
-    No,
+pub(super) struct CheckpointPause {
+    /// The last write took [`SLOW_WRITE`] or more.
+    slow: bool,
     /// The snapshotter is writing.
-    Writing,
-    /// The snapshotter rests until then.
-    Until(Instant),
+    writing: bool,
+    /// Until when it rests after its last write.
+    rest_until: Option<Instant>,
+}
+
+impl CheckpointPause {
+    fn now(&self) -> bool {
+        self.slow && (self.writing || self.rest_until.is_some_and(|at| Instant::now() < at))
+    }
 }
 
 /// Every view at one seq, with the redactions they reflect: what a
@@ -64,10 +75,11 @@ impl Hub {
         self.checkpoint_every.is_some_and(|every| seq.is_multiple_of(every))
     }
 
-    /// Hands `views` to the snapshotter. A checkpoint reached in a
-    /// catch-up batch is skipped while the snapshotter writes (most of a
-    /// second for a state of a million keys) and for [`CHECKPOINT_REST`]
-    /// times as long after; and one it has not taken yet gives way to a
+    /// Hands `views` to the snapshotter. Once a write took
+    /// [`SLOW_WRITE`] or more (most of a second for a state of a million
+    /// keys), a checkpoint reached in a catch-up batch is skipped while
+    /// the snapshotter writes and for [`CHECKPOINT_REST`] times as long as
+    /// the last write after; and one it has not taken yet gives way to a
     /// newer one. A view catching up passes many checkpoints meanwhile:
     /// writing each would hold it to the snapshotter's pace, and each
     /// waiting shares the states the batches then edit, so that they copy
@@ -91,26 +103,25 @@ impl Hub {
 
     /// Whether checkpoints reached in catch-up batches are skipped now.
     fn checkpoints_paused(&self) -> bool {
-        match *self.checkpoint_pause.lock().unwrap_or_else(|e| e.into_inner()) {
-            CheckpointPause::No => false,
-            CheckpointPause::Writing => true,
-            CheckpointPause::Until(at) => Instant::now() < at,
-        }
+        self.checkpoint_pause.lock().unwrap_or_else(|e| e.into_inner()).now()
     }
 
-    /// The snapshotter starts writing: checkpoints reached in catch-up
-    /// batches are skipped until it is done.
+    /// The snapshotter starts writing: if its last write was slow,
+    /// checkpoints reached in catch-up batches are skipped until it is
+    /// done.
     pub fn snapshot_writing(&self) {
-        *self.checkpoint_pause.lock().unwrap_or_else(|e| e.into_inner()) = CheckpointPause::Writing;
+        self.checkpoint_pause.lock().unwrap_or_else(|e| e.into_inner()).writing = true;
     }
 
-    /// The snapshotter is done writing, which took `took`: checkpoints
-    /// reached in catch-up batches are skipped for [`CHECKPOINT_REST`]
-    /// times as long.
+    /// The snapshotter is done writing, which took `took`: if that is
+    /// [`SLOW_WRITE`] or more, checkpoints reached in catch-up batches are
+    /// skipped for [`CHECKPOINT_REST`] times as long.
     pub fn snapshot_written(&self, took: Duration) {
-        let rest = Instant::now().checked_add(took.saturating_mul(CHECKPOINT_REST));
-        *self.checkpoint_pause.lock().unwrap_or_else(|e| e.into_inner()) =
-            rest.map_or(CheckpointPause::Writing, CheckpointPause::Until);
+        *self.checkpoint_pause.lock().unwrap_or_else(|e| e.into_inner()) = CheckpointPause {
+            slow: took >= SLOW_WRITE,
+            writing: false,
+            rest_until: Instant::now().checked_add(took.saturating_mul(CHECKPOINT_REST)),
+        };
     }
 
     /// How many snapshots wait for the snapshotter. The follower pauses

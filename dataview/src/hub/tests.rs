@@ -115,26 +115,32 @@ fn a_waiting_checkpoint_of_a_batch_gives_way_to_a_newer_one() {
     assert_eq!(hub.metrics.checkpoints_skipped.load(Relaxed), 2);
 }
 
-/// While the snapshotter writes, and for `CHECKPOINT_REST` times as long
-/// after, the checkpoints a batch reaches are skipped (so they share no
-/// state with the batches after them); `@@nodb/snapshot`s and checkpoints
-/// reached one action at a time are not.
+/// Once a snapshot write was slow, the checkpoints a batch reaches are
+/// skipped while the snapshotter writes the next and for `CHECKPOINT_REST`
+/// times as long as the last write after (so they share no state with
+/// the batches after them); after a quick write, none are.
+/// `@@nodb/snapshot`s and checkpoints reached one action at a time never
+/// are.
 #[test]
 fn checkpoints_of_batches_are_skipped_while_the_snapshotter_writes_and_rests() {
     let hub = Hub::with_checkpoints(Engine::new(crate::json_doc::app()), 8, Some(4));
     let patch = |seq| act(seq, "json/patch", json!([{"op": "add", "path": "/n", "value": seq}]));
     let mut actions: Vec<_> = (1..=16).map(patch).collect();
     actions[5] = act(6, crate::engine::SNAPSHOT, json!({}));
-    hub.snapshot_writing();
-    hub.apply_batch(&actions[..7]).unwrap();
-    assert_eq!(hub.metrics.checkpoints_skipped.load(Relaxed), 1, "4, while it writes");
     // A write of an hour: a rest of hours.
     hub.snapshot_written(std::time::Duration::from_secs(3600));
+    hub.apply_batch(&actions[..7]).unwrap();
+    assert_eq!(hub.metrics.checkpoints_skipped.load(Relaxed), 1, "4, while it rests");
+    // A slow write rested out, then the next being written.
+    hub.snapshot_written(SLOW_WRITE);
+    std::thread::sleep(SLOW_WRITE * (CHECKPOINT_REST + 1));
+    hub.snapshot_writing();
     hub.apply_batch(&actions[7..11]).unwrap();
     hub.apply(&actions[11]).unwrap();
     assert_eq!(hub.metrics.checkpoints_skipped.load(Relaxed), 2, "8 in a batch; 12 one at a time stays");
-    // Rested: taken again.
-    hub.snapshot_written(std::time::Duration::ZERO);
+    // A quick write: no rest, and no pause while writing the next.
+    hub.snapshot_written(SLOW_WRITE / 2);
+    hub.snapshot_writing();
     hub.apply_batch(&actions[12..]).unwrap();
     let taken = hub.take_snapshot_requests();
     assert_eq!(taken.iter().map(|v| v.seq).collect::<Vec<_>>(), [6, 12, 16]);

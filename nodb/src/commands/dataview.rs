@@ -58,10 +58,10 @@ Start-up is the newest valid snapshot plus the tail of the history from the chro
 Snapshots are written at every multiple of --snapshot-every (checkpoints, kept for good, one
 per --snapshot-every actions), every --snapshot-interval seconds, at each @@nodb/snapshot
 action, and on shutdown; of those not checkpoints the newest --keep-snapshots are kept. While the
-view catches up in batches, the checkpoints it reaches while the snapshotter writes, or in the
-four times as long after, are skipped, and one still waiting gives way to a newer one (on a
-large state it passes checkpoints faster than they can be written);
-nodb_dataview_checkpoints_skipped counts them.
+view catches up in batches, once a snapshot write took 100 ms or more, the checkpoints it
+reaches while the snapshotter writes, or in the four times as long after, are skipped, and one
+still waiting gives way to a newer one (on a large state it passes checkpoints faster than they
+can be written); nodb_dataview_checkpoints_skipped counts them.
 
 As-of reads: GET /views/{name}?at=N older than the --history seqs in memory starts from the
 checkpoint at or before N (or a cached state) and replays at most --snapshot-every - 1
