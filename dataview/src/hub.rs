@@ -99,8 +99,8 @@ pub struct HubMetrics {
     /// Nanoseconds spent diffing states and serialising patches.
     pub diff_nanos: AtomicU64,
     /// Checkpoints not written: reached in catch-up batches while the
-    /// snapshotter wrote or rested, or a newer one came while they waited
-    /// for it.
+    /// snapshotter wrote or rested after a slow write, or a newer one came
+    /// while they waited for it.
     pub checkpoints_skipped: AtomicU64,
 }
 

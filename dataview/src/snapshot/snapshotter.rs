@@ -17,9 +17,10 @@ pub struct SnapshotPolicy {
 }
 
 /// Writes snapshots of the hub's views: the checkpoints and the
-/// `@@nodb/snapshot`s the hub hands over (each at exactly its seq; while
-/// it writes, and for [`crate::hub::CHECKPOINT_REST`] times as long after,
-/// the hub skips the checkpoints a view catching up reaches), one every
+/// `@@nodb/snapshot`s the hub hands over (each at exactly its seq; once a
+/// write took [`crate::hub::SLOW_WRITE`] or more, the hub skips the
+/// checkpoints a view catching up reaches while it writes and for
+/// [`crate::hub::CHECKPOINT_REST`] times as long after), one every
 /// `policy.every` if anything changed, and a last one at shutdown;
 /// prunes old ones after each round. Each write is logged at debug level,
 /// with a summary line at most once a minute.
@@ -51,8 +52,8 @@ pub async fn run_snapshotter(
         let wrote = !due.is_empty();
         for ViewsAt { seq, states, redactions } in due {
             let started = std::time::Instant::now();
-            // Meanwhile, and for a while after, a view catching up skips
-            // its checkpoints (see `Hub::request_snapshot`).
+            // After a slow write, a view catching up skips its checkpoints
+            // meanwhile and for a while after (see `Hub::request_snapshot`).
             hub.snapshot_writing();
             let written = snapshots.write(seq, &names, &states, &redactions).await;
             hub.snapshot_written(started.elapsed());

@@ -141,6 +141,16 @@ pub(crate) fn binaries(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(binaries)
 }
 
+/// The order the binaries run in round `round`: first to last, then last
+/// to first, alternating, so that none always runs first.
+pub(crate) fn run_order(binaries: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..binaries).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 /// A figure of an [`Outcome`], for the summaries: its name and how to read it.
 type Figure<'a> = (&'a str, Box<dyn Fn(&Outcome) -> Option<f64> + 'a>);
 
@@ -179,11 +189,7 @@ pub async fn run(args: &PipelineArgs) -> anyhow::Result<()> {
     );
     let mut outcomes = Vec::new();
     for round in 0..args.rounds {
-        let mut order: Vec<usize> = (0..binaries.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for bin in order {
+        for bin in run_order(binaries.len(), round) {
             let dir = tmp.path().join(format!("round{round}-nodb{bin}"));
             std::fs::create_dir(&dir)?;
             let o = measure(args, &binaries[bin], &dir, bin, round)

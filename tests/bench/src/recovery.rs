@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use super::cpu::cpu_time;
 use super::history::wait_for_seq;
 use super::limits::NO_LIMITS;
-use super::pipeline::{batch_body, binaries, metric, post, supported_flags};
+use super::pipeline::{batch_body, binaries, metric, post, run_order, supported_flags};
 use super::start_chronicler_bin;
 use super::views::start_dataview_bin;
 
@@ -113,11 +113,7 @@ pub async fn run(args: &RecoveryArgs) -> anyhow::Result<()> {
     );
     let mut totals: Vec<Vec<f64>> = vec![Vec::new(); binaries.len()];
     for round in 0..args.rounds {
-        let mut order: Vec<usize> = (0..binaries.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for bin in order {
+        for bin in run_order(binaries.len(), round) {
             let dir = tmp.path().join(format!("round{round}-nodb{bin}"));
             std::fs::create_dir(&dir)?;
             let r = measure(args, &binaries[bin], &dir)
