@@ -139,11 +139,15 @@ pub async fn ws(
     })?;
     let max = state.config.max_body_bytes;
     let tasks = state.tasks.clone();
-    Ok(upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| {
-        tasks.track_future(
-            serve_socket(socket, state, caller.grant, gate).instrument(tracing::debug_span!("ingest_socket")),
-        )
-    }))
+    Ok(upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(nodb_server::limits::DISPATCH_READ_BUFFER)
+        .on_upgrade(move |socket| {
+            tasks.track_future(
+                serve_socket(socket, state, caller.grant, gate).instrument(tracing::debug_span!("ingest_socket")),
+            )
+        }))
 }
 
 /// What the socket's writer sends next: an answer now, or the acks of a

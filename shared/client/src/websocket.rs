@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::{Host, Url};
 
@@ -20,25 +21,51 @@ use crate::error::{ConnectError, Error, Refusal, cut, error_chain};
 /// An open WebSocket, over TLS or not.
 pub type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// How WebSockets are opened: a time limit and the certificates trusted
-/// for `wss://`.
+/// The read buffer of a WebSocket opened here: 16 KiB.
+///
+/// `tungstenite` zero-fills the whole free part of its read buffer before
+/// every read of the socket (snapview/tungstenite-rs issue 547), so the
+/// cost of each read follows the buffer's size, not the bytes read. With
+/// its default of 128 KiB, a client receiving small messages spent most
+/// of its CPU in that fill. A larger message is still read whole, in more
+/// reads.
+pub const READ_BUFFER: usize = 16 * 1024;
+
+/// The largest message a WebSocket opened here accepts: 512 MiB, twice a
+/// view's largest state (`nodb_shared::tree::limits::MAX_BYTES`) so that
+/// a snapshot of any view a data view keeps can be read, in one frame or
+/// many.
+pub const MAX_MESSAGE: usize = 2 * nodb_shared::tree::limits::MAX_BYTES as usize;
+
+/// How WebSockets are opened: a time limit, the certificates trusted for
+/// `wss://`, the read buffer and the largest message accepted.
 #[derive(Clone)]
 pub struct WsConnector {
     timeout: Duration,
     /// `None`: the platform's roots, loaded on the first `wss://` connect.
     tls: Option<Arc<rustls::ClientConfig>>,
+    config: WebSocketConfig,
 }
 
 impl Default for WsConnector {
     fn default() -> Self {
-        WsConnector { timeout: Duration::from_secs(10), tls: None }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        WsConnector { timeout: Duration::from_secs(10), tls: None, config }
     }
 }
 
 impl std::fmt::Debug for WsConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let roots = if self.tls.is_some() { "given" } else { "platform" };
-        f.debug_struct("WsConnector").field("timeout", &self.timeout).field("roots", &roots).finish()
+        f.debug_struct("WsConnector")
+            .field("timeout", &self.timeout)
+            .field("roots", &roots)
+            .field("read_buffer", &self.config.read_buffer_size)
+            .field("max_message", &self.config.max_message_size)
+            .finish()
     }
 }
 
@@ -52,6 +79,13 @@ impl WsConnector {
     /// WebSocket handshake together.
     pub fn timeout(mut self, timeout: Duration) -> WsConnector {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same, refusing messages (and frames) larger than `bytes`
+    /// (default [`MAX_MESSAGE`]).
+    pub fn max_message(mut self, bytes: usize) -> WsConnector {
+        self.config = self.config.max_message_size(Some(bytes)).max_frame_size(Some(bytes));
         self
     }
 
@@ -123,7 +157,8 @@ impl WsConnector {
                 format!("Bearer {token}").parse().map_err(|_| failed("the token is not a header value".into()))?;
             request.headers_mut().insert("authorization", value);
         }
-        let handshake = tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector)).await;
+        let handshake =
+            tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(self.config), Some(connector)).await;
         match handshake {
             Ok((ws, _)) => Ok(ws),
             Err(tungstenite::Error::Http(response)) => {

@@ -201,9 +201,17 @@ pub fn open_files_limit() -> u64 {
 /// every connection: 4 KiB. The library's default, 128 KiB, made an idle
 /// view stream cost a data view about 157 KiB (1.5 GiB for 10,000); a
 /// stream reads only small dispatches, and a larger message is still read
-/// whole, in more steps. (The chronicler's dispatch socket `/ws`, which
-/// reads at full rate, keeps the default.)
+/// whole, in more steps. (`tungstenite` also zero-fills the free part of
+/// the buffer before every read, so a small one costs less CPU too.)
 pub const STREAM_READ_BUFFER: usize = 4 * 1024;
+
+/// The read buffer of the chronicler's dispatch socket `/ws`: 16 KiB,
+/// allocated up front for every connection (the library's default is 128
+/// KiB). `tungstenite` zero-fills the free part of the buffer before every
+/// read of the socket (snapview/tungstenite-rs issue 547); pipelined
+/// dispatch measured the same with either size (`nodb-bench ingest`), so
+/// the smaller one is kept for its memory.
+pub const DISPATCH_READ_BUFFER: usize = 16 * 1024;
 
 /// The close code of a WebSocket message over the size limit (RFC 6455
 /// "Message Too Big").

@@ -78,6 +78,12 @@ struct Outcome {
     deliveries_per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// Where the latency goes (p50, p99): dispatch to the chronicler's
+    /// ack; dispatch to the first client that received the seq; and that
+    /// first client to each other one.
+    ack: (Duration, Duration),
+    first: (Duration, Duration),
+    spread: (Duration, Duration),
     /// CPU time of the data view and the chronicler from the first dispatch
     /// until every client had the last seq, where known.
     view_cpu: Option<Duration>,
@@ -150,6 +156,13 @@ fn report(o: &Outcome) {
         "  dispatch-to-patch latency at the clients: p50 {}, p99 {} (targets: every delivery, p99 <= 25 ms)",
         fmt_duration(o.p50),
         fmt_duration(o.p99)
+    );
+    let pair = |(p50, p99): (Duration, Duration)| format!("p50 {}, p99 {}", fmt_duration(p50), fmt_duration(p99));
+    println!(
+        "    made of: dispatch to ack {}; dispatch to the first client {}; the first client to each other {}",
+        pair(o.ack),
+        pair(o.first),
+        pair(o.spread)
     );
     if let (Some(view), Some(chronicler)) = (o.view_cpu, o.chronicler_cpu) {
         println!(
@@ -241,6 +254,7 @@ async fn measure(
     let sent = sent_at.clone();
     let ack_reader = tokio::spawn(async move {
         let mut n = 0;
+        let mut ack_latencies = RunStats::default();
         while n < total {
             let Some(Ok(Message::Text(t))) = acks.next().await else { break };
             let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap_or_default();
@@ -250,10 +264,13 @@ async fn measure(
                 continue;
             };
             if let (Some(slot), Some(t)) = (sent.get(seq as usize), times.get(k as usize)) {
-                slot.store(t.load(Relaxed), Relaxed);
+                let t = t.load(Relaxed);
+                slot.store(t, Relaxed);
+                ack_latencies.latencies.push((origin.elapsed().as_nanos() as u64).saturating_sub(t));
             }
             n += 1;
         }
+        ack_latencies
     });
     let started = Instant::now();
     let cpu_before = (cpu_time(view.pid()), cpu_time(chronicler.pid()));
@@ -266,7 +283,7 @@ async fn measure(
         sink.send(Message::text(m.to_string())).await?;
     }
     let dispatching = started.elapsed();
-    ack_reader.await?;
+    let mut ack = ack_reader.await?;
     let mut stats = RunStats { elapsed: dispatching, ..RunStats::default() };
     let mut messages = 0;
     let mut covered = 0;
@@ -276,6 +293,22 @@ async fn measure(
     }
     let cpu_after = (cpu_time(view.pid()), cpu_time(chronicler.pid()));
     let used = |before: Option<Duration>, after: Option<Duration>| Some(after?.saturating_sub(before?));
+    // The first client to receive each seq (as the last of a message).
+    let mut first_at = vec![u64::MAX; sent_at.len()];
+    for (_, _, seen) in &seen_all {
+        for &(seq, received) in seen {
+            if let Some(f) = first_at.get_mut(seq as usize) {
+                *f = (*f).min(received);
+            }
+        }
+    }
+    let (mut first, mut spread) = (RunStats::default(), RunStats::default());
+    for (seq, &f) in first_at.iter().enumerate() {
+        let sent = sent_at[seq].load(Relaxed);
+        if f != u64::MAX && sent > 0 {
+            first.latencies.push(f.saturating_sub(sent));
+        }
+    }
     for c in seen_all {
         let (cov, msgs, seen) = c;
         covered += cov;
@@ -284,6 +317,7 @@ async fn measure(
             let sent = sent_at.get(seq as usize).map_or(0, |s| s.load(Relaxed));
             if sent > 0 {
                 stats.latencies.push(received.saturating_sub(sent));
+                spread.latencies.push(received.saturating_sub(first_at[seq as usize]));
             }
         }
     }
@@ -301,6 +335,9 @@ async fn measure(
         deliveries_per_second: covered as f64 / dispatching.as_secs_f64(),
         p50: stats.quantile(0.5),
         p99: stats.quantile(0.99),
+        ack: (ack.quantile(0.5), ack.quantile(0.99)),
+        first: (first.quantile(0.5), first.quantile(0.99)),
+        spread: (spread.quantile(0.5), spread.quantile(0.99)),
         view_cpu: used(cpu_before.0, cpu_after.0),
         chronicler_cpu: used(cpu_before.1, cpu_after.1),
     })
