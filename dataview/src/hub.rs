@@ -49,8 +49,15 @@ impl RejectedAction {
 #[derive(Clone, Debug)]
 struct Entry {
     seq: u64,
-    /// Every view's state after this seq.
-    states: Vec<Tree>,
+    /// Every view's state after this seq, where it is kept: always for an
+    /// app with a pure view; for an app whose views are all drafted, only
+    /// at a seq whose patch is a diff of whole states (a
+    /// `@@nodb/set_state`, a redaction). Otherwise the states are rebuilt
+    /// from the current ones when asked (see `hub/states.rs`).
+    states: Option<Vec<Tree>>,
+    /// Every view's state before this seq, kept with `states` where a
+    /// drafted app's patch at this seq is such a diff.
+    before: Option<Vec<Tree>>,
     /// How each view's patch for this seq is had: the edits a drafted view
     /// recorded, or a diff (empty: a diff of states that did not change).
     edits: Vec<Edits>,
@@ -67,6 +74,7 @@ pub use nodb_viewserver::{AtError, CatchUp, hash};
 mod redact;
 mod scope;
 mod snapshots;
+mod states;
 
 pub use scope::subtree;
 pub use snapshots::{CHECKPOINT_REST, SLOW_WRITE, ViewsAt};
@@ -128,6 +136,11 @@ pub struct Hub {
     version: Option<Arc<str>>,
     /// The app's name, for `/health` without the lock.
     app_name: String,
+    /// Whether every view of the app is drafted: then the history keeps
+    /// each seq's recorded edits rather than its states, so that nothing
+    /// but the engine holds the current states and each edit changes them
+    /// in place, copying nothing (see `hub/states.rs`).
+    drafted: bool,
     /// The counters.
     pub metrics: HubMetrics,
 }
@@ -168,9 +181,10 @@ impl Hub {
     ) -> Arc<Hub> {
         let (seq_tx, _) = watch::channel(engine.seq());
         let app_name = engine.app().name.clone();
+        let drafted = engine.app().views.iter().all(|v| v.draft.is_some());
         // The history starts with the state the engine starts from, so a
         // client that has it can be sent a patch rather than a snapshot.
-        let base = Entry::at(engine.seq(), engine.states().to_vec());
+        let base = Entry::at(engine.seq(), (!drafted).then(|| engine.states().to_vec()));
         // Dropping an entry frees the nodes only its states still held —
         // what every later action copied — which costs about as much as
         // applying an action; a thread of its own does it beside the one
@@ -196,6 +210,7 @@ impl Hub {
             checkpoint_every: checkpoint_every.filter(|e| *e > 0),
             version,
             app_name,
+            drafted,
             metrics: HubMetrics::default(),
         })
     }
@@ -238,6 +253,9 @@ impl Hub {
         let evicted;
         let seq = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            // A control action's patch may be a diff of whole states: a
+            // drafted app then keeps the states before it too.
+            let before = (self.drafted && crate::engine::is_control(&action.kind)).then(|| s.engine.states().to_vec());
             let applied = s.engine.apply_with(action, Diffs::Skip)?;
             if let Some(r) = &applied.rejection {
                 self.metrics.rejected.fetch_add(1, Relaxed);
@@ -254,15 +272,19 @@ impl Hub {
             if let Some(r) = rejected.first() {
                 self.keep_rejection(&mut s, applied.seq, r.clone());
             }
-            let states = s.engine.states().to_vec();
-            evicted = s.history.push(Entry { rejected, edits: applied.edits, ..Entry::at(applied.seq, states) });
+            // A drafted app keeps only the edits, unless the patch is a diff.
+            let diffed = applied.edits.iter().any(|e| matches!(e, Edits::Diff));
+            let (states, before) = match (self.drafted, diffed) {
+                (true, false) => (None, None),
+                (true, true) => (Some(s.engine.states().to_vec()), before),
+                (false, _) => (Some(s.engine.states().to_vec()), None),
+            };
+            let entry = Entry { rejected, edits: applied.edits, before, ..Entry::at(applied.seq, states) };
+            evicted = s.history.push(entry);
             applied.seq
         };
         if let Some(entry) = evicted {
-            // On the freeing thread (in line if it is gone, or missing).
-            if let Err(std::sync::mpsc::SendError(entry)) = self.freer.send(entry) {
-                drop(entry);
-            }
+            self.free(entry);
         }
         self.metrics.applied.fetch_add(1, Relaxed);
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
@@ -315,7 +337,7 @@ impl Hub {
             let views = ViewsAt { seq: last.seq, states: next.clone(), redactions: redactions.clone() };
             self.request_snapshot(views, Keep::UntilNewer);
         }
-        let entry = Entry::at(last.seq, next.clone());
+        let entry = Entry::at(last.seq, Some(next.clone()));
         let evicted = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
             s.engine =
@@ -373,14 +395,29 @@ impl Hub {
                     _ => {}
                 }
             }
-            let states = s.engine.states().to_vec();
-            s.history.push(Entry::at(last.seq, states));
+            // The batch's last seq starts the history again, with no states:
+            // those are the engine's (see `hub/states.rs`).
+            s.history.push(Entry::at(last.seq, None));
         }
         self.metrics.applied.fetch_add(actions.len() as u64, Relaxed);
         self.metrics.batched.fetch_add(actions.len() as u64, Relaxed);
         self.metrics.apply_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.seq_tx.send_replace(last.seq);
         Ok(())
+    }
+
+    /// Drops `entry`, fallen out of the history: one that keeps states on
+    /// the freeing thread (in line if it is gone, or missing), since
+    /// freeing the nodes only it still held takes about as long as an
+    /// action; one that keeps only edits in line, since waking that thread
+    /// costs more than freeing them.
+    fn free(&self, entry: Entry) {
+        if entry.states.is_none() && entry.before.is_none() {
+            return drop(entry);
+        }
+        if let Err(std::sync::mpsc::SendError(entry)) = self.freer.send(entry) {
+            drop(entry);
+        }
     }
 
     fn keep_rejection(&self, s: &mut HubState, seq: u64, rejected: RejectedAction) {
@@ -409,7 +446,7 @@ impl Hub {
         }
         let steps = s.history.after(since).take(max.max(1)).map(|(prev, entry)| ExactStep {
             seq: entry.seq,
-            message: self.patches(prev, entry)[view].clone(),
+            message: self.patches(&s, prev, entry)[view].clone(),
             rejected: entry.rejected.clone(),
         });
         Exact::Patches(steps.collect())
@@ -418,15 +455,30 @@ impl Hub {
     /// Every view's patch message from `prev` to `entry` (the next seq):
     /// written from the recorded edits or diffed, and serialised once, by
     /// the first client that asks.
-    fn patches<'a>(&self, prev: &Entry, entry: &'a Entry) -> &'a Vec<Bytes> {
+    fn patches<'a>(&self, s: &HubState, prev: &Entry, entry: &'a Entry) -> &'a Vec<Bytes> {
         entry.patches.get_or_init(|| {
             let started = std::time::Instant::now();
-            let patches = prev
-                .states
-                .iter()
-                .zip(&entry.states)
-                .enumerate()
-                .map(|(i, (old, new))| seq_patch_message(entry.seq, entry.edits.get(i), old, new))
+            let views = s.engine.states().len();
+            // A drafted app's entry without edits changed nothing.
+            let nothing = Edits::Recorded(Vec::new());
+            let edits = |i: usize| match entry.edits.get(i) {
+                None if self.drafted && entry.before.is_none() => Some(&nothing),
+                edits => edits,
+            };
+            let diffed = (0..views).any(|i| !matches!(edits(i), Some(Edits::Recorded(_))));
+            // Whole states only where a view's patch is a diff.
+            let (old, new) = if diffed {
+                let old = entry.before.clone().or_else(|| s.states_at(prev.seq));
+                (old, entry.states.clone().or_else(|| s.states_at(entry.seq)))
+            } else {
+                (None, None)
+            };
+            let state = |states: &Option<Vec<Tree>>, i: usize| states.as_ref().and_then(|s| s.get(i)).cloned();
+            let patches = (0..views)
+                .map(|i| {
+                    let (old, new) = (state(&old, i).unwrap_or_default(), state(&new, i).unwrap_or_default());
+                    seq_patch_message(entry.seq, edits(i), &old, &new)
+                })
                 .collect();
             self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
             patches
@@ -440,25 +492,27 @@ impl Hub {
         let seq = s.engine.seq();
         let catch_up = match s.history.plan(since) {
             Plan::NoState | Plan::Nothing => CatchUp::Nothing,
-            Plan::Snapshot { last, resync } => {
+            Plan::Snapshot { resync, .. } => {
                 if resync {
                     self.metrics.resynced.fetch_add(1, Relaxed);
                 }
                 CatchUp::Snapshot(self.shared_message(view, None, seq, || {
-                    let state = last.states.get(view).cloned().unwrap_or_default();
+                    let state = s.engine.states().get(view).cloned().unwrap_or_default();
                     let version = self.version.as_deref().map(str::to_string);
                     message(&ServerMessage::Snapshot { seq, state, sources: None, version })
                 }))
             }
-            Plan::Next { prev, last } => match self.patches(prev, last).get(view) {
+            Plan::Next { prev, last } => match self.patches(&s, prev, last).get(view) {
                 Some(p) => CatchUp::Patch(p.clone()),
                 None => CatchUp::Nothing,
             },
-            Plan::Combined { base, last } => {
+            Plan::Combined { base, .. } => {
                 self.metrics.coalesced.fetch_add(1, Relaxed);
                 CatchUp::Combined(self.shared_message(view, Some(base.seq), seq, || {
                     let started = std::time::Instant::now();
-                    let ops = diff(&base.states[view], &last.states[view]);
+                    let state =
+                        |states: Option<Vec<Tree>>| states.and_then(|s| s.into_iter().nth(view)).unwrap_or_default();
+                    let ops = diff(&state(s.states_at(base.seq)), &state(Some(s.engine.states().to_vec())));
                     let msg = message(&ServerMessage::Patch { from: Some(base.seq + 1), seq, ops, sources: None });
                     self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
                     msg
@@ -515,8 +569,9 @@ impl Hub {
     /// As for [`Hub::view_state`].
     pub fn state_at(&self, view: usize, at: Option<u64>) -> Result<(u64, Tree), AtError> {
         let s = self.read();
-        let entry = s.history.at(at)?;
-        Ok((entry.seq, entry.states.get(view).cloned().unwrap_or_default()))
+        let seq = s.history.at(at)?.seq;
+        let states = s.states_at(seq).ok_or(AtError::Gone { oldest: s.history.oldest().unwrap_or(seq) })?;
+        Ok((seq, states.into_iter().nth(view).unwrap_or_default()))
     }
 
     /// The seq and every view's state, consistently (O(1) clones).
@@ -617,9 +672,9 @@ impl Versioned for Entry {
 }
 
 impl Entry {
-    /// The entry of `seq` with `states`, no edits, no rejection.
-    fn at(seq: u64, states: Vec<Tree>) -> Entry {
-        Entry { seq, states, edits: Vec::new(), patches: Default::default(), rejected: Vec::new() }
+    /// The entry of `seq` with `states` (if kept), no edits, no rejection.
+    fn at(seq: u64, states: Option<Vec<Tree>>) -> Entry {
+        Entry { seq, states, before: None, edits: Vec::new(), patches: Default::default(), rejected: Vec::new() }
     }
 }
 

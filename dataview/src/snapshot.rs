@@ -28,6 +28,7 @@
 //! `@@nodb/snapshot`, at shutdown) only the newest few are kept.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use futures_util::StreamExt;
 use nodb_shared::Tree;
@@ -112,9 +113,10 @@ pub struct Loaded {
 pub struct Snapshots {
     store: Arc<dyn ObjectStore>,
     app: String,
-    /// The body of the last snapshot written, in bytes: the next one's
-    /// buffer is made about that large at once, rather than grown (each
-    /// growth copies it, into fresh memory).
+    /// The body of the last snapshot written (or, before any, of the
+    /// first loaded), in bytes: the next one's buffer is made about that
+    /// large at once, rather than grown (each growth copies it, into fresh
+    /// memory).
     last_body: Arc<std::sync::atomic::AtomicUsize>,
     keep: usize,
     /// Snapshots at multiples of this are checkpoints, never pruned.
@@ -237,12 +239,12 @@ impl Snapshots {
         // Serialising whole states takes tens of milliseconds: off the
         // runtime's workers, which serve `/health` and the clients.
         let (app, owned, states, redactions) = (self.app.clone(), names.to_vec(), states.to_vec(), redactions.clone());
-        let room = self.last_body.load(std::sync::atomic::Ordering::Relaxed);
+        let room = self.last_body.load(Relaxed);
         let (head, body) =
             tokio::task::spawn_blocking(move || encode_parts(&app, seq, &owned, &states, chain, &redactions, room))
                 .await
                 .map_err(|e| SnapshotError::Encode(e.to_string()))?;
-        self.last_body.store(body.len(), std::sync::atomic::Ordering::Relaxed);
+        self.last_body.store(body.len(), Relaxed);
         // The header line and the body, as two chunks: neither is copied.
         let payload = PutPayload::from_iter([head.clone(), body]);
         let path = self.path(seq);
@@ -355,6 +357,10 @@ impl Snapshots {
         };
         match decode(&bytes, &self.app, seq, names) {
             Ok((states, redactions)) => {
+                // Until one is written, a loaded snapshot tells the size
+                // of the next one's body.
+                let body = bytes.len() - bytes.iter().position(|b| *b == b'\n').map_or(0, |at| at + 1);
+                let _ = self.last_body.compare_exchange(0, body, Relaxed, Relaxed);
                 Ok(Some(Loaded { seq, states, redactions, chain: header(&bytes).and_then(|h| h.chain) }))
             }
             Err(why) => {

@@ -131,6 +131,21 @@ pub struct Undo {
     bytes: u64,
 }
 
+/// Undoes `ops` — the edits a draft recorded ([`Record::Patch`]) — on
+/// `tree`, the state they led to (or one edited since only by edits
+/// already undone), last first: `tree` becomes the state before them. A
+/// shared `tree` copies the paths it changes, so the states it shares
+/// nodes with stay as they are.
+pub fn unapply(ops: &[Op], tree: &mut Tree) {
+    for op in ops.iter().rev() {
+        match op {
+            Op::Add { path, .. } => raw_remove(tree, path),
+            Op::Replace { path, old, .. } => raw_write(tree, path, old.clone(), false),
+            Op::Remove { path, old } => raw_write(tree, path, old.clone(), true),
+        }
+    }
+}
+
 impl Undo {
     /// Puts `tree` — the draft's state, or one edited since only by drafts
     /// whose own undos have already been applied — back as it was before

@@ -107,8 +107,10 @@ proptest! {
     /// Whatever the edits: each does what the persistent path API does (or
     /// fails as it does, changing nothing); the recorded operations,
     /// applied as an RFC 6902 patch to the state before, give the state
-    /// after (and serialise to the same bytes written directly); the size kept from the edits is the size of the state; and
-    /// undoing puts back the state before, byte for byte.
+    /// after (and serialise to the same bytes written directly); the size kept from the edits is the size of the state;
+    /// `unapply` of them on a copy of the state after gives the state
+    /// before, leaving the state after as it was; and undoing puts back
+    /// the state before, byte for byte.
     #[test]
     fn edits_record_their_patch_keep_the_size_and_undo(start in value(), edits in edits()) {
         let before = Tree::from(start);
@@ -166,6 +168,12 @@ proptest! {
         prop_assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&patch).unwrap());
         let patched = crate::patch::apply(&before, &patch).expect("the record applies");
         prop_assert_eq!(patched.to_json_string(), expected.to_json_string());
+        // The recorded ops undone on a copy that shares the state after:
+        // the state before, and the state after untouched.
+        let mut rebuilt = draft.state().clone();
+        unapply(draft.ops(), &mut rebuilt);
+        prop_assert_eq!(rebuilt.to_json_string(), before.to_json_string());
+        prop_assert_eq!(draft.state().to_json_string(), expected.to_json_string());
         let (undone, bytes) = draft.undo();
         prop_assert_eq!(undone.to_json_string(), before.to_json_string());
         prop_assert_eq!(bytes, bytes_of(&before));

@@ -22,11 +22,15 @@
 //!   `nodb replay` and a rebuild apply actions;
 //! - **drafted, replay, threads** (not on one core): the replay in
 //!   batches of 1,024 through `Engine::apply_run`, each view on a thread
-//!   of its own, as a data view applies a batch when it is behind.
+//!   of its own, as a data view applies a batch when it is behind;
+//! - **live, through the hub**: one action at a time through
+//!   `Hub::apply`, with its history of 4,096 seqs, and each seq's patch
+//!   message for both views as a client one seq behind asks for it
+//!   (`Hub::catch_up`), as a data view at the head applies actions.
 //!
 //! Run with `cargo bench -p nodb-warehouse --bench apply [-- PRODUCTS…]`;
 //! `-- --only in-place 100000` runs one way alone (`pure`, `kept`,
-//! `in-place`, `replay` or `threads`), for a profiler.
+//! `in-place`, `replay`, `threads` or `live`), for a profiler.
 
 /// The allocator the `nodb` binary uses.
 #[global_allocator]
@@ -36,10 +40,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use nodb_dataview::engine::{Diffs, Engine};
-use nodb_dataview::hub::seq_patch_message;
+use nodb_dataview::hub::{CatchUp, Hub, seq_patch_message};
 use nodb_shared::Tree;
 use nodb_shared::protocol::CommittedAction;
 use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
 
 const ACTIONS: u64 = 200_000;
 
@@ -110,6 +115,28 @@ fn run(engine: &mut Engine, actions: &[CommittedAction], keep: bool) -> Run {
     let elapsed = t.elapsed();
     drop(kept);
     Run { elapsed, serialise, patch_bytes, rejected }
+}
+
+/// Applies `actions` one at a time through a hub over `engine` (its
+/// history as long as a data view's by default), and has each seq's patch
+/// message for every view as a client one seq behind does.
+fn live(engine: Engine, actions: &[CommittedAction]) -> Run {
+    let views = engine.states().len();
+    let hub = Hub::new(engine, 4096);
+    let (mut patch_bytes, mut serialise) = (0usize, Duration::ZERO);
+    let t = Instant::now();
+    for a in actions {
+        hub.apply(a).expect("in sequence");
+        let s = Instant::now();
+        for v in 0..views {
+            if let (CatchUp::Patch(bytes), _) = hub.catch_up(v, Some(a.seq - 1)) {
+                patch_bytes += bytes.len();
+                black_box(bytes);
+            }
+        }
+        serialise += s.elapsed();
+    }
+    Run { elapsed: t.elapsed(), serialise, patch_bytes, rejected: hub.metrics.rejected.load(Relaxed) }
 }
 
 /// Applies `actions` to `engine` as a replay does: states only, no patch.
@@ -201,6 +228,11 @@ fn main() {
             if let Some(replayed) = &replayed {
                 assert_eq!(replayed.states(), threaded.states(), "the same states with the views on threads");
             }
+        }
+        if wanted("live") {
+            // States of their own, as the hub applies in place when nothing
+            // else holds them.
+            report("live, through the hub", &live(build(&app, products).0, &actions), base_rate);
         }
         if !wanted("in-place") {
             continue;

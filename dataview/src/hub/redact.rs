@@ -31,6 +31,8 @@ impl Hub {
         let evicted = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
             let e = &s.engine;
+            // The patch at a redaction is the diff from the views before.
+            let before = e.states().to_vec();
             if action.seq != e.seq() + 1 {
                 return Err(EngineError::OutOfSequence { expected: e.seq() + 1, got: action.seq });
             }
@@ -49,13 +51,11 @@ impl Hub {
             self.request_snapshot(ViewsAt::of(&s.engine), super::Keep::Always);
             let states = s.engine.states().to_vec();
             // No edits: each view's patch at this seq is the diff from the
-            // views before.
-            s.history.push(Entry { rejected, ..Entry::at(action.seq, states) })
+            // views before, both kept.
+            s.history.push(Entry { rejected, before: Some(before), ..Entry::at(action.seq, Some(states)) })
         };
-        if let Some(entry) = evicted
-            && let Err(std::sync::mpsc::SendError(entry)) = self.freer.send(entry)
-        {
-            drop(entry);
+        if let Some(entry) = evicted {
+            self.free(entry);
         }
         self.metrics.applied.fetch_add(1, Relaxed);
         self.metrics.redactions.fetch_add(1, Relaxed);
@@ -73,10 +73,8 @@ impl Hub {
         let mut seq = at.min(s.engine.seq());
         let oldest = s.history.oldest()?;
         while seq >= oldest {
-            if let Some(entry) = s.history.get(seq)
-                && fits(seq)
-            {
-                return Some((seq, entry.states.clone()));
+            if s.history.get(seq).is_some() && fits(seq) {
+                return Some((seq, s.states_at(seq)?));
             }
             seq = seq.checked_sub(1)?;
         }

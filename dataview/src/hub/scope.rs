@@ -16,7 +16,7 @@ impl Hub {
     pub fn catch_up_subtree(&self, view: usize, pointer: &str, since: Option<u64>) -> (CatchUp, u64) {
         let s = self.read();
         let seq = s.engine.seq();
-        let at = |e: &Entry| subtree(e.states.get(view), pointer);
+        let at = |e: &Entry| subtree(s.states_at(e.seq).as_ref().and_then(|states| states.get(view)), pointer);
         let catch_up = match s.history.plan(since) {
             Plan::NoState | Plan::Nothing => CatchUp::Nothing,
             Plan::Snapshot { last, .. } => {
