@@ -8,7 +8,11 @@
 //! when it is further behind, or a fresh snapshot when it is behind more than
 //! the history kept. So every seq is covered exactly once per client, a slow
 //! client costs one message rather than thousands, and nobody waits for it.
-//! States are persistent trees, so keeping the recent ones costs only what
+//! An app whose views are all drafted keeps each recent seq's recorded
+//! edits rather than its states, so that its reducers edit the current
+//! states in place; a past state is rebuilt when asked by undoing the
+//! edits since (`hub/states.rs`). An app with a pure view keeps the
+//! states: persistent trees, so keeping the recent ones costs only what
 //! changed between them.
 
 use std::collections::VecDeque;
