@@ -557,7 +557,10 @@ impl Batches {
             return false;
         }
         if !self.gathering.is_empty() {
-            let (hub, taken) = (hub.clone(), std::mem::take(&mut self.gathering));
+            // The next batch's room at once: grown from empty, it was
+            // copied ten times over.
+            let next = Vec::with_capacity(crate::batch::BATCH);
+            let (hub, taken) = (hub.clone(), std::mem::replace(&mut self.gathering, next));
             let last = taken.last().map_or(0, |a| a.seq);
             self.applying = Some((last, tokio::task::spawn_blocking(move || hub.apply_batch(&taken))));
         }
