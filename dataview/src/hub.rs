@@ -1,11 +1,12 @@
-//! The hub: the engine behind a lock, the recent history of states, and a
+//! The hub: the engine behind a lock, the recent history, and a
 //! notification when the views move on.
 //!
 //! Clients do not get queues. Each client task remembers the last seq it
 //! sent and, when it can send again, asks the hub for what it missed: the
 //! pre-serialised patch when it is one seq behind, one combined patch
-//! (`from..=seq`, the diff between the state it has and the current one)
-//! when it is further behind, or a fresh snapshot when it is behind more than
+//! (`from..=seq`: each seq's patch in turn for a drafted app, else the
+//! diff between the state it has and the current one) when it is further
+//! behind, or a fresh snapshot when it is behind more than
 //! the history kept. So every seq is covered exactly once per client, a slow
 //! client costs one message rather than thousands, and nobody waits for it.
 //! An app whose views are all drafted keeps each recent seq's recorded
@@ -514,6 +515,12 @@ impl Hub {
                 self.metrics.coalesced.fetch_add(1, Relaxed);
                 CatchUp::Combined(self.shared_message(view, Some(base.seq), seq, || {
                     let started = std::time::Instant::now();
+                    // A drafted app's: each seq's patch in turn (see
+                    // `hub/states.rs`); else the diff of the two states.
+                    if let Some(msg) = self.drafted.then(|| self.concatenated(&s, view, base.seq)).flatten() {
+                        self.metrics.diff_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+                        return msg;
+                    }
                     let state =
                         |states: Option<Vec<Tree>>| states.and_then(|s| s.into_iter().nth(view)).unwrap_or_default();
                     let ops = diff(&state(s.states_at(base.seq)), &state(Some(s.engine.states().to_vec())));

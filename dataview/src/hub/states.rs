@@ -6,19 +6,58 @@
 //! copied its path first (about four times the cost of the edit done in
 //! place). The views at a seq N of the history are then the current ones
 //! with the edits of the seqs after N undone, newest first
-//! (`nodb_shared::draft::unapply`): the copies are made when someone asks,
-//! and only of what changed since N.
+//! (`nodb_shared::draft::unapply`): the copies are made when someone asks
+//! (`?at=N`, a subtree client), and only of what changed since N. A
+//! client further behind than one seq needs no past state: its combined
+//! patch is each seq's patch in turn ([`Hub::concatenated`]).
 //!
 //! An entry keeps its states where they cannot be had so: always in an app
 //! with a pure view (its patches are diffs of whole states), and, in a
 //! drafted app, at a seq whose patch is such a diff (a `@@nodb/set_state`,
 //! a redaction), which keeps the states before it too.
 
+use bytes::Bytes;
 use nodb_shared::Tree;
 use nodb_shared::draft::unapply;
 
-use super::HubState;
+use super::{Hub, HubState};
 use crate::engine::Edits;
+
+impl Hub {
+    /// The combined patch message of view `view` from `base` (a seq the
+    /// history holds) to the current seq, for a drafted app: the ops of
+    /// each seq's patch message in turn — written once per seq and shared,
+    /// so a client far behind costs copying them, not rebuilding its state
+    /// and diffing it. Applied in order, they give what the diff of the
+    /// two states would. `None` if a seq's message is not of the form
+    /// [`crate::hub::seq_patch_message`] writes.
+    pub(super) fn concatenated(&self, s: &HubState, view: usize, base: u64) -> Option<Bytes> {
+        const OPS: &[u8] = b",\"ops\":[";
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"type\":\"patch\",\"from\":");
+        out.extend_from_slice(itoa::Buffer::new().format(base + 1).as_bytes());
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(s.engine.seq()).as_bytes());
+        out.extend_from_slice(OPS);
+        let mut first = true;
+        for (prev, entry) in s.history.after(base) {
+            let message = self.patches(s, prev, entry).get(view)?;
+            // `{"type":"patch","seq":N,"ops":[…]}`: the ops between the brackets.
+            let rest = message.strip_prefix(b"{\"type\":\"patch\",\"seq\":".as_slice())?;
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let ops = rest[digits..].strip_prefix(OPS)?.strip_suffix(b"]}".as_slice())?;
+            if !ops.is_empty() {
+                if !first {
+                    out.push(b',');
+                }
+                out.extend_from_slice(ops);
+                first = false;
+            }
+        }
+        out.extend_from_slice(b"]}");
+        Some(Bytes::from(out))
+    }
+}
 
 impl HubState {
     /// Every view's state at `seq`, which the history holds (`None` for
