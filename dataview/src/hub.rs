@@ -252,9 +252,8 @@ impl Hub {
     pub fn apply(&self, action: &CommittedAction) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         // The entry that falls out of the history is dropped after the lock
-        // is released, on the freeing thread: freeing the nodes only it
-        // still held takes a while, and neither readers nor the next action
-        // need wait for it.
+        // is released (see `Hub::free`): neither readers nor the next
+        // action need wait for it.
         let evicted;
         let seq = {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
