@@ -65,7 +65,8 @@ struct Entry {
     before: Option<Vec<Tree>>,
     /// How each view's patch for this seq is had: the edits a drafted view
     /// recorded, or a diff (empty: a diff of states that did not change).
-    edits: Vec<Edits>,
+    /// Shared, so that a past state is rebuilt off the lock.
+    edits: Arc<Vec<Edits>>,
     /// Every view's patch message for this seq: computed when a client
     /// first needs it (never during a replay nobody watches), then shared.
     patches: std::sync::OnceLock<Vec<Bytes>>,
@@ -283,7 +284,7 @@ impl Hub {
                 (true, true) => (Some(s.engine.states().to_vec()), before),
                 (false, _) => (Some(s.engine.states().to_vec()), None),
             };
-            let entry = Entry { rejected, edits: applied.edits, before, ..Entry::at(applied.seq, states) };
+            let entry = Entry { rejected, edits: Arc::new(applied.edits), before, ..Entry::at(applied.seq, states) };
             evicted = s.history.push(entry);
             applied.seq
         };
@@ -572,15 +573,21 @@ impl Hub {
     }
 
     /// View `view`'s state now or (from the history) at seq `at`, with its
-    /// seq: an O(1) clone, taken under the lock; hashing and serialising
-    /// happen outside it.
+    /// seq: O(1) clones taken under the lock; a drafted app's past state
+    /// is rebuilt from them (`hub/states.rs`), and hashed and serialised,
+    /// outside it.
     ///
     /// # Errors
     /// As for [`Hub::view_state`].
     pub fn state_at(&self, view: usize, at: Option<u64>) -> Result<(u64, Tree), AtError> {
-        let s = self.read();
-        let seq = s.history.at(at)?.seq;
-        let states = s.states_at(seq).ok_or(AtError::Gone { oldest: s.history.oldest().unwrap_or(seq) })?;
+        let (seq, rebuild, oldest) = {
+            let s = self.read();
+            let seq = s.history.at(at)?.seq;
+            (seq, s.rebuild_of(seq), s.history.oldest().unwrap_or(seq))
+        };
+        // The edits since are undone off the lock: the next action need
+        // not wait for them.
+        let states = rebuild.and_then(states::Rebuild::run).ok_or(AtError::Gone { oldest })?;
         Ok((seq, states.into_iter().nth(view).unwrap_or_default()))
     }
 
@@ -684,7 +691,7 @@ impl Versioned for Entry {
 impl Entry {
     /// The entry of `seq` with `states` (if kept), no edits, no rejection.
     fn at(seq: u64, states: Option<Vec<Tree>>) -> Entry {
-        Entry { seq, states, before: None, edits: Vec::new(), patches: Default::default(), rejected: Vec::new() }
+        Entry { seq, states, before: None, edits: Arc::default(), patches: Default::default(), rejected: Vec::new() }
     }
 }
 

@@ -16,6 +16,8 @@
 //! drafted app, at a seq whose patch is such a diff (a `@@nodb/set_state`,
 //! a redaction), which keeps the states before it too.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use nodb_shared::Tree;
 use nodb_shared::draft::unapply;
@@ -59,39 +61,64 @@ impl Hub {
     }
 }
 
+/// What gives the views at a past seq: the states to start from, and the
+/// edits to undo on them, newest first. Taken under the hub's lock (O(1)
+/// clones); undone after it, so that the next action need not wait.
+pub(super) struct Rebuild {
+    start: Vec<Tree>,
+    undo: Vec<Arc<Vec<Edits>>>,
+}
+
+impl Rebuild {
+    /// The views at the seq; `None` if an edit to undo is a diff (which
+    /// cannot happen: a diff keeps the states before it).
+    pub(super) fn run(self) -> Option<Vec<Tree>> {
+        let mut states = self.start;
+        for edits in &self.undo {
+            for (state, edits) in states.iter_mut().zip(edits.iter()) {
+                match edits {
+                    Edits::Recorded(ops) => unapply(ops, state),
+                    Edits::Diff => return None,
+                }
+            }
+        }
+        Some(states)
+    }
+}
+
 impl HubState {
     /// Every view's state at `seq`, which the history holds (`None` for
     /// one it does not, or one it cannot rebuild). O(1) for the current
     /// seq and for an entry that keeps its states; otherwise the edits
     /// after `seq` are undone on a copy of the current states.
     pub(super) fn states_at(&self, seq: u64) -> Option<Vec<Tree>> {
+        self.rebuild_of(seq)?.run()
+    }
+
+    /// What gives every view's state at `seq` (see [`HubState::states_at`]).
+    pub(super) fn rebuild_of(&self, seq: u64) -> Option<Rebuild> {
         let head = self.engine.seq();
+        let entry = self.history.get(seq)?;
         if seq == head {
-            return Some(self.engine.states().to_vec());
+            return Some(Rebuild { start: self.engine.states().to_vec(), undo: Vec::new() });
         }
-        if let Some(states) = &self.history.get(seq)?.states {
-            return Some(states.clone());
+        if let Some(states) = &entry.states {
+            return Some(Rebuild { start: states.clone(), undo: Vec::new() });
         }
-        let mut states = self.engine.states().to_vec();
-        let mut at = head;
-        while at > seq {
+        // Back from the newest: each entry's edits to undo, or the states
+        // before it where it keeps them.
+        let mut rebuild = Rebuild { start: self.engine.states().to_vec(), undo: Vec::new() };
+        for at in (seq + 1..=head).rev() {
             let entry = self.history.get(at)?;
             if let Some(before) = &entry.before {
-                states.clone_from(before);
+                rebuild = Rebuild { start: before.clone(), undo: Vec::new() };
             } else if let Some(kept) = self.history.get(at - 1).and_then(|e| e.states.as_ref()) {
-                states.clone_from(kept);
+                rebuild = Rebuild { start: kept.clone(), undo: Vec::new() };
             } else {
-                for (state, edits) in states.iter_mut().zip(&entry.edits) {
-                    match edits {
-                        Edits::Recorded(ops) => unapply(ops, state),
-                        // Cannot happen: a diff keeps the states before.
-                        Edits::Diff => return None,
-                    }
-                }
+                rebuild.undo.push(entry.edits.clone());
             }
-            at -= 1;
         }
-        Some(states)
+        Some(rebuild)
     }
 }
 
