@@ -7,29 +7,57 @@
 //! stops at nodes the two share, so its cost follows the change inside the
 //! subtree). A subtree that does not exist reads as `null`.
 
-use super::{CatchUp, Entry, Hub, Plan, ServerMessage, Tree, diff, message};
+use super::states::Rebuild;
+use super::{CatchUp, Hub, Plan, ServerMessage, Tree, diff, message};
+
+/// What a subtree client is sent, with what gives the states it needs
+/// (taken under the hub's lock, worked out after it).
+enum Send {
+    Nothing,
+    Snapshot(Option<Rebuild>),
+    /// A patch from the state it has (`from` the seq after it, if more
+    /// than one) to the current one.
+    Patch {
+        from: Option<u64>,
+        before: Option<Rebuild>,
+        now: Option<Rebuild>,
+    },
+}
 
 impl Hub {
     /// What a client of the subtree at `pointer` of view `view` that has
     /// seq `since` (`None`: nothing yet) should receive now, and the seq it
-    /// will then have.
+    /// will then have. The states are rebuilt, and the subtrees diffed,
+    /// after the hub's lock is released.
     pub fn catch_up_subtree(&self, view: usize, pointer: &str, since: Option<u64>) -> (CatchUp, u64) {
-        let s = self.read();
-        let seq = s.engine.seq();
-        let at = |e: &Entry| subtree(s.states_at(e.seq).as_ref().and_then(|states| states.get(view)), pointer);
-        let catch_up = match s.history.plan(since) {
-            Plan::NoState | Plan::Nothing => CatchUp::Nothing,
-            Plan::Snapshot { last, .. } => {
+        let (seq, send) = {
+            let s = self.read();
+            let rebuild = |seq: u64| s.rebuild_of(seq);
+            let send = match s.history.plan(since) {
+                Plan::NoState | Plan::Nothing => Send::Nothing,
+                Plan::Snapshot { last, .. } => Send::Snapshot(rebuild(last.seq)),
+                Plan::Next { prev, last } => {
+                    Send::Patch { from: None, before: rebuild(prev.seq), now: rebuild(last.seq) }
+                }
+                Plan::Combined { base, last } => {
+                    Send::Patch { from: Some(base.seq + 1), before: rebuild(base.seq), now: rebuild(last.seq) }
+                }
+            };
+            (s.engine.seq(), send)
+        };
+        let at = |r: Option<Rebuild>| {
+            subtree(r.and_then(Rebuild::run).as_ref().and_then(|states| states.get(view)), pointer)
+        };
+        let catch_up = match send {
+            Send::Nothing => CatchUp::Nothing,
+            Send::Snapshot(now) => {
                 let version = self.version().map(str::to_string);
-                CatchUp::Snapshot(message(&ServerMessage::Snapshot { seq, state: at(last), sources: None, version }))
+                CatchUp::Snapshot(message(&ServerMessage::Snapshot { seq, state: at(now), sources: None, version }))
             }
-            Plan::Next { prev, last } => {
-                let ops = diff(&at(prev), &at(last));
-                CatchUp::Patch(message(&ServerMessage::Patch { from: None, seq, ops, sources: None }))
-            }
-            Plan::Combined { base, last } => {
-                let ops = diff(&at(base), &at(last));
-                CatchUp::Combined(message(&ServerMessage::Patch { from: Some(base.seq + 1), seq, ops, sources: None }))
+            Send::Patch { from, before, now } => {
+                let ops = diff(&at(before), &at(now));
+                let patch = message(&ServerMessage::Patch { from, seq, ops, sources: None });
+                if from.is_some() { CatchUp::Combined(patch) } else { CatchUp::Patch(patch) }
             }
         };
         (catch_up, seq)
