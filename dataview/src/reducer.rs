@@ -19,6 +19,7 @@ use nodb_shared::Tree;
 use nodb_shared::draft::{Draft, DraftError};
 use nodb_shared::protocol::CommittedAction;
 use nodb_shared::tree::limits::Limits;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// Why a reducer refused an action. The state stays as it was, and the
@@ -172,11 +173,12 @@ pub fn combine(slices: Vec<(String, Tree, Reducer)>) -> impl Fn(&Tree, &Committe
     }
 }
 
-/// Reads an action's payload as `T`.
+/// Reads an action's payload as `T`, which may borrow its strings from the
+/// payload (`&'a str` fields: no copy of them is made).
 ///
 /// # Errors
 /// A [`Rejection`] naming the action type and what is wrong with the payload.
-pub fn payload<T: DeserializeOwned>(action: &CommittedAction) -> Result<T, Rejection> {
+pub fn payload<'a, T: Deserialize<'a>>(action: &'a CommittedAction) -> Result<T, Rejection> {
     T::deserialize(&action.payload).map_err(|e| Rejection(format!("invalid payload for {}: {e}", action.kind)))
 }
 

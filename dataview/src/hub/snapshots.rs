@@ -25,8 +25,10 @@ pub(super) enum Keep {
 /// After the snapshotter wrote a snapshot that took [`SLOW_WRITE`] or
 /// more, for how many times as long as that took the checkpoints reached
 /// in catch-up batches are skipped: so that, catching up on a large state,
-/// it spends at most about a fifth of the time writing.
-pub const CHECKPOINT_REST: u32 = 4;
+/// it spends at most about a twentieth of the time writing (a checkpoint
+/// written while the batches run costs them more than its write: see
+/// [`Hub::request_snapshot`]).
+pub const CHECKPOINT_REST: u32 = 19;
 
 /// A snapshot write this long or longer makes the checkpoints of catch-up
 /// batches wait out the next write and the rest after it. Below it,

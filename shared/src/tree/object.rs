@@ -345,10 +345,10 @@ impl FromIterator<(Key, Tree)> for Object {
     /// The object of `entries`; a later duplicate key wins.
     fn from_iter<I: IntoIterator<Item = (Key, Tree)>>(entries: I) -> Object {
         let mut entries: Vec<(Key, Tree)> = entries.into_iter().collect();
-        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+        if !entries.is_sorted_by(|a, b| compare(&a.0, &b.0) == Ordering::Less) {
             // Stable, so duplicates stay in input order; the last one's
             // value moves into the one kept.
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries.sort_by(|a, b| compare(&a.0, &b.0));
             entries.dedup_by(|later, kept| {
                 let same = later.0 == kept.0;
                 if same {

@@ -78,11 +78,11 @@ fn initial_activity() -> Tree {
 /// `stock/corrected`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Corrected {
+pub struct Corrected<'a> {
     /// The product.
-    pub product: String,
+    pub product: &'a str,
     /// The location.
-    pub location: String,
+    pub location: &'a str,
     /// The quantity counted there.
     pub quantity: u64,
 }
@@ -90,13 +90,13 @@ pub struct Corrected {
 /// `stock/moved`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Moved {
+pub struct Moved<'a> {
     /// The product.
-    pub product: String,
+    pub product: &'a str,
     /// Where it is taken from.
-    pub from: String,
+    pub from: &'a str,
     /// Where it goes.
-    pub to: String,
+    pub to: &'a str,
     /// How many.
     pub quantity: u64,
 }
@@ -104,11 +104,11 @@ pub struct Moved {
 /// `stock/sold`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Sold {
+pub struct Sold<'a> {
     /// The product.
-    pub product: String,
+    pub product: &'a str,
     /// Where it was sold from.
-    pub location: String,
+    pub location: &'a str,
     /// How many.
     pub quantity: u64,
 }
@@ -116,43 +116,43 @@ pub struct Sold {
 /// `stock/destroyed`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Destroyed {
+pub struct Destroyed<'a> {
     /// The product.
-    pub product: String,
+    pub product: &'a str,
     /// Where it was.
-    pub location: String,
+    pub location: &'a str,
     /// How many.
     pub quantity: u64,
     /// Why (broken, expired, …).
-    pub reason: String,
+    pub reason: &'a str,
 }
 
 /// A warehouse action, decoded and checked.
 #[derive(Debug)]
-pub enum Stock {
+pub enum Stock<'a> {
     /// `stock/corrected`.
-    Corrected(Corrected),
+    Corrected(Corrected<'a>),
     /// `stock/moved`.
-    Moved(Moved),
+    Moved(Moved<'a>),
     /// `stock/sold`.
-    Sold(Sold),
+    Sold(Sold<'a>),
     /// `stock/destroyed`.
-    Destroyed(Destroyed),
+    Destroyed(Destroyed<'a>),
     /// `stock/threshold_set`.
-    ThresholdSet(ThresholdSet),
+    ThresholdSet(ThresholdSet<'a>),
     /// `reorder/placed`.
-    ReorderPlaced(ReorderPlaced),
+    ReorderPlaced(ReorderPlaced<'a>),
     /// `reorder/failed`.
-    ReorderFailed(ReorderFailed),
+    ReorderFailed(ReorderFailed<'a>),
 }
 
-impl Stock {
+impl<'a> Stock<'a> {
     /// Decodes `action`: `None` for types this app does not know.
     ///
     /// # Errors
     /// A rejection for a bad payload: missing or unknown fields, empty
     /// names, a zero quantity where something must happen.
-    pub fn decode(action: &CommittedAction) -> Result<Option<Stock>, Rejection> {
+    pub fn decode(action: &'a CommittedAction) -> Result<Option<Stock<'a>>, Rejection> {
         let stock = match action.kind.as_str() {
             "stock/corrected" => Stock::Corrected(payload(action)?),
             "stock/moved" => Stock::Moved(payload(action)?),
@@ -163,14 +163,14 @@ impl Stock {
             "reorder/failed" => Stock::ReorderFailed(payload(action)?),
             _ => return Ok(None),
         };
-        let (product, places, quantity): (&str, Vec<&str>, u64) = match &stock {
-            Stock::Corrected(c) => (&c.product, vec![&c.location], 1),
-            Stock::Moved(m) => (&m.product, vec![&m.from, &m.to], m.quantity),
-            Stock::Sold(s) => (&s.product, vec![&s.location], s.quantity),
-            Stock::Destroyed(d) => (&d.product, vec![&d.location], d.quantity),
-            Stock::ThresholdSet(t) => (&t.product, vec![], 1),
-            Stock::ReorderPlaced(p) => (&p.product, vec![], p.quantity),
-            Stock::ReorderFailed(f) => (&f.product, vec![], 1),
+        let (product, places, quantity): (&str, [&str; 2], u64) = match &stock {
+            Stock::Corrected(c) => (c.product, [c.location; 2], 1),
+            Stock::Moved(m) => (m.product, [m.from, m.to], m.quantity),
+            Stock::Sold(s) => (s.product, [s.location; 2], s.quantity),
+            Stock::Destroyed(d) => (d.product, [d.location; 2], d.quantity),
+            Stock::ThresholdSet(t) => (t.product, ["-"; 2], 1),
+            Stock::ReorderPlaced(p) => (p.product, ["-"; 2], p.quantity),
+            Stock::ReorderFailed(f) => (f.product, ["-"; 2], 1),
         };
         if product.is_empty() || places.iter().any(|p| p.is_empty()) {
             return Err(Rejection::new(format!("{}: product and location must not be empty", action.kind)));
@@ -273,42 +273,42 @@ pub fn reduce_stock(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejec
     Ok(d.set([n::TOTAL.clone()], total.saturating_sub(before).checked_add(after).ok_or_else(too_many)?)?)
 }
 
-impl Stock {
+impl Stock<'_> {
     /// The product the action is about.
     pub fn product(&self) -> &str {
         match self {
-            Stock::Corrected(c) => &c.product,
-            Stock::Moved(m) => &m.product,
-            Stock::Sold(x) => &x.product,
-            Stock::Destroyed(x) => &x.product,
-            Stock::ThresholdSet(t) => &t.product,
-            Stock::ReorderPlaced(p) => &p.product,
-            Stock::ReorderFailed(f) => &f.product,
+            Stock::Corrected(c) => c.product,
+            Stock::Moved(m) => m.product,
+            Stock::Sold(x) => x.product,
+            Stock::Destroyed(x) => x.product,
+            Stock::ThresholdSet(t) => t.product,
+            Stock::ReorderPlaced(p) => p.product,
+            Stock::ReorderFailed(f) => f.product,
         }
     }
 
     /// What the action does to its product's entry, at `seq`.
     fn edit(&self, e: &mut ProductEdit<'_, '_>, seq: u64) -> Result<(), Rejection> {
         match self {
-            Stock::Corrected(c) => e.set(&c.location, c.quantity),
+            Stock::Corrected(c) => e.set(c.location, c.quantity),
             Stock::Moved(m) => {
-                e.take(&m.from, m.quantity, "move")?;
-                let there = e.quantity(&m.to);
-                e.put(&m.to, there, there.checked_add(m.quantity).ok_or_else(too_many)?)
+                e.take(m.from, m.quantity, "move")?;
+                let there = e.quantity(m.to);
+                e.put(m.to, there, there.checked_add(m.quantity).ok_or_else(too_many)?)
             }
-            Stock::Sold(x) => e.take(&x.location, x.quantity, "sell"),
-            Stock::Destroyed(x) => e.take(&x.location, x.quantity, "destroy"),
+            Stock::Sold(x) => e.take(x.location, x.quantity, "sell"),
+            Stock::Destroyed(x) => e.take(x.location, x.quantity, "destroy"),
             Stock::ThresholdSet(t) => reorder::set_threshold(e.entry, t, seq),
             Stock::ReorderPlaced(p) => {
                 let outcome = [
                     ("status", Tree::from("placed")),
                     ("quantity", Tree::from(p.quantity)),
-                    ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
+                    ("supplier_ref", Tree::from(p.supplier_ref)),
                 ];
                 reorder::record(e.entry, &outcome)
             }
             Stock::ReorderFailed(f) => {
-                let outcome = [("status", Tree::from("failed")), ("reason", Tree::from(f.reason.as_str()))];
+                let outcome = [("status", Tree::from("failed")), ("reason", Tree::from(f.reason))];
                 reorder::record(e.entry, &outcome)
             }
         }
@@ -348,73 +348,83 @@ pub(crate) struct Activity<'a> {
 }
 
 impl<'a> Activity<'a> {
-    pub(crate) fn of(action: &CommittedAction, stock: &'a Stock) -> Activity<'a> {
-        let mut entry = vec![
-            (Key::clone(&n::SEQ), Tree::from(action.seq)),
-            (Key::clone(&n::TS), Tree::from(action.ts)),
-            (Key::clone(&n::TYPE), Tree::from(action.kind.as_str())),
-        ];
-        let sold = match &stock {
-            Stock::Sold(x) => Some((x.product.as_str(), x.quantity)),
-            _ => None,
-        };
-        let (kind, units) = match &stock {
-            Stock::Corrected(c) => {
-                entry.extend([
-                    (Key::clone(&n::PRODUCT), Tree::from(c.product.as_str())),
-                    (Key::clone(&n::LOCATION), Tree::from(c.location.as_str())),
-                    (Key::clone(&n::QUANTITY), Tree::from(c.quantity)),
-                ]);
-                ("corrected", None)
-            }
-            Stock::Moved(m) => {
-                entry.extend([
-                    (Key::clone(&n::PRODUCT), Tree::from(m.product.as_str())),
-                    (Key::clone(&n::FROM), Tree::from(m.from.as_str())),
-                    (Key::clone(&n::TO), Tree::from(m.to.as_str())),
-                    (Key::clone(&n::QUANTITY), Tree::from(m.quantity)),
-                ]);
-                ("moved", None)
-            }
-            Stock::Sold(s) => {
-                entry.extend([
-                    (Key::clone(&n::PRODUCT), Tree::from(s.product.as_str())),
-                    (Key::clone(&n::LOCATION), Tree::from(s.location.as_str())),
-                    (Key::clone(&n::QUANTITY), Tree::from(s.quantity)),
-                ]);
-                ("sold", Some(("sold_units", s.quantity)))
-            }
-            Stock::Destroyed(d) => {
-                entry.extend([
-                    (Key::clone(&n::PRODUCT), Tree::from(d.product.as_str())),
-                    (Key::clone(&n::LOCATION), Tree::from(d.location.as_str())),
-                    (Key::clone(&n::QUANTITY), Tree::from(d.quantity)),
-                    (Key::clone(&n::REASON), Tree::from(d.reason.as_str())),
-                ]);
-                ("destroyed", Some(("destroyed_units", d.quantity)))
-            }
+    pub(crate) fn of(action: &CommittedAction, stock: &'a Stock<'a>) -> Activity<'a> {
+        // The entry's fields in key order (`Tree::from_entries` then has
+        // nothing to sort): each variant's own, with `seq`, `ts` and
+        // `type` put where they sort.
+        let s = |v: &str| Tree::from(v);
+        let q = Tree::from;
+        let (kind, units, fields): (_, _, Vec<(&Key, Tree)>) = match stock {
+            Stock::Corrected(c) => (
+                "corrected",
+                None,
+                vec![(&n::LOCATION, s(c.location)), (&n::PRODUCT, s(c.product)), (&n::QUANTITY, q(c.quantity))],
+            ),
+            Stock::Moved(m) => (
+                "moved",
+                None,
+                vec![
+                    (&n::FROM, s(m.from)),
+                    (&n::PRODUCT, s(m.product)),
+                    (&n::QUANTITY, q(m.quantity)),
+                    (&n::TO, s(m.to)),
+                ],
+            ),
+            Stock::Sold(x) => (
+                "sold",
+                Some(("sold_units", x.quantity)),
+                vec![(&n::LOCATION, s(x.location)), (&n::PRODUCT, s(x.product)), (&n::QUANTITY, q(x.quantity))],
+            ),
+            Stock::Destroyed(d) => (
+                "destroyed",
+                Some(("destroyed_units", d.quantity)),
+                vec![
+                    (&n::LOCATION, s(d.location)),
+                    (&n::PRODUCT, s(d.product)),
+                    (&n::QUANTITY, q(d.quantity)),
+                    (&n::REASON, s(d.reason)),
+                ],
+            ),
             Stock::ThresholdSet(t) => {
-                entry.extend([
-                    (Key::clone(&n::PRODUCT), Tree::from(t.product.as_str())),
-                    (Key::clone(&n::THRESHOLD_KEY), Tree::from(t.threshold)),
-                ]);
-                ("threshold_set", None)
+                ("threshold_set", None, vec![(&n::PRODUCT, s(t.product)), (&n::THRESHOLD_KEY, q(t.threshold))])
             }
-            Stock::ReorderPlaced(p) => {
-                entry.extend([
-                    (Key::clone(&n::PRODUCT), Tree::from(p.product.as_str())),
-                    (Key::clone(&n::QUANTITY), Tree::from(p.quantity)),
-                    (Key::clone(&n::SUPPLIER_REF), Tree::from(p.supplier_ref.as_str())),
-                ]);
-                ("reorder_placed", None)
-            }
+            Stock::ReorderPlaced(p) => (
+                "reorder_placed",
+                None,
+                vec![(&n::PRODUCT, s(p.product)), (&n::QUANTITY, q(p.quantity)), (&n::SUPPLIER_REF, s(p.supplier_ref))],
+            ),
             Stock::ReorderFailed(f) => {
-                entry.extend([
-                    (Key::clone(&n::PRODUCT), Tree::from(f.product.as_str())),
-                    (Key::clone(&n::REASON), Tree::from(f.reason.as_str())),
-                ]);
-                ("reorder_failed", None)
+                ("reorder_failed", None, vec![(&n::PRODUCT, s(f.product)), (&n::REASON, s(f.reason))])
             }
+        };
+        let mut entry = Vec::with_capacity(fields.len() + 3);
+        // `decode` made the variant from the type, so this is `action.kind`.
+        let type_string = match stock {
+            Stock::Corrected(_) => &n::CORRECTED_TYPE,
+            Stock::Moved(_) => &n::MOVED_TYPE,
+            Stock::Sold(_) => &n::SOLD_TYPE,
+            Stock::Destroyed(_) => &n::DESTROYED_TYPE,
+            Stock::ThresholdSet(_) => &n::THRESHOLD_SET_TYPE,
+            Stock::ReorderPlaced(_) => &n::REORDER_PLACED_TYPE,
+            Stock::ReorderFailed(_) => &n::REORDER_FAILED_TYPE,
+        };
+        let mut common = [
+            (&*n::SEQ, Tree::from(action.seq)),
+            (&*n::TS, Tree::from(action.ts)),
+            (&*n::TYPE, Tree::clone(type_string)),
+        ]
+        .into_iter()
+        .peekable();
+        for (k, v) in fields {
+            while let Some((c, v)) = common.next_if(|(c, _)| c.as_str() < k.as_str()) {
+                entry.push((Key::clone(c), v));
+            }
+            entry.push((Key::clone(k), v));
+        }
+        entry.extend(common.map(|(c, v)| (Key::clone(c), v)));
+        let sold = match stock {
+            Stock::Sold(x) => Some((x.product, x.quantity)),
+            _ => None,
         };
         Activity { entry: Tree::from_entries(entry), kind, units, sold }
     }
@@ -453,6 +463,29 @@ pub(crate) mod tests {
             }
         }
         (states, rejected)
+    }
+
+    #[test]
+    fn every_entry_of_recent_is_the_payload_with_seq_ts_and_type() {
+        let payloads = [
+            ("stock/corrected", json!({"product": "apple", "location": "back", "quantity": 10})),
+            ("stock/moved", json!({"product": "apple", "from": "back", "to": "shelf", "quantity": 4})),
+            ("stock/sold", json!({"product": "apple", "location": "shelf", "quantity": 3})),
+            ("stock/destroyed", json!({"product": "apple", "location": "back", "quantity": 1, "reason": "bruised"})),
+            ("stock/threshold_set", json!({"product": "apple", "threshold": 5})),
+            ("reorder/placed", json!({"product": "apple", "quantity": 10, "supplier_ref": "po-1"})),
+            ("reorder/failed", json!({"product": "apple", "reason": "closed"})),
+        ];
+        let actions: Vec<_> = payloads.iter().zip(1..).map(|((kind, p), seq)| act(seq, kind, p.clone())).collect();
+        let (states, rejected) = run(&actions);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let recent = states[1].get("/recent").and_then(Tree::as_array).expect("recent");
+        assert_eq!(recent.len(), payloads.len());
+        for ((a, entry), (kind, payload)) in actions.iter().zip(recent.iter()).zip(&payloads) {
+            let mut expected = payload.as_object().expect("an object").clone();
+            expected.extend([("seq".into(), json!(a.seq)), ("ts".into(), json!(a.ts)), ("type".into(), json!(kind))]);
+            assert_eq!(entry, &Tree::from(serde_json::Value::Object(expected)), "{kind}");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! The fixed keys the drafted reducers name on every action, made once:
-//! `key("total")` allocates its text each time, a clone of one of these
-//! only counts a reference (a reducer names a few dozen keys per action).
+//! The fixed keys the drafted reducers name on every action, and the
+//! action types `activity` writes in every entry, made once: a clone of
+//! one of these only counts a reference where making it again would
+//! allocate its text (a reducer names a few dozen keys per action).
 
 use std::sync::LazyLock;
 
-use nodb_shared::Segment;
 use nodb_shared::tree::Key;
+use nodb_shared::{Segment, Tree};
 
 use crate::keys::key;
 
@@ -53,4 +54,23 @@ entry_keys! {
     REASON = "reason",
     THRESHOLD_KEY = "threshold",
     SUPPLIER_REF = "supplier_ref",
+}
+
+macro_rules! type_strings {
+    ($($name:ident = $text:literal),* $(,)?) => {
+        $(
+            #[doc = concat!("The string `", $text, "`, the `type` of its entries in `recent`.")]
+            pub(crate) static $name: LazyLock<Tree> = LazyLock::new(|| Tree::from($text));
+        )*
+    };
+}
+
+type_strings! {
+    CORRECTED_TYPE = "stock/corrected",
+    MOVED_TYPE = "stock/moved",
+    SOLD_TYPE = "stock/sold",
+    DESTROYED_TYPE = "stock/destroyed",
+    THRESHOLD_SET_TYPE = "stock/threshold_set",
+    REORDER_PLACED_TYPE = "reorder/placed",
+    REORDER_FAILED_TYPE = "reorder/failed",
 }

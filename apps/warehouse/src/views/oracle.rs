@@ -97,16 +97,16 @@ fn product_change(
 }
 
 /// What the action does to its product's entry, at `seq`.
-fn edit(stock: &Stock, e: &mut ProductEdit<'_>, seq: u64) -> Result<(), Rejection> {
+fn edit(stock: &Stock<'_>, e: &mut ProductEdit<'_>, seq: u64) -> Result<(), Rejection> {
     match stock {
-        Stock::Corrected(c) => e.set(&c.location, c.quantity),
+        Stock::Corrected(c) => e.set(c.location, c.quantity),
         Stock::Moved(m) => {
-            e.take(&m.from, m.quantity, "move")?;
-            let there = e.quantity(&m.to);
-            e.set(&m.to, there.checked_add(m.quantity).ok_or_else(too_many)?)
+            e.take(m.from, m.quantity, "move")?;
+            let there = e.quantity(m.to);
+            e.set(m.to, there.checked_add(m.quantity).ok_or_else(too_many)?)
         }
-        Stock::Sold(x) => e.take(&x.location, x.quantity, "sell"),
-        Stock::Destroyed(x) => e.take(&x.location, x.quantity, "destroy"),
+        Stock::Sold(x) => e.take(x.location, x.quantity, "sell"),
+        Stock::Destroyed(x) => e.take(x.location, x.quantity, "destroy"),
         Stock::ThresholdSet(t) => {
             e.entry = set_threshold(e.entry.clone(), t, seq)?;
             Ok(())
@@ -115,13 +115,13 @@ fn edit(stock: &Stock, e: &mut ProductEdit<'_>, seq: u64) -> Result<(), Rejectio
             let outcome = [
                 ("status", Tree::from("placed")),
                 ("quantity", Tree::from(p.quantity)),
-                ("supplier_ref", Tree::from(p.supplier_ref.as_str())),
+                ("supplier_ref", Tree::from(p.supplier_ref)),
             ];
             e.entry = record(e.entry.clone(), &outcome)?;
             Ok(())
         }
         Stock::ReorderFailed(f) => {
-            let outcome = [("status", Tree::from("failed")), ("reason", Tree::from(f.reason.as_str()))];
+            let outcome = [("status", Tree::from("failed")), ("reason", Tree::from(f.reason))];
             e.entry = record(e.entry.clone(), &outcome)?;
             Ok(())
         }
@@ -162,7 +162,7 @@ fn review(entry: Tree, seq: u64) -> Result<Tree, Rejection> {
 ///
 /// # Errors
 /// If the entry is not an object.
-fn set_threshold(entry: Tree, t: &ThresholdSet, seq: u64) -> Result<Tree, Rejection> {
+fn set_threshold(entry: Tree, t: &ThresholdSet<'_>, seq: u64) -> Result<Tree, Rejection> {
     let mut entry = if entry.get([key("reorder")]).is_some() { entry.remove([key("reorder")])? } else { entry };
     if t.threshold == 0 {
         for name in ["threshold", "reorder_quantity"] {

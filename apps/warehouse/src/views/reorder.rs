@@ -20,9 +20,9 @@ use nodb_shared::draft::Draft;
 /// when the total falls below `threshold`; 0 removes the threshold.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ThresholdSet {
+pub struct ThresholdSet<'a> {
     /// The product.
-    pub product: String,
+    pub product: &'a str,
     /// Reorder when the total is below this.
     pub threshold: u64,
     /// How many to order.
@@ -32,23 +32,23 @@ pub struct ThresholdSet {
 /// `reorder/placed`, recorded by the `reorder` envoy.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReorderPlaced {
+pub struct ReorderPlaced<'a> {
     /// The product.
-    pub product: String,
+    pub product: &'a str,
     /// How many were ordered.
     pub quantity: u64,
     /// The supplier's reference for the order.
-    pub supplier_ref: String,
+    pub supplier_ref: &'a str,
 }
 
 /// `reorder/failed`, recorded by the `reorder` envoy after its last retry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReorderFailed {
+pub struct ReorderFailed<'a> {
     /// The product.
-    pub product: String,
+    pub product: &'a str,
     /// Why.
-    pub reason: String,
+    pub reason: &'a str,
 }
 
 fn field(entry: &Tree, name: &str) -> Option<u64> {
@@ -89,7 +89,7 @@ pub fn review(entry: &mut Draft, seq: u64) -> Result<(), Rejection> {
 ///
 /// # Errors
 /// If the entry is not an object, or the reorder quantity is 0.
-pub fn set_threshold(entry: &mut Draft, t: &ThresholdSet, seq: u64) -> Result<(), Rejection> {
+pub fn set_threshold(entry: &mut Draft, t: &ThresholdSet<'_>, seq: u64) -> Result<(), Rejection> {
     entry.remove([key("reorder")])?;
     if t.threshold == 0 {
         for name in ["threshold", "reorder_quantity"] {

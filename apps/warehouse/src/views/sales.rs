@@ -60,6 +60,24 @@ pub fn sales_bucket(start: u64) -> String {
     format!("{start:013}")
 }
 
+/// [`sales_bucket`]`(start)` as a path segment, written without a
+/// formatter or an allocation (a sale names its minute's bucket every
+/// time).
+fn bucket_key(start: u64) -> Segment {
+    let mut digits = [b'0'; 20];
+    let (mut rest, mut at) = (start, digits.len());
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let text = std::str::from_utf8(&digits[at.min(digits.len() - 13)..]).expect("ASCII digits");
+    Segment::Key(text.into())
+}
+
 /// Whether the bucket keyed `key` starts in the hour starting at `start`.
 fn in_hour(key: &str, start: u64) -> bool {
     key.parse::<u64>().is_ok_and(|s| s >= start && s - start < HOUR)
@@ -158,7 +176,7 @@ pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), R
     for (field, width) in [(&n::MINUTES, MINUTE), (&n::HOURS, HOUR)] {
         // A sale in the current hour waits in its minute for the fold.
         if let Some((product, units)) = sold.filter(|_| width == MINUTE || ts / HOUR < latest / HOUR) {
-            let cell = [n::SALES.clone(), Segment::clone(field), key(&sales_bucket(ts - ts % width)), key(product)];
+            let cell = [n::SALES.clone(), Segment::clone(field), bucket_key(ts - ts % width), key(product)];
             d.update(cell, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
         }
     }
@@ -193,6 +211,20 @@ mod tests {
     use crate::views::tests::{act, run};
     use nodb_shared::protocol::CommittedAction;
     use serde_json::json;
+
+    proptest::proptest! {
+        #[test]
+        fn a_bucket_key_is_the_bucket_formatted(start in proptest::prop_oneof![0..100_000u64, proptest::num::u64::ANY]) {
+            proptest::prop_assert_eq!(bucket_key(start), key(&sales_bucket(start)));
+        }
+    }
+
+    #[test]
+    fn bucket_keys_at_the_edges_of_their_width() {
+        for start in [0, 9, 10, 999_999_999_999, 1_000_000_000_000, 9_999_999_999_999, 10_000_000_000_000, u64::MAX] {
+            assert_eq!(bucket_key(start), key(&sales_bucket(start)), "{start}");
+        }
+    }
 
     #[test]
     fn the_sales_ledger_keeps_the_last_hour_by_minute_and_the_last_week_by_hour() {
