@@ -120,8 +120,8 @@ pub fn fold_hour(minutes: &Tree, start: u64) -> Option<Tree> {
 /// bucket of it when none of its minutes sold anything (the minutes are
 /// its figures).
 fn fold(d: &mut Draft, ended: u64) -> Result<(), Rejection> {
-    let at = [n::SALES.clone(), n::HOURS.clone(), key(&sales_bucket(ended))];
-    match d.get([n::SALES.clone(), n::MINUTES.clone()]).and_then(|m| fold_hour(m, ended)) {
+    let at = [n::HOURS.clone(), key(&sales_bucket(ended))];
+    match d.get([n::MINUTES.clone()]).and_then(|m| fold_hour(m, ended)) {
         Some(hour) => d.set(at, hour)?,
         None => {
             d.remove(at)?;
@@ -138,7 +138,7 @@ fn fold(d: &mut Draft, ended: u64) -> Result<(), Rejection> {
 /// figures lose those minutes early.
 fn make_room(d: &mut Draft, ended: u64) -> Result<(), Rejection> {
     let minutes: Vec<Key> = d
-        .get([n::SALES.clone(), n::MINUTES.clone()])
+        .get([n::MINUTES.clone()])
         .and_then(Tree::as_object)
         .into_iter()
         .flat_map(|m| m.keys())
@@ -146,7 +146,7 @@ fn make_room(d: &mut Draft, ended: u64) -> Result<(), Rejection> {
         .cloned()
         .collect();
     for minute in minutes {
-        d.remove([n::SALES.clone(), n::MINUTES.clone(), Segment::Key(minute)])?;
+        d.remove([n::MINUTES.clone(), Segment::Key(minute)])?;
     }
     Ok(())
 }
@@ -160,15 +160,24 @@ fn make_room(d: &mut Draft, ended: u64) -> Result<(), Rejection> {
 /// # Errors
 /// If the state or a bucket is not an object.
 pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), Rejection> {
-    let object = |t: &Tree| matches!(t, Tree::Object(_));
     if !d.get([n::SALES.clone()]).is_some_and(object) {
         d.set([n::SALES.clone()], Tree::object())?;
     }
-    let before = d.get([n::SALES.clone(), n::LATEST_TS.clone()]).and_then(Tree::as_u64).unwrap_or(0);
+    // Every path below starts at the ledger: one walk to it.
+    d.within([n::SALES.clone()], |ledger| record_in(ledger, ts, sold))
+}
+
+fn object(t: &Tree) -> bool {
+    matches!(t, Tree::Object(_))
+}
+
+/// [`record`] in a draft of the ledger itself.
+fn record_in(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), Rejection> {
+    let before = d.get([n::LATEST_TS.clone()]).and_then(Tree::as_u64).unwrap_or(0);
     let latest = before.max(ts);
-    d.set([n::SALES.clone(), n::LATEST_TS.clone()], latest)?;
+    d.set([n::LATEST_TS.clone()], latest)?;
     for field in [&n::MINUTES, &n::HOURS] {
-        let at = [n::SALES.clone(), Segment::clone(field)];
+        let at = [Segment::clone(field)];
         if !d.get(&at).is_some_and(object) {
             d.set(&at, Tree::object())?;
         }
@@ -176,7 +185,7 @@ pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), R
     for (field, width) in [(&n::MINUTES, MINUTE), (&n::HOURS, HOUR)] {
         // A sale in the current hour waits in its minute for the fold.
         if let Some((product, units)) = sold.filter(|_| width == MINUTE || ts / HOUR < latest / HOUR) {
-            let cell = [n::SALES.clone(), Segment::clone(field), bucket_key(ts - ts % width), key(product)];
+            let cell = [Segment::clone(field), bucket_key(ts - ts % width), key(product)];
             d.update(cell, |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0).saturating_add(units)))?;
         }
     }
@@ -186,7 +195,7 @@ pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), R
         fold(d, ended)?;
     }
     for (field, width, keep) in [(&n::MINUTES, MINUTE, SALES_MINUTES), (&n::HOURS, HOUR, SALES_HOURS)] {
-        let at = [n::SALES.clone(), Segment::clone(field)];
+        let at = [Segment::clone(field)];
         // Keys sort in time order, so the stale ones are at the front:
         // the first goes while it is stale.
         let oldest_kept = (latest - latest % width).saturating_sub((keep - 1) * width);
@@ -195,7 +204,7 @@ pub fn record(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), R
             first.parse::<u64>().is_ok_and(|start| start < oldest_kept).then(|| first.clone())
         };
         while let Some(first) = stale(d) {
-            d.remove([n::SALES.clone(), Segment::clone(field), Segment::Key(first)])?;
+            d.remove([Segment::clone(field), Segment::Key(first)])?;
         }
     }
     if crossed && d.is_over_limit() {
