@@ -27,19 +27,13 @@ const SIZES: [(usize, usize, usize, usize); 3] =
     [(10_000, 10, 10, 100), (100_000, 10, 100, 100), (1_000_000, 100, 100, 100)];
 
 fn build_tree(outer: usize, middle: usize, inner: usize) -> Tree {
-    let mut root = imbl::OrdMap::new();
-    for a in 0..outer {
-        let mut m = imbl::OrdMap::new();
-        for b in 0..middle {
-            let mut leaves = imbl::OrdMap::new();
-            for c in 0..inner {
-                leaves.insert(format!("item{c}").into(), Tree::from((a * b + c) as u64));
-            }
-            m.insert(format!("loc{b}").into(), Tree::Object(leaves.into()));
-        }
-        root.insert(format!("product{a}").into(), Tree::Object(m.into()));
-    }
-    Tree::Object(root.into())
+    Tree::from_entries((0..outer).map(|a| {
+        let m = Tree::from_entries((0..middle).map(|b| {
+            let leaves = Tree::from_entries((0..inner).map(|c| (format!("item{c}"), Tree::from((a * b + c) as u64))));
+            (format!("loc{b}"), leaves)
+        }));
+        (format!("product{a}"), m)
+    }))
 }
 
 fn build_value(outer: usize, middle: usize, inner: usize) -> Value {

@@ -47,16 +47,14 @@ fn main() {
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
 
     let t = Instant::now();
-    let mut products = imbl::OrdMap::new();
-    for p in 0..keys {
+    let products = Tree::from_entries((0..keys).map(|p| {
         let entry = Tree::from_entries([
             ("locations", Tree::from_entries([("shelf", Tree::from(1_000_000u64))])),
             ("total", Tree::from(1_000_000u64)),
         ]);
-        products.insert(format!("product{p}").into(), entry);
-    }
-    let stock =
-        Tree::from_entries([("products", Tree::Object(products.into())), ("total", Tree::from(keys * 1_000_000))]);
+        (format!("product{p}"), entry)
+    }));
+    let stock = Tree::from_entries([("products", products), ("total", Tree::from(keys * 1_000_000))]);
     let mut states = app.initial_states();
     states[0] = stock;
     println!("built a state of {keys} products in {:.2?}", t.elapsed());

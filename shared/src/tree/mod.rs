@@ -13,6 +13,7 @@
 //! comparing, dropping, all recursive over its depth — can run out of stack
 //! or memory.
 
+pub mod bigmap;
 pub mod limits;
 mod number;
 pub mod object;

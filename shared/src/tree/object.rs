@@ -17,8 +17,8 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use equivalent::{Comparable, Equivalent};
-use imbl::OrdMap;
+
+use super::bigmap::BigMap;
 
 use super::{Key, Tree};
 
@@ -35,7 +35,7 @@ enum Repr {
     /// Up to [`SMALL`] entries, sorted by key, no key twice.
     Small(Arc<[(Key, Tree)]>),
     /// Any number of entries.
-    Big(OrdMap<Key, Tree>),
+    Big(BigMap),
 }
 
 /// One difference between two objects, in key order (see [`Object::diff`]).
@@ -85,7 +85,7 @@ impl Object {
         let key = key.as_ref();
         match &self.0 {
             Repr::Small(s) => find(s, key).ok().map(|i| &s[i].1),
-            Repr::Big(m) => m.get(&Probe(key)),
+            Repr::Big(m) => m.get(key),
         }
     }
 
@@ -103,7 +103,7 @@ impl Object {
                 let i = find(s, key).ok()?;
                 Some(&mut Arc::make_mut(s)[i].1)
             }
-            Repr::Big(m) => m.get_mut(&Probe(key)),
+            Repr::Big(m) => m.get_mut(key),
         }
     }
 
@@ -128,7 +128,7 @@ impl Object {
     pub fn remove<Q: AsRef<str> + ?Sized>(&mut self, key: &Q) -> Option<Tree> {
         let key = key.as_ref();
         match &mut self.0 {
-            Repr::Big(m) => m.remove(&Probe(key)),
+            Repr::Big(m) => m.remove(key),
             Repr::Small(s) => {
                 let i = find(s, key).ok()?;
                 let mut entries = take_entries(s);
@@ -211,12 +211,7 @@ impl Object {
     /// (an entry whose values are the same shared node is left out).
     pub fn diff<'a>(&'a self, other: &'a Object) -> Box<dyn Iterator<Item = DiffItem<'a>> + 'a> {
         if let (Repr::Big(a), Repr::Big(b)) = (&self.0, &other.0) {
-            use imbl::ordmap::DiffItem as D;
-            return Box::new(a.diff(b).map(|d| match d {
-                D::Add(k, v) => DiffItem::Add(k, v),
-                D::Remove(k, v) => DiffItem::Remove(k, v),
-                D::Update { old, new } => DiffItem::Update { old, new },
-            }));
+            return Box::new(a.diff(b).into_iter());
         }
         let (mut a, mut b) = (self.iter().peekable(), other.iter().peekable());
         Box::new(std::iter::from_fn(move || {
@@ -285,21 +280,6 @@ pub(crate) fn compare(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len())
 }
 
-/// A key looked up in a big object, compared with [`compare`].
-struct Probe<'a>(&'a str);
-
-impl Equivalent<Key> for Probe<'_> {
-    fn equivalent(&self, key: &Key) -> bool {
-        self.0 == key.as_str()
-    }
-}
-
-impl Comparable<Key> for Probe<'_> {
-    fn compare(&self, key: &Key) -> Ordering {
-        compare(self.0, key)
-    }
-}
-
 /// The entries of a slice, moved out when nothing else shares it.
 fn take_entries(s: &mut Arc<[(Key, Tree)]>) -> Vec<(Key, Tree)> {
     let mut entries = Vec::with_capacity(s.len() + 1);
@@ -312,33 +292,7 @@ fn take_entries(s: &mut Arc<[(Key, Tree)]>) -> Vec<(Key, Tree)> {
 
 /// The form for these entries (sorted, no key twice).
 fn repr_of_sorted(entries: Vec<(Key, Tree)>) -> Repr {
-    if entries.len() <= SMALL { Repr::Small(entries.into()) } else { Repr::Big(map_of_sorted(entries)) }
-}
-
-/// The B-tree map of these entries (sorted, no key twice), its leaves
-/// full.
-///
-/// `imbl` builds a map one insert at a time and splits a full leaf in
-/// half, so entries inserted in key order leave every leaf half full:
-/// twice the leaves, the memory and the cache misses of a search. So
-/// every other entry goes in first, in order (leaves of 8 of their 16
-/// slots), then the entries between them, each into the leaf that
-/// already holds its neighbours, which they fill without a split. The map
-/// is the same either way; only its nodes differ.
-fn map_of_sorted(entries: Vec<(Key, Tree)>) -> OrdMap<Key, Tree> {
-    let mut map = OrdMap::new();
-    let mut between = Vec::with_capacity(entries.len() / 2);
-    for (i, (k, v)) in entries.into_iter().enumerate() {
-        if i % 2 == 0 {
-            map.insert(k, v);
-        } else {
-            between.push((k, v));
-        }
-    }
-    for (k, v) in between {
-        map.insert(k, v);
-    }
-    map
+    if entries.len() <= SMALL { Repr::Small(entries.into()) } else { Repr::Big(BigMap::from_sorted(entries)) }
 }
 
 impl FromIterator<(Key, Tree)> for Object {
@@ -361,18 +315,12 @@ impl FromIterator<(Key, Tree)> for Object {
     }
 }
 
-impl From<OrdMap<Key, Tree>> for Object {
-    fn from(m: OrdMap<Key, Tree>) -> Object {
-        if m.len() <= SMALL { m.into_iter().collect() } else { Object(Repr::Big(m)) }
-    }
-}
-
 /// The entries of an [`Object`] in key order.
 pub struct Iter<'a>(IterRepr<'a>);
 
 enum IterRepr<'a> {
     Small(std::slice::Iter<'a, (Key, Tree)>),
-    Big(imbl::ordmap::Iter<'a, Key, Tree, imbl::shared_ptr::DefaultSharedPtr>),
+    Big(super::bigmap::Iter<'a>),
 }
 
 impl<'a> Iterator for Iter<'a> {
@@ -422,7 +370,9 @@ impl PartialEq for Object {
             return false;
         }
         match (&self.0, &other.0) {
-            (Repr::Big(a), Repr::Big(b)) => a == b,
+            (Repr::Big(a), Repr::Big(b)) => {
+                a.diff(b).iter().all(|d| matches!(d, DiffItem::Update { old, new } if old.1 == new.1))
+            }
             _ => self.iter().zip(other.iter()).all(|((ka, va), (kb, vb))| ka == kb && va == vb),
         }
     }
