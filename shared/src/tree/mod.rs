@@ -2,7 +2,7 @@
 //!
 //! [`Tree`] is a JSON value built from persistent collections: objects are
 //! [`Object`]s keyed by [`Key`]s (short strings inline) — a shared sorted
-//! slice while small, an `imbl::OrdMap` past that — so iteration, and with
+//! slice while small, a [`bigmap::BigMap`] past that — so iteration, and with
 //! it serialisation, is in key order and deterministic; arrays are `imbl`
 //! [`Vector`]s. Cloning a tree is O(1); changing one leaf copies only the
 //! path to it and shares everything else, which is what makes

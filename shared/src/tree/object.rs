@@ -1,13 +1,13 @@
 //! [`Object`]: the map behind a JSON object, in key order.
 //!
 //! Most objects of a state are small — a product's entry, its locations,
-//! an entry of a list — and a B-tree spends a whole leaf (16 slots, about
-//! 800 bytes with `imbl`) on each, however few keys it holds. So an object
-//! of up to [`SMALL`] entries is one shared, sorted slice (an allocation of
-//! 16 bytes plus 48 per entry), searched in place; one that grows past
-//! that becomes an `imbl::OrdMap`, whose edits copy only the path to what
-//! they change. Both are persistent: cloning is O(1), and an edit copies
-//! the slice or the path only while another version shares it.
+//! an entry of a list — and a B-tree spends a whole leaf on each, however
+//! few keys it holds. So an object of up to [`SMALL`] entries is one
+//! shared, sorted slice (an allocation of 16 bytes plus 48 per entry),
+//! searched in place; one that grows past that becomes a [`BigMap`], a
+//! persistent B+tree whose edits copy only the path to what they change.
+//! Both are persistent: cloning is O(1), and an edit copies the slice or
+//! the path only while another version shares it.
 //!
 //! The form is not part of the value: equality, iteration and serialising
 //! see the same entries in the same order either way. An object that
