@@ -17,7 +17,6 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-
 use super::bigmap::BigMap;
 
 use super::{Key, Tree};

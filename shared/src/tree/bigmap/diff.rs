@@ -9,7 +9,6 @@ use crate::tree::{Key, Tree};
 
 use super::node::*;
 
-
 pub(super) fn same<const L: usize, const I: usize>(a: &Node<L, I>, b: &Node<L, I>) -> bool {
     match (a, b) {
         (Node::Leaf(x), Node::Leaf(y)) => Arc::ptr_eq(x, y),
@@ -21,7 +20,11 @@ pub(super) fn same<const L: usize, const I: usize>(a: &Node<L, I>, b: &Node<L, I
 /// The diff of two nodes at the same level. Inner nodes with the same
 /// separators (the usual case: an edit copied the path and split or merged
 /// nothing) are paired child by child; otherwise, level by level.
-pub(super) fn diff_nodes<'a, const L: usize, const I: usize>(a: &'a Node<L, I>, b: &'a Node<L, I>, out: &mut Vec<DiffItem<'a>>) {
+pub(super) fn diff_nodes<'a, const L: usize, const I: usize>(
+    a: &'a Node<L, I>,
+    b: &'a Node<L, I>,
+    out: &mut Vec<DiffItem<'a>>,
+) {
     if same(a, b) {
         return;
     }

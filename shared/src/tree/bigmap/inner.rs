@@ -10,7 +10,6 @@ use crate::tree::{Key, Tree};
 
 use super::node::*;
 
-
 impl<const L: usize, const I: usize> Inner<L, I> {
     pub(super) fn empty() -> Inner<L, I> {
         assert!((4..=64).contains(&I), "BigMap: I must be in 4..=64");
@@ -23,7 +22,10 @@ impl<const L: usize, const I: usize> Inner<L, I> {
     }
 
     /// A node of these children and the separators between them.
-    pub(super) fn from_parts(keys: impl IntoIterator<Item = Key>, children: impl IntoIterator<Item = Node<L, I>>) -> Inner<L, I> {
+    pub(super) fn from_parts(
+        keys: impl IntoIterator<Item = Key>,
+        children: impl IntoIterator<Item = Node<L, I>>,
+    ) -> Inner<L, I> {
         let mut n = Inner::empty();
         let mut c = 0;
         for child in children {

@@ -101,7 +101,6 @@ impl<const L: usize, const I: usize> Default for BigMap<L, I> {
     }
 }
 
-
 impl<const L: usize, const I: usize> BigMap<L, I> {
     /// An empty map.
     pub fn new() -> Self {
@@ -322,7 +321,6 @@ impl<const L: usize, const I: usize> BigMap<L, I> {
         assert_eq!(n, self.len, "len");
     }
 }
-
 
 /// `count` split into as few parts of at most `cap` as can hold it, their
 /// sizes as even as can be.

@@ -278,7 +278,6 @@ pub(super) fn take_entry(e: &mut (Key, Tree)) -> (Key, Tree) {
     std::mem::replace(e, (Key::default(), Tree::Null))
 }
 
-
 pub(super) fn check_header(hdr: &Header, keys: &[&Key], discs: &[u64]) {
     let p = hdr.plen as usize;
     for k in keys {
