@@ -27,7 +27,7 @@ pub(super) enum Keep {
 /// in catch-up batches are skipped: so that, catching up on a large state,
 /// it spends at most about a twentieth of the time writing (a checkpoint
 /// written while the batches run costs them more than its write: see
-/// [`Hub::request_snapshot`]).
+/// `Hub::request_snapshot`).
 pub const CHECKPOINT_REST: u32 = 19;
 
 /// A snapshot write this long or longer makes the checkpoints of catch-up

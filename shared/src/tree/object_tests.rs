@@ -108,7 +108,7 @@ proptest! {
         edits in prop::collection::vec((0u32..3200, any::<bool>()), 0..300),
     ) {
         // Built from sorted entries (as a snapshot load or the sales ledger's
-        // fold does): B-tree nodes laid out by `map_of_sorted`, then edited.
+        // fold does): B-tree nodes laid out by `BigMap::from_sorted`, then edited.
         let key = |i: u32| Key::from(format!("p{i:05}"));
         let mut o: Object = (0..n).map(|i| (key(i), Tree::from(u64::from(i)))).collect();
         let mut model: BTreeMap<String, u64> = (0..n).map(|i| (key(i).to_string(), u64::from(i))).collect();

@@ -10,16 +10,19 @@ use nodb_shared::{Segment, Tree};
 
 use crate::keys::key;
 
-macro_rules! names {
-    ($($name:ident = $text:literal),* $(,)?) => {
+/// Statics of type `$ty`, each made once from its text by `$make`, with
+/// a doc line of `$what` around the text.
+macro_rules! made_once {
+    ($ty:ty, $make:expr, $what:literal: $($name:ident = $text:literal),* $(,)?) => {
         $(
-            #[doc = concat!("The key `", $text, "`.")]
-            pub(crate) static $name: LazyLock<Segment> = LazyLock::new(|| key($text));
+            #[doc = concat!("The ", $what, " `", $text, "`.")]
+            pub(crate) static $name: LazyLock<$ty> = LazyLock::new(|| $make($text));
         )*
     };
 }
 
-names! {
+made_once! {
+    Segment, key, "key":
     PRODUCTS = "products",
     TOTAL = "total",
     LOCATIONS = "locations",
@@ -33,16 +36,8 @@ names! {
     HOURS = "hours",
 }
 
-macro_rules! entry_keys {
-    ($($name:ident = $text:literal),* $(,)?) => {
-        $(
-            #[doc = concat!("The key `", $text, "` of an entry of `recent`.")]
-            pub(crate) static $name: LazyLock<Key> = LazyLock::new(|| Key::from($text));
-        )*
-    };
-}
-
-entry_keys! {
+made_once! {
+    Key, Key::from, "key of an entry of `recent`":
     SEQ = "seq",
     TS = "ts",
     TYPE = "type",
@@ -56,16 +51,8 @@ entry_keys! {
     SUPPLIER_REF = "supplier_ref",
 }
 
-macro_rules! type_strings {
-    ($($name:ident = $text:literal),* $(,)?) => {
-        $(
-            #[doc = concat!("The string `", $text, "`, the `type` of its entries in `recent`.")]
-            pub(crate) static $name: LazyLock<Tree> = LazyLock::new(|| Tree::from($text));
-        )*
-    };
-}
-
-type_strings! {
+made_once! {
+    Tree, Tree::from, "`type` of an entry of `recent`":
     CORRECTED_TYPE = "stock/corrected",
     MOVED_TYPE = "stock/moved",
     SOLD_TYPE = "stock/sold",

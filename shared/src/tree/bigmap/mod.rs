@@ -6,10 +6,11 @@
 //! [`Object`]: super::Object
 //! [`SMALL`]: super::object::SMALL
 //!
-//! It replaced `imbl::OrdMap` there. Like it, it is copy-on-write: nodes are shared behind `Arc`s,
-//! cloning the map is O(1), and an edit copies only the path to what it
-//! changes while another version shares that path (in place when unique,
-//! through `Arc::make_mut`). What differs is the layout of a node:
+//! It replaced `imbl::OrdMap` there. Like it, it is copy-on-write: nodes
+//! are shared behind `Arc`s, cloning the map is O(1), and an edit copies
+//! only the path to what it changes while another version shares that
+//! path (in place when unique, through `Arc::make_mut`). What differs is
+//! the layout of a node:
 //!
 //! - **Node sizes as parameters**: `L` slots per leaf, `I` children per
 //!   inner node (32 and 16 by default; each in 4..=64).
