@@ -54,13 +54,11 @@ fn diff_into(old: &Tree, new: &Tree, path: &mut Vec<Segment>, ops: &mut Vec<Patc
 }
 
 /// Objects with at most this many entries between them are diffed by
-/// walking both in key order. [`Object::diff`] would compare every pair of
-/// values under the same key with `==` before handing it back (and the
-/// recursive diff then walks the pair a second time), so a small object
-/// above a big one (the root of a state over a map of 100k entries) would
-/// have the big one walked twice; the merge walk hands each pair straight to
-/// [`diff_into`], whose pointer test skips shared values. Bigger objects use
-/// [`Object::diff`], which skips the B-tree nodes two maps share.
+/// walking both in key order, each pair handed straight to [`diff_into`],
+/// whose pointer test skips shared values. Bigger objects use
+/// [`Object::diff`], which skips the B-tree nodes two maps share (it hands
+/// back every pair under one key whose values are not the same shared
+/// node, equal or not, and `diff_into` tells).
 const SMALL_OBJECT: usize = 64;
 
 fn diff_objects(a: &Object, b: &Object, path: &mut Vec<Segment>, ops: &mut Vec<PatchOperation>) {

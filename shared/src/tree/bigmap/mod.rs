@@ -456,4 +456,6 @@ mod inner;
 mod node;
 
 #[cfg(test)]
+mod edge_tests;
+#[cfg(test)]
 mod tests;
