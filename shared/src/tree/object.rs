@@ -22,8 +22,9 @@ use super::bigmap::BigMap;
 use super::{Key, Tree};
 
 /// How many entries an object holds as a sorted slice before it becomes a
-/// B-tree map.
-pub const SMALL: usize = 8;
+/// B-tree map: sixteen entries are a slice of 784 bytes, where a
+/// [`BigMap`] leaf is a 2 KiB allocation however few it holds.
+pub const SMALL: usize = 16;
 
 /// A JSON object: entries in key order, persistent (see the module doc).
 #[derive(Clone)]
