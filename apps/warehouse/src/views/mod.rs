@@ -163,16 +163,16 @@ impl<'a> Stock<'a> {
             "reorder/failed" => Stock::ReorderFailed(payload(action)?),
             _ => return Ok(None),
         };
-        let (product, places, quantity): (&str, [&str; 2], u64) = match &stock {
-            Stock::Corrected(c) => (c.product, [c.location; 2], 1),
-            Stock::Moved(m) => (m.product, [m.from, m.to], m.quantity),
-            Stock::Sold(s) => (s.product, [s.location; 2], s.quantity),
-            Stock::Destroyed(d) => (d.product, [d.location; 2], d.quantity),
-            Stock::ThresholdSet(t) => (t.product, ["-"; 2], 1),
-            Stock::ReorderPlaced(p) => (p.product, ["-"; 2], p.quantity),
-            Stock::ReorderFailed(f) => (f.product, ["-"; 2], 1),
+        let (product, no_place, quantity) = match &stock {
+            Stock::Corrected(c) => (c.product, c.location.is_empty(), 1),
+            Stock::Moved(m) => (m.product, m.from.is_empty() || m.to.is_empty(), m.quantity),
+            Stock::Sold(s) => (s.product, s.location.is_empty(), s.quantity),
+            Stock::Destroyed(d) => (d.product, d.location.is_empty(), d.quantity),
+            Stock::ThresholdSet(t) => (t.product, false, 1),
+            Stock::ReorderPlaced(p) => (p.product, false, p.quantity),
+            Stock::ReorderFailed(f) => (f.product, false, 1),
         };
-        if product.is_empty() || places.iter().any(|p| p.is_empty()) {
+        if product.is_empty() || no_place {
             return Err(Rejection::new(format!("{}: product and location must not be empty", action.kind)));
         }
         if quantity == 0 {
@@ -617,6 +617,17 @@ pub(crate) mod tests {
         let (_, rejected) =
             run(&[act(1, "stock/moved", json!({"product": "a", "from": "s", "to": "s", "quantity": 1}))]);
         assert!(rejected[0].1.contains("both"), "{rejected:?}");
+        // An empty place, wherever it is named.
+        for (kind, p) in [
+            ("stock/corrected", json!({"product": "a", "location": "", "quantity": 1})),
+            ("stock/sold", json!({"product": "a", "location": "", "quantity": 1})),
+            ("stock/moved", json!({"product": "a", "from": "s", "to": "", "quantity": 1})),
+            ("stock/moved", json!({"product": "a", "from": "", "to": "s", "quantity": 1})),
+            ("stock/destroyed", json!({"product": "a", "location": "", "quantity": 1, "reason": "x"})),
+        ] {
+            let (_, rejected) = run(&[act(1, kind, p.clone())]);
+            assert!(rejected.len() == 1 && rejected[0].1.contains("must not be empty"), "{p}: {rejected:?}");
+        }
         let (_, rejected) =
             run(&[act(1, "stock/destroyed", json!({"product": "a", "location": "s", "quantity": 1, "reason": " "}))]);
         assert!(rejected[0].1.contains("reason"), "{rejected:?}");
