@@ -119,6 +119,7 @@ pub async fn start_following(
     let Settings { app, chronicler, history, ping, snapshots, policy, history_settings, assets, access, version } =
         settings;
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
+    let loading = std::time::Instant::now();
     let (engine, chain) = match snapshots.load_latest(&names).await? {
         Some(Loaded { seq, states, redactions, chain }) => {
             tracing::info!(seq, redactions = redactions.ledger().len(), "restored the views from a snapshot");
@@ -138,6 +139,12 @@ pub async fn start_following(
     let snapshots = snapshots.with_anchor(chroniclers.clone());
     let version: Option<Arc<str>> = version.map(Arc::from);
     let hub = Hub::versioned(engine, history, Some(policy.every_seqs), version.clone());
+    if restored_at > 0 {
+        // The snapshot just loaded is a checkpoint, and writing one of
+        // the same size takes about as long as loading it: the catch-up
+        // that follows rests from checkpoints as after that write.
+        hub.snapshot_written(loading.elapsed());
+    }
     let snapshots = snapshots.with_checkpoints(policy.every_seqs);
     let past = History::new(hub.app(), Some(snapshots.clone()), chronicler.clone(), history_settings)
         .with_chroniclers(chroniclers.clone());

@@ -59,7 +59,8 @@ Snapshots are written at every multiple of --snapshot-every (checkpoints, kept f
 per --snapshot-every actions), every --snapshot-interval seconds, at each @@nodb/snapshot
 action, and on shutdown; of those not checkpoints the newest --keep-snapshots are kept. While the
 view catches up in batches, once a snapshot write took 100 ms or more, the checkpoints it
-reaches while the snapshotter writes, or for nineteen times as long after, are skipped, and one
+reaches while the snapshotter writes, or for nineteen times as long after, are skipped (a view
+started from a snapshot rests as after writing it, for nineteen times its load), and one
 still waiting gives way to a newer one (on a large state it passes checkpoints faster than they
 can be written); nodb_dataview_checkpoints_skipped counts them.
 
