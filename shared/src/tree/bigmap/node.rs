@@ -25,6 +25,15 @@ impl<const L: usize, const I: usize> Clone for Node<L, I> {
 }
 
 impl<const L: usize, const I: usize> Node<L, I> {
+    /// The address of the node (for [`Inner::touch_children`]).
+    #[inline(always)]
+    pub(super) fn addr(&self) -> usize {
+        match self {
+            Node::Leaf(l) => Arc::as_ptr(l).addr(),
+            Node::Inner(n) => Arc::as_ptr(n).addr(),
+        }
+    }
+
     /// Under half full (a root may be).
     pub(super) fn underfull(&self) -> bool {
         match self {
