@@ -21,9 +21,12 @@ use nodb_shared::protocol::{CommittedAction, StreamLine};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{EngineError, REDACT, UNREADABLE};
+
+mod batches;
 use crate::history::{History, HistoryError};
 use crate::hub::{Hub, RejectedAction};
 use crate::redaction::Redaction;
+use batches::Batches;
 
 /// The chroniclers a data view may follow, in the order given, all serving
 /// one log, and the one the follower is on now. With one chronicler it is
@@ -506,71 +509,6 @@ async fn redact(hub: &Hub, past: &History, action: &CommittedAction) -> Result<(
         ..r
     });
     Ok(hub.apply_redaction(action, after, Some(rebuilt.states), rejected.collect())?)
-}
-
-/// The follower's batches: the one it gathers, and the one before it,
-/// applied on tokio's blocking pool meanwhile — a batch takes milliseconds,
-/// and a runtime worker held that long leaves the tasks queued on it
-/// (`/health` among them) waiting; and reading and parsing the next batch
-/// overlaps applying this one (with the views on threads of their own, the
-/// slowest view leaves a core to it).
-#[derive(Default)]
-struct Batches {
-    gathering: Vec<CommittedAction>,
-    /// The batch being applied: its last seq, and the task.
-    applying: Option<(u64, tokio::task::JoinHandle<Result<(), EngineError>>)>,
-}
-
-impl Batches {
-    /// Whether every action received is applied.
-    fn is_empty(&self) -> bool {
-        self.gathering.is_empty() && self.applying.is_none()
-    }
-
-    /// The last seq received into a batch (gathered, or being applied —
-    /// possibly applied by now); 0 if none is.
-    fn last_seq(&self) -> u64 {
-        let applying = self.applying.as_ref().map(|(last, _)| *last);
-        self.gathering.last().map(|a| a.seq).or(applying).unwrap_or(0)
-    }
-
-    /// Waits for the batch being applied; `false` to reconnect.
-    async fn settle(&mut self) -> bool {
-        let Some((_, task)) = self.applying.take() else { return true };
-        match task.await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "the stream skipped a seq; reconnecting to resume");
-                false
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "applying a batch failed; reconnecting to resume");
-                false
-            }
-        }
-    }
-
-    /// Once the batch before is applied, starts applying the gathered one
-    /// and returns; `false` to reconnect.
-    async fn launch(&mut self, hub: &Arc<Hub>) -> bool {
-        if !self.settle().await {
-            return false;
-        }
-        if !self.gathering.is_empty() {
-            // The next batch's room at once: grown from empty, it was
-            // copied ten times over.
-            let next = Vec::with_capacity(crate::batch::BATCH);
-            let (hub, taken) = (hub.clone(), std::mem::replace(&mut self.gathering, next));
-            let last = taken.last().map_or(0, |a| a.seq);
-            self.applying = Some((last, tokio::task::spawn_blocking(move || hub.apply_batch(&taken))));
-        }
-        true
-    }
-
-    /// Applies every action received; `false` to reconnect.
-    async fn flush(&mut self, hub: &Arc<Hub>) -> bool {
-        self.launch(hub).await && self.settle().await
-    }
 }
 
 #[cfg(test)]

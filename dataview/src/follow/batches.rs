@@ -1,0 +1,218 @@
+//! The follower's batches: the one it gathers, and those handed to an
+//! applier of their own, which applies them in order on tokio's blocking
+//! pool. A batch takes milliseconds, and a runtime worker held that long
+//! leaves the tasks queued on it (`/health` among them) waiting; reading
+//! and parsing the next batch overlaps applying this one (with the views
+//! on threads of their own, the slowest view leaves a core to it).
+//!
+//! Up to [`AHEAD`] batches are with the applier: the one it applies and
+//! the next, so that it starts the next as soon as it is done, rather
+//! than waiting for the follower to hear of it and hand the next over
+//! (each hand-over is a wake-up of two threads, and a batch is a few
+//! milliseconds). The applied batches go back to the follower, which
+//! drops them while the applier goes on.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use nodb_shared::protocol::CommittedAction;
+use tokio::sync::mpsc;
+
+use crate::engine::panic_text;
+use crate::hub::Hub;
+
+/// How many batches may be with the applier at once.
+pub(super) const AHEAD: usize = 2;
+
+/// What became of a batch handed to the applier.
+enum Outcome {
+    Applied,
+    /// Not applied, and why (the engine refused it, or a reducer's
+    /// panic got out): the follower reconnects.
+    Failed(String),
+    /// Not tried, after one before it failed.
+    Skipped,
+}
+
+/// The applier: batches go in, outcomes (with the batches, to be dropped
+/// by the follower) come back in the same order.
+struct Applier {
+    batches: mpsc::Sender<Vec<CommittedAction>>,
+    outcomes: mpsc::UnboundedReceiver<(Outcome, Vec<CommittedAction>)>,
+}
+
+impl Applier {
+    /// Starts the applier of `hub`'s batches; it stops when the follower
+    /// lets go of it, after the batch it is applying.
+    fn start(hub: Arc<Hub>) -> Applier {
+        let (batches, mut inbox) = mpsc::channel::<Vec<CommittedAction>>(AHEAD);
+        let (report, outcomes) = mpsc::unbounded_channel();
+        tokio::task::spawn_blocking(move || {
+            let mut failed = false;
+            while let Some(batch) = inbox.blocking_recv() {
+                let outcome = if failed {
+                    Outcome::Skipped
+                } else {
+                    match catch_unwind(AssertUnwindSafe(|| hub.apply_batch(&batch))) {
+                        Ok(Ok(())) => Outcome::Applied,
+                        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                        Err(panic) => Outcome::Failed(format!("applying a batch failed: {}", panic_text(&*panic))),
+                    }
+                };
+                failed |= matches!(outcome, Outcome::Failed(_));
+                if report.send((outcome, batch)).is_err() {
+                    break;
+                }
+            }
+        });
+        Applier { batches, outcomes }
+    }
+}
+
+/// The batch the follower gathers, and those with the applier.
+#[derive(Default)]
+pub(super) struct Batches {
+    /// The batch being gathered.
+    pub(super) gathering: Vec<CommittedAction>,
+    /// Started with the first batch handed over.
+    applier: Option<Applier>,
+    /// Batches handed over whose outcome has not come back.
+    out: usize,
+    /// The last seq handed over.
+    last_handed: u64,
+}
+
+impl Batches {
+    /// Whether every action received is applied.
+    pub(super) fn is_empty(&self) -> bool {
+        self.gathering.is_empty() && self.out == 0
+    }
+
+    /// The last seq received into a batch (gathered, or with the applier —
+    /// possibly applied by now); 0 if none is.
+    pub(super) fn last_seq(&self) -> u64 {
+        let handed = (self.out > 0).then_some(self.last_handed);
+        self.gathering.last().map(|a| a.seq).or(handed).unwrap_or(0)
+    }
+
+    /// Takes in the outcomes that have come back, waiting for them while
+    /// more than `keep` batches are out; `false` (to reconnect) if a batch
+    /// failed or the applier is gone.
+    async fn collect(&mut self, keep: usize) -> bool {
+        let Some(applier) = &mut self.applier else { return true };
+        while self.out > 0 {
+            let next = if self.out > keep {
+                applier.outcomes.recv().await
+            } else {
+                match applier.outcomes.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(mpsc::error::TryRecvError::Empty) => return true,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some((outcome, spent)) = next else {
+                tracing::error!("the batch applier stopped; reconnecting to resume");
+                self.out = 0;
+                return false;
+            };
+            self.out -= 1;
+            drop(spent);
+            match outcome {
+                Outcome::Applied => {}
+                Outcome::Failed(why) => {
+                    tracing::error!(error = %why, "a batch was not applied; reconnecting to resume");
+                    return false;
+                }
+                Outcome::Skipped => return false,
+            }
+        }
+        true
+    }
+
+    /// Waits for every batch with the applier; `false` to reconnect.
+    pub(super) async fn settle(&mut self) -> bool {
+        self.collect(0).await
+    }
+
+    /// Hands the gathered batch to the applier, once fewer than [`AHEAD`]
+    /// are with it, and returns; `false` to reconnect.
+    pub(super) async fn launch(&mut self, hub: &Arc<Hub>) -> bool {
+        if !self.collect(AHEAD - 1).await {
+            return false;
+        }
+        if self.gathering.is_empty() {
+            return true;
+        }
+        // The next batch's room at once: grown from empty, it was copied
+        // ten times over.
+        let batch = std::mem::replace(&mut self.gathering, Vec::with_capacity(crate::batch::BATCH));
+        let last = batch.last().map_or(0, |a| a.seq);
+        let applier = self.applier.get_or_insert_with(|| Applier::start(hub.clone()));
+        if applier.batches.send(batch).await.is_err() {
+            tracing::error!("the batch applier stopped; reconnecting to resume");
+            return false;
+        }
+        self.out += 1;
+        self.last_handed = last;
+        true
+    }
+
+    /// Applies every action received; `false` to reconnect.
+    pub(super) async fn flush(&mut self, hub: &Arc<Hub>) -> bool {
+        self.launch(hub).await && self.settle().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::test_app::act;
+    use serde_json::json;
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>) -> Vec<CommittedAction> {
+        seqs.map(|seq| act(seq, "tally/add", json!({"item": format!("i{}", seq % 7), "n": 1}))).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_are_applied_in_the_order_handed_over_with_two_out_at_most() {
+        let hub = Hub::new(Engine::new(crate::test_app::drafted_app()), 64);
+        let mut batches = Batches::default();
+        for k in 0..20u64 {
+            batches.gathering = batch(k * 50 + 1..=k * 50 + 50);
+            assert!(batches.launch(&hub).await);
+            assert!(batches.out <= AHEAD, "{} out", batches.out);
+            assert_eq!(batches.last_seq(), k * 50 + 50);
+        }
+        assert!(batches.settle().await);
+        assert!(batches.is_empty());
+        assert_eq!(hub.current_seq(), 1000);
+        assert_eq!(batches.last_seq(), 0, "nothing received is unapplied");
+        let expected = {
+            let mut e = Engine::new(crate::test_app::drafted_app());
+            for a in batch(1..=1000) {
+                e.apply(&a).unwrap();
+            }
+            e.states().to_vec()
+        };
+        assert_eq!(hub.current(), (1000, expected));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_batch_fails_the_ones_after_it_are_not_applied_and_the_follower_is_told() {
+        let hub = Hub::new(Engine::new(crate::test_app::drafted_app()), 64);
+        let mut batches = Batches { gathering: batch(1..=10), ..Batches::default() };
+        assert!(batches.launch(&hub).await);
+        batches.gathering = batch(12..=20); // seq 11 is missing
+        assert!(batches.launch(&hub).await);
+        batches.gathering = batch(11..=11); // would follow on from 10, but comes after the failure
+        let launched = batches.launch(&hub).await;
+        let settled = batches.settle().await;
+        assert!(!(launched && settled), "the failure is reported");
+        assert_eq!(hub.current_seq(), 10, "nothing after the failed batch is applied");
+        // A new connection's batches start from the hub's seq.
+        let mut batches = Batches { gathering: batch(11..=30), ..Batches::default() };
+        assert!(batches.flush(&hub).await);
+        assert_eq!(hub.current_seq(), 30);
+    }
+}
