@@ -295,6 +295,21 @@ fn repr_of_sorted(entries: Vec<(Key, Tree)>) -> Repr {
     if entries.len() <= SMALL { Repr::Small(entries.into()) } else { Repr::Big(BigMap::from_sorted(entries)) }
 }
 
+impl Object {
+    /// The object of `entries`, as [`Object::from_iter`] makes it; when
+    /// they come sorted by key, no key twice, and few enough to be one
+    /// slice, in one allocation, with nothing to sort (a reducer that
+    /// writes a small object of known keys in key order saves the
+    /// copies).
+    pub fn from_array<const N: usize>(entries: [(Key, Tree); N]) -> Object {
+        if N <= SMALL && entries.is_sorted_by(|a, b| compare(&a.0, &b.0) == Ordering::Less) {
+            Object(Repr::Small(Arc::from(entries)))
+        } else {
+            entries.into_iter().collect()
+        }
+    }
+}
+
 impl FromIterator<(Key, Tree)> for Object {
     /// The object of `entries`; a later duplicate key wins.
     fn from_iter<I: IntoIterator<Item = (Key, Tree)>>(entries: I) -> Object {

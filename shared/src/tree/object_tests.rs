@@ -186,3 +186,21 @@ proptest! {
         prop_assert_eq!(compare(&a, &a), std::cmp::Ordering::Equal);
     }
 }
+
+proptest! {
+    /// `from_array` gives what `from_iter` gives, whether its entries come
+    /// sorted (one slice, as they are) or not (sorted, a later duplicate
+    /// winning).
+    #[test]
+    fn from_array_is_from_iter(keys in prop::array::uniform6("[a-e]{0,2}"), sort in any::<bool>()) {
+        let mut pairs: Vec<(Key, Tree)> =
+            keys.iter().enumerate().map(|(i, k)| (Key::from(k.as_str()), Tree::from(i as u64))).collect();
+        if sort {
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let array: [(Key, Tree); 6] = pairs.clone().try_into().expect("six");
+        let made = Object::from_array(array);
+        let expected: Object = pairs.into_iter().collect();
+        prop_assert_eq!(entries(&made), entries(&expected));
+    }
+}

@@ -30,7 +30,7 @@
 
 use crate::keys::key;
 use nodb_shared::protocol::CommittedAction;
-use nodb_shared::tree::Key;
+use nodb_shared::tree::{Key, Object};
 use nodb_shared::{Segment, Tree};
 use serde::Deserialize;
 
@@ -349,84 +349,106 @@ pub(crate) struct Activity<'a> {
 
 impl<'a> Activity<'a> {
     pub(crate) fn of(action: &CommittedAction, stock: &'a Stock<'a>) -> Activity<'a> {
-        // The entry's fields in key order (`Tree::from_entries` then has
-        // nothing to sort): each variant's own, with `seq`, `ts` and
-        // `type` put where they sort.
+        // Each kind's entry: its own fields with `seq`, `ts` and `type`,
+        // written in key order, so the object is made in one allocation
+        // with nothing to sort (`Object::from_array`).
+        let k = |key: &Key| Key::clone(key);
         let s = |v: &str| Tree::from(v);
         let q = Tree::from;
-        let (kind, units, fields): (_, _, Vec<(&Key, Tree)>) = match stock {
+        let (seq, ts) = ((k(&n::SEQ), q(action.seq)), (k(&n::TS), q(action.ts)));
+        // `decode` made the variant from the type, so this is `action.kind`.
+        let ty = |t: &Tree| (k(&n::TYPE), Tree::clone(t));
+        let (kind, units, entry) = match stock {
             Stock::Corrected(c) => (
                 "corrected",
                 None,
-                vec![(&n::LOCATION, s(c.location)), (&n::PRODUCT, s(c.product)), (&n::QUANTITY, q(c.quantity))],
+                Object::from_array([
+                    (k(&n::LOCATION), s(c.location)),
+                    (k(&n::PRODUCT), s(c.product)),
+                    (k(&n::QUANTITY), q(c.quantity)),
+                    seq,
+                    ts,
+                    ty(&n::CORRECTED_TYPE),
+                ]),
             ),
             Stock::Moved(m) => (
                 "moved",
                 None,
-                vec![
-                    (&n::FROM, s(m.from)),
-                    (&n::PRODUCT, s(m.product)),
-                    (&n::QUANTITY, q(m.quantity)),
-                    (&n::TO, s(m.to)),
-                ],
+                Object::from_array([
+                    (k(&n::FROM), s(m.from)),
+                    (k(&n::PRODUCT), s(m.product)),
+                    (k(&n::QUANTITY), q(m.quantity)),
+                    seq,
+                    (k(&n::TO), s(m.to)),
+                    ts,
+                    ty(&n::MOVED_TYPE),
+                ]),
             ),
             Stock::Sold(x) => (
                 "sold",
                 Some(("sold_units", x.quantity)),
-                vec![(&n::LOCATION, s(x.location)), (&n::PRODUCT, s(x.product)), (&n::QUANTITY, q(x.quantity))],
+                Object::from_array([
+                    (k(&n::LOCATION), s(x.location)),
+                    (k(&n::PRODUCT), s(x.product)),
+                    (k(&n::QUANTITY), q(x.quantity)),
+                    seq,
+                    ts,
+                    ty(&n::SOLD_TYPE),
+                ]),
             ),
             Stock::Destroyed(d) => (
                 "destroyed",
                 Some(("destroyed_units", d.quantity)),
-                vec![
-                    (&n::LOCATION, s(d.location)),
-                    (&n::PRODUCT, s(d.product)),
-                    (&n::QUANTITY, q(d.quantity)),
-                    (&n::REASON, s(d.reason)),
-                ],
+                Object::from_array([
+                    (k(&n::LOCATION), s(d.location)),
+                    (k(&n::PRODUCT), s(d.product)),
+                    (k(&n::QUANTITY), q(d.quantity)),
+                    (k(&n::REASON), s(d.reason)),
+                    seq,
+                    ts,
+                    ty(&n::DESTROYED_TYPE),
+                ]),
             ),
-            Stock::ThresholdSet(t) => {
-                ("threshold_set", None, vec![(&n::PRODUCT, s(t.product)), (&n::THRESHOLD_KEY, q(t.threshold))])
-            }
+            Stock::ThresholdSet(t) => (
+                "threshold_set",
+                None,
+                Object::from_array([
+                    (k(&n::PRODUCT), s(t.product)),
+                    seq,
+                    (k(&n::THRESHOLD_KEY), q(t.threshold)),
+                    ts,
+                    ty(&n::THRESHOLD_SET_TYPE),
+                ]),
+            ),
             Stock::ReorderPlaced(p) => (
                 "reorder_placed",
                 None,
-                vec![(&n::PRODUCT, s(p.product)), (&n::QUANTITY, q(p.quantity)), (&n::SUPPLIER_REF, s(p.supplier_ref))],
+                Object::from_array([
+                    (k(&n::PRODUCT), s(p.product)),
+                    (k(&n::QUANTITY), q(p.quantity)),
+                    seq,
+                    (k(&n::SUPPLIER_REF), s(p.supplier_ref)),
+                    ts,
+                    ty(&n::REORDER_PLACED_TYPE),
+                ]),
             ),
-            Stock::ReorderFailed(f) => {
-                ("reorder_failed", None, vec![(&n::PRODUCT, s(f.product)), (&n::REASON, s(f.reason))])
-            }
+            Stock::ReorderFailed(f) => (
+                "reorder_failed",
+                None,
+                Object::from_array([
+                    (k(&n::PRODUCT), s(f.product)),
+                    (k(&n::REASON), s(f.reason)),
+                    seq,
+                    ts,
+                    ty(&n::REORDER_FAILED_TYPE),
+                ]),
+            ),
         };
-        let mut entry = Vec::with_capacity(fields.len() + 3);
-        // `decode` made the variant from the type, so this is `action.kind`.
-        let type_string = match stock {
-            Stock::Corrected(_) => &n::CORRECTED_TYPE,
-            Stock::Moved(_) => &n::MOVED_TYPE,
-            Stock::Sold(_) => &n::SOLD_TYPE,
-            Stock::Destroyed(_) => &n::DESTROYED_TYPE,
-            Stock::ThresholdSet(_) => &n::THRESHOLD_SET_TYPE,
-            Stock::ReorderPlaced(_) => &n::REORDER_PLACED_TYPE,
-            Stock::ReorderFailed(_) => &n::REORDER_FAILED_TYPE,
-        };
-        let mut common = [
-            (&*n::SEQ, Tree::from(action.seq)),
-            (&*n::TS, Tree::from(action.ts)),
-            (&*n::TYPE, Tree::clone(type_string)),
-        ]
-        .into_iter()
-        .peekable();
-        for (k, v) in fields {
-            while let Some((c, v)) = common.next_if(|(c, _)| c.as_str() < k.as_str()) {
-                entry.push((Key::clone(c), v));
-            }
-            entry.push((Key::clone(k), v));
-        }
-        entry.extend(common.map(|(c, v)| (Key::clone(c), v)));
         let sold = match stock {
             Stock::Sold(x) => Some((x.product, x.quantity)),
             _ => None,
         };
-        Activity { entry: Tree::from_entries(entry), kind, units, sold }
+        Activity { entry: Tree::Object(entry), kind, units, sold }
     }
 }
 

@@ -179,7 +179,12 @@ fn object(t: &Tree) -> bool {
 fn record_in(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), Rejection> {
     let before = d.get([n::LATEST_TS.clone()]).and_then(Tree::as_u64).unwrap_or(0);
     let latest = before.max(ts);
-    d.set([n::LATEST_TS.clone()], latest)?;
+    // Most actions leave it as it is: no write then (a write of the same
+    // value would change nothing either, but walks to it to find out).
+    let latest_tree = Tree::from(latest);
+    if d.get([n::LATEST_TS.clone()]) != Some(&latest_tree) {
+        d.set([n::LATEST_TS.clone()], latest_tree)?;
+    }
     for field in [&n::MINUTES, &n::HOURS] {
         let at = [Segment::clone(field)];
         if !d.get(&at).is_some_and(object) {
