@@ -160,3 +160,129 @@ fn advance_moves_on_from_the_current_only() {
     assert_eq!(c.advance(c.current()).url(), &urls[0], "around to the first again");
     assert_eq!(Chroniclers::one(urls[2].clone()).in_turn().count(), 1);
 }
+
+/// A chronicler whose first stream leaves out `missing` (and, to test
+/// the duplicate check, repeats a run of earlier seqs partway), and whose
+/// later streams are whole. Counts the streams opened.
+async fn serve_gappy(n: u64, missing: u64, drafted: bool) -> (ServiceUrl, Arc<std::sync::atomic::AtomicU64>) {
+    let line = move |seq: u64| {
+        if drafted {
+            json!({"seq": seq, "ts": seq, "id": format!("c:{seq}"), "type": "tally/add",
+                "payload": {"item": format!("i{}", seq % 7), "n": seq % 5}})
+            .to_string()
+        } else {
+            json!({"seq": seq, "ts": seq, "id": format!("c:{seq}"), "type": "json/patch",
+                "payload": [{"op": "add", "path": format!("/k{}", seq % 100), "value": seq}]})
+            .to_string()
+        }
+    };
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = opened.clone();
+    let actions = move |ws: WebSocketUpgrade, Query(q): Query<std::collections::HashMap<String, String>>| {
+        let from: u64 = q.get("from").and_then(|f| f.parse().ok()).unwrap_or(1);
+        let first = count.fetch_add(1, Relaxed) == 0;
+        async move {
+            ws.on_upgrade(move |mut socket: WebSocket| async move {
+                for seq in from..=n {
+                    if first && seq == missing {
+                        continue;
+                    }
+                    if socket.send(Message::Text(line(seq).into())).await.is_err() {
+                        return;
+                    }
+                    // An overlap: a run already sent, again.
+                    if seq == n / 3 {
+                        for again in (seq - 1500).max(from)..=seq {
+                            if socket.send(Message::Text(line(again).into())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                while let Some(Ok(_)) = socket.recv().await {}
+            })
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = json!({"seq": n, "hash": "00", "head": n});
+    let app = axum::Router::new()
+        .route("/actions", axum::routing::get(actions))
+        .route("/head", axum::routing::get(move || async move { axum::Json(answer) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url.parse().unwrap(), opened)
+}
+
+async fn gap_then_resume(drafted: bool, flavor_note: &str) {
+    const N: u64 = 20_000;
+    let missing = 9_000;
+    let app = if drafted { crate::test_app::drafted_app() } else { crate::json_doc::app() };
+    let hub = Hub::new(Engine::new(app.clone()), 16);
+    let status = Arc::new(FollowStatus::default());
+    let shutdown = CancellationToken::new();
+    let (url, opened) = serve_gappy(N, missing, drafted).await;
+    let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
+    let chroniclers = Arc::new(Chroniclers::one(url));
+    let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
+    let mut seq = hub.seq();
+    tokio::time::timeout(Duration::from_secs(60), seq.wait_for(|s| *s >= N)).await.unwrap().unwrap();
+    let mut e = Engine::new(app);
+    for s in 1..=N {
+        let a: CommittedAction = if drafted {
+            crate::test_app::act(s, "tally/add", json!({"item": format!("i{}", s % 7), "n": s % 5}))
+        } else {
+            crate::test_app::act(s, "json/patch", json!([{"op": "add", "path": format!("/k{}", s % 100), "value": s}]))
+        };
+        e.apply(&a).unwrap();
+    }
+    assert_eq!(hub.current(), (N, e.states().to_vec()), "{flavor_note}");
+    assert!(hub.metrics.batched.load(Relaxed) > N / 2, "{flavor_note}: batched");
+    assert_eq!(opened.load(Relaxed), 2, "{flavor_note}: one reconnect, after the gap");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+}
+
+/// A gap in a stream read in batches (two out at the applier)
+/// fails the batch with OutOfSequence, and the follower reconnects once
+/// and resumes at the hub's seq; an overlap of 1,500 seqs already
+/// handed over is dropped by the duplicate check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_batches_reconnects_and_resumes_drafted() {
+    gap_then_resume(true, "drafted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_batches_reconnects_and_resumes_pure() {
+    gap_then_resume(false, "pure").await;
+}
+
+/// Shutdown while batches are with the applier: the follower
+/// returns, at most one batch is applied after it did, and the runtime
+/// (which waits for its blocking pool) winds down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_catch_up_leaves_at_most_one_batch_running() {
+    const N: u64 = 200_000;
+    let lines = (1..=N)
+        .map(|seq| {
+            json!({"seq": seq, "ts": seq, "id": format!("c:{seq}"), "type": "tally/add",
+                "payload": {"item": format!("i{}", seq % 7), "n": 1}})
+            .to_string()
+        })
+        .collect();
+    let hub = Hub::new(Engine::new(crate::test_app::drafted_app()), 16);
+    let status = Arc::new(FollowStatus::default());
+    let shutdown = CancellationToken::new();
+    let url = serve(lines, Some(N)).await;
+    let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
+    let chroniclers = Arc::new(Chroniclers::one(url));
+    let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
+    let mut seq = hub.seq();
+    tokio::time::timeout(Duration::from_secs(60), seq.wait_for(|s| *s >= 20_000)).await.unwrap().unwrap();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    let at_return = hub.current_seq();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = hub.current_seq();
+    assert!(later - at_return <= crate::batch::BATCH as u64, "{at_return} -> {later}");
+    assert!(later < N);
+}

@@ -120,7 +120,9 @@ pub async fn start_following(
         settings;
     let names: Vec<String> = app.views.iter().map(|v| v.name.clone()).collect();
     let loading = std::time::Instant::now();
-    let (engine, chain) = match snapshots.load_latest(&names).await? {
+    let loaded = snapshots.load_latest(&names).await?;
+    let load_took = loading.elapsed();
+    let (engine, chain) = match loaded {
         Some(Loaded { seq, states, redactions, chain }) => {
             tracing::info!(seq, redactions = redactions.ledger().len(), "restored the views from a snapshot");
             let initial = app.initial_states();
@@ -140,10 +142,12 @@ pub async fn start_following(
     let version: Option<Arc<str>> = version.map(Arc::from);
     let hub = Hub::versioned(engine, history, Some(policy.every_seqs), version.clone());
     if restored_at > 0 {
-        // The snapshot just loaded is a checkpoint, and writing one of
-        // the same size takes about as long as loading it: the catch-up
-        // that follows rests from checkpoints as after that write.
-        hub.snapshot_written(loading.elapsed());
+        // Writing a snapshot of these states would take about as long as
+        // reading and decoding this one did: the catch-up that follows
+        // rests from checkpoints as after such a write (its first one,
+        // written at once, cost a restart of a million products about a
+        // second, the batches copying what it shared).
+        hub.snapshot_written(load_took);
     }
     let snapshots = snapshots.with_checkpoints(policy.every_seqs);
     let past = History::new(hub.app(), Some(snapshots.clone()), chronicler.clone(), history_settings)

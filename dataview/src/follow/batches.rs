@@ -10,7 +10,11 @@
 //! than waiting for the follower to hear of it and hand the next over
 //! (each hand-over is a wake-up of two threads, and a batch is a few
 //! milliseconds). The applied batches go back to the follower, which
-//! drops them while the applier goes on.
+//! drops them while the applier goes on (on a runtime worker: about a
+//! tenth of a millisecond for 1,024 warehouse actions, in a profile of the
+//! restart bench). The applier is started with a connection's first batch
+//! and holds one thread of the blocking pool, parked while it has nothing
+//! to apply, until the connection ends.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -198,19 +202,30 @@ mod tests {
         assert_eq!(hub.current(), (1000, expected));
     }
 
+    /// After a batch fails, the applier applies none handed to it after:
+    /// the three batches are all with it before any outcome is read, so
+    /// the third reaches it whatever the timing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn after_a_batch_fails_the_ones_after_it_are_not_applied_and_the_follower_is_told() {
+    async fn the_batches_after_a_failed_one_are_skipped() {
         let hub = Hub::new(Engine::new(crate::test_app::drafted_app()), 64);
-        let mut batches = Batches { gathering: batch(1..=10), ..Batches::default() };
-        assert!(batches.launch(&hub).await);
-        batches.gathering = batch(12..=20); // seq 11 is missing
-        assert!(batches.launch(&hub).await);
-        batches.gathering = batch(11..=11); // would follow on from 10, but comes after the failure
-        let launched = batches.launch(&hub).await;
-        let settled = batches.settle().await;
-        assert!(!(launched && settled), "the failure is reported");
-        assert_eq!(hub.current_seq(), 10, "nothing after the failed batch is applied");
-        // A new connection's batches start from the hub's seq.
+        let mut applier = Applier::start(hub.clone());
+        // Seq 11 is missing from the second; the third would follow on
+        // from the first.
+        for b in [batch(1..=10), batch(12..=20), batch(11..=11)] {
+            applier.batches.send(b).await.unwrap();
+        }
+        let mut outcomes = Vec::new();
+        for _ in 0..3 {
+            let (outcome, _) = applier.outcomes.recv().await.unwrap();
+            outcomes.push(match outcome {
+                Outcome::Applied => "applied",
+                Outcome::Failed(_) => "failed",
+                Outcome::Skipped => "skipped",
+            });
+        }
+        assert_eq!(outcomes, ["applied", "failed", "skipped"]);
+        assert_eq!(hub.current_seq(), 10, "seq 11, handed over after the failure, is not applied");
+        // A new connection's batches go on from the hub's seq.
         let mut batches = Batches { gathering: batch(11..=30), ..Batches::default() };
         assert!(batches.flush(&hub).await);
         assert_eq!(hub.current_seq(), 30);

@@ -60,7 +60,7 @@ per --snapshot-every actions), every --snapshot-interval seconds, at each @@nodb
 action, and on shutdown; of those not checkpoints the newest --keep-snapshots are kept. While the
 view catches up in batches, once a snapshot write took 100 ms or more, the checkpoints it
 reaches while the snapshotter writes, or for nineteen times as long after, are skipped (a view
-started from a snapshot rests as after writing it, for nineteen times its load), and one
+started from a snapshot rests for nineteen times its load, as after a write), and one
 still waiting gives way to a newer one (on a large state it passes checkpoints faster than they
 can be written); nodb_dataview_checkpoints_skipped counts them.
 
