@@ -57,6 +57,17 @@ async fn serve(lines: Vec<String>, head: Option<u64>) -> ServiceUrl {
     url.parse().unwrap()
 }
 
+/// A follower of the chronicler at `url` for `hub`: what it knows, what
+/// stops it, and its task.
+fn start(hub: &Arc<Hub>, url: ServiceUrl) -> (Arc<FollowStatus>, CancellationToken, tokio::task::JoinHandle<()>) {
+    let status = Arc::new(FollowStatus::default());
+    let shutdown = CancellationToken::new();
+    let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
+    let chroniclers = Arc::new(Chroniclers::one(url));
+    let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
+    (status, shutdown, task)
+}
+
 /// A view far behind a fast writer reads lines whose head is as old as
 /// they are (here, no heartbeat at all): the follower asks the
 /// chronicler its head, and catches up in batches, not one action at a
@@ -72,12 +83,8 @@ async fn a_view_behind_asks_the_head_and_catches_up_in_batches() {
         })
         .collect();
     let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
-    let status = Arc::new(FollowStatus::default());
-    let shutdown = CancellationToken::new();
     let url = serve(lines, Some(N)).await;
-    let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
-    let chroniclers = Arc::new(Chroniclers::one(url));
-    let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
+    let (status, shutdown, task) = start(&hub, url);
     let mut seq = hub.seq();
     tokio::time::timeout(Duration::from_secs(60), seq.wait_for(|s| *s >= N)).await.unwrap().unwrap();
     assert_eq!(hub.current().1[0].to_value()["k0"], json!(N));
@@ -99,12 +106,8 @@ async fn a_view_behind_asks_the_head_and_catches_up_in_batches() {
 #[tokio::test]
 async fn an_unreadable_action_is_reported_once_and_skipped_with_its_seq() {
     let hub = Hub::new(Engine::new(crate::json_doc::app()), 16);
-    let status = Arc::new(FollowStatus::default());
-    let shutdown = CancellationToken::new();
     let url = chronicler().await;
-    let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
-    let chroniclers = Arc::new(Chroniclers::one(url));
-    let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
+    let (status, shutdown, task) = start(&hub, url);
     let mut seq = hub.seq();
     tokio::time::timeout(Duration::from_secs(10), seq.wait_for(|s| *s >= 3)).await.unwrap().unwrap();
     assert_eq!(hub.current().1[0], nodb_shared::Tree::from(json!({"a": 1, "b": 2})));
@@ -218,12 +221,8 @@ async fn gap_then_resume(drafted: bool, flavor_note: &str) {
     let missing = 9_000;
     let app = if drafted { crate::test_app::drafted_app() } else { crate::json_doc::app() };
     let hub = Hub::new(Engine::new(app.clone()), 16);
-    let status = Arc::new(FollowStatus::default());
-    let shutdown = CancellationToken::new();
     let (url, opened) = serve_gappy(N, missing, drafted).await;
-    let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
-    let chroniclers = Arc::new(Chroniclers::one(url));
-    let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
+    let (_, shutdown, task) = start(&hub, url);
     let mut seq = hub.seq();
     tokio::time::timeout(Duration::from_secs(60), seq.wait_for(|s| *s >= N)).await.unwrap().unwrap();
     let mut e = Engine::new(app);
@@ -270,12 +269,8 @@ async fn shutdown_mid_catch_up_leaves_at_most_one_batch_running() {
         })
         .collect();
     let hub = Hub::new(Engine::new(crate::test_app::drafted_app()), 16);
-    let status = Arc::new(FollowStatus::default());
-    let shutdown = CancellationToken::new();
     let url = serve(lines, Some(N)).await;
-    let past = History::new(hub.app(), None, url.clone(), Default::default()).of_hub(hub.clone());
-    let chroniclers = Arc::new(Chroniclers::one(url));
-    let task = tokio::spawn(follow(hub.clone(), Arc::new(past), chroniclers, status.clone(), shutdown.clone()));
+    let (_, shutdown, task) = start(&hub, url);
     let mut seq = hub.seq();
     tokio::time::timeout(Duration::from_secs(60), seq.wait_for(|s| *s >= 20_000)).await.unwrap().unwrap();
     shutdown.cancel();
