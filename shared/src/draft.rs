@@ -382,7 +382,10 @@ impl Draft {
             let path = match &mut op {
                 Op::Add { path, .. } | Op::Replace { path, .. } | Op::Remove { path, .. } => path,
             };
-            path.splice(0..0, resolved.iter().cloned());
+            // The room is there (`prefix_room`): appended, then turned
+            // to the front, which costs less than a splice.
+            path.extend(resolved.iter().cloned());
+            path.rotate_right(resolved.len());
             self.ops.push(op);
         }
         Ok(done)
