@@ -177,13 +177,13 @@ fn object(t: &Tree) -> bool {
 
 /// [`record`] in a draft of the ledger itself.
 fn record_in(d: &mut Draft, ts: u64, sold: Option<(&str, u64)>) -> Result<(), Rejection> {
-    let before = d.get([n::LATEST_TS.clone()]).and_then(Tree::as_u64).unwrap_or(0);
+    let current = d.get([n::LATEST_TS.clone()]);
+    let before = current.and_then(Tree::as_u64).unwrap_or(0);
     let latest = before.max(ts);
     // Most actions leave it as it is: no write then (a write of the same
     // value would change nothing either, but walks to it to find out).
-    let latest_tree = Tree::from(latest);
-    if d.get([n::LATEST_TS.clone()]) != Some(&latest_tree) {
-        d.set([n::LATEST_TS.clone()], latest_tree)?;
+    if current != Some(&Tree::from(latest)) {
+        d.set([n::LATEST_TS.clone()], latest)?;
     }
     for field in [&n::MINUTES, &n::HOURS] {
         let at = [Segment::clone(field)];
