@@ -5,8 +5,9 @@
 //!
 //! The views of an app change together, so one object holds every view at
 //! one seq: `{app}/{seq:020}.snapshot`. The first line is a header with the
-//! format version, the app, the seq, the view names and the BLAKE3 hash of
-//! the rest; the rest is `{"view": state, …}`. Objects are written with
+//! format version, the app, the seq, the view names, the BLAKE3 hash of
+//! the rest and where its big objects can be cut (so that a load reads
+//! them on several threads: see `body`); the rest is `{"view": state, …}`. Objects are written with
 //! create-only semantics, so an existing snapshot is never overwritten
 //! (unless it is damaged: then the next write at its seq replaces it); a
 //! snapshot that fails its checksum is skipped with a warning at start-up.
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::redaction::{Redaction, Redactions};
 
+mod body;
 mod snapshotter;
 pub use snapshotter::{SnapshotPolicy, run_snapshotter};
 
@@ -91,6 +93,11 @@ struct Header {
     /// there are any, `blake3` covers them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     redactions: Vec<Redaction>,
+    /// Where the body's big objects can be cut, to be read on several
+    /// threads (see `body`); a reader that does not know them reads the
+    /// body whole, as it is the same JSON either way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cuts: Vec<body::Cut>,
 }
 
 /// A snapshot read back: every view at one seq, with the redactions they
@@ -481,17 +488,7 @@ fn encode_parts(
     room: usize,
 ) -> (bytes::Bytes, bytes::Bytes) {
     let mut body = Vec::with_capacity(room.saturating_add(room / 8));
-    body.push(b'{');
-    for (i, (name, state)) in names.iter().zip(states).enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        // Writing into a `Vec` cannot fail: keys are strings, numbers finite.
-        let _ = serde_json::to_writer(&mut body, name);
-        body.push(b':');
-        let _ = serde_json::to_writer(&mut body, state);
-    }
-    body.push(b'}');
+    let cuts = body::write(&mut body, names, states, body::CUT_EVERY);
     let header = Header {
         format: FORMAT,
         app: app.to_string(),
@@ -500,6 +497,7 @@ fn encode_parts(
         blake3: checksum(&body, redactions.ledger()),
         chain,
         redactions: redactions.ledger().to_vec(),
+        cuts,
     };
     let mut head = serde_json::to_vec(&header).unwrap_or_default();
     head.push(b'\n');
@@ -530,11 +528,9 @@ fn decode(bytes: &[u8], app: &str, seq: u64, names: &[String]) -> Result<(Vec<Op
     if header.app != app || header.seq != seq {
         return Err(format!("it is app {:?} at seq {}, not what its name says", header.app, header.seq));
     }
-    if checksum(body, &header.redactions) != header.blake3 {
-        return Err("checksum mismatch".into());
-    }
-    let mut views: std::collections::BTreeMap<String, Tree> =
-        serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let verify = || checksum(body, &header.redactions) == header.blake3;
+    let mut views = body::read(body, &header.cuts, threads, verify)?;
     let states = names.iter().map(|n| views.remove(n)).collect();
     Ok((states, Redactions::from_ledger(header.redactions)))
 }

@@ -26,6 +26,7 @@ use imbl::Vector;
 
 pub use number::Number;
 pub use object::Object;
+pub use serde_impl::Entries;
 
 /// An object key: an immutable string, stored inline up to 23 bytes (so a
 /// search of a big object compares keys without following a pointer to

@@ -104,6 +104,34 @@ impl<'de> Visitor<'de> for TreeVisitor {
     }
 }
 
+/// The entries of a JSON object in the order its text gives them, a
+/// duplicate key kept as often as it appears: for a caller that reads one
+/// object in pieces (a snapshot's big map, read on several threads) and
+/// joins them with [`Object`](super::Object)'s `from_iter`, which orders
+/// them and lets a later duplicate win, as reading it whole does.
+#[derive(Debug, Default)]
+pub struct Entries(pub Vec<(Key, Tree)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+                while let Some(k) = map.next_key::<KeyDe>()? {
+                    entries.push((k.0, map.next_value::<Tree>()?));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(EntriesVisitor)
+    }
+}
+
 /// A key read without an intermediate `String` when the input allows.
 struct KeyDe(Key);
 
@@ -137,6 +165,15 @@ mod tests {
     fn integral_floats_print_as_integers() {
         let t: Tree = serde_json::from_str("[1.0, -0.0, 1e2, 1.5]").unwrap();
         assert_eq!(t.to_json_string(), "[1,0,100,1.5]");
+    }
+
+    #[test]
+    fn entries_keep_the_text_order_and_duplicates() {
+        let Entries(e) = serde_json::from_str(r#"{"b":1,"a":{"x":2},"b":3}"#).unwrap();
+        let keys: Vec<&str> = e.iter().map(|(k, _)| &**k).collect();
+        assert_eq!(keys, ["b", "a", "b"]);
+        assert_eq!(e[1].1.to_json_string(), r#"{"x":2}"#);
+        assert!(serde_json::from_str::<Entries>("[1]").is_err());
     }
 
     #[test]
