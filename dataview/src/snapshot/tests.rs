@@ -68,8 +68,10 @@ mod cases {
     /// header is no longer JSON, is refused: never to another state.
     #[test]
     fn a_big_object_is_written_with_its_cuts_and_read_back_whatever_they_say() {
-        let products = Tree::from_entries((0..body::CUT_EVERY * 2 + 5).map(|i| (format!("p{i:06}"), Tree::from(i as u64))));
-        let states = vec![Tree::from_entries([("products", products), ("total", Tree::from(1))]), Tree::from(json!([]))];
+        let products =
+            Tree::from_entries((0..body::CUT_EVERY * 2 + 5).map(|i| (format!("p{i:06}"), Tree::from(i as u64))));
+        let states =
+            vec![Tree::from_entries([("products", products), ("total", Tree::from(1))]), Tree::from(json!([]))];
         let names: Vec<String> = vec!["stock".into(), "activity".into()];
         let bytes = encode("warehouse", 7, &names, &states, None, &Redactions::default());
         let head = header(&bytes).unwrap();
