@@ -281,3 +281,38 @@ async fn shutdown_mid_catch_up_leaves_at_most_one_batch_running() {
     assert!(later - at_return <= crate::batch::BATCH as u64, "{at_return} -> {later}");
     assert!(later < N);
 }
+
+/// Far behind the head, a batch is applied once the stream pauses, full
+/// or not: a chronicler that sends a batch and 476 actions more, then
+/// nothing (holding the stream open), leaves the view at its last seq,
+/// as if it had applied them one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_batch_is_applied_when_the_stream_pauses() {
+    const N: u64 = 1_500;
+    const HEAD: u64 = 1_000_000;
+    assert!(!N.is_multiple_of(crate::batch::BATCH as u64), "the last batch is partial");
+    let actions: Vec<CommittedAction> = (1..=N)
+        .map(|s| crate::test_app::act(s, "tally/add", json!({"item": format!("i{}", s % 7), "n": s % 5})))
+        .collect();
+    // A heartbeat first: the head is far beyond every action sent.
+    let heartbeat = json!({"heartbeat": {"head": HEAD, "seen": 0}}).to_string();
+    let lines = std::iter::once(heartbeat).chain(actions.iter().map(|a| serde_json::to_string(a).unwrap())).collect();
+    let app = crate::test_app::drafted_app();
+    let hub = Hub::new(Engine::new(app.clone()), 16);
+    let url = serve(lines, None).await;
+    let (status, shutdown, task) = start(&hub, url);
+    let mut seq = hub.seq();
+    let reached = tokio::time::timeout(Duration::from_secs(10), seq.wait_for(|s| *s >= N)).await;
+    assert!(reached.is_ok(), "the view stopped at seq {} of {N}", hub.current_seq());
+    let mut e = Engine::new(app);
+    for a in &actions {
+        e.apply(a).unwrap();
+    }
+    assert_eq!(hub.current(), (N, e.states().to_vec()));
+    assert_eq!(status.head.load(Relaxed), HEAD);
+    // All in batches (the last one partial), in one stream.
+    assert_eq!(hub.metrics.batched.load(Relaxed), N);
+    assert_eq!(status.connects.load(Relaxed), 1);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+}
