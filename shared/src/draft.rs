@@ -22,6 +22,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 
 use crate::diff::{diff_at, pointer};
@@ -46,20 +48,25 @@ pub enum DraftError {
     Limit(#[from] LimitError),
 }
 
+/// A recorded edit's path. Up to four segments are held in place, with
+/// no allocation of their own: most edits are that shallow, and a batch
+/// keeps every edit until the batch after it.
+pub type EditPath = SmallVec<[Segment; 4]>;
+
 /// What one recorded edit did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A new object key or array element (later elements shift up).
     Add {
         /// Where, with array indices resolved.
-        path: Vec<Segment>,
+        path: EditPath,
         /// The value written.
         value: Tree,
     },
     /// A value replaced.
     Replace {
         /// Where.
-        path: Vec<Segment>,
+        path: EditPath,
         /// The value written.
         value: Tree,
         /// The value it replaced.
@@ -68,7 +75,7 @@ pub enum Op {
     /// A value removed (later array elements shift down).
     Remove {
         /// Where.
-        path: Vec<Segment>,
+        path: EditPath,
         /// The value removed.
         old: Tree,
     },
@@ -326,7 +333,9 @@ impl Draft {
                 self.write(&segs, |_| value)
             }
             Some(Tree::Array(a)) => {
-                let mut at = segs.into_owned();
+                // Sized for the index: a copy grown by one reallocates.
+                let mut at = Vec::with_capacity(segs.len() + 1);
+                at.extend_from_slice(&segs);
                 at.push(Segment::Index(a.len()));
                 let value = value.into();
                 self.write(&at, |_| value)
@@ -353,7 +362,7 @@ impl Draft {
         f: impl FnOnce(&mut Draft) -> Result<R, E>,
     ) -> Result<R, E> {
         let segs = path.to_path().map_err(DraftError::from)?;
-        let mut resolved = Vec::with_capacity(segs.len());
+        let mut resolved = EditPath::with_capacity(segs.len());
         let limits = Limits { max_depth: self.limits.max_depth.saturating_sub(segs.len()), ..self.limits };
         let slot = walk_mut(&mut self.tree, &segs, &mut resolved).map_err(DraftError::from)?;
         let mut sub = Draft {
@@ -410,7 +419,7 @@ impl Draft {
         let Some((last, parents)) = segs.split_last() else {
             return Err(PathError::Root { op: "remove" }.into());
         };
-        let mut resolved = Vec::with_capacity(self.prefix_room + segs.len());
+        let mut resolved = EditPath::with_capacity(self.prefix_room + segs.len());
         let parent = match walk_mut(&mut self.tree, parents, &mut resolved) {
             Ok(parent) => parent,
             Err(PathError::NotFound { .. } | PathError::IndexOutOfRange { .. }) => return Ok(None),
@@ -451,7 +460,7 @@ impl Draft {
             let old = std::mem::replace(&mut self.tree, value);
             // (Within a sub-draft the count is the whole state's.)
             self.bytes = (self.bytes + measured.bytes).saturating_sub(bytes_of(&old));
-            self.ops.push(Op::Replace { path: Vec::new(), value: kept, old });
+            self.ops.push(Op::Replace { path: EditPath::new(), value: kept, old });
             return Ok(());
         }
         let (f, missing_error) = match self.write_at(segs, f) {
@@ -481,7 +490,7 @@ impl Draft {
     fn write_at<F: FnOnce(Option<&Tree>) -> Tree>(&mut self, segs: &[Segment], f: F) -> Result<(), Write<F>> {
         let (last, parents) = segs.split_last().expect("a non-empty path");
         let record = self.record;
-        let mut resolved = Vec::with_capacity(self.prefix_room + segs.len());
+        let mut resolved = EditPath::with_capacity(self.prefix_room + segs.len());
         let parent = match walk_mut(&mut self.tree, parents, &mut resolved) {
             Ok(parent) => parent,
             Err(e @ PathError::NotFound { .. }) => return Err(Write::MissingParent(f, e)),
@@ -618,7 +627,7 @@ fn existing_prefix(tree: &Tree, segs: &[Segment]) -> (usize, usize) {
 /// The value at `segs` below `tree`, made unique on the way (copying a
 /// node only while another version shares it), with the path resolved
 /// into `resolved`.
-fn walk_mut<'t>(tree: &'t mut Tree, segs: &[Segment], resolved: &mut Vec<Segment>) -> Result<&'t mut Tree, PathError> {
+fn walk_mut<'t>(tree: &'t mut Tree, segs: &[Segment], resolved: &mut EditPath) -> Result<&'t mut Tree, PathError> {
     let mut node = tree;
     for (depth, seg) in segs.iter().enumerate() {
         node = match node {
@@ -645,7 +654,7 @@ fn walk_mut<'t>(tree: &'t mut Tree, segs: &[Segment], resolved: &mut Vec<Segment
 /// The container at `path` (resolved, known to exist: undo retraces the
 /// recorded edits).
 fn parent_mut<'t>(tree: &'t mut Tree, path: &[Segment]) -> Option<&'t mut Tree> {
-    walk_mut(tree, path, &mut Vec::new()).ok()
+    walk_mut(tree, path, &mut EditPath::new()).ok()
 }
 
 /// Removes the entry or element at the resolved `path` (undoing an add).
