@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use nodb_shared::Tree;
-use nodb_shared::tree::{Entries, Key};
+use nodb_shared::tree::{Entries, Key, Object};
 use serde::{Deserialize, Serialize};
 
 /// How many entries of a big object each piece holds; an object with
@@ -162,14 +162,9 @@ pub(crate) fn read(
                 _ => return whole(),
             }
         }
-        // Sized once: a vector grown by doubling copies its entries (and
-        // the kernel zeroes fresh pages for them) at each step.
-        let mut entries = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-        for part in parts {
-            entries.extend(part);
-        }
-        // Collecting a vector's own iterator reuses its allocation.
-        let object = Tree::Object(entries.into_iter().collect());
+        // Straight into the map: one list of all the entries would be
+        // copied into fresh pages (twice over, grown by doubling).
+        let object = Tree::Object(Object::from_sorted_runs(parts));
         if place(&mut views, &cut.path, object).is_none() {
             return whole();
         }

@@ -310,6 +310,29 @@ impl Object {
     }
 }
 
+impl Object {
+    /// The object of `runs`, lists of entries one after the other, as
+    /// [`Object::from_iter`] of them all in turn makes it; when each is
+    /// sorted by key and every key is past the one before (a big object
+    /// read in pieces, in order), the entries go straight into the map,
+    /// with no list of them all made first.
+    pub fn from_sorted_runs(runs: Vec<Vec<(Key, Tree)>>) -> Object {
+        let less = |a: &(Key, Tree), b: &(Key, Tree)| compare(&a.0, &b.0) == Ordering::Less;
+        let mut last: Option<&(Key, Tree)> = None;
+        let in_order = runs.iter().all(|run| {
+            let (Some(first), Some(end)) = (run.first(), run.last()) else { return true };
+            let ok = last.is_none_or(|l| less(l, first)) && run.is_sorted_by(less);
+            last = Some(end);
+            ok
+        });
+        let len = runs.iter().map(Vec::len).sum();
+        if !in_order || len <= SMALL {
+            return runs.into_iter().flatten().collect();
+        }
+        Object(Repr::Big(BigMap::from_sorted_iter(len, runs.into_iter().flatten())))
+    }
+}
+
 impl FromIterator<(Key, Tree)> for Object {
     /// The object of `entries`; a later duplicate key wins.
     fn from_iter<I: IntoIterator<Item = (Key, Tree)>>(entries: I) -> Object {

@@ -203,4 +203,35 @@ proptest! {
         let expected: Object = pairs.into_iter().collect();
         prop_assert_eq!(entries(&made), entries(&expected));
     }
+
+    /// Runs of entries make the object `from_iter` makes of them all in
+    /// turn: in order (straight into a big map), or not (unsorted runs,
+    /// runs that overlap, a key twice: sorted, a later duplicate winning).
+    #[test]
+    fn from_sorted_runs_is_from_iter(
+        keys in prop::collection::btree_set(0u32..5000, 0..300),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        disorder in 0u8..4,
+    ) {
+        let mut pairs: Vec<(Key, Tree)> =
+            keys.iter().map(|k| (Key::from(format!("k{k:05}")), Tree::from(u64::from(*k)))).collect();
+        let n = pairs.len();
+        match disorder {
+            1 if n > 1 => pairs.swap(0, n - 1),
+            2 if !pairs.is_empty() => pairs.push((pairs[0].0.clone(), Tree::from("again"))),
+            _ => {}
+        }
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(pairs.len() + 1)).collect();
+        at.sort_unstable();
+        let mut runs = Vec::new();
+        let mut from = 0;
+        for a in at.into_iter().chain([pairs.len()]) {
+            runs.push(pairs[from..a].to_vec());
+            from = a;
+        }
+        let made = Object::from_sorted_runs(runs);
+        let expected: Object = pairs.into_iter().collect();
+        prop_assert_eq!(entries(&made), entries(&expected));
+        prop_assert!(made == expected);
+    }
 }

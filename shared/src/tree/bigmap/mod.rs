@@ -235,7 +235,16 @@ impl<const L: usize, const I: usize> BigMap<L, I> {
     /// (checked in debug builds), every node filled.
     pub fn from_sorted(entries: Vec<(Key, Tree)>) -> Self {
         debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "from_sorted: entries not sorted");
-        let len = entries.len();
+        Self::from_sorted_iter(entries.len(), entries)
+    }
+
+    /// [`BigMap::from_sorted`] of the `len` entries `entries` yields, moved
+    /// straight into the leaves (from several lists in turn, say, with no
+    /// list of them all made first).
+    ///
+    /// # Panics
+    /// If `entries` does not yield exactly `len` entries.
+    pub fn from_sorted_iter(len: usize, entries: impl IntoIterator<Item = (Key, Tree)>) -> Self {
         if len == 0 {
             return BigMap::new();
         }
@@ -245,8 +254,10 @@ impl<const L: usize, const I: usize> BigMap<L, I> {
         let mut it = entries.into_iter();
         for size in even_sizes(len, L) {
             let leaf = Leaf::from_entries(it.by_ref().take(size));
+            assert!(leaf.len() == size, "from_sorted_iter: fewer entries than {len}");
             level.push((leaf.entries[0].0.clone(), Node::Leaf(Arc::new(leaf))));
         }
+        assert!(it.next().is_none(), "from_sorted_iter: more entries than {len}");
         while level.len() > 1 {
             let mut up = Vec::with_capacity(level.len() / I + 1);
             let mut it = level.into_iter();
