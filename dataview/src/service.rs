@@ -142,9 +142,10 @@ pub async fn start_following(
     let version: Option<Arc<str>> = version.map(Arc::from);
     let hub = Hub::versioned(engine, history, Some(policy.every_seqs), version.clone());
     if restored_at > 0 {
-        // Writing a snapshot of these states would take about as long as
-        // reading and decoding this one did: the catch-up that follows
-        // rests from checkpoints as after such a write (its first one,
+        // Writing a snapshot of these states would take at least as long
+        // as reading and decoding this one did (the read uses every core,
+        // a write one): the catch-up that follows rests from checkpoints
+        // as after a write that long (its first one,
         // written at once, cost a restart of a million products about a
         // second, the batches copying what it shared).
         hub.snapshot_written(load_took);
