@@ -244,29 +244,36 @@ pub async fn follow(
                 // Asked once: it takes the hub's lock, which a batch being
                 // applied holds.
                 let margin = (hub.history_len() + crate::batch::BATCH) as u64;
-                // The stream has paused once `PAUSE` passed since its last
-                // line. One timer, moved on when it fires early: a timer set
-                // for each line cost a sixth of the follower's CPU in a
-                // catch-up (registering it, and waking the driver for it).
+                // The stream has paused once it has been waited on for
+                // `PAUSE` with no line (the time spent on the last one does
+                // not count). One timer, moved on when it fires early: a
+                // timer set for each line cost a sixth of the follower's
+                // CPU in a catch-up (registering it, and waking the driver
+                // for it).
                 let pause = tokio::time::sleep(PAUSE);
                 tokio::pin!(pause);
-                let mut last_line = tokio::time::Instant::now();
+                let mut waiting_since = tokio::time::Instant::now();
+                let mut still_waiting = false;
                 loop {
+                    if !still_waiting {
+                        waiting_since = tokio::time::Instant::now();
+                    }
+                    still_waiting = false;
                     let next = tokio::select! {
                         line = stream.next() => Some(line),
                         () = &mut pause, if !batches.is_empty() => None,
                         () = shutdown.cancelled() => return,
                     };
                     let Some(next) = next else {
-                        let quiet_from = last_line + PAUSE;
+                        let quiet_from = waiting_since + PAUSE;
                         if tokio::time::Instant::now() < quiet_from {
                             pause.as_mut().reset(quiet_from);
+                            still_waiting = true;
                         } else if !batches.flush(&hub).await {
                             break;
                         }
                         continue;
                     };
-                    last_line = tokio::time::Instant::now();
                     let line = match next {
                         Some(Ok(line)) => line,
                         None => break,

@@ -98,6 +98,10 @@ struct Header {
     /// body whole, as it is the same JSON either way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     cuts: Vec<body::Cut>,
+    /// The checksum of `cuts` (the body's covers the body alone): cuts
+    /// that do not match it are passed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cuts_blake3: Option<String>,
 }
 
 /// A snapshot read back: every view at one seq, with the redactions they
@@ -497,6 +501,7 @@ fn encode_parts(
         blake3: checksum(&body, redactions.ledger()),
         chain,
         redactions: redactions.ledger().to_vec(),
+        cuts_blake3: (!cuts.is_empty()).then(|| body::seal(&cuts)),
         cuts,
     };
     let mut head = serde_json::to_vec(&header).unwrap_or_default();
@@ -530,7 +535,8 @@ fn decode(bytes: &[u8], app: &str, seq: u64, names: &[String]) -> Result<(Vec<Op
     }
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let verify = || checksum(body, &header.redactions) == header.blake3;
-    let mut views = body::read(body, &header.cuts, threads, verify)?;
+    let cuts = body::sealed(&header.cuts, header.cuts_blake3.as_deref());
+    let mut views = body::read(body, cuts, threads, verify)?;
     let states = names.iter().map(|n| views.remove(n)).collect();
     Ok((states, Redactions::from_ledger(header.redactions)))
 }

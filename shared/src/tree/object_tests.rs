@@ -235,3 +235,57 @@ proptest! {
         prop_assert!(made == expected);
     }
 }
+
+proptest! {
+    /// Runs of keys of any shape (long shared prefixes, bytes past ASCII,
+    /// a NUL), with empty runs between them and, at will, a run's last key
+    /// again at the start of the next: `from_sorted_runs` gives what
+    /// `from_iter` gives, in the same form, and a map it builds keeps its
+    /// invariants through lookups and edits.
+    #[test]
+    fn from_sorted_runs_of_any_keys_is_from_iter(
+        keys in prop::collection::btree_set(
+            ("[a-c]{0,70}", prop_oneof![Just(String::new()), Just("\0".to_string()), Just("é".to_string()), "[a-z]{1,3}"])
+                .prop_map(|(a, b)| format!("{a}{b}")),
+            0..600,
+        ),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        repeat in any::<bool>(),
+    ) {
+        let pairs: Vec<(Key, Tree)> =
+            keys.iter().enumerate().map(|(i, k)| (Key::from(k.as_str()), Tree::from(i as u64))).collect();
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(pairs.len() + 1)).collect();
+        at.sort_unstable();
+        let mut runs: Vec<Vec<(Key, Tree)>> = Vec::new();
+        let mut from = 0;
+        for a in at.into_iter().chain([pairs.len()]) {
+            runs.push(pairs[from..a].to_vec());
+            // Consecutive equal cuts leave empty runs between.
+            from = a;
+        }
+        if repeat && let Some(i) = (1..runs.len()).find(|&i| !runs[i - 1].is_empty() && !runs[i].is_empty()) {
+            let again = runs[i - 1].last().expect("non-empty").0.clone();
+            runs[i].insert(0, (again, Tree::from("later")));
+        }
+        let all: Vec<(Key, Tree)> = runs.iter().flatten().cloned().collect();
+        let made = Object::from_sorted_runs(runs);
+        let expected: Object = all.into_iter().collect();
+        prop_assert_eq!(entries(&made), entries(&expected));
+        prop_assert_eq!(matches!(made.0, Repr::Big(_)), matches!(expected.0, Repr::Big(_)));
+        let mut made = made;
+        if let Repr::Big(m) = &made.0 {
+            m.check_invariants();
+        }
+        for (k, v) in expected.iter() {
+            prop_assert_eq!(made.get(k.as_str()), Some(v));
+        }
+        prop_assert_eq!(made.get("b\u{1}"), None);
+        for k in keys.iter().step_by(3) {
+            made.remove(k.as_str());
+        }
+        made.insert(Key::from("zz"), Tree::Null);
+        if let Repr::Big(m) = &made.0 {
+            m.check_invariants();
+        }
+    }
+}
