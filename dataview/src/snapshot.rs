@@ -230,9 +230,25 @@ impl Snapshots {
         &self,
         seq: u64,
         names: &[String],
-        states: &[Tree],
+        states: Vec<Tree>,
         redactions: &Redactions,
     ) -> Result<bool, SnapshotError> {
+        // Serialising whole states takes tens of milliseconds: off the
+        // runtime's workers, which serve `/health` and the clients. The
+        // states go as soon as they are serialised (on that thread: what
+        // only they still hold is freed there), before the chain hash is
+        // asked and the object written: while held, they share the
+        // view's nodes, and every edit the view makes meanwhile copies
+        // what it changes.
+        let (owned, ledger) = (names.to_vec(), redactions.clone());
+        let room = self.last_body.load(Relaxed);
+        let body = tokio::task::spawn_blocking(move || {
+            let body = Body::of(&owned, &states, &ledger, room);
+            drop(states);
+            body
+        })
+        .await
+        .map_err(|e| SnapshotError::Encode(e.to_string()))?;
         let chain = match &self.anchor {
             // Never held up for long: a snapshot without it is still good.
             Some(c) if seq > 0 => {
@@ -247,14 +263,8 @@ impl Snapshots {
             }
             _ => None,
         };
-        // Serialising whole states takes tens of milliseconds: off the
-        // runtime's workers, which serve `/health` and the clients.
-        let (app, owned, states, redactions) = (self.app.clone(), names.to_vec(), states.to_vec(), redactions.clone());
-        let room = self.last_body.load(Relaxed);
-        let (head, body) =
-            tokio::task::spawn_blocking(move || encode_parts(&app, seq, &owned, &states, chain, &redactions, room))
-                .await
-                .map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        let head = body.head(&self.app, seq, names, chain, redactions);
+        let body = body.bytes;
         self.last_body.store(body.len(), Relaxed);
         // The header line and the body, as two chunks: neither is copied.
         let payload = PutPayload::from_iter([head.clone(), body]);
@@ -479,9 +489,51 @@ fn checksum(body: &[u8], redactions: &[Redaction]) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
-/// A snapshot's bytes: its header line (with the newline), then its
-/// body, the views serialised once into a buffer of `room` bytes (the last
-/// body's size: a body grown by doubling is copied again at each step).
+/// A snapshot's body, serialised once into a buffer of `room` bytes (the
+/// last body's size: a body grown by doubling is copied again at each
+/// step), with its cuts and its checksum (which covers `redactions` too).
+struct Body {
+    bytes: bytes::Bytes,
+    cuts: Vec<body::Cut>,
+    blake3: String,
+}
+
+impl Body {
+    fn of(names: &[String], states: &[Tree], redactions: &Redactions, room: usize) -> Body {
+        let mut bytes = Vec::with_capacity(room.saturating_add(room / 8));
+        let cuts = body::write(&mut bytes, names, states, body::CUT_EVERY);
+        let blake3 = checksum(&bytes, redactions.ledger());
+        Body { bytes: bytes.into(), cuts, blake3 }
+    }
+
+    /// The header line (with its newline) that goes before this body.
+    fn head(
+        &self,
+        app: &str,
+        seq: u64,
+        names: &[String],
+        chain: Option<String>,
+        redactions: &Redactions,
+    ) -> bytes::Bytes {
+        let header = Header {
+            format: FORMAT,
+            app: app.to_string(),
+            seq,
+            views: names.to_vec(),
+            blake3: self.blake3.clone(),
+            chain,
+            redactions: redactions.ledger().to_vec(),
+            cuts_blake3: (!self.cuts.is_empty()).then(|| body::seal(&self.cuts)),
+            cuts: self.cuts.clone(),
+        };
+        let mut head = serde_json::to_vec(&header).unwrap_or_default();
+        head.push(b'\n');
+        head.into()
+    }
+}
+
+/// A snapshot's bytes: its header line (with the newline), then its body.
+#[cfg(test)]
 fn encode_parts(
     app: &str,
     seq: u64,
@@ -489,24 +541,9 @@ fn encode_parts(
     states: &[Tree],
     chain: Option<String>,
     redactions: &Redactions,
-    room: usize,
 ) -> (bytes::Bytes, bytes::Bytes) {
-    let mut body = Vec::with_capacity(room.saturating_add(room / 8));
-    let cuts = body::write(&mut body, names, states, body::CUT_EVERY);
-    let header = Header {
-        format: FORMAT,
-        app: app.to_string(),
-        seq,
-        views: names.to_vec(),
-        blake3: checksum(&body, redactions.ledger()),
-        chain,
-        redactions: redactions.ledger().to_vec(),
-        cuts_blake3: (!cuts.is_empty()).then(|| body::seal(&cuts)),
-        cuts,
-    };
-    let mut head = serde_json::to_vec(&header).unwrap_or_default();
-    head.push(b'\n');
-    (head.into(), body.into())
+    let body = Body::of(names, states, redactions, 0);
+    (body.head(app, seq, names, chain, redactions), body.bytes)
 }
 
 /// [`encode_parts`] in one buffer, as the store keeps it.
@@ -519,7 +556,7 @@ fn encode(
     chain: Option<String>,
     redactions: &Redactions,
 ) -> Vec<u8> {
-    let (head, body) = encode_parts(app, seq, names, states, chain, redactions, 0);
+    let (head, body) = encode_parts(app, seq, names, states, chain, redactions);
     [head, body].concat()
 }
 

@@ -62,7 +62,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let snapshots = Snapshots::local(dir.path(), "warehouse", 3).expect("snapshots");
     let t = Instant::now();
-    runtime.block_on(snapshots.write(1, &names, &states, &Default::default())).expect("write");
+    runtime.block_on(snapshots.write(1, &names, states.clone(), &Default::default())).expect("write");
     println!("wrote the snapshot (serialise + fsync) in {:.2?}", t.elapsed());
     drop(states);
 

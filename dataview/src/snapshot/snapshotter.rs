@@ -55,11 +55,12 @@ pub async fn run_snapshotter(
             // After a slow write, a view catching up skips its checkpoints
             // meanwhile and for a while after (see `Hub::request_snapshot`).
             hub.snapshot_writing();
-            let written = snapshots.write(seq, &names, &states, &redactions).await;
+            // The write lets the states go once they are serialised, on a
+            // blocking thread: they may be the last holders of a version
+            // the views have since moved on from, and freeing it is as long
+            // as writing it.
+            let written = snapshots.write(seq, &names, states, &redactions).await;
             hub.snapshot_written(started.elapsed());
-            // The states may be the last holders of a version the views
-            // have since moved on from: freeing it is as long as writing it.
-            tokio::task::spawn_blocking(move || drop(states));
             match written {
                 Ok(written) => {
                     last_written = last_written.max(seq);

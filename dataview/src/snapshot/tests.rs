@@ -114,10 +114,10 @@ mod cases {
         let names = vec!["stock".to_string(), "activity".to_string()];
         for seq in [10, 20, 30] {
             let states = vec![Tree::from(json!({"seq": seq})), Tree::from(json!([seq]))];
-            assert!(snaps.write(seq, &names, &states, &ledger(seq)).await.unwrap());
+            assert!(snaps.write(seq, &names, states.clone(), &ledger(seq)).await.unwrap());
         }
         // Create-only: an existing snapshot is never overwritten.
-        assert!(!snaps.write(30, &names, &[Tree::Null, Tree::Null], &Redactions::default()).await.unwrap());
+        assert!(!snaps.write(30, &names, vec![Tree::Null, Tree::Null], &Redactions::default()).await.unwrap());
         let Loaded { seq, states, redactions, .. } = snaps.load_latest(&names).await.unwrap().unwrap();
         assert_eq!(seq, 30);
         assert_eq!(states[0], Some(Tree::from(json!({"seq": 30}))));
@@ -139,7 +139,7 @@ mod cases {
         let snaps = Snapshots::local(dir.path(), "json", 1).unwrap().with_checkpoints(100);
         let names = vec!["doc".to_string()];
         for seq in [100, 150, 200, 250, 260, 300] {
-            snaps.write(seq, &names, &[Tree::from(json!({"seq": seq}))], &Redactions::default()).await.unwrap();
+            snaps.write(seq, &names, vec![Tree::from(json!({"seq": seq}))], &Redactions::default()).await.unwrap();
         }
         // 150 is kept as the caller asks (a redaction's, say).
         snaps.prune(|seq| seq == 150).await.unwrap();
@@ -168,13 +168,14 @@ mod cases {
         // the same bytes.
         let built_otherwise = vec![Tree::from(json!({"a": [1, {"y": 1, "z": 0}], "b": 2})), Tree::from(json!([7]))];
         assert_eq!(a, encode("warehouse", 7, &names, &built_otherwise, None, &ledger), "the same bytes");
-        let (x, y) = tokio::join!(one.write(7, &names, &states, &ledger), two.write(7, &names, &states, &ledger));
+        let (x, y) =
+            tokio::join!(one.write(7, &names, states.clone(), &ledger), two.write(7, &names, states.clone(), &ledger));
         assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|w| **w).count(), 1, "one write wins, the other is fine");
         assert_eq!(store.get(&one.path(7)).await.unwrap().bytes().await.unwrap().as_ref(), a.as_slice());
         // Damage it: the next write replaces it.
         store.put(&one.path(7), PutPayload::from(b"{} damaged".to_vec())).await.unwrap();
         assert!(one.load_latest(&names).await.unwrap().is_none());
-        assert!(two.write(7, &names, &states, &ledger).await.unwrap(), "a damaged snapshot is replaced");
+        assert!(two.write(7, &names, states.clone(), &ledger).await.unwrap(), "a damaged snapshot is replaced");
         assert_eq!(one.load_latest(&names).await.unwrap().unwrap().states[0], Some(states[0].clone()));
     }
 }
