@@ -6,8 +6,9 @@
 //! The views of an app change together, so one object holds every view at
 //! one seq: `{app}/{seq:020}.snapshot`. The first line is a header with the
 //! format version, the app, the seq, the view names, the BLAKE3 hash of
-//! the rest and where its big objects can be cut (so that a load reads
-//! them on several threads: see `body`); the rest is `{"view": state, …}`. Objects are written with
+//! the rest and where its big objects can be cut (with a checksum of its
+//! own; a load reads them on several threads: see `body`); the rest is
+//! `{"view": state, …}`. Objects are written with
 //! create-only semantics, so an existing snapshot is never overwritten
 //! (unless it is damaged: then the next write at its seq replaces it); a
 //! snapshot that fails its checksum is skipped with a warning at start-up.
@@ -221,8 +222,9 @@ impl Snapshots {
         StorePath::from(format!("{}/{seq:020}.snapshot", self.app))
     }
 
-    /// Writes the views at `seq`, which reflect `redactions`. `Ok(false)`
-    /// if a snapshot of that seq already exists (it is never overwritten).
+    /// Writes the views at `seq`, which reflect `redactions`, letting the
+    /// states go as soon as they are serialised. `Ok(false)` if a
+    /// snapshot of that seq already exists (it is never overwritten).
     ///
     /// # Errors
     /// If the store fails.
