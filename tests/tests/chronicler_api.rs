@@ -193,7 +193,34 @@ fn the_stream_replays_then_follows_with_filters_and_heartbeats() {
     let seqs: Vec<u64> = lines.iter().filter_map(|v| v["seq"].as_u64()).collect();
     assert_eq!(seqs, (1..=30).filter(|n| n % 3 == 0).collect::<Vec<_>>());
 
-    // The WebSocket form sends one committed action per message.
+    // The WebSocket form sends one line per message; with `lines=many`, a
+    // chunk of the log per message (its lines newline-ended); the client
+    // (which asks for many) reads either.
+    let ws = s.ws_url();
+    let messages = |query: &str| -> Vec<String> {
+        let mut socket = raw::websocket(&format!("{ws}/actions?{query}"), &[]).unwrap();
+        let mut texts = Vec::new();
+        loop {
+            match socket.read().unwrap() {
+                Message::Text(t) => texts.push(t.as_str().to_string()),
+                Message::Close(_) => return texts,
+                _ => {}
+            }
+        }
+    };
+    let seqs_in = |texts: &[String]| -> Vec<u64> {
+        let lines = texts.iter().flat_map(|t| t.lines()).filter(|l| !l.is_empty());
+        lines.filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64()).collect()
+    };
+    let one = messages("from=1&to=31");
+    assert!(one.iter().all(|t| !t.trim_end().contains('\n')), "one line per message: {one:?}");
+    assert_eq!(seqs_in(&one), (1..=31).collect::<Vec<_>>());
+    let many = messages("from=1&to=31&lines=many");
+    assert!(many.len() < one.len() && many.iter().any(|t| t.lines().count() > 1), "{many:?}");
+    assert!(many.iter().all(|t| t.ends_with('\n')), "each line ends with a newline: {many:?}");
+    assert_eq!(seqs_in(&many), (1..=31).collect::<Vec<_>>());
+    let bad = get(&format!("{}/actions?from=1&lines=all", s.url())).unwrap();
+    assert_eq!((bad.status, bad.error_code().as_str()), (400, "bad_request"), "{bad:?}");
     let mut got = Vec::new();
     read_actions(s.url(), 29, None, &[], |m| {
         if let Some(seq) = m["seq"].as_u64() {

@@ -1,6 +1,9 @@
-//! `GET /actions?from=N[&to=M][&types=P,Q]`: committed actions from seq N,
-//! then the live tail (or up to seq M, then the end) — as newline-delimited
-//! JSON, or as a WebSocket when the request asks to upgrade.
+//! `GET /actions?from=N[&to=M][&types=P,Q][&lines=many]`: committed
+//! actions from seq N, then the live tail (or up to seq M, then the end) —
+//! as newline-delimited JSON, or as a WebSocket when the request asks to
+//! upgrade: one line per text message, or with `lines=many` each chunk
+//! read from the log as one message of newline-ended lines (a consumer
+//! far behind then takes a message per chunk, not per action).
 //!
 //! Each consumer has its own task that reads from the log (the in-memory
 //! tail, or disk when it is behind) and feeds a bounded channel. A slow
@@ -72,6 +75,9 @@ pub struct StreamQuery {
     types: Option<String>,
     /// The last seq to send; the stream ends after it (default: never).
     to: Option<String>,
+    /// `many`: a WebSocket message may carry several lines (each ended by
+    /// a newline); `one` (the default): one line per message.
+    lines: Option<String>,
 }
 
 /// `GET /actions`: needs the `log` right; the stream ends (a WebSocket
@@ -109,6 +115,13 @@ pub async fn get_actions(
             }
         },
     };
+    let many = match q.lines.as_deref() {
+        None | Some("" | "one") => false,
+        Some("many") => true,
+        Some(s) => {
+            return Err(ApiError::new(ErrorCode::BadRequest, format!("`lines` must be `one` or `many`, not {s:?}")));
+        }
+    };
     let filter = Filter::parse(q.types.as_deref());
     let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED_CHUNKS);
     let rx = Arc::new(Mutex::new(rx));
@@ -127,7 +140,7 @@ pub async fn get_actions(
     if let Ok(upgrade) = upgrade {
         let tasks = state.tasks.clone();
         let upgrade = socket_limits.apply(upgrade);
-        return Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_socket(socket, producer, rx, cut))));
+        return Ok(upgrade.on_upgrade(move |socket| tasks.track_future(serve_socket(socket, producer, rx, cut, many))));
     }
     let span = tracing::debug_span!("stream", from, transport = "ndjson");
     tokio::spawn(producer.run(b'\n').instrument(span));
@@ -149,11 +162,14 @@ fn lock(rx: &SharedRx) -> std::sync::MutexGuard<'_, mpsc::Receiver<Bytes>> {
     rx.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn serve_socket(mut socket: WebSocket, producer: Producer, rx: SharedRx, cut: CancellationToken) {
-    // Lines are separated by NUL internally and split back into messages.
-    let span = tracing::debug_span!("stream", from = producer.next, transport = "websocket");
+/// Feeds a WebSocket consumer: each line as a message of its own (lines
+/// are separated by NUL internally and split back into messages), or with
+/// `many` each chunk as one message of newline-ended lines, as the NDJSON
+/// body has them.
+async fn serve_socket(mut socket: WebSocket, producer: Producer, rx: SharedRx, cut: CancellationToken, many: bool) {
+    let span = tracing::debug_span!("stream", from = producer.next, transport = "websocket", many);
     let grant = producer.grant.clone();
-    tokio::spawn(producer.run(0).instrument(span));
+    tokio::spawn(producer.run(if many { b'\n' } else { 0 }).instrument(span));
     let expiry = nodb_server::access::expiry(&grant);
     tokio::pin!(expiry);
     let next = || std::future::poll_fn(|cx| lock(&rx).poll_recv(cx));
@@ -171,7 +187,14 @@ async fn serve_socket(mut socket: WebSocket, producer: Producer, rx: SharedRx, c
             }
         };
         let write = async {
-            for line in chunk.split(|b| *b == 0).filter(|l| !l.is_empty()) {
+            // Stored lines are JSON, so UTF-8; a chunk that is not goes
+            // line by line, as without `many`.
+            if many && let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(chunk.clone()) {
+                socket.feed(Message::Text(text)).await?;
+                return socket.flush().await;
+            }
+            let separator = if many { b'\n' } else { 0 };
+            for line in chunk.split(|b| *b == separator).filter(|l| !l.is_empty()) {
                 let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(Bytes::copy_from_slice(line)) else {
                     continue;
                 };

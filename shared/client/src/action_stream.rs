@@ -1,5 +1,7 @@
-//! [`ActionStream`]: the chronicler's action stream over a WebSocket, one
-//! [`StreamLine`] per text message.
+//! [`ActionStream`]: the chronicler's action stream over a WebSocket, each
+//! text message one [`StreamLine`] or several, each ended by a newline
+//! (asked for with `lines=many`: a consumer far behind then reads a message
+//! per chunk of the log rather than per action).
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -7,6 +9,7 @@ use std::task::{Context, Poll, ready};
 use futures_util::{Stream, StreamExt};
 use nodb_shared::protocol::StreamLine;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::Error;
 use crate::websocket::WebSocket;
@@ -18,11 +21,39 @@ use crate::websocket::WebSocket;
 pub struct ActionStream {
     ws: WebSocket,
     url: String,
+    /// The message being read, and where its next line starts.
+    message: Option<(Utf8Bytes, usize)>,
 }
 
 impl ActionStream {
     pub(crate) fn new(ws: WebSocket, url: String) -> ActionStream {
-        ActionStream { ws, url }
+        ActionStream { ws, url, message: None }
+    }
+
+    /// The next line of the message being read, if one is left (blank
+    /// lines skipped).
+    fn next_line(&mut self) -> Option<Result<StreamLine, Error>> {
+        loop {
+            let (text, at) = self.message.as_mut()?;
+            let rest = &text.as_str()[*at..];
+            let line = match rest.find('\n') {
+                Some(end) => {
+                    *at += end + 1;
+                    &rest[..end]
+                }
+                None => {
+                    *at = text.len();
+                    rest
+                }
+            };
+            if !line.trim().is_empty() {
+                let parsed = StreamLine::parse(line);
+                return Some(parsed.map_err(|e| Error::Protocol { url: self.url.clone(), reason: e.to_string() }));
+            }
+            if *at >= text.len() {
+                self.message = None;
+            }
+        }
     }
 
     /// The stream's URL.
@@ -47,15 +78,16 @@ impl Stream for ActionStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            let line = match ready!(self.ws.poll_next_unpin(cx)) {
-                Some(Ok(Message::Text(text))) => StreamLine::parse(text.as_str())
-                    .map_err(|e| Error::Protocol { url: self.url.clone(), reason: e.to_string() }),
+            if let Some(line) = self.next_line() {
+                return Poll::Ready(Some(line));
+            }
+            match ready!(self.ws.poll_next_unpin(cx)) {
+                Some(Ok(Message::Text(text))) => self.message = Some((text, 0)),
                 Some(Ok(Message::Close(_))) | None => return Poll::Ready(None),
                 // Pings are answered by tungstenite; nothing else is sent.
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => Err(Error::unreachable(&self.url, &e)),
-            };
-            return Poll::Ready(Some(line));
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Some(Err(Error::unreachable(&self.url, &e)))),
+            }
         }
     }
 }

@@ -210,7 +210,10 @@ impl Chronicler {
     /// # Errors
     /// If the stream cannot be opened.
     pub async fn stream(&self, from: u64, to: Option<u64>, types: &[&str]) -> Result<ActionStream, Error> {
-        let query = query(from, to, types);
+        let mut query = query(from, to, types);
+        // Several lines per message: far behind, a message per chunk of
+        // the log rather than per action.
+        query.push(("lines", "many".to_string()));
         let url = self.base.ws("actions", &pairs(&query));
         let ws = self.ws.connect_with_token(&url, self.base.bearer()?.as_deref()).await?;
         Ok(ActionStream::new(ws, url.to_string()))
