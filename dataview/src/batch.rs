@@ -126,21 +126,35 @@ fn view_threads() -> Option<&'static rayon_core::ThreadPool> {
     .as_ref()
 }
 
-/// How one view took one action of [`apply_views_in_place`]'s run.
-enum Step {
-    /// Taken: what undoes it.
-    Took(Undo),
+/// How one view took one action of a run (see [`run_view`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Decision {
+    /// Taken.
+    Took,
     /// Refused by the reducer (or a panic in it), then undone.
     Refused { rejection: Rejection, panicked: bool },
     /// Taken, but the state grew past the size limit, then undone.
     TooLarge,
 }
 
-/// One view's run: its state and size after it, and each action's step.
-struct ViewRun {
-    state: Tree,
-    bytes: u64,
-    steps: Vec<Step>,
+/// One view's run: its state and size after it, each action's decision,
+/// and what undoes each action it took.
+pub(crate) struct ViewRun {
+    pub(crate) state: Tree,
+    pub(crate) bytes: u64,
+    pub(crate) decisions: Vec<Decision>,
+    pub(crate) undos: Vec<Option<Undo>>,
+}
+
+/// Undoes the actions of a run from `keep` on (`undos`, one per action,
+/// as [`run_view`] gives them), newest first: `state` (of size `bytes`) is
+/// then as it was after the first `keep`.
+pub(crate) fn undo_from(state: &mut Tree, bytes: &mut u64, undos: &mut Vec<Option<Undo>>, keep: usize) {
+    while undos.len() > keep {
+        if let Some(Some(undo)) = undos.pop() {
+            *bytes = undo.apply(state);
+        }
+    }
 }
 
 /// The undo records of the last run of [`apply_views_in_place`], kept
@@ -166,7 +180,7 @@ impl std::fmt::Debug for Leftovers {
 /// Runs view `i`'s drafted reducer over `actions`, editing `state` in
 /// place, each action in a draft of its own that is undone if the
 /// reducer refuses it, panics, or leaves the state over the size limit.
-fn run_view(
+pub(crate) fn run_view(
     app: &App,
     i: usize,
     mut state: Tree,
@@ -175,42 +189,90 @@ fn run_view(
     actions: &[CommittedAction],
 ) -> ViewRun {
     let reducer = app.views[i].draft.as_ref().expect("every view is drafted");
-    let mut steps = Vec::with_capacity(actions.len());
+    let mut decisions = Vec::with_capacity(actions.len());
+    let mut undos = Vec::with_capacity(actions.len());
     for action in actions {
         let mut draft = Draft::new(state, bytes, *limits).recording(Record::Undo);
         let result = catch_unwind(AssertUnwindSafe(|| reducer(&mut draft, action)));
-        let step = match result {
+        let decision = match result {
             Ok(Ok(())) if draft.bytes() <= limits.max_bytes => {
                 let undo;
                 (state, bytes, undo) = draft.into_undo();
-                steps.push(Step::Took(undo));
+                decisions.push(Decision::Took);
+                undos.push(Some(undo));
                 continue;
             }
-            Ok(Ok(())) => Step::TooLarge,
-            Ok(Err(rejection)) => Step::Refused { rejection, panicked: false },
-            Err(panic) => Step::Refused {
+            Ok(Ok(())) => Decision::TooLarge,
+            Ok(Err(rejection)) => Decision::Refused { rejection, panicked: false },
+            Err(panic) => Decision::Refused {
                 rejection: Rejection::new(format!("the reducer failed on this action: {}", panic_text(&*panic))),
                 panicked: true,
             },
         };
         (state, bytes) = draft.undo();
-        steps.push(step);
+        decisions.push(decision);
+        undos.push(None);
     }
-    ViewRun { state, bytes, steps }
+    ViewRun { state, bytes, decisions, undos }
+}
+
+/// Compares the views' `decisions` on `actions` (one list per view, in
+/// the app's view order): up to the first action that some views took
+/// and others refused, every view made the same decisions as the
+/// one-at-a-time engine would have, and those actions stand. Pushes an
+/// [`Applied`] for each action that stands (with the rejection the engine
+/// would give: the first refusing reducer's in view order, else the first
+/// view over its size limit) and returns how many stood.
+pub(crate) fn settle(
+    app: &App,
+    limits: &Limits,
+    actions: &[CommittedAction],
+    decisions: &[&[Decision]],
+    applied: &mut Vec<Applied>,
+) -> usize {
+    let n = decisions.len();
+    let took = |d: &[Decision], k: usize| matches!(d[k], Decision::Took);
+    let agreed = (0..actions.len())
+        .find(|&k| {
+            let count = decisions.iter().filter(|d| took(d, k)).count();
+            count != 0 && count != n
+        })
+        .unwrap_or(actions.len());
+    for (k, action) in actions[..agreed].iter().enumerate() {
+        let refused = decisions.iter().find_map(|d| match &d[k] {
+            Decision::Refused { rejection, panicked } => Some((rejection.clone(), *panicked)),
+            _ => None,
+        });
+        let rejection = if took(decisions[0], k) {
+            None
+        } else {
+            Some(refused.unwrap_or_else(|| {
+                let name =
+                    &app.views[decisions.iter().position(|d| matches!(d[k], Decision::TooLarge)).unwrap_or(0)].name;
+                (Rejection::new(format!("view {name:?}: {}", LimitError::TooLarge { limit: limits.max_bytes })), false)
+            }))
+        };
+        applied.push(Applied {
+            seq: action.seq,
+            patches: Vec::new(),
+            edits: Vec::new(),
+            panicked: rejection.as_ref().is_some_and(|(_, p)| *p),
+            rejection: rejection.map(|(r, _)| r),
+            snapshot_requested: false,
+        });
+    }
+    agreed
 }
 
 /// Applies `actions` — ordinary actions (no control action, none
 /// redacted), the consecutive seqs after `states` — to an app whose views
 /// are all drafted, each view over the whole run on a thread of its own
-/// (see [`each_view`]), in place. The views of an app change together: an action that one view
-/// refuses changes none. So the runs are compared afterwards: up to the
-/// first action that some views took and others refused, every view made
-/// the same decisions as the one-at-a-time engine would have, and those
-/// actions stand; from it on, every view is undone. Pushes an [`Applied`]
-/// for each action that stands (with the rejection the engine would give:
-/// the first refusing reducer's in view order, else the first view over
-/// its size limit) and returns how many stood; `states` and `bytes` are
-/// at the last of them.
+/// (see [`each_view`]), in place. The views of an app change together: an
+/// action that one view refuses changes none. So the runs are compared
+/// afterwards ([`settle`]), and from the first action that some views
+/// took and others refused, every view is undone. Pushes an [`Applied`]
+/// for each action that stands and returns how many stood; `states` and
+/// `bytes` are at the last of them.
 pub(crate) fn apply_views_in_place(
     app: &App,
     states: &mut [Tree],
@@ -234,42 +296,11 @@ pub(crate) fn apply_views_in_place(
         });
         runs.into_iter().map(|r| r.expect("a view's run catches its reducer's panics")).collect()
     };
-    let took = |run: &ViewRun, k: usize| matches!(run.steps[k], Step::Took(_));
-    let agreed = (0..actions.len())
-        .find(|&k| {
-            let count = runs.iter().filter(|r| took(r, k)).count();
-            count != 0 && count != n
-        })
-        .unwrap_or(actions.len());
-    for (k, action) in actions[..agreed].iter().enumerate() {
-        let refused = runs.iter().find_map(|r| match &r.steps[k] {
-            Step::Refused { rejection, panicked } => Some((rejection.clone(), *panicked)),
-            _ => None,
-        });
-        let rejection = if took(&runs[0], k) {
-            None
-        } else {
-            Some(refused.unwrap_or_else(|| {
-                let name = &app.views[runs.iter().position(|r| matches!(r.steps[k], Step::TooLarge)).unwrap_or(0)].name;
-                (Rejection::new(format!("view {name:?}: {}", LimitError::TooLarge { limit: limits.max_bytes })), false)
-            }))
-        };
-        applied.push(Applied {
-            seq: action.seq,
-            patches: Vec::new(),
-            edits: Vec::new(),
-            panicked: rejection.as_ref().is_some_and(|(_, p)| *p),
-            rejection: rejection.map(|(r, _)| r),
-            snapshot_requested: false,
-        });
-    }
+    let decisions: Vec<&[Decision]> = runs.iter().map(|r| r.decisions.as_slice()).collect();
+    let agreed = settle(app, limits, actions, &decisions, applied);
     for (i, run) in runs.iter_mut().enumerate() {
-        // Back to before `actions[agreed]`, newest first.
-        while run.steps.len() > agreed {
-            if let Some(Step::Took(undo)) = run.steps.pop() {
-                run.bytes = undo.apply(&mut run.state);
-            }
-        }
+        // Back to before `actions[agreed]`.
+        undo_from(&mut run.state, &mut run.bytes, &mut run.undos, agreed);
         states[i] = std::mem::take(&mut run.state);
         bytes[i] = run.bytes;
     }

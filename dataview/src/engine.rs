@@ -562,6 +562,9 @@ fn unreadable(action: &CommittedAction) -> Rejection {
     Rejection::new(format!("the data view cannot read this {kind} action ({error}); no view applied it"))
 }
 
+#[path = "lanes.rs"]
+pub mod lanes;
+
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 pub(crate) mod tests;

@@ -79,6 +79,7 @@ pub use nodb_viewserver::{AtError, CatchUp, hash};
 
 mod redact;
 mod scope;
+mod series;
 mod snapshots;
 mod states;
 
@@ -163,6 +164,20 @@ struct HubState {
 
 /// At least how many rejections the hub keeps for their senders.
 const REJECTIONS_KEPT: usize = 1024;
+
+/// Keeps `rejected` (at `seq`) in `rejections`, dropping the oldest past
+/// [`REJECTIONS_KEPT`] or `history_len`, whichever is more.
+fn keep_rejection(
+    rejections: &mut VecDeque<(u64, RejectedAction)>,
+    history_len: usize,
+    seq: u64,
+    rejected: RejectedAction,
+) {
+    if rejections.len() >= history_len.max(REJECTIONS_KEPT) {
+        rejections.pop_front();
+    }
+    rejections.push_back((seq, rejected));
+}
 
 impl Hub {
     /// A hub over `engine`, keeping the last `history_len` seqs.
@@ -379,16 +394,9 @@ impl Hub {
             drop(s.history.take());
             let snapshot_at = |a: &CommittedAction| a.kind == crate::engine::SNAPSHOT || self.is_checkpoint(a.seq);
             for part in actions.split_inclusive(snapshot_at) {
+                let cap = s.history.capacity();
                 for (applied, action) in s.engine.apply_run(part)?.into_iter().zip(part) {
-                    if let Some(r) = applied.rejection {
-                        self.metrics.rejected.fetch_add(1, Relaxed);
-                        tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
-                        self.keep_rejection(&mut s, applied.seq, RejectedAction::of(action, r.0));
-                    }
-                    if applied.panicked {
-                        self.metrics.panics.fetch_add(1, Relaxed);
-                        tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
-                    }
+                    self.note_batched(&mut s.rejections, cap, applied, action);
                 }
                 match part.last() {
                     Some(a) if a.kind == crate::engine::SNAPSHOT => {
@@ -426,10 +434,28 @@ impl Hub {
     }
 
     fn keep_rejection(&self, s: &mut HubState, seq: u64, rejected: RejectedAction) {
-        if s.rejections.len() >= s.history.capacity().max(REJECTIONS_KEPT) {
-            s.rejections.pop_front();
+        keep_rejection(&mut s.rejections, s.history.capacity(), seq, rejected);
+    }
+
+    /// Counts and logs what an action of a batch applied in place did, and
+    /// keeps its rejection for its sender (`history_len`: the history's
+    /// capacity).
+    fn note_batched(
+        &self,
+        rejections: &mut VecDeque<(u64, RejectedAction)>,
+        history_len: usize,
+        applied: crate::engine::Applied,
+        action: &CommittedAction,
+    ) {
+        if let Some(r) = applied.rejection {
+            self.metrics.rejected.fetch_add(1, Relaxed);
+            tracing::debug!(seq = applied.seq, id = %action.id, reason = %r, "action rejected");
+            keep_rejection(rejections, history_len, applied.seq, RejectedAction::of(action, r.0));
         }
-        s.rejections.push_back((seq, rejected));
+        if applied.panicked {
+            self.metrics.panics.fetch_add(1, Relaxed);
+            tracing::error!(seq = applied.seq, id = %action.id, "a reducer panicked; the action is treated as rejected");
+        }
     }
 
     /// How many seqs the history keeps.

@@ -6,27 +6,37 @@
 //! on threads of their own, the slowest view leaves a core to it).
 //!
 //! Up to [`AHEAD`] batches are with the applier: the one it applies and
-//! the next, so that it starts the next as soon as it is done, rather
-//! than waiting for the follower to hear of it and hand the next over
-//! (each hand-over is a wake-up of two threads, and a batch is a few
-//! milliseconds). The applied batches go back to the follower, which
+//! those after it, so that it starts the next as soon as it is done,
+//! rather than waiting for the follower to hear of it and hand the next
+//! over (each hand-over is a wake-up of two threads, and a batch is a few
+//! milliseconds). The batches waiting when the applier takes one go with
+//! it as a series ([`Hub::apply_batches`]): each view goes from batch to
+//! batch on a thread of its own, a few batches ahead of the slowest at
+//! most, so the follower keeps more batches ahead than a series lets the
+//! views be apart (with two, a view that got one batch ahead found
+//! nothing waiting, and the series ended). The applied batches go back to
+//! the follower, which
 //! drops them while the applier goes on (on a runtime worker: about a
 //! tenth of a millisecond for 1,024 warehouse actions, in a profile of the
 //! restart bench). The applier is started with a connection's first batch
 //! and holds one thread of the blocking pool, parked while it has nothing
 //! to apply, until the connection ends.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use nodb_shared::protocol::CommittedAction;
 use tokio::sync::mpsc;
 
+use crate::engine::lanes::Run;
 use crate::engine::panic_text;
 use crate::hub::Hub;
 
-/// How many batches may be with the applier at once.
-pub(super) const AHEAD: usize = 2;
+/// How many batches may be with the applier at once: more than the runs
+/// the views of a series may be apart (`crate::engine::lanes::DEPTH`).
+pub(super) const AHEAD: usize = crate::engine::lanes::DEPTH + 2;
 
 /// What became of a batch handed to the applier.
 enum Outcome {
@@ -42,29 +52,52 @@ enum Outcome {
 /// by the follower) come back in the same order.
 struct Applier {
     batches: mpsc::Sender<Vec<CommittedAction>>,
-    outcomes: mpsc::UnboundedReceiver<(Outcome, Vec<CommittedAction>)>,
+    outcomes: mpsc::UnboundedReceiver<(Outcome, Run)>,
 }
 
 impl Applier {
     /// Starts the applier of `hub`'s batches; it stops when the follower
-    /// lets go of it, after the batch it is applying.
+    /// lets go of it, after the batch it is applying. The batches waiting
+    /// when it takes one go with it to [`Hub::apply_batches`], which
+    /// applies batches that follow one another as a series.
     fn start(hub: Arc<Hub>) -> Applier {
         let (batches, mut inbox) = mpsc::channel::<Vec<CommittedAction>>(AHEAD);
         let (report, outcomes) = mpsc::unbounded_channel();
         tokio::task::spawn_blocking(move || {
             let mut failed = false;
             while let Some(batch) = inbox.blocking_recv() {
-                let outcome = if failed {
-                    Outcome::Skipped
-                } else {
-                    match catch_unwind(AssertUnwindSafe(|| hub.apply_batch(&batch))) {
-                        Ok(Ok(())) => Outcome::Applied,
-                        Ok(Err(e)) => Outcome::Failed(e.to_string()),
-                        Err(panic) => Outcome::Failed(format!("applying a batch failed: {}", panic_text(&*panic))),
+                // Taken in and not yet reported on, oldest first.
+                let taken = RefCell::new(VecDeque::from([Arc::new(batch)]));
+                if !failed {
+                    let first = taken.borrow()[0].clone();
+                    let mut more = || {
+                        let batch = Arc::new(inbox.try_recv().ok()?);
+                        taken.borrow_mut().push_back(batch.clone());
+                        Some(batch)
+                    };
+                    let mut done = |result: Result<(), crate::engine::EngineError>| {
+                        let Some(batch) = taken.borrow_mut().pop_front() else { return };
+                        let outcome = match result {
+                            Ok(()) => Outcome::Applied,
+                            Err(e) => Outcome::Failed(e.to_string()),
+                        };
+                        failed |= matches!(outcome, Outcome::Failed(_));
+                        let _ = report.send((outcome, batch));
+                    };
+                    let applied = catch_unwind(AssertUnwindSafe(|| hub.apply_batches(first, &mut more, &mut done)));
+                    if let Err(panic) = applied {
+                        failed = true;
+                        if let Some(batch) = taken.borrow_mut().pop_front() {
+                            let why = format!("applying a batch failed: {}", panic_text(&*panic));
+                            let _ = report.send((Outcome::Failed(why), batch));
+                        }
                     }
-                };
-                failed |= matches!(outcome, Outcome::Failed(_));
-                if report.send((outcome, batch)).is_err() {
+                }
+                // Not tried: after a failure, or after the one that failed.
+                for batch in taken.into_inner() {
+                    let _ = report.send((Outcome::Skipped, batch));
+                }
+                if report.is_closed() {
                     break;
                 }
             }
@@ -179,7 +212,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn batches_are_applied_in_the_order_handed_over_with_two_out_at_most() {
+    async fn batches_are_applied_in_the_order_handed_over_with_at_most_ahead_out() {
         let hub = Hub::new(Engine::new(crate::test_app::drafted_app()), 64);
         let mut batches = Batches::default();
         for k in 0..20u64 {

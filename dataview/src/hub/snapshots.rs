@@ -104,7 +104,7 @@ impl Hub {
     }
 
     /// Whether checkpoints reached in catch-up batches are skipped now.
-    fn checkpoints_paused(&self) -> bool {
+    pub(super) fn checkpoints_paused(&self) -> bool {
         self.checkpoint_pause.lock().unwrap_or_else(|e| e.into_inner()).now()
     }
 
