@@ -240,7 +240,9 @@ impl Engine {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut numbered = 0;
         let mut expected = self.seq + 1;
-        let mut current = Some(first);
+        // Taken in, not yet through the first view.
+        let mut first_view: VecDeque<(u64, Run)> = VecDeque::new();
+        let mut incoming = Some(first);
         let mut taking = true;
         let record = |pending: &mut VecDeque<Pending>, (view, number, decisions): Report| {
             if let Some(p) = pending.iter_mut().find(|p| p.number == number) {
@@ -248,22 +250,40 @@ impl Engine {
             }
         };
         loop {
-            if let Some(run) = current.take() {
+            // Take in the runs there are, up to DEPTH unsettled: every
+            // lane has each at once, so none waits for the first view.
+            loop {
+                let run = match incoming.take() {
+                    Some(run) => run,
+                    None if taking && pending.len() < DEPTH => match next() {
+                        Some(run) if self.fits_lanes(&run, expected) => run,
+                        Some(run) => {
+                            series.unapplied.push(run);
+                            taking = false;
+                            break;
+                        }
+                        None => break,
+                    },
+                    None => break,
+                };
                 numbered += 1;
                 for (_, runs, _) in &lanes {
                     let _ = runs.send((numbered, run.clone()));
                 }
+                expected = run.last().map_or(expected, |a| a.seq + 1);
+                pending.push_back(Pending { number: numbered, run: run.clone(), decisions: vec![None; views] });
+                first_view.push_back((numbered, run));
+            }
+            // The first view's next run, here.
+            if let Some((number, run)) = first_view.pop_front() {
                 let through = series.settled.load(Ordering::Relaxed);
                 while kept.front().is_some_and(|(n, _)| *n <= through) {
                     kept.pop_front();
                 }
-                let first_view = run_view(&self.app, 0, state, bytes, &self.limits, &run);
-                (state, bytes) = (first_view.state, first_view.bytes);
-                kept.push_back((numbered, first_view.undos));
-                let mut decisions = vec![None; views];
-                decisions[0] = Some(first_view.decisions);
-                expected = run.last().map_or(expected, |a| a.seq + 1);
-                pending.push_back(Pending { number: numbered, run, decisions });
+                let done0 = run_view(&self.app, 0, state, bytes, &self.limits, &run);
+                (state, bytes) = (done0.state, done0.bytes);
+                kept.push_back((number, done0.undos));
+                record(&mut pending, (0, number, done0.decisions));
             }
             while let Ok(r) = reports.try_recv() {
                 record(&mut pending, r);
@@ -288,19 +308,18 @@ impl Engine {
                 series.unapplied.splice(0..0, after);
                 break;
             }
-            if taking && pending.len() < DEPTH {
-                match next() {
-                    Some(run) if self.fits_lanes(&run, expected) => current = Some(run),
-                    Some(run) => {
-                        series.unapplied.push(run);
-                        taking = false;
-                    }
-                    None => taking = false,
-                }
-            }
-            if current.is_none() {
+            if first_view.is_empty() {
                 if pending.is_empty() {
-                    break;
+                    // All settled: the series goes on if another run is there.
+                    match if taking { next() } else { None } {
+                        Some(run) if self.fits_lanes(&run, expected) => incoming = Some(run),
+                        Some(run) => series.unapplied.push(run),
+                        None => {}
+                    }
+                    if incoming.is_none() {
+                        break;
+                    }
+                    continue;
                 }
                 match reports.recv_timeout(LANE_CHECK) {
                     Ok(r) => record(&mut pending, r),

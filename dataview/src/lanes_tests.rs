@@ -50,6 +50,7 @@ proptest! {
         actions in prop::collection::vec(prop_oneof![6 => action(), 1 => Just(("tally/big".to_string(), json!({}))), 1 => refused_by_both()], 1..200),
         cuts in prop::collection::vec(1usize..40, 1..8),
         max_bytes in 200u64..2_000,
+        gaps in prop::collection::vec(any::<bool>(), 1..12),
     ) {
         let limits = nodb_shared::tree::limits::Limits { max_depth: 64, max_bytes };
         let actions = history(actions);
@@ -57,8 +58,11 @@ proptest! {
         let mut lanes = Engine::new(drafted_app()).with_limits(limits);
         let mut queue = runs(&actions, &cuts);
         let mut got: Vec<(Run, Vec<Applied>)> = Vec::new();
+        // `next` has nothing to give at times, as a follower not yet
+        // done with the next batch.
+        let mut gap = gaps.iter().cycle();
         while let Some(first) = queue.pop_front() {
-            let mut next = || queue.pop_front();
+            let mut next = || if *gap.next().expect("cycles") { None } else { queue.pop_front() };
             let left = lanes.apply_runs(first, &mut next, &mut |run, applied| got.push((run.clone(), applied)));
             // Taken and not applied: applied as without lanes, in order.
             for run in left {
