@@ -23,6 +23,10 @@
 //! - **drafted, replay, threads** (not on one core): the replay in
 //!   batches of 1,024 through `Engine::apply_run`, each view on a thread
 //!   of its own, as a data view applies a batch when it is behind;
+//! - **drafted, replay, lanes** (not on one core): the same batches as a
+//!   series through `Engine::apply_runs`, each view going from batch to
+//!   batch on a thread of its own, as a data view applies the batches
+//!   waiting for it;
 //! - **live, through the hub**: one action at a time through
 //!   `Hub::apply`, with its history of 4,096 seqs, and each seq's patch
 //!   message for both views as a client one seq behind asks for it
@@ -30,7 +34,7 @@
 //!
 //! Run with `cargo bench -p nodb-warehouse --bench apply [-- PRODUCTS…]`;
 //! `-- --only in-place 100000` runs one way alone (`pure`, `kept`,
-//! `in-place`, `replay`, `threads` or `live`), for a profiler.
+//! `in-place`, `replay`, `threads`, `lanes` or `live`), for a profiler.
 
 /// The allocator the `nodb` binary uses.
 #[global_allocator]
@@ -172,6 +176,27 @@ fn replay_on_threads(engine: &mut Engine, actions: &[CommittedAction]) -> Run {
     Run { elapsed: t.elapsed(), serialise: Duration::ZERO, patch_bytes: 0, rejected }
 }
 
+/// [`replay_on_threads`]'s batches as one series through the lanes
+/// (`Engine::apply_runs`), as a data view applies the batches waiting for
+/// it.
+fn replay_in_lanes(engine: &mut Engine, actions: &[CommittedAction]) -> Run {
+    let rejected = std::cell::Cell::new(0);
+    let count = |applied: &[nodb_dataview::engine::Applied]| {
+        rejected.set(rejected.get() + applied.iter().filter(|a| a.rejection.is_some()).count() as u64);
+    };
+    // Built, and kept to the end, outside the time, as `actions` are.
+    let runs: Vec<_> = actions.chunks(1024).map(|b| std::sync::Arc::new(b.to_vec())).collect();
+    let t = Instant::now();
+    let mut batches = runs.iter().cloned();
+    while let Some(first) = batches.next() {
+        for left in engine.apply_runs(first, &mut || batches.next(), &mut |_, applied| count(&applied)) {
+            count(&engine.apply_run(&left).expect("in sequence"));
+        }
+    }
+    let rejected = rejected.get();
+    Run { elapsed: t.elapsed(), serialise: Duration::ZERO, patch_bytes: 0, rejected }
+}
+
 fn report(name: &str, r: &Run, baseline: Option<f64>) -> f64 {
     let rate = ACTIONS as f64 / r.elapsed.as_secs_f64();
     let each = r.elapsed / ACTIONS as u32;
@@ -237,6 +262,13 @@ fn main() {
             report("drafted, replay, threads", &replay_on_threads(&mut threaded, &actions), base_rate);
             if let Some(replayed) = &replayed {
                 assert_eq!(replayed.states(), threaded.states(), "the same states with the views on threads");
+            }
+        }
+        if wanted("lanes") {
+            let mut laned = build(&app, products).0;
+            report("drafted, replay, lanes", &replay_in_lanes(&mut laned, &actions), base_rate);
+            if let Some(replayed) = &replayed {
+                assert_eq!(replayed.states(), laned.states(), "the same states with the views in lanes");
             }
         }
         if wanted("live") {
