@@ -2,7 +2,7 @@
 //! from one run of actions to the next on a thread of its own, for a
 //! series of catch-up batches.
 //!
-//! [`crate::batch::apply_views_in_place`] runs each view over one batch
+//! `batch::apply_views_in_place` runs each view over one batch
 //! on a thread of its own and waits for them all before the next batch.
 //! On a machine with as many cores as views, a view that finished early
 //! then waits, its core idle, while the slowest one finishes; and the
@@ -10,7 +10,7 @@
 //! a millisecond a batch in the recovery bench (on two cores, the view
 //! thread waited behind the follower). Here each view goes on to the next
 //! run as soon as it is done with one; the views' decisions on each run
-//! are compared as they come in ([`crate::batch::settle`]), in order, and
+//! are compared as they come in (`batch::settle`), in order, and
 //! a run all views agree on is handed to the caller, while the views
 //! work on the runs after it.
 //!
