@@ -15,7 +15,7 @@ use nodb_shared::protocol::CommittedAction;
 use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, dispose};
 
 use crate::app::App;
-use crate::engine::{Applied, check_view, is_control, panic_text};
+use crate::engine::{Applied, check_view, is_control, let_go, panic_message};
 use crate::reducer::Rejection;
 
 /// How many actions a batch holds.
@@ -53,13 +53,13 @@ pub fn replay_views_within(
             // holds what it changes.
             for action in actions {
                 let mut draft = Draft::new(state, size, *limits);
-                catch_unwind(AssertUnwindSafe(|| drafted(&mut draft, action))).ok()?.ok()?;
+                catch_unwind(AssertUnwindSafe(|| drafted(&mut draft, action))).map_err(let_go).ok()?.ok()?;
                 (state, size, _) = draft.finish().ok()?;
             }
             return Some((state, size));
         }
         for action in actions {
-            let next = catch_unwind(AssertUnwindSafe(|| reducer(&state, action))).ok()?.ok()?;
+            let next = catch_unwind(AssertUnwindSafe(|| reducer(&state, action))).map_err(let_go).ok()?.ok()?;
             match check_view(&state, &next, size, limits) {
                 Ok(b) => size = b,
                 Err(e) => {
@@ -96,13 +96,13 @@ fn each_view<I: Send, T: Send>(inputs: Vec<I>, run: impl Fn(usize, I) -> T + Syn
     let first = match view_threads() {
         Some(pool) => pool.in_place_scope(|scope| {
             for ((i, input), slot) in inputs.zip(others.iter_mut()) {
-                scope.spawn(move |_| *slot = catch_unwind(AssertUnwindSafe(|| run(i, input))).ok());
+                scope.spawn(move |_| *slot = catch_unwind(AssertUnwindSafe(|| run(i, input))).map_err(let_go).ok());
             }
             run(0, first)
         }),
         None => std::thread::scope(|scope| {
             for ((i, input), slot) in inputs.zip(others.iter_mut()) {
-                scope.spawn(move || *slot = catch_unwind(AssertUnwindSafe(|| run(i, input))).ok());
+                scope.spawn(move || *slot = catch_unwind(AssertUnwindSafe(|| run(i, input))).map_err(let_go).ok());
             }
             run(0, first)
         }),
@@ -205,7 +205,7 @@ pub(crate) fn run_view(
             Ok(Ok(())) => Decision::TooLarge,
             Ok(Err(rejection)) => Decision::Refused { rejection, panicked: false },
             Err(panic) => Decision::Refused {
-                rejection: Rejection::new(format!("the reducer failed on this action: {}", panic_text(&*panic))),
+                rejection: Rejection::new(format!("the reducer failed on this action: {}", panic_message(panic))),
                 panicked: true,
             },
         };

@@ -426,7 +426,7 @@ impl Engine {
                 Err(panic) => {
                     *panicked = true;
                     failed =
-                        Some(Rejection::new(format!("the reducer failed on this action: {}", panic_text(&*panic))));
+                        Some(Rejection::new(format!("the reducer failed on this action: {}", panic_message(panic))));
                     break;
                 }
             }
@@ -547,6 +547,28 @@ fn unchanged(diffs: Diffs, states: &[Tree]) -> Vec<json_patch::Patch> {
 }
 
 /// What a caught panic says.
+/// The text of a caught panic, its payload let go of ([`let_go`]).
+pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    let text = panic_text(&*panic);
+    let_go(panic);
+    text
+}
+
+/// Drops a caught panic's payload. A reducer may panic with any value
+/// (`std::panic::panic_any`), whose drop may panic again, out of the
+/// place that caught the first: so a payload other than a message is
+/// dropped under `catch_unwind`, and the payload of a panic in its drop
+/// is forgotten (a leak, for a reducer that does that).
+pub(crate) fn let_go(panic: Box<dyn std::any::Any + Send>) {
+    if panic.is::<&'static str>() || panic.is::<String>() {
+        return drop(panic);
+    }
+    if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(panic))) {
+        std::mem::forget(again);
+    }
+}
+
+/// The text of a caught panic's payload (a message, or "unknown panic").
 pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()

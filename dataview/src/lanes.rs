@@ -130,6 +130,12 @@ impl Engine {
         self.app.views.len() > 1 && self.app.views.iter().all(|v| v.draft.is_some())
     }
 
+    /// Whether [`Engine::apply_runs`] would take `run` as its first: the
+    /// engine has lanes and the run fits them, after the engine's seq.
+    pub fn takes_into_lanes(&self, run: &[CommittedAction]) -> bool {
+        self.has_lanes() && self.fits_lanes(run, self.seq + 1)
+    }
+
     /// Applies `first`, then each run `next` gives, while it gives them,
     /// through the lanes (see the module doc): as [`Engine::apply_run`]
     /// would one run after another, but each view goes on to the next run
@@ -148,7 +154,7 @@ impl Engine {
         next: &mut dyn FnMut() -> Option<Run>,
         done: &mut dyn FnMut(&Run, Vec<Applied>),
     ) -> Vec<Run> {
-        if !self.has_lanes() || !self.fits_lanes(&first, self.seq + 1) {
+        if !self.takes_into_lanes(&first) {
             return vec![first];
         }
         // The last batch's undo records of `apply_views_in_place`.

@@ -132,8 +132,117 @@ proptest! {
         prop_assert_eq!(reasons(&series), reasons(&one_by_one));
         let seqs = |hub: &Hub| hub.take_snapshot_requests().iter().map(|v| v.seq).collect::<Vec<_>>();
         prop_assert_eq!(seqs(&series), seqs(&batched));
+        prop_assert_eq!(counts(&series), counts(&batched));
         prop_assert_eq!(series.metrics.applied.load(Relaxed), last);
+        prop_assert_eq!(series.state_at(0, None).map(|s| s.0), batched.state_at(0, None).map(|s| s.0));
     }
+
+    /// While checkpoints in catch-up batches are skipped (the snapshotter
+    /// slow, and writing), a series skips and counts them as batches
+    /// applied one by one do, and keeps and counts the same.
+    #[test]
+    fn series_skip_checkpoints_as_batches_do_while_the_snapshotter_rests(
+        actions in prop::collection::vec(prop_oneof![6 => action(), 1 => refused_by_both()], 1..200),
+        cut in 1usize..50,
+    ) {
+        let actions = history(actions);
+        let batched = Hub::with_checkpoints(Engine::new(drafted_app()), 4, Some(16));
+        let series = Hub::with_checkpoints(Engine::new(drafted_app()), 4, Some(16));
+        for hub in [&batched, &series] {
+            hub.snapshot_written(std::time::Duration::from_secs(1000));
+            hub.snapshot_writing();
+        }
+        for chunk in actions.chunks(cut) {
+            batched.apply_batch(chunk).unwrap();
+        }
+        let mut queue: VecDeque<Run> = actions.chunks(cut).map(|c| Arc::new(c.to_vec())).collect();
+        let mut reported = 0;
+        while let Some(first) = queue.pop_front() {
+            series.apply_batches(first, &mut || queue.pop_front(), &mut |r| {
+                r.unwrap();
+                reported += 1;
+            });
+        }
+        prop_assert_eq!(reported, actions.chunks(cut).count());
+        let ((seq, states), (seq1, states1)) = (series.current(), batched.current());
+        prop_assert_eq!(seq, seq1);
+        for (x, y) in states.iter().zip(&states1) {
+            prop_assert_eq!(x.to_json_string(), y.to_json_string());
+        }
+        prop_assert_eq!(counts(&series), counts(&batched));
+        let seqs = |hub: &Hub| hub.take_snapshot_requests().iter().map(|v| v.seq).collect::<Vec<_>>();
+        prop_assert_eq!(seqs(&series), seqs(&batched));
+    }
+}
+
+/// A hub's counts: checkpoints skipped, rejections, panics, actions
+/// applied and applied in batches.
+fn counts(hub: &Hub) -> [u64; 5] {
+    let m = &hub.metrics;
+    [&m.checkpoints_skipped, &m.rejected, &m.panics, &m.applied, &m.batched].map(|c| c.load(Relaxed))
+}
+
+fn adds(seqs: std::ops::RangeInclusive<u64>) -> Vec<CommittedAction> {
+    seqs.map(|s| act(s, "tally/add", json!({"item": "a", "n": 1}))).collect()
+}
+
+/// A series whose first batch the lanes do not take (its seqs do not
+/// follow on) fails as `apply_batch` would, and leaves the history as it
+/// was: the views are still served.
+#[test]
+fn a_series_whose_first_batch_fails_keeps_the_history() {
+    let hub = Hub::new(Engine::new(drafted_app()), 16);
+    hub.apply_batch(&adds(1..=8)).unwrap();
+    let mut queue: VecDeque<Run> = VecDeque::from([Arc::new(adds(18..=25))]);
+    let mut results = Vec::new();
+    hub.apply_batches(Arc::new(adds(10..=17)), &mut || queue.pop_front(), &mut |r| results.push(r.is_ok()));
+    assert_eq!(results, [false], "the first fails, and nothing is tried after it");
+    assert_eq!(hub.current().0, 8);
+    assert!(hub.state_at(0, None).is_ok(), "after a failed series: {:?}", hub.state_at(0, None).err());
+}
+
+/// A reducer that panics with a payload whose drop panics too, on a
+/// lane: the action is rejected as a panic, like any other, and nothing
+/// gets out of the series.
+#[test]
+fn a_panic_payload_that_panics_when_dropped_is_a_rejection() {
+    use crate::reducer::{Rejection, View};
+    use nodb_shared::draft::Draft;
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("the payload's drop panics");
+        }
+    }
+    let count = |d: &mut Draft, _: &CommittedAction| {
+        d.update("/n", |n| Tree::from(n.and_then(Tree::as_u64).unwrap_or(0) + 1)).map_err(Rejection::from)
+    };
+    let app = App {
+        name: "bomb".into(),
+        views: vec![
+            View::drafted("first", Tree::object(), count),
+            View::drafted("second", Tree::object(), move |d: &mut Draft, a: &CommittedAction| {
+                if a.kind == "t/bomb" {
+                    std::panic::panic_any(Bomb);
+                }
+                count(d, a)
+            }),
+        ],
+    };
+    let hub = Hub::new(Engine::new(app), 16);
+    let mut actions: Vec<CommittedAction> = (1..=16).map(|seq| act(seq, "t/x", json!({}))).collect();
+    actions[11] = act(12, "t/bomb", json!({}));
+    let mut queue: VecDeque<Run> = actions.chunks(8).map(|c| Arc::new(c.to_vec())).collect();
+    let first = queue.pop_front().unwrap();
+    let mut reported = Vec::new();
+    hub.apply_batches(first, &mut || queue.pop_front(), &mut |r| reported.push(r.is_ok()));
+    assert_eq!(reported, [true, true]);
+    let (seq, states) = hub.current();
+    assert_eq!((hub.current_seq(), seq), (16, 16));
+    for state in &states {
+        assert_eq!(state.get("/n"), Some(&Tree::from(15u64)), "every action but the bomb: {states:?}");
+    }
+    assert_eq!(hub.metrics.panics.load(Relaxed), 1);
 }
 
 /// The second view of a series runs on a lane of its own, and a series

@@ -31,7 +31,7 @@ use nodb_shared::protocol::CommittedAction;
 use tokio::sync::mpsc;
 
 use crate::engine::lanes::Run;
-use crate::engine::panic_text;
+use crate::engine::panic_message;
 use crate::hub::Hub;
 
 /// How many batches may be with the applier at once: more than the runs
@@ -87,8 +87,8 @@ impl Applier {
                     let applied = catch_unwind(AssertUnwindSafe(|| hub.apply_batches(first, &mut more, &mut done)));
                     if let Err(panic) = applied {
                         failed = true;
+                        let why = format!("applying a batch failed: {}", panic_message(panic));
                         if let Some(batch) = taken.borrow_mut().pop_front() {
-                            let why = format!("applying a batch failed: {}", panic_text(&*panic));
                             let _ = report.send((Outcome::Failed(why), batch));
                         }
                     }

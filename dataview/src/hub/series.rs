@@ -73,7 +73,9 @@ impl Hub {
             return VecDeque::from([first, second]);
         }
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if !s.engine.has_lanes() {
+        // A batch the lanes do not take goes the usual way, the history
+        // untouched (it may fail: seqs that do not follow on).
+        if !s.engine.takes_into_lanes(&first) {
             return VecDeque::from([first, second]);
         }
         // Nothing else may hold the states: each edit changes them in place.
