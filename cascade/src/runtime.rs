@@ -276,7 +276,9 @@ async fn combine(
                 }
                 derived = Some(next);
             }
-            Err(_) => {
+            Err(panic) => {
+                // Its payload's drop may panic too.
+                nodb_shared::panic::let_go(panic);
                 // The next update starts from scratch: the changes folded so
                 // far are not in any state.
                 pending.fill(Pending::Replaced);

@@ -547,35 +547,7 @@ fn unchanged(diffs: Diffs, states: &[Tree]) -> Vec<json_patch::Patch> {
 }
 
 /// What a caught panic says.
-/// The text of a caught panic, its payload let go of ([`let_go`]).
-pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    let text = panic_text(&*panic);
-    let_go(panic);
-    text
-}
-
-/// Drops a caught panic's payload. A reducer may panic with any value
-/// (`std::panic::panic_any`), whose drop may panic again, out of the
-/// place that caught the first: so a payload other than a message is
-/// dropped under `catch_unwind`, and the payload of a panic in its drop
-/// is forgotten (a leak, for a reducer that does that).
-pub(crate) fn let_go(panic: Box<dyn std::any::Any + Send>) {
-    if panic.is::<&'static str>() || panic.is::<String>() {
-        return drop(panic);
-    }
-    if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(panic))) {
-        std::mem::forget(again);
-    }
-}
-
-/// The text of a caught panic's payload (a message, or "unknown panic").
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
+pub(crate) use nodb_shared::panic::{let_go, message as panic_message};
 
 /// The rejection of an action the follower could not read.
 fn unreadable(action: &CommittedAction) -> Rejection {

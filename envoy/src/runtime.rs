@@ -293,7 +293,10 @@ impl Drop for AbortOnDrop {
 fn perform(envoy: &Envoy, event: Event, effects: Effects) -> futures_util::future::BoxFuture<'static, Done> {
     let name = envoy.name.clone();
     let fut = (envoy.handler)(event.clone(), effects);
-    let task = tokio::spawn(async move { std::panic::AssertUnwindSafe(fut).catch_unwind().await.ok() });
+    let task = tokio::spawn(async move {
+        // A panic's payload is let go of here: its drop may panic too.
+        std::panic::AssertUnwindSafe(fut).catch_unwind().await.map_err(nodb_shared::panic::let_go).ok()
+    });
     let guard = AbortOnDrop(task.abort_handle());
     Box::pin(async move {
         let _guard = guard;

@@ -36,6 +36,7 @@
 pub mod diff;
 pub mod draft;
 pub mod edit;
+pub mod panic;
 pub mod patch;
 pub mod path;
 pub mod protocol;
