@@ -109,16 +109,7 @@ proptest! {
         for chunk in actions.chunks(cut) {
             batched.apply_batch(chunk).unwrap();
         }
-        let mut queue: VecDeque<Run> = actions.chunks(cut).map(|c| Arc::new(c.to_vec())).collect();
-        let batches = queue.len();
-        let mut reported = 0;
-        while let Some(first) = queue.pop_front() {
-            series.apply_batches(first, &mut || queue.pop_front(), &mut |r| {
-                r.unwrap();
-                reported += 1;
-            });
-        }
-        prop_assert_eq!(reported, batches);
+        prop_assert_eq!(in_series(&series, &actions, cut), actions.chunks(cut).count());
         let (seq, states) = series.current();
         let (seq1, states1) = one_by_one.current();
         prop_assert_eq!(seq, seq1);
@@ -155,15 +146,7 @@ proptest! {
         for chunk in actions.chunks(cut) {
             batched.apply_batch(chunk).unwrap();
         }
-        let mut queue: VecDeque<Run> = actions.chunks(cut).map(|c| Arc::new(c.to_vec())).collect();
-        let mut reported = 0;
-        while let Some(first) = queue.pop_front() {
-            series.apply_batches(first, &mut || queue.pop_front(), &mut |r| {
-                r.unwrap();
-                reported += 1;
-            });
-        }
-        prop_assert_eq!(reported, actions.chunks(cut).count());
+        prop_assert_eq!(in_series(&series, &actions, cut), actions.chunks(cut).count());
         let ((seq, states), (seq1, states1)) = (series.current(), batched.current());
         prop_assert_eq!(seq, seq1);
         for (x, y) in states.iter().zip(&states1) {
@@ -173,6 +156,21 @@ proptest! {
         let seqs = |hub: &Hub| hub.take_snapshot_requests().iter().map(|v| v.seq).collect::<Vec<_>>();
         prop_assert_eq!(seqs(&series), seqs(&batched));
     }
+}
+
+/// Applies `actions` in batches of `cut` with [`Hub::apply_batches`],
+/// each batch there as soon as asked for; how many batches were reported
+/// on (each must have applied).
+fn in_series(hub: &Hub, actions: &[CommittedAction], cut: usize) -> usize {
+    let mut queue: VecDeque<Run> = actions.chunks(cut).map(|c| Arc::new(c.to_vec())).collect();
+    let mut reported = 0;
+    while let Some(first) = queue.pop_front() {
+        hub.apply_batches(first, &mut || queue.pop_front(), &mut |r| {
+            r.expect("a batch applies");
+            reported += 1;
+        });
+    }
+    reported
 }
 
 /// A hub's counts: checkpoints skipped, rejections, panics, actions
