@@ -12,11 +12,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use nodb_shared::Tree;
 use nodb_shared::draft::{Draft, Record, Undo};
 use nodb_shared::protocol::CommittedAction;
+use nodb_shared::touch::Touches;
 use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, dispose};
 
 use crate::app::App;
 use crate::engine::{Applied, check_view, is_control, let_go, panic_message};
-use crate::reducer::Rejection;
+use crate::reducer::{ReadAhead, Rejection};
 
 /// How many actions a batch holds.
 pub const BATCH: usize = 1024;
@@ -191,7 +192,13 @@ pub(crate) fn run_view(
     let reducer = app.views[i].draft.as_ref().expect("every view is drafted");
     let mut decisions = Vec::with_capacity(actions.len());
     let mut undos = Vec::with_capacity(actions.len());
-    for action in actions {
+    let mut touches = Touches::new();
+    for (k, action) in actions.iter().enumerate() {
+        if let Some(hint) = &app.views[i].read_ahead
+            && k % READ_AHEAD == 0
+        {
+            read_ahead(hint, &state, &actions[k..actions.len().min(k + READ_AHEAD)], &mut touches);
+        }
         let mut draft = Draft::new(state, bytes, *limits).recording(Record::Undo);
         let result = catch_unwind(AssertUnwindSafe(|| reducer(&mut draft, action)));
         let decision = match result {
@@ -214,6 +221,23 @@ pub(crate) fn run_view(
         undos.push(None);
     }
     ViewRun { state, bytes, decisions, undos }
+}
+
+/// How many actions' paths [`run_view`] reads at once, ahead of running
+/// their reducer (for a view with a hint, [`View::reading_ahead`]).
+///
+/// [`View::reading_ahead`]: crate::reducer::View::reading_ahead
+const READ_AHEAD: usize = 8;
+
+/// Reads the paths that `hint` names for `actions` in `state`, all at once
+/// (a hint that panics reads nothing).
+fn read_ahead(hint: &ReadAhead, state: &Tree, actions: &[CommittedAction], touches: &mut Touches) {
+    touches.clear();
+    let named = catch_unwind(AssertUnwindSafe(|| actions.iter().for_each(|a| hint(a, touches))));
+    match named {
+        Ok(()) => _ = touches.read(state),
+        Err(panic) => let_go(panic),
+    }
 }
 
 /// Compares the views' `decisions` on `actions` (one list per view, in
@@ -315,6 +339,7 @@ mod tests {
     use crate::test_app::{act, action};
     use proptest::prelude::*;
     use serde_json::json;
+    use std::sync::Arc;
 
     proptest! {
         /// Batches replayed view by view (falling back to one action at a
@@ -390,6 +415,38 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         assert!(threads.len() <= cores.saturating_sub(1).max(1), "three batches on {} threads", threads.len());
         assert!(!threads.contains(&std::thread::current().id()));
+    }
+
+    #[test]
+    fn a_read_ahead_hint_names_every_action_of_a_batch_and_changes_nothing() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        static HINTED: AtomicUsize = AtomicUsize::new(0);
+        let actions: Vec<CommittedAction> = (1..=50)
+            .map(|seq| {
+                act(seq, if seq.is_multiple_of(7) { "tally/take" } else { "tally/add" }, json!({"item": "a", "n": 2}))
+            })
+            .collect();
+        let run = |hint: Option<bool>| {
+            let mut app = crate::test_app::drafted_app();
+            app.views[0].read_ahead = hint.map(|panics| -> ReadAhead {
+                Arc::new(move |a: &CommittedAction, touches: &mut Touches| {
+                    HINTED.fetch_add(1, Relaxed);
+                    assert!(!(panics && a.seq.is_multiple_of(3)), "a hint that panics");
+                    touches.path([nodb_shared::Segment::from("items"), nodb_shared::Segment::from("a")]);
+                })
+            });
+            let mut engine = Engine::new(app);
+            let applied: Vec<_> = actions.chunks(20).flat_map(|batch| engine.apply_run(batch).unwrap()).collect();
+            (applied.iter().map(|a| a.rejection.clone()).collect::<Vec<_>>(), engine.states().to_vec())
+        };
+        let plain = run(None);
+        assert_eq!(HINTED.load(Relaxed), 0);
+        assert_eq!(run(Some(false)), plain);
+        assert_eq!(HINTED.swap(0, Relaxed), actions.len(), "each action hinted once");
+        assert_eq!(run(Some(true)), plain);
+        // A hint that panics on the third action of a group of eight
+        // names no more of that group.
+        assert!(HINTED.load(Relaxed) < actions.len());
     }
 
     #[test]

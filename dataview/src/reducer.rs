@@ -18,6 +18,7 @@ use std::sync::Arc;
 use nodb_shared::Tree;
 use nodb_shared::draft::{Draft, DraftError};
 use nodb_shared::protocol::CommittedAction;
+use nodb_shared::touch::Touches;
 use nodb_shared::tree::limits::Limits;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -75,6 +76,11 @@ pub type DraftReducer = Arc<dyn Fn(&mut Draft, &CommittedAction) -> Result<(), R
 /// take it, or the [`Rejection`] saying why it is no state of this view.
 pub type StateCheck = Arc<dyn Fn(&Tree) -> Result<(), Rejection> + Send + Sync>;
 
+/// A view's hint of what an action will read: it adds those paths of the
+/// view's state to the [`Touches`], and the engine reads them ahead of a
+/// run of actions (see [`View::reading_ahead`]).
+pub type ReadAhead = Arc<dyn Fn(&CommittedAction, &mut Touches) + Send + Sync>;
+
 /// One named view of an application: its initial state and its reducer.
 #[derive(Clone)]
 pub struct View {
@@ -95,6 +101,9 @@ pub struct View {
     /// in place of the default rule (the same kind of JSON value as
     /// `initial`); see [`View::with_check`].
     pub check: Option<StateCheck>,
+    /// The view's hint of the paths an action will read, for a drafted
+    /// view; see [`View::reading_ahead`].
+    pub read_ahead: Option<ReadAhead>,
 }
 
 impl View {
@@ -104,7 +113,7 @@ impl View {
         initial: Tree,
         reducer: impl Fn(&Tree, &CommittedAction) -> Reduced + Send + Sync + 'static,
     ) -> View {
-        View { name: name.into(), initial, reducer: Arc::new(reducer), check: None, draft: None }
+        View { name: name.into(), initial, reducer: Arc::new(reducer), check: None, draft: None, read_ahead: None }
     }
 
     /// A view called `name` starting at `initial`, changed in place by
@@ -125,7 +134,7 @@ impl View {
             run(&mut d, action)?;
             Ok(d.into_state())
         };
-        View { name: name.into(), initial, reducer: Arc::new(pure), check: None, draft: Some(draft) }
+        View { name: name.into(), initial, reducer: Arc::new(pure), check: None, draft: Some(draft), read_ahead: None }
     }
 
     /// This view, deciding with `check` which states `@@nodb/set_state` may
@@ -139,6 +148,22 @@ impl View {
         self.check = Some(Arc::new(check));
         self
     }
+
+    /// This drafted view, naming with `hint` the paths of its state that
+    /// an action will read (a product's entry in a big map, say). When
+    /// the engine applies a run of actions in place (a catch-up, a
+    /// replay), it reads the paths of the next few actions together before
+    /// running their reducers, so that the memory fetches the nodes of
+    /// several searches at once rather than one after another, and the
+    /// reducers find them in the cache. A hint changes no result: a path
+    /// it gets wrong, or leaves out, only costs the reducer its own
+    /// search, and a hint that panics is passed over. It must not be slow:
+    /// it runs once per action, beside the reducer.
+    #[must_use]
+    pub fn reading_ahead(mut self, hint: impl Fn(&CommittedAction, &mut Touches) + Send + Sync + 'static) -> View {
+        self.read_ahead = Some(Arc::new(hint));
+        self
+    }
 }
 
 impl fmt::Debug for View {
@@ -147,6 +172,7 @@ impl fmt::Debug for View {
             .field("name", &self.name)
             .field("check", &self.check.is_some())
             .field("drafted", &self.draft.is_some())
+            .field("reading_ahead", &self.read_ahead.is_some())
             .finish_non_exhaustive()
     }
 }

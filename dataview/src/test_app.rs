@@ -67,7 +67,11 @@ pub(crate) fn app() -> App {
 /// The `tally` app with drafted views: the same rules, edits in place.
 /// `tally/boom` makes `log` panic after its first edit, and `tally/big`
 /// makes `counts` write a value far larger than its limit in the tests
-/// allows after changing a count, so both must be undone.
+/// allows after changing a count, so both must be undone. Both views read
+/// ahead (`View::reading_ahead`): `counts` names the item's count, `log`
+/// a path that is never there, and its hint panics on `tally/take` of 0,
+/// so that every test of the drafted views also shows that a hint changes
+/// nothing.
 pub(crate) fn drafted_app() -> App {
     fn counts(d: &mut Draft, action: &CommittedAction) -> Result<(), Rejection> {
         if action.kind == "tally/big" {
@@ -103,8 +107,15 @@ pub(crate) fn drafted_app() -> App {
     App {
         name: "tally".into(),
         views: vec![
-            View::drafted("counts", Tree::from(json!({"items": {}})), counts),
-            View::drafted("log", Tree::from(json!({"changes": 0})), log),
+            View::drafted("counts", Tree::from(json!({"items": {}})), counts).reading_ahead(|a, touches| {
+                if let Some(item) = a.payload.get("item").and_then(Value::as_str) {
+                    touches.path([Segment::from("items"), Segment::from(item)]);
+                }
+            }),
+            View::drafted("log", Tree::from(json!({"changes": 0})), log).reading_ahead(|a, touches| {
+                assert!(!(a.kind == "tally/take" && a.payload.get("n") == Some(&json!(0))), "a hint that panics");
+                touches.path([Segment::from("nowhere"), Segment::Index(3)]);
+            }),
         ],
     }
 }

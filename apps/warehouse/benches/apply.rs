@@ -27,6 +27,9 @@
 //!   series through `Engine::apply_runs`, each view going from batch to
 //!   batch on a thread of its own, as a data view applies the batches
 //!   waiting for it;
+//! - **each view alone, read ahead** (`read-ahead`, not in the default
+//!   run): each view in the threads way by itself, without and with its
+//!   read-ahead hint (`View::reading_ahead`), and over 1,000 products;
 //! - **live, through the hub**: one action at a time through
 //!   `Hub::apply`, with its history of 4,096 seqs, and each seq's patch
 //!   message for both views as a client one seq behind asks for it
@@ -34,7 +37,8 @@
 //!
 //! Run with `cargo bench -p nodb-warehouse --bench apply [-- PRODUCTS…]`;
 //! `-- --only in-place 100000` runs one way alone (`pure`, `kept`,
-//! `in-place`, `replay`, `threads`, `lanes` or `live`), for a profiler.
+//! `in-place`, `replay`, `threads`, `lanes`, `live` or `read-ahead`), for
+//! a profiler.
 
 /// The allocator the `nodb` binary uses.
 #[global_allocator]
@@ -211,6 +215,33 @@ fn report(name: &str, r: &Run, baseline: Option<f64>) -> f64 {
     rate
 }
 
+/// Each view alone, in batches of 1,024 on one thread: without its
+/// read-ahead hint and with it, twice, then the same over 1,000 of the
+/// products (whose nodes stay in the cache: what reading ahead could win
+/// at most).
+fn read_ahead(app: &nodb_dataview::app::App, products: u64, seq: u64) {
+    println!("(e) each view alone, batches of 1,024 on one thread, {ACTIONS} actions, without and with read-ahead:");
+    for (v, view) in app.views.iter().enumerate() {
+        let mut states = vec![build(app, products).0.states()[v].clone()];
+        let mut at = seq;
+        for (hint, over) in
+            [(false, products), (true, products), (false, products), (true, products), (false, 1_000), (true, 1_000)]
+        {
+            let mut one = app.clone();
+            one.views = vec![view.clone()];
+            if !hint {
+                one.views[0].read_ahead = None;
+            }
+            let mut engine = Engine::restore(one, at, states);
+            let actions = workload(over, at + 1, ACTIONS);
+            let name = format!("{} {}, {over}", view.name, if hint { "read ahead" } else { "plain" });
+            report(&name, &replay_on_threads(&mut engine, &actions), None);
+            at += ACTIONS;
+            states = engine.states().to_vec();
+        }
+    }
+}
+
 /// An engine whose `stock` holds `products` products (two locations
 /// each), and the seq it is at.
 fn build(app: &nodb_dataview::app::App, products: u64) -> (Engine, u64) {
@@ -240,6 +271,10 @@ fn main() {
         let actions = workload(products, seq + 1, ACTIONS);
 
         let wanted = |way: &str| only.as_deref().is_none_or(|o| o == way);
+        if only.as_deref() == Some("read-ahead") {
+            read_ahead(&app, products, seq);
+            continue;
+        }
         println!("(a) apply + patch message, 2 views, one thread, {ACTIONS} actions:");
         let mut base_rate = None;
         if wanted("pure") {

@@ -75,6 +75,15 @@ impl Object {
         }
     }
 
+    /// The entries of a small object (a sorted slice), or the map of a
+    /// big one.
+    pub(crate) fn form(&self) -> Result<&[(Key, Tree)], &BigMap> {
+        match &self.0 {
+            Repr::Small(s) => Ok(s),
+            Repr::Big(m) => Err(m),
+        }
+    }
+
     /// Whether it has no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -239,7 +248,7 @@ impl Object {
 }
 
 /// Where `key` is in the sorted `entries`, or where it would go.
-fn find(entries: &[(Key, Tree)], key: &str) -> Result<usize, usize> {
+pub(crate) fn find(entries: &[(Key, Tree)], key: &str) -> Result<usize, usize> {
     // A linear scan: at most `SMALL` keys, side by side in one allocation.
     for (i, (k, _)) in entries.iter().enumerate() {
         match compare(k, key) {

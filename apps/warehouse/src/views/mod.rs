@@ -25,6 +25,10 @@
 //!   ends), from which the `marketing` cascade derives its figures (see
 //!   [`sales`]).
 //!
+//! `stock` names each action's product entry as what it will read
+//! (`View::reading_ahead`), so that a catch-up finds several products'
+//! entries in its big map at once.
+//!
 //! Moving, selling or destroying more than is at a location is rejected:
 //! the chronicler records the intention, the reducer decides what it means.
 
@@ -37,6 +41,7 @@ use serde::Deserialize;
 use nodb_dataview::app::App;
 use nodb_dataview::reducer::{Rejection, View, payload};
 use nodb_shared::draft::Draft;
+use nodb_shared::touch::Touches;
 
 mod names;
 pub mod reorder;
@@ -54,7 +59,7 @@ pub fn app() -> App {
     App {
         name: "warehouse".into(),
         views: vec![
-            View::drafted("stock", initial_stock(), reduce_stock),
+            View::drafted("stock", initial_stock(), reduce_stock).reading_ahead(stock_reads),
             View::drafted("activity", initial_activity(), reduce_activity),
         ],
     }
@@ -230,6 +235,20 @@ impl ProductEdit<'_, '_> {
 
 pub(crate) fn too_many() -> Rejection {
     Rejection::new("the quantity would exceed what can be counted (2^64 - 1)")
+}
+
+/// The paths of `stock` that `action` reads: its product's locations
+/// (through its entry), in a map of every product.
+fn stock_reads(action: &CommittedAction, touches: &mut Touches) {
+    if let Some(product) = product_of(action) {
+        touches.path([n::PRODUCTS.clone(), key(product), n::LOCATIONS.clone()]);
+    }
+}
+
+/// The `product` of a warehouse action's payload, read without decoding
+/// the rest of it.
+fn product_of(action: &CommittedAction) -> Option<&str> {
+    action.payload.get("product")?.as_str()
 }
 
 /// The `stock` reducer. Every stock action changes one product's entry —
@@ -485,6 +504,22 @@ pub(crate) mod tests {
             }
         }
         (states, rejected)
+    }
+
+    #[test]
+    fn the_stock_hint_names_the_locations_the_reducer_reads() {
+        let (states, _) =
+            run(&[act(1, "stock/corrected", json!({"product": "apple", "location": "back", "quantity": 3}))]);
+        let named = |kind: &str, product: &str| {
+            let mut touches = Touches::new();
+            stock_reads(&act(2, kind, json!({"product": product, "location": "back", "quantity": 1})), &mut touches);
+            (touches.len(), touches.read(&states[0]))
+        };
+        assert_eq!(named("stock/sold", "apple"), (1, 1), "apple's locations are there");
+        assert_eq!(named("stock/moved", "pear"), (1, 0), "no pear yet");
+        let mut touches = Touches::new();
+        stock_reads(&act(3, "stock/sold", json!({"location": "back"})), &mut touches);
+        assert!(touches.is_empty(), "no product, no path");
     }
 
     #[test]

@@ -82,6 +82,48 @@ pub const PMAX: usize = 16;
 /// two children).
 const MAX_DEPTH: usize = 64;
 
+/// A search of a [`BigMap`] for one key, one node per [`Walk::step`]: a
+/// caller that has several keys to find advances their walks in turn, so
+/// that the memory fetches the nodes of one level for all of them at once
+/// rather than one after the other (see [`crate::touch`]).
+pub struct Walk<'a, const L: usize = 32, const I: usize = 16> {
+    node: Option<&'a Node<L, I>>,
+    key: &'a str,
+}
+
+/// Where a [`Walk`] is after a step.
+pub enum Step<'a> {
+    /// Still on its way down.
+    On,
+    /// At the value under the key.
+    Found(&'a Tree),
+    /// The key is not there.
+    Missing,
+}
+
+impl<'a, const L: usize, const I: usize> Walk<'a, L, I> {
+    /// Reads the next node down.
+    #[inline]
+    pub fn step(&mut self) -> Step<'a> {
+        match self.node {
+            None => Step::Missing,
+            Some(Node::Inner(n)) => {
+                let child = n.child(n.child_index(self.key));
+                child.prefetch();
+                self.node = Some(child);
+                Step::On
+            }
+            Some(Node::Leaf(l)) => {
+                self.node = None;
+                match l.search(self.key) {
+                    Ok(i) => Step::Found(&l.entries[i].1),
+                    Err(_) => Step::Missing,
+                }
+            }
+        }
+    }
+}
+
 /// A persistent ordered map from [`Key`] to [`Tree`] with leaves of `L`
 /// entries and inner nodes of `I` children (each in 4..=64). See the
 /// module doc.
@@ -162,6 +204,11 @@ impl<const L: usize, const I: usize> BigMap<L, I> {
             Node::Leaf(l) => Some(&mut Arc::make_mut(l).entries[slot].1),
             Node::Inner(_) => unreachable!(),
         }
+    }
+
+    /// A search for `key` that goes down one node per [`Walk::step`].
+    pub fn walk<'a>(&'a self, key: &'a str) -> Walk<'a, L, I> {
+        Walk { node: self.root.as_ref(), key }
     }
 
     /// Where `key` is: the child taken at each inner node, how many inner

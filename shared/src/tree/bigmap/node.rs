@@ -34,6 +34,25 @@ impl<const L: usize, const I: usize> Node<L, I> {
         }
     }
 
+    /// Asks the memory for the parts of the node a search reads first (its
+    /// header and discriminators, and an inner node's children), without
+    /// waiting for them.
+    #[inline(always)]
+    pub(super) fn prefetch(&self) {
+        use crate::touch::{prefetch, prefetch_all};
+        match self {
+            Node::Leaf(l) => {
+                prefetch(&l.hdr);
+                prefetch_all(&l.discs);
+            }
+            Node::Inner(n) => {
+                prefetch(&n.hdr);
+                prefetch_all(&n.discs);
+                prefetch_all(&n.children);
+            }
+        }
+    }
+
     /// Under half full (a root may be).
     pub(super) fn underfull(&self) -> bool {
         match self {

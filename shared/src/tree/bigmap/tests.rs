@@ -24,6 +24,8 @@ fn check<const L: usize, const I: usize>(m: &BigMap<L, I>, model: &BTreeMap<Key,
     assert!(m.iter().rev().map(|(k, _)| k.clone()).eq(model.keys().rev().cloned()));
     for (k, v) in model {
         assert_eq!(m.get(k), Some(v), "get {k:?}");
+        let got = m.get(k).expect("there");
+        assert!(walked(m, k).is_some_and(|w| std::ptr::eq(w, got)), "walk to {k:?}");
     }
     // Meeting in the middle.
     let mut it = m.iter();
@@ -37,6 +39,21 @@ fn check<const L: usize, const I: usize>(m: &BigMap<L, I>, model: &BTreeMap<Key,
         }
     }
     assert_eq!(n, model.len());
+}
+
+/// What a [`Walk`] for `key` ends at, stepping until it is found or not.
+fn walked<'a, const L: usize, const I: usize>(m: &'a BigMap<L, I>, key: &'a str) -> Option<&'a Tree> {
+    let mut walk = m.walk(key);
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        assert!(steps <= MAX_DEPTH + 1, "a walk ends within the tree's depth");
+        match walk.step() {
+            Step::On => {}
+            Step::Found(t) => return Some(t),
+            Step::Missing => return None,
+        }
+    }
 }
 
 /// A diff as (key, old value, new value).
@@ -117,7 +134,10 @@ fn run<const L: usize, const I: usize>(ops: &[Op], bulk: Vec<u32>) {
                     assert!(m.ptr_eq(&before));
                 }
             }
-            Op::Get(k) => assert_eq!(m.get(&key(*k)), model.get(&key(*k))),
+            Op::Get(k) => {
+                assert_eq!(m.get(&key(*k)), model.get(&key(*k)));
+                assert_eq!(walked(&m, &key(*k)), model.get(&key(*k)), "walk to {:?}", key(*k));
+            }
             Op::Keep => kept.push((m.clone(), model.clone())),
             Op::Restore(i) => {
                 if !kept.is_empty() {
