@@ -18,7 +18,7 @@ use std::sync::Arc;
 use nodb_shared::Tree;
 use nodb_shared::draft::{Draft, DraftError};
 use nodb_shared::protocol::CommittedAction;
-use nodb_shared::touch::Touches;
+use nodb_shared::read_ahead::Reads;
 use nodb_shared::tree::limits::Limits;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -77,9 +77,9 @@ pub type DraftReducer = Arc<dyn Fn(&mut Draft, &CommittedAction) -> Result<(), R
 pub type StateCheck = Arc<dyn Fn(&Tree) -> Result<(), Rejection> + Send + Sync>;
 
 /// A view's hint of what an action will read: it adds those paths of the
-/// view's state to the [`Touches`], and the engine reads them ahead of a
+/// view's state to the [`Reads`], and the engine reads them ahead of a
 /// run of actions (see [`View::reading_ahead`]).
-pub type ReadAhead = Arc<dyn Fn(&CommittedAction, &mut Touches) + Send + Sync>;
+pub type ReadHint = Arc<dyn Fn(&CommittedAction, &mut Reads) + Send + Sync>;
 
 /// One named view of an application: its initial state and its reducer.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ pub struct View {
     pub check: Option<StateCheck>,
     /// The view's hint of the paths an action will read, for a drafted
     /// view; see [`View::reading_ahead`].
-    pub read_ahead: Option<ReadAhead>,
+    pub read_ahead: Option<ReadHint>,
 }
 
 impl View {
@@ -151,16 +151,17 @@ impl View {
 
     /// This drafted view, naming with `hint` the paths of its state that
     /// an action will read (a product's entry in a big map, say). When
-    /// the engine applies a run of actions in place (a catch-up, a
-    /// replay), it reads the paths of the next few actions together before
-    /// running their reducers, so that the memory fetches the nodes of
-    /// several searches at once rather than one after another, and the
-    /// reducers find them in the cache. A hint changes no result: a path
-    /// it gets wrong, or leaves out, only costs the reducer its own
-    /// search, and a hint that panics is passed over. It must not be slow:
-    /// it runs once per action, beside the reducer.
+    /// the data view applies a batch in place (catching up, for an app
+    /// whose views are all drafted), it reads the paths of the next eight
+    /// actions together before running their reducers, so that the memory
+    /// fetches the nodes of several searches at once rather than one after
+    /// another, and the reducers find them in the cache. A hint changes no
+    /// result: a path it gets wrong, or leaves out, only costs the reducer
+    /// its own search, and a hint that panics is passed over for the rest
+    /// of the batch. It must be cheap: it runs once per action, beside the
+    /// reducer. A pure view's hint is never asked.
     #[must_use]
-    pub fn reading_ahead(mut self, hint: impl Fn(&CommittedAction, &mut Touches) + Send + Sync + 'static) -> View {
+    pub fn reading_ahead(mut self, hint: impl Fn(&CommittedAction, &mut Reads) + Send + Sync + 'static) -> View {
         self.read_ahead = Some(Arc::new(hint));
         self
     }

@@ -107,14 +107,14 @@ pub(crate) fn drafted_app() -> App {
     App {
         name: "tally".into(),
         views: vec![
-            View::drafted("counts", Tree::from(json!({"items": {}})), counts).reading_ahead(|a, touches| {
+            View::drafted("counts", Tree::from(json!({"items": {}})), counts).reading_ahead(|a, reads| {
                 if let Some(item) = a.payload.get("item").and_then(Value::as_str) {
-                    touches.path([Segment::from("items"), Segment::from(item)]);
+                    reads.add([Segment::from("items"), Segment::from(item)]);
                 }
             }),
-            View::drafted("log", Tree::from(json!({"changes": 0})), log).reading_ahead(|a, touches| {
+            View::drafted("log", Tree::from(json!({"changes": 0})), log).reading_ahead(|a, reads| {
                 assert!(!(a.kind == "tally/take" && a.payload.get("n") == Some(&json!(0))), "a hint that panics");
-                touches.path([Segment::from("nowhere"), Segment::Index(3)]);
+                reads.add([Segment::from("nowhere"), Segment::Index(3)]);
             }),
         ],
     }

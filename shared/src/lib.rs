@@ -40,7 +40,7 @@ pub mod panic;
 pub mod patch;
 pub mod path;
 pub mod protocol;
-pub mod touch;
+pub mod read_ahead;
 pub mod tree;
 
 pub use path::{Path, PathError, Segment, ToPath};

@@ -41,7 +41,7 @@ use serde::Deserialize;
 use nodb_dataview::app::App;
 use nodb_dataview::reducer::{Rejection, View, payload};
 use nodb_shared::draft::Draft;
-use nodb_shared::touch::Touches;
+use nodb_shared::read_ahead::Reads;
 
 mod names;
 pub mod reorder;
@@ -239,9 +239,9 @@ pub(crate) fn too_many() -> Rejection {
 
 /// The paths of `stock` that `action` reads: its product's locations
 /// (through its entry), in a map of every product.
-fn stock_reads(action: &CommittedAction, touches: &mut Touches) {
+fn stock_reads(action: &CommittedAction, reads: &mut Reads) {
     if let Some(product) = product_of(action) {
-        touches.path([n::PRODUCTS.clone(), key(product), n::LOCATIONS.clone()]);
+        reads.add([n::PRODUCTS.clone(), key(product), n::LOCATIONS.clone()]);
     }
 }
 
@@ -511,15 +511,15 @@ pub(crate) mod tests {
         let (states, _) =
             run(&[act(1, "stock/corrected", json!({"product": "apple", "location": "back", "quantity": 3}))]);
         let named = |kind: &str, product: &str| {
-            let mut touches = Touches::new();
-            stock_reads(&act(2, kind, json!({"product": product, "location": "back", "quantity": 1})), &mut touches);
-            (touches.len(), touches.read(&states[0]))
+            let mut reads = Reads::new();
+            stock_reads(&act(2, kind, json!({"product": product, "location": "back", "quantity": 1})), &mut reads);
+            (reads.len(), reads.read(&states[0]))
         };
         assert_eq!(named("stock/sold", "apple"), (1, 1), "apple's locations are there");
         assert_eq!(named("stock/moved", "pear"), (1, 0), "no pear yet");
-        let mut touches = Touches::new();
-        stock_reads(&act(3, "stock/sold", json!({"location": "back"})), &mut touches);
-        assert!(touches.is_empty(), "no product, no path");
+        let mut reads = Reads::new();
+        stock_reads(&act(3, "stock/sold", json!({"location": "back"})), &mut reads);
+        assert!(reads.is_empty(), "no product, no path");
     }
 
     #[test]

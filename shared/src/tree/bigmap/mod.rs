@@ -85,24 +85,36 @@ const MAX_DEPTH: usize = 64;
 /// A search of a [`BigMap`] for one key, one node per [`Walk::step`]: a
 /// caller that has several keys to find advances their walks in turn, so
 /// that the memory fetches the nodes of one level for all of them at once
-/// rather than one after the other (see [`crate::touch`]).
+/// rather than one after the other (see [`crate::read_ahead`]). Each step
+/// asks the memory for what the next one reads (a prefetch, which does not
+/// wait): the node it goes down to, or in a leaf, the entry its search
+/// compares first.
 pub struct Walk<'a, const L: usize = 32, const I: usize = 16> {
     node: Option<&'a Node<L, I>>,
     key: &'a str,
+    /// At the leaf, its entry asked for: the next step compares it.
+    in_leaf: bool,
+}
+
+impl<const L: usize, const I: usize> std::fmt::Debug for Walk<'_, L, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Walk").field("key", &self.key).field("done", &self.node.is_none()).finish_non_exhaustive()
+    }
 }
 
 /// Where a [`Walk`] is after a step.
+#[derive(Debug)]
 pub enum Step<'a> {
     /// Still on its way down.
     On,
     /// At the value under the key.
     Found(&'a Tree),
-    /// The key is not there.
+    /// The key is not there (and every step after `Found` or `Missing`).
     Missing,
 }
 
 impl<'a, const L: usize, const I: usize> Walk<'a, L, I> {
-    /// Reads the next node down.
+    /// Reads the next node down, or confirms the key in its leaf.
     #[inline]
     pub fn step(&mut self) -> Step<'a> {
         match self.node {
@@ -112,6 +124,21 @@ impl<'a, const L: usize, const I: usize> Walk<'a, L, I> {
                 child.prefetch();
                 self.node = Some(child);
                 Step::On
+            }
+            Some(Node::Leaf(l)) if !self.in_leaf => {
+                // The discriminators say which entry the search compares
+                // first; it is fetched while the other walks step.
+                match l.first_slot(self.key) {
+                    Some(i) => {
+                        crate::read_ahead::prefetch(&l.entries[i]);
+                        self.in_leaf = true;
+                        Step::On
+                    }
+                    None => {
+                        self.node = None;
+                        Step::Missing
+                    }
+                }
             }
             Some(Node::Leaf(l)) => {
                 self.node = None;
@@ -208,7 +235,10 @@ impl<const L: usize, const I: usize> BigMap<L, I> {
 
     /// A search for `key` that goes down one node per [`Walk::step`].
     pub fn walk<'a>(&'a self, key: &'a str) -> Walk<'a, L, I> {
-        Walk { node: self.root.as_ref(), key }
+        if let Some(root) = &self.root {
+            root.prefetch();
+        }
+        Walk { node: self.root.as_ref(), key, in_leaf: false }
     }
 
     /// Where `key` is: the child taken at each inner node, how many inner

@@ -39,7 +39,7 @@ impl<const L: usize, const I: usize> Node<L, I> {
     /// waiting for them.
     #[inline(always)]
     pub(super) fn prefetch(&self) {
-        use crate::touch::{prefetch, prefetch_all};
+        use crate::read_ahead::{prefetch, prefetch_all};
         match self {
             Node::Leaf(l) => {
                 prefetch(&l.hdr);
@@ -238,6 +238,18 @@ impl<const L: usize> Leaf<L> {
                 self.reprefix();
             }
         }
+    }
+
+    /// The slot whose key [`Leaf::search`] compares first, from the
+    /// prefix and discriminators alone; `None` if the key cannot be here.
+    #[inline]
+    pub(super) fn first_slot(&self, key: &str) -> Option<usize> {
+        let key = key.as_bytes();
+        if self.hdr.check(key) != Ordering::Equal {
+            return None;
+        }
+        let i = lower(&self.discs, word(key, self.hdr.plen as usize));
+        (i < self.len()).then_some(i)
     }
 
     #[inline]

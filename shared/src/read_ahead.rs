@@ -1,4 +1,4 @@
-//! [`Touches`]: paths in a state that the next actions are about to read,
+//! [`Reads`]: paths in a state that the next actions are about to read,
 //! read ahead of them all at once.
 //!
 //! A view over a big state spends much of each action waiting for memory:
@@ -7,23 +7,32 @@
 //! the other because each address comes from the read before. Several
 //! actions' searches do not depend on one another, though. So a view may
 //! name the paths its next actions will read (its *hint*), and
-//! [`Touches::read`] walks all of them together, one level at a time: at
-//! each level it reads one node for every path before reading any node
-//! below, so the memory fetches those nodes side by side, and the reducers
-//! then find them in the cache.
+//! [`Reads::read`] walks all of them together, one level at a time: each
+//! step asks the memory for what the path's next step reads (a prefetch,
+//! which does not wait), and takes that next step only after one step of
+//! every other path, so the memory fetches the nodes of all the paths side
+//! by side, and the reducers then find them in the cache.
 //!
 //! Reading ahead changes nothing: it only reads, and a path that is not
 //! there, or goes through a value that is not an object or an array, is
-//! simply dropped.
+//! simply dropped. So are paths past [`MAX_PATHS`] and paths longer than
+//! [`MAX_SEGMENTS`]: a hint can cost a reducer its own search, never the
+//! memory of the process.
 
 use crate::path::{Segment, Slot};
 use crate::tree::Tree;
 use crate::tree::bigmap::{Step, Walk};
 use crate::tree::object::find;
 
+/// The most paths a [`Reads`] holds; more are dropped.
+pub const MAX_PATHS: usize = 1024;
+
+/// The most segments a path may have; a longer one is dropped.
+pub const MAX_SEGMENTS: usize = 64;
+
 /// Paths in a state to read ahead (see the module doc).
 #[derive(Debug, Default)]
-pub struct Touches {
+pub struct Reads {
     segs: Vec<Segment>,
     ends: Vec<usize>,
 }
@@ -38,15 +47,24 @@ enum At<'a> {
     Done,
 }
 
-impl Touches {
+impl Reads {
     /// No paths.
-    pub fn new() -> Touches {
-        Touches::default()
+    pub fn new() -> Reads {
+        Reads::default()
     }
 
-    /// Adds the path `path`.
-    pub fn path<S: Into<Segment>>(&mut self, path: impl IntoIterator<Item = S>) {
-        self.segs.extend(path.into_iter().map(Into::into));
+    /// Adds `path`, unless there are [`MAX_PATHS`] already or it has more
+    /// than [`MAX_SEGMENTS`] segments.
+    pub fn add<S: Into<Segment>>(&mut self, path: impl IntoIterator<Item = S>) {
+        if self.ends.len() >= MAX_PATHS {
+            return;
+        }
+        let start = self.segs.len();
+        self.segs.extend(path.into_iter().take(MAX_SEGMENTS + 1).map(Into::into));
+        if self.segs.len() - start > MAX_SEGMENTS {
+            self.segs.truncate(start);
+            return;
+        }
         self.ends.push(self.segs.len());
     }
 
@@ -66,60 +84,57 @@ impl Touches {
         self.ends.clear();
     }
 
-    /// Reads every path in `tree`, one level of all of them at a time:
-    /// each node a step reads, it has first asked the memory for (a
-    /// prefetch, which does not wait), one step of every other path
-    /// before. The slice of each small object found on the way is asked
-    /// for too. Returns how many of the paths are there.
+    /// Reads every path in `tree`, all together (see the module doc).
+    /// Returns how many of the paths are there.
     pub fn read(&self, tree: &Tree) -> usize {
+        let mut found = 0;
+        self.walk(tree, |_, _| found += 1);
+        found
+    }
+
+    /// Reads every path in `tree`, one step of each in turn, and calls
+    /// `end` with the index and value of each path that is there.
+    fn walk<'a>(&'a self, tree: &'a Tree, mut end: impl FnMut(usize, &'a Tree)) {
         let mut at: Vec<At<'_>> = Vec::with_capacity(self.ends.len());
         let mut start = 0;
         for &end in &self.ends {
             at.push(At::Tree(tree, start));
             start = end;
         }
-        let mut found = 0;
         let mut going = at.len();
         while going > 0 {
             going = 0;
-            for (slot, &end) in at.iter_mut().zip(&self.ends) {
+            for (p, (slot, &last)) in at.iter_mut().zip(&self.ends).enumerate() {
                 *slot = match std::mem::replace(slot, At::Done) {
                     At::Done => continue,
-                    At::Tree(_, next) if next == end => {
-                        found += 1;
+                    At::Tree(t, next) if next == last => {
+                        end(p, t);
                         continue;
                     }
                     At::Tree(t, next) => self.step(t, next),
                     At::Map(mut walk, next) => match walk.step() {
                         Step::On => At::Map(walk, next),
-                        Step::Found(t) => {
-                            prefetch_small(t);
-                            At::Tree(t, next)
-                        }
+                        Step::Found(t) => found_at(t, next),
                         Step::Missing => At::Done,
                     },
                 };
                 going += 1;
             }
         }
-        found
     }
 
     /// One segment down from `t`, at `self.segs[next]` (the same step as
-    /// [`Tree::get`]'s).
+    /// [`Tree::get`]'s; an index on a big object is searched at once).
     fn step<'a>(&'a self, t: &'a Tree, next: usize) -> At<'a> {
-        let found = |v: &'a Tree| {
-            prefetch_small(v);
-            At::Tree(v, next + 1)
-        };
+        let found = |v: Option<&'a Tree>| v.map_or(At::Done, |v| found_at(v, next + 1));
         match (t, &self.segs[next]) {
             (Tree::Object(o), Segment::Key(k)) => match o.form() {
-                Ok(small) => find(small, k).map_or(At::Done, |i| found(&small[i].1)),
+                Ok(small) => found(find(small, k).ok().map(|i| &small[i].1)),
                 Err(map) => At::Map(map.walk(k), next + 1),
             },
-            (Tree::Object(o), Segment::Index(i)) => o.get(i.to_string().as_str()).map_or(At::Done, found),
+            (Tree::Object(o), Segment::Index(i)) => found(o.get(i.to_string().as_str())),
             (Tree::Array(a), seg) => match seg.slot() {
-                Some(Slot::At(i)) => a.get(i).map_or(At::Done, found),
+                Some(Slot::At(i)) => found(a.get(i)),
                 _ => At::Done,
             },
             _ => At::Done,
@@ -127,23 +142,25 @@ impl Touches {
     }
 }
 
-/// Asks the memory for the slice of a small object (which the next step,
-/// or the reducer, searches next).
-fn prefetch_small(t: &Tree) {
+/// A path's step that reached `t`, with the segments from `next` to go:
+/// asks the memory for the slice of `t` if it is a small object (which the
+/// next step, or the reducer, searches).
+fn found_at(t: &Tree, next: usize) -> At<'_> {
     if let Tree::Object(o) = t
         && let Ok(small) = o.form()
     {
         prefetch_all(small);
     }
+    At::Tree(t, next)
 }
 
 /// Asks the memory for the cache line that holds `value`, without waiting
 /// for it (nothing, where the processor has no such instruction).
 #[inline(always)]
 pub(crate) fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
     safe_arch::prefetch_t0(value);
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
     let _ = value;
 }
 
@@ -160,5 +177,5 @@ pub(crate) fn prefetch_all<T>(values: &[T]) {
 }
 
 #[cfg(test)]
-#[path = "touch_tests.rs"]
+#[path = "read_ahead_tests.rs"]
 mod tests;

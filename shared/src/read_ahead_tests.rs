@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::tree::Tree;
 use crate::tree::object::SMALL;
 
 /// A state with objects small and big (up to a few hundred keys, so maps
@@ -16,7 +17,14 @@ fn state(seed: &[u16]) -> Tree {
         ]);
         products.push((format!("p{}", u32::from(n) * 7 % 997), entry));
     }
-    Tree::from_entries([("products", Tree::from_entries(products)), ("n", Tree::from(1u64))])
+    // Keys made of digits, which an index segment also names.
+    let digits = Tree::from_entries((0..40u64).map(|d| (d.to_string(), Tree::from(d))));
+    Tree::from_entries([
+        ("products", Tree::from_entries(products)),
+        ("n", Tree::from(1u64)),
+        ("digits", digits),
+        ("few", Tree::from(serde_json::json!({"0": "zero", "2": "two"}))),
+    ])
 }
 
 /// Paths into such a state, some there and some not.
@@ -32,6 +40,10 @@ fn path() -> impl Strategy<Value = Vec<Segment>> {
         Just(Segment::from("1")),
         Just(Segment::from("-")),
         Just(Segment::from("b")),
+        Just(Segment::from("digits")),
+        Just(Segment::from("few")),
+        (0usize..45).prop_map(Segment::Index),
+        (0u32..45).prop_map(|d| Segment::from(d.to_string().as_str())),
     ];
     prop::collection::vec(seg, 0..6)
 }
@@ -58,18 +70,26 @@ proptest! {
                 *p = at;
             }
         }
-        let before = tree.clone();
-        let mut all = Touches::new();
+        let mut all = Reads::new();
         for p in &paths {
-            let mut one = Touches::new();
-            one.path(p.iter().cloned());
+            let mut one = Reads::new();
+            one.add(p.iter().cloned());
             prop_assert_eq!(one.read(&tree), usize::from(tree.get(p.as_slice()).is_some()), "{:?}", p);
-            all.path(p.iter().cloned());
+            all.add(p.iter().cloned());
         }
         prop_assert_eq!(all.len(), paths.len());
+        // Each path found is the very value `get` finds, and no other.
+        let mut ends: Vec<Option<&Tree>> = vec![None; paths.len()];
+        all.walk(&tree, |i, t| {
+            assert!(ends[i].is_none(), "path {i} ends once");
+            ends[i] = Some(t);
+        });
+        for (p, end) in paths.iter().zip(&ends) {
+            let want = tree.get(p.as_slice());
+            prop_assert!(want.map(std::ptr::from_ref) == end.map(std::ptr::from_ref), "{:?}", p);
+        }
         let there = paths.iter().filter(|p| tree.get(p.as_slice()).is_some()).count();
         prop_assert_eq!(all.read(&tree), there);
-        prop_assert!(tree.ptr_eq(&before));
         all.clear();
         prop_assert!(all.is_empty());
         prop_assert_eq!(all.read(&tree), 0);
@@ -82,4 +102,24 @@ fn the_state_has_big_maps() {
     let Some(Tree::Object(products)) = tree.get([Segment::from("products")]) else { panic!("an object") };
     assert!(products.len() > 2 * SMALL);
     assert!(products.form().is_err(), "a big map");
+}
+
+#[test]
+fn paths_past_the_limits_are_dropped() {
+    let tree = state(&[1, 2, 3]);
+    let mut reads = Reads::new();
+    for _ in 0..MAX_PATHS + 10 {
+        reads.add(["n"]);
+    }
+    assert_eq!(reads.len(), MAX_PATHS);
+    assert_eq!(reads.read(&tree), MAX_PATHS);
+    let mut reads = Reads::new();
+    reads.add(std::iter::repeat_n("n", MAX_SEGMENTS + 1));
+    assert!(reads.is_empty(), "too long a path is dropped");
+    reads.add(std::iter::repeat_n("n", MAX_SEGMENTS));
+    reads.add(std::iter::repeat_n("n", 1_000_000));
+    reads.add(["n"]);
+    assert_eq!(reads.len(), 2, "the longest path allowed, then the next after the dropped one");
+    assert_eq!(reads.read(&tree), 1, "a number has no keys");
+    assert_eq!(reads.segs.len(), MAX_SEGMENTS + 1);
 }
