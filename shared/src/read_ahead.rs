@@ -19,10 +19,10 @@
 //! [`MAX_SEGMENTS`]: a hint can cost a reducer its own search, never the
 //! memory of the process.
 
-use crate::path::{Segment, Slot};
+use crate::edit::child;
+use crate::path::Segment;
 use crate::tree::Tree;
 use crate::tree::bigmap::{Step, Walk};
-use crate::tree::object::find;
 
 /// The most paths a [`Reads`] holds; more are dropped.
 pub const MAX_PATHS: usize = 1024;
@@ -123,21 +123,19 @@ impl Reads {
         }
     }
 
-    /// One segment down from `t`, at `self.segs[next]` (the same step as
-    /// [`Tree::get`]'s; an index on a big object is searched at once).
+    /// One segment down from `t`, at `self.segs[next]`: the same step as
+    /// [`Tree::get`]'s, but a key in a big object is walked to one node
+    /// per step.
     fn step<'a>(&'a self, t: &'a Tree, next: usize) -> At<'a> {
-        let found = |v: Option<&'a Tree>| v.map_or(At::Done, |v| found_at(v, next + 1));
-        match (t, &self.segs[next]) {
-            (Tree::Object(o), Segment::Key(k)) => match o.form() {
-                Ok(small) => found(find(small, k).ok().map(|i| &small[i].1)),
-                Err(map) => At::Map(map.walk(k), next + 1),
-            },
-            (Tree::Object(o), Segment::Index(i)) => found(o.get(i.to_string().as_str())),
-            (Tree::Array(a), seg) => match seg.slot() {
-                Some(Slot::At(i)) => found(a.get(i)),
-                _ => At::Done,
-            },
-            _ => At::Done,
+        let seg = &self.segs[next];
+        if let (Tree::Object(o), Segment::Key(k)) = (t, seg)
+            && let Err(map) = o.form()
+        {
+            return At::Map(map.walk(k), next + 1);
+        }
+        match child(t, &self.segs, next) {
+            Ok(Some(v)) => found_at(v, next + 1),
+            Ok(None) | Err(_) => At::Done,
         }
     }
 }
