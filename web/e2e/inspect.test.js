@@ -95,10 +95,13 @@ async function applyFilters(fields) {
 }
 
 /** Waits until the detail shows seq `seq`, state and patch loaded. */
-async function detailAt(seq) {
+async function detailAt(seq, view = 'stock') {
+  // The view too: after another view is picked at the same seq, the
+  // patch and tree show the seq before the new view's have loaded.
   await page.waitForFunction(
-    (s) => ['#seq-now', '#patch', '#state'].every((sel) => document.querySelector(sel)?.dataset.seq === String(s)),
-    seq, WAIT,
+    ([s, v]) => ['#seq-now', '#patch', '#state'].every((sel) => document.querySelector(sel)?.dataset.seq === String(s))
+      && ['#patch', '#state'].every((sel) => document.querySelector(sel)?.dataset.view === v),
+    [seq, view], WAIT,
   );
 }
 

@@ -118,10 +118,12 @@ async function pick(seq) {
     const ops = patch?.ops ?? [];
     renderPatch($('patch'), ops);
     $('patch').dataset.seq = String(seq);
+    $('patch').dataset.view = view ?? '';
     $('patch-count').textContent = patch ? `${ops.length} op${ops.length === 1 ? '' : 's'}` : '';
     if (state) {
       renderTree($('state'), state.state, touchedBy(ops));
       $('state').dataset.seq = String(state.seq);
+      $('state').dataset.view = view;
       $('state').dataset.hash = state.hash;
       $('state-seq').textContent = `at seq ${state.seq.toLocaleString()}`;
     }
