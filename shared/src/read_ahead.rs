@@ -118,7 +118,7 @@ impl Reads {
                         Step::Missing => At::Done,
                     },
                 };
-                going += 1;
+                going += usize::from(!matches!(slot, At::Done));
             }
         }
     }

@@ -248,7 +248,7 @@ impl Object {
 }
 
 /// Where `key` is in the sorted `entries`, or where it would go.
-pub(crate) fn find(entries: &[(Key, Tree)], key: &str) -> Result<usize, usize> {
+fn find(entries: &[(Key, Tree)], key: &str) -> Result<usize, usize> {
     // A linear scan: at most `SMALL` keys, side by side in one allocation.
     for (i, (k, _)) in entries.iter().enumerate() {
         match compare(k, key) {
