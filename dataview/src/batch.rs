@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use nodb_shared::Tree;
-use nodb_shared::draft::{Draft, Record, Undo};
+use nodb_shared::draft::{Draft, UndoLog};
 use nodb_shared::protocol::CommittedAction;
 use nodb_shared::read_ahead::Reads;
 use nodb_shared::tree::limits::{LimitError, Limits, bytes_of, dispose};
@@ -140,23 +140,12 @@ pub(crate) enum Decision {
 }
 
 /// One view's run: its state and size after it, each action's decision,
-/// and what undoes each action it took.
+/// and what undoes each action (a draft per action in `undos`).
 pub(crate) struct ViewRun {
     pub(crate) state: Tree,
     pub(crate) bytes: u64,
     pub(crate) decisions: Vec<Decision>,
-    pub(crate) undos: Vec<Option<Undo>>,
-}
-
-/// Undoes the actions of a run from `keep` on (`undos`, one per action,
-/// as [`run_view`] gives them), newest first: `state` (of size `bytes`) is
-/// then as it was after the first `keep`.
-pub(crate) fn undo_from(state: &mut Tree, bytes: &mut u64, undos: &mut Vec<Option<Undo>>, keep: usize) {
-    while undos.len() > keep {
-        if let Some(Some(undo)) = undos.pop() {
-            *bytes = undo.apply(state);
-        }
-    }
+    pub(crate) undos: UndoLog,
 }
 
 /// The undo records of the last run of [`apply_views_in_place`], kept
@@ -182,6 +171,8 @@ impl std::fmt::Debug for Leftovers {
 /// Runs view `i`'s drafted reducer over `actions`, editing `state` in
 /// place, each action in a draft of its own that is undone if the
 /// reducer refuses it, panics, or leaves the state over the size limit.
+/// What undoes each action goes into `undos` (empty: a log cleared after
+/// an earlier run keeps its room, so the run allocates nothing for it).
 pub(crate) fn run_view(
     app: &App,
     i: usize,
@@ -189,10 +180,11 @@ pub(crate) fn run_view(
     mut bytes: u64,
     limits: &Limits,
     actions: &[CommittedAction],
+    mut undos: UndoLog,
 ) -> ViewRun {
+    debug_assert!(undos.is_empty(), "a run's undo log starts empty");
     let reducer = app.views[i].draft.as_ref().expect("every view is drafted");
     let mut decisions = Vec::with_capacity(actions.len());
-    let mut undos = Vec::with_capacity(actions.len());
     let mut reads = Reads::new();
     let mut hint = app.views[i].read_ahead.as_ref();
     for (k, action) in actions.iter().enumerate() {
@@ -202,14 +194,12 @@ pub(crate) fn run_view(
         {
             hint = None;
         }
-        let mut draft = Draft::new(state, bytes, *limits).recording(Record::Undo);
+        let mut draft = undos.draft(state, bytes, *limits);
         let result = catch_unwind(AssertUnwindSafe(|| reducer(&mut draft, action)));
         let decision = match result {
             Ok(Ok(())) if draft.bytes() <= limits.max_bytes => {
-                let undo;
-                (state, bytes, undo) = draft.into_undo();
+                (state, bytes) = undos.keep(draft);
                 decisions.push(Decision::Took);
-                undos.push(Some(undo));
                 continue;
             }
             Ok(Ok(())) => Decision::TooLarge,
@@ -219,9 +209,8 @@ pub(crate) fn run_view(
                 panicked: true,
             },
         };
-        (state, bytes) = draft.undo();
+        (state, bytes) = undos.discard(draft);
         decisions.push(decision);
-        undos.push(None);
     }
     ViewRun { state, bytes, decisions, undos }
 }
@@ -321,12 +310,12 @@ pub(crate) fn apply_views_in_place(
     let n = states.len();
     let taken: Vec<Tree> = states.iter_mut().map(std::mem::take).collect();
     let mut runs: Vec<ViewRun> = if n == 1 {
-        taken.into_iter().map(|state| run_view(app, 0, state, bytes[0], limits, actions)).collect()
+        taken.into_iter().map(|state| run_view(app, 0, state, bytes[0], limits, actions, UndoLog::default())).collect()
     } else {
         let bytes: &[u64] = bytes;
         let garbage = std::sync::Mutex::new(leftovers.0.take());
         let runs = each_view(taken, |i, state| {
-            let run = run_view(app, i, state, bytes[i], limits, actions);
+            let run = run_view(app, i, state, bytes[i], limits, actions, UndoLog::default());
             drop(garbage.lock().unwrap_or_else(|e| e.into_inner()).take());
             run
         });
@@ -336,7 +325,7 @@ pub(crate) fn apply_views_in_place(
     let agreed = settle(app, limits, actions, &decisions, applied);
     for (i, run) in runs.iter_mut().enumerate() {
         // Back to before `actions[agreed]`.
-        undo_from(&mut run.state, &mut run.bytes, &mut run.undos, agreed);
+        run.undos.undo_from(&mut run.state, &mut run.bytes, agreed);
         states[i] = std::mem::take(&mut run.state);
         bytes[i] = run.bytes;
     }

@@ -29,13 +29,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use nodb_shared::Tree;
-use nodb_shared::draft::Undo;
+use nodb_shared::draft::UndoLog;
 use nodb_shared::protocol::CommittedAction;
 use nodb_shared::tree::limits::Limits;
 
 use super::{Applied, Diffs, Engine, is_control};
 use crate::app::App;
-use crate::batch::{Decision, run_view, settle, undo_from};
+use crate::batch::{Decision, run_view, settle};
 
 /// A run of committed actions, shared by the views that apply it.
 pub type Run = Arc<Vec<CommittedAction>>;
@@ -49,7 +49,18 @@ pub const DEPTH: usize = 4;
 const LANE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What undoes each action a view took in one run, by the run's number.
-type Kept = VecDeque<(u64, Vec<Option<Undo>>)>;
+type Kept = VecDeque<(u64, UndoLog)>;
+
+/// Drops what `kept` holds for the runs up to `through`, settled: their
+/// logs, cleared, go to `spare` for the runs to come (their room kept, so
+/// a run's drafts allocate nothing for their undo records).
+fn let_go_settled(kept: &mut Kept, through: u64, spare: &mut Vec<UndoLog>) {
+    while kept.front().is_some_and(|(n, _)| *n <= through) {
+        let (_, mut log) = kept.pop_front().expect("a front");
+        log.clear();
+        spare.push(log);
+    }
+}
 
 /// A view at the end of a series: its state, its size, and what undoes
 /// the runs not yet settled.
@@ -80,13 +91,10 @@ fn lane(
     settled: &AtomicU64,
 ) -> Option<LaneEnd> {
     let (mut state, mut bytes) = start.recv().ok()?;
-    let mut kept = Kept::new();
+    let (mut kept, mut spare) = (Kept::new(), Vec::new());
     while let Ok((number, run)) = runs.recv() {
-        let through = settled.load(Ordering::Acquire);
-        while kept.front().is_some_and(|(n, _)| *n <= through) {
-            kept.pop_front();
-        }
-        let done = run_view(app, view, state, bytes, limits, &run);
+        let_go_settled(&mut kept, settled.load(Ordering::Acquire), &mut spare);
+        let done = run_view(app, view, state, bytes, limits, &run, spare.pop().unwrap_or_default());
         drop(run);
         (state, bytes) = (done.state, done.bytes);
         kept.push_back((number, done.undos));
@@ -105,7 +113,7 @@ fn undo_back_to(state: &mut Tree, bytes: &mut u64, kept: &mut Kept, number: u64,
             break;
         }
         let keep = if n == number { agreed } else { 0 };
-        undo_from(state, bytes, &mut undos, keep);
+        undos.undo_from(state, bytes, keep);
         if n == number {
             break;
         }
@@ -242,7 +250,7 @@ impl Engine {
             }
             taken.pop().expect("the first view's state")
         };
-        let mut kept = Kept::new();
+        let (mut kept, mut spare) = (Kept::new(), Vec::new());
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut numbered = 0;
         let mut expected = self.seq + 1;
@@ -282,11 +290,9 @@ impl Engine {
             }
             // The first view's next run, here.
             if let Some((number, run)) = first_view.pop_front() {
-                let through = series.settled.load(Ordering::Relaxed);
-                while kept.front().is_some_and(|(n, _)| *n <= through) {
-                    kept.pop_front();
-                }
-                let done0 = run_view(&self.app, 0, state, bytes, &self.limits, &run);
+                let_go_settled(&mut kept, series.settled.load(Ordering::Relaxed), &mut spare);
+                let undos = spare.pop().unwrap_or_default();
+                let done0 = run_view(&self.app, 0, state, bytes, &self.limits, &run, undos);
                 (state, bytes) = (done0.state, done0.bytes);
                 kept.push_back((number, done0.undos));
                 record(&mut pending, (0, number, done0.decisions));

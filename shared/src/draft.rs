@@ -31,10 +31,13 @@ pub use json::RecordedPatch;
 
 #[path = "draft_json.rs"]
 mod json;
+#[path = "draft_undo.rs"]
+mod undo;
 use crate::edit::{bad_index, child, not_found, through_scalar};
 use crate::path::{PathError, Segment, Slot, ToPath, pointer_of};
 use crate::tree::limits::{LimitError, Limits, bytes_of, change_at, entry_bytes, measure_at};
 use crate::tree::{Kind, Tree};
+pub use undo::{Undo, UndoLog, unapply};
 
 /// Why an edit of a draft failed. The draft is as it was before that edit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -130,50 +133,6 @@ pub enum Record {
     Undo,
 }
 
-/// What undoes a finished draft's edits ([`Draft::into_undo`]).
-#[derive(Debug)]
-pub struct Undo {
-    ops: Vec<Op>,
-    /// The size before the edits.
-    bytes: u64,
-}
-
-/// Undoes `ops` — the edits a draft recorded ([`Record::Patch`]) — on
-/// `tree`, the state they led to (or one edited since only by edits
-/// already undone), last first: `tree` becomes the state before them. A
-/// shared `tree` copies the paths it changes, so the states it shares
-/// nodes with stay as they are.
-pub fn unapply(ops: &[Op], tree: &mut Tree) {
-    for op in ops.iter().rev() {
-        match op {
-            Op::Add { path, .. } => raw_remove(tree, path),
-            Op::Replace { path, old, .. } => raw_write(tree, path, old.clone(), false),
-            Op::Remove { path, old } => raw_write(tree, path, old.clone(), true),
-        }
-    }
-}
-
-impl Undo {
-    /// Puts `tree` — the draft's state, or one edited since only by drafts
-    /// whose own undos have already been applied — back as it was before
-    /// the draft's first edit, and returns its size then.
-    pub fn apply(self, tree: &mut Tree) -> u64 {
-        for op in self.ops.into_iter().rev() {
-            match op {
-                Op::Add { path, .. } => raw_remove(tree, &path),
-                Op::Replace { path, old, .. } => raw_write(tree, &path, old, false),
-                Op::Remove { path, old } => raw_write(tree, &path, old, true),
-            }
-        }
-        self.bytes
-    }
-
-    /// The size of the state before the edits.
-    pub fn bytes_before(&self) -> u64 {
-        self.bytes
-    }
-}
-
 /// A state being edited in place, with the record of its edits. See the
 /// [module documentation](self).
 #[derive(Debug)]
@@ -190,13 +149,25 @@ pub struct Draft {
     /// front of each path it records: room reserved up front, so that
     /// doing so moves the segments and allocates nothing.
     prefix_room: usize,
+    /// How many of `ops` are not this draft's: a [`Draft::within`]'s
+    /// draft records into its parent's list, after the parent's edits.
+    base: usize,
 }
 
 impl Draft {
     /// A draft of `tree`, which measures `bytes` (as
     /// [`bytes_of`] gives it), within `limits`.
     pub fn new(tree: Tree, bytes: u64, limits: Limits) -> Draft {
-        Draft { tree, ops: Vec::new(), record: Record::Patch, bytes, start_bytes: bytes, limits, prefix_room: 0 }
+        Draft {
+            tree,
+            ops: Vec::new(),
+            record: Record::Patch,
+            bytes,
+            start_bytes: bytes,
+            limits,
+            prefix_room: 0,
+            base: 0,
+        }
     }
 
     /// This draft, keeping `record` of its edits from now on.
@@ -224,7 +195,7 @@ impl Draft {
     /// The edits so far, in order (with [`Record::Undo`], each written
     /// value is left out, as `Null`).
     pub fn ops(&self) -> &[Op] {
-        &self.ops
+        &self.ops[self.base..]
     }
 
     /// The estimated size of the state's JSON text now.
@@ -240,7 +211,7 @@ impl Draft {
 
     /// Whether any edit was recorded.
     pub fn is_changed(&self) -> bool {
-        !self.ops.is_empty()
+        self.ops.len() > self.base
     }
 
     /// The value at `path`, if there is one.
@@ -255,12 +226,20 @@ impl Draft {
 
     /// The state, its size and the edits that made it (none with
     /// [`Record::Undo`]; the size limit unchecked: see [`Draft::finish`]).
-    pub fn into_parts(self) -> (Tree, u64, Vec<Op>) {
+    pub fn into_parts(mut self) -> (Tree, u64, Vec<Op>) {
         let ops = match self.record {
-            Record::Patch => self.ops,
+            Record::Patch => self.own_ops(),
             Record::Undo => Vec::new(),
         };
         (self.tree, self.bytes, ops)
+    }
+
+    /// This draft's edits, taken out of its list.
+    fn own_ops(&mut self) -> Vec<Op> {
+        match self.base {
+            0 => std::mem::take(&mut self.ops),
+            base => self.ops.split_off(base),
+        }
     }
 
     /// The state, its size and the edits that made it (none with
@@ -278,17 +257,26 @@ impl Draft {
 
     /// Puts the state back as it was before the first edit, and returns it
     /// with its size then.
-    pub fn undo(self) -> (Tree, u64) {
-        let (mut tree, _, undo) = self.into_undo();
-        let bytes = undo.apply(&mut tree);
-        (tree, bytes)
+    pub fn undo(mut self) -> (Tree, u64) {
+        self.unwind();
+        (self.tree, self.bytes)
+    }
+
+    /// Undoes this draft's edits where it is, newest first, keeping the
+    /// list's room: the state and its size are as they were before them.
+    fn unwind(&mut self) {
+        for op in self.ops.drain(self.base..).rev() {
+            undo::undo_op(&mut self.tree, op);
+        }
+        self.bytes = self.start_bytes;
     }
 
     /// The state, its size, and what undoes the edits later (whatever the
     /// record), for a caller that decides after the draft is finished —
     /// the engine running each view over a batch on its own thread.
-    pub fn into_undo(self) -> (Tree, u64, Undo) {
-        (self.tree, self.bytes, Undo { ops: self.ops, bytes: self.start_bytes })
+    pub fn into_undo(mut self) -> (Tree, u64, Undo) {
+        let ops = self.own_ops();
+        (self.tree, self.bytes, Undo { ops, bytes: self.start_bytes })
     }
 
     /// Writes `value` at `path`: a new key of an object (missing objects on
@@ -365,46 +353,39 @@ impl Draft {
         let mut resolved = EditPath::with_capacity(segs.len());
         let limits = Limits { max_depth: self.limits.max_depth.saturating_sub(segs.len()), ..self.limits };
         let slot = walk_mut(&mut self.tree, &segs, &mut resolved).map_err(DraftError::from)?;
+        // `f`'s draft records into this one's list, after its edits: no
+        // list of its own to allocate, nor to move over after.
+        let base = self.ops.len();
         let mut sub = Draft {
             prefix_room: self.prefix_room + resolved.len(),
+            ops: std::mem::take(&mut self.ops),
+            base,
             ..Draft::new(std::mem::take(slot), self.bytes, limits).recording(self.record)
         };
         // `f` sees only its draft, so the slot stays at hand to put the
         // value back: one walk, whatever happens.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut sub)));
+        if !matches!(result, Ok(Ok(_))) {
+            sub.unwind();
+        }
+        *slot = std::mem::take(&mut sub.tree);
+        self.ops = std::mem::take(&mut sub.ops);
         let done = match result {
-            Ok(Ok(r)) => {
-                *slot = std::mem::take(&mut sub.tree);
-                r
-            }
-            Ok(Err(e)) => {
-                *slot = sub.undo_tree();
-                return Err(e);
-            }
-            Err(panic) => {
-                *slot = sub.undo_tree();
-                std::panic::resume_unwind(panic);
-            }
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => std::panic::resume_unwind(panic),
         };
         self.bytes = sub.bytes;
-        for mut op in sub.ops {
-            let path = match &mut op {
+        for op in &mut self.ops[base..] {
+            let path = match op {
                 Op::Add { path, .. } | Op::Replace { path, .. } | Op::Remove { path, .. } => path,
             };
             // The room is there (`prefix_room`): appended, then turned
             // to the front, which costs less than a splice.
             path.extend(resolved.iter().cloned());
             path.rotate_right(resolved.len());
-            self.ops.push(op);
         }
         Ok(done)
-    }
-
-    /// [`Draft::undo`], keeping only the tree.
-    fn undo_tree(&mut self) -> Tree {
-        let draft = Draft::new(std::mem::take(&mut self.tree), self.start_bytes, self.limits);
-        let draft = Draft { ops: std::mem::take(&mut self.ops), record: self.record, ..draft };
-        draft.undo().0
     }
 
     /// Removes the value at `path` and returns it; removing what is not
@@ -649,48 +630,6 @@ fn walk_mut<'t>(tree: &'t mut Tree, segs: &[Segment], resolved: &mut EditPath) -
         };
     }
     Ok(node)
-}
-
-/// The container at `path` (resolved, known to exist: undo retraces the
-/// recorded edits).
-fn parent_mut<'t>(tree: &'t mut Tree, path: &[Segment]) -> Option<&'t mut Tree> {
-    walk_mut(tree, path, &mut EditPath::new()).ok()
-}
-
-/// Removes the entry or element at the resolved `path` (undoing an add).
-fn raw_remove(tree: &mut Tree, path: &[Segment]) {
-    let Some((last, parents)) = path.split_last() else { return };
-    match (parent_mut(tree, parents), last) {
-        (Some(Tree::Object(o)), Segment::Key(k)) => {
-            o.remove(k);
-        }
-        (Some(Tree::Array(a)), Segment::Index(i)) if *i < a.len() => {
-            Arc::make_mut(a).remove(*i);
-        }
-        _ => {}
-    }
-}
-
-/// Writes `value` at the resolved `path`: inserting (`insert`, undoing a
-/// removal) or replacing (undoing a replacement). The empty path is the
-/// root.
-fn raw_write(tree: &mut Tree, path: &[Segment], value: Tree, insert: bool) {
-    let Some((last, parents)) = path.split_last() else {
-        *tree = value;
-        return;
-    };
-    match (parent_mut(tree, parents), last) {
-        (Some(Tree::Object(o)), Segment::Key(k)) => {
-            o.insert(k.clone(), value);
-        }
-        (Some(Tree::Array(a)), Segment::Index(i)) if insert && *i <= a.len() => {
-            Arc::make_mut(a).insert(*i, value);
-        }
-        (Some(Tree::Array(a)), Segment::Index(i)) if *i < a.len() => {
-            Arc::make_mut(a).set(*i, value);
-        }
-        _ => {}
-    }
 }
 
 #[cfg(test)]

@@ -254,3 +254,48 @@ fn within_is_all_or_nothing_even_through_a_panic() {
     );
     assert_eq!(draft.bytes(), bytes_of(draft.state()));
 }
+
+proptest! {
+    /// A run of drafts through an [`UndoLog`], each kept or discarded (as
+    /// a view refusing an action discards its draft): a discarded draft
+    /// leaves the state as before it; and undoing from any draft on gives
+    /// back, byte for byte and with its size, the state after the drafts
+    /// before it, however the log's room was used before (the log is
+    /// cleared and used again for a second run).
+    #[test]
+    fn an_undo_log_takes_a_run_of_drafts_back_to_after_any_of_them(
+        start in value(),
+        drafts in prop::collection::vec((edits(), any::<bool>()), 1..8),
+        keep in 0usize..8,
+    ) {
+        let limits = Limits { max_depth: 4, max_bytes: u64::MAX };
+        let mut log = UndoLog::default();
+        for _ in 0..2 {
+            let mut state = Tree::from(start.clone());
+            let mut bytes = bytes_of(&state);
+            let mut after = vec![(state.to_json_string(), bytes)];
+            for (edits, kept) in &drafts {
+                let mut draft = log.draft(state, bytes, limits);
+                prop_assert_eq!(draft.record(), Record::Undo);
+                for edit in edits {
+                    let _ = perform(&mut draft, edit);
+                }
+                (state, bytes) = if *kept { log.keep(draft) } else { log.discard(draft) };
+                if !*kept {
+                    prop_assert_eq!((state.to_json_string(), bytes), after.last().cloned().unwrap());
+                }
+                prop_assert_eq!(bytes, bytes_of(&state));
+                after.push((state.to_json_string(), bytes));
+            }
+            prop_assert_eq!(log.len(), drafts.len());
+            let keep = keep.min(drafts.len());
+            log.undo_from(&mut state, &mut bytes, keep);
+            prop_assert_eq!(log.len(), keep);
+            prop_assert_eq!((state.to_json_string(), bytes), after[keep].clone());
+            log.undo_from(&mut state, &mut bytes, 0);
+            prop_assert_eq!((state.to_json_string(), bytes), after[0].clone());
+            log.clear();
+            prop_assert!(log.is_empty());
+        }
+    }
+}
