@@ -137,6 +137,8 @@ pub struct Engine {
     redactions: Redactions,
     /// The last batch's undo records, freed during the next batch.
     leftovers: crate::batch::Leftovers,
+    /// Each view's cleared undo logs, for the lanes' next series.
+    spare_logs: lanes::SpareLogs,
 }
 
 impl Engine {
@@ -171,8 +173,8 @@ impl Engine {
     /// The engine at `seq` with `states` of sizes `bytes`, the default
     /// limits and no redactions.
     fn at(app: App, seq: u64, states: Vec<Tree>, bytes: Vec<u64>) -> Engine {
-        let (limits, redactions, leftovers) = Default::default();
-        Engine { app, seq, states, bytes, limits, redactions, leftovers }
+        let (limits, redactions, leftovers, spare_logs) = Default::default();
+        Engine { app, seq, states, bytes, limits, redactions, leftovers, spare_logs }
     }
 
     fn complete(app: &App, mut states: Vec<Tree>) -> Vec<Tree> {

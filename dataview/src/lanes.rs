@@ -52,19 +52,52 @@ const LANE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 type Kept = VecDeque<(u64, UndoLog)>;
 
 /// Drops what `kept` holds for the runs up to `through`, settled: their
-/// logs, cleared, go to `spare` for the runs to come (their room kept, so
-/// a run's drafts allocate nothing for their undo records).
+/// logs, cleared, go to `spare` for the runs to come (see [`recycle`]).
 fn let_go_settled(kept: &mut Kept, through: u64, spare: &mut Vec<UndoLog>) {
     while kept.front().is_some_and(|(n, _)| *n <= through) {
-        let (_, mut log) = kept.pop_front().expect("a front");
+        let (_, log) = kept.pop_front().expect("a front");
+        recycle(spare, log);
+    }
+}
+
+/// At most how many edits a spare undo log keeps room for (65,536):
+/// a larger one, grown by a run of unusually many edits, is let go.
+const SPARE_ROOM: usize = 1 << 16;
+
+/// Clears `log` and keeps it in `spare` for a run to come, its room kept,
+/// so that once the logs have grown a run's drafts allocate nothing for
+/// their undo records: at most one more than the runs a view keeps, and
+/// none with room for more than [`SPARE_ROOM`] edits.
+fn recycle(spare: &mut Vec<UndoLog>, mut log: UndoLog) {
+    if spare.len() <= DEPTH && log.room() <= SPARE_ROOM {
         log.clear();
         spare.push(log);
     }
 }
 
+/// Each view's spare undo logs, kept by the engine from one series to the
+/// next (a lane's thread lasts a series). A clone holds none.
+#[derive(Default)]
+pub(crate) struct SpareLogs(Vec<Vec<UndoLog>>);
+
+impl Clone for SpareLogs {
+    fn clone(&self) -> SpareLogs {
+        SpareLogs::default()
+    }
+}
+
+impl std::fmt::Debug for SpareLogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpareLogs")
+    }
+}
+
 /// A view at the end of a series: its state, its size, and what undoes
 /// the runs not yet settled.
-type LaneEnd = (Tree, u64, Kept);
+type LaneEnd = (Tree, u64, Kept, Vec<UndoLog>);
+
+/// A view's state, its size, and its spare undo logs, as a series starts.
+type LaneStart = (Tree, u64, Vec<UndoLog>);
 
 /// A view's report on one run: the view, the run's number, and its
 /// decision on each action.
@@ -85,13 +118,13 @@ fn lane(
     app: &App,
     view: usize,
     limits: &Limits,
-    start: mpsc::Receiver<(Tree, u64)>,
+    start: mpsc::Receiver<LaneStart>,
     runs: mpsc::Receiver<(u64, Run)>,
     reports: mpsc::Sender<Report>,
     settled: &AtomicU64,
 ) -> Option<LaneEnd> {
-    let (mut state, mut bytes) = start.recv().ok()?;
-    let (mut kept, mut spare) = (Kept::new(), Vec::new());
+    let (mut state, mut bytes, mut spare) = start.recv().ok()?;
+    let mut kept = Kept::new();
     while let Ok((number, run)) = runs.recv() {
         let_go_settled(&mut kept, settled.load(Ordering::Acquire), &mut spare);
         let done = run_view(app, view, state, bytes, limits, &run, spare.pop().unwrap_or_default());
@@ -102,7 +135,7 @@ fn lane(
             break;
         }
     }
-    Some((state, bytes, kept))
+    Some((state, bytes, kept, spare))
 }
 
 /// Undoes, in `kept`, every run after `number` and that run's actions
@@ -167,26 +200,32 @@ impl Engine {
         }
         // The last batch's undo records of `apply_views_in_place`.
         drop(std::mem::take(&mut self.leftovers));
-        let taken: Vec<(Tree, u64)> =
-            self.states.iter_mut().zip(&self.bytes).map(|(s, b)| (std::mem::take(s), *b)).collect();
+        self.spare_logs.0.resize_with(self.states.len(), Vec::new);
+        let taken: Vec<LaneStart> = (self.states.iter_mut().zip(&self.bytes).zip(&mut self.spare_logs.0))
+            .map(|((s, b), spare)| (std::mem::take(s), *b, std::mem::take(spare)))
+            .collect();
         let mut series = Series { settled: AtomicU64::new(0), last: self.seq, disagreed: None, unapplied: Vec::new() };
         let this = &*self;
         let given = std::thread::scope(|scope| this.run_series(scope, taken, first.clone(), next, done, &mut series));
         let given = match given {
             Ok(given) => given,
             Err(taken) => {
-                for (i, (state, bytes)) in taken.into_iter().enumerate() {
+                for (i, (state, bytes, _)) in taken.into_iter().enumerate() {
                     (self.states[i], self.bytes[i]) = (state, bytes);
                 }
                 return vec![first];
             }
         };
         let Series { last, disagreed, mut unapplied, .. } = series;
-        for (i, (mut state, mut bytes, mut kept)) in given.into_iter().enumerate() {
+        for (i, (mut state, mut bytes, mut kept, mut spare)) in given.into_iter().enumerate() {
             if let Some((number, agreed, _, _)) = &disagreed {
                 undo_back_to(&mut state, &mut bytes, &mut kept, *number, *agreed);
             }
             (self.states[i], self.bytes[i]) = (state, bytes);
+            for (_, log) in kept {
+                recycle(&mut spare, log);
+            }
+            self.spare_logs.0[i] = spare;
         }
         self.seq = last;
         if let Some((_, agreed, run, mut applied)) = disagreed {
@@ -216,12 +255,12 @@ impl Engine {
     fn run_series<'scope, 'env: 'scope>(
         &'env self,
         scope: &'scope std::thread::Scope<'scope, 'env>,
-        mut taken: Vec<(Tree, u64)>,
+        mut taken: Vec<LaneStart>,
         first: Run,
         next: &mut dyn FnMut() -> Option<Run>,
         done: &mut dyn FnMut(&Run, Vec<Applied>),
         series: &'env mut Series,
-    ) -> Result<Vec<LaneEnd>, Vec<(Tree, u64)>> {
+    ) -> Result<Vec<LaneEnd>, Vec<LaneStart>> {
         let views = self.app.views.len();
         let (report, reports) = mpsc::channel::<Report>();
         let mut lanes = Vec::with_capacity(views - 1);
@@ -243,14 +282,14 @@ impl Engine {
             }
         }
         drop(report);
-        let (mut state, mut bytes) = {
+        let (mut state, mut bytes, mut spare) = {
             let mut others = taken.split_off(1).into_iter();
             for (start, _, _) in &lanes {
                 let _ = start.send(others.next().expect("a state per view"));
             }
             taken.pop().expect("the first view's state")
         };
-        let (mut kept, mut spare) = (Kept::new(), Vec::new());
+        let mut kept = Kept::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut numbered = 0;
         let mut expected = self.seq + 1;
@@ -343,7 +382,7 @@ impl Engine {
                 }
             }
         }
-        let mut given = vec![(state, bytes, kept)];
+        let mut given = vec![(state, bytes, kept, spare)];
         for (_, runs, handle) in lanes {
             drop(runs);
             match handle.join() {

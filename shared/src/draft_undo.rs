@@ -140,6 +140,11 @@ impl UndoLog {
         }
     }
 
+    /// How many edits the log has room for without growing.
+    pub fn room(&self) -> usize {
+        self.ops.capacity()
+    }
+
     /// Empties the log (the drafts' edits stand for good), keeping its room
     /// for the next run.
     pub fn clear(&mut self) {
