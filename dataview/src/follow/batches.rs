@@ -57,9 +57,12 @@ struct Applier {
 
 impl Applier {
     /// Starts the applier of `hub`'s batches; it stops when the follower
-    /// lets go of it, after the batch it is applying. The batches waiting
-    /// when it takes one go with it to [`Hub::apply_batches`], which
-    /// applies batches that follow one another as a series.
+    /// lets go of it, after the batches it has taken in: the one it is
+    /// applying, or those of a series, which takes up to
+    /// [`crate::engine::lanes::DEPTH`] in before the first is settled. The
+    /// batches waiting when it takes one go with it to
+    /// [`Hub::apply_batches`], which applies batches that follow one
+    /// another as a series.
     fn start(hub: Arc<Hub>) -> Applier {
         let (batches, mut inbox) = mpsc::channel::<Vec<CommittedAction>>(AHEAD);
         let (report, outcomes) = mpsc::unbounded_channel();
@@ -71,6 +74,12 @@ impl Applier {
                 if !failed {
                     let first = taken.borrow()[0].clone();
                     let mut more = || {
+                        // The follower gone (shut down, or reconnecting),
+                        // the batches still waiting are not taken into the
+                        // series: they are reported on, skipped, below.
+                        if report.is_closed() {
+                            return None;
+                        }
                         let batch = Arc::new(inbox.try_recv().ok()?);
                         taken.borrow_mut().push_back(batch.clone());
                         Some(batch)
