@@ -321,9 +321,8 @@ impl Draft {
                 self.write(&segs, |_| value)
             }
             Some(Tree::Array(a)) => {
-                // Sized for the index: a copy grown by one reallocates.
-                let mut at = Vec::with_capacity(segs.len() + 1);
-                at.extend_from_slice(&segs);
+                // Held in place up to four segments, as a recorded path is.
+                let mut at: EditPath = segs.iter().cloned().collect();
                 at.push(Segment::Index(a.len()));
                 let value = value.into();
                 self.write(&at, |_| value)
