@@ -261,7 +261,7 @@ async fn a_gap_in_batches_reconnects_and_resumes_pure() {
 /// are not), and the runtime (which waits for its blocking pool) winds
 /// down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_mid_catch_up_leaves_at_most_one_batch_running() {
+async fn shutdown_mid_catch_up_applies_only_the_batches_taken_in() {
     const N: u64 = 200_000;
     let lines = (1..=N)
         .map(|seq| {

@@ -22,22 +22,21 @@
 
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
-use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
-
-use crate::diff::{diff_at, pointer};
 pub use json::RecordedPatch;
 
 #[path = "draft_json.rs"]
 mod json;
+#[path = "draft_op.rs"]
+mod op;
+use op::is_container;
+pub use op::{EditPath, Op, to_patch};
 #[path = "draft_undo.rs"]
 mod undo;
 use crate::edit::{bad_index, child, not_found, through_scalar};
 use crate::path::{PathError, Segment, Slot, ToPath, pointer_of};
 use crate::tree::limits::{LimitError, Limits, bytes_of, change_at, entry_bytes, measure_at};
 use crate::tree::{Kind, Tree};
-pub use undo::{Undo, UndoLog, unapply};
+pub use undo::{UndoLog, unapply};
 
 /// Why an edit of a draft failed. The draft is as it was before that edit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,73 +48,6 @@ pub enum DraftError {
     /// than the whole size limit by itself.
     #[error(transparent)]
     Limit(#[from] LimitError),
-}
-
-/// A recorded edit's path. Up to four segments are held in place, with
-/// no allocation of their own: most edits are that shallow, and a batch
-/// keeps every edit until the batch after it.
-pub type EditPath = SmallVec<[Segment; 4]>;
-
-/// What one recorded edit did.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Op {
-    /// A new object key or array element (later elements shift up).
-    Add {
-        /// Where, with array indices resolved.
-        path: EditPath,
-        /// The value written.
-        value: Tree,
-    },
-    /// A value replaced.
-    Replace {
-        /// Where.
-        path: EditPath,
-        /// The value written.
-        value: Tree,
-        /// The value it replaced.
-        old: Tree,
-    },
-    /// A value removed (later array elements shift down).
-    Remove {
-        /// Where.
-        path: EditPath,
-        /// The value removed.
-        old: Tree,
-    },
-}
-
-impl Op {
-    /// This edit as RFC 6902 operations: one, or — for an object or array
-    /// replaced by another — the diff between the two below its path, so
-    /// a reducer that writes back a changed copy of a small subtree sends
-    /// only what changed in it.
-    pub fn patch_operations(&self, out: &mut Vec<PatchOperation>) {
-        match self {
-            Op::Add { path, value } => {
-                out.push(PatchOperation::Add(AddOperation { path: pointer(path), value: value.to_value() }))
-            }
-            Op::Replace { path, value, old } if is_container(old) && is_container(value) => {
-                out.extend(diff_at(old, value, path));
-            }
-            Op::Replace { path, value, .. } => {
-                out.push(PatchOperation::Replace(ReplaceOperation { path: pointer(path), value: value.to_value() }));
-            }
-            Op::Remove { path, .. } => out.push(PatchOperation::Remove(RemoveOperation { path: pointer(path) })),
-        }
-    }
-}
-
-/// The RFC 6902 patch of a list of recorded edits.
-pub fn to_patch(ops: &[Op]) -> Patch {
-    let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        op.patch_operations(&mut out);
-    }
-    Patch(out)
-}
-
-pub(crate) fn is_container(t: &Tree) -> bool {
-    matches!(t, Tree::Object(_) | Tree::Array(_))
 }
 
 /// What a [`Draft`] keeps of its edits.
@@ -149,9 +81,10 @@ pub struct Draft {
     /// front of each path it records: room reserved up front, so that
     /// doing so moves the segments and allocates nothing.
     prefix_room: usize,
-    /// How many of `ops` are not this draft's: a [`Draft::within`]'s
-    /// draft records into its parent's list, after the parent's edits.
-    base: usize,
+    /// An empty list with room, lent to the next [`Draft::within`]'s
+    /// draft to record into (its edits then join `ops`), so that a draft
+    /// that comes with one (an [`UndoLog`]'s) allocates none.
+    spare: Vec<Op>,
 }
 
 impl Draft {
@@ -166,7 +99,7 @@ impl Draft {
             start_bytes: bytes,
             limits,
             prefix_room: 0,
-            base: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -195,7 +128,7 @@ impl Draft {
     /// The edits so far, in order (with [`Record::Undo`], each written
     /// value is left out, as `Null`).
     pub fn ops(&self) -> &[Op] {
-        &self.ops[self.base..]
+        &self.ops
     }
 
     /// The estimated size of the state's JSON text now.
@@ -211,7 +144,7 @@ impl Draft {
 
     /// Whether any edit was recorded.
     pub fn is_changed(&self) -> bool {
-        self.ops.len() > self.base
+        !self.ops.is_empty()
     }
 
     /// The value at `path`, if there is one.
@@ -226,20 +159,12 @@ impl Draft {
 
     /// The state, its size and the edits that made it (none with
     /// [`Record::Undo`]; the size limit unchecked: see [`Draft::finish`]).
-    pub fn into_parts(mut self) -> (Tree, u64, Vec<Op>) {
+    pub fn into_parts(self) -> (Tree, u64, Vec<Op>) {
         let ops = match self.record {
-            Record::Patch => self.own_ops(),
+            Record::Patch => self.ops,
             Record::Undo => Vec::new(),
         };
         (self.tree, self.bytes, ops)
-    }
-
-    /// This draft's edits, taken out of its list.
-    fn own_ops(&mut self) -> Vec<Op> {
-        match self.base {
-            0 => std::mem::take(&mut self.ops),
-            base => self.ops.split_off(base),
-        }
     }
 
     /// The state, its size and the edits that made it (none with
@@ -248,6 +173,7 @@ impl Draft {
     /// # Errors
     /// [`LimitError::TooLarge`] if the state ended over the size limit (the
     /// draft is handed back, to be undone).
+    #[allow(clippy::result_large_err, reason = "the draft comes back whole, to be undone; boxing it would allocate")]
     pub fn finish(self) -> Result<(Tree, u64, Vec<Op>), (LimitError, Draft)> {
         if self.bytes > self.limits.max_bytes {
             return Err((LimitError::TooLarge { limit: self.limits.max_bytes }, self));
@@ -265,18 +191,10 @@ impl Draft {
     /// Undoes this draft's edits where it is, newest first, keeping the
     /// list's room: the state and its size are as they were before them.
     fn unwind(&mut self) {
-        for op in self.ops.drain(self.base..).rev() {
+        for op in self.ops.drain(..).rev() {
             undo::undo_op(&mut self.tree, op);
         }
         self.bytes = self.start_bytes;
-    }
-
-    /// The state, its size, and what undoes the edits later (whatever the
-    /// record), for a caller that decides after the draft is finished —
-    /// the engine running each view over a batch on its own thread.
-    pub fn into_undo(mut self) -> (Tree, u64, Undo) {
-        let ops = self.own_ops();
-        (self.tree, self.bytes, Undo { ops, bytes: self.start_bytes })
     }
 
     /// Writes `value` at `path`: a new key of an object (missing objects on
@@ -321,8 +239,10 @@ impl Draft {
                 self.write(&segs, |_| value)
             }
             Some(Tree::Array(a)) => {
-                // Held in place up to four segments, as a recorded path is.
-                let mut at: EditPath = segs.iter().cloned().collect();
+                // Sized for the index (a copy grown by one reallocates),
+                // and held in place up to four segments.
+                let mut at = EditPath::with_capacity(segs.len() + 1);
+                at.extend(segs.iter().cloned());
                 at.push(Segment::Index(a.len()));
                 let value = value.into();
                 self.write(&at, |_| value)
@@ -352,13 +272,11 @@ impl Draft {
         let mut resolved = EditPath::with_capacity(segs.len());
         let limits = Limits { max_depth: self.limits.max_depth.saturating_sub(segs.len()), ..self.limits };
         let slot = walk_mut(&mut self.tree, &segs, &mut resolved).map_err(DraftError::from)?;
-        // `f`'s draft records into this one's list, after its edits: no
-        // list of its own to allocate, nor to move over after.
-        let base = self.ops.len();
+        // `f`'s draft records into this one's spare list (its own, so
+        // that nothing `f` does to its draft reaches this one's edits).
         let mut sub = Draft {
             prefix_room: self.prefix_room + resolved.len(),
-            ops: std::mem::take(&mut self.ops),
-            base,
+            ops: std::mem::take(&mut self.spare),
             ..Draft::new(std::mem::take(slot), self.bytes, limits).recording(self.record)
         };
         // `f` sees only its draft, so the slot stays at hand to put the
@@ -368,22 +286,27 @@ impl Draft {
             sub.unwind();
         }
         *slot = std::mem::take(&mut sub.tree);
-        self.ops = std::mem::take(&mut sub.ops);
+        let mut ops = std::mem::take(&mut sub.ops);
         let done = match result {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => {
+                self.spare = ops;
+                return Err(e);
+            }
             Err(panic) => std::panic::resume_unwind(panic),
         };
         self.bytes = sub.bytes;
-        for op in &mut self.ops[base..] {
-            let path = match op {
+        for mut op in ops.drain(..) {
+            let path = match &mut op {
                 Op::Add { path, .. } | Op::Replace { path, .. } | Op::Remove { path, .. } => path,
             };
             // The room is there (`prefix_room`): appended, then turned
             // to the front, which costs less than a splice.
             path.extend(resolved.iter().cloned());
             path.rotate_right(resolved.len());
+            self.ops.push(op);
         }
+        self.spare = ops;
         Ok(done)
     }
 

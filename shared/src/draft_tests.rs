@@ -299,3 +299,48 @@ proptest! {
         }
     }
 }
+
+/// A `within` that fails or panics after its parent's edits leaves those
+/// edits in the parent's record, so undoing the parent gives back the
+/// start, byte for byte; so does one whose reducer swaps its draft for
+/// another (of the same value), which cannot reach the parent's edits.
+#[test]
+fn a_within_that_fails_panics_or_swaps_its_draft_keeps_its_parents_edits() {
+    let start = Tree::from(json!({"p": {"a": 1}, "q": [1, 2]}));
+    let fail =
+        |d: &mut Draft| d.within("/p", |s| s.set("/b", Tree::from(2)).and_then(|()| s.set("/a/x", Tree::from(3))));
+    let panic = |d: &mut Draft| {
+        let run = std::panic::AssertUnwindSafe(|| {
+            let _ = d.within("/p", |s| {
+                s.set("/b", Tree::from(2))?;
+                panic!("a reducer's bug");
+                #[allow(unreachable_code)]
+                Ok::<(), DraftError>(())
+            });
+        });
+        assert!(std::panic::catch_unwind(run).is_err());
+        Ok(())
+    };
+    let swap = |d: &mut Draft| {
+        d.within("/p", |s| {
+            s.set("/b", Tree::from(2))?;
+            let same = Draft::of(Tree::from(json!({"a": 1})));
+            *s = same;
+            s.set("/c", Tree::from(3))
+        })
+    };
+    type Case<'a> = &'a dyn Fn(&mut Draft) -> Result<(), DraftError>;
+    let cases: [Case<'_>; 3] = [&fail, &panic, &swap];
+    for (i, case) in cases.into_iter().enumerate() {
+        for record in [Record::Patch, Record::Undo] {
+            let mut d = Draft::of(start.clone()).recording(record);
+            d.set("/x", Tree::from(1)).unwrap();
+            d.push("/q", Tree::from(3)).unwrap();
+            let _ = case(&mut d);
+            assert!(d.ops().len() >= 2, "case {i}: the parent's two edits are in its record");
+            let (undone, bytes) = d.undo();
+            assert_eq!(undone.to_json_string(), start.to_json_string(), "case {i}, {record:?}");
+            assert_eq!(bytes, bytes_of(&start));
+        }
+    }
+}

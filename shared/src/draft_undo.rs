@@ -1,13 +1,14 @@
-//! Undoing drafts: [`Undo`], what undoes one finished draft; [`UndoLog`],
-//! what undoes each of a run of drafts of one state, applied one after
-//! another; and [`unapply`], for a patch's recorded edits.
+//! Undoing drafts: [`UndoLog`], what undoes each of a run of drafts of
+//! one state, applied one after another; and [`unapply`], for a patch's
+//! recorded edits.
 //!
 //! A run of drafts (a view applying a batch in place, each action in a
 //! draft of its own) keeps what undoes each action until the batch is
 //! settled. An [`UndoLog`] keeps those edits in one list for the whole
 //! run, rather than a list per action, and lends each draft the same
-//! spare list to record into: once the log has grown to a run's size and
-//! is cleared for the next run, a draft allocates nothing for its record.
+//! spare lists to record into (one for the draft, one for its
+//! [`Draft::within`]s): once the log has grown to a run's size and is
+//! cleared for the next run, a draft allocates nothing for its record.
 
 use std::sync::Arc;
 
@@ -15,14 +16,6 @@ use super::{Draft, EditPath, Op, Record, walk_mut};
 use crate::path::Segment;
 use crate::tree::Tree;
 use crate::tree::limits::Limits;
-
-/// What undoes a finished draft's edits ([`Draft::into_undo`]).
-#[derive(Debug)]
-pub struct Undo {
-    pub(super) ops: Vec<Op>,
-    /// The size before the edits.
-    pub(super) bytes: u64,
-}
 
 /// Undoes `ops` — the edits a draft recorded ([`Record::Patch`]) — on
 /// `tree`, the state they led to (or one edited since only by edits
@@ -48,23 +41,6 @@ pub(super) fn undo_op(tree: &mut Tree, op: Op) {
     }
 }
 
-impl Undo {
-    /// Puts `tree` — the draft's state, or one edited since only by drafts
-    /// whose own undos have already been applied — back as it was before
-    /// the draft's first edit, and returns its size then.
-    pub fn apply(self, tree: &mut Tree) -> u64 {
-        for op in self.ops.into_iter().rev() {
-            undo_op(tree, op);
-        }
-        self.bytes
-    }
-
-    /// The size of the state before the edits.
-    pub fn bytes_before(&self) -> u64 {
-        self.bytes
-    }
-}
-
 /// What undoes each of a run of drafts of one state, applied one after
 /// another ([`UndoLog::draft`], then [`UndoLog::keep`] or
 /// [`UndoLog::discard`] for each): their edits in one list, and for each
@@ -82,27 +58,29 @@ pub struct UndoLog {
     drafts: Vec<Option<(usize, u64)>>,
     /// An empty list with room, lent to the next draft to record into.
     spare: Vec<Op>,
+    /// Another, lent to the next draft for its [`Draft::within`]s.
+    within_spare: Vec<Op>,
 }
 
 impl UndoLog {
     /// A draft of `tree` (which measures `bytes`) within `limits`, keeping
     /// only what undoes its edits ([`Record::Undo`]), recording into the
-    /// log's spare list. End it with [`UndoLog::keep`] or
+    /// log's spare lists. End it with [`UndoLog::keep`] or
     /// [`UndoLog::discard`] (a draft dropped instead only costs the log its
     /// spare list).
     pub fn draft(&mut self, tree: Tree, bytes: u64, limits: Limits) -> Draft {
-        let ops = std::mem::take(&mut self.spare);
-        Draft { ops, ..Draft::new(tree, bytes, limits).recording(Record::Undo) }
+        let (ops, spare) = (std::mem::take(&mut self.spare), std::mem::take(&mut self.within_spare));
+        Draft { ops, spare, ..Draft::new(tree, bytes, limits).recording(Record::Undo) }
     }
 
     /// Ends `draft` (one of [`UndoLog::draft`]'s) with its edits standing:
     /// they join the log, to be undone by [`UndoLog::undo_from`]. Returns
     /// the state and its size.
     pub fn keep(&mut self, draft: Draft) -> (Tree, u64) {
-        let Draft { tree, mut ops, bytes, start_bytes, .. } = draft;
+        let Draft { tree, mut ops, bytes, start_bytes, spare, .. } = draft;
         self.drafts.push(Some((self.ops.len(), start_bytes)));
         self.ops.append(&mut ops);
-        self.spare = ops;
+        (self.spare, self.within_spare) = (ops, spare);
         (tree, bytes)
     }
 
@@ -112,6 +90,7 @@ impl UndoLog {
         draft.unwind();
         self.drafts.push(None);
         self.spare = std::mem::take(&mut draft.ops);
+        self.within_spare = std::mem::take(&mut draft.spare);
         (draft.tree, draft.bytes)
     }
 
@@ -140,9 +119,10 @@ impl UndoLog {
         }
     }
 
-    /// How many edits the log has room for without growing.
+    /// How many edits the log has room for without growing, its spare
+    /// lists' included.
     pub fn room(&self) -> usize {
-        self.ops.capacity()
+        self.ops.capacity() + self.spare.capacity() + self.within_spare.capacity()
     }
 
     /// Empties the log (the drafts' edits stand for good), keeping its room

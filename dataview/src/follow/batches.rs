@@ -76,7 +76,7 @@ impl Applier {
                     let mut more = || {
                         // The follower gone (shut down, or reconnecting),
                         // the batches still waiting are not taken into the
-                        // series: they are reported on, skipped, below.
+                        // series: they go with the channel, unapplied.
                         if report.is_closed() {
                             return None;
                         }
