@@ -60,9 +60,11 @@ fn let_go_settled(kept: &mut Kept, through: u64, spare: &mut Vec<UndoLog>) {
     }
 }
 
-/// At most how many edits a spare undo log keeps room for (65,536):
-/// a larger one, grown by a run of unusually many edits, is let go.
-const SPARE_ROOM: usize = 1 << 16;
+/// At most how many edits a spare undo log keeps room for (a batch of
+/// 1,024 warehouse sales grows `activity`'s log to room for 8,192, and
+/// `stock`'s to 4,096): a larger one, grown by a run of unusually many
+/// edits, is let go.
+const SPARE_ROOM: usize = 1 << 14;
 
 /// Clears `log` and keeps it in `spare` for a run to come, its room kept,
 /// so that once the logs have grown a run's drafts allocate nothing for
