@@ -244,6 +244,57 @@ mod tests {
         assert_eq!(hub.current(), (1000, expected));
     }
 
+    /// Once the follower lets go of the applier (shut down, or
+    /// reconnecting), the applier ends the batch it is applying and takes
+    /// none of those still waiting for it. A view that holds its first
+    /// action until the test lets it go makes the order certain: the other
+    /// batches wait in the channel, and the follower is gone, before the
+    /// first batch is done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn once_the_follower_is_gone_the_applier_takes_no_waiting_batch() {
+        use crate::reducer::View;
+        use nodb_shared::Tree;
+        use nodb_shared::draft::Draft;
+        use std::sync::Mutex;
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
+        let (go, gone) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(Some((started, gone)));
+        let count = |d: &mut Draft| {
+            let n = d.get("/n").and_then(Tree::as_u64).unwrap_or(0);
+            d.set("/n", Tree::from(n + 1)).map_err(crate::reducer::Rejection::from)
+        };
+        let app = crate::app::App {
+            name: "gate".into(),
+            views: vec![
+                View::drafted("held", Tree::object(), move |d: &mut Draft, a: &CommittedAction| {
+                    if a.seq == 1
+                        && let Some((started, gone)) = gate.lock().unwrap().take()
+                    {
+                        started.send(()).unwrap();
+                        gone.recv().unwrap();
+                    }
+                    count(d)
+                }),
+                View::drafted("other", Tree::object(), move |d: &mut Draft, _: &CommittedAction| count(d)),
+            ],
+        };
+        let hub = Hub::new(Engine::new(app), 64);
+        let applier = Applier::start(hub.clone());
+        applier.batches.send(batch(1..=10)).await.unwrap();
+        tokio::task::spawn_blocking(move || is_started.recv().unwrap()).await.unwrap();
+        for b in [batch(11..=20), batch(21..=30)] {
+            applier.batches.send(b).await.unwrap();
+        }
+        drop(applier);
+        go.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), hub.seq().wait_for(|s| *s >= 10))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(hub.current_seq(), 10, "the batches waiting when the follower let go are not applied");
+    }
+
     /// After a batch fails, the applier applies none handed to it after:
     /// the three batches are all with it before any outcome is read, so
     /// the third reaches it whatever the timing.
