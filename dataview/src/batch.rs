@@ -171,7 +171,7 @@ impl std::fmt::Debug for Leftovers {
 /// Runs view `i`'s drafted reducer over `actions`, editing `state` in
 /// place, each action in a draft of its own that is undone if the
 /// reducer refuses it, panics, or leaves the state over the size limit.
-/// What undoes each action goes into `undos` (empty: a log cleared after
+/// What undoes each action goes into `undos`, cleared first (a log from
 /// an earlier run keeps its room, so the run allocates nothing for it).
 pub(crate) fn run_view(
     app: &App,

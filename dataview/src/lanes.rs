@@ -94,8 +94,8 @@ impl std::fmt::Debug for SpareLogs {
     }
 }
 
-/// A view at the end of a series: its state, its size, and what undoes
-/// the runs not yet settled.
+/// A view at the end of a series: its state, its size, what undoes the
+/// runs not yet settled, and its spare undo logs.
 type LaneEnd = (Tree, u64, Kept, Vec<UndoLog>);
 
 /// A view's state, its size, and its spare undo logs, as a series starts.
